@@ -1,0 +1,2 @@
+//! Arm SMMUv3 driver. Knows nothing of partitions or device trees.
+#![no_std]
