@@ -1,0 +1,233 @@
+//! The boot path of the qemu-virt board.
+
+use platform::arch::{self, exit};
+use platform::dt::{DeviceTree, PsciConduit};
+use platform::memmap::{MemoryMap, Reservation};
+use platform::pgtable::{Access, IdentityMap, MemType, Table, PAGE_SIZE};
+use platform::{ExitCode, PhysAddr, PhysRange};
+
+/// Board name in the banner.
+const BOARD: &str = "qemu-virt";
+/// The PL011 QEMU's virt always has; used until the DT's stdout-path is read
+/// (and to report a DT that cannot be read at all).
+const EARLY_UART: PhysAddr = PhysAddr(0x0900_0000);
+/// Where QEMU's ELF loader leaves the DTB when x0 is 0: the bottom of RAM.
+const ELF_PATH_DTB: PhysAddr = PhysAddr(0x4000_0000);
+/// Kernel heap size.
+const HEAP_SIZE: u64 = 16 << 20;
+/// Tables for the EL2 identity map (4 KiB each).
+const PT_POOL_TABLES: usize = 64;
+
+static mut PT_POOL: [Table; PT_POOL_TABLES] = [const { Table::EMPTY }; PT_POOL_TABLES];
+
+/// Entered from `_start` with the loader's x0 and the current EL.
+#[unsafe(no_mangle)]
+pub extern "C" fn bulkhead_board_entry(x0: u64, el: u64) -> ! {
+    // SAFETY: QEMU virt has a PL011 at EARLY_UART; with the MMU off every
+    // access is Device memory.
+    unsafe { platform::console::init(EARLY_UART) };
+    // Semihosting carries the exit status under QEMU and falls back to PSCI
+    // by itself. PSCI's conduit is smc at EL2 on virt until the DT says more.
+    exit::configure(true, if el == 2 { PsciConduit::Smc } else { PsciConduit::Hvc });
+    if el != 2 {
+        defmt::error!(
+            "bulkhead must be entered at EL2 (hypervisor mode) but was entered at EL{=u64}; on QEMU use -machine virt,virtualization=on",
+            el
+        );
+        exit::exit(ExitCode::WrongExceptionLevel);
+    }
+    let dtb_at = if x0 != 0 { PhysAddr(x0) } else { ELF_PATH_DTB };
+    // SAFETY: the boot protocol puts a DTB at x0, or QEMU's ELF path at the
+    // bottom of RAM; `at` reads 8 bytes, then only `totalsize` bytes after
+    // checking the magic and a size limit. Nothing writes there.
+    let dt = match unsafe { DeviceTree::at(dtb_at) } {
+        Ok(dt) => dt,
+        Err(e) => {
+            defmt::error!("cannot boot: device tree at {}: {}", dtb_at, e);
+            exit::exit(ExitCode::BadDeviceTree);
+        }
+    };
+    match boot(dt, dtb_at) {
+        Ok(()) => exit::exit(ExitCode::Success),
+        Err(code) => exit::exit(code),
+    }
+}
+
+fn dt_err(e: platform::dt::DtError) -> ExitCode {
+    defmt::error!("cannot boot: {}", e);
+    ExitCode::BadDeviceTree
+}
+
+fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
+    // 2. Block all DMA before anything else: GBPA.ABORT on every SMMU.
+    let smmus = dt.smmus().map_err(dt_err)?;
+    for s in &smmus {
+        crate_smmu::abort_all(s)?;
+    }
+    if let Some(conduit) = dt.psci().map_err(dt_err)? {
+        exit::configure(true, conduit);
+    }
+
+    // 3. MMU on with an identity map built from the DT, then the console the
+    // DT names, then memory.
+    let layout = arch::boot::image_layout();
+    let ram = dt.memory().map_err(dt_err)?;
+    let mmio = dt.mmio_regions().map_err(dt_err)?;
+    build_and_enable_mmu(&ram, &mmio, &layout)?;
+    if let Some(uart) = dt.stdout_uart().map_err(dt_err)? {
+        if uart != EARLY_UART {
+            // SAFETY: the DT's stdout-path names a PL011 whose `reg` is in
+            // the identity map as Device memory.
+            unsafe { platform::console::init(uart) };
+        }
+    }
+
+    let dtb = PhysRange::new(dtb_at.0, dt.bytes().len() as u64).unwrap_or_default().grow_to(PAGE_SIZE);
+    let mut map = MemoryMap::new(ram.iter().copied()).map_err(|_| platform_err("no usable RAM in /memory"))?;
+    let reservations = [(layout.image, Reservation::Kernel), (dtb, Reservation::Dtb)];
+    for (r, why) in reservations {
+        map.reserve(r, why).map_err(|_| platform_err("too many memory reservations"))?;
+    }
+    for r in dt.memreserve() {
+        map.reserve(r.grow_to(PAGE_SIZE), Reservation::MemReserve).map_err(|_| platform_err("too many memory reservations"))?;
+    }
+    for r in dt.reserved_memory().map_err(dt_err)? {
+        map.reserve(r.grow_to(PAGE_SIZE), Reservation::ReservedMemory).map_err(|_| platform_err("too many memory reservations"))?;
+    }
+    let mem = platform::memory::init(&mut map, HEAP_SIZE).map_err(|e| {
+        defmt::error!("cannot boot: {}", e);
+        ExitCode::PlatformError
+    })?;
+
+    banner(&dt, &map, &smmus, &mem)?;
+
+    selftest(dt.bootargs().map_err(dt_err)?, &layout)
+}
+
+fn platform_err(what: &'static str) -> ExitCode {
+    defmt::error!("cannot boot: {=str}", what);
+    ExitCode::PlatformError
+}
+
+fn build_and_enable_mmu(ram: &[PhysRange], mmio: &[PhysRange], layout: &arch::boot::ImageLayout) -> Result<(), ExitCode> {
+    // SAFETY: boot runs on one CPU with the MMU off; nothing else refers to
+    // the pool, and after `enable` only the MMU reads it.
+    let pool = unsafe { &mut *core::ptr::addr_of_mut!(PT_POOL) };
+    let pool_pa = PhysAddr(pool.as_ptr() as u64);
+    let pool_range = PhysRange::new(pool_pa.0, core::mem::size_of_val(pool) as u64).unwrap_or_default();
+    let mut m = IdentityMap::new(pool, pool_pa).map_err(|_| platform_err("page-table pool empty"))?;
+    let fail = |e: platform::pgtable::MapError| {
+        defmt::error!("cannot build the EL2 identity map: {}", e);
+        ExitCode::PlatformError
+    };
+    // RAM outside the image: data, never executable.
+    let mut ram_map = MemoryMap::new(ram.iter().copied()).map_err(|_| platform_err("no usable RAM in /memory"))?;
+    ram_map.reserve(layout.image, Reservation::Kernel).map_err(|_| platform_err("bad image layout"))?;
+    for r in ram_map.free() {
+        m.map(r.shrink_to(PAGE_SIZE), MemType::Normal, Access::ReadWrite).map_err(fail)?;
+    }
+    // The image with W^X; the stack guard page stays unmapped.
+    m.map(layout.text, MemType::Normal, Access::Execute).map_err(fail)?;
+    m.map(layout.rodata, MemType::Normal, Access::ReadOnly).map_err(fail)?;
+    m.map(layout.data, MemType::Normal, Access::ReadWrite).map_err(fail)?;
+    m.map(layout.stack, MemType::Normal, Access::ReadWrite).map_err(fail)?;
+    let mmio: arrayvec::ArrayVec<PhysRange, { platform::dt::MAX_MMIO }> = platform::memmap::coalesce(mmio, PAGE_SIZE);
+    for r in &mmio {
+        m.map(*r, MemType::Device, Access::ReadWrite).map_err(fail)?;
+    }
+    let root = m.root();
+    defmt::debug!("EL2 identity map: {=usize} tables", m.tables_used());
+    // SAFETY: the map covers the running code, stack, data, all RAM and every
+    // device the kernel touches (the DT's MMIO regions).
+    unsafe { arch::mmu::enable(root, pool_range) };
+    Ok(())
+}
+
+fn banner(
+    dt: &DeviceTree<'static>,
+    map: &MemoryMap,
+    smmus: &[platform::dt::SmmuNode],
+    mem: &platform::memory::MemoryStats,
+) -> Result<(), ExitCode> {
+    let cpus = dt.cpus().map_err(dt_err)?;
+    defmt::info!(
+        "bulkhead {=str} ({=str}) on {=str}",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("BULKHEAD_GIT").unwrap_or("unknown"),
+        BOARD
+    );
+    defmt::info!("CurrentEL: EL{=u8}", arch::current_el());
+    defmt::info!("CPUs: {=usize} (boot CPU MPIDR {=u64:#x})", cpus.len(), arch::mpidr());
+    for c in &cpus {
+        defmt::info!("  cpu MPIDR {=u64:#x} enable-method {=str}", c.mpidr, if c.psci { "psci" } else { "other" });
+    }
+    defmt::info!("memory: {=u64} MiB", map.ram_bytes() >> 20);
+    for r in map.ram() {
+        defmt::info!("  RAM      {} {=u64} MiB", r, r.size() >> 20);
+    }
+    for (r, why) in map.reserved() {
+        defmt::info!("  reserved {} {}", r, why);
+    }
+    for r in map.free() {
+        defmt::info!("  free     {} {=u64} KiB", r, r.size() >> 10);
+    }
+    defmt::info!("heap: {} ({=u64} MiB); frames: {=u64} MiB", mem.heap, mem.heap.size() >> 20, mem.frame_bytes >> 20);
+    defmt::info!("SMMUs: {=usize}", smmus.len());
+    for s in smmus {
+        defmt::info!(
+            "  SMMUv3 {=str} at {} size {=u64:#x}, {=str}{=str}",
+            s.name.as_str(),
+            s.regs.start,
+            s.regs.size(),
+            if s.coherent { "coherent" } else { "not coherent" },
+            if s.msi { ", MSI" } else { "" }
+        );
+        let irqs = [("eventq", s.eventq), ("priq", s.priq), ("cmdq-sync", s.cmdq_sync), ("gerror", s.gerror), ("combined", s.combined)];
+        for (name, irq) in irqs {
+            if let Some(irq) = irq {
+                defmt::info!("    interrupt {=str}: {}", name, irq);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Boot-argument driven checks used by the test scenarios.
+fn selftest(bootargs: &str, layout: &arch::boot::ImageLayout) -> Result<(), ExitCode> {
+    for arg in bootargs.split_ascii_whitespace() {
+        let Some(test) = arg.strip_prefix("bulkhead.selftest=") else { continue };
+        match test {
+            "data-abort" => {
+                let at = layout.stack_guard.start;
+                defmt::warn!("selftest: reading the unmapped stack guard page at {}", at);
+                // SAFETY: deliberately faults (the guard page is unmapped);
+                // the exception handler reports and stops the machine.
+                let v = unsafe { (at.0 as *const u64).read_volatile() };
+                defmt::error!("selftest: read of the guard page returned {=u64:#x}", v);
+                return Err(ExitCode::SelfTestFailed);
+            }
+            other => {
+                defmt::error!("unknown selftest {=str}", other);
+                return Err(ExitCode::SelfTestFailed);
+            }
+        }
+    }
+    Ok(())
+}
+
+mod crate_smmu {
+    //! The SMMU side of boot.
+    use platform::dt::SmmuNode;
+    use platform::ExitCode;
+
+    /// GBPA.ABORT=1 on one SMMU: until the driver enables it, any DMA aborts.
+    pub fn abort_all(s: &SmmuNode) -> Result<(), ExitCode> {
+        // SAFETY: `regs` is the SMMU's register window from the DT; with the
+        // MMU off every access is Device memory.
+        let mmio = unsafe { smmu::hal::VolatileMmio::new(s.regs.start.0 as *mut u8) };
+        smmu::gbpa_abort(&mmio, &mut platform::time::Delay).map_err(|e| {
+            defmt::error!("SMMU {=str} at {}: cannot set GBPA.ABORT: {}", s.name.as_str(), s.regs.start, e);
+            ExitCode::SmmuError
+        })
+    }
+}

@@ -1,0 +1,20 @@
+//! Everything that runs CPU instructions the compiler cannot emit by itself:
+//! the boot entry, exception vectors, EL2 MMU control, PSCI and semihosting.
+//! All inline assembly of the kernel lives under this module.
+
+pub mod boot;
+pub mod exception;
+pub mod exit;
+pub mod mmu;
+
+use aarch64_cpu::registers::{Readable, CurrentEL, MPIDR_EL1};
+
+/// The exception level the CPU is running at (0–3).
+pub fn current_el() -> u8 {
+    CurrentEL.read(CurrentEL::EL) as u8
+}
+
+/// This CPU's MPIDR affinity fields (Aff3..Aff0), as the DT's `cpu` `reg` uses them.
+pub fn mpidr() -> u64 {
+    MPIDR_EL1.get() & 0xff_00ff_ffff
+}

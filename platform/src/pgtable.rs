@@ -1,0 +1,282 @@
+//! The EL2 stage-1 identity map (VMSAv8-64, 4 KiB granule, 48-bit input).
+//!
+//! Built once at boot from the device tree: RAM as Normal write-back, device
+//! windows as Device-nGnRE, the image's sections with W^X. Tables come from
+//! a fixed pool because the map exists before the heap does. Pure code: the
+//! CPU registers that switch it on live in `arch::mmu`.
+//!
+//! Descriptor layout: Arm ARM D8.3 (translation table descriptor formats);
+//! AP/XN for a one-privilege-level regime: D8.4 (EL2 with HCR_EL2.E2H=0).
+
+use crate::addr::{PhysAddr, PhysRange};
+
+/// Translation granule.
+pub const PAGE_SIZE: u64 = 4096;
+/// Entries per table.
+const ENTRIES: usize = 512;
+/// Input address bits (TCR_EL2.T0SZ = 64 - 48).
+pub const VA_BITS: u32 = 48;
+
+const DESC_VALID: u64 = 1 << 0;
+/// Levels 0–2: table descriptor; level 3: page descriptor.
+const DESC_TABLE_OR_PAGE: u64 = 1 << 1;
+const ATTR_INDX_SHIFT: u32 = 2;
+/// AP[1] is RES1 in a one-privilege-level regime.
+const AP_RES1: u64 = 1 << 6;
+/// AP[2]: read-only.
+const AP_RO: u64 = 1 << 7;
+const SH_INNER: u64 = 0b11 << 8;
+const AF: u64 = 1 << 10;
+/// XN for a one-privilege-level regime (bit 54).
+const XN: u64 = 1 << 54;
+const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
+
+/// MAIR index of Device-nGnRE.
+pub const MAIR_IDX_DEVICE: u64 = 0;
+/// MAIR index of Normal inner/outer write-back, read/write-allocate.
+pub const MAIR_IDX_NORMAL: u64 = 1;
+/// MAIR_EL2 value matching the two indices above.
+pub const MAIR_VALUE: u64 = 0x04 | (0xff << 8);
+
+/// Memory type of a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemType {
+    /// Normal, write-back cacheable, inner shareable.
+    Normal,
+    /// Device-nGnRE.
+    Device,
+}
+
+/// Access rights of a mapping. Writable and executable together is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read-only data.
+    ReadOnly,
+    /// Read-write data (never executable).
+    ReadWrite,
+    /// Read-only, executable code.
+    Execute,
+}
+
+/// What can go wrong building the map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// Range not 4 KiB aligned.
+    Unaligned(PhysRange),
+    /// Range beyond the 48-bit input space.
+    OutOfRange(PhysRange),
+    /// Part of the range is already mapped.
+    Overlap(PhysRange),
+    /// The fixed table pool is exhausted.
+    OutOfTables,
+}
+
+impl defmt::Format for MapError {
+    fn format(&self, f: defmt::Formatter) {
+        match self {
+            MapError::Unaligned(r) => defmt::write!(f, "range {} is not page aligned", r),
+            MapError::OutOfRange(r) => defmt::write!(f, "range {} is beyond the 48-bit address space", r),
+            MapError::Overlap(r) => defmt::write!(f, "range {} overlaps an existing mapping", r),
+            MapError::OutOfTables => defmt::write!(f, "page-table pool exhausted"),
+        }
+    }
+}
+
+/// One 4 KiB translation table.
+#[repr(C, align(4096))]
+pub struct Table(pub [u64; ENTRIES]);
+
+impl Table {
+    /// An all-invalid table.
+    pub const EMPTY: Table = Table([0; ENTRIES]);
+}
+
+/// An identity map under construction over a pool of tables whose first
+/// table is the level-0 root.
+pub struct IdentityMap<'p> {
+    pool: &'p mut [Table],
+    /// Physical address of `pool[0]` (the kernel runs identity-mapped; tests
+    /// use any base).
+    pool_pa: u64,
+    used: usize,
+}
+
+fn level_shift(level: usize) -> u32 {
+    39 - 9 * level as u32
+}
+
+impl<'p> IdentityMap<'p> {
+    /// Starts an empty map; `pool_pa` is where `pool` sits physically.
+    pub fn new(pool: &'p mut [Table], pool_pa: PhysAddr) -> Result<Self, MapError> {
+        let root = pool.first_mut().ok_or(MapError::OutOfTables)?;
+        root.0 = [0; ENTRIES];
+        Ok(IdentityMap { pool, pool_pa: pool_pa.0, used: 1 })
+    }
+
+    /// Physical address of the root table (for TTBR0_EL2).
+    pub fn root(&self) -> PhysAddr {
+        PhysAddr(self.pool_pa)
+    }
+
+    /// Tables taken from the pool so far.
+    pub fn tables_used(&self) -> usize {
+        self.used
+    }
+
+    /// Maps `range` to itself with the largest blocks that fit.
+    pub fn map(&mut self, range: PhysRange, ty: MemType, access: Access) -> Result<(), MapError> {
+        if !range.start.is_aligned(PAGE_SIZE) || !range.end.is_aligned(PAGE_SIZE) {
+            return Err(MapError::Unaligned(range));
+        }
+        if range.end.0 > 1 << VA_BITS {
+            return Err(MapError::OutOfRange(range));
+        }
+        if range.is_empty() {
+            return Ok(());
+        }
+        let mut attrs = AF | ((match ty {
+            MemType::Normal => MAIR_IDX_NORMAL,
+            MemType::Device => MAIR_IDX_DEVICE,
+        }) << ATTR_INDX_SHIFT)
+            | AP_RES1;
+        if ty == MemType::Normal {
+            attrs |= SH_INNER;
+        }
+        match access {
+            Access::ReadOnly => attrs |= AP_RO | XN,
+            Access::ReadWrite => attrs |= XN,
+            Access::Execute => attrs |= AP_RO,
+        }
+        if ty == MemType::Device {
+            attrs |= XN;
+        }
+        self.map_level(0, 0, range.start.0, range.end.0, attrs)
+    }
+
+    fn map_level(&mut self, table: usize, level: usize, start: u64, end: u64, attrs: u64) -> Result<(), MapError> {
+        let shift = level_shift(level);
+        let span = 1u64 << shift;
+        let mut va = start;
+        while va < end {
+            let idx = ((va >> shift) & (ENTRIES as u64 - 1)) as usize;
+            let entry_start = va & !(span - 1);
+            let entry_end = entry_start + span;
+            let chunk_end = end.min(entry_end);
+            let desc = self.pool[table].0[idx];
+            let whole = va == entry_start && chunk_end == entry_end;
+            let is_table = level < 3 && desc & (DESC_VALID | DESC_TABLE_OR_PAGE) == DESC_VALID | DESC_TABLE_OR_PAGE;
+            if whole && level >= 1 && !is_table {
+                if desc & DESC_VALID != 0 {
+                    return Err(MapError::Overlap(PhysRange::from_bounds(va, chunk_end)));
+                }
+                let kind = if level == 3 { DESC_TABLE_OR_PAGE } else { 0 };
+                self.pool[table].0[idx] = (va & OA_MASK) | attrs | kind | DESC_VALID;
+            } else {
+                let next = if desc & DESC_VALID == 0 {
+                    let n = self.used;
+                    let t = self.pool.get_mut(n).ok_or(MapError::OutOfTables)?;
+                    t.0 = [0; ENTRIES];
+                    self.used += 1;
+                    self.pool[table].0[idx] = (self.pool_pa + n as u64 * PAGE_SIZE) | DESC_TABLE_OR_PAGE | DESC_VALID;
+                    n
+                } else if desc & DESC_TABLE_OR_PAGE == 0 {
+                    return Err(MapError::Overlap(PhysRange::from_bounds(va, chunk_end)));
+                } else {
+                    (((desc & OA_MASK) - self.pool_pa) / PAGE_SIZE) as usize
+                };
+                self.map_level(next, level + 1, va, chunk_end, attrs)?;
+            }
+            va = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// Walks the map like the MMU would: the output address, memory type
+    /// and access for `va`, or `None` for a translation fault.
+    pub fn translate(&self, va: u64) -> Option<(PhysAddr, MemType, Access)> {
+        let mut table = 0usize;
+        for level in 0..4 {
+            let shift = level_shift(level);
+            let desc = self.pool[table].0[((va >> shift) & 511) as usize];
+            if desc & DESC_VALID == 0 {
+                return None;
+            }
+            let leaf = level == 3 || desc & DESC_TABLE_OR_PAGE == 0;
+            if leaf {
+                let off = va & ((1u64 << shift) - 1);
+                let ty = if (desc >> ATTR_INDX_SHIFT) & 7 == MAIR_IDX_NORMAL { MemType::Normal } else { MemType::Device };
+                let access = match (desc & AP_RO != 0, desc & XN != 0) {
+                    (true, true) => Access::ReadOnly,
+                    (false, _) => Access::ReadWrite,
+                    (true, false) => Access::Execute,
+                };
+                return Some((PhysAddr((desc & OA_MASK & !((1u64 << shift) - 1)) | off), ty, access));
+            }
+            table = (((desc & OA_MASK) - self.pool_pa) / PAGE_SIZE) as usize;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    fn pool(n: usize) -> Box<[Table]> {
+        (0..n).map(|_| Table::EMPTY).collect::<Vec<_>>().into_boxed_slice()
+    }
+    fn r(s: u64, e: u64) -> PhysRange {
+        PhysRange::from_bounds(s, e)
+    }
+
+    #[test]
+    fn uses_blocks_and_pages_as_alignment_allows() {
+        let mut p = pool(16);
+        let mut m = IdentityMap::new(&mut p, PhysAddr(0x1000_0000)).unwrap();
+        // 2 GiB of RAM at 1 GiB: two 1 GiB blocks, one L1 table under the root.
+        m.map(r(0x4000_0000, 0xc000_0000), MemType::Normal, Access::ReadWrite).unwrap();
+        assert_eq!(m.tables_used(), 2);
+        // A UART page: L1 -> L2 -> L3 tables.
+        m.map(r(0x900_0000, 0x900_1000), MemType::Device, Access::ReadWrite).unwrap();
+        assert_eq!(m.tables_used(), 4);
+        assert_eq!(m.translate(0x4123_4567), Some((PhysAddr(0x4123_4567), MemType::Normal, Access::ReadWrite)));
+        assert_eq!(m.translate(0x900_0ff8), Some((PhysAddr(0x900_0ff8), MemType::Device, Access::ReadWrite)));
+        assert_eq!(m.translate(0x900_1000), None);
+        assert_eq!(m.translate(0xc000_0000), None);
+    }
+
+    #[test]
+    fn w_xor_x_and_overlap_refused() {
+        let mut p = pool(16);
+        let mut m = IdentityMap::new(&mut p, PhysAddr(0x1000_0000)).unwrap();
+        m.map(r(0x4020_0000, 0x4021_0000), MemType::Normal, Access::Execute).unwrap();
+        m.map(r(0x4021_0000, 0x4022_0000), MemType::Normal, Access::ReadOnly).unwrap();
+        assert_eq!(m.translate(0x4020_0004).unwrap().2, Access::Execute);
+        assert_eq!(m.translate(0x4021_0004).unwrap().2, Access::ReadOnly);
+        assert_eq!(
+            m.map(r(0x4000_0000, 0x8000_0000), MemType::Normal, Access::ReadWrite),
+            Err(MapError::Overlap(r(0x4020_0000, 0x4020_1000)))
+        );
+        assert!(matches!(m.map(r(0x4020_0800, 0x4021_0000), MemType::Normal, Access::ReadWrite), Err(MapError::Unaligned(_))));
+        assert!(matches!(m.map(r(0, 1 << 49), MemType::Device, Access::ReadWrite), Err(MapError::OutOfRange(_))));
+    }
+
+    #[test]
+    fn pool_exhaustion_is_an_error() {
+        let mut p = pool(2);
+        let mut m = IdentityMap::new(&mut p, PhysAddr(0)).unwrap();
+        assert_eq!(m.map(r(0x1000, 0x2000), MemType::Device, Access::ReadWrite), Err(MapError::OutOfTables));
+    }
+
+    #[test]
+    fn high_pci_window_maps_with_gib_blocks() {
+        let mut p = pool(8);
+        let mut m = IdentityMap::new(&mut p, PhysAddr(0)).unwrap();
+        m.map(r(0x80_0000_0000, 0x100_0000_0000), MemType::Device, Access::ReadWrite).unwrap();
+        assert_eq!(m.tables_used(), 2);
+        assert_eq!(m.translate(0xff_ffff_fff0).unwrap().1, MemType::Device);
+    }
+}

@@ -1,0 +1,73 @@
+//! Device-tree blobs for scenarios: QEMU's own DTB for a command line,
+//! overlays compiled with `dtc -@` and applied with `fdtoverlay`, and
+//! deliberately corrupted blobs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{:?} failed: {}", cmd, String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Re-serialises a blob without padding (`dtc -I dtb -O dtb`).
+pub fn pack(input: &Path, out: &Path) -> Result<(), String> {
+    run(Command::new("dtc").args(["-q", "-I", "dtb", "-O", "dtb", "-o"]).arg(out).arg(input))
+}
+
+/// Compiles an overlay source (`.dts`) to a blob with symbols (`dtc -@`).
+pub fn compile_overlay(dts: &Path, out: &Path) -> Result<(), String> {
+    run(Command::new("dtc").args(["-@", "-q", "-I", "dts", "-O", "dtb", "-o"]).arg(out).arg(dts))
+}
+
+/// Applies overlays to `base` with `fdtoverlay`, writing `out`.
+pub fn apply_overlays(base: &Path, overlays: &[PathBuf], out: &Path) -> Result<(), String> {
+    let mut c = Command::new("fdtoverlay");
+    c.arg("-i").arg(base).arg("-o").arg(out).args(overlays);
+    run(&mut c)
+}
+
+/// Big-endian u32 at `off`.
+fn be32(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+
+/// Points the name of the first property of node `node` (a name with unit
+/// address, anywhere in the tree) far outside the strings block. libfdt's
+/// path lookups (which QEMU uses on `-dtb`) never read the names of other
+/// nodes' properties, so QEMU still boots the blob; a parser that checks
+/// every string must refuse it.
+pub fn corrupt_property_name(blob: &mut [u8], node: &str) -> Result<(), String> {
+    const BEGIN_NODE: u32 = 1;
+    const END_NODE: u32 = 2;
+    const PROP: u32 = 3;
+    const NOP: u32 = 4;
+    let off_struct = be32(blob, 8).ok_or("short header")? as usize;
+    let mut off = off_struct;
+    let mut in_target = false;
+    loop {
+        let tag = be32(blob, off).ok_or("ran off the structure block")?;
+        off += 4;
+        match tag {
+            BEGIN_NODE => {
+                let end = blob[off..].iter().position(|&b| b == 0).ok_or("unterminated name")?;
+                in_target = &blob[off..off + end] == node.as_bytes();
+                off = (off + end + 1 + 3) & !3;
+            }
+            PROP => {
+                let len = be32(blob, off).ok_or("short prop")? as usize;
+                if in_target {
+                    blob[off + 4..off + 8].copy_from_slice(&0x7fff_fff0u32.to_be_bytes());
+                    return Ok(());
+                }
+                off = (off + 8 + len + 3) & !3;
+            }
+            END_NODE | NOP => {}
+            _ => return Err(format!("node {node} not found")),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Scenarios: a QEMU configuration plus assertions on the kernel log and
+//! QEMU's trace, run in parallel, with a closing `N passed, N failed` line.
+
+use crate::log::Decoder;
+use crate::qemu::{self, Outcome, QemuConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Exit statuses of the kernel (mirror of `platform::ExitCode`).
+pub mod exit {
+    /// Ran to completion.
+    pub const SUCCESS: i32 = 0;
+    /// Entered at an EL other than EL2.
+    pub const WRONG_EL: i32 = 2;
+    /// Device tree missing or malformed.
+    pub const BAD_DEVICE_TREE: i32 = 3;
+    /// Unexpected exception at EL2.
+    pub const EXCEPTION: i32 = 4;
+}
+
+/// Where a scenario keeps its files.
+pub struct Ctx {
+    /// Scratch directory of this scenario.
+    pub dir: PathBuf,
+}
+
+impl Ctx {
+    /// A path in the scratch directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// One QEMU scenario.
+pub struct Scenario {
+    /// Unique name (used for filtering and scratch files).
+    pub name: &'static str,
+    /// Builds the QEMU configuration (may dump and edit DTBs).
+    pub setup: fn(&Ctx) -> Result<QemuConfig, String>,
+    /// Asserts on the outcome.
+    pub check: fn(&Outcome, &mut Checks),
+}
+
+/// Collected assertion failures of one scenario.
+#[derive(Default)]
+pub struct Checks {
+    /// What failed.
+    pub failures: Vec<String>,
+}
+
+impl Checks {
+    /// Records a failure unless `ok`.
+    pub fn that(&mut self, ok: bool, what: impl Into<String>) {
+        if !ok {
+            self.failures.push(what.into());
+        }
+    }
+    /// The kernel exited with `code` (not a timeout).
+    pub fn exit(&mut self, o: &Outcome, code: i32) {
+        if o.timed_out {
+            self.failures.push(format!("timed out (expected exit status {code})"));
+        } else {
+            self.that(o.status == Some(code), format!("exit status {:?}, expected {code}", o.status));
+        }
+    }
+    /// Some log line contains `needle`; returns that line.
+    pub fn log<'o>(&mut self, o: &'o Outcome, needle: &str) -> Option<&'o str> {
+        let hit = o.log.iter().find(|l| l.message.contains(needle)).map(|l| l.message.as_str());
+        self.that(hit.is_some(), format!("log has no line containing {needle:?}"));
+        hit
+    }
+    /// No log line contains `needle`.
+    pub fn no_log(&mut self, o: &Outcome, needle: &str) {
+        if let Some(l) = o.log.iter().find(|l| l.message.contains(needle)) {
+            self.failures.push(format!("log unexpectedly has {needle:?}: {}", l.message));
+        }
+    }
+    /// Every log frame decoded.
+    pub fn clean_log(&mut self, o: &Outcome) {
+        self.that(o.malformed_frames == 0, format!("{} log frames did not decode", o.malformed_frames));
+    }
+}
+
+/// Runs `scenarios` (those whose name contains `filter`) with `jobs` QEMUs at
+/// a time; prints each result and the closing summary. Returns (passed, failed).
+pub fn run_all(kernel: &Path, scenarios: &[Scenario], filter: Option<&str>, jobs: usize) -> Result<(usize, usize), String> {
+    let elf = std::fs::read(kernel).map_err(|e| format!("cannot read {}: {e}", kernel.display()))?;
+    let decoder = Decoder::from_elf(&elf)?;
+    let chosen: Vec<&Scenario> = scenarios.iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
+    println!("running {} QEMU scenarios, {} at a time", chosen.len(), jobs.max(1));
+    let next = Mutex::new(chosen.iter());
+    let results = Mutex::new((0usize, 0usize));
+    let print = Mutex::new(());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| loop {
+                let Some(sc) = next.lock().expect("queue lock").next().copied() else { break };
+                let (ok, report) = run_one(kernel, &decoder, sc);
+                let _g = print.lock().expect("print lock");
+                println!("{report}");
+                let mut r = results.lock().expect("results lock");
+                if ok {
+                    r.0 += 1;
+                } else {
+                    r.1 += 1;
+                }
+            });
+        }
+    });
+    let (passed, failed) = *results.lock().expect("results lock");
+    println!("qemu scenarios: {passed} passed, {failed} failed");
+    Ok((passed, failed))
+}
+
+fn run_one(kernel: &Path, decoder: &Decoder, sc: &Scenario) -> (bool, String) {
+    let dir = crate::work_dir().join("scenarios").join(sc.name);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return (false, format!("scenario {} ... FAILED\n  cannot create {}: {e}", sc.name, dir.display()));
+    }
+    let ctx = Ctx { dir: dir.clone() };
+    let mut cfg = match (sc.setup)(&ctx) {
+        Ok(c) => c,
+        Err(e) => return (false, format!("scenario {} ... FAILED\n  setup: {e}", sc.name)),
+    };
+    cfg.trace.get_or_insert_with(|| dir.join("trace.txt"));
+    let outcome = match qemu::run(kernel, decoder, &cfg, &mut |_| {}) {
+        Ok(o) => o,
+        Err(e) => return (false, format!("scenario {} ... FAILED\n  {e}", sc.name)),
+    };
+    let _ = std::fs::write(dir.join("kernel.log"), outcome.log_text());
+    let mut checks = Checks::default();
+    (sc.check)(&outcome, &mut checks);
+    let secs = outcome.elapsed.as_secs_f64();
+    if checks.failures.is_empty() {
+        return (true, format!("scenario {} ... ok ({secs:.1}s, {} log lines, {} trace events)", sc.name, outcome.log.len(), outcome.trace.events.len()));
+    }
+    let mut r = format!("scenario {} ... FAILED ({secs:.1}s)\n", sc.name);
+    for f in &checks.failures {
+        r.push_str(&format!("  - {f}\n"));
+    }
+    r.push_str(&format!("  qemu: {}\n", cfg.args(kernel).join(" ")));
+    r.push_str(&format!("  log ({} lines, last 30; all in {}):\n", outcome.log.len(), dir.join("kernel.log").display()));
+    for l in outcome.log.iter().rev().take(30).collect::<Vec<_>>().into_iter().rev() {
+        r.push_str(&format!("    {l}\n"));
+    }
+    if !outcome.stderr.trim().is_empty() {
+        r.push_str(&format!("  qemu stderr: {}\n", outcome.stderr.trim()));
+    }
+    (false, r)
+}

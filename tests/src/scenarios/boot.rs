@@ -1,0 +1,92 @@
+//! Boot: the banner's facts, faults reported and refused input.
+
+use crate::dtb;
+use crate::qemu::{Flavour, Outcome, QemuConfig};
+use crate::scenario::{exit, Checks, Ctx, Scenario};
+
+/// SMMU_GBPA offset and bits (SMMUv3 spec 6.3.14): written with UPDATE, ABORT.
+const GBPA: u64 = 0x44;
+const GBPA_ABORT: u64 = 1 << 20;
+const GBPA_UPDATE: u64 = 1 << 31;
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario { name: "boot-banner", setup: |_| Ok(QemuConfig::default()), check: check_banner },
+        Scenario {
+            name: "boot-data-abort",
+            setup: |_| Ok(QemuConfig { append: Some("bulkhead.selftest=data-abort".into()), ..QemuConfig::default() }),
+            check: check_data_abort,
+        },
+        Scenario { name: "boot-malformed-dtb", setup: malformed_dtb, check: check_malformed_dtb },
+        Scenario {
+            name: "boot-wrong-el",
+            setup: |_| Ok(QemuConfig { flavour: Flavour::NoVirtualization, ..QemuConfig::default() }),
+            check: |o, c| {
+                c.exit(o, exit::WRONG_EL);
+                c.log(o, "bulkhead must be entered at EL2");
+                c.log(o, "was entered at EL1");
+                c.that(o.trace.mmio_writes().is_empty(), "the SMMU was touched at the wrong EL");
+            },
+        },
+    ]
+}
+
+/// The first write the kernel makes to the SMMU must be GBPA with ABORT.
+fn check_gbpa_abort_first(o: &Outcome, c: &mut Checks) {
+    let writes = o.trace.mmio_writes();
+    match writes.first() {
+        Some(&(GBPA, v)) => c.that(
+            v & GBPA_ABORT != 0 && v & GBPA_UPDATE != 0,
+            format!("first SMMU write is GBPA={v:#x}, expected ABORT|UPDATE"),
+        ),
+        Some(&(off, v)) => c.that(false, format!("first SMMU write is {off:#x}={v:#x}, not GBPA")),
+        None => c.that(false, "QEMU's trace shows no SMMU register write (GBPA.ABORT never set)"),
+    }
+    c.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
+}
+
+fn check_banner(o: &Outcome, c: &mut Checks) {
+    c.exit(o, exit::SUCCESS);
+    c.clean_log(o);
+    c.log(o, "bulkhead 0.1.0");
+    c.log(o, "CurrentEL: EL2");
+    c.log(o, "CPUs: 4");
+    c.log(o, "memory: 2048 MiB");
+    c.log(o, "RAM      [0x40000000..0xc0000000) 2048 MiB");
+    c.log(o, "reserved [0x40000000..0x40100000) dtb");
+    c.log(o, "SMMUs: 1");
+    c.log(o, "SMMUv3 smmuv3@9050000 at 0x9050000 size 0x20000, coherent");
+    c.log(o, "interrupt eventq: SPI 74 (INTID 106, edge)");
+    c.log(o, "interrupt gerror: SPI 77 (INTID 109, edge)");
+    c.that(o.log.iter().all(|l| l.micros.is_some()), "a log line has no timestamp");
+    check_gbpa_abort_first(o, c);
+}
+
+fn check_data_abort(o: &Outcome, c: &mut Checks) {
+    c.exit(o, exit::EXCEPTION);
+    let announced = c.log(o, "selftest: reading the unmapped stack guard page at").map(str::to_string);
+    c.log(o, "EXCEPTION: synchronous exception at EL2 from current EL, SP_ELx: EC=0x25 (data abort at the same EL)");
+    c.log(o, "DFSC=0x07 (translation fault, level 3), WnR=0 (read)");
+    if let Some(line) = announced {
+        let addr = line.rsplit(' ').next().unwrap_or("").trim_start_matches("0x").to_string();
+        c.log(o, &format!("FAR=0x{addr:0>16}"));
+    }
+    c.no_log(o, "read of the guard page returned");
+}
+
+fn malformed_dtb(ctx: &Ctx) -> Result<QemuConfig, String> {
+    let cfg = QemuConfig::default();
+    let good = ctx.file("virt.dtb");
+    cfg.dump_dtb(&good)?;
+    let mut blob = std::fs::read(&good).map_err(|e| e.to_string())?;
+    dtb::corrupt_property_name(&mut blob, "pl011@9000000")?;
+    let bad = ctx.file("corrupt.dtb");
+    std::fs::write(&bad, blob).map_err(|e| e.to_string())?;
+    Ok(QemuConfig { dtb: Some(bad), ..cfg })
+}
+
+fn check_malformed_dtb(o: &Outcome, c: &mut Checks) {
+    c.exit(o, exit::BAD_DEVICE_TREE);
+    c.log(o, "cannot boot: device tree at 0x40000000: malformed device tree");
+    c.no_log(o, "CurrentEL: EL2");
+}

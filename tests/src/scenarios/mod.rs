@@ -1,0 +1,12 @@
+//! Every QEMU scenario, grouped by what it proves.
+
+mod boot;
+
+use crate::scenario::Scenario;
+
+/// All scenarios, in the order they are listed.
+pub fn all() -> Vec<Scenario> {
+    let mut v = Vec::new();
+    v.extend(boot::scenarios());
+    v
+}

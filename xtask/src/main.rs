@@ -1,0 +1,209 @@
+//! `cargo xtask`: the one door to building, running and testing bulkhead.
+//!
+//! ```text
+//! cargo xtask run  [--log-level L] [--flavour virt|stage1|stage2] [--append TEXT]
+//!                  [--timeout SECS] [--debug] [-- EXTRA-QEMU-ARGS...]
+//! cargo xtask test [--host-only] [--jobs N] [FILTER]
+//! cargo xtask build [--log-level L] [--debug]
+//! ```
+
+mod prereq;
+
+use bulkhead_tests::log::Decoder;
+use bulkhead_tests::qemu::{self, Flavour, QemuConfig};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+const BOARD_CRATE: &str = "bulkhead-qemu-virt";
+/// Host-side crates whose tests `cargo xtask test` runs.
+const HOST_CRATES: &[&str] = &["smmu", "partitions", "platform", "bulkhead-tests", "xtask"];
+
+#[derive(Clone)]
+struct Opts {
+    log_level: String,
+    release: bool,
+    flavour: Flavour,
+    append: Option<String>,
+    timeout: u64,
+    jobs: usize,
+    host_only: bool,
+    filter: Option<String>,
+    qemu_args: Vec<String>,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        log_level: "info".into(),
+        release: true,
+        flavour: Flavour::Virt,
+        append: None,
+        timeout: 120,
+        jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        host_only: false,
+        filter: None,
+        qemu_args: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--log-level" => o.log_level = val("--log-level")?,
+            "--debug" => o.release = false,
+            "--flavour" => {
+                let v = val("--flavour")?;
+                o.flavour = Flavour::parse(&v).ok_or(format!("unknown flavour {v} (virt, stage1, stage2)"))?;
+            }
+            "--append" => o.append = Some(val("--append")?),
+            "--timeout" => o.timeout = val("--timeout")?.parse().map_err(|_| "--timeout takes seconds")?,
+            "--jobs" => o.jobs = val("--jobs")?.parse().map_err(|_| "--jobs takes a number")?,
+            "--host-only" => o.host_only = true,
+            "--" => {
+                o.qemu_args.extend(it.by_ref().cloned());
+            }
+            f if !f.starts_with('-') && o.filter.is_none() => o.filter = Some(f.to_string()),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if !["trace", "debug", "info", "warn", "error", "off"].contains(&o.log_level.as_str()) {
+        return Err(format!("unknown log level {} (trace, debug, info, warn, error, off)", o.log_level));
+    }
+    Ok(o)
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(bulkhead_tests::workspace_root());
+    c
+}
+
+fn git_version() -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty", "--tags"])
+        .current_dir(bulkhead_tests::workspace_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Builds the kernel image; returns the ELF's path.
+fn build_kernel(o: &Opts) -> Result<PathBuf, String> {
+    prereq::ensure_target()?;
+    let mut c = cargo();
+    c.args(["build", "-p", BOARD_CRATE, "--target", prereq::TARGET])
+        .env("DEFMT_LOG", &o.log_level)
+        .env("BULKHEAD_GIT", git_version());
+    if o.release {
+        c.arg("--release");
+    }
+    let st = c.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !st.success() {
+        return Err("building the kernel failed".into());
+    }
+    let profile = if o.release { "release" } else { "debug" };
+    Ok(bulkhead_tests::workspace_root().join("target").join(prereq::TARGET).join(profile).join(BOARD_CRATE))
+}
+
+fn cmd_build(o: &Opts) -> Result<ExitCode, String> {
+    let elf = build_kernel(o)?;
+    println!("{}", elf.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
+    prereq::ensure_host_tools()?;
+    let elf = build_kernel(o)?;
+    let bytes = std::fs::read(&elf).map_err(|e| format!("cannot read {}: {e}", elf.display()))?;
+    let decoder = Decoder::from_elf(&bytes)?;
+    let cfg = QemuConfig {
+        flavour: o.flavour,
+        append: o.append.clone(),
+        extra: o.qemu_args.clone(),
+        timeout: Duration::from_secs(o.timeout),
+        ..QemuConfig::default()
+    };
+    eprintln!("xtask: {} {}", qemu::QEMU, cfg.args(&elf).join(" "));
+    let out = qemu::run(&elf, &decoder, &cfg, &mut |l| println!("{l}"))?;
+    if out.timed_out {
+        eprintln!("xtask: QEMU did not exit within {} s; stopped it", o.timeout);
+        return Ok(ExitCode::FAILURE);
+    }
+    if !out.stderr.trim().is_empty() {
+        eprintln!("{}", out.stderr.trim());
+    }
+    let code = out.status.unwrap_or(1);
+    eprintln!("xtask: kernel exit status {code}");
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Runs host tests, echoing cargo's output and summing its result lines.
+fn host_tests() -> Result<(usize, usize), String> {
+    let mut c = cargo();
+    c.arg("test");
+    for k in HOST_CRATES {
+        c.args(["-p", k]);
+    }
+    c.stdout(Stdio::piped());
+    let mut child = c.spawn().map_err(|e| format!("cannot run cargo test: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |key: &str| {
+                rest.split(';').find_map(|p| p.trim().strip_suffix(key).and_then(|n| n.trim().rsplit(' ').next()?.parse::<usize>().ok()))
+            };
+            passed += num("passed").unwrap_or(0);
+            failed += num("failed").unwrap_or(0);
+        }
+    }
+    let st = child.wait().map_err(|e| e.to_string())?;
+    if !st.success() && failed == 0 {
+        failed += 1; // a build failure counts
+    }
+    Ok((passed, failed))
+}
+
+fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
+    prereq::ensure_host_tools()?;
+    println!("== host tests ==");
+    let (hp, hf) = host_tests()?;
+    let (mut qp, mut qf) = (0, 0);
+    if !o.host_only {
+        println!("== QEMU scenarios ==");
+        let elf = build_kernel(&Opts { log_level: "debug".into(), ..o.clone() })?;
+        let scenarios = bulkhead_tests::scenarios::all();
+        (qp, qf) = bulkhead_tests::scenario::run_all(&elf, &scenarios, o.filter.as_deref(), o.jobs)?;
+    }
+    println!("== summary ==");
+    println!("host tests: {hp} passed, {hf} failed");
+    if !o.host_only {
+        println!("qemu scenarios: {qp} passed, {qf} failed");
+    }
+    println!("total: {} passed, {} failed", hp + qp, hf + qf);
+    Ok(if hf + qf == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        eprintln!("usage: cargo xtask <run|test|build> [options]   (see xtask/src/main.rs)");
+        return ExitCode::FAILURE;
+    };
+    let result = parse(rest).and_then(|o| match cmd.as_str() {
+        "run" => cmd_run(&o),
+        "test" => cmd_test(&o),
+        "build" => cmd_build(&o),
+        other => Err(format!("unknown command {other} (run, test, build)")),
+    });
+    match result {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

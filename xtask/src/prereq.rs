@@ -1,0 +1,147 @@
+//! Checks the tools bulkhead needs and installs what is missing when it can
+//! (as root on Debian), otherwise says exactly what to install.
+
+use std::process::Command;
+
+/// Lowest QEMU with the SMMU flavours the tests use (stage 2, virt-9.1).
+const QEMU_MIN: (u32, u32) = (10, 0);
+/// The kernel's target.
+pub const TARGET: &str = "aarch64-unknown-none-softfloat";
+
+fn have(cmd: &str, arg: &str) -> Option<String> {
+    let o = Command::new(cmd).arg(arg).output().ok()?;
+    Some(String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+}
+
+/// `(major, minor)` from `qemu-system-aarch64 --version`.
+fn qemu_version() -> Option<(u32, u32)> {
+    let out = have("qemu-system-aarch64", "--version")?;
+    let v = out.split("version ").nth(1)?;
+    let mut it = v.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+fn os_release(key: &str) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    text.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(|v| v.trim_matches('"').to_string()))
+}
+
+fn apt(args: &[&str]) -> Result<(), String> {
+    eprintln!("xtask: apt-get {}", args.join(" "));
+    let st = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("apt-get {} failed ({st})", args.join(" ")))
+    }
+}
+
+/// The archive URI and keyring this machine already uses for `suite`, from
+/// its APT sources (one-line `.list` or deb822 `.sources`).
+fn debian_archive(suite: &str) -> Option<(String, Option<String>)> {
+    let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(d) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        files.extend(d.filter_map(|e| e.ok()).map(|e| e.path()));
+    }
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else { continue };
+        if f.extension().is_some_and(|e| e == "sources") {
+            for stanza in text.split("\n\n") {
+                let field = |k: &str| {
+                    stanza.lines().find_map(|l| l.strip_prefix(&format!("{k}:")).map(|v| v.trim().to_string()))
+                };
+                let suites = field("Suites").unwrap_or_default();
+                if suites.split_whitespace().any(|s| s == suite) {
+                    if let Some(uri) = field("URIs").and_then(|u| u.split_whitespace().next().map(String::from)) {
+                        return Some((uri, field("Signed-By")));
+                    }
+                }
+            }
+        } else {
+            for l in text.lines().map(str::trim).filter(|l| l.starts_with("deb ")) {
+                let mut parts = l[4..].split_whitespace().filter(|p| !p.starts_with('['));
+                let (Some(uri), Some(s)) = (parts.next(), parts.next()) else { continue };
+                if s == suite {
+                    return Some((uri.to_string(), None));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn install_qemu() -> Result<(), String> {
+    let codename = os_release("VERSION_CODENAME").unwrap_or_default();
+    if codename == "bookworm" {
+        let list = "/etc/apt/sources.list.d/bulkhead-bookworm-backports.list";
+        if debian_archive("bookworm-backports").is_none() {
+            let (uri, key) = debian_archive("bookworm")
+                .ok_or("no APT source for bookworm found to derive bookworm-backports from")?;
+            let opts = key.map(|k| format!("[signed-by={k}] ")).unwrap_or_default();
+            std::fs::write(list, format!("deb {opts}{uri} bookworm-backports main\n"))
+                .map_err(|e| format!("cannot write {list}: {e}"))?;
+        }
+        apt(&["update", "-q"])?;
+        apt(&["install", "-y", "-q", "-t", "bookworm-backports", "qemu-system-arm"])
+    } else {
+        apt(&["update", "-q"])?;
+        apt(&["install", "-y", "-q", "qemu-system-arm"])
+    }
+}
+
+fn can_install() -> bool {
+    is_root() && os_release("ID").as_deref() == Some("debian") && have("apt-get", "--version").is_some()
+}
+
+/// Makes sure QEMU ≥ 10.0, dtc and fdtoverlay are present.
+pub fn ensure_host_tools() -> Result<(), String> {
+    let qemu_ok = qemu_version().is_some_and(|v| v >= QEMU_MIN);
+    let dtc_ok = have("dtc", "--version").is_some() && have("fdtoverlay", "--help").is_some();
+    if qemu_ok && dtc_ok {
+        return Ok(());
+    }
+    let want = "QEMU >= 10.0 (Debian bookworm: `apt-get install -t bookworm-backports qemu-system-arm` after adding \
+                the bookworm-backports suite; trixie or later: `apt-get install qemu-system-arm`) and dtc/fdtoverlay \
+                (`apt-get install device-tree-compiler`)";
+    if !can_install() {
+        return Err(format!("missing prerequisites and cannot install them here (need root on Debian): install {want}"));
+    }
+    if !dtc_ok {
+        apt(&["update", "-q"])?;
+        apt(&["install", "-y", "-q", "device-tree-compiler"])?;
+    }
+    if !qemu_ok {
+        install_qemu()?;
+    }
+    match qemu_version() {
+        Some(v) if v >= QEMU_MIN => Ok(()),
+        Some((a, b)) => Err(format!("qemu-system-aarch64 is {a}.{b} after installing; need {want}")),
+        None => Err(format!("qemu-system-aarch64 still missing; install {want}")),
+    }
+}
+
+/// Makes sure the kernel target's standard library is installed.
+pub fn ensure_target() -> Result<(), String> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("cannot run rustc: {e}"))?;
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
+    if std::path::Path::new(&sysroot).join("lib/rustlib").join(TARGET).exists() {
+        return Ok(());
+    }
+    eprintln!("xtask: rustup target add {TARGET}");
+    let st = Command::new("rustup").args(["target", "add", TARGET]).status();
+    match st {
+        Ok(s) if s.success() => Ok(()),
+        _ => Err(format!("the Rust target {TARGET} is missing: run `rustup target add {TARGET}`")),
+    }
+}
