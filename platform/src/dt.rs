@@ -357,6 +357,12 @@ impl<'a> DeviceTree<'a> {
         Ok(Some(cur))
     }
 
+    /// The children of `n`, each with `n`'s cells as its parent cells.
+    pub fn children(&self, n: &DtNode<'a>) -> Result<impl Iterator<Item = DtNode<'a>> + 'a, DtError> {
+        let (ac, sc, depth) = (n.own_addr_cells()?, n.own_size_cells()?, n.depth + 1);
+        Ok(n.node.children().map(move |c| DtNode { node: c, addr_cells: ac, size_cells: sc, depth }))
+    }
+
     /// Calls `f` for every node, depth first, parents before children.
     /// Stops at the first error `f` returns.
     pub fn walk<E: From<DtError>>(&self, f: &mut dyn FnMut(&DtNode<'a>) -> Result<(), E>) -> Result<(), E> {
