@@ -1,3 +1,7 @@
 //! The separation policy: decides, touches no register.
 #![no_std]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod binding;
