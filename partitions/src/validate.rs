@@ -1,0 +1,282 @@
+//! Validation: configuration + discovered hardware → a [`Plan`], or the
+//! first rule the configuration breaks. Nothing runs until this succeeds,
+//! and the same code runs on the host (tests, the offline checker).
+
+use crate::binding::{Config, ConfigError, Region, Target};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use smmu::PhysAddr;
+
+/// Stage-2 mappings are made of 4 KiB pages at least.
+pub const PAGE: u64 = 4096;
+
+/// A partition handle: the owner type of DESIGN.md I7 (not an integer that
+/// happens to be free).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionId(pub u16);
+
+/// What the kernel discovered that validation checks against.
+#[derive(Clone, Debug, Default)]
+pub struct Hardware {
+    /// RAM banks from `/memory`.
+    pub ram: Vec<Region>,
+    /// The kernel image (text through stack).
+    pub kernel: Option<Region>,
+    /// The DTB the kernel booted with.
+    pub dtb: Option<Region>,
+    /// `/memreserve/` and `/reserved-memory` regions.
+    pub reserved: Vec<Region>,
+    /// MPIDRs of the CPUs in `/cpus`.
+    pub cpus: Vec<u64>,
+    /// MPIDR of the CPU the kernel runs on.
+    pub boot_cpu: u64,
+}
+
+/// One partition as it will be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionPlan {
+    /// Its handle.
+    pub id: PartitionId,
+    /// Name (node name).
+    pub name: String,
+    /// RAM, sorted.
+    pub memory: Vec<Region>,
+    /// Image to copy, and where.
+    pub image: Option<(Region, PhysAddr)>,
+    /// `/chosen/bootargs` for the partition.
+    pub bootargs: String,
+    /// May manage groups.
+    pub manager: bool,
+    /// Fault policy (count, window ms).
+    pub fault_limit: (u32, u32),
+    /// Own BARs in own DMA space.
+    pub dma_p2p: bool,
+    /// CPUs by MPIDR.
+    pub cpus: Vec<u64>,
+}
+
+/// Default fault policy: this many faults per window (ms) before quarantine.
+pub const DEFAULT_FAULT_LIMIT: (u32, u32) = (64, 1000);
+
+/// The validated plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Partitions in configuration order; `id` = index.
+    pub partitions: Vec<PartitionPlan>,
+}
+
+fn refuse(node: &str, property: &'static str, message: String) -> ConfigError {
+    ConfigError::new(node, property, message)
+}
+
+/// Checks every memory and CPU rule of BINDING.md and builds the plan.
+pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
+    let mut plan = Plan::default();
+    // Regions no partition memory may overlap, with the partition whose
+    // image it is (an image may not overlap another image either).
+    let mut fixed: Vec<(Region, String, Option<usize>)> = Vec::new();
+    if let Some(k) = hw.kernel {
+        fixed.push((k, "the kernel image".into(), None));
+    }
+    if let Some(d) = hw.dtb {
+        fixed.push((d, "the device tree blob".into(), None));
+    }
+    for r in &hw.reserved {
+        fixed.push((*r, format!("reserved memory {r}"), None));
+    }
+    for (i, p) in cfg.partitions.iter().enumerate() {
+        if let Some(img) = p.image {
+            fixed.push((img, format!("the image of partition {}", p.name), Some(i)));
+        }
+    }
+    // Memory: inside RAM, page aligned, clear of everything fixed and of
+    // every other partition.
+    let mut owned: Vec<(Region, &str)> = Vec::new();
+    for p in &cfg.partitions {
+        for m in &p.memory {
+            if !m.base.is_aligned(PAGE) || m.size % PAGE != 0 {
+                return Err(refuse(&p.path, "memory", format!("region {m} is not 4 KiB aligned")));
+            }
+            if !hw.ram.iter().any(|r| r.covers(m)) {
+                return Err(refuse(&p.path, "memory", format!("region {m} is not inside /memory")));
+            }
+            if let Some((_, what, _)) = fixed.iter().find(|(f, _, _)| f.overlaps(m)) {
+                return Err(refuse(&p.path, "memory", format!("region {m} overlaps {what}")));
+            }
+            if let Some((o, who)) = owned.iter().find(|(o, _)| o.overlaps(m)) {
+                let whose = if *who == p.name.as_str() { "another region of the same partition".into() } else { format!("partition {who}'s memory {o}") };
+                return Err(refuse(&p.path, "memory", format!("region {m} overlaps {whose}")));
+            }
+            owned.push((*m, p.name.as_str()));
+        }
+    }
+    for (i, p) in cfg.partitions.iter().enumerate() {
+        if let (Some(img), Some(entry)) = (p.image, p.entry) {
+            if !hw.ram.iter().any(|r| r.covers(&img)) {
+                return Err(refuse(&p.path, "bulkhead,image", format!("image {img} is not inside /memory")));
+            }
+            if let Some((_, what, _)) = fixed.iter().find(|(f, _, owner)| f.overlaps(&img) && *owner != Some(i)) {
+                return Err(refuse(&p.path, "bulkhead,image", format!("image {img} overlaps {what}")));
+            }
+            let Some(home) = p.memory.iter().find(|m| m.contains(entry)) else {
+                return Err(refuse(&p.path, "bulkhead,entry", format!("entry {:#x} is outside the partition's memory", entry.0)));
+            };
+            if entry.0 + img.size > home.end() {
+                return Err(refuse(
+                    &p.path,
+                    "bulkhead,image",
+                    format!("image of {:#x} bytes does not fit between entry {:#x} and the end of {home}", img.size, entry.0),
+                ));
+            }
+        }
+    }
+    // CPUs: present, not the boot CPU, one partition each; every partition has one.
+    let mut cpus: Vec<Vec<u64>> = alloc::vec![Vec::new(); cfg.partitions.len()];
+    let mut seen: Vec<(u64, &str)> = Vec::new();
+    for a in &cfg.assignments {
+        let Target::Cpu { mpidr } = a.target else { continue };
+        if mpidr == hw.boot_cpu {
+            return Err(refuse(&a.path, "bulkhead,partition", format!("CPU {mpidr:#x} is the boot CPU, which stays with the kernel")));
+        }
+        if !hw.cpus.contains(&mpidr) {
+            return Err(refuse(&a.path, "bulkhead,partition", format!("no CPU with MPIDR {mpidr:#x} in /cpus")));
+        }
+        if let Some((_, other)) = seen.iter().find(|(m, _)| *m == mpidr) {
+            return Err(refuse(&a.path, "bulkhead,partition", format!("CPU {mpidr:#x} is already assigned by {other}")));
+        }
+        seen.push((mpidr, a.path.as_str()));
+        cpus[a.partition].push(mpidr);
+    }
+    for (i, p) in cfg.partitions.iter().enumerate() {
+        if cpus[i].is_empty() {
+            return Err(refuse(&p.path, "", "no CPU is assigned to this partition (give one a bulkhead,partition)".into()));
+        }
+        let mut memory = p.memory.clone();
+        memory.sort();
+        plan.partitions.push(PartitionPlan {
+            id: PartitionId(i as u16),
+            name: p.name.clone(),
+            memory,
+            image: p.image.zip(p.entry),
+            bootargs: p.bootargs.clone(),
+            manager: p.manager,
+            fault_limit: p.fault_limit.unwrap_or(DEFAULT_FAULT_LIMIT),
+            dma_p2p: p.dma_p2p,
+            cpus: core::mem::take(&mut cpus[i]),
+        });
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binding::{Assignment, PartitionConfig};
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    fn r(base: u64, size: u64) -> Region {
+        Region { base: PhysAddr(base), size }
+    }
+
+    fn hw() -> Hardware {
+        Hardware {
+            ram: vec![r(0x4000_0000, 0x8000_0000)],
+            kernel: Some(r(0x4020_0000, 0x10_0000)),
+            dtb: Some(r(0x4000_0000, 0x10_0000)),
+            reserved: vec![r(0x5000_0000, 0x1000)],
+            cpus: vec![0, 1, 2, 3],
+            boot_cpu: 0,
+        }
+    }
+
+    fn part(name: &str, mem: Region) -> PartitionConfig {
+        PartitionConfig {
+            name: name.into(),
+            path: format!("/partitions/{name}"),
+            phandle: None,
+            memory: vec![mem],
+            image: None,
+            entry: None,
+            bootargs: String::new(),
+            manager: false,
+            fault_limit: None,
+            dma_p2p: false,
+        }
+    }
+
+    fn cpu(partition: usize, mpidr: u64) -> Assignment {
+        Assignment { path: format!("/cpus/cpu@{mpidr}"), partition, target: Target::Cpu { mpidr }, isolation_group: None }
+    }
+
+    fn good() -> Config {
+        let mut a = part("a", r(0x4800_0000, 0x400_0000));
+        a.image = Some(r(0x6000_0000, 0x10_0000));
+        a.entry = Some(PhysAddr(0x4800_0000));
+        Config { partitions: vec![a, part("b", r(0x4c00_0000, 0x200_0000))], assignments: vec![cpu(0, 1), cpu(1, 2)], group_hints: vec![] }
+    }
+
+    #[test]
+    fn good_config_plans() {
+        let plan = validate(&good(), &hw()).unwrap();
+        assert_eq!(plan.partitions.len(), 2);
+        assert_eq!(plan.partitions[0].cpus, [1]);
+        assert_eq!(plan.partitions[0].image, Some((r(0x6000_0000, 0x10_0000), PhysAddr(0x4800_0000))));
+        assert_eq!(plan.partitions[1].fault_limit, DEFAULT_FAULT_LIMIT);
+    }
+
+    fn refused(edit: impl FnOnce(&mut Config)) -> ConfigError {
+        let mut c = good();
+        edit(&mut c);
+        validate(&c, &hw()).unwrap_err()
+    }
+
+    #[test]
+    fn memory_rules() {
+        let cases: Vec<(ConfigError, &str)> = vec![
+            (refused(|c| c.partitions[1].memory[0] = r(0xc000_0000, 0x1000)), "not inside /memory"),
+            (refused(|c| c.partitions[1].memory[0] = r(0x4020_0000, 0x1000)), "overlaps the kernel image"),
+            (refused(|c| c.partitions[1].memory[0] = r(0x4000_0000, 0x1000)), "overlaps the device tree blob"),
+            (refused(|c| c.partitions[1].memory[0] = r(0x5000_0000, 0x1000)), "overlaps reserved memory"),
+            (refused(|c| c.partitions[1].memory[0] = r(0x6000_0000, 0x1000)), "overlaps the image of partition a"),
+            (refused(|c| c.partitions[1].memory[0] = r(0x4900_0000, 0x1000)), "overlaps partition a's memory"),
+            (refused(|c| c.partitions[1].memory.push(r(0x4c00_0000, 0x1000))), "another region of the same partition"),
+            (refused(|c| c.partitions[1].memory[0] = r(0x4c00_0800, 0x1000)), "not 4 KiB aligned"),
+            (refused(|c| c.partitions[0].entry = Some(PhysAddr(0x4c00_0000))), "outside the partition's memory"),
+            (refused(|c| c.partitions[0].entry = Some(PhysAddr(0x4bff_0000))), "does not fit"),
+            (refused(|c| c.partitions[0].image = Some(r(0x4020_0000, 0x1000))), "overlaps the kernel image"),
+            (refused(|c| c.partitions[0].image = Some(r(0xc000_0000, 0x1000))), "image [0xc0000000..0xc0001000) is not inside /memory"),
+            (
+                refused(|c| {
+                    c.partitions[1].image = Some(r(0x6000_0000, 0x1000));
+                    c.partitions[1].entry = Some(PhysAddr(0x4c00_0000));
+                }),
+                "overlaps the image of partition b",
+            ),
+        ];
+        for (e, want) in cases {
+            assert!(e.to_string().contains(want), "{e} does not say {want:?}");
+            assert!(e.node.starts_with("/partitions/"), "{e}");
+        }
+    }
+
+    #[test]
+    fn cpu_rules() {
+        let e = refused(|c| c.assignments[0] = cpu(0, 0));
+        assert!(e.to_string().contains("boot CPU"), "{e}");
+        let e = refused(|c| c.assignments[0] = cpu(0, 9));
+        assert!(e.to_string().contains("no CPU with MPIDR 0x9"), "{e}");
+        let e = refused(|c| c.assignments.push(cpu(1, 1)));
+        assert!(e.to_string().contains("already assigned by /cpus/cpu@1"), "{e}");
+        let e = refused(|c| {
+            c.assignments.remove(1);
+        });
+        assert_eq!((e.node.as_str(), e.to_string().contains("no CPU is assigned")), ("/partitions/b", true));
+    }
+
+    #[test]
+    fn empty_config_is_an_empty_plan() {
+        assert_eq!(validate(&Config::default(), &hw()).unwrap(), Plan::default());
+    }
+}
