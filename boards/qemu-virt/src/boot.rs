@@ -224,7 +224,10 @@ mod crate_smmu {
     pub fn abort_all(s: &SmmuNode) -> Result<(), ExitCode> {
         // SAFETY: `regs` is the SMMU's register window from the DT; with the
         // MMU off every access is Device memory.
-        let mmio = unsafe { smmu::hal::VolatileMmio::new(s.regs.start.0 as *mut u8) };
+        let Some(mmio) = (unsafe { smmu::hal::VolatileMmio::new(s.regs.start.0 as *mut u8) }) else {
+            defmt::error!("SMMU {=str}: register window at {} is not 8-byte aligned", s.name.as_str(), s.regs.start);
+            return Err(ExitCode::SmmuError);
+        };
         smmu::gbpa_abort(&mmio, &mut platform::time::Delay).map_err(|e| {
             defmt::error!("SMMU {=str} at {}: cannot set GBPA.ABORT: {}", s.name.as_str(), s.regs.start, e);
             ExitCode::SmmuError
