@@ -1,5 +1,6 @@
 //! The boot path of the qemu-virt board.
 
+use crate::iommu;
 use platform::arch::{self, exit};
 use platform::dt::{DeviceTree, PsciConduit};
 use platform::memmap::{MemoryMap, Reservation};
@@ -62,7 +63,7 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
     // 2. Block all DMA before anything else: GBPA.ABORT on every SMMU.
     let smmus = dt.smmus().map_err(dt_err)?;
     for s in &smmus {
-        crate_smmu::abort_all(s)?;
+        iommu::abort(s)?;
     }
     if let Some(conduit) = dt.psci().map_err(dt_err)? {
         exit::configure(true, conduit);
@@ -100,6 +101,9 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
     })?;
 
     banner(&dt, &map, &smmus, &mem)?;
+
+    // 7. SMMU bring-up: tables all-abort, queues, SMMUEN.
+    let _iommus = iommu::bring_up(&smmus)?;
 
     selftest(dt.bootargs().map_err(dt_err)?, &layout)
 }
@@ -213,24 +217,4 @@ fn selftest(bootargs: &str, layout: &arch::boot::ImageLayout) -> Result<(), Exit
         }
     }
     Ok(())
-}
-
-mod crate_smmu {
-    //! The SMMU side of boot.
-    use platform::dt::SmmuNode;
-    use platform::ExitCode;
-
-    /// GBPA.ABORT=1 on one SMMU: until the driver enables it, any DMA aborts.
-    pub fn abort_all(s: &SmmuNode) -> Result<(), ExitCode> {
-        // SAFETY: `regs` is the SMMU's register window from the DT; with the
-        // MMU off every access is Device memory.
-        let Some(mmio) = (unsafe { smmu::hal::VolatileMmio::new(s.regs.start.0 as *mut u8) }) else {
-            defmt::error!("SMMU {=str}: register window at {} is not 8-byte aligned", s.name.as_str(), s.regs.start);
-            return Err(ExitCode::SmmuError);
-        };
-        smmu::gbpa_abort(&mmio, &mut platform::time::Delay).map_err(|e| {
-            defmt::error!("SMMU {=str} at {}: cannot set GBPA.ABORT: {}", s.name.as_str(), s.regs.start, e);
-            ExitCode::SmmuError
-        })
-    }
 }

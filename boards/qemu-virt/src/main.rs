@@ -6,6 +6,10 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod boot;
+mod dma;
+mod iommu;
 
 pub use boot::bulkhead_board_entry;

@@ -9,9 +9,6 @@ use crate::{PhysAddr, PhysRange};
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
 
-/// Cache line size used for maintenance (the architectural minimum).
-const CACHE_LINE: u64 = 64;
-
 /// TCR_EL2 for a 48-bit, 4 KiB-granule, write-back, inner-shareable walk.
 fn tcr(parange: u64) -> u64 {
     let t0sz = 64 - u64::from(VA_BITS);
@@ -22,18 +19,6 @@ fn tcr(parange: u64) -> u64 {
     let tg0_4k = 0b00 << 14;
     let res1 = (1 << 23) | (1 << 31);
     t0sz | irgn0_wbwa | orgn0_wbwa | sh0_inner | tg0_4k | (ps << 16) | res1
-}
-
-/// Cleans and invalidates `r` to the point of coherency, so a walker or a
-/// cacheable access after the MMU is on sees what was written with caches off.
-pub fn clean_invalidate(r: PhysRange) {
-    let mut a = r.start.0 & !(CACHE_LINE - 1);
-    while a < r.end.0 {
-        // SAFETY: DC CIVAC on an address of RAM has no effect beyond the cache.
-        unsafe { core::arch::asm!("dc civac, {}", in(reg) a, options(nostack)) };
-        a += CACHE_LINE;
-    }
-    barrier::dsb(barrier::SY);
 }
 
 /// Turns on translation with the identity map rooted at `root`, whose tables
@@ -48,7 +33,7 @@ pub unsafe fn enable(root: PhysAddr, tables: PhysRange) {
     MAIR_EL2.set(MAIR_VALUE);
     TCR_EL2.set(tcr(ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange)));
     TTBR0_EL2.set(root.0);
-    clean_invalidate(tables);
+    super::cache::clean_invalidate(tables);
     // SAFETY: TLB and I-cache invalidation at EL2 before translation is on;
     // the DSB/ISB order them before the SCTLR write (Arm ARM D8.14).
     unsafe {

@@ -3,6 +3,7 @@
 //! All inline assembly of the kernel lives under this module.
 
 pub mod boot;
+pub mod cache;
 pub mod exception;
 pub mod exit;
 pub mod mmu;

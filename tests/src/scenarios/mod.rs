@@ -1,6 +1,7 @@
 //! Every QEMU scenario, grouped by what it proves.
 
 mod boot;
+mod smmu;
 
 use crate::scenario::Scenario;
 
@@ -8,5 +9,6 @@ use crate::scenario::Scenario;
 pub fn all() -> Vec<Scenario> {
     let mut v = Vec::new();
     v.extend(boot::scenarios());
+    v.extend(smmu::scenarios());
     v
 }

@@ -1,0 +1,79 @@
+//! The SMMUs of the board: abort first, then bring-up with every stream
+//! aborting, then events and global errors.
+
+use crate::dma::KernelDma;
+use alloc::vec::Vec;
+use platform::dt::SmmuNode;
+use platform::time::Delay;
+use platform::ExitCode;
+use smmu::hal::VolatileMmio;
+
+/// One SMMU brought up by the kernel.
+pub type KernelSmmu = smmu::Smmu<VolatileMmio, KernelDma, Delay>;
+
+/// An SMMU and the DT node it came from.
+pub struct Iommu {
+    /// DT facts (name, base, interrupts).
+    pub node: SmmuNode,
+    /// The driver.
+    pub smmu: KernelSmmu,
+}
+
+fn mmio(s: &SmmuNode) -> Result<VolatileMmio, ExitCode> {
+    // SAFETY: `regs` is the SMMU's 128 KiB register window from the DT; it
+    // is identity-mapped Device-nGnRE (or the MMU is still off) and only
+    // this module touches it.
+    unsafe { VolatileMmio::new(s.regs.start.0 as *mut u8) }.ok_or_else(|| {
+        defmt::error!("SMMU {=str}: register window at {} is null", s.name.as_str(), s.regs.start);
+        ExitCode::SmmuError
+    })
+}
+
+/// GBPA.ABORT=1 on one SMMU: until the driver enables it, any DMA aborts.
+pub fn abort(s: &SmmuNode) -> Result<(), ExitCode> {
+    smmu::gbpa_abort(&mmio(s)?, &mut Delay).map_err(|e| {
+        defmt::error!("SMMU {=str} at {}: cannot set GBPA.ABORT: {}", s.name.as_str(), s.regs.start, e);
+        ExitCode::SmmuError
+    })
+}
+
+/// Brings every SMMU up with all streams aborting and SMMUEN=1.
+pub fn bring_up(nodes: &[SmmuNode]) -> Result<Vec<Iommu>, ExitCode> {
+    let mut out = Vec::new();
+    for s in nodes {
+        let config = smmu::Config { dma_coherent: s.coherent, wired_irqs: s.eventq.is_some(), ..smmu::Config::default() };
+        let smmu = smmu::Smmu::new(mmio(s)?, KernelDma::default(), Delay, config).map_err(|e| {
+            defmt::error!("SMMU {=str}: bring-up failed, it stays disabled with GBPA aborting: {}", s.name.as_str(), e);
+            ExitCode::SmmuError
+        })?;
+        let f = smmu.features();
+        let (cmdq, evtq) = smmu.queue_log2();
+        defmt::info!(
+            "SMMU {=str}: SMMUv3.{=u8}, stages {=str}, SIDSIZE {=u8}, {=str} stream table, OAS {=u8} bits, ASID {=u8} / VMID {=u8} bits, RIL {=bool}, {=str}",
+            s.name.as_str(),
+            f.arch_minor,
+            match (f.stage1, f.stage2) {
+                (true, true) => "1+2",
+                (true, false) => "1",
+                _ => "2",
+            },
+            f.sid_bits,
+            if matches!(smmu.stream_table().format(), smmu::strtab::Format::TwoLevel) { "2-level" } else { "linear" },
+            f.oas_bits,
+            f.asid_bits,
+            f.vmid_bits,
+            f.ril,
+            if smmu.coherent() { "coherent" } else { "non-coherent" }
+        );
+        defmt::info!(
+            "SMMU {=str}: enabled, every stream aborts; cmdq 2^{=u8}, evtq 2^{=u8} entries; {=u64} commands, {=u64} CMD_SYNC",
+            s.name.as_str(),
+            cmdq,
+            evtq,
+            smmu.stats().commands,
+            smmu.stats().syncs
+        );
+        out.push(Iommu { node: s.clone(), smmu });
+    }
+    Ok(out)
+}

@@ -1,0 +1,75 @@
+//! The SMMU driver on each QEMU flavour: bring-up order seen in QEMU's own
+//! trace, and the features the kernel read.
+
+use crate::qemu::{Flavour, Outcome, QemuConfig};
+use crate::scenario::{exit, Checks, Scenario};
+use crate::trace::TraceEvent;
+
+/// Register offsets (SMMUv3 spec, chapter 6).
+const CR0: u64 = 0x20;
+const GBPA: u64 = 0x44;
+const STRTAB_BASE: u64 = 0x80;
+const CMDQ_BASE: u64 = 0x90;
+const EVENTQ_BASE: u64 = 0xa0;
+const CR0_SMMUEN: u64 = 1 << 0;
+const CR0_EVENTQEN: u64 = 1 << 2;
+const CR0_CMDQEN: u64 = 1 << 3;
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario { name: "smmu-bringup-virt", setup: |_| Ok(cfg(Flavour::Virt)), check: |o, c| check_bringup(o, c, "stages 1+2,") },
+        Scenario { name: "smmu-bringup-stage1", setup: |_| Ok(cfg(Flavour::Stage1)), check: |o, c| check_bringup(o, c, "stages 1,") },
+        Scenario { name: "smmu-bringup-stage2", setup: |_| Ok(cfg(Flavour::Stage2)), check: |o, c| check_bringup(o, c, "stages 2,") },
+    ]
+}
+
+fn cfg(flavour: Flavour) -> QemuConfig {
+    QemuConfig { flavour, extra: vec!["-device".into(), "edu,dma_mask=0xffffffffff".into()], ..QemuConfig::default() }
+}
+
+/// Position of the first event matching `f`.
+fn first(ev: &[TraceEvent], f: impl Fn(&TraceEvent) -> bool) -> Option<usize> {
+    ev.iter().position(f)
+}
+
+fn write_to(e: &TraceEvent, off: u64) -> Option<u64> {
+    (e.name == "smmuv3_write_mmio" && e.field("addr") == Some(off)).then(|| e.field("val")).flatten()
+}
+
+fn check_bringup(o: &Outcome, c: &mut Checks, stages: &str) {
+    c.exit(o, exit::SUCCESS);
+    c.log(o, &format!("SMMU smmuv3@9050000: SMMUv3.1, {stages} SIDSIZE 16, 2-level stream table, OAS 44 bits"));
+    c.log(o, "SMMU smmuv3@9050000: enabled, every stream aborts");
+    let ev = &o.trace.events;
+    let gbpa = first(ev, |e| write_to(e, GBPA).is_some_and(|v| v & (1 << 20) != 0));
+    let disable = first(ev, |e| write_to(e, CR0) == Some(0));
+    let strtab = first(ev, |e| write_to(e, STRTAB_BASE).is_some());
+    let cmdq = first(ev, |e| write_to(e, CMDQ_BASE).is_some());
+    let evtq = first(ev, |e| write_to(e, EVENTQ_BASE).is_some());
+    let queues_on = first(ev, |e| write_to(e, CR0).is_some_and(|v| v & (CR0_CMDQEN | CR0_EVENTQEN) == CR0_CMDQEN | CR0_EVENTQEN));
+    let opcode = |name: &str| first(ev, |e| e.name == "smmuv3_cmdq_opcode" && e.args.contains(name));
+    let cfgi = opcode("CFGI_ALL").or(opcode("CFGI_STE_RANGE"));
+    let tlbi = opcode("TLBI_NSNH_ALL");
+    let sync = opcode("CMD_SYNC");
+    let enable = first(ev, |e| write_to(e, CR0).is_some_and(|v| v & CR0_SMMUEN != 0));
+    let order = [
+        ("GBPA.ABORT", gbpa),
+        ("CR0=0", disable),
+        ("STRTAB_BASE", strtab),
+        ("CMDQ_BASE", cmdq),
+        ("EVENTQ_BASE", evtq),
+        ("CMDQEN|EVENTQEN", queues_on),
+        ("CFGI_ALL", cfgi),
+        ("TLBI_NSNH_ALL", tlbi),
+        ("CMD_SYNC", sync),
+        ("SMMUEN", enable),
+    ];
+    for (name, at) in order {
+        c.that(at.is_some(), format!("QEMU's trace has no {name}"));
+    }
+    let positions: Vec<usize> = order.iter().filter_map(|(_, at)| *at).collect();
+    c.that(positions.windows(2).all(|w| w[0] < w[1]), format!("bring-up out of order in QEMU's trace: {order:?}"));
+    c.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
+    c.that(o.trace.count("smmuv3_translate_disable") == 0, "QEMU saw a DMA while the SMMU was disabled");
+    c.that(!o.trace.other.iter().any(|l| l.contains("C_BAD") || l.contains("smmuv3")), "QEMU reported an SMMU error");
+}
