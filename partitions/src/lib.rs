@@ -5,4 +5,5 @@
 extern crate alloc;
 
 pub mod binding;
+pub mod hypercall;
 pub mod validate;

@@ -51,6 +51,8 @@ pub struct Syndrome {
     pub far: u64,
     /// SPSR_ELx.
     pub spsr: u64,
+    /// HPFAR_EL2 (faulting IPA >> 12 in bits [43:4] for stage-2 faults).
+    pub hpfar: u64,
 }
 
 impl Syndrome {
@@ -62,14 +64,25 @@ impl Syndrome {
     pub fn iss(&self) -> u32 {
         (self.esr & 0x1ff_ffff) as u32
     }
+    /// The faulting IPA of a stage-2 abort (HPFAR page + FAR offset).
+    pub fn fault_ipa(&self) -> u64 {
+        ((self.hpfar >> 4) & 0xff_ffff_ffff) << 12 | (self.far & 0xfff)
+    }
 }
 
 fn read_syndrome() -> Syndrome {
     let el = super::current_el();
     match el {
-        1 => Syndrome { el, esr: ESR_EL1.get(), elr: ELR_EL1.get(), far: FAR_EL1.get(), spsr: SPSR_EL1.get() },
-        3 => Syndrome { el, esr: ESR_EL3.get(), elr: ELR_EL3.get(), far: FAR_EL3.get(), spsr: SPSR_EL3.get() },
-        _ => Syndrome { el, esr: ESR_EL2.get(), elr: ELR_EL2.get(), far: FAR_EL2.get(), spsr: SPSR_EL2.get() },
+        1 => Syndrome { el, esr: ESR_EL1.get(), elr: ELR_EL1.get(), far: FAR_EL1.get(), spsr: SPSR_EL1.get(), hpfar: 0 },
+        3 => Syndrome { el, esr: ESR_EL3.get(), elr: ELR_EL3.get(), far: FAR_EL3.get(), spsr: SPSR_EL3.get(), hpfar: 0 },
+        _ => Syndrome {
+            el,
+            esr: ESR_EL2.get(),
+            elr: ELR_EL2.get(),
+            far: FAR_EL2.get(),
+            spsr: SPSR_EL2.get(),
+            hpfar: HPFAR_EL2.get(),
+        },
     }
 }
 
@@ -205,6 +218,18 @@ extern "C" fn bulkhead_exception(frame: &mut Frame, kind: u64) {
         frame.x[0] = u64::MAX;
         write_elr(s.el, s.elr + 4);
         return;
+    }
+    if kind.0 >= 8 && s.el == 2 {
+        // From a partition: the kernel's handler decides.
+        match super::guest::dispatch(frame, &s) {
+            Some(super::guest::TrapAction::Resume) => return,
+            Some(super::guest::TrapAction::Skip) => {
+                write_elr(s.el, s.elr + 4);
+                return;
+            }
+            Some(super::guest::TrapAction::Halt) => super::guest::halt_this_cpu(),
+            None => {}
+        }
     }
     if IN_REPORT.swap(true, Ordering::Relaxed) {
         exit::exit_quiet(crate::ExitCode::Exception);

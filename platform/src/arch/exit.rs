@@ -53,17 +53,32 @@ pub fn configure(semihosting: bool, conduit: PsciConduit) {
     CONDUIT.store(matches!(conduit, PsciConduit::Hvc) as u8, Ordering::Relaxed);
 }
 
-fn psci(function: u64) {
+/// Calls PSCI `function` with three arguments through the configured
+/// conduit; returns x0.
+pub fn psci_call(function: u64, a1: u64, a2: u64, a3: u64) -> u64 {
     let conduit = CONDUIT.load(Ordering::Relaxed);
-    // SAFETY: a PSCI call hands `function` to firmware; SYSTEM_OFF/RESET do
-    // not return on success and clobber nothing we rely on otherwise.
+    let ret: u64;
+    // SAFETY: the SMC calling convention (DEN0028) preserves x18 and above
+    // and returns in x0..x3; the firmware touches no memory of ours except
+    // what the function defines (none for the calls the kernel makes).
     unsafe {
         if conduit == 1 {
-            core::arch::asm!("hvc #0", inout("x0") function => _, options(nostack));
+            core::arch::asm!("hvc #0", inout("x0") function => ret, inout("x1") a1 => _, inout("x2") a2 => _,
+                inout("x3") a3 => _, out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+                out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _,
+                out("x17") _, options(nostack));
         } else {
-            core::arch::asm!("smc #0", inout("x0") function => _, options(nostack));
+            core::arch::asm!("smc #0", inout("x0") function => ret, inout("x1") a1 => _, inout("x2") a2 => _,
+                inout("x3") a3 => _, out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+                out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _,
+                out("x17") _, options(nostack));
         }
     }
+    ret
+}
+
+fn psci(function: u64) {
+    psci_call(function, 0, 0, 0);
 }
 
 /// Logs the status and stops the machine.

@@ -6,7 +6,9 @@ pub mod boot;
 pub mod cache;
 pub mod exception;
 pub mod exit;
+pub mod guest;
 pub mod mmu;
+pub mod smp;
 
 use aarch64_cpu::registers::{Readable, CurrentEL, MPIDR_EL1};
 
