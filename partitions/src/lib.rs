@@ -5,5 +5,6 @@
 extern crate alloc;
 
 pub mod binding;
+pub mod guest_dt;
 pub mod hypercall;
 pub mod validate;

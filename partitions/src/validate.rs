@@ -25,6 +25,8 @@ pub struct Hardware {
     pub kernel: Option<Region>,
     /// The DTB the kernel booted with.
     pub dtb: Option<Region>,
+    /// The kernel's heap.
+    pub heap: Option<Region>,
     /// `/memreserve/` and `/reserved-memory` regions.
     pub reserved: Vec<Region>,
     /// MPIDRs of the CPUs in `/cpus`.
@@ -81,6 +83,9 @@ pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
     }
     if let Some(d) = hw.dtb {
         fixed.push((d, "the device tree blob".into(), None));
+    }
+    if let Some(h) = hw.heap {
+        fixed.push((h, "the kernel heap".into(), None));
     }
     for r in &hw.reserved {
         fixed.push((*r, format!("reserved memory {r}"), None));
@@ -185,6 +190,7 @@ mod tests {
             ram: vec![r(0x4000_0000, 0x8000_0000)],
             kernel: Some(r(0x4020_0000, 0x10_0000)),
             dtb: Some(r(0x4000_0000, 0x10_0000)),
+            heap: Some(r(0x4040_0000, 0x100_0000)),
             reserved: vec![r(0x5000_0000, 0x1000)],
             cpus: vec![0, 1, 2, 3],
             boot_cpu: 0,
@@ -238,6 +244,7 @@ mod tests {
             (refused(|c| c.partitions[1].memory[0] = r(0xc000_0000, 0x1000)), "not inside /memory"),
             (refused(|c| c.partitions[1].memory[0] = r(0x4020_0000, 0x1000)), "overlaps the kernel image"),
             (refused(|c| c.partitions[1].memory[0] = r(0x4000_0000, 0x1000)), "overlaps the device tree blob"),
+            (refused(|c| c.partitions[1].memory[0] = r(0x4100_0000, 0x1000)), "overlaps the kernel heap"),
             (refused(|c| c.partitions[1].memory[0] = r(0x5000_0000, 0x1000)), "overlaps reserved memory"),
             (refused(|c| c.partitions[1].memory[0] = r(0x6000_0000, 0x1000)), "overlaps the image of partition a"),
             (refused(|c| c.partitions[1].memory[0] = r(0x4900_0000, 0x1000)), "overlaps partition a's memory"),

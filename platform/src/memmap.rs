@@ -121,6 +121,15 @@ impl MemoryMap {
         Some(r)
     }
 
+    /// Reserves exactly `range` for `why` if all of it is free RAM.
+    pub fn take_at(&mut self, range: PhysRange, why: Reservation) -> Option<PhysRange> {
+        if !self.free.iter().any(|f| f.covers(&range)) {
+            return None;
+        }
+        self.reserve(range, why).ok()?;
+        Some(range)
+    }
+
     /// RAM banks, sorted and merged.
     pub fn ram(&self) -> &[PhysRange] {
         &self.ram
@@ -219,5 +228,8 @@ mod tests {
         assert_eq!(t.size(), 0x10_0000);
         assert!(m.free().iter().all(|f| !f.overlaps(&t)));
         assert!(m.take(0x100_0000, 0x1000, Reservation::Heap).is_none());
+        assert_eq!(m.take_at(r(0x1000, 0x2000), Reservation::Heap), Some(r(0x1000, 0x2000)));
+        assert_eq!(m.take_at(r(0x1000, 0x2000), Reservation::Heap), None, "already taken");
+        assert_eq!(m.take_at(r(0x90_0000, 0x91_0000), Reservation::Heap), None, "not RAM");
     }
 }

@@ -6,7 +6,7 @@
 //! to their size.
 
 use crate::addr::{PhysAddr, PhysRange};
-use crate::memmap::{MemoryMap, Reservation};
+use crate::memmap::MemoryMap;
 use buddy_system_allocator::{LockedFrameAllocator, LockedHeap};
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -46,29 +46,17 @@ static HEAP: TrackingHeap =
 
 static FRAMES: LockedFrameAllocator<32> = LockedFrameAllocator::new();
 
-/// Memory set-up failures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
-pub enum MemoryError {
-    /// No free range can hold the heap.
-    NoRoomForHeap,
-}
-
-/// Heap and frame figures for the boot log and benchmarks.
-#[derive(Clone, Copy, Debug, defmt::Format)]
-pub struct MemoryStats {
-    /// Heap range.
-    pub heap: PhysRange,
-    /// Bytes handed to the frame allocator.
-    pub frame_bytes: u64,
-}
-
-/// Takes `heap_size` bytes for the heap and gives every other free page to
-/// the frame allocator. Call once, with the MMU on.
-pub fn init(map: &mut MemoryMap, heap_size: u64) -> Result<MemoryStats, MemoryError> {
-    let heap = map.take(heap_size, 2 << 20, Reservation::Heap).ok_or(MemoryError::NoRoomForHeap)?;
-    // SAFETY: `heap` is free RAM, identity-mapped read-write, now reserved in
-    // the map so nothing else will use it.
+/// Gives `heap` (already reserved in the map) to the kernel heap. Call once,
+/// with the MMU on.
+pub fn init_heap(heap: PhysRange) {
+    // SAFETY: `heap` is free RAM, identity-mapped read-write and reserved in
+    // the memory map, so nothing else will use it.
     unsafe { HEAP.heap.lock().init(heap.start.0 as usize, heap.size() as usize) };
+}
+
+/// Gives every page still free in `map` to the frame allocator; returns the
+/// bytes added. Call once, after everything else has been reserved.
+pub fn init_frames(map: &MemoryMap) -> u64 {
     let mut frame_bytes = 0;
     let mut frames = FRAMES.lock();
     for f in map.free() {
@@ -79,7 +67,7 @@ pub fn init(map: &mut MemoryMap, heap_size: u64) -> Result<MemoryStats, MemoryEr
         frames.add_frame((f.start.0 / FRAME_SIZE) as usize, (f.end.0 / FRAME_SIZE) as usize);
         frame_bytes += f.size();
     }
-    Ok(MemoryStats { heap, frame_bytes })
+    frame_bytes
 }
 
 /// Allocates `size` bytes of zeroed, physically contiguous memory aligned

@@ -1,9 +1,11 @@
-//! The EL2 stage-1 identity map (VMSAv8-64, 4 KiB granule, 48-bit input).
+//! Identity maps (VMSAv8-64, 4 KiB granule, 48-bit input): the EL2 stage-1
+//! map of the kernel, and the stage-2 maps of partitions' CPUs (a
+//! partition's IPA equals the PA of its memory).
 //!
-//! Built once at boot from the device tree: RAM as Normal write-back, device
-//! windows as Device-nGnRE, the image's sections with W^X. Tables come from
-//! a fixed pool because the map exists before the heap does. Pure code: the
-//! CPU registers that switch it on live in `arch::mmu`.
+//! The kernel's map is built once at boot from the device tree: RAM as
+//! Normal write-back, device windows as Device-nGnRE, the image's sections
+//! with W^X. Tables come from a pool because the map exists before the heap
+//! does. Pure code: the CPU registers that switch it on live in `arch`.
 //!
 //! Descriptor layout: Arm ARM D8.3 (translation table descriptor formats);
 //! AP/XN for a one-privilege-level regime: D8.4 (EL2 with HCR_EL2.E2H=0).
@@ -30,6 +32,16 @@ const AF: u64 = 1 << 10;
 /// XN for a one-privilege-level regime (bit 54).
 const XN: u64 = 1 << 54;
 const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
+/// Stage 2 MemAttr[3:0] (bits 5:2): Normal outer/inner write-back.
+const S2_MEMATTR_NORMAL_WB: u64 = 0b1111 << 2;
+/// Stage 2 MemAttr: Device-nGnRE.
+const S2_MEMATTR_DEVICE_NGNRE: u64 = 0b0001 << 2;
+/// Stage 2 S2AP (bits 7:6): read.
+const S2AP_READ: u64 = 1 << 6;
+/// Stage 2 S2AP: write.
+const S2AP_WRITE: u64 = 1 << 7;
+/// Stage 2 XN[1] (bit 54): not executable at EL1 or EL0.
+const S2_XN: u64 = 1 << 54;
 
 /// MAIR index of Device-nGnRE.
 pub const MAIR_IDX_DEVICE: u64 = 0;
@@ -91,9 +103,19 @@ impl Table {
     pub const EMPTY: Table = Table([0; ENTRIES]);
 }
 
+/// Which translation regime the descriptors are for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// EL2 stage 1 (one privilege level), attributes through MAIR_EL2.
+    El2Stage1,
+    /// Stage 2 of the EL1&0 regime, attributes in the descriptor.
+    Stage2,
+}
+
 /// An identity map under construction over a pool of tables whose first
 /// table is the level-0 root.
 pub struct IdentityMap<'p> {
+    format: Format,
     pool: &'p mut [Table],
     /// Physical address of `pool[0]` (the kernel runs identity-mapped; tests
     /// use any base).
@@ -106,11 +128,53 @@ fn level_shift(level: usize) -> u32 {
 }
 
 impl<'p> IdentityMap<'p> {
-    /// Starts an empty map; `pool_pa` is where `pool` sits physically.
+    /// Starts an empty EL2 stage-1 map; `pool_pa` is where `pool` sits physically.
     pub fn new(pool: &'p mut [Table], pool_pa: PhysAddr) -> Result<Self, MapError> {
+        Self::with_format(Format::El2Stage1, pool, pool_pa)
+    }
+
+    /// Starts an empty map of the given format.
+    pub fn with_format(format: Format, pool: &'p mut [Table], pool_pa: PhysAddr) -> Result<Self, MapError> {
         let root = pool.first_mut().ok_or(MapError::OutOfTables)?;
         root.0 = [0; ENTRIES];
-        Ok(IdentityMap { pool, pool_pa: pool_pa.0, used: 1 })
+        Ok(IdentityMap { format, pool, pool_pa: pool_pa.0, used: 1 })
+    }
+
+    fn leaf_attrs(&self, ty: MemType, access: Access) -> u64 {
+        match self.format {
+            Format::El2Stage1 => {
+                let idx = match ty {
+                    MemType::Normal => MAIR_IDX_NORMAL,
+                    MemType::Device => MAIR_IDX_DEVICE,
+                };
+                let mut a = AF | (idx << ATTR_INDX_SHIFT) | AP_RES1;
+                if ty == MemType::Normal {
+                    a |= SH_INNER;
+                }
+                match access {
+                    Access::ReadOnly => a |= AP_RO | XN,
+                    Access::ReadWrite => a |= XN,
+                    Access::Execute => a |= AP_RO,
+                }
+                if ty == MemType::Device {
+                    a |= XN;
+                }
+                a
+            }
+            Format::Stage2 => {
+                // A partition's RAM must stay executable for its own code;
+                // write and execute are controlled by its own stage 1.
+                let mut a = AF | S2AP_READ;
+                a |= match ty {
+                    MemType::Normal => S2_MEMATTR_NORMAL_WB | SH_INNER,
+                    MemType::Device => S2_MEMATTR_DEVICE_NGNRE | S2_XN,
+                };
+                match access {
+                    Access::ReadOnly => a | S2_XN,
+                    Access::ReadWrite | Access::Execute => a | S2AP_WRITE,
+                }
+            }
+        }
     }
 
     /// Physical address of the root table (for TTBR0_EL2).
@@ -134,22 +198,7 @@ impl<'p> IdentityMap<'p> {
         if range.is_empty() {
             return Ok(());
         }
-        let mut attrs = AF | ((match ty {
-            MemType::Normal => MAIR_IDX_NORMAL,
-            MemType::Device => MAIR_IDX_DEVICE,
-        }) << ATTR_INDX_SHIFT)
-            | AP_RES1;
-        if ty == MemType::Normal {
-            attrs |= SH_INNER;
-        }
-        match access {
-            Access::ReadOnly => attrs |= AP_RO | XN,
-            Access::ReadWrite => attrs |= XN,
-            Access::Execute => attrs |= AP_RO,
-        }
-        if ty == MemType::Device {
-            attrs |= XN;
-        }
+        let attrs = self.leaf_attrs(ty, access);
         self.map_level(0, 0, range.start.0, range.end.0, attrs)
     }
 
@@ -204,11 +253,19 @@ impl<'p> IdentityMap<'p> {
             let leaf = level == 3 || desc & DESC_TABLE_OR_PAGE == 0;
             if leaf {
                 let off = va & ((1u64 << shift) - 1);
-                let ty = if (desc >> ATTR_INDX_SHIFT) & 7 == MAIR_IDX_NORMAL { MemType::Normal } else { MemType::Device };
-                let access = match (desc & AP_RO != 0, desc & XN != 0) {
-                    (true, true) => Access::ReadOnly,
-                    (false, _) => Access::ReadWrite,
-                    (true, false) => Access::Execute,
+                let (ty, access) = match self.format {
+                    Format::El2Stage1 => (
+                        if (desc >> ATTR_INDX_SHIFT) & 7 == MAIR_IDX_NORMAL { MemType::Normal } else { MemType::Device },
+                        match (desc & AP_RO != 0, desc & XN != 0) {
+                            (true, true) => Access::ReadOnly,
+                            (false, _) => Access::ReadWrite,
+                            (true, false) => Access::Execute,
+                        },
+                    ),
+                    Format::Stage2 => (
+                        if desc & (0b1100 << 2) != 0 { MemType::Normal } else { MemType::Device },
+                        if desc & S2AP_WRITE != 0 { Access::ReadWrite } else { Access::ReadOnly },
+                    ),
                 };
                 return Some((PhysAddr((desc & OA_MASK & !((1u64 << shift) - 1)) | off), ty, access));
             }
@@ -262,6 +319,20 @@ mod tests {
         );
         assert!(matches!(m.map(r(0x4020_0800, 0x4021_0000), MemType::Normal, Access::ReadWrite), Err(MapError::Unaligned(_))));
         assert!(matches!(m.map(r(0, 1 << 49), MemType::Device, Access::ReadWrite), Err(MapError::OutOfRange(_))));
+    }
+
+    #[test]
+    fn stage2_maps_partition_ram_executable_and_devices_not() {
+        let mut p = pool(8);
+        let mut m = IdentityMap::with_format(Format::Stage2, &mut p, PhysAddr(0x1000_0000)).unwrap();
+        m.map(r(0x4800_0000, 0x4c00_0000), MemType::Normal, Access::ReadWrite).unwrap();
+        m.map(r(0x1000_0000, 0x1000_1000), MemType::Device, Access::ReadWrite).unwrap();
+        assert_eq!(m.translate(0x4800_1234), Some((PhysAddr(0x4800_1234), MemType::Normal, Access::ReadWrite)));
+        assert_eq!(m.translate(0x1000_0010).map(|t| t.1), Some(MemType::Device));
+        assert_eq!(m.translate(0x4c00_0000), None);
+        // Leaf descriptor of the RAM block: S2AP=RW, MemAttr=WB, AF, no XN.
+        let l2 = &m.pool[2].0[(0x4800_0000u64 >> 21 & 511) as usize];
+        assert_eq!(l2 & (S2_XN | S2AP_READ | S2AP_WRITE | AF | (0xf << 2)), S2AP_READ | S2AP_WRITE | AF | (0xf << 2));
     }
 
     #[test]

@@ -35,3 +35,8 @@ impl embedded_hal::delay::DelayNs for Delay {
         }
     }
 }
+
+/// Busy-waits about `us` microseconds.
+pub fn sleep_us(us: u32) {
+    embedded_hal::delay::DelayNs::delay_us(&mut Delay, us);
+}

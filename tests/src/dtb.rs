@@ -71,3 +71,40 @@ pub fn corrupt_property_name(blob: &mut [u8], node: &str) -> Result<(), String> 
         }
     }
 }
+
+/// Builds the DTB QEMU boots with for `cfg` plus the overlay source `dts`:
+/// dumps QEMU's own DTB for the same command line, compiles the overlay with
+/// `dtc -@`, applies it with `fdtoverlay`, and adds a `-device loader` of
+/// `payload` at every partition's `bulkhead,image`. Returns the new config.
+pub fn with_overlay(
+    mut cfg: crate::qemu::QemuConfig,
+    dts: &str,
+    dir: &Path,
+    payload: &Path,
+) -> Result<crate::qemu::QemuConfig, String> {
+    let base = dir.join("base.dtb");
+    cfg.dump_dtb(&base)?;
+    let src = dir.join("overlay.dts");
+    std::fs::write(&src, dts).map_err(|e| format!("cannot write {}: {e}", src.display()))?;
+    let dtbo = dir.join("overlay.dtbo");
+    compile_overlay(&src, &dtbo)?;
+    let merged = dir.join("merged.raw.dtb");
+    apply_overlays(&base, &[dtbo], &merged)?;
+    let out = dir.join("merged.dtb");
+    pack(&merged, &out)?;
+    let blob = std::fs::read(&out).map_err(|e| format!("cannot read {}: {e}", out.display()))?;
+    // The same binding code as the kernel's says where the images go.
+    let config = partitions::binding::parse(&blob).map_err(|e| format!("overlay: {e}"))?;
+    for p in &config.partitions {
+        if let Some(img) = p.image {
+            let size = std::fs::metadata(payload).map_err(|e| format!("{}: {e}", payload.display()))?.len();
+            if size > img.size {
+                return Err(format!("payload ({size} bytes) does not fit {}'s bulkhead,image", p.name));
+            }
+            cfg.extra.push("-device".into());
+            cfg.extra.push(format!("loader,file={},addr={:#x},force-raw=on", payload.display(), img.base.0));
+        }
+    }
+    cfg.dtb = Some(out);
+    Ok(cfg)
+}

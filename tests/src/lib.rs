@@ -5,6 +5,7 @@
 //! `cargo xtask run` uses the same runner to boot the demo.
 
 pub mod dtb;
+pub mod image;
 pub mod log;
 pub mod qemu;
 pub mod scenario;
@@ -23,4 +24,13 @@ pub fn work_dir() -> PathBuf {
     let d = workspace_root().join("target").join("bulkhead");
     std::fs::create_dir_all(&d).expect("can create target/bulkhead");
     d
+}
+
+/// What the scenarios boot: the kernel ELF and the partition payload image.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    /// The kernel ELF (`-kernel`).
+    pub kernel: PathBuf,
+    /// The flat partition payload (loaded at each partition's `bulkhead,image`).
+    pub payload: PathBuf,
 }

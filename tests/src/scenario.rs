@@ -2,8 +2,9 @@
 //! QEMU's trace, run in parallel, with a closing `N passed, N failed` line.
 
 use crate::log::Decoder;
+use crate::Artifacts;
 use crate::qemu::{self, Outcome, QemuConfig};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// Exit statuses of the kernel (mirror of `platform::ExitCode`).
@@ -16,18 +17,29 @@ pub mod exit {
     pub const BAD_DEVICE_TREE: i32 = 3;
     /// Unexpected exception at EL2.
     pub const EXCEPTION: i32 = 4;
+    /// The partition configuration was refused.
+    pub const CONFIG_REFUSED: i32 = 7;
+    /// A partition failed.
+    pub const PARTITION_FAILED: i32 = 8;
 }
 
-/// Where a scenario keeps its files.
-pub struct Ctx {
+/// Where a scenario keeps its files, and what it boots.
+pub struct Ctx<'a> {
     /// Scratch directory of this scenario.
     pub dir: PathBuf,
+    /// Kernel and payload.
+    pub artifacts: &'a Artifacts,
 }
 
-impl Ctx {
+impl Ctx<'_> {
     /// A path in the scratch directory.
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+    /// `cfg` booting with the overlay source `dts` applied to QEMU's DTB and
+    /// the payload loaded at every partition's image address.
+    pub fn with_overlay(&self, cfg: QemuConfig, dts: &str) -> Result<QemuConfig, String> {
+        crate::dtb::with_overlay(cfg, dts, &self.dir, &self.artifacts.payload)
     }
 }
 
@@ -83,7 +95,8 @@ impl Checks {
 
 /// Runs `scenarios` (those whose name contains `filter`) with `jobs` QEMUs at
 /// a time; prints each result and the closing summary. Returns (passed, failed).
-pub fn run_all(kernel: &Path, scenarios: &[Scenario], filter: Option<&str>, jobs: usize) -> Result<(usize, usize), String> {
+pub fn run_all(artifacts: &Artifacts, scenarios: &[Scenario], filter: Option<&str>, jobs: usize) -> Result<(usize, usize), String> {
+    let kernel = &artifacts.kernel;
     let elf = std::fs::read(kernel).map_err(|e| format!("cannot read {}: {e}", kernel.display()))?;
     let decoder = Decoder::from_elf(&elf)?;
     let chosen: Vec<&Scenario> = scenarios.iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
@@ -95,7 +108,7 @@ pub fn run_all(kernel: &Path, scenarios: &[Scenario], filter: Option<&str>, jobs
         for _ in 0..jobs.max(1) {
             s.spawn(|| loop {
                 let Some(sc) = next.lock().expect("queue lock").next().copied() else { break };
-                let (ok, report) = run_one(kernel, &decoder, sc);
+                let (ok, report) = run_one(artifacts, &decoder, sc);
                 let _g = print.lock().expect("print lock");
                 println!("{report}");
                 let mut r = results.lock().expect("results lock");
@@ -112,13 +125,14 @@ pub fn run_all(kernel: &Path, scenarios: &[Scenario], filter: Option<&str>, jobs
     Ok((passed, failed))
 }
 
-fn run_one(kernel: &Path, decoder: &Decoder, sc: &Scenario) -> (bool, String) {
+fn run_one(artifacts: &Artifacts, decoder: &Decoder, sc: &Scenario) -> (bool, String) {
+    let kernel = &artifacts.kernel;
     let dir = crate::work_dir().join("scenarios").join(sc.name);
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         return (false, format!("scenario {} ... FAILED\n  cannot create {}: {e}", sc.name, dir.display()));
     }
-    let ctx = Ctx { dir: dir.clone() };
+    let ctx = Ctx { dir: dir.clone(), artifacts };
     let mut cfg = match (sc.setup)(&ctx) {
         Ok(c) => c,
         Err(e) => return (false, format!("scenario {} ... FAILED\n  setup: {e}", sc.name)),

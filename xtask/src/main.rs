@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo xtask run  [--log-level L] [--flavour virt|stage1|stage2] [--append TEXT]
-//!                  [--timeout SECS] [--debug] [-- EXTRA-QEMU-ARGS...]
+//!                  [--overlay FILE.dts | --no-overlay] [--timeout SECS] [--debug]
+//!                  [-- EXTRA-QEMU-ARGS...]
 //! cargo xtask test [--host-only] [--jobs N] [FILTER]
 //! cargo xtask build [--log-level L] [--debug]
 //! ```
@@ -11,12 +12,16 @@ mod prereq;
 
 use bulkhead_tests::log::Decoder;
 use bulkhead_tests::qemu::{self, Flavour, QemuConfig};
+use bulkhead_tests::Artifacts;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 const BOARD_CRATE: &str = "bulkhead-qemu-virt";
+const PAYLOAD_CRATE: &str = "bulkhead-payload";
+/// The overlay `cargo xtask run` boots unless told otherwise.
+const DEFAULT_OVERLAY: &str = "boards/qemu-virt/overlays/hello.dts";
 /// Host-side crates whose tests `cargo xtask test` runs.
 const HOST_CRATES: &[&str] = &["smmu", "partitions", "platform", "bulkhead-tests", "xtask"];
 
@@ -30,6 +35,8 @@ struct Opts {
     jobs: usize,
     host_only: bool,
     filter: Option<String>,
+    overlay: Option<PathBuf>,
+    no_overlay: bool,
     qemu_args: Vec<String>,
 }
 
@@ -43,6 +50,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         host_only: false,
         filter: None,
+        overlay: None,
+        no_overlay: false,
         qemu_args: Vec::new(),
     };
     let mut it = args.iter();
@@ -59,6 +68,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--timeout" => o.timeout = val("--timeout")?.parse().map_err(|_| "--timeout takes seconds")?,
             "--jobs" => o.jobs = val("--jobs")?.parse().map_err(|_| "--jobs takes a number")?,
             "--host-only" => o.host_only = true,
+            "--overlay" => o.overlay = Some(PathBuf::from(val("--overlay")?)),
+            "--no-overlay" => o.no_overlay = true,
             "--" => {
                 o.qemu_args.extend(it.by_ref().cloned());
             }
@@ -107,24 +118,59 @@ fn build_kernel(o: &Opts) -> Result<PathBuf, String> {
     Ok(bulkhead_tests::workspace_root().join("target").join(prereq::TARGET).join(profile).join(BOARD_CRATE))
 }
 
+/// Builds the partition payload (position-independent, in its own target
+/// directory so its flags do not rebuild the kernel) and writes its flat image.
+fn build_payload() -> Result<PathBuf, String> {
+    let root = bulkhead_tests::workspace_root();
+    let target_dir = root.join("target").join("payload");
+    let st = cargo()
+        .args(["build", "--release", "-p", PAYLOAD_CRATE, "--target", prereq::TARGET])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTFLAGS", "-C relocation-model=pie")
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !st.success() {
+        return Err("building the partition payload failed".into());
+    }
+    let elf_path = target_dir.join(prereq::TARGET).join("release").join(PAYLOAD_CRATE);
+    let elf = std::fs::read(&elf_path).map_err(|e| format!("cannot read {}: {e}", elf_path.display()))?;
+    let (_, image) = bulkhead_tests::image::flat_binary(&elf)?;
+    let out = bulkhead_tests::work_dir().join("payload.bin");
+    std::fs::write(&out, image).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    Ok(out)
+}
+
+fn build_all(o: &Opts) -> Result<Artifacts, String> {
+    Ok(Artifacts { kernel: build_kernel(o)?, payload: build_payload()? })
+}
+
 fn cmd_build(o: &Opts) -> Result<ExitCode, String> {
-    let elf = build_kernel(o)?;
-    println!("{}", elf.display());
+    let a = build_all(o)?;
+    println!("{}\n{}", a.kernel.display(), a.payload.display());
     Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
     prereq::ensure_host_tools()?;
-    let elf = build_kernel(o)?;
+    let artifacts = build_all(o)?;
+    let elf = artifacts.kernel.clone();
     let bytes = std::fs::read(&elf).map_err(|e| format!("cannot read {}: {e}", elf.display()))?;
     let decoder = Decoder::from_elf(&bytes)?;
-    let cfg = QemuConfig {
+    let mut cfg = QemuConfig {
         flavour: o.flavour,
         append: o.append.clone(),
         extra: o.qemu_args.clone(),
         timeout: Duration::from_secs(o.timeout),
         ..QemuConfig::default()
     };
+    if !o.no_overlay {
+        let path = o.overlay.clone().unwrap_or_else(|| bulkhead_tests::workspace_root().join(DEFAULT_OVERLAY));
+        let dts = std::fs::read_to_string(&path).map_err(|e| format!("cannot read overlay {}: {e}", path.display()))?;
+        let dir = bulkhead_tests::work_dir().join("run");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        eprintln!("xtask: overlay {}", path.display());
+        cfg = bulkhead_tests::dtb::with_overlay(cfg, &dts, &dir, &artifacts.payload)?;
+    }
     eprintln!("xtask: {} {}", qemu::QEMU, cfg.args(&elf).join(" "));
     let out = qemu::run(&elf, &decoder, &cfg, &mut |l| println!("{l}"))?;
     if out.timed_out {
@@ -174,9 +220,9 @@ fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
     let (mut qp, mut qf) = (0, 0);
     if !o.host_only {
         println!("== QEMU scenarios ==");
-        let elf = build_kernel(&Opts { log_level: "debug".into(), ..o.clone() })?;
+        let artifacts = build_all(&Opts { log_level: "debug".into(), ..o.clone() })?;
         let scenarios = bulkhead_tests::scenarios::all();
-        (qp, qf) = bulkhead_tests::scenario::run_all(&elf, &scenarios, o.filter.as_deref(), o.jobs)?;
+        (qp, qf) = bulkhead_tests::scenario::run_all(&artifacts, &scenarios, o.filter.as_deref(), o.jobs)?;
     }
     println!("== summary ==");
     println!("host tests: {hp} passed, {hf} failed");

@@ -1,6 +1,6 @@
 //! The boot path of the qemu-virt board.
 
-use crate::iommu;
+use crate::{iommu, partition};
 use platform::arch::{self, exit};
 use platform::dt::{DeviceTree, PsciConduit};
 use platform::memmap::{MemoryMap, Reservation};
@@ -16,6 +16,8 @@ const EARLY_UART: PhysAddr = PhysAddr(0x0900_0000);
 const ELF_PATH_DTB: PhysAddr = PhysAddr(0x4000_0000);
 /// Kernel heap size.
 const HEAP_SIZE: u64 = 16 << 20;
+/// Heap alignment (a 2 MiB block of the identity map).
+const HEAP_ALIGN: u64 = 2 << 20;
 /// Tables for the EL2 identity map (4 KiB each).
 const PT_POOL_TABLES: usize = 64;
 
@@ -95,17 +97,80 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
     for r in dt.reserved_memory().map_err(dt_err)? {
         map.reserve(r.grow_to(PAGE_SIZE), Reservation::ReservedMemory).map_err(|_| platform_err("too many memory reservations"))?;
     }
-    let mem = platform::memory::init(&mut map, HEAP_SIZE).map_err(|e| {
-        defmt::error!("cannot boot: {}", e);
-        ExitCode::PlatformError
-    })?;
+    // The heap sits right after the image, so a configuration knows where
+    // the kernel's memory ends.
+    let heap_base = (layout.image.end.0 + HEAP_ALIGN - 1) & !(HEAP_ALIGN - 1);
+    let heap = PhysRange::new(heap_base, HEAP_SIZE)
+        .and_then(|h| map.take_at(h, Reservation::Heap))
+        .or_else(|| map.take(HEAP_SIZE, HEAP_ALIGN, Reservation::Heap))
+        .ok_or_else(|| platform_err("no room for the kernel heap"))?;
+    platform::memory::init_heap(heap);
 
-    banner(&dt, &map, &smmus, &mem)?;
+    // 6. Configuration → validated plan. Nothing starts on a refusal.
+    let plan = configure(&dt, &map, &layout, dtb, heap)?;
+    for (r, _) in partition::regions(&plan) {
+        map.reserve(r, Reservation::Other).map_err(|_| platform_err("too many memory reservations"))?;
+    }
+    let frame_bytes = platform::memory::init_frames(&map);
+
+    banner(&dt, &map, &smmus, heap, frame_bytes)?;
 
     // 7. SMMU bring-up: tables all-abort, queues, SMMUEN.
     let _iommus = iommu::bring_up(&smmus)?;
 
-    selftest(dt.bootargs().map_err(dt_err)?, &layout)
+    selftest(dt.bootargs().map_err(dt_err)?, &layout)?;
+
+    // 8. Partitions on their CPUs; the boot CPU waits for them.
+    if plan.partitions.is_empty() {
+        defmt::info!("no partitions configured");
+        return Ok(());
+    }
+    partition::start(plan)?;
+    match partition::wait_all() {
+        ExitCode::Success => Ok(()),
+        code => Err(code),
+    }
+}
+
+fn refused(e: partitions::binding::ConfigError) -> ExitCode {
+    defmt::error!("configuration refused: {}", defmt::Display2Format(&e));
+    ExitCode::ConfigRefused
+}
+
+fn region(r: &PhysRange) -> partitions::binding::Region {
+    partitions::binding::Region { base: smmu::PhysAddr(r.start.0), size: r.size() }
+}
+
+/// Reads the partition configuration from the DT and validates it against
+/// what the kernel knows of the machine.
+fn configure(
+    dt: &DeviceTree<'static>,
+    map: &MemoryMap,
+    layout: &arch::boot::ImageLayout,
+    dtb: PhysRange,
+    heap: PhysRange,
+) -> Result<partitions::validate::Plan, ExitCode> {
+    let cfg = partitions::binding::parse(dt.bytes()).map_err(refused)?;
+    let reserved = map
+        .reserved()
+        .iter()
+        .filter(|(_, why)| matches!(why, Reservation::MemReserve | Reservation::ReservedMemory))
+        .map(|(r, _)| region(r))
+        .collect();
+    let hw = partitions::validate::Hardware {
+        ram: map.ram().iter().map(region).collect(),
+        kernel: Some(region(&layout.image)),
+        dtb: Some(region(&dtb)),
+        heap: Some(region(&heap)),
+        reserved,
+        cpus: dt.cpus().map_err(dt_err)?.iter().map(|c| c.mpidr).collect(),
+        boot_cpu: arch::mpidr(),
+    };
+    let plan = partitions::validate::validate(&cfg, &hw).map_err(refused)?;
+    if !plan.partitions.is_empty() {
+        defmt::info!("configuration: {=usize} partitions", plan.partitions.len());
+    }
+    Ok(plan)
 }
 
 fn platform_err(what: &'static str) -> ExitCode {
@@ -151,7 +216,8 @@ fn banner(
     dt: &DeviceTree<'static>,
     map: &MemoryMap,
     smmus: &[platform::dt::SmmuNode],
-    mem: &platform::memory::MemoryStats,
+    heap: PhysRange,
+    frame_bytes: u64,
 ) -> Result<(), ExitCode> {
     let cpus = dt.cpus().map_err(dt_err)?;
     defmt::info!(
@@ -175,7 +241,7 @@ fn banner(
     for r in map.free() {
         defmt::info!("  free     {} {=u64} KiB", r, r.size() >> 10);
     }
-    defmt::info!("heap: {} ({=u64} MiB); frames: {=u64} MiB", mem.heap, mem.heap.size() >> 20, mem.frame_bytes >> 20);
+    defmt::info!("heap: {} ({=u64} MiB); frames: {=u64} MiB", heap, heap.size() >> 20, frame_bytes >> 20);
     defmt::info!("SMMUs: {=usize}", smmus.len());
     for s in smmus {
         defmt::info!(

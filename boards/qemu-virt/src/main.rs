@@ -11,5 +11,6 @@ extern crate alloc;
 mod boot;
 mod dma;
 mod iommu;
+mod partition;
 
 pub use boot::bulkhead_board_entry;

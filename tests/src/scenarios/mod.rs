@@ -1,6 +1,7 @@
 //! Every QEMU scenario, grouped by what it proves.
 
 mod boot;
+mod partitions;
 mod smmu;
 
 use crate::scenario::Scenario;
@@ -10,5 +11,6 @@ pub fn all() -> Vec<Scenario> {
     let mut v = Vec::new();
     v.extend(boot::scenarios());
     v.extend(smmu::scenarios());
+    v.extend(partitions::scenarios());
     v
 }

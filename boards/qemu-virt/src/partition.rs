@@ -1,0 +1,305 @@
+//! Partitions at run time: memory scrubbed, image copied, a DTB of their
+//! own, CPUs started at EL1 under stage 2, hypercalls and traps handled.
+//! A partition that faults is stopped alone; the others keep running.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use partitions::binding::Region;
+use partitions::hypercall::{self, Call, Status};
+use partitions::validate::{PartitionPlan, Plan};
+use platform::arch::exception::{ec_name, fsc_name, Frame, Syndrome};
+use platform::arch::guest::{self, Stage2, TrapAction};
+use platform::arch::smp::{self, CpuStart};
+use platform::pgtable::{Access, Format, IdentityMap, MemType, Table, PAGE_SIZE};
+use platform::{ExitCode, PhysAddr, PhysRange};
+
+/// Per-CPU EL2 stack for partition CPUs (traps run on it).
+const CPU_STACK: u64 = 64 << 10;
+/// Tables available to one partition's CPU stage 2.
+const S2_TABLES: usize = 32;
+/// Room kept at the top of the entry region for the partition's DTB.
+const DTB_ROOM: u64 = 64 << 10;
+
+const RUNNING: u8 = 0;
+const EXITED: u8 = 1;
+const FAILED: u8 = 2;
+
+struct Part {
+    plan: PartitionPlan,
+    state: AtomicU8,
+    status: AtomicU64,
+}
+
+struct Table_ {
+    parts: Vec<Part>,
+    /// (MPIDR, partition index) of every partition CPU.
+    cpus: Vec<(u64, usize)>,
+}
+
+/// Set once before any partition CPU starts; read-only afterwards.
+static mut TABLE: Option<&'static Table_> = None;
+
+fn table() -> Option<&'static Table_> {
+    // SAFETY: written once by `start` on the boot CPU before any partition
+    // CPU runs (CPU_ON orders it), never written again.
+    unsafe { *core::ptr::addr_of!(TABLE) }
+}
+
+/// Launch parameters of one partition CPU.
+struct Launch {
+    s2: Stage2,
+    entry: PhysAddr,
+    dtb: PhysAddr,
+}
+
+extern "C" fn partition_cpu(arg: u64) -> ! {
+    // SAFETY: `arg` is the address of a leaked `Launch` made by `start`.
+    let l = unsafe { &*(arg as *const Launch) };
+    // SAFETY: the stage 2 maps only the partition's memory (built by
+    // `stage2`), and the entry lies inside it (validated).
+    unsafe { guest::enter(&l.s2, l.entry, l.dtb.0) }
+}
+
+fn err(what: &'static str) -> ExitCode {
+    defmt::error!("cannot start partitions: {=str}", what);
+    ExitCode::PlatformError
+}
+
+/// Builds the identity stage 2 of `p` in frames of its own.
+fn stage2(p: &PartitionPlan) -> Result<Stage2, ExitCode> {
+    let bytes = S2_TABLES as u64 * PAGE_SIZE;
+    let pa = platform::memory::alloc_zeroed(bytes, PAGE_SIZE).ok_or_else(|| err("out of frames for stage-2 tables"))?;
+    // SAFETY: fresh, zeroed, identity-mapped frames owned by this table.
+    let pool = unsafe { core::slice::from_raw_parts_mut(pa.0 as *mut Table, S2_TABLES) };
+    let mut m = IdentityMap::with_format(Format::Stage2, pool, pa).map_err(|_| err("empty stage-2 pool"))?;
+    for r in &p.memory {
+        let range = PhysRange::new(r.base.0, r.size).ok_or_else(|| err("memory region overflows"))?;
+        m.map(range, MemType::Normal, Access::ReadWrite).map_err(|e| {
+            defmt::error!("partition {=str}: stage 2: {}", p.name.as_str(), e);
+            ExitCode::PlatformError
+        })?;
+    }
+    platform::arch::cache::clean(PhysRange::new(pa.0, bytes).unwrap_or_default());
+    Ok(Stage2 { root: m.root(), vmid: p.id.0 + 1, input_bits: platform::pgtable::VA_BITS as u8, start_level: 0 })
+}
+
+/// Scrubs, loads and starts every partition of `plan`.
+pub fn start(plan: Plan) -> Result<(), ExitCode> {
+    let mut launches = Vec::new();
+    for p in &plan.partitions {
+        for m in &p.memory {
+            // SAFETY: the plan was validated: the region is RAM owned by this
+            // partition only, reserved from the kernel's allocators and
+            // identity-mapped read-write.
+            unsafe { core::ptr::write_bytes(m.base.0 as *mut u8, 0, m.size as usize) };
+        }
+        let entry_region = *p.memory.first().ok_or_else(|| err("partition without memory"))?;
+        let (entry, home) = match p.image {
+            Some((img, entry)) => {
+                let home = p.memory.iter().find(|m| m.contains(entry)).copied().unwrap_or(entry_region);
+                if entry.0 + img.size > home.end() - DTB_ROOM {
+                    defmt::error!("partition {=str}: image leaves no room for its DTB", p.name.as_str());
+                    return Err(ExitCode::ConfigRefused);
+                }
+                // SAFETY: validated: the image and the destination are RAM,
+                // do not overlap, and the destination is this partition's.
+                unsafe { core::ptr::copy_nonoverlapping(img.base.0 as *const u8, entry.0 as *mut u8, img.size as usize) };
+                (entry, home)
+            }
+            None => (entry_region.base, entry_region),
+        };
+        let entry = PhysAddr(entry.0);
+        let dtb = partitions::guest_dt::build(p);
+        let dtb_at = PhysAddr((home.end() - DTB_ROOM + 7) & !7);
+        if dtb.len() as u64 > DTB_ROOM {
+            return Err(err("partition DTB too large"));
+        }
+        // SAFETY: the top DTB_ROOM bytes of the partition's own region,
+        // checked above not to overlap the image.
+        unsafe { core::ptr::copy_nonoverlapping(dtb.as_ptr(), dtb_at.0 as *mut u8, dtb.len()) };
+        let s2 = stage2(p)?;
+        for m in &p.memory {
+            // The partition starts with its caches off: make the scrub, the
+            // image and the DTB visible to it.
+            platform::arch::cache::clean(PhysRange::new(m.base.0, m.size).unwrap_or_default());
+        }
+        defmt::info!(
+            "partition {=str}: id {=u16}, VMID {=u16}, entry {=u64:#x}, DTB at {=u64:#x} ({=usize} bytes), CPUs {=[?]}",
+            p.name.as_str(),
+            p.id.0,
+            s2.vmid,
+            entry.0,
+            dtb_at.0,
+            dtb.len(),
+            p.cpus.as_slice()
+        );
+        for &mpidr in &p.cpus {
+            launches.push((mpidr, p.id.0 as usize, Launch { s2, entry, dtb: dtb_at }));
+        }
+    }
+    let t = Table_ {
+        cpus: launches.iter().map(|(m, i, _)| (*m, *i)).collect(),
+        parts: plan
+            .partitions
+            .into_iter()
+            .map(|plan| Part { plan, state: AtomicU8::new(RUNNING), status: AtomicU64::new(0) })
+            .collect(),
+    };
+    // SAFETY: no partition CPU runs yet; see `table`.
+    unsafe { *core::ptr::addr_of_mut!(TABLE) = Some(Box::leak(Box::new(t))) };
+    guest::set_trap_handler(trap);
+    platform::log::enable_smp();
+    for (mpidr, _, launch) in launches {
+        let stack = platform::memory::alloc_zeroed(CPU_STACK, PAGE_SIZE).ok_or_else(|| err("out of frames for CPU stacks"))?;
+        let launch: &'static Launch = Box::leak(Box::new(launch));
+        let block: &'static mut CpuStart = Box::leak(Box::new(CpuStart {
+            stack_top: 0,
+            vbar: 0,
+            mair: 0,
+            tcr: 0,
+            ttbr: 0,
+            sctlr: 0,
+            hcr: 0,
+            entry: partition_cpu,
+            arg: 0,
+        }));
+        smp::prepare(block, PhysRange::new(stack.0, CPU_STACK).unwrap_or_default(), partition_cpu, launch as *const Launch as u64);
+        smp::start(mpidr, block).map_err(|e| {
+            defmt::error!("CPU {=u64:#x} did not start: {}", mpidr, e);
+            ExitCode::PlatformError
+        })?;
+    }
+    Ok(())
+}
+
+/// Waits until every partition has stopped; the status says whether any failed.
+pub fn wait_all() -> ExitCode {
+    let Some(t) = table() else { return ExitCode::Success };
+    loop {
+        let states: Vec<u8> = t.parts.iter().map(|p| p.state.load(Ordering::Acquire)).collect();
+        if states.iter().all(|&s| s != RUNNING) {
+            let failed = states.iter().filter(|&&s| s == FAILED).count();
+            defmt::info!("all {=usize} partitions stopped, {=usize} failed", states.len(), failed);
+            return if failed == 0 { ExitCode::Success } else { ExitCode::PartitionFailed };
+        }
+        platform::time::sleep_us(1000);
+    }
+}
+
+fn owner(t: &Table_) -> Option<&Part> {
+    let me = platform::arch::mpidr();
+    t.cpus.iter().find(|(m, _)| *m == me).and_then(|(_, i)| t.parts.get(*i))
+}
+
+fn stop(p: &Part, state: u8, status: u64) -> TrapAction {
+    p.status.store(status, Ordering::Relaxed);
+    p.state.store(state, Ordering::Release);
+    TrapAction::Halt
+}
+
+/// PSCI function numbers a partition may call (DEN0022).
+const PSCI_VERSION: u64 = 0x8400_0000;
+const PSCI_CPU_OFF: u64 = 0x8400_0002;
+const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
+const PSCI_SYSTEM_RESET: u64 = 0x8400_0009;
+const PSCI_NOT_SUPPORTED: u64 = -1i64 as u64;
+
+fn trap(frame: &mut Frame, s: &Syndrome) -> TrapAction {
+    let Some(t) = table() else { return TrapAction::Halt };
+    let Some(p) = owner(t) else { return TrapAction::Halt };
+    let name = p.plan.name.as_str();
+    match s.ec() {
+        0x16 => hypercall(p, frame),
+        0x17 => match frame.x[0] {
+            PSCI_VERSION => {
+                frame.x[0] = 1 << 16;
+                TrapAction::Skip
+            }
+            PSCI_SYSTEM_OFF | PSCI_SYSTEM_RESET | PSCI_CPU_OFF => {
+                defmt::info!("partition {=str}: PSCI power-off, stopping it", name);
+                stop(p, EXITED, 0)
+            }
+            _ => {
+                frame.x[0] = PSCI_NOT_SUPPORTED;
+                TrapAction::Skip
+            }
+        },
+        ec @ (0x20 | 0x24) => {
+            let fsc = (s.iss() & 0x3f) as u8;
+            let write = ec == 0x24 && s.iss() & (1 << 6) != 0;
+            defmt::error!(
+                "partition {=str}: stage-2 {=str} on {=str} of IPA {=u64:#x} at ELR {=u64:#x} (ESR {=u64:#x}): stopping this partition",
+                name,
+                fsc_name(fsc),
+                if ec == 0x20 { "instruction fetch" } else if write { "write" } else { "read" },
+                s.fault_ipa(),
+                s.elr,
+                s.esr
+            );
+            stop(p, FAILED, u64::MAX)
+        }
+        ec => {
+            defmt::error!(
+                "partition {=str}: trapped {=str} (EC {=u8:#x}, ESR {=u64:#x}) at ELR {=u64:#x}: stopping this partition",
+                name,
+                ec_name(ec),
+                ec,
+                s.esr,
+                s.elr
+            );
+            stop(p, FAILED, u64::MAX)
+        }
+    }
+}
+
+fn hypercall(p: &Part, frame: &mut Frame) -> TrapAction {
+    let regs = [frame.x[0], frame.x[1], frame.x[2], frame.x[3], frame.x[4]];
+    let name = p.plan.name.as_str();
+    let call = match hypercall::decode(regs, &p.plan.memory) {
+        Ok(c) => c,
+        Err(e) => {
+            defmt::warn!("partition {=str}: hypercall {=u64:#x} refused: {=i64}", name, regs[0], e as i64);
+            frame.x[0] = e.code();
+            return TrapAction::Resume;
+        }
+    };
+    match call {
+        Call::Version => {
+            frame.x[1] = hypercall::ABI_VERSION;
+        }
+        Call::ConsoleWrite { at, len } => {
+            // SAFETY: `decode` checked the buffer lies in the caller's own
+            // memory, which the kernel identity-maps.
+            let bytes = unsafe { core::slice::from_raw_parts(at.0 as *const u8, len as usize) };
+            let text = core::str::from_utf8(bytes).unwrap_or("<not UTF-8>");
+            defmt::info!("[{=str}] {=str}", name, text.trim_end());
+        }
+        Call::Exit { status } => {
+            if status == 0 {
+                defmt::info!("partition {=str}: exited with status 0", name);
+                return stop(p, EXITED, 0);
+            }
+            defmt::warn!("partition {=str}: exited with status {=u64}", name, status);
+            return stop(p, FAILED, status);
+        }
+        Call::WhoAmI => {
+            frame.x[1] = u64::from(p.plan.id.0);
+            frame.x[2] = p.plan.cpus.len() as u64;
+            frame.x[3] = 0;
+        }
+    }
+    frame.x[0] = Status::Ok.code();
+    TrapAction::Resume
+}
+
+/// The plan's regions as the memory map's ranges (for reservations).
+pub fn regions(plan: &Plan) -> impl Iterator<Item = (PhysRange, bool)> + '_ {
+    plan.partitions.iter().flat_map(|p| {
+        p.memory
+            .iter()
+            .map(|m| (m, false))
+            .chain(p.image.iter().map(|(img, _)| (img, true)))
+            .filter_map(|(r, image): (&Region, bool)| PhysRange::new(r.base.0, r.size).map(|x| (x, image)))
+    })
+}

@@ -1,0 +1,34 @@
+//! bulkhead's hypercalls (partitions::hypercall) from the partition side.
+
+use partitions::hypercall::{CONSOLE_WRITE, EXIT, WHOAMI};
+
+fn call(f: u64, a1: u64, a2: u64) -> [u64; 4] {
+    let (r0, r1, r2, r3);
+    // SAFETY: HVC traps to bulkhead, which reads x0..x4 and writes x0..x3;
+    // the buffers passed are this payload's own memory.
+    unsafe {
+        core::arch::asm!("hvc #0", inout("x0") f => r0, inout("x1") a1 => r1, inout("x2") a2 => r2, out("x3") r3,
+            options(nostack));
+    }
+    [r0, r1, r2, r3]
+}
+
+/// Prints one line through the kernel.
+pub fn console(bytes: &[u8]) {
+    call(CONSOLE_WRITE, bytes.as_ptr() as u64, bytes.len() as u64);
+}
+
+/// (partition id, CPU count).
+pub fn whoami() -> (u64, u64) {
+    let r = call(WHOAMI, 0, 0);
+    (r[1], r[2])
+}
+
+/// Stops the partition with `status`.
+pub fn exit(status: u64) -> ! {
+    call(EXIT, status, 0);
+    loop {
+        // SAFETY: waiting for an event has no effect on memory.
+        unsafe { core::arch::asm!("wfe", options(nostack)) };
+    }
+}

@@ -1,0 +1,170 @@
+//! A partition payload for tests: runs at EL1 under bulkhead, reads the DTB
+//! the kernel generated for it, reports over the console hypercall and
+//! exits with a status. Its bootargs say what to do:
+//!
+//! - `hello`: report name, memory and bootargs, exit 0;
+//! - `touch=ADDR`: read ADDR (outside its memory: the kernel must stop this
+//!   partition with a stage-2 fault report, and nothing else);
+//! - `exit=N`: exit with status N.
+#![no_std]
+#![no_main]
+
+mod hvc;
+
+use dtoolkit::fdt::Fdt;
+use dtoolkit::{Node, Property};
+
+core::arch::global_asm!(
+    r#"
+    .section .text.entry, "ax"
+    .global _start
+_start:
+    mov     x19, x0                 // DTB from the kernel
+    adr     x20, _start             // load bias: linked at 0
+    adrp    x1, __rela_start
+    add     x1, x1, :lo12:__rela_start
+    adrp    x2, __rela_end
+    add     x2, x2, :lo12:__rela_end
+0:  cmp     x1, x2
+    b.hs    1f
+    ldp     x3, x4, [x1]            // r_offset, r_info
+    ldr     x5, [x1, #16]           // r_addend
+    add     x1, x1, #24
+    cmp     w4, #1027               // R_AARCH64_RELATIVE
+    b.ne    0b
+    add     x5, x5, x20
+    str     x5, [x20, x3]
+    b       0b
+1:  adrp    x1, __bss_start
+    add     x1, x1, :lo12:__bss_start
+    adrp    x2, __bss_end
+    add     x2, x2, :lo12:__bss_end
+2:  cmp     x1, x2
+    b.hs    3f
+    str     xzr, [x1], #8
+    b       2b
+3:  adrp    x1, __stack_top
+    add     x1, x1, :lo12:__stack_top
+    mov     sp, x1
+    mov     x0, x19
+    bl      payload_main
+4:  b       4b
+"#
+);
+
+/// A fixed buffer for formatting console lines without an allocator.
+struct Line {
+    buf: [u8; 200],
+    len: usize,
+}
+
+impl Line {
+    fn new() -> Line {
+        Line { buf: [0; 200], len: 0 }
+    }
+    fn push(&mut self, s: &str) -> &mut Line {
+        for &b in s.as_bytes() {
+            if self.len < self.buf.len() {
+                self.buf[self.len] = b;
+                self.len += 1;
+            }
+        }
+        self
+    }
+    fn hex(&mut self, v: u64) -> &mut Line {
+        self.push("0x");
+        let mut started = false;
+        for i in (0..16).rev() {
+            let d = ((v >> (i * 4)) & 0xf) as u8;
+            if d != 0 || started || i == 0 {
+                started = true;
+                let c = [if d < 10 { b'0' + d } else { b'a' + d - 10 }];
+                self.push(core::str::from_utf8(&c).unwrap_or("?"));
+            }
+        }
+        self
+    }
+    fn send(&mut self) {
+        hvc::console(&self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
+fn cells(v: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    v.chunks_exact(8).map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+}
+
+fn parse_u64(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn payload_main(dtb: u64) -> ! {
+    let mut l = Line::new();
+    // SAFETY: the kernel passes the address of a DTB inside this partition's
+    // memory; its header says how long it is.
+    let fdt = unsafe {
+        let head = core::slice::from_raw_parts(dtb as *const u8, 8);
+        let size = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        Fdt::new(core::slice::from_raw_parts(dtb as *const u8, size.min(1 << 20)))
+    };
+    let Ok(fdt) = fdt else {
+        l.push("payload: the DTB from the kernel does not parse").send();
+        hvc::exit(1);
+    };
+    let root = fdt.root();
+    let bootargs = root
+        .child("chosen")
+        .and_then(|c| c.property("bootargs").and_then(|p| p.value_as::<&str>().ok()))
+        .unwrap_or("");
+    let name = root.property("bulkhead,partition-name").and_then(|p| p.value_as::<&str>().ok()).unwrap_or("?");
+    for arg in bootargs.split_ascii_whitespace() {
+        if arg == "hello" {
+            l.push("hello from ").push(name).push(" at EL1, dtb ").hex(dtb).send();
+            for n in root.children().filter(|c| c.name().starts_with("memory")) {
+                if let Some(reg) = n.property("reg") {
+                    let mut it = cells(reg.value());
+                    while let (Some(base), Some(size)) = (it.next(), it.next()) {
+                        l.push("memory ").hex(base).push(" size ").hex(size).send();
+                    }
+                }
+            }
+            let (id, cpus) = hvc::whoami();
+            l.push("whoami: partition ").hex(id).push(", cpus ").hex(cpus).send();
+        } else if let Some(a) = arg.strip_prefix("touch=").and_then(parse_u64) {
+            l.push("touching ").hex(a).send();
+            // SAFETY: deliberately reads an address this partition does not
+            // own; the kernel is expected to stop the partition here.
+            let v = unsafe { (a as *const u64).read_volatile() };
+            l.push("read returned ").hex(v).push(" (isolation broken)").send();
+            hvc::exit(2);
+        } else if let Some(n) = arg.strip_prefix("exit=").and_then(parse_u64) {
+            hvc::exit(n);
+        }
+    }
+    hvc::exit(0)
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    hvc::console(b"payload: panic");
+    hvc::exit(101)
+}
+
+/// `partitions` (for the ABI constants) links `alloc`; the payload never
+/// allocates, so the allocator refuses everything.
+struct NoAlloc;
+
+// SAFETY: returning null is always a valid "allocation failed".
+unsafe impl core::alloc::GlobalAlloc for NoAlloc {
+    unsafe fn alloc(&self, _: core::alloc::Layout) -> *mut u8 {
+        core::ptr::null_mut()
+    }
+    unsafe fn dealloc(&self, _: *mut u8, _: core::alloc::Layout) {}
+}
+
+#[global_allocator]
+static ALLOCATOR: NoAlloc = NoAlloc;
