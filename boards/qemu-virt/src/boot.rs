@@ -1,6 +1,6 @@
 //! The boot path of the qemu-virt board.
 
-use crate::{iommu, partition};
+use crate::{dmatest, iommu, partition};
 use platform::arch::{self, exit};
 use platform::dt::{DeviceTree, PsciConduit};
 use platform::memmap::{MemoryMap, Reservation};
@@ -116,9 +116,9 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
     banner(&dt, &map, &smmus, heap, frame_bytes)?;
 
     // 7. SMMU bring-up: tables all-abort, queues, SMMUEN.
-    let _iommus = iommu::bring_up(&smmus)?;
+    let mut iommus = iommu::bring_up(&smmus)?;
 
-    selftest(dt.bootargs().map_err(dt_err)?, &layout)?;
+    selftest(dt.bootargs().map_err(dt_err)?, &layout, &mut iommus)?;
 
     // 8. Partitions on their CPUs; the boot CPU waits for them.
     if plan.partitions.is_empty() {
@@ -263,7 +263,7 @@ fn banner(
 }
 
 /// Boot-argument driven checks used by the test scenarios.
-fn selftest(bootargs: &str, layout: &arch::boot::ImageLayout) -> Result<(), ExitCode> {
+fn selftest(bootargs: &str, layout: &arch::boot::ImageLayout, iommus: &mut [iommu::Iommu]) -> Result<(), ExitCode> {
     for arg in bootargs.split_ascii_whitespace() {
         let Some(test) = arg.strip_prefix("bulkhead.selftest=") else { continue };
         match test {
@@ -275,6 +275,10 @@ fn selftest(bootargs: &str, layout: &arch::boot::ImageLayout) -> Result<(), Exit
                 let v = unsafe { (at.0 as *const u64).read_volatile() };
                 defmt::error!("selftest: read of the guard page returned {=u64:#x}", v);
                 return Err(ExitCode::SelfTestFailed);
+            }
+            "cmdq-error" => {
+                let first = iommus.first_mut().ok_or_else(|| platform_err("no SMMU to test"))?;
+                dmatest::cmdq_error(&mut first.smmu)?;
             }
             other => {
                 defmt::error!("unknown selftest {=str}", other);

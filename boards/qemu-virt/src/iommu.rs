@@ -20,13 +20,14 @@ pub struct Iommu {
 }
 
 fn mmio(s: &SmmuNode) -> Result<VolatileMmio, ExitCode> {
-    // SAFETY: `regs` is the SMMU's 128 KiB register window from the DT; it
-    // is identity-mapped Device-nGnRE (or the MMU is still off) and only
-    // this module touches it.
-    unsafe { VolatileMmio::new(s.regs.start.0 as *mut u8) }.ok_or_else(|| {
-        defmt::error!("SMMU {=str}: register window at {} is null", s.name.as_str(), s.regs.start);
-        ExitCode::SmmuError
-    })
+    if s.regs.start.0 == 0 {
+        defmt::error!("SMMU {=str}: register window at address 0", s.name.as_str());
+        return Err(ExitCode::SmmuError);
+    }
+    // SAFETY: `regs` is the SMMU's 128 KiB register window from the DT
+    // (checked to be that large); it is identity-mapped Device-nGnRE (or the
+    // MMU is still off) and only this module touches it.
+    Ok(unsafe { VolatileMmio::new(s.regs.start.0 as *mut u8) })
 }
 
 /// GBPA.ABORT=1 on one SMMU: until the driver enables it, any DMA aborts.

@@ -10,6 +10,7 @@ extern crate alloc;
 
 mod boot;
 mod dma;
+mod dmatest;
 mod iommu;
 mod partition;
 

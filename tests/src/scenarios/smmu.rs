@@ -20,6 +20,11 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario { name: "smmu-bringup-virt", setup: |_| Ok(cfg(Flavour::Virt)), check: |o, c| check_bringup(o, c, "stages 1+2,") },
         Scenario { name: "smmu-bringup-stage1", setup: |_| Ok(cfg(Flavour::Stage1)), check: |o, c| check_bringup(o, c, "stages 1,") },
         Scenario { name: "smmu-bringup-stage2", setup: |_| Ok(cfg(Flavour::Stage2)), check: |o, c| check_bringup(o, c, "stages 2,") },
+        Scenario {
+            name: "smmu-cmdq-error",
+            setup: |_| Ok(QemuConfig { append: Some("bulkhead.selftest=cmdq-error".into()), ..cfg(Flavour::Virt) }),
+            check: check_cmdq_error,
+        },
     ]
 }
 
@@ -72,4 +77,28 @@ fn check_bringup(o: &Outcome, c: &mut Checks, stages: &str) {
     c.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
     c.that(o.trace.count("smmuv3_translate_disable") == 0, "QEMU saw a DMA while the SMMU was disabled");
     c.that(!o.trace.other.iter().any(|l| l.contains("C_BAD") || l.contains("smmuv3")), "QEMU reported an SMMU error");
+}
+
+fn check_cmdq_error(o: &Outcome, c: &mut Checks) {
+    c.exit(o, exit::SUCCESS);
+    c.log(o, "cmdq-test: injecting illegal command opcode 0x7f");
+    c.log(o, "cmdq-test: the SMMU refused it: Command(CommandError { kind: Ill, opcode: 127");
+    c.log(o, "cmdq-test: commands after recovery completed:");
+    let ev = &o.trace.events;
+    // QEMU's own view: the illegal command stops the queue with CERROR_ILL
+    // and raises GERROR.CMDQ_ERR; the driver acknowledges it, and commands
+    // issued afterwards are consumed and complete.
+    let error = first(ev, |e| e.name == "smmuv3_cmdq_consume_error" && e.args.ends_with(": 1"));
+    let ack = first(ev, |e| e.name == "smmuv3_write_gerrorn" && e.args.contains("acked=0x1"));
+    c.that(error.is_some(), "QEMU's trace shows no CERROR_ILL");
+    c.that(ack.is_some(), "QEMU's trace shows no GERRORN acknowledgement of CMDQ_ERR");
+    if let (Some(error), Some(ack)) = (error, ack) {
+        c.that(error < ack, "GERRORN acknowledged before the error");
+        let later = &ev[ack..];
+        let cfgi = later.iter().filter(|e| e.name == "smmuv3_cmdq_opcode" && e.args.contains("CFGI_STE")).count();
+        let syncs = later.iter().filter(|e| e.name == "smmuv3_cmdq_opcode" && e.args.contains("CMD_SYNC")).count();
+        c.that(cfgi >= 2, format!("{cfgi} CFGI_STE after recovery, expected the attach's and the detach's"));
+        c.that(syncs >= 3, format!("{syncs} CMD_SYNC after recovery, expected the repaired one and two more"));
+        c.that(later.iter().all(|e| e.name != "smmuv3_cmdq_consume_error"), "a command failed after recovery");
+    }
 }
