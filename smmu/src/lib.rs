@@ -20,6 +20,9 @@
 //! `Config = bypass` (there is no API that could express one), GBPA is set to
 //! abort before the SMMU is touched, and SMMUEN is only set once every STE
 //! aborts.
+//!
+//! Section numbers cite Arm IHI 0070 (SMMUv3 architecture specification,
+//! revision H.a); register, field, command and event names are the spec's.
 #![no_std]
 #![warn(missing_docs)]
 
@@ -40,8 +43,11 @@ pub mod types;
 mod wait;
 
 pub use domain::{Domain, DomainConfig, DomainStage, StagePreference};
-pub use driver::{gbpa_abort, gbpa_abort_with_timeout, probe, Config, DrainReport, Smmu, Stats};
+pub use driver::{
+    gbpa_abort, gbpa_abort_with_timeout, probe, Config, Smmu, Stats, DEFAULT_TIMEOUT_US,
+};
 pub use error::{Error, Unsupported, WaitFor};
+pub use evtq::DrainReport;
 pub use evtq::{Event, EventType, FaultClass};
 pub use features::Features;
 pub use gerror::{CommandError, CommandErrorKind, GerrorReport, GlobalErrors};
