@@ -5,6 +5,8 @@
 extern crate alloc;
 
 pub mod binding;
+pub mod groups;
+pub mod topology;
 pub mod guest_dt;
 pub mod hypercall;
 pub mod validate;

@@ -10,8 +10,10 @@
 extern crate alloc;
 
 pub mod addr;
+pub mod discovery;
 pub mod dt;
 pub mod memmap;
+pub mod pci;
 pub mod pgtable;
 pub mod status;
 

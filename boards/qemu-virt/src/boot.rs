@@ -106,19 +106,24 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
         .ok_or_else(|| platform_err("no room for the kernel heap"))?;
     platform::memory::init_heap(heap);
 
+    banner(&dt, &map, &smmus, heap)?;
+
+    // 4-5. Discovery: PCI enumeration (bus mastering off everywhere) and
+    // isolation groups.
+    let discovered = crate::discover::run(&dt, &smmus)?;
+
     // 6. Configuration → validated plan. Nothing starts on a refusal.
     let plan = configure(&dt, &map, &layout, dtb, heap)?;
     for (r, _) in partition::regions(&plan) {
         map.reserve(r, Reservation::Other).map_err(|_| platform_err("too many memory reservations"))?;
     }
     let frame_bytes = platform::memory::init_frames(&map);
-
-    banner(&dt, &map, &smmus, heap, frame_bytes)?;
+    defmt::info!("frames: {=u64} MiB free for the kernel's tables and queues", frame_bytes >> 20);
 
     // 7. SMMU bring-up: tables all-abort, queues, SMMUEN.
     let mut iommus = iommu::bring_up(&smmus)?;
 
-    selftest(dt.bootargs().map_err(dt_err)?, &layout, &mut iommus)?;
+    selftest(dt.bootargs().map_err(dt_err)?, &layout, &mut iommus, &discovered)?;
 
     // 8. Partitions on their CPUs; the boot CPU waits for them.
     if plan.partitions.is_empty() {
@@ -217,7 +222,6 @@ fn banner(
     map: &MemoryMap,
     smmus: &[platform::dt::SmmuNode],
     heap: PhysRange,
-    frame_bytes: u64,
 ) -> Result<(), ExitCode> {
     let cpus = dt.cpus().map_err(dt_err)?;
     defmt::info!(
@@ -241,7 +245,7 @@ fn banner(
     for r in map.free() {
         defmt::info!("  free     {} {=u64} KiB", r, r.size() >> 10);
     }
-    defmt::info!("heap: {} ({=u64} MiB); frames: {=u64} MiB", heap, heap.size() >> 20, frame_bytes >> 20);
+    defmt::info!("heap: {} ({=u64} MiB)", heap, heap.size() >> 20);
     defmt::info!("SMMUs: {=usize}", smmus.len());
     for s in smmus {
         defmt::info!(
@@ -263,7 +267,12 @@ fn banner(
 }
 
 /// Boot-argument driven checks used by the test scenarios.
-fn selftest(bootargs: &str, layout: &arch::boot::ImageLayout, iommus: &mut [iommu::Iommu]) -> Result<(), ExitCode> {
+fn selftest(
+    bootargs: &str,
+    layout: &arch::boot::ImageLayout,
+    iommus: &mut [iommu::Iommu],
+    discovered: &crate::discover::Discovered,
+) -> Result<(), ExitCode> {
     for arg in bootargs.split_ascii_whitespace() {
         let Some(test) = arg.strip_prefix("bulkhead.selftest=") else { continue };
         match test {
@@ -275,6 +284,14 @@ fn selftest(bootargs: &str, layout: &arch::boot::ImageLayout, iommus: &mut [iomm
                 let v = unsafe { (at.0 as *const u64).read_volatile() };
                 defmt::error!("selftest: read of the guard page returned {=u64:#x}", v);
                 return Err(ExitCode::SelfTestFailed);
+            }
+            "dma" => {
+                let (h, f) = discovered.find_pci(dmatest::EDU_ID.0, dmatest::EDU_ID.1).ok_or_else(|| platform_err("no edu device"))?;
+                let mut cs = discovered.config_space(h).ok_or_else(|| platform_err("no config space for edu's host"))?;
+                let (smmu_index, sid) = discovered.stream_id(h, f.rid()).ok_or_else(|| platform_err("edu has no StreamID"))?;
+                let bar = f.bars.first().ok_or_else(|| platform_err("edu has no BAR0"))?.cpu;
+                let iommu = iommus.get_mut(smmu_index).ok_or_else(|| platform_err("edu's SMMU was not brought up"))?;
+                dmatest::dma_window(&mut iommu.smmu, &mut cs, f.bdf, bar, sid)?;
             }
             "cmdq-error" => {
                 let first = iommus.first_mut().ok_or_else(|| platform_err("no SMMU to test"))?;

@@ -18,6 +18,7 @@ use platform::ExitCode;
 use smmu::StreamId;
 
 /// What discovery found, enumerated and decided.
+#[allow(dead_code)] // read by the configuration and ownership steps as they are wired in
 pub struct Discovered {
     /// Device-tree facts (GIC, ITSs, host bridges, platform masters).
     pub dt: Discovery,

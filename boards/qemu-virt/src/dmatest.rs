@@ -71,11 +71,6 @@ fn fail(what: &'static str, e: smmu::Error) -> ExitCode {
 
 /// The DMA test on the edu at `bdf` (BAR0 at `bar`, StreamID `sid`).
 pub fn dma_window(smmu: &mut KernelSmmu, cs: &mut impl ConfigSpace, bdf: Bdf, bar: PhysAddr, sid: StreamId) -> Result<(), ExitCode> {
-    let ident = mmio_read(bar, EDU_IDENT) as u32;
-    if ident != EDU_IDENT_VALUE {
-        defmt::error!("dma-test: edu at {} reads ident {=u32:#x}", bar, ident);
-        return Err(ExitCode::SelfTestFailed);
-    }
     let buf = platform::memory::alloc_zeroed(WINDOW_SIZE, WINDOW_SIZE).ok_or(ExitCode::PlatformError)?;
     let mut domain = smmu.create_domain(DomainConfig::default()).map_err(|e| fail("create domain", e))?;
     smmu.map(&mut domain, Iova(WINDOW), smmu::PhysAddr(buf.0), WINDOW_SIZE, Prot::RAM_RW).map_err(|e| fail("map", e))?;
@@ -94,6 +89,12 @@ pub fn dma_window(smmu: &mut KernelSmmu, cs: &mut impl ConfigSpace, bdf: Bdf, ba
     // I4: bus mastering only once the STE is live.
     pci::set_memory_decode(cs, bdf, true).map_err(|_| ExitCode::SelfTestFailed)?;
     pci::set_bus_master(cs, bdf, true).map_err(|_| ExitCode::SelfTestFailed)?;
+    // SAFETY: as in `mmio_read`; the identification register is 32 bits wide.
+    let ident = unsafe { ((bar.0 + EDU_IDENT) as *const u32).read_volatile() };
+    if ident != EDU_IDENT_VALUE {
+        defmt::error!("dma-test: edu at {} reads ident {=u32:#x}", bar, ident);
+        return Err(ExitCode::SelfTestFailed);
+    }
 
     let pattern: [u8; LEN as usize] = core::array::from_fn(|i| (i as u8).wrapping_mul(7).wrapping_add(0x5a));
     // SAFETY: `buf` is ours (fresh frames, identity-mapped); the device

@@ -9,6 +9,7 @@
 extern crate alloc;
 
 mod boot;
+mod discover;
 mod dma;
 mod dmatest;
 mod iommu;

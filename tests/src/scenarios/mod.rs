@@ -1,6 +1,7 @@
 //! Every QEMU scenario, grouped by what it proves.
 
 mod boot;
+mod discovery;
 mod partitions;
 mod smmu;
 
@@ -10,6 +11,7 @@ use crate::scenario::Scenario;
 pub fn all() -> Vec<Scenario> {
     let mut v = Vec::new();
     v.extend(boot::scenarios());
+    v.extend(discovery::scenarios());
     v.extend(smmu::scenarios());
     v.extend(partitions::scenarios());
     v

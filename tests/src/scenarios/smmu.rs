@@ -20,6 +20,9 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario { name: "smmu-bringup-virt", setup: |_| Ok(cfg(Flavour::Virt)), check: |o, c| check_bringup(o, c, "stages 1+2,") },
         Scenario { name: "smmu-bringup-stage1", setup: |_| Ok(cfg(Flavour::Stage1)), check: |o, c| check_bringup(o, c, "stages 1,") },
         Scenario { name: "smmu-bringup-stage2", setup: |_| Ok(cfg(Flavour::Stage2)), check: |o, c| check_bringup(o, c, "stages 2,") },
+        Scenario { name: "smmu-dma-virt", setup: |_| Ok(dma(Flavour::Virt)), check: |o, c| check_dma(o, c, "Stage2", 2) },
+        Scenario { name: "smmu-dma-stage1", setup: |_| Ok(dma(Flavour::Stage1)), check: |o, c| check_dma(o, c, "Stage1", 1) },
+        Scenario { name: "smmu-dma-stage2", setup: |_| Ok(dma(Flavour::Stage2)), check: |o, c| check_dma(o, c, "Stage2", 2) },
         Scenario {
             name: "smmu-cmdq-error",
             setup: |_| Ok(QemuConfig { append: Some("bulkhead.selftest=cmdq-error".into()), ..cfg(Flavour::Virt) }),
@@ -101,4 +104,37 @@ fn check_cmdq_error(o: &Outcome, c: &mut Checks) {
         c.that(syncs >= 3, format!("{syncs} CMD_SYNC after recovery, expected the repaired one and two more"));
         c.that(later.iter().all(|e| e.name != "smmuv3_cmdq_consume_error"), "a command failed after recovery");
     }
+}
+
+fn dma(flavour: Flavour) -> QemuConfig {
+    QemuConfig { append: Some("bulkhead.selftest=dma".into()), ..cfg(flavour) }
+}
+
+/// The edu's StreamID on the root bus at 00:01.0, and the test's window.
+const EDU_SID: u64 = 0x8;
+const WINDOW: u64 = 0x8000_0000;
+const WINDOW_SIZE: u64 = 0x20_0000;
+
+fn check_dma(o: &Outcome, c: &mut Checks, stage: &str, stage_no: u64) {
+    c.exit(o, exit::SUCCESS);
+    c.log(o, &format!("dma-test: edu 00:01.0 StreamID 0x8: {stage} domain, window 0x80000000+0x200000"));
+    c.log(o, "dma-test: DMA inside the window landed, 64 bytes verified");
+    c.log(o, "dma-test: event F_TRANSLATION StreamID 0x8 address 0x80201000 write");
+    c.log(o, "dma-test: DMA outside the window aborted:");
+    c.log(o, "dma-test: attach of 1 stream: 2 commands, 1 CMD_SYNC; detach: 3 commands, 1 CMD_SYNC");
+    // QEMU's own view of every DMA of the edu.
+    let sid = |e: &&TraceEvent| e.field("sid") == Some(EDU_SID);
+    let ok: Vec<&TraceEvent> = o.trace.named("smmuv3_translate_success").filter(sid).collect();
+    c.that(!ok.is_empty(), "QEMU translated no DMA of the edu");
+    for e in &ok {
+        let iova = e.field("iova").unwrap_or(u64::MAX);
+        c.that((WINDOW..WINDOW + WINDOW_SIZE).contains(&iova), format!("QEMU translated an edu DMA outside the window: {}", e.args));
+        c.that(e.field("stage") == Some(stage_no), format!("translation by the wrong stage: {}", e.args));
+    }
+    let faults = o.trace.named("smmuv3_record_event").filter(|e| e.args.contains("F_TRANSLATION") && e.field("sid") == Some(EDU_SID)).count();
+    c.that(faults > 0, "QEMU recorded no F_TRANSLATION event for the edu");
+    let walked_out = o.trace.named("smmu_ptw_invalid_pte").count();
+    c.that(walked_out > 0, "QEMU's table walk never hit an invalid entry");
+    c.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
+    c.that(o.trace.count("smmuv3_translate_disable") == 0, "QEMU saw a DMA while the SMMU was disabled");
 }
