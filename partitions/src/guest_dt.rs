@@ -15,8 +15,21 @@ fn u64_cells(values: &[u64]) -> Vec<u32> {
     values.iter().flat_map(|v| [(v >> 32) as u32, *v as u32]).collect()
 }
 
+/// A device as the partition sees it: MMIO it may touch (IPA == PA).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestDevice {
+    /// Node name (with unit address).
+    pub name: alloc::string::String,
+    /// `compatible` strings.
+    pub compatible: Vec<alloc::string::String>,
+    /// MMIO regions (address, size).
+    pub reg: Vec<(u64, u64)>,
+    /// For a PCI function: where it sits on the host's buses.
+    pub pci: Option<(u8, u8, u8)>,
+}
+
 /// Serialises the partition's DTB.
-pub fn build(p: &PartitionPlan) -> Vec<u8> {
+pub fn build(p: &PartitionPlan, devices: &[GuestDevice]) -> Vec<u8> {
     let mut t = DeviceTree::new();
     let root = &mut t.root;
     root.add_property(prop("#address-cells", 2u32));
@@ -46,6 +59,23 @@ pub fn build(p: &PartitionPlan) -> Vec<u8> {
     hv.add_property(prop("bulkhead,abi-version", crate::hypercall::ABI_VERSION as u32));
     hv.add_property(prop("bulkhead,partition-id", u32::from(p.id.0)));
     root.add_child(hv);
+    let mut bus = DeviceTreeNode::new_unchecked("devices");
+    bus.add_property(prop("compatible", "simple-bus"));
+    bus.add_property(prop("#address-cells", 2u32));
+    bus.add_property(prop("#size-cells", 2u32));
+    bus.add_property(prop("ranges", Vec::<u8>::new()));
+    for d in devices {
+        let mut n = DeviceTreeNode::new_unchecked(d.name.clone());
+        let compat: Vec<&str> = d.compatible.iter().map(|c| c.as_str()).collect();
+        n.add_property(prop("compatible", compat));
+        let cells: Vec<u64> = d.reg.iter().flat_map(|&(a, s)| [a, s]).collect();
+        n.add_property(prop("reg", u64_cells(&cells)));
+        if let Some((b, dv, f)) = d.pci {
+            n.add_property(prop("bulkhead,pci-bdf", [u32::from(b), u32::from(dv), u32::from(f)]));
+        }
+        bus.add_child(n);
+    }
+    root.add_child(bus);
     let mut chosen = DeviceTreeNode::new_unchecked("chosen");
     chosen.add_property(prop("bootargs", p.bootargs.as_str()));
     root.add_child(chosen);
@@ -75,8 +105,16 @@ mod tests {
             fault_limit: DEFAULT_FAULT_LIMIT,
             dma_p2p: false,
             cpus: vec![1],
+            groups: vec![],
+            devices: vec![],
         };
-        let blob = build(&p);
+        let edu = GuestDevice {
+            name: "edu@10000000".into(),
+            compatible: vec!["pci1234,11e8".into()],
+            reg: vec![(0x1000_0000, 0x10_0000)],
+            pci: Some((0, 1, 0)),
+        };
+        let blob = build(&p, &[edu]);
         let fdt = Fdt::new(&blob).unwrap();
         let root = fdt.root();
         let mem = root.child("memory@48000000").unwrap();
@@ -85,5 +123,8 @@ mod tests {
         assert_eq!(chosen.property("bootargs").unwrap().value_as::<&str>().unwrap(), "hello exit=0");
         assert!(root.child("cpus").unwrap().child("cpu@1").is_some());
         assert_eq!(root.property("bulkhead,partition-name").unwrap().value_as::<&str>().unwrap(), "net");
+        let edu = root.child("devices").unwrap().child("edu@10000000").unwrap();
+        assert_eq!(edu.property("reg").unwrap().value(), &[0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]);
+        assert_eq!(edu.property("compatible").unwrap().value_as::<&str>().unwrap(), "pci1234,11e8");
     }
 }

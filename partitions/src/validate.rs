@@ -3,6 +3,8 @@
 //! and the same code runs on the host (tests, the offline checker).
 
 use crate::binding::{Config, ConfigError, Region, Target};
+use crate::groups::{GroupId, Groups};
+use crate::topology::{DeviceRef, Topology};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -33,6 +35,10 @@ pub struct Hardware {
     pub cpus: Vec<u64>,
     /// MPIDR of the CPU the kernel runs on.
     pub boot_cpu: u64,
+    /// DMA masters discovered (PCI functions, platform devices).
+    pub topology: Topology,
+    /// Their isolation groups.
+    pub groups: Groups,
 }
 
 /// One partition as it will be built.
@@ -56,6 +62,11 @@ pub struct PartitionPlan {
     pub dma_p2p: bool,
     /// CPUs by MPIDR.
     pub cpus: Vec<u64>,
+    /// Isolation groups it owns (every StreamID of each).
+    pub groups: Vec<GroupId>,
+    /// The devices the configuration named (endpoints; bridges of its groups
+    /// stay with the kernel).
+    pub devices: Vec<DeviceRef>,
 }
 
 /// Default fault policy: this many faults per window (ms) before quarantine.
@@ -66,6 +77,8 @@ pub const DEFAULT_FAULT_LIMIT: (u32, u32) = (64, 1000);
 pub struct Plan {
     /// Partitions in configuration order; `id` = index.
     pub partitions: Vec<PartitionPlan>,
+    /// Groups no partition owns: they stay Blocked (abort).
+    pub blocked: Vec<GroupId>,
 }
 
 fn refuse(node: &str, property: &'static str, message: String) -> ConfigError {
@@ -153,6 +166,9 @@ pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
         seen.push((mpidr, a.path.as_str()));
         cpus[a.partition].push(mpidr);
     }
+    let (groups, devices) = assign_devices(cfg, hw)?;
+    let mut groups = groups;
+    let mut devices = devices;
     for (i, p) in cfg.partitions.iter().enumerate() {
         if cpus[i].is_empty() {
             return Err(refuse(&p.path, "", "no CPU is assigned to this partition (give one a bulkhead,partition)".into()));
@@ -169,9 +185,121 @@ pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
             fault_limit: p.fault_limit.unwrap_or(DEFAULT_FAULT_LIMIT),
             dma_p2p: p.dma_p2p,
             cpus: core::mem::take(&mut cpus[i]),
+            groups: core::mem::take(&mut groups[i]),
+            devices: core::mem::take(&mut devices[i]),
         });
     }
+    let owned: Vec<GroupId> = plan.partitions.iter().flat_map(|p| p.groups.iter().copied()).collect();
+    plan.blocked = hw.groups.groups.iter().map(|g| g.id).filter(|id| !owned.contains(id)).collect();
     Ok(plan)
+}
+
+/// A short description of a device for messages.
+fn describe(topo: &Topology, d: DeviceRef) -> String {
+    match (topo.pci(d), topo.platform_device(d)) {
+        (Some(f), _) => format!("PCI {:02x}:{:02x}.{} ({:04x}:{:04x})", f.bdf.bus, f.bdf.dev, f.bdf.func, f.vendor, f.device),
+        (_, Some(p)) => p.path.clone(),
+        _ => "unknown device".into(),
+    }
+}
+
+/// Whether `d` is an endpoint (not a bridge or port): only endpoints are
+/// given to partitions; the bridges of a group stay with the kernel.
+fn is_endpoint(topo: &Topology, d: DeviceRef) -> bool {
+    topo.pci(d).is_none_or(|f| f.secondary_bus.is_none())
+}
+
+/// Devices and groups per partition: every assigned node resolves to a
+/// discovered, isolatable device; a device has one partition; a group is
+/// assigned whole (every endpoint of it to the same partition) or not at all.
+#[allow(clippy::type_complexity)]
+fn assign_devices(cfg: &Config, hw: &Hardware) -> Result<(Vec<Vec<GroupId>>, Vec<Vec<DeviceRef>>), ConfigError> {
+    let topo = &hw.topology;
+    let n = cfg.partitions.len();
+    let (mut groups, mut devices) = (alloc::vec![Vec::new(); n], alloc::vec![Vec::<DeviceRef>::new(); n]);
+    // (device, partition, node path)
+    let mut named: Vec<(DeviceRef, usize, &str)> = Vec::new();
+    for a in &cfg.assignments {
+        let d = match &a.target {
+            Target::Cpu { .. } => continue,
+            Target::Pci { host, chain } => {
+                let hi = topo.hosts.iter().position(|h| &h.path == host).ok_or_else(|| {
+                    refuse(&a.path, "bulkhead,partition", format!("{host} is not a PCI host bridge bulkhead enumerated"))
+                })?;
+                let fi = topo.resolve_pci(hi, chain).ok_or_else(|| {
+                    let last = chain.last().copied().unwrap_or(crate::binding::PciStep { bus: 0, dev: 0, func: 0 });
+                    refuse(
+                        &a.path,
+                        "bulkhead,partition",
+                        format!("no PCI function {:02x}.{} there on the bus (see the boot table)", last.dev, last.func),
+                    )
+                })?;
+                DeviceRef::Pci { host: hi, function: fi }
+            }
+            Target::Platform => match topo.platform.iter().position(|p| p.path == a.path) {
+                Some(i) => DeviceRef::Platform(i),
+                None => {
+                    return Err(refuse(
+                        &a.path,
+                        "bulkhead,partition",
+                        "not a DMA master behind an SMMU (no iommus): it cannot be isolated".into(),
+                    ))
+                }
+            },
+        };
+        if let Some(why) = hw.groups.why_not_isolatable(d) {
+            return Err(refuse(
+                &a.path,
+                "bulkhead,partition",
+                format!("{} cannot be isolated: {}", describe(topo, d), why.name()),
+            ));
+        }
+        if let Some((_, other, path)) = named.iter().find(|(x, _, _)| *x == d) {
+            let whom = &cfg.partitions[*other].name;
+            return Err(refuse(&a.path, "bulkhead,partition", format!("{} is already assigned to {whom} by {path}", describe(topo, d))));
+        }
+        named.push((d, a.partition, a.path.as_str()));
+    }
+    for g in &hw.groups.groups {
+        let mut owner: Option<(usize, &str)> = None;
+        for &(d, part, path) in named.iter().filter(|(d, _, _)| g.devices.contains(d)) {
+            match owner {
+                None => owner = Some((part, path)),
+                Some((o, opath)) if o != part => {
+                    return Err(refuse(
+                        path,
+                        "bulkhead,partition",
+                        format!(
+                            "{} is in isolation group {} with {} (assigned to {} by {opath}): a group goes to one partition",
+                            describe(topo, d),
+                            g.id.0,
+                            named.iter().find(|(_, _, p)| *p == opath).map(|(x, _, _)| describe(topo, *x)).unwrap_or_default(),
+                            cfg.partitions[o].name
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let Some((part, path)) = owner else { continue };
+        for &d in g.devices.iter().filter(|&&d| is_endpoint(topo, d)) {
+            if !named.iter().any(|(x, _, _)| *x == d) {
+                return Err(refuse(
+                    path,
+                    "bulkhead,partition",
+                    format!(
+                        "isolation group {} also holds {}, which is not assigned: assign every device of the group to {} or none",
+                        g.id.0,
+                        describe(topo, d),
+                        cfg.partitions[part].name
+                    ),
+                ));
+            }
+        }
+        groups[part].push(g.id);
+        devices[part].extend(named.iter().filter(|(d, _, _)| g.devices.contains(d)).map(|(d, _, _)| *d));
+    }
+    Ok((groups, devices))
 }
 
 #[cfg(test)]
@@ -194,6 +322,8 @@ mod tests {
             reserved: vec![r(0x5000_0000, 0x1000)],
             cpus: vec![0, 1, 2, 3],
             boot_cpu: 0,
+            topology: Topology::default(),
+            groups: Groups::default(),
         }
     }
 
@@ -280,6 +410,130 @@ mod tests {
             c.assignments.remove(1);
         });
         assert_eq!((e.node.as_str(), e.to_string().contains("no CPU is assigned")), ("/partitions/b", true));
+    }
+
+    mod devices {
+        use super::*;
+        use crate::binding::PciStep;
+        use crate::topology::{Bdf, IdMap, IdMapEntry, PciFunction, PciHost, PciKind, PlatformDevice, Smmu, SmmuIndex};
+
+        fn f(bdf: (u8, u8, u8), kind: PciKind, parent: Option<usize>, secondary: Option<u8>) -> PciFunction {
+            PciFunction {
+                bdf: Bdf::new(bdf.0, bdf.1, bdf.2),
+                vendor: 0x1234,
+                device: 0x11e8,
+                class: 0,
+                kind,
+                parent,
+                secondary_bus: secondary,
+                acs: None,
+                multifunction: false,
+                flr: false,
+            }
+        }
+
+        /// edu at 00:01.0; a PCIe-to-PCI bridge at 00:02.0 with two edu
+        /// behind it (one group by DMA alias); a platform master with
+        /// iommus; one without.
+        fn machine() -> Hardware {
+            let host = PciHost {
+                path: "/pcie@10000000".into(),
+                root_bus: 0,
+                iommu_map: IdMap {
+                    entries: vec![IdMapEntry { rid_base: 0, length: 0x10000, smmu: Some(SmmuIndex(0)), phandle: 1, sid_base: 0 }],
+                    mask: None,
+                },
+                functions: vec![
+                    f((0, 1, 0), PciKind::Endpoint, None, None),
+                    f((0, 2, 0), PciKind::PcieToPciBridge, None, Some(1)),
+                    f((1, 1, 0), PciKind::PciDevice, Some(1), None),
+                    f((1, 2, 0), PciKind::PciDevice, Some(1), None),
+                ],
+                hints: vec![],
+            };
+            let topology = Topology {
+                smmus: vec![Smmu { name: "smmu".into(), sid_bits: 16 }],
+                hosts: vec![host],
+                platform: vec![
+                    PlatformDevice {
+                        path: "/dma@9100000".into(),
+                        streams: vec![crate::topology::PlatformStream { phandle: 1, smmu: Some(SmmuIndex(0)), sid: 0x9000 }],
+                        isolation_group: None,
+                    },
+                    PlatformDevice { path: "/virtio_mmio@a000000".into(), streams: vec![], isolation_group: None },
+                ],
+            };
+            let groups = crate::groups::compute(&topology);
+            Hardware { topology, groups, ..hw() }
+        }
+
+        fn pci_at(partition: usize, path: &str, chain: &[(u8, u8, u8)]) -> Assignment {
+            Assignment {
+                path: path.into(),
+                partition,
+                target: Target::Pci {
+                    host: "/pcie@10000000".into(),
+                    chain: chain.iter().map(|&(bus, dev, func)| PciStep { bus, dev, func }).collect(),
+                },
+                isolation_group: None,
+            }
+        }
+
+        fn platform(partition: usize, path: &str) -> Assignment {
+            Assignment { path: path.into(), partition, target: Target::Platform, isolation_group: None }
+        }
+
+        fn with(extra: Vec<Assignment>) -> Result<Plan, ConfigError> {
+            let mut c = good();
+            c.assignments.extend(extra);
+            validate(&c, &machine())
+        }
+
+        const EDU_A: &str = "/pcie@10000000/edu@1,0";
+        const EDU_B: &str = "/pcie@10000000/bridge@2,0/edu@1,0";
+        const EDU_C: &str = "/pcie@10000000/bridge@2,0/edu@2,0";
+
+        #[test]
+        fn whole_groups_are_planned_and_the_rest_blocked() {
+            let plan = with(vec![
+                pci_at(0, EDU_A, &[(0, 1, 0)]),
+                pci_at(1, EDU_B, &[(0, 2, 0), (0, 1, 0)]),
+                pci_at(1, EDU_C, &[(0, 2, 0), (0, 2, 0)]),
+            ])
+            .unwrap();
+            let m = machine();
+            let ga = m.groups.group_of(DeviceRef::Pci { host: 0, function: 0 }).unwrap().id;
+            let gb = m.groups.group_of(DeviceRef::Pci { host: 0, function: 2 }).unwrap().id;
+            assert_eq!(plan.partitions[0].groups, [ga]);
+            assert_eq!(plan.partitions[1].groups, [gb]);
+            assert_eq!(plan.partitions[1].devices.len(), 2, "the bridge stays with the kernel");
+            assert_eq!(plan.blocked.len(), m.groups.groups.len() - 2, "the platform master's group stays blocked");
+        }
+
+        #[test]
+        fn device_refusals() {
+            let cases: Vec<(Vec<Assignment>, &str, &str)> = vec![
+                (vec![pci_at(0, "/pcie@10000000/edu@5,0", &[(0, 5, 0)])], "/pcie@10000000/edu@5,0", "no PCI function 05.0"),
+                (vec![platform(0, "/virtio_mmio@a000000")], "/virtio_mmio@a000000", "cannot be isolated: no iommus property"),
+                (vec![platform(0, "/uart@9000000")], "/uart@9000000", "not a DMA master behind an SMMU"),
+                (
+                    vec![pci_at(0, EDU_A, &[(0, 1, 0)]), pci_at(1, "/pcie@10000000/again@1,0", &[(0, 1, 0)])],
+                    "/pcie@10000000/again@1,0",
+                    "already assigned to a by /pcie@10000000/edu@1,0",
+                ),
+                (
+                    vec![pci_at(0, EDU_B, &[(0, 2, 0), (0, 1, 0)]), pci_at(1, EDU_C, &[(0, 2, 0), (0, 2, 0)])],
+                    EDU_C,
+                    "a group goes to one partition",
+                ),
+                (vec![pci_at(1, EDU_B, &[(0, 2, 0), (0, 1, 0)])], EDU_B, "also holds PCI 01:02.0 (1234:11e8), which is not assigned"),
+            ];
+            for (extra, node, want) in cases {
+                let e = with(extra).unwrap_err();
+                assert_eq!(e.node, node, "{e}");
+                assert!(e.to_string().contains(want), "{e} does not say {want:?}");
+            }
+        }
     }
 
     #[test]

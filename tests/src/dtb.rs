@@ -72,6 +72,15 @@ pub fn corrupt_property_name(blob: &mut [u8], node: &str) -> Result<(), String> 
     }
 }
 
+/// The QEMU arguments an overlay says it needs (`qemu-args:` lines in its
+/// comments, e.g. the devices it assigns).
+pub fn overlay_qemu_args(dts: &str) -> Vec<String> {
+    dts.lines()
+        .filter_map(|l| l.split_once("qemu-args:").map(|(_, a)| a))
+        .flat_map(|a| a.split_whitespace().map(String::from))
+        .collect()
+}
+
 /// Builds the DTB QEMU boots with for `cfg` plus the overlay source `dts`:
 /// dumps QEMU's own DTB for the same command line, compiles the overlay with
 /// `dtc -@`, applies it with `fdtoverlay`, and adds a `-device loader` of
@@ -82,6 +91,7 @@ pub fn with_overlay(
     dir: &Path,
     payload: &Path,
 ) -> Result<crate::qemu::QemuConfig, String> {
+    cfg.extra.extend(overlay_qemu_args(dts));
     let base = dir.join("base.dtb");
     cfg.dump_dtb(&base)?;
     let src = dir.join("overlay.dts");

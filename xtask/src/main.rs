@@ -21,7 +21,7 @@ use std::time::Duration;
 const BOARD_CRATE: &str = "bulkhead-qemu-virt";
 const PAYLOAD_CRATE: &str = "bulkhead-payload";
 /// The overlay `cargo xtask run` boots unless told otherwise.
-const DEFAULT_OVERLAY: &str = "boards/qemu-virt/overlays/hello.dts";
+const DEFAULT_OVERLAY: &str = "boards/qemu-virt/overlays/demo.dts";
 /// Host-side crates whose tests `cargo xtask test` runs.
 const HOST_CRATES: &[&str] = &["smmu", "partitions", "platform", "bulkhead-tests", "xtask"];
 

@@ -113,7 +113,7 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
     let discovered = crate::discover::run(&dt, &smmus)?;
 
     // 6. Configuration → validated plan. Nothing starts on a refusal.
-    let plan = configure(&dt, &map, &layout, dtb, heap)?;
+    let plan = configure(&dt, &map, &layout, dtb, heap, &discovered)?;
     for (r, _) in partition::regions(&plan) {
         map.reserve(r, Reservation::Other).map_err(|_| platform_err("too many memory reservations"))?;
     }
@@ -130,7 +130,7 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
         defmt::info!("no partitions configured");
         return Ok(());
     }
-    partition::start(plan)?;
+    partition::start(plan, &mut iommus, &discovered)?;
     match partition::wait_all() {
         ExitCode::Success => Ok(()),
         code => Err(code),
@@ -154,6 +154,7 @@ fn configure(
     layout: &arch::boot::ImageLayout,
     dtb: PhysRange,
     heap: PhysRange,
+    discovered: &crate::discover::Discovered,
 ) -> Result<partitions::validate::Plan, ExitCode> {
     let cfg = partitions::binding::parse(dt.bytes()).map_err(refused)?;
     let reserved = map
@@ -170,6 +171,8 @@ fn configure(
         reserved,
         cpus: dt.cpus().map_err(dt_err)?.iter().map(|c| c.mpidr).collect(),
         boot_cpu: arch::mpidr(),
+        topology: discovered.topology.clone(),
+        groups: discovered.groups.clone(),
     };
     let plan = partitions::validate::validate(&cfg, &hw).map_err(refused)?;
     if !plan.partitions.is_empty() {

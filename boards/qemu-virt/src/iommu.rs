@@ -13,7 +13,8 @@ pub type KernelSmmu = smmu::Smmu<VolatileMmio, KernelDma, Delay>;
 
 /// An SMMU and the DT node it came from.
 pub struct Iommu {
-    /// DT facts (name, base, interrupts).
+    /// DT facts (name, base, interrupts): the fault handling uses them.
+    #[allow(dead_code)]
     pub node: SmmuNode,
     /// The driver.
     pub smmu: KernelSmmu,

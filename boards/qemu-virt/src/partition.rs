@@ -2,8 +2,16 @@
 //! own, CPUs started at EL1 under stage 2, hypercalls and traps handled.
 //! A partition that faults is stopped alone; the others keep running.
 
+use crate::discover::Discovered;
+use crate::iommu::Iommu;
 use alloc::boxed::Box;
+use alloc::format;
+use alloc::vec;
 use alloc::vec::Vec;
+use partitions::guest_dt::GuestDevice;
+use partitions::topology::DeviceRef;
+use platform::pci;
+use smmu::{DomainConfig, Iova, Prot};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use partitions::binding::Region;
 use partitions::hypercall::{self, Call, Status};
@@ -66,8 +74,9 @@ fn err(what: &'static str) -> ExitCode {
     ExitCode::PlatformError
 }
 
-/// Builds the identity stage 2 of `p` in frames of its own.
-fn stage2(p: &PartitionPlan) -> Result<Stage2, ExitCode> {
+/// Builds the identity stage 2 of `p` in frames of its own: its RAM, and
+/// its devices' MMIO as Device memory.
+fn stage2(p: &PartitionPlan, mmio: &[PhysRange]) -> Result<Stage2, ExitCode> {
     let bytes = S2_TABLES as u64 * PAGE_SIZE;
     let pa = platform::memory::alloc_zeroed(bytes, PAGE_SIZE).ok_or_else(|| err("out of frames for stage-2 tables"))?;
     // SAFETY: fresh, zeroed, identity-mapped frames owned by this table.
@@ -80,12 +89,116 @@ fn stage2(p: &PartitionPlan) -> Result<Stage2, ExitCode> {
             ExitCode::PlatformError
         })?;
     }
+    for r in mmio {
+        m.map(r.grow_to(PAGE_SIZE), MemType::Device, Access::ReadWrite).map_err(|e| {
+            defmt::error!("partition {=str}: stage 2 of device MMIO: {}", p.name.as_str(), e);
+            ExitCode::PlatformError
+        })?;
+    }
     platform::arch::cache::clean(PhysRange::new(pa.0, bytes).unwrap_or_default());
     Ok(Stage2 { root: m.root(), vmid: p.id.0 + 1, input_bits: platform::pgtable::VA_BITS as u8, start_level: 0 })
 }
 
+/// A device of a partition: what its DTB says, and its MMIO.
+struct OwnedDevice {
+    guest: GuestDevice,
+    mmio: Vec<PhysRange>,
+}
+
+fn devices_of(p: &PartitionPlan, d: &Discovered) -> Result<Vec<OwnedDevice>, ExitCode> {
+    let mut out = Vec::new();
+    for &dev in &p.devices {
+        match dev {
+            DeviceRef::Pci { host, function } => {
+                let f = d.pci.get(host).and_then(|t| t.functions.get(function)).ok_or_else(|| err("device vanished"))?;
+                let mmio: Vec<PhysRange> = f.bars.iter().map(|b| b.range()).collect();
+                let at = mmio.first().map(|r| r.start.0).unwrap_or(u64::from(f.bdf.rid()));
+                out.push(OwnedDevice {
+                    guest: GuestDevice {
+                        name: format!("pci{:04x},{:04x}@{:x}", f.vendor, f.device, at),
+                        compatible: vec![format!("pci{:04x},{:04x}", f.vendor, f.device)],
+                        reg: mmio.iter().map(|r| (r.start.0, r.size())).collect(),
+                        pci: Some((f.bdf.bus, f.bdf.dev, f.bdf.func)),
+                    },
+                    mmio,
+                });
+            }
+            DeviceRef::Platform(i) => {
+                let path = d.topology.platform.get(i).map(|x| x.path.as_str()).unwrap_or("?");
+                defmt::warn!("partition {=str}: platform device {=str}: its MMIO is not passed through yet", p.name.as_str(), path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The DMA side of a partition (DESIGN.md I4, I5): for each SMMU its groups
+/// sit behind, a domain mapping only the partition's RAM (and its own BARs
+/// with `bulkhead,dma-p2p`); every StreamID of every group attached (one
+/// CMD_SYNC per group); only then memory decode and bus mastering on.
+fn attach_groups(p: &PartitionPlan, devs: &[OwnedDevice], iommus: &mut [Iommu], d: &Discovered) -> Result<(), ExitCode> {
+    let fail = |what: &'static str, e: smmu::Error| {
+        defmt::error!("partition {=str}: {=str}: {}", p.name.as_str(), what, e);
+        ExitCode::SmmuError
+    };
+    let mut domains: Vec<(usize, smmu::Domain)> = Vec::new();
+    for gid in &p.groups {
+        let g = d.groups.get(*gid).ok_or_else(|| err("group vanished"))?;
+        let iommu = iommus.get_mut(g.smmu.0).ok_or_else(|| err("group's SMMU was not brought up"))?;
+        if !domains.iter().any(|(i, _)| *i == g.smmu.0) {
+            let mut dom = iommu.smmu.create_domain(DomainConfig::default()).map_err(|e| fail("create domain", e))?;
+            for m in &p.memory {
+                iommu.smmu.map(&mut dom, Iova(m.base.0), m.base, m.size, Prot::RAM_RW).map_err(|e| fail("map RAM", e))?;
+            }
+            if p.dma_p2p {
+                for r in devs.iter().flat_map(|x| x.mmio.iter()) {
+                    let r = r.grow_to(PAGE_SIZE);
+                    iommu.smmu.map(&mut dom, Iova(r.start.0), smmu::PhysAddr(r.start.0), r.size(), Prot::MMIO_RW).map_err(|e| fail("map BAR", e))?;
+                }
+            }
+            domains.push((g.smmu.0, dom));
+        }
+        let dom = &domains.iter().find(|(i, _)| *i == g.smmu.0).ok_or_else(|| err("domain vanished"))?.1;
+        let before = iommu.smmu.stats();
+        iommu.smmu.attach(dom, &g.stream_ids).map_err(|e| fail("attach", e))?;
+        let cost = iommu.smmu.stats() - before;
+        let sids: Vec<u32> = g.stream_ids.iter().map(|s| s.0).collect();
+        defmt::info!(
+            "partition {=str}: group {=u32} (StreamIDs {=[?]:#x}) attached to its {} domain: {=u64} commands, {=u64} CMD_SYNC",
+            p.name.as_str(),
+            gid.0,
+            sids.as_slice(),
+            dom.stage(),
+            cost.commands,
+            cost.syncs
+        );
+    }
+    // The STEs are live: now the devices may master, and the bridges above
+    // them forward.
+    for &dev in &p.devices {
+        let DeviceRef::Pci { host, function } = dev else { continue };
+        let t = d.pci.get(host).ok_or_else(|| err("host vanished"))?;
+        let mut cs = d.config_space(host).ok_or_else(|| err("no config space"))?;
+        let f = t.functions.get(function).ok_or_else(|| err("function vanished"))?;
+        let mut up = f.parent;
+        while let Some(b) = up {
+            let bridge = t.functions.get(b).ok_or_else(|| err("bridge vanished"))?;
+            pci::set_bus_master(&mut cs, bridge.bdf, true).map_err(|_| err("bridge bus master"))?;
+            up = bridge.parent;
+        }
+        pci::set_memory_decode(&mut cs, f.bdf, true).map_err(|_| err("memory decode"))?;
+        pci::set_bus_master(&mut cs, f.bdf, true).map_err(|_| err("bus master"))?;
+    }
+    // The domains live as long as the assignment (the ownership work will
+    // move them between partitions).
+    for (_, dom) in domains {
+        core::mem::forget(dom);
+    }
+    Ok(())
+}
+
 /// Scrubs, loads and starts every partition of `plan`.
-pub fn start(plan: Plan) -> Result<(), ExitCode> {
+pub fn start(plan: Plan, iommus: &mut [Iommu], discovered: &Discovered) -> Result<(), ExitCode> {
     let mut launches = Vec::new();
     for p in &plan.partitions {
         for m in &p.memory {
@@ -110,7 +223,10 @@ pub fn start(plan: Plan) -> Result<(), ExitCode> {
             None => (entry_region.base, entry_region),
         };
         let entry = PhysAddr(entry.0);
-        let dtb = partitions::guest_dt::build(p);
+        let devs = devices_of(p, discovered)?;
+        attach_groups(p, &devs, iommus, discovered)?;
+        let guests: Vec<GuestDevice> = devs.iter().map(|x| x.guest.clone()).collect();
+        let dtb = partitions::guest_dt::build(p, &guests);
         let dtb_at = PhysAddr((home.end() - DTB_ROOM + 7) & !7);
         if dtb.len() as u64 > DTB_ROOM {
             return Err(err("partition DTB too large"));
@@ -118,7 +234,8 @@ pub fn start(plan: Plan) -> Result<(), ExitCode> {
         // SAFETY: the top DTB_ROOM bytes of the partition's own region,
         // checked above not to overlap the image.
         unsafe { core::ptr::copy_nonoverlapping(dtb.as_ptr(), dtb_at.0 as *mut u8, dtb.len()) };
-        let s2 = stage2(p)?;
+        let mmio: Vec<PhysRange> = devs.iter().flat_map(|x| x.mmio.iter().copied()).collect();
+        let s2 = stage2(p, &mmio)?;
         for m in &p.memory {
             // The partition starts with its caches off: make the scrub, the
             // image and the DTB visible to it.
@@ -286,7 +403,7 @@ fn hypercall(p: &Part, frame: &mut Frame) -> TrapAction {
         Call::WhoAmI => {
             frame.x[1] = u64::from(p.plan.id.0);
             frame.x[2] = p.plan.cpus.len() as u64;
-            frame.x[3] = 0;
+            frame.x[3] = p.plan.devices.len() as u64;
         }
     }
     frame.x[0] = Status::Ok.code();

@@ -5,10 +5,18 @@
 //! - `hello`: report name, memory and bootargs, exit 0;
 //! - `touch=ADDR`: read ADDR (outside its memory: the kernel must stop this
 //!   partition with a stage-2 fault report, and nothing else);
-//! - `exit=N`: exit with status N.
+//! - `exit=N`: exit with status N;
+//! - `dma-own`: round-trip 64 bytes through its own `edu` inside its own
+//!   memory and verify them;
+//! - `attack=NAME:ADDR`: make its `edu` write to and read from ADDR (not its
+//!   memory: the SMMU must abort both) and report what came back;
+//! - `canary=ADDR`: write a canary in its own memory; `check=ADDR` (after
+//!   `wait=MS`) verifies nothing changed it;
+//! - `wait=MS`: sleep.
 #![no_std]
 #![no_main]
 
+mod edu;
 mod hvc;
 
 use dtoolkit::fdt::Fdt;
@@ -94,6 +102,24 @@ fn cells(v: &[u8]) -> impl Iterator<Item = u64> + '_ {
     v.chunks_exact(8).map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
 }
 
+/// The physical counter (EL1 may read it: CNTHCTL_EL2.EL1PCTEN).
+fn counter() -> (u64, u64) {
+    let (t, f): (u64, u64);
+    // SAFETY: reading the counter and its frequency has no side effects.
+    unsafe { core::arch::asm!("isb", "mrs {}, cntpct_el0", "mrs {}, cntfrq_el0", out(reg) t, out(reg) f, options(nostack)) };
+    (t, f.max(1))
+}
+
+/// Busy-waits `us` microseconds.
+pub fn delay_us(us: u64) {
+    let (start, f) = counter();
+    let ticks = us * f / 1_000_000;
+    while counter().0.wrapping_sub(start) < ticks {}
+}
+
+const CANARY: u64 = 0xc0ff_ee00_dead_beef;
+const PATTERN: u8 = 0xa5;
+
 fn parse_u64(s: &str) -> Option<u64> {
     match s.strip_prefix("0x") {
         Some(h) => u64::from_str_radix(h, 16).ok(),
@@ -121,6 +147,24 @@ extern "C" fn payload_main(dtb: u64) -> ! {
         .and_then(|c| c.property("bootargs").and_then(|p| p.value_as::<&str>().ok()))
         .unwrap_or("");
     let name = root.property("bulkhead,partition-name").and_then(|p| p.value_as::<&str>().ok()).unwrap_or("?");
+    // Its own memory (the first region) and its first edu, from its DTB.
+    let mem = root
+        .children()
+        .find(|c| c.name().starts_with("memory"))
+        .and_then(|n| {
+            n.property("reg").map(|r| {
+                let mut it = cells(r.value());
+                [it.next().unwrap_or(0), it.next().unwrap_or(0)]
+            })
+        })
+        .unwrap_or([0, 0]);
+    let edu = root.child("devices").and_then(|d| {
+        d.children()
+            .filter(|c| c.property("compatible").and_then(|p| p.value_as::<&str>().ok()) == Some("pci1234,11e8"))
+            .find_map(|c| c.property("reg").and_then(|r| cells(r.value()).next()))
+    });
+    // Scratch space for DMA: 1 MiB into its own memory (clear of the image).
+    let scratch = mem[0] + 0x10_0000;
     for arg in bootargs.split_ascii_whitespace() {
         if arg == "hello" {
             l.push("hello from ").push(name).push(" at EL1, dtb ").hex(dtb).send();
@@ -143,9 +187,79 @@ extern "C" fn payload_main(dtb: u64) -> ! {
             hvc::exit(2);
         } else if let Some(n) = arg.strip_prefix("exit=").and_then(parse_u64) {
             hvc::exit(n);
+        } else if let Some(ms) = arg.strip_prefix("wait=").and_then(parse_u64) {
+            delay_us(ms * 1000);
+        } else if let Some(a) = arg.strip_prefix("canary=").and_then(parse_u64) {
+            // SAFETY: the test names an address in this partition's memory.
+            unsafe { (a as *mut u64).write_volatile(CANARY) };
+            l.push("canary set at ").hex(a).send();
+        } else if let Some(a) = arg.strip_prefix("check=").and_then(parse_u64) {
+            // SAFETY: as for `canary=`.
+            let v = unsafe { (a as *const u64).read_volatile() };
+            if v == CANARY {
+                l.push("canary at ").hex(a).push(" intact").send();
+            } else {
+                l.push("canary at ").hex(a).push(" CHANGED to ").hex(v).send();
+                hvc::exit(3);
+            }
+        } else if arg == "dma-own" || arg.starts_with("attack=") {
+            let Some(e) = edu.and_then(edu::Edu::new) else {
+                l.push("no edu device in my DTB").send();
+                hvc::exit(4);
+            };
+            if arg == "dma-own" {
+                dma_own(&e, scratch, &mut l);
+            } else {
+                let spec = &arg["attack=".len()..];
+                let (what, addr) = spec.split_once(':').unwrap_or(("?", spec));
+                attack(&e, what, parse_u64(addr).unwrap_or(0), scratch, &mut l);
+            }
         }
     }
     hvc::exit(0)
+}
+
+fn fill(at: u64, v: u8) {
+    // SAFETY: `at` is this partition's scratch space.
+    unsafe { core::ptr::write_bytes(at as *mut u8, v, edu::LEN) };
+}
+
+fn bytes(at: u64) -> &'static [u8] {
+    // SAFETY: as in `fill`.
+    unsafe { core::slice::from_raw_parts(at as *const u8, edu::LEN) }
+}
+
+/// Own memory → device → own memory; the bytes must match.
+fn dma_own(e: &edu::Edu, scratch: u64, l: &mut Line) {
+    fill(scratch, PATTERN);
+    fill(scratch + 0x1000, 0);
+    let ok = e.dma(scratch, edu::BUFFER, false) && e.dma(edu::BUFFER, scratch + 0x1000, true);
+    if ok && bytes(scratch + 0x1000).iter().all(|&b| b == PATTERN) {
+        l.push("dma own ").hex(scratch).push(": ok, 64 bytes verified").send();
+    } else {
+        l.push("dma own ").hex(scratch).push(": FAILED").send();
+        hvc::exit(5);
+    }
+}
+
+/// The device writes a marker to `addr` and reads from it. The read lands in
+/// the device's buffer, which is primed with a known pattern first: if the
+/// SMMU aborted the read, the pattern is still there.
+fn attack(e: &edu::Edu, what: &str, addr: u64, scratch: u64, l: &mut Line) {
+    fill(scratch, 0x3c);
+    let write_done = e.dma(scratch, edu::BUFFER, false) && e.dma(edu::BUFFER, addr, true);
+    fill(scratch, PATTERN);
+    fill(scratch + 0x1000, 0);
+    let read_done = e.dma(scratch, edu::BUFFER, false) && e.dma(addr, edu::BUFFER, false) && e.dma(edu::BUFFER, scratch + 0x1000, true);
+    let unchanged = bytes(scratch + 0x1000).iter().all(|&b| b == PATTERN);
+    l.push("attack ").push(what).push(" ").hex(addr).push(": ");
+    if !(write_done && read_done) {
+        l.push("device did not finish").send();
+    } else if unchanged {
+        l.push("read blocked (device buffer unchanged)").send();
+    } else {
+        l.push("READ LEAKED data into the device").send();
+    }
 }
 
 #[panic_handler]
