@@ -131,7 +131,7 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
         return Ok(());
     }
     partition::start(plan, &mut iommus, &discovered)?;
-    match partition::wait_all() {
+    match partition::wait_all(&mut iommus, &discovered) {
         ExitCode::Success => Ok(()),
         code => Err(code),
     }

@@ -13,8 +13,7 @@ pub type KernelSmmu = smmu::Smmu<VolatileMmio, KernelDma, Delay>;
 
 /// An SMMU and the DT node it came from.
 pub struct Iommu {
-    /// DT facts (name, base, interrupts): the fault handling uses them.
-    #[allow(dead_code)]
+    /// DT facts (name, base, interrupts).
     pub node: SmmuNode,
     /// The driver.
     pub smmu: KernelSmmu,

@@ -290,12 +290,66 @@ pub fn start(plan: Plan, iommus: &mut [Iommu], discovered: &Discovered) -> Resul
     Ok(())
 }
 
-/// Waits until every partition has stopped; the status says whether any failed.
-pub fn wait_all() -> ExitCode {
+/// Most event lines logged per drain; the rest are counted.
+const EVENT_LINES_PER_DRAIN: u32 = 8;
+
+/// Drains every SMMU's event queue and attributes each record to the group
+/// and partition that own its StreamID. QEMU records one event per 4 bytes
+/// of a faulting transfer, so repeats of the same (StreamID, type, page)
+/// are counted, not printed.
+fn drain_events(t: &Table_, iommus: &mut [Iommu], d: &Discovered) {
+    for (si, iommu) in iommus.iter_mut().enumerate() {
+        let mut last: Option<(u32, smmu::EventType, u64)> = None;
+        let (mut printed, mut repeats) = (0u32, 0u32);
+        let report = iommu.smmu.drain_events(1024, |e| {
+            let page = e.input_addr.map(|a| a.0 >> 12).unwrap_or(u64::MAX);
+            let key = (e.stream_id.0, e.event_type, page);
+            if last == Some(key) {
+                repeats += 1;
+                return;
+            }
+            last = Some(key);
+            if printed == EVENT_LINES_PER_DRAIN {
+                repeats += 1;
+                return;
+            }
+            printed += 1;
+            let group = d.groups.groups.iter().find(|g| g.smmu.0 == si && g.stream_ids.contains(&e.stream_id));
+            let owner = group.and_then(|g| t.parts.iter().find(|p| p.plan.groups.contains(&g.id)));
+            defmt::warn!(
+                "SMMU event {}: StreamID {=u32:#x}, group {=i64}, partition {=str}, {=str} at {=u64:#x}",
+                e.event_type,
+                e.stream_id.0,
+                group.map(|g| i64::from(g.id.0)).unwrap_or(-1),
+                owner.map(|p| p.plan.name.as_str()).unwrap_or("(none: blocked)"),
+                match e.read {
+                    Some(true) => "read",
+                    Some(false) => "write",
+                    None => "access",
+                },
+                e.input_addr.map(|a| a.0).unwrap_or(0)
+            );
+        });
+        if repeats > 0 {
+            defmt::info!("SMMU events: {=u32} repeats not printed", repeats);
+        }
+        if let Ok(r) = report {
+            if r.lost_events {
+                defmt::error!("SMMU {=str}: event queue overflowed, events were lost", iommu.node.name.as_str());
+            }
+        }
+    }
+}
+
+/// Waits until every partition has stopped, draining SMMU events meanwhile;
+/// the status says whether any partition failed.
+pub fn wait_all(iommus: &mut [Iommu], discovered: &Discovered) -> ExitCode {
     let Some(t) = table() else { return ExitCode::Success };
     loop {
+        drain_events(t, iommus, discovered);
         let states: Vec<u8> = t.parts.iter().map(|p| p.state.load(Ordering::Acquire)).collect();
         if states.iter().all(|&s| s != RUNNING) {
+            drain_events(t, iommus, discovered);
             let failed = states.iter().filter(|&&s| s == FAILED).count();
             defmt::info!("all {=usize} partitions stopped, {=usize} failed", states.len(), failed);
             return if failed == 0 { ExitCode::Success } else { ExitCode::PartitionFailed };

@@ -12,6 +12,7 @@
 //!   memory: the SMMU must abort both) and report what came back;
 //! - `canary=ADDR`: write a canary in its own memory; `check=ADDR` (after
 //!   `wait=MS`) verifies nothing changed it;
+//! - `watch=ADDR:MS`: keep checking that canary for MS milliseconds;
 //! - `wait=MS`: sleep.
 #![no_std]
 #![no_main]
@@ -202,6 +203,19 @@ extern "C" fn payload_main(dtb: u64) -> ! {
                 l.push("canary at ").hex(a).push(" CHANGED to ").hex(v).send();
                 hvc::exit(3);
             }
+        } else if let Some((a, ms)) = arg.strip_prefix("watch=").and_then(|w| w.split_once(':')) {
+            // Checks the canary every 50 ms for `ms` milliseconds.
+            let (a, ms) = (parse_u64(a).unwrap_or(0), parse_u64(ms).unwrap_or(0));
+            for _ in 0..ms / 50 {
+                // SAFETY: as for `canary=`.
+                let v = unsafe { (a as *const u64).read_volatile() };
+                if v != CANARY {
+                    l.push("canary at ").hex(a).push(" CHANGED to ").hex(v).send();
+                    hvc::exit(3);
+                }
+                delay_us(50_000);
+            }
+            l.push("canary at ").hex(a).push(" intact after ").hex(ms).push(" ms").send();
         } else if arg == "dma-own" || arg.starts_with("attack=") {
             let Some(e) = edu.and_then(edu::Edu::new) else {
                 l.push("no edu device in my DTB").send();
@@ -244,21 +258,25 @@ fn dma_own(e: &edu::Edu, scratch: u64, l: &mut Line) {
 
 /// The device writes a marker to `addr` and reads from it. The read lands in
 /// the device's buffer, which is primed with a known pattern first: if the
-/// SMMU aborted the read, the pattern is still there.
+/// SMMU aborted the read, the device holds either that pattern or the bus's
+/// abort value (all zeros or all ones, depending on the device); anything
+/// else is data from the target.
 fn attack(e: &edu::Edu, what: &str, addr: u64, scratch: u64, l: &mut Line) {
     fill(scratch, 0x3c);
     let write_done = e.dma(scratch, edu::BUFFER, false) && e.dma(edu::BUFFER, addr, true);
     fill(scratch, PATTERN);
     fill(scratch + 0x1000, 0);
     let read_done = e.dma(scratch, edu::BUFFER, false) && e.dma(addr, edu::BUFFER, false) && e.dma(edu::BUFFER, scratch + 0x1000, true);
-    let unchanged = bytes(scratch + 0x1000).iter().all(|&b| b == PATTERN);
+    let got = bytes(scratch + 0x1000);
+    let uniform = got.iter().all(|&b| b == got[0]);
     l.push("attack ").push(what).push(" ").hex(addr).push(": ");
     if !(write_done && read_done) {
         l.push("device did not finish").send();
-    } else if unchanged {
-        l.push("read blocked (device buffer unchanged)").send();
+    } else if uniform && matches!(got[0], PATTERN | 0x00 | 0xff) {
+        l.push("read blocked (device got ").hex(u64::from(got[0])).push(" bytes)").send();
     } else {
-        l.push("READ LEAKED data into the device").send();
+        let first = u64::from_le_bytes([got[0], got[1], got[2], got[3], got[4], got[5], got[6], got[7]]);
+        l.push("READ LEAKED data into the device: ").hex(first).send();
     }
 }
 
