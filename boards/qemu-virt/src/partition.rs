@@ -412,7 +412,7 @@ fn trap(frame: &mut Frame, s: &Syndrome) -> TrapAction {
         }
         ec => {
             defmt::error!(
-                "partition {=str}: trapped {=str} (EC {=u8:#x}, ESR {=u64:#x}) at ELR {=u64:#x}: stopping this partition",
+                "partition {=str}: {=str} (EC {=u8:#x}, ESR {=u64:#x}) at ELR {=u64:#x}: stopping this partition",
                 name,
                 ec_name(ec),
                 ec,

@@ -18,6 +18,10 @@ const HCR_GUEST: u64 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1
 /// CPTR_EL2 RES1 bits (E2H = 0) with FP/SIMD not trapped: the partition owns
 /// those registers (the kernel is built soft-float).
 const CPTR_GUEST: u64 = 0x33ff & !(1 << 10);
+/// MDCR_EL2: debug (TDA, TDOSA, TDRA) and performance-monitor (TPM, TPMCR)
+/// registers trap to EL2: they would let a partition observe or disturb the
+/// machine beyond its own state.
+const MDCR_GUEST: u64 = (1 << 5) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11);
 /// SCTLR_EL1 reset-like value: RES1 bits, MMU and caches off.
 const SCTLR_EL1_OFF: u64 = 0x30d0_0800;
 /// SPSR for EL1h with D, A, I, F masked.
@@ -94,6 +98,7 @@ pub unsafe fn enter(s2: &Stage2, entry: PhysAddr, x0: u64) -> ! {
     VTTBR_EL2.set((u64::from(s2.vmid) << 48) | s2.root.0);
     HCR_EL2.set(HCR_GUEST);
     CPTR_EL2.set(CPTR_GUEST);
+    MDCR_EL2.set(MDCR_GUEST);
     CNTHCTL_EL2.set(CNTHCTL_EL1_ACCESS);
     CNTVOFF_EL2.set(0);
     VMPIDR_EL2.set(MPIDR_EL1.get());

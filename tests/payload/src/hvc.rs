@@ -32,3 +32,8 @@ pub fn exit(status: u64) -> ! {
         unsafe { core::arch::asm!("wfe", options(nostack)) };
     }
 }
+
+/// Any call; returns x0 (the status).
+pub fn raw(f: u64, a1: u64, a2: u64) -> u64 {
+    call(f, a1, a2)[0]
+}

@@ -13,7 +13,9 @@
 //! - `canary=ADDR`: write a canary in its own memory; `check=ADDR` (after
 //!   `wait=MS`) verifies nothing changed it;
 //! - `watch=ADDR:MS`: keep checking that canary for MS milliseconds;
-//! - `wait=MS`: sleep.
+//! - `wait=MS`: sleep;
+//! - `sysreg`: read PMCR_EL0 (the kernel must stop this partition);
+//! - `badcalls`: make hypercalls with bad arguments and report the codes.
 #![no_std]
 #![no_main]
 
@@ -188,6 +190,22 @@ extern "C" fn payload_main(dtb: u64) -> ! {
             hvc::exit(2);
         } else if let Some(n) = arg.strip_prefix("exit=").and_then(parse_u64) {
             hvc::exit(n);
+        } else if arg == "sysreg" {
+            l.push("reading PMCR_EL0").send();
+            let v: u64;
+            // SAFETY: a register read; the kernel traps it and stops us.
+            unsafe { core::arch::asm!("mrs {}, pmcr_el0", out(reg) v, options(nostack)) };
+            l.push("PMCR_EL0 read returned ").hex(v).push(" (not trapped)").send();
+            hvc::exit(2);
+        } else if arg == "badcalls" {
+            let r = hvc::raw(partitions::hypercall::CONSOLE_WRITE, 0x4020_0000, 16);
+            l.push("console-write of kernel memory: ").hex(r).send();
+            let r = hvc::raw(partitions::hypercall::CONSOLE_WRITE, mem[0], 100_000);
+            l.push("console-write of 100000 bytes: ").hex(r).send();
+            let r = hvc::raw(partitions::hypercall::CONSOLE_WRITE, mem[0] + mem[1] - 8, 16);
+            l.push("console-write across my end: ").hex(r).send();
+            let r = hvc::raw(0x77, 0, 0);
+            l.push("unknown call 0x77: ").hex(r).send();
         } else if let Some(ms) = arg.strip_prefix("wait=").and_then(parse_u64) {
             delay_us(ms * 1000);
         } else if let Some(a) = arg.strip_prefix("canary=").and_then(parse_u64) {

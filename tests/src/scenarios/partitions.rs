@@ -116,6 +116,53 @@ pub fn scenarios() -> Vec<Scenario> {
             check: check_fault_contained,
         },
         Scenario {
+            name: "partitions-sysreg-trap",
+            setup: |ctx| hello_with(ctx, "sysreg", "hello"),
+            check: |o, c| {
+                c.exit(o, exit::PARTITION_FAILED);
+                c.log(o, "[net] reading PMCR_EL0");
+                c.log(o, "partition net: trapped MSR/MRS/system instruction (EC 0x18");
+                c.no_log(o, "(not trapped)");
+                c.log(o, "[storage] hello from storage at EL1");
+                c.log(o, "all 2 partitions stopped, 1 failed");
+            },
+        },
+        Scenario {
+            name: "partitions-bad-hypercalls",
+            setup: |ctx| hello_with(ctx, "badcalls hello", "hello"),
+            check: |o, c| {
+                c.exit(o, exit::SUCCESS);
+                // -4 bad address, -2 invalid argument, -1 not supported.
+                c.log(o, "[net] console-write of kernel memory: 0xfffffffffffffffc");
+                c.log(o, "[net] console-write of 100000 bytes: 0xfffffffffffffffe");
+                c.log(o, "[net] console-write across my end: 0xfffffffffffffffc");
+                c.log(o, "[net] unknown call 0x77: 0xffffffffffffffff");
+                c.log(o, "[net] hello from net at EL1");
+                c.log(o, "all 2 partitions stopped, 0 failed");
+            },
+        },
+        Scenario {
+            name: "partitions-refuse-split-group",
+            setup: |ctx| {
+                let dts = DEMO
+                    .replace("addr=1.0", "addr=1.0 -device pcie-root-port,id=rp1,chassis=1,addr=3.0 -device pcie-pci-bridge,id=br1,bus=rp1,addr=0.0")
+                    .replace("-device edu,dma_mask=0xffffffffffffffff,addr=2.0", "-device edu,dma_mask=0xffffffffffffffff,bus=br1,addr=1.0 -device edu,dma_mask=0xffffffffffffffff,bus=br1,addr=2.0")
+                    .replace(
+                        "    edu@1,0 {                           /* 00:01.0 */\n        reg = <0x0800 0x0 0x0 0x0 0x0>;\n        bulkhead,partition = <&net>;\n    };\n\n    edu@2,0 {                           /* 00:02.0 */\n        reg = <0x1000 0x0 0x0 0x0 0x0>;\n        bulkhead,partition = <&storage>;\n    };",
+                        "    port@3,0 { reg = <0x1800 0 0 0 0>; #address-cells = <3>; #size-cells = <2>;\n        bridge@0,0 { reg = <0x10000 0 0 0 0>; #address-cells = <3>; #size-cells = <2>;\n            edu@1,0 { reg = <0x20800 0 0 0 0>; bulkhead,partition = <&net>; };\n            edu@2,0 { reg = <0x21000 0 0 0 0>; bulkhead,partition = <&storage>; }; }; };",
+                    );
+                ctx.with_overlay(QemuConfig::default(), &dts)
+            },
+            check: |o, c| {
+                c.exit(o, exit::CONFIG_REFUSED);
+                c.log(o, "configuration refused: /pcie@10000000/port@3,0/bridge@0,0/edu@");
+                c.log(o, "a group goes to one partition");
+                c.no_log(o, "[net]");
+                c.no_log(o, "[storage]");
+                c.that(o.trace.count("smmuv3_translate_success") == 0, "a DMA was translated although nothing was assigned");
+            },
+        },
+        Scenario {
             name: "partitions-refuse-boot-cpu",
             setup: |ctx| ctx.with_overlay(QemuConfig::default(), &HELLO.replace("&{/cpus/cpu@2}", "&{/cpus/cpu@0}")),
             check: |o, c| {
