@@ -45,6 +45,9 @@ pub struct DomainConfig {
     /// Input address size in bits (25..=48; at most the output size for
     /// stage 2). `None`: `min(48, OAS)`.
     pub input_bits: Option<u8>,
+    /// The VMID (stage 2) or ASID (stage 1) to tag it with, e.g. the VMID
+    /// the owner's CPUs use; `None`: the lowest free one.
+    pub tag: Option<u16>,
 }
 
 /// The TLB tag of a domain.
@@ -220,6 +223,25 @@ impl IdAllocator {
                 }
             })
             .map(|id| id as u16)
+    }
+
+    /// Takes exactly `id`, or returns `None` when it is out of range or in use.
+    pub fn take(&mut self, id: u16) -> Option<u16> {
+        let i = u32::from(id);
+        let (w, b) = ((i / 64) as usize, i % 64);
+        if i == 0 || i >= self.limit || self.bits[w] & (1 << b) != 0 {
+            return None;
+        }
+        self.bits[w] |= 1 << b;
+        Some(id)
+    }
+
+    /// Takes `id` when given, else the lowest free one.
+    pub fn take_or_alloc(&mut self, id: Option<u16>) -> Option<u16> {
+        match id {
+            Some(id) => self.take(id),
+            None => self.alloc(),
+        }
     }
 
     pub fn free(&mut self, id: u16) {

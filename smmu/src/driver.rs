@@ -414,7 +414,11 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         }
         match stage {
             DomainStage::Stage2 => {
-                let vmid = crate::types::Vmid(self.vmids.alloc().ok_or(Error::IdsExhausted)?);
+                let vmid = crate::types::Vmid(
+                    self.vmids
+                        .take_or_alloc(cfg.tag)
+                        .ok_or(Error::IdsExhausted)?,
+                );
                 let pgtable = match PageTable::new(
                     &mut self.dma,
                     &f,
@@ -435,7 +439,11 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
                 })
             }
             DomainStage::Stage1 => {
-                let asid = crate::types::Asid(self.asids.alloc().ok_or(Error::IdsExhausted)?);
+                let asid = crate::types::Asid(
+                    self.asids
+                        .take_or_alloc(cfg.tag)
+                        .ok_or(Error::IdsExhausted)?,
+                );
                 let made = (|| {
                     let pgtable = PageTable::new(
                         &mut self.dma,

@@ -41,6 +41,7 @@ fn stage_follows_features() {
     let r = s.create_domain(DomainConfig {
         stage: StagePreference::Stage2,
         input_bits: None,
+        tag: None,
     });
     assert!(matches!(r, Err(Error::Unsupported(_))));
     let m = Model::new(Flavour::Nested);
@@ -49,6 +50,7 @@ fn stage_follows_features() {
         .create_domain(DomainConfig {
             stage: StagePreference::Stage1,
             input_bits: Some(39),
+            tag: None,
         })
         .unwrap();
     assert_eq!((d.stage(), d.input_bits()), (DomainStage::Stage1, 39));
@@ -56,7 +58,8 @@ fn stage_follows_features() {
     assert_eq!(
         s.create_domain(DomainConfig {
             stage: StagePreference::Stage2,
-            input_bits: Some(48)
+            input_bits: Some(48),
+            tag: None,
         })
         .err(),
         Some(Error::BadInputSize(48))
@@ -509,6 +512,7 @@ fn stage1_domains_do_not_share_tlb_entries() {
     let cfg = DomainConfig {
         stage: StagePreference::Stage1,
         input_bits: None,
+        tag: None,
     };
     let mut a = s.create_domain(cfg).unwrap();
     let mut b = s.create_domain(cfg).unwrap();
@@ -569,4 +573,35 @@ fn map_failure_rolls_back() {
     );
     m.check_quiescent();
     m.assert_clean();
+}
+
+#[test]
+fn domains_take_the_requested_tag() {
+    let m = Model::new(Flavour::Nested);
+    let mut s = bring_up(&m);
+    let a = s
+        .create_domain(DomainConfig {
+            tag: Some(7),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(a.vmid(), Some(smmu::Vmid(7)));
+    assert_eq!(
+        s.create_domain(DomainConfig {
+            tag: Some(7),
+            ..Default::default()
+        })
+        .err(),
+        Some(Error::IdsExhausted),
+        "VMID 7 is taken"
+    );
+    drop(a);
+    let b = s
+        .create_domain(DomainConfig {
+            stage: StagePreference::Stage1,
+            tag: Some(9),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(b.asid(), Some(smmu::Asid(9)));
 }

@@ -161,6 +161,7 @@ proptest! {
         let cfg = DomainConfig {
             stage: if s1_domains && f == Flavour::Nested { StagePreference::Stage1 } else { StagePreference::Auto },
             input_bits: Some(36),
+            tag: None,
         };
         let mut w = World {
             domains: (0..3).map(|_| Some(s.create_domain(cfg).unwrap())).collect(),

@@ -116,7 +116,7 @@ proptest! {
         let mut s = bring_up(&m);
         let input_bits = [32u8, 39, 44][bits_sel];
         let stage = if want_s1 && f != Flavour::S2Only { StagePreference::Stage1 } else { StagePreference::Auto };
-        let mut d = s.create_domain(DomainConfig { stage, input_bits: Some(input_bits) }).unwrap();
+        let mut d = s.create_domain(DomainConfig { stage, input_bits: Some(input_bits), ..Default::default() }).unwrap();
         let stage2 = d.stage() == DomainStage::Stage2;
         let mut maps: Vec<MapReq> = Vec::new();
         for r in reqs {

@@ -143,6 +143,7 @@ pub fn dma_window(smmu: &mut KernelSmmu, cs: &mut impl ConfigSpace, bdf: Bdf, ba
     let before = smmu.stats();
     smmu.detach(&[sid]).map_err(|e| fail("detach", e))?;
     let detach = smmu.stats() - before;
+    smmu.destroy_domain(domain).map_err(|(_, e)| fail("destroy domain", e))?;
     defmt::info!(
         "dma-test: attach of 1 stream: {=u64} commands, {=u64} CMD_SYNC; detach: {=u64} commands, {=u64} CMD_SYNC",
         attach.commands,
@@ -174,6 +175,7 @@ pub fn cmdq_error(smmu: &mut KernelSmmu) -> Result<(), ExitCode> {
     let domain = smmu.create_domain(DomainConfig::default()).map_err(|e| fail("create domain", e))?;
     smmu.attach(&domain, &[StreamId(0)]).map_err(|e| fail("attach after recovery", e))?;
     smmu.detach(&[StreamId(0)]).map_err(|e| fail("detach after recovery", e))?;
+    smmu.destroy_domain(domain).map_err(|(_, e)| fail("destroy domain", e))?;
     let after = smmu.stats() - before;
     if after.syncs < 2 {
         defmt::error!("cmdq-test: commands after recovery did not complete");

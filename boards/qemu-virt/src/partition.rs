@@ -96,7 +96,12 @@ fn stage2(p: &PartitionPlan, mmio: &[PhysRange]) -> Result<Stage2, ExitCode> {
         })?;
     }
     platform::arch::cache::clean(PhysRange::new(pa.0, bytes).unwrap_or_default());
-    Ok(Stage2 { root: m.root(), vmid: p.id.0 + 1, input_bits: platform::pgtable::VA_BITS as u8, start_level: 0 })
+    Ok(Stage2 { root: m.root(), vmid: vmid_of(p), input_bits: platform::pgtable::VA_BITS as u8, start_level: 0 })
+}
+
+/// The VMID of partition `p` (0 is never used).
+fn vmid_of(p: &PartitionPlan) -> u16 {
+    p.id.0 + 1
 }
 
 /// A device of a partition: what its DTB says, and its MMIO.
@@ -146,7 +151,10 @@ fn attach_groups(p: &PartitionPlan, devs: &[OwnedDevice], iommus: &mut [Iommu], 
         let g = d.groups.get(*gid).ok_or_else(|| err("group vanished"))?;
         let iommu = iommus.get_mut(g.smmu.0).ok_or_else(|| err("group's SMMU was not brought up"))?;
         if !domains.iter().any(|(i, _)| *i == g.smmu.0) {
-            let mut dom = iommu.smmu.create_domain(DomainConfig::default()).map_err(|e| fail("create domain", e))?;
+            // Tagged with the partition's own VMID (the one its CPUs use), or
+            // the same number as its ASID on a stage-1-only SMMU.
+            let cfg = DomainConfig { tag: Some(vmid_of(p)), ..DomainConfig::default() };
+            let mut dom = iommu.smmu.create_domain(cfg).map_err(|e| fail("create domain", e))?;
             for m in &p.memory {
                 iommu.smmu.map(&mut dom, Iova(m.base.0), m.base, m.size, Prot::RAM_RW).map_err(|e| fail("map RAM", e))?;
             }
@@ -164,11 +172,13 @@ fn attach_groups(p: &PartitionPlan, devs: &[OwnedDevice], iommus: &mut [Iommu], 
         let cost = iommu.smmu.stats() - before;
         let sids: Vec<u32> = g.stream_ids.iter().map(|s| s.0).collect();
         defmt::info!(
-            "partition {=str}: group {=u32} (StreamIDs {=[?]:#x}) attached to its {} domain: {=u64} commands, {=u64} CMD_SYNC",
+            "partition {=str}: group {=u32} (StreamIDs {=[?]:#x}) attached to its {} domain (VMID {=?}, ASID {=?}): {=u64} commands, {=u64} CMD_SYNC",
             p.name.as_str(),
             gid.0,
             sids.as_slice(),
             dom.stage(),
+            dom.vmid().map(|v| v.0),
+            dom.asid().map(|a| a.0),
             cost.commands,
             cost.syncs
         );
