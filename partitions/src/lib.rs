@@ -9,4 +9,5 @@ pub mod groups;
 pub mod topology;
 pub mod guest_dt;
 pub mod hypercall;
+pub mod ownership;
 pub mod validate;
