@@ -238,7 +238,7 @@ fn child_path(parent: &str, name: &str) -> String {
 fn regions(v: &[u8], path: &str, name: &'static str, ac: u32, sc: u32) -> Result<Vec<Region>, ConfigError> {
     let (ac, sc) = (ac as usize, sc as usize);
     let all: Vec<u32> = cells(v).collect();
-    if v.is_empty() || v.len() % 4 != 0 || all.len() % (ac + sc) != 0 {
+    if v.is_empty() || !v.len().is_multiple_of(4) || !all.len().is_multiple_of(ac + sc) {
         return Err(ConfigError::new(
             path,
             name,

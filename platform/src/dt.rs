@@ -27,7 +27,7 @@ pub const MAX_CPUS: usize = 64;
 pub const MAX_MMIO: usize = 128;
 
 /// A short copy of a node name or message, for errors that outlive the blob.
-pub type Text = ArrayString<96>;
+pub type Text = ArrayString<64>;
 
 fn text(s: &str) -> Text {
     let mut t = Text::new();

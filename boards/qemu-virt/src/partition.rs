@@ -35,6 +35,9 @@ const FAILED: u8 = 2;
 
 struct Part {
     plan: PartitionPlan,
+    /// Its DMA domains, by SMMU index: they live as long as the partition.
+    #[allow(dead_code)] // read by the run-time ownership changes
+    domains: Vec<(usize, smmu::Domain)>,
     state: AtomicU8,
     status: AtomicU64,
 }
@@ -141,7 +144,12 @@ fn devices_of(p: &PartitionPlan, d: &Discovered) -> Result<Vec<OwnedDevice>, Exi
 /// sit behind, a domain mapping only the partition's RAM (and its own BARs
 /// with `bulkhead,dma-p2p`); every StreamID of every group attached (one
 /// CMD_SYNC per group); only then memory decode and bus mastering on.
-fn attach_groups(p: &PartitionPlan, devs: &[OwnedDevice], iommus: &mut [Iommu], d: &Discovered) -> Result<(), ExitCode> {
+fn attach_groups(
+    p: &PartitionPlan,
+    devs: &[OwnedDevice],
+    iommus: &mut [Iommu],
+    d: &Discovered,
+) -> Result<Vec<(usize, smmu::Domain)>, ExitCode> {
     let fail = |what: &'static str, e: smmu::Error| {
         defmt::error!("partition {=str}: {=str}: {}", p.name.as_str(), what, e);
         ExitCode::SmmuError
@@ -199,17 +207,13 @@ fn attach_groups(p: &PartitionPlan, devs: &[OwnedDevice], iommus: &mut [Iommu], 
         pci::set_memory_decode(&mut cs, f.bdf, true).map_err(|_| err("memory decode"))?;
         pci::set_bus_master(&mut cs, f.bdf, true).map_err(|_| err("bus master"))?;
     }
-    // The domains live as long as the assignment (the ownership work will
-    // move them between partitions).
-    for (_, dom) in domains {
-        core::mem::forget(dom);
-    }
-    Ok(())
+    Ok(domains)
 }
 
 /// Scrubs, loads and starts every partition of `plan`.
 pub fn start(plan: Plan, iommus: &mut [Iommu], discovered: &Discovered) -> Result<(), ExitCode> {
     let mut launches = Vec::new();
+    let mut domains: Vec<Vec<(usize, smmu::Domain)>> = Vec::new();
     for p in &plan.partitions {
         for m in &p.memory {
             // SAFETY: the plan was validated: the region is RAM owned by this
@@ -234,7 +238,7 @@ pub fn start(plan: Plan, iommus: &mut [Iommu], discovered: &Discovered) -> Resul
         };
         let entry = PhysAddr(entry.0);
         let devs = devices_of(p, discovered)?;
-        attach_groups(p, &devs, iommus, discovered)?;
+        domains.push(attach_groups(p, &devs, iommus, discovered)?);
         let guests: Vec<GuestDevice> = devs.iter().map(|x| x.guest.clone()).collect();
         let dtb = partitions::guest_dt::build(p, &guests);
         let dtb_at = PhysAddr((home.end() - DTB_ROOM + 7) & !7);
@@ -270,7 +274,8 @@ pub fn start(plan: Plan, iommus: &mut [Iommu], discovered: &Discovered) -> Resul
         parts: plan
             .partitions
             .into_iter()
-            .map(|plan| Part { plan, state: AtomicU8::new(RUNNING), status: AtomicU64::new(0) })
+            .zip(domains)
+            .map(|(plan, domains)| Part { plan, domains, state: AtomicU8::new(RUNNING), status: AtomicU64::new(0) })
             .collect(),
     };
     // SAFETY: no partition CPU runs yet; see `table`.

@@ -213,7 +213,7 @@ extern "C" fn bulkhead_exception(frame: &mut Frame, kind: u64) {
     let s = read_syndrome();
     // A semihosting `hlt` without `-semihosting` is an undefined instruction:
     // note that semihosting is absent and carry on past it.
-    if s.ec() == 0 && kind.0 % 4 == 0 && s.elr == exit::semihosting_hlt_address() {
+    if s.ec() == 0 && kind.0.is_multiple_of(4) && s.elr == exit::semihosting_hlt_address() {
         exit::semihosting_unavailable();
         frame.x[0] = u64::MAX;
         write_elr(s.el, s.elr + 4);
