@@ -439,12 +439,20 @@ mod tests {
     use super::*;
     extern crate std;
 
+    /// Compiles DTS with the system `dtc` (a prerequisite of the project),
+    /// through pipes: no temporary files, nothing shared between parallel tests.
     pub(crate) fn dtb(dts: &str) -> Vec<u8> {
-        let dir = std::env::temp_dir().join(format!("bulkhead-binding-{}-{:x}", std::process::id(), dts.len() ^ dts.as_ptr() as usize));
-        std::fs::create_dir_all(&dir).unwrap();
-        let src = dir.join("t.dts");
-        std::fs::write(&src, dts).unwrap();
-        let out = std::process::Command::new("dtc").args(["-q", "-I", "dts", "-O", "dtb"]).arg(&src).output().expect("dtc");
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("dtc")
+            .args(["-q", "-I", "dts", "-O", "dtb", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dtc installed");
+        child.stdin.take().expect("stdin").write_all(dts.as_bytes()).expect("write to dtc");
+        let out = child.wait_with_output().expect("dtc runs");
         assert!(out.status.success(), "{}", std::string::String::from_utf8_lossy(&out.stderr));
         out.stdout
     }

@@ -620,19 +620,9 @@ impl<'a> DtNode<'a> {
 mod tests {
     use super::*;
     extern crate std;
-    use std::process::Command;
     use std::vec::Vec;
 
-    /// Compiles DTS with the system `dtc` (a prerequisite of the project).
-    pub(crate) fn dtb(dts: &str) -> Vec<u8> {
-        let dir = std::env::temp_dir().join(std::format!("bulkhead-dt-{}-{}", std::process::id(), dts.len()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let src = dir.join("t.dts");
-        std::fs::write(&src, dts).unwrap();
-        let out = Command::new("dtc").args(["-I", "dts", "-O", "dtb"]).arg(&src).output().expect("dtc installed");
-        assert!(out.status.success(), "{}", std::string::String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    }
+    use crate::testutil::dtb;
 
     const VIRT: &str = r#"/dts-v1/;
 /memreserve/ 0x48000000 0x1000;

@@ -16,6 +16,8 @@ pub mod memmap;
 pub mod pci;
 pub mod pgtable;
 pub mod status;
+#[cfg(test)]
+mod testutil;
 
 #[cfg(target_os = "none")]
 pub mod arch;

@@ -2,23 +2,10 @@
 
 use super::*;
 extern crate std;
-use std::process::Command;
 use std::string::ToString;
 use std::vec;
 
-/// Compiles DTS with the system `dtc` (a prerequisite of the project).
-pub(crate) fn dtb(dts: &str) -> Vec<u8> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    dts.hash(&mut h);
-    let dir = std::env::temp_dir().join(std::format!("bulkhead-disc-{}-{:x}", std::process::id(), h.finish()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("t.dts");
-    std::fs::write(&src, dts).unwrap();
-    let out = Command::new("dtc").args(["-q", "-I", "dts", "-O", "dtb"]).arg(&src).output().expect("dtc installed");
-    assert!(out.status.success(), "{}", std::string::String::from_utf8_lossy(&out.stderr));
-    out.stdout
-}
+use crate::testutil::dtb;
 
 const BOARD: &str = r#"/dts-v1/;
 / {
