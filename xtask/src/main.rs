@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! cargo xtask run  [--log-level L] [--flavour virt|stage1|stage2] [--append TEXT]
-//!                  [--overlay FILE.dts | --no-overlay] [--timeout SECS] [--debug]
-//!                  [-- EXTRA-QEMU-ARGS...]
+//!                  [--overlay FILE.dts | --no-overlay] [--qemu-args "ARGS"]
+//!                  [--timeout SECS] [--debug] [-- EXTRA-QEMU-ARGS...]
 //! cargo xtask test [--host-only] [--jobs N] [FILTER]
 //! cargo xtask build [--log-level L] [--debug]
 //! ```
@@ -70,6 +70,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--host-only" => o.host_only = true,
             "--overlay" => o.overlay = Some(PathBuf::from(val("--overlay")?)),
             "--no-overlay" => o.no_overlay = true,
+            "--qemu-args" => o.qemu_args.extend(val("--qemu-args")?.split_whitespace().map(String::from)),
             "--" => {
                 o.qemu_args.extend(it.by_ref().cloned());
             }
