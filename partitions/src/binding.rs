@@ -353,6 +353,9 @@ pub fn parse_fdt(fdt: &Fdt<'_>) -> Result<Config, ConfigError> {
             }
             cfg.partitions.push(p);
         }
+        // Partition ids follow the names' order, not the node order (which
+        // overlay tools do not preserve): ids are then predictable.
+        cfg.partitions.sort_by(|a, b| a.name.cmp(&b.name));
     }
     let ctx = Ctx { path: "/".into(), in_cpus: false, pci_host: None, chain: Vec::new(), addr_cells: 2 };
     walk(&root, &ctx, 0, &mut cfg)?;

@@ -21,6 +21,25 @@ pub const EXIT: u64 = 0x02;
 /// `WHOAMI() -> x1 = partition id, x2 = CPUs, x3 = devices`.
 pub const WHOAMI: u64 = 0x03;
 
+/// `GROUP_COUNT() -> x1 = number of isolation groups`.
+pub const GROUP_COUNT: u64 = 0x10;
+/// `GROUP_INFO(group) -> x1 = owner ([`OWNER_BLOCKED`], [`OWNER_MOVING`] or
+/// a partition id), x2 = StreamIDs, x3 = first StreamID`.
+pub const GROUP_INFO: u64 = 0x11;
+/// `GROUP_RELEASE(group, expected owner)`: Assigned(expected) → Blocked.
+/// A partition may release its own groups; a manager any group.
+pub const GROUP_RELEASE: u64 = 0x12;
+/// `GROUP_ASSIGN(group, partition, expected owner = OWNER_BLOCKED)`:
+/// Blocked → Assigned(partition). Managers only.
+pub const GROUP_ASSIGN: u64 = 0x13;
+/// `DEVICES() -> x1 = generation (changes whenever the caller's devices
+/// change), x2 = how many, x3 = BAR 0 of the first`.
+pub const DEVICES: u64 = 0x14;
+/// Owner value of a Blocked group.
+pub const OWNER_BLOCKED: u64 = u64::MAX;
+/// Owner value of a group being moved.
+pub const OWNER_MOVING: u64 = u64::MAX - 1;
+
 /// Longest console write.
 pub const CONSOLE_MAX: u64 = 256;
 
@@ -38,6 +57,12 @@ pub enum Status {
     Denied = -3,
     /// A buffer is not inside the caller's memory.
     BadAddress = -4,
+    /// The group's owner is not the one the call expected.
+    OwnerMismatch = -5,
+    /// Another change of the group is in progress.
+    Busy = -6,
+    /// The change failed part-way; the group is Blocked.
+    Failed = -7,
 }
 
 impl Status {
@@ -67,6 +92,37 @@ pub enum Call {
     },
     /// [`WHOAMI`].
     WhoAmI,
+    /// [`GROUP_COUNT`].
+    GroupCount,
+    /// [`GROUP_INFO`].
+    GroupInfo {
+        /// Group id.
+        group: u32,
+    },
+    /// [`GROUP_RELEASE`].
+    GroupRelease {
+        /// Group id.
+        group: u32,
+        /// The owner the caller expects to replace.
+        expected: u16,
+    },
+    /// [`GROUP_ASSIGN`].
+    GroupAssign {
+        /// Group id.
+        group: u32,
+        /// New owner.
+        to: u16,
+    },
+    /// [`DEVICES`].
+    Devices,
+}
+
+fn group_arg(v: u64) -> Result<u32, Status> {
+    u32::try_from(v).map_err(|_| Status::InvalidArgument)
+}
+
+fn partition_arg(v: u64) -> Result<u16, Status> {
+    u16::try_from(v).map_err(|_| Status::InvalidArgument)
 }
 
 /// Checks that `[ipa, ipa + len)` lies inside one of `memory`'s regions.
@@ -92,6 +148,16 @@ pub fn decode(x: [u64; 5], memory: &[Region]) -> Result<Call, Status> {
         }
         EXIT => Ok(Call::Exit { status: x[1] }),
         WHOAMI => Ok(Call::WhoAmI),
+        GROUP_COUNT => Ok(Call::GroupCount),
+        GROUP_INFO => Ok(Call::GroupInfo { group: group_arg(x[1])? }),
+        GROUP_RELEASE => Ok(Call::GroupRelease { group: group_arg(x[1])?, expected: partition_arg(x[2])? }),
+        GROUP_ASSIGN => {
+            if x[3] != OWNER_BLOCKED {
+                return Err(Status::OwnerMismatch);
+            }
+            Ok(Call::GroupAssign { group: group_arg(x[1])?, to: partition_arg(x[2])? })
+        }
+        DEVICES => Ok(Call::Devices),
         _ => Err(Status::NotSupported),
     }
 }
@@ -120,5 +186,8 @@ mod tests {
         assert_eq!(decode([0x99, 0, 0, 0, 0], &MEM), Err(Status::NotSupported));
         assert_eq!(Status::NotSupported.code(), u64::MAX);
         assert_eq!(decode([EXIT, 3, 0, 0, 0], &MEM), Ok(Call::Exit { status: 3 }));
+        assert_eq!(decode([GROUP_RELEASE, 1 << 40, 0, 0, 0], &MEM), Err(Status::InvalidArgument));
+        assert_eq!(decode([GROUP_ASSIGN, 1, 0, 3, 0], &MEM), Err(Status::OwnerMismatch), "assign expects Blocked");
+        assert_eq!(decode([GROUP_ASSIGN, 1, 2, OWNER_BLOCKED, 0], &MEM), Ok(Call::GroupAssign { group: 1, to: 2 }));
     }
 }

@@ -13,9 +13,11 @@ pub mod addr;
 pub mod discovery;
 pub mod dt;
 pub mod memmap;
+pub mod overlay;
 pub mod pci;
 pub mod pgtable;
 pub mod status;
+pub mod sync;
 #[cfg(test)]
 mod testutil;
 

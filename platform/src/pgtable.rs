@@ -140,6 +140,51 @@ impl<'p> IdentityMap<'p> {
         Ok(IdentityMap { format, pool, pool_pa: pool_pa.0, used: 1 })
     }
 
+    /// Continues editing a map built earlier over the same pool, of which
+    /// `used` tables are taken.
+    pub fn resume(format: Format, pool: &'p mut [Table], pool_pa: PhysAddr, used: usize) -> Result<Self, MapError> {
+        if used == 0 || used > pool.len() {
+            return Err(MapError::OutOfTables);
+        }
+        Ok(IdentityMap { format, pool, pool_pa: pool_pa.0, used })
+    }
+
+    /// Removes the mapping of `range`, which must consist of whole leaf
+    /// entries (pages or blocks entirely inside it); tables stay in the pool.
+    /// Unmapped parts are skipped. The caller invalidates the TLBs.
+    pub fn unmap(&mut self, range: PhysRange) -> Result<(), MapError> {
+        if !range.start.is_aligned(PAGE_SIZE) || !range.end.is_aligned(PAGE_SIZE) {
+            return Err(MapError::Unaligned(range));
+        }
+        let mut va = range.start.0;
+        while va < range.end.0 {
+            let mut table = 0usize;
+            let mut level = 0;
+            loop {
+                let shift = level_shift(level);
+                let idx = ((va >> shift) & 511) as usize;
+                let desc = self.pool[table].0[idx];
+                let span = 1u64 << shift;
+                if desc & DESC_VALID == 0 {
+                    va = (va & !(span - 1)) + span;
+                    break;
+                }
+                if level == 3 || desc & DESC_TABLE_OR_PAGE == 0 {
+                    let start = va & !(span - 1);
+                    if start < range.start.0 || start + span > range.end.0 {
+                        return Err(MapError::Overlap(PhysRange::from_bounds(start, start + span)));
+                    }
+                    self.pool[table].0[idx] = 0;
+                    va = start + span;
+                    break;
+                }
+                table = (((desc & OA_MASK) - self.pool_pa) / PAGE_SIZE) as usize;
+                level += 1;
+            }
+        }
+        Ok(())
+    }
+
     fn leaf_attrs(&self, ty: MemType, access: Access) -> u64 {
         match self.format {
             Format::El2Stage1 => {
@@ -333,6 +378,25 @@ mod tests {
         // Leaf descriptor of the RAM block: S2AP=RW, MemAttr=WB, AF, no XN.
         let l2 = &m.pool[2].0[(0x4800_0000u64 >> 21 & 511) as usize];
         assert_eq!(l2 & (S2_XN | S2AP_READ | S2AP_WRITE | AF | (0xf << 2)), S2AP_READ | S2AP_WRITE | AF | (0xf << 2));
+    }
+
+    #[test]
+    fn unmap_and_resume() {
+        let mut p = pool(8);
+        let (used, root) = {
+            let mut m = IdentityMap::with_format(Format::Stage2, &mut p, PhysAddr(0x1000_0000)).unwrap();
+            m.map(r(0x4800_0000, 0x4c00_0000), MemType::Normal, Access::ReadWrite).unwrap();
+            m.map(r(0x1000_0000, 0x1010_0000), MemType::Device, Access::ReadWrite).unwrap();
+            (m.tables_used(), m.root())
+        };
+        let mut m = IdentityMap::resume(Format::Stage2, &mut p, root, used).unwrap();
+        assert!(m.translate(0x1008_0000).is_some());
+        m.unmap(r(0x1000_0000, 0x1010_0000)).unwrap();
+        assert_eq!(m.translate(0x1008_0000), None);
+        assert!(m.translate(0x4800_0000).is_some(), "RAM untouched");
+        assert!(matches!(m.unmap(r(0x4800_0000, 0x4800_1000)), Err(MapError::Overlap(_))), "would split a block");
+        m.map(r(0x1000_0000, 0x1010_0000), MemType::Device, Access::ReadWrite).unwrap();
+        assert_eq!(m.tables_used(), used, "tables reused");
     }
 
     #[test]

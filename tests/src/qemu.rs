@@ -72,6 +72,8 @@ pub struct QemuConfig {
     pub trace: Option<PathBuf>,
     /// Kill QEMU after this long.
     pub timeout: Duration,
+    /// Boot this file instead of the build's kernel ELF (e.g. the raw `Image`).
+    pub kernel: Option<PathBuf>,
 }
 
 impl Default for QemuConfig {
@@ -86,6 +88,7 @@ impl Default for QemuConfig {
             icount: false,
             trace: None,
             timeout: Duration::from_secs(60),
+            kernel: None,
         }
     }
 }
@@ -119,6 +122,7 @@ impl QemuConfig {
     /// The full command line that boots `kernel`.
     pub fn args(&self, kernel: &Path) -> Vec<String> {
         let mut a = self.machine_args("");
+        let kernel = self.kernel.as_deref().unwrap_or(kernel);
         a.extend(["-kernel".into(), kernel.display().to_string()]);
         if let Some(dtb) = &self.dtb {
             a.extend(["-dtb".into(), dtb.display().to_string()]);

@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! cargo xtask run  [--log-level L] [--flavour virt|stage1|stage2] [--append TEXT]
-//!                  [--overlay FILE.dts | --no-overlay] [--qemu-args "ARGS"]
-//!                  [--timeout SECS] [--debug] [-- EXTRA-QEMU-ARGS...]
+//!                  [--overlay FILE.dts | --no-overlay] [--timeout SECS] [--debug]
+//!                  [-- EXTRA-QEMU-ARGS...]
 //! cargo xtask test [--host-only] [--jobs N] [FILTER]
 //! cargo xtask build [--log-level L] [--debug]
+//! cargo xtask image [--board qemu-virt] [--log-level L] [--debug]
 //! ```
 
 mod prereq;
@@ -19,6 +20,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 const BOARD_CRATE: &str = "bulkhead-qemu-virt";
+/// The boards `cargo xtask image --board` knows (each is built by `BOARD_CRATE`).
+const BOARDS: &[&str] = &["qemu-virt"];
 const PAYLOAD_CRATE: &str = "bulkhead-payload";
 /// The overlay `cargo xtask run` boots unless told otherwise.
 const DEFAULT_OVERLAY: &str = "boards/qemu-virt/overlays/demo.dts";
@@ -38,6 +41,7 @@ struct Opts {
     overlay: Option<PathBuf>,
     no_overlay: bool,
     qemu_args: Vec<String>,
+    board: String,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -53,6 +57,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         overlay: None,
         no_overlay: false,
         qemu_args: Vec::new(),
+        board: "qemu-virt".into(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -70,7 +75,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--host-only" => o.host_only = true,
             "--overlay" => o.overlay = Some(PathBuf::from(val("--overlay")?)),
             "--no-overlay" => o.no_overlay = true,
-            "--qemu-args" => o.qemu_args.extend(val("--qemu-args")?.split_whitespace().map(String::from)),
+            "--board" => o.board = val("--board")?,
             "--" => {
                 o.qemu_args.extend(it.by_ref().cloned());
             }
@@ -119,21 +124,19 @@ fn build_kernel(o: &Opts) -> Result<PathBuf, String> {
     Ok(bulkhead_tests::workspace_root().join("target").join(prereq::TARGET).join(profile).join(BOARD_CRATE))
 }
 
-/// Builds the partition payload (position-independent, in its own target
-/// directory so its flags do not rebuild the kernel) and writes its flat image.
+/// Builds the partition payload and writes its flat image. Like the kernel
+/// it is position-independent (the target's rustflags in
+/// `.cargo/config.toml`), so it shares the kernel's target directory.
 fn build_payload() -> Result<PathBuf, String> {
     let root = bulkhead_tests::workspace_root();
-    let target_dir = root.join("target").join("payload");
     let st = cargo()
         .args(["build", "--release", "-p", PAYLOAD_CRATE, "--target", prereq::TARGET])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env("RUSTFLAGS", "-C relocation-model=pie")
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !st.success() {
         return Err("building the partition payload failed".into());
     }
-    let elf_path = target_dir.join(prereq::TARGET).join("release").join(PAYLOAD_CRATE);
+    let elf_path = root.join("target").join(prereq::TARGET).join("release").join(PAYLOAD_CRATE);
     let elf = std::fs::read(&elf_path).map_err(|e| format!("cannot read {}: {e}", elf_path.display()))?;
     let (_, image) = bulkhead_tests::image::flat_binary(&elf)?;
     let out = bulkhead_tests::work_dir().join("payload.bin");
@@ -148,6 +151,30 @@ fn build_all(o: &Opts) -> Result<Artifacts, String> {
 fn cmd_build(o: &Opts) -> Result<ExitCode, String> {
     let a = build_all(o)?;
     println!("{}\n{}", a.kernel.display(), a.payload.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the kernel for `--board` and writes the raw `Image` with the Linux
+/// arm64 header next to the ELF, for U-Boot `booti`, other Linux-protocol
+/// loaders and QEMU `-kernel Image`.
+fn cmd_image(o: &Opts) -> Result<ExitCode, String> {
+    if !BOARDS.contains(&o.board.as_str()) {
+        return Err(format!("unknown board {} ({})", o.board, BOARDS.join(", ")));
+    }
+    let elf = build_kernel(o)?;
+    let bytes = std::fs::read(&elf).map_err(|e| format!("cannot read {}: {e}", elf.display()))?;
+    let image = bulkhead_tests::image::linux_image(&bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
+    let header = bulkhead_tests::image::Arm64Header::parse(&image)?;
+    let out = elf.with_file_name(format!("{BOARD_CRATE}.Image"));
+    std::fs::write(&out, &image).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    eprintln!(
+        "xtask: Image {} bytes, image_size {:#x} (with bss and stack), text_offset {:#x}, {}",
+        image.len(),
+        header.image_size,
+        header.text_offset,
+        if header.anywhere() { "any 2 MiB-aligned base" } else { "fixed base" }
+    );
+    println!("{}\n{}", elf.display(), out.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -237,14 +264,15 @@ fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
-        eprintln!("usage: cargo xtask <run|test|build> [options]   (see xtask/src/main.rs)");
+        eprintln!("usage: cargo xtask <run|test|build|image> [options]   (see xtask/src/main.rs)");
         return ExitCode::FAILURE;
     };
     let result = parse(rest).and_then(|o| match cmd.as_str() {
         "run" => cmd_run(&o),
         "test" => cmd_test(&o),
         "build" => cmd_build(&o),
-        other => Err(format!("unknown command {other} (run, test, build)")),
+        "image" => cmd_image(&o),
+        other => Err(format!("unknown command {other} (run, test, build, image)")),
     });
     match result {
         Ok(c) => c,

@@ -56,6 +56,40 @@ pub extern "C" fn bulkhead_board_entry(x0: u64, el: u64) -> ! {
     }
 }
 
+fn overlay_err(e: platform::overlay::OverlayError) -> ExitCode {
+    defmt::error!("cannot boot: {}", e);
+    ExitCode::BadDeviceTree
+}
+
+/// Merges the overlays `/chosen/bulkhead,overlays` names (`regions`) into a
+/// copy of the DTB, kept in the heap for the kernel's life. `placed` is what
+/// the kernel already occupies (image, heap): an overlay's
+/// `/reserved-memory` must stay clear of it.
+fn apply_overlays(dt: DeviceTree<'static>, regions: &[PhysRange], placed: &[PhysRange]) -> Result<DeviceTree<'static>, ExitCode> {
+    if regions.is_empty() {
+        return Ok(dt);
+    }
+    let blobs: alloc::vec::Vec<&[u8]> = regions
+        .iter()
+        // SAFETY: `chosen_overlays` checked that each region lies in RAM,
+        // which the identity map covers read-write; the regions were
+        // reserved before the heap was placed, so no allocation overlaps
+        // them, and nothing writes them while they are read.
+        .map(|r| unsafe { core::slice::from_raw_parts(r.start.0 as *const u8, r.size() as usize) })
+        .collect();
+    let merged = platform::overlay::apply(dt.bytes(), &blobs).map_err(overlay_err)?;
+    let merged: &'static [u8] = merged.leak();
+    let dt = DeviceTree::parse(merged).map_err(dt_err)?;
+    for r in dt.reserved_memory().map_err(dt_err)? {
+        if placed.iter().any(|p| p.overlaps(&r)) {
+            defmt::error!("cannot boot: an overlay reserves {}, which the kernel already uses", r);
+            return Err(ExitCode::BadDeviceTree);
+        }
+    }
+    defmt::info!("overlays: {=usize} applied from /chosen/bulkhead,overlays, {=usize}-byte tree", regions.len(), merged.len());
+    Ok(dt)
+}
+
 fn dt_err(e: platform::dt::DtError) -> ExitCode {
     defmt::error!("cannot boot: {}", e);
     ExitCode::BadDeviceTree
@@ -97,6 +131,12 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
     for r in dt.reserved_memory().map_err(dt_err)? {
         map.reserve(r.grow_to(PAGE_SIZE), Reservation::ReservedMemory).map_err(|_| platform_err("too many memory reservations"))?;
     }
+    // Overlays the bootloader left for the kernel to apply: reserved before
+    // the heap is placed, so nothing the kernel allocates overwrites them.
+    let overlays = platform::overlay::chosen_overlays(&dt, &ram).map_err(overlay_err)?;
+    for r in &overlays {
+        map.reserve(r.grow_to(PAGE_SIZE), Reservation::Dtb).map_err(|_| platform_err("too many memory reservations"))?;
+    }
     // The heap sits right after the image, so a configuration knows where
     // the kernel's memory ends.
     let heap_base = (layout.image.end.0 + HEAP_ALIGN - 1) & !(HEAP_ALIGN - 1);
@@ -105,6 +145,8 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
         .or_else(|| map.take(HEAP_SIZE, HEAP_ALIGN, Reservation::Heap))
         .ok_or_else(|| platform_err("no room for the kernel heap"))?;
     platform::memory::init_heap(heap);
+    // From here on the kernel reads the DTB with those overlays merged in.
+    let dt = apply_overlays(dt, &overlays, &[layout.image, heap])?;
 
     banner(&dt, &map, &smmus, heap)?;
 
@@ -130,8 +172,8 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
         defmt::info!("no partitions configured");
         return Ok(());
     }
-    partition::start(plan, &mut iommus, &discovered)?;
-    match partition::wait_all(&mut iommus, &discovered) {
+    partition::start(plan, iommus, discovered)?;
+    match partition::wait_all() {
         ExitCode::Success => Ok(()),
         code => Err(code),
     }
@@ -234,6 +276,7 @@ fn banner(
         BOARD
     );
     defmt::info!("CurrentEL: EL{=u8}", arch::current_el());
+    arch::boot::log_placement();
     defmt::info!("CPUs: {=usize} (boot CPU MPIDR {=u64:#x})", cpus.len(), arch::mpidr());
     for c in &cpus {
         defmt::info!("  cpu MPIDR {=u64:#x} enable-method {=str}", c.mpidr, if c.psci { "psci" } else { "other" });

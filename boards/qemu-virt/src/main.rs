@@ -13,6 +13,7 @@ mod discover;
 mod dma;
 mod dmatest;
 mod iommu;
+mod ownership;
 mod partition;
 
 pub use boot::bulkhead_board_entry;

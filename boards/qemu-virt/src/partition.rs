@@ -10,8 +10,6 @@ use alloc::vec;
 use alloc::vec::Vec;
 use partitions::guest_dt::GuestDevice;
 use partitions::topology::DeviceRef;
-use platform::pci;
-use smmu::{DomainConfig, Iova, Prot};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use partitions::binding::Region;
 use partitions::hypercall::{self, Call, Status};
@@ -33,11 +31,10 @@ const RUNNING: u8 = 0;
 const EXITED: u8 = 1;
 const FAILED: u8 = 2;
 
-struct Part {
-    plan: PartitionPlan,
-    /// Its DMA domains, by SMMU index: they live as long as the partition.
-    #[allow(dead_code)] // read by the run-time ownership changes
-    domains: Vec<(usize, smmu::Domain)>,
+/// One partition at run time.
+pub struct Part {
+    /// What validation planned for it.
+    pub(crate) plan: PartitionPlan,
     state: AtomicU8,
     status: AtomicU64,
 }
@@ -78,8 +75,9 @@ fn err(what: &'static str) -> ExitCode {
 }
 
 /// Builds the identity stage 2 of `p` in frames of its own: its RAM, and
-/// its devices' MMIO as Device memory.
-fn stage2(p: &PartitionPlan, mmio: &[PhysRange]) -> Result<Stage2, ExitCode> {
+/// its devices' MMIO as Device memory. Returns the tables' description for
+/// later edits as well.
+fn stage2(p: &PartitionPlan, mmio: &[PhysRange]) -> Result<(Stage2, crate::ownership::S2Pool), ExitCode> {
     let bytes = S2_TABLES as u64 * PAGE_SIZE;
     let pa = platform::memory::alloc_zeroed(bytes, PAGE_SIZE).ok_or_else(|| err("out of frames for stage-2 tables"))?;
     // SAFETY: fresh, zeroed, identity-mapped frames owned by this table.
@@ -99,7 +97,8 @@ fn stage2(p: &PartitionPlan, mmio: &[PhysRange]) -> Result<Stage2, ExitCode> {
         })?;
     }
     platform::arch::cache::clean(PhysRange::new(pa.0, bytes).unwrap_or_default());
-    Ok(Stage2 { root: m.root(), vmid: vmid_of(p), input_bits: platform::pgtable::VA_BITS as u8, start_level: 0 })
+    let s2 = Stage2 { root: m.root(), vmid: vmid_of(p), input_bits: platform::pgtable::VA_BITS as u8, start_level: 0 };
+    Ok((s2, crate::ownership::S2Pool { pa, tables: S2_TABLES, used: m.tables_used() }))
 }
 
 /// The VMID of partition `p` (0 is never used).
@@ -108,14 +107,17 @@ fn vmid_of(p: &PartitionPlan) -> u16 {
 }
 
 /// A device of a partition: what its DTB says, and its MMIO.
-struct OwnedDevice {
-    guest: GuestDevice,
-    mmio: Vec<PhysRange>,
+pub struct OwnedDevice {
+    /// Its node in the partition's DTB.
+    pub guest: GuestDevice,
+    /// Its MMIO (BARs).
+    pub mmio: Vec<PhysRange>,
 }
 
-fn devices_of(p: &PartitionPlan, d: &Discovered) -> Result<Vec<OwnedDevice>, ExitCode> {
+/// The devices `list` names, with their MMIO.
+pub fn describe_devices(name: &str, list: &[DeviceRef], d: &Discovered) -> Result<Vec<OwnedDevice>, ExitCode> {
     let mut out = Vec::new();
-    for &dev in &p.devices {
+    for &dev in list {
         match dev {
             DeviceRef::Pci { host, function } => {
                 let f = d.pci.get(host).and_then(|t| t.functions.get(function)).ok_or_else(|| err("device vanished"))?;
@@ -133,11 +135,15 @@ fn devices_of(p: &PartitionPlan, d: &Discovered) -> Result<Vec<OwnedDevice>, Exi
             }
             DeviceRef::Platform(i) => {
                 let path = d.topology.platform.get(i).map(|x| x.path.as_str()).unwrap_or("?");
-                defmt::warn!("partition {=str}: platform device {=str}: its MMIO is not passed through yet", p.name.as_str(), path);
+                defmt::warn!("partition {=str}: platform device {=str}: its MMIO is not passed through yet", name, path);
             }
         }
     }
     Ok(out)
+}
+
+fn devices_of(p: &PartitionPlan, d: &Discovered) -> Result<Vec<OwnedDevice>, ExitCode> {
+    describe_devices(p.name.as_str(), &p.devices, d)
 }
 
 /// The DMA side of a partition (DESIGN.md I4, I5): for each SMMU its groups
@@ -150,70 +156,22 @@ fn attach_groups(
     iommus: &mut [Iommu],
     d: &Discovered,
 ) -> Result<Vec<(usize, smmu::Domain)>, ExitCode> {
-    let fail = |what: &'static str, e: smmu::Error| {
-        defmt::error!("partition {=str}: {=str}: {}", p.name.as_str(), what, e);
-        ExitCode::SmmuError
-    };
     let mut domains: Vec<(usize, smmu::Domain)> = Vec::new();
     for gid in &p.groups {
         let g = d.groups.get(*gid).ok_or_else(|| err("group vanished"))?;
-        let iommu = iommus.get_mut(g.smmu.0).ok_or_else(|| err("group's SMMU was not brought up"))?;
-        if !domains.iter().any(|(i, _)| *i == g.smmu.0) {
-            // Tagged with the partition's own VMID (the one its CPUs use), or
-            // the same number as its ASID on a stage-1-only SMMU.
-            let cfg = DomainConfig { tag: Some(vmid_of(p)), ..DomainConfig::default() };
-            let mut dom = iommu.smmu.create_domain(cfg).map_err(|e| fail("create domain", e))?;
-            for m in &p.memory {
-                iommu.smmu.map(&mut dom, Iova(m.base.0), m.base, m.size, Prot::RAM_RW).map_err(|e| fail("map RAM", e))?;
-            }
-            if p.dma_p2p {
-                for r in devs.iter().flat_map(|x| x.mmio.iter()) {
-                    let r = r.grow_to(PAGE_SIZE);
-                    iommu.smmu.map(&mut dom, Iova(r.start.0), smmu::PhysAddr(r.start.0), r.size(), Prot::MMIO_RW).map_err(|e| fail("map BAR", e))?;
-                }
-            }
-            domains.push((g.smmu.0, dom));
-        }
-        let dom = &domains.iter().find(|(i, _)| *i == g.smmu.0).ok_or_else(|| err("domain vanished"))?.1;
-        let before = iommu.smmu.stats();
-        iommu.smmu.attach(dom, &g.stream_ids).map_err(|e| fail("attach", e))?;
-        let cost = iommu.smmu.stats() - before;
-        let sids: Vec<u32> = g.stream_ids.iter().map(|s| s.0).collect();
-        defmt::info!(
-            "partition {=str}: group {=u32} (StreamIDs {=[?]:#x}) attached to its {} domain (VMID {=?}, ASID {=?}): {=u64} commands, {=u64} CMD_SYNC",
-            p.name.as_str(),
-            gid.0,
-            sids.as_slice(),
-            dom.stage(),
-            dom.vmid().map(|v| v.0),
-            dom.asid().map(|a| a.0),
-            cost.commands,
-            cost.syncs
-        );
+        crate::ownership::attach(p, g, devs, iommus, &mut domains).map_err(|_| ExitCode::SmmuError)?;
     }
     // The STEs are live: now the devices may master, and the bridges above
     // them forward.
-    for &dev in &p.devices {
-        let DeviceRef::Pci { host, function } = dev else { continue };
-        let t = d.pci.get(host).ok_or_else(|| err("host vanished"))?;
-        let mut cs = d.config_space(host).ok_or_else(|| err("no config space"))?;
-        let f = t.functions.get(function).ok_or_else(|| err("function vanished"))?;
-        let mut up = f.parent;
-        while let Some(b) = up {
-            let bridge = t.functions.get(b).ok_or_else(|| err("bridge vanished"))?;
-            pci::set_bus_master(&mut cs, bridge.bdf, true).map_err(|_| err("bridge bus master"))?;
-            up = bridge.parent;
-        }
-        pci::set_memory_decode(&mut cs, f.bdf, true).map_err(|_| err("memory decode"))?;
-        pci::set_bus_master(&mut cs, f.bdf, true).map_err(|_| err("bus master"))?;
-    }
+    crate::ownership::start_devices(&p.devices, d).map_err(|_| err("enabling devices"))?;
     Ok(domains)
 }
 
 /// Scrubs, loads and starts every partition of `plan`.
-pub fn start(plan: Plan, iommus: &mut [Iommu], discovered: &Discovered) -> Result<(), ExitCode> {
+pub fn start(plan: Plan, mut iommus: Vec<Iommu>, discovered: Discovered) -> Result<(), ExitCode> {
+    let discovered = &discovered_leak(discovered);
     let mut launches = Vec::new();
-    let mut domains: Vec<Vec<(usize, smmu::Domain)>> = Vec::new();
+    let mut rts: Vec<crate::ownership::PartRt> = Vec::new();
     for p in &plan.partitions {
         for m in &p.memory {
             // SAFETY: the plan was validated: the region is RAM owned by this
@@ -238,7 +196,7 @@ pub fn start(plan: Plan, iommus: &mut [Iommu], discovered: &Discovered) -> Resul
         };
         let entry = PhysAddr(entry.0);
         let devs = devices_of(p, discovered)?;
-        domains.push(attach_groups(p, &devs, iommus, discovered)?);
+        let domains = attach_groups(p, &devs, &mut iommus, discovered)?;
         let guests: Vec<GuestDevice> = devs.iter().map(|x| x.guest.clone()).collect();
         let dtb = partitions::guest_dt::build(p, &guests);
         let dtb_at = PhysAddr((home.end() - DTB_ROOM + 7) & !7);
@@ -249,7 +207,8 @@ pub fn start(plan: Plan, iommus: &mut [Iommu], discovered: &Discovered) -> Resul
         // checked above not to overlap the image.
         unsafe { core::ptr::copy_nonoverlapping(dtb.as_ptr(), dtb_at.0 as *mut u8, dtb.len()) };
         let mmio: Vec<PhysRange> = devs.iter().flat_map(|x| x.mmio.iter().copied()).collect();
-        let s2 = stage2(p, &mmio)?;
+        let (s2, pool) = stage2(p, &mmio)?;
+        rts.push(crate::ownership::PartRt { s2, pool, domains, devices: p.devices.clone(), generation: 0, revoked: Vec::new() });
         for m in &p.memory {
             // The partition starts with its caches off: make the scrub, the
             // image and the DTB visible to it.
@@ -274,10 +233,15 @@ pub fn start(plan: Plan, iommus: &mut [Iommu], discovered: &Discovered) -> Resul
         parts: plan
             .partitions
             .into_iter()
-            .zip(domains)
-            .map(|(plan, domains)| Part { plan, domains, state: AtomicU8::new(RUNNING), status: AtomicU64::new(0) })
+            .map(|plan| Part { plan, state: AtomicU8::new(RUNNING), status: AtomicU64::new(0) })
             .collect(),
     };
+    let ownership = partitions::ownership::Ownership::from_plan(
+        &Plan { partitions: t.parts.iter().map(|p| p.plan.clone()).collect(), blocked: Vec::new() },
+        discovered.groups.groups.len(),
+    );
+    crate::ownership::install(crate::ownership::Runtime { iommus, discovered, ownership, parts: rts });
+    crate::ownership::publish_initial();
     // SAFETY: no partition CPU runs yet; see `table`.
     unsafe { *core::ptr::addr_of_mut!(TABLE) = Some(Box::leak(Box::new(t))) };
     guest::set_trap_handler(trap);
@@ -312,7 +276,11 @@ const EVENT_LINES_PER_DRAIN: u32 = 8;
 /// and partition that own its StreamID. QEMU records one event per 4 bytes
 /// of a faulting transfer, so repeats of the same (StreamID, type, page)
 /// are counted, not printed.
-fn drain_events(t: &Table_, iommus: &mut [Iommu], d: &Discovered) {
+fn drain_events(t: &'static Table_) {
+    crate::ownership::with(|rt| drain(t, &mut rt.iommus, rt.discovered));
+}
+
+fn drain(t: &'static Table_, iommus: &mut [Iommu], d: &Discovered) {
     for (si, iommu) in iommus.iter_mut().enumerate() {
         let mut last: Option<(u32, smmu::EventType, u64)> = None;
         let (mut printed, mut repeats) = (0u32, 0u32);
@@ -330,13 +298,13 @@ fn drain_events(t: &Table_, iommus: &mut [Iommu], d: &Discovered) {
             }
             printed += 1;
             let group = d.groups.groups.iter().find(|g| g.smmu.0 == si && g.stream_ids.contains(&e.stream_id));
-            let owner = group.and_then(|g| t.parts.iter().find(|p| p.plan.groups.contains(&g.id)));
+            let owner = group.and_then(|g| crate::ownership::owner_name(t_names(t), g.id));
             defmt::warn!(
                 "SMMU event {}: StreamID {=u32:#x}, group {=i64}, partition {=str}, {=str} at {=u64:#x}",
                 e.event_type,
                 e.stream_id.0,
                 group.map(|g| i64::from(g.id.0)).unwrap_or(-1),
-                owner.map(|p| p.plan.name.as_str()).unwrap_or("(none: blocked)"),
+                owner.unwrap_or("(none: blocked)"),
                 match e.read {
                     Some(true) => "read",
                     Some(false) => "write",
@@ -356,15 +324,20 @@ fn drain_events(t: &Table_, iommus: &mut [Iommu], d: &Discovered) {
     }
 }
 
+/// Discovery results live for the kernel's life (the runtime refers to them).
+fn discovered_leak(d: Discovered) -> &'static Discovered {
+    Box::leak(Box::new(d))
+}
+
 /// Waits until every partition has stopped, draining SMMU events meanwhile;
 /// the status says whether any partition failed.
-pub fn wait_all(iommus: &mut [Iommu], discovered: &Discovered) -> ExitCode {
+pub fn wait_all() -> ExitCode {
     let Some(t) = table() else { return ExitCode::Success };
     loop {
-        drain_events(t, iommus, discovered);
+        drain_events(t);
         let states: Vec<u8> = t.parts.iter().map(|p| p.state.load(Ordering::Acquire)).collect();
         if states.iter().all(|&s| s != RUNNING) {
-            drain_events(t, iommus, discovered);
+            drain_events(t);
             let failed = states.iter().filter(|&&s| s == FAILED).count();
             defmt::info!("all {=usize} partitions stopped, {=usize} failed", states.len(), failed);
             return if failed == 0 { ExitCode::Success } else { ExitCode::PartitionFailed };
@@ -412,6 +385,11 @@ fn trap(frame: &mut Frame, s: &Syndrome) -> TrapAction {
             }
         },
         ec @ (0x20 | 0x24) => {
+            if ec == 0x24 {
+                if let Some(action) = crate::ownership::mmio_fault(p.plan.id, s, frame) {
+                    return action;
+                }
+            }
             let fsc = (s.iss() & 0x3f) as u8;
             let write = ec == 0x24 && s.iss() & (1 << 6) != 0;
             defmt::error!(
@@ -474,6 +452,17 @@ fn hypercall(p: &Part, frame: &mut Frame) -> TrapAction {
             frame.x[2] = p.plan.cpus.len() as u64;
             frame.x[3] = p.plan.devices.len() as u64;
         }
+        call => {
+            let Some(t) = table() else { return TrapAction::Halt };
+            let r = crate::ownership::hypercall(t_names(t), p.plan.id, call);
+            match r {
+                Ok(out) => frame.x[1..4].copy_from_slice(&out),
+                Err(e) => {
+                    frame.x[0] = e.code();
+                    return TrapAction::Resume;
+                }
+            }
+        }
     }
     frame.x[0] = Status::Ok.code();
     TrapAction::Resume
@@ -488,4 +477,14 @@ pub fn regions(plan: &Plan) -> impl Iterator<Item = (PhysRange, bool)> + '_ {
             .chain(p.image.iter().map(|(img, _)| (img, true)))
             .filter_map(|(r, image): (&Region, bool)| PhysRange::new(r.base.0, r.size).map(|x| (x, image)))
     })
+}
+
+/// Partition names by id, for messages.
+fn t_names(t: &'static Table_) -> &'static [Part] {
+    &t.parts
+}
+
+/// A partition's name (for the ownership module's messages).
+pub fn part_name(parts: &[Part], id: usize) -> &str {
+    parts.get(id).map(|p| p.plan.name.as_str()).unwrap_or("?")
 }

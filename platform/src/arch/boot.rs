@@ -1,46 +1,155 @@
-//! The image entry point and the exception vector table.
+//! The image entry point, the Linux arm64 image header, self-relocation and
+//! the exception vector table.
 //!
-//! `_start` follows the Linux arm64 boot protocol: x0 holds the DTB address
-//! (QEMU's ELF path leaves x0 = 0 and puts the DTB at the bottom of RAM; the
-//! board resolves that). Only the primary CPU enters here; secondaries stay
-//! with the PSCI firmware until CPU_ON. Nothing here assumes an exception
-//! level: the board's entry checks it and refuses anything but EL2.
+//! The image starts with the 64-byte header of the Linux arm64 boot protocol
+//! (Documentation/arm64/booting.rst), so U-Boot `booti`, other loaders and
+//! QEMU's `-kernel Image` accept the raw image. `_start` follows that
+//! protocol: entered at EL2 with the MMU off, x0 holds the DTB address (QEMU's
+//! ELF path leaves x0 = 0 and puts the DTB at the bottom of RAM; the board
+//! resolves that). Only the primary CPU enters here; secondaries stay with the
+//! PSCI firmware until CPU_ON. Nothing here assumes an exception level: the
+//! board's entry checks it and refuses anything but EL2.
+//!
+//! The kernel is a position-independent executable linked at the board's
+//! link address (QEMU's ELF loader puts it there). A loader may place the
+//! `Image` at any other 2 MiB-aligned address (header flag "anywhere"):
+//! before any Rust code runs, `_start` applies the image's own
+//! `R_AARCH64_RELATIVE` relocations for the distance between where it runs
+//! and where it was linked. Everything else the kernel derives from its own
+//! location comes from PC-relative linker symbols ([`image_layout`]).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// `r_info` of an `R_AARCH64_RELATIVE` relocation (symbol 0, type 1027;
+/// ELF for the Arm 64-bit Architecture, "Dynamic relocations").
+const R_AARCH64_RELATIVE: u64 = 1027;
+/// Alignment the load address must keep relative to the link address.
+///
+/// The header promises 2 MiB ("anywhere" placement of a 2 MiB-aligned base,
+/// text_offset 0). Two things depend on it: the W^X identity map (page
+/// granular), and defmt, whose interned-string indices are symbol addresses
+/// in the non-loaded `.defmt` section truncated to 16 bits and computed
+/// PC-relatively: they stay right only when the load bias is a multiple of
+/// 64 KiB. `_start` refuses a bias that is not.
+pub const LOAD_ALIGN: u64 = 64 << 10;
 
 core::arch::global_asm!(
     r#"
     .section .text.boot, "ax"
     .global _start
 _start:
+    // Linux arm64 image header, 64 bytes, little-endian
+    // (Documentation/arm64/booting.rst, "Call the kernel image").
+    b       __bulkhead_entry            // code0: over the header
+    .long   0                           // code1
+    .quad   0                           // text_offset: at the 2 MiB-aligned base
+    .quad   __image_size                // image_size: text through bss and stack (link.ld)
+    .quad   0xa                         // flags: bit 0 = 0 little-endian, bits 1-2 = 1 4K
+                                        // pages, bit 3 = 1 base anywhere in RAM
+    .quad   0                           // res2
+    .quad   0                           // res3
+    .quad   0                           // res4
+    .ascii  "ARM\x64"                   // magic
+    .long   0                           // res5: no PE/COFF header
+
+__bulkhead_entry:
     msr     daifset, #0xf               // no interrupts until the kernel asks
     mov     x19, x0                     // DTB address from the loader (may be 0)
     mrs     x20, CurrentEL
     ubfx    x20, x20, #2, #2
-    adrp    x1, __stack_top
+
+    // Load bias = where the image runs - where it was linked. The link
+    // address is an absolute linker-script symbol, so it is a link-time
+    // constant (no relocation of its own); __image_start is PC-relative.
+    adrp    x21, __image_start
+    add     x21, x21, :lo12:__image_start
+    movz    x24, #:abs_g3:__link_base
+    movk    x24, #:abs_g2_nc:__link_base
+    movk    x24, #:abs_g1_nc:__link_base
+    movk    x24, #:abs_g0_nc:__link_base
+    sub     x22, x21, x24
+    movz    x25, #:abs_g3:__image_size
+    movk    x25, #:abs_g2_nc:__image_size
+    movk    x25, #:abs_g1_nc:__image_size
+    movk    x25, #:abs_g0_nc:__image_size
+    sub     x25, x25, #8                // last offset an 8-byte target may start at
+
+    // Apply every R_AARCH64_RELATIVE: *(r_offset + bias) = r_addend + bias.
+    // Always, even at bias 0: the linker leaves RELA targets unwritten.
+    // Targets outside the image are skipped: defmt keeps a pointer in its
+    // `.defmt` section, which is never loaded (it sits at address 0). The
+    // MMU is off, so every access is Device memory and must be aligned: the
+    // table is 8-byte aligned (link.ld) and a target that is not (never
+    // seen, but legal) is written a byte at a time.
+    adrp    x1, __rela_start
+    add     x1, x1, :lo12:__rela_start
+    adrp    x2, __rela_end
+    add     x2, x2, :lo12:__rela_end
+    mov     x23, xzr                    // first unsupported r_info, 0 = none
+0:  cmp     x1, x2
+    b.hs    3f
+    ldp     x3, x4, [x1]                // r_offset, r_info
+    ldr     x5, [x1, #16]               // r_addend
+    add     x1, x1, #24
+    cbz     x4, 0b                      // R_AARCH64_NONE: padding
+    cmp     x4, #{relative}
+    b.eq    1f
+    cbnz    x23, 0b
+    mov     x23, x4                     // remember it, report after the stack is up
+    b       0b
+1:  sub     x6, x3, x24                 // offset in the image (link addresses)
+    cmp     x6, x25
+    b.hi    0b                          // not in the image
+    add     x3, x3, x22
+    add     x5, x5, x22
+    tst     x3, #7
+    b.ne    2f
+    str     x5, [x3]
+    b       0b
+2:  mov     x6, #8
+21: strb    w5, [x3], #1
+    lsr     x5, x5, #8
+    subs    x6, x6, #1
+    b.ne    21b
+    b       0b
+
+3:  adrp    x1, __stack_top
     add     x1, x1, :lo12:__stack_top
     mov     sp, x1
     adrp    x1, __bss_start
     add     x1, x1, :lo12:__bss_start
     adrp    x2, __bss_end
     add     x2, x2, :lo12:__bss_end
-0:  cmp     x1, x2
-    b.hs    1f
+4:  cmp     x1, x2
+    b.hs    5f
     stp     xzr, xzr, [x1], #16
-    b       0b
-1:  adrp    x1, __bulkhead_vectors
+    b       4b
+5:  adrp    x1, BULKHEAD_LOAD_BIAS      // after the bss clear, which would erase it
+    str     x22, [x1, :lo12:BULKHEAD_LOAD_BIAS]
+    adrp    x1, __bulkhead_vectors
     add     x1, x1, :lo12:__bulkhead_vectors
     cmp     x20, #2
-    b.eq    2f
+    b.eq    6f
     cmp     x20, #1
-    b.ne    3f
+    b.ne    7f
     msr     vbar_el1, x1                // wrong EL: still report faults
-    b       3f
-2:  msr     vbar_el2, x1
-3:  isb
+    b       7f
+6:  msr     vbar_el2, x1
+7:  isb
+    // A misplaced image or a relocation we cannot apply: stop before any
+    // code that relies on them runs.
+    tst     x22, #({load_align} - 1)
+    b.ne    8f
+    cbnz    x23, 8f
     mov     x0, x19
     mov     x1, x20
     bl      bulkhead_board_entry
-4:  wfe
-    b       4b
+    b       9f
+8:  mov     x0, x22
+    mov     x1, x23
+    bl      bulkhead_bad_image
+9:  wfe
+    b       9b
 
     // Exception vectors: 16 entries of 0x80 bytes, 2 KiB aligned.
     // Each saves x0..x30 into a frame on the current stack and calls
@@ -111,8 +220,70 @@ __bulkhead_exception_common:
     ldr     x30, [sp, #240]
     add     sp, sp, #256
     eret
-"#
+"#,
+    load_align = const LOAD_ALIGN,
+    relative = const R_AARCH64_RELATIVE,
 );
+
+/// Load bias (runtime address - link address), stored by `_start` once the
+/// relocations are applied. Only `_start` writes it, before any Rust runs.
+#[unsafe(no_mangle)]
+static BULKHEAD_LOAD_BIAS: AtomicU64 = AtomicU64::new(0);
+
+/// Where the image runs and where it was linked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The address the loader placed the image at (start of the header).
+    pub runtime: crate::PhysAddr,
+    /// The address the image was linked at (the ELF's load address).
+    pub link: crate::PhysAddr,
+    /// Image size including bss and stack (the header's `image_size`).
+    pub size: u64,
+}
+
+impl Placement {
+    /// Runtime minus link address (wrapping: a loader may place the image
+    /// below its link address).
+    pub fn bias(&self) -> u64 {
+        self.runtime.0.wrapping_sub(self.link.0)
+    }
+}
+
+/// Where the image runs, where it was linked, and how large it is.
+pub fn placement() -> Placement {
+    let image = image_layout().image;
+    let bias = BULKHEAD_LOAD_BIAS.load(Ordering::Relaxed);
+    Placement { runtime: image.start, link: crate::PhysAddr(image.start.0.wrapping_sub(bias)), size: image.size() }
+}
+
+/// Logs where the image runs (for the boot banner).
+pub fn log_placement() {
+    let p = placement();
+    if p.bias() == 0 {
+        defmt::info!("image: running at {} (its link address), {=u64} KiB with bss and stack", p.runtime, p.size >> 10);
+    } else {
+        defmt::info!(
+            "image: running at {} (linked at {}, relocated), {=u64} KiB with bss and stack",
+            p.runtime,
+            p.link,
+            p.size >> 10
+        );
+    }
+}
+
+/// Entered from `_start` instead of the board when the image cannot run
+/// where it is: the load address is not [`LOAD_ALIGN`]-aligned relative to
+/// the link address (`bias`), or the image holds a relocation other than
+/// `R_AARCH64_RELATIVE` (`r_info`, 0 if none; `cargo xtask image` checks
+/// this at build time). Neither the console (the board knows where it is)
+/// nor, when misplaced, defmt's string indices can be trusted, so this only
+/// stops the machine with [`crate::ExitCode::PlatformError`].
+#[unsafe(no_mangle)]
+extern "C" fn bulkhead_bad_image(bias: u64, r_info: u64) -> ! {
+    let _ = (bias, r_info);
+    super::exit::configure(true, crate::dt::PsciConduit::Smc);
+    super::exit::exit_quiet(crate::ExitCode::PlatformError)
+}
 
 unsafe extern "C" {
     static __image_start: u8;

@@ -135,3 +135,17 @@ pub fn halt_this_cpu() -> ! {
         aarch64_cpu::asm::wfe();
     }
 }
+
+/// Invalidates every CPU's stage-1 and stage-2 TLB entries of the partition
+/// whose stage 2 is `s2` (after its stage 2 changed), from any CPU: VTTBR_EL2
+/// selects the VMID the broadcast TLBI applies to, so it is switched to the
+/// partition's for the invalidation and restored after (Arm ARM D8.13).
+pub fn flush_stage2(s2: &Stage2) {
+    let saved = VTTBR_EL2.get();
+    VTTBR_EL2.set((u64::from(s2.vmid) << 48) | s2.root.0);
+    // SAFETY: barriers and an inner-shareable TLB invalidation of one VMID;
+    // the ISB makes the VTTBR write effective first.
+    unsafe { core::arch::asm!("dsb ishst", "isb", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+    VTTBR_EL2.set(saved);
+    barrier::isb(barrier::SY);
+}

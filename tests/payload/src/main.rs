@@ -15,7 +15,13 @@
 //! - `watch=ADDR:MS`: keep checking that canary for MS milliseconds;
 //! - `wait=MS`: sleep;
 //! - `sysreg`: read PMCR_EL0 (the kernel must stop this partition);
-//! - `badcalls`: make hypercalls with bad arguments and report the codes.
+//! - `badcalls`: make hypercalls with bad arguments and report the codes;
+//! - `move=GROUP:A:B:N` (a manager): move GROUP from partition A to B and
+//!   back, N times, and report the statuses;
+//! - `try-move=GROUP:A:B`: one release and assign attempt, statuses reported;
+//! - `assign=GROUP:P`: one assignment, status reported;
+//! - `dma-loop=MS`: for MS milliseconds, whenever it owns a device, round-trip
+//!   DMA through its own memory and verify it.
 #![no_std]
 #![no_main]
 
@@ -206,6 +212,33 @@ extern "C" fn payload_main(dtb: u64) -> ! {
             l.push("console-write across my end: ").hex(r).send();
             let r = hvc::raw(0x77, 0, 0);
             l.push("unknown call 0x77: ").hex(r).send();
+        } else if let Some(spec) = arg.strip_prefix("move=") {
+            let v: [u64; 4] = core::array::from_fn(|i| spec.split(':').nth(i).and_then(parse_u64).unwrap_or(0));
+            let (g, a, b, n) = (v[0], v[1], v[2], v[3]);
+            let mut failures = 0;
+            for i in 0..n {
+                for (from, to) in [(a, b), (b, a)] {
+                    let r = hvc::release(g, from);
+                    let s = hvc::assign(g, to);
+                    if r != 0 || s != 0 {
+                        failures += 1;
+                        l.push("move ").hex(i).push(": release ").hex(r).push(" assign ").hex(s).send();
+                    }
+                    delay_us(20_000);
+                }
+            }
+            l.push("moves: ").hex(n).push(" round trips of group ").hex(g).push(", failures ").hex(failures).send();
+        } else if let Some(spec) = arg.strip_prefix("try-move=") {
+            let v: [u64; 3] = core::array::from_fn(|i| spec.split(':').nth(i).and_then(parse_u64).unwrap_or(u64::MAX));
+            let r = hvc::release(v[0], v[1]);
+            let s = hvc::assign(v[0], v[2]);
+            l.push("try-move group ").hex(v[0]).push(": release ").hex(r).push(" assign ").hex(s).send();
+        } else if let Some((g, to)) = arg.strip_prefix("assign=").and_then(|a| a.split_once(':')) {
+            let (g, to) = (parse_u64(g).unwrap_or(u64::MAX), parse_u64(to).unwrap_or(u64::MAX));
+            let r = hvc::assign(g, to);
+            l.push("assign group ").hex(g).push(" to ").hex(to).push(": ").hex(r).send();
+        } else if let Some(ms) = arg.strip_prefix("dma-loop=").and_then(parse_u64) {
+            dma_loop(ms, scratch, &mut l);
         } else if let Some(ms) = arg.strip_prefix("wait=").and_then(parse_u64) {
             delay_us(ms * 1000);
         } else if let Some(a) = arg.strip_prefix("canary=").and_then(parse_u64) {
@@ -259,6 +292,42 @@ fn fill(at: u64, v: u8) {
 fn bytes(at: u64) -> &'static [u8] {
     // SAFETY: as in `fill`.
     unsafe { core::slice::from_raw_parts(at as *const u8, edu::LEN) }
+}
+
+/// Keeps whatever device it owns busy: round trips through its own memory.
+/// A transfer during which the device was taken away (the generation
+/// changed) may fail; one that completed while it owned the device must
+/// verify.
+fn dma_loop(ms: u64, scratch: u64, l: &mut Line) {
+    let (start, f) = counter();
+    let (mut ok, mut interrupted, mut bad, mut idle) = (0u64, 0u64, 0u64, 0u64);
+    let mut n = 0u8;
+    while counter().0.wrapping_sub(start) < ms * f / 1000 {
+        let (gen, count, bar) = hvc::devices();
+        if count == 0 {
+            idle += 1;
+            delay_us(5_000);
+            continue;
+        }
+        n = n.wrapping_add(1);
+        let pattern = 0x40 | (n & 0x3f);
+        fill(scratch, pattern);
+        fill(scratch + 0x1000, 0);
+        let done = edu::Edu::new(bar).is_some_and(|e| e.dma(scratch, edu::BUFFER, false) && e.dma(edu::BUFFER, scratch + 0x1000, true));
+        let verified = done && bytes(scratch + 0x1000).iter().all(|&b| b == pattern);
+        let (gen_after, _, _) = hvc::devices();
+        if gen_after != gen {
+            interrupted += 1;
+        } else if verified {
+            ok += 1;
+        } else {
+            bad += 1;
+        }
+    }
+    l.push("dma-loop: verified ").hex(ok).push(", interrupted by a move ").hex(interrupted).push(", bad ").hex(bad).push(", idle ").hex(idle).send();
+    if bad != 0 {
+        hvc::exit(6);
+    }
 }
 
 /// Own memory → device → own memory; the bytes must match.

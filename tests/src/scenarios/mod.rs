@@ -2,6 +2,8 @@
 
 mod boot;
 mod discovery;
+mod image;
+mod ownership;
 mod partitions;
 mod smmu;
 
@@ -11,8 +13,10 @@ use crate::scenario::Scenario;
 pub fn all() -> Vec<Scenario> {
     let mut v = Vec::new();
     v.extend(boot::scenarios());
+    v.extend(image::scenarios());
     v.extend(discovery::scenarios());
     v.extend(smmu::scenarios());
     v.extend(partitions::scenarios());
+    v.extend(ownership::scenarios());
     v
 }

@@ -1,0 +1,367 @@
+//! Moving isolation groups between partitions at run time (DESIGN.md I2,
+//! I3, I4, I7). `partitions::ownership` decides who may move what and in
+//! which order; this module executes the steps on the SMMUs, the PCI
+//! functions and the partitions' stage 2, under one lock shared by every
+//! CPU that traps in and by the boot CPU that drains events.
+
+use crate::discover::Discovered;
+use crate::iommu::Iommu;
+use crate::partition::{describe_devices, part_name, Part};
+use alloc::vec::Vec;
+use partitions::groups::{Group, GroupId};
+use partitions::hypercall::{Call, Status, OWNER_BLOCKED, OWNER_MOVING};
+use partitions::ownership::{Caller, Change, Owner, Ownership, Refusal, State, Step};
+use partitions::topology::DeviceRef;
+use partitions::validate::{PartitionId, PartitionPlan};
+use platform::arch::guest::{self, Stage2};
+use platform::pci;
+use platform::pgtable::{Access, Format, IdentityMap, MemType, Table, PAGE_SIZE};
+use platform::sync::SpinLock;
+use platform::{PhysAddr, PhysRange};
+use smmu::{DomainConfig, Iova, Prot};
+
+/// Where a partition's stage-2 tables live, to edit them later.
+pub struct S2Pool {
+    /// First table (the root).
+    pub pa: PhysAddr,
+    /// Tables in the pool.
+    pub tables: usize,
+    /// Tables in use.
+    pub used: usize,
+}
+
+/// The mutable side of one partition.
+pub struct PartRt {
+    /// Its CPUs' stage 2.
+    pub s2: Stage2,
+    /// The tables of that stage 2.
+    pub pool: S2Pool,
+    /// Its DMA domains, by SMMU index.
+    pub domains: Vec<(usize, smmu::Domain)>,
+    /// The devices it owns now.
+    pub devices: Vec<DeviceRef>,
+    /// Bumped whenever `devices` changes.
+    pub generation: u64,
+    /// MMIO of devices taken away from it, which it may still touch while it
+    /// notices: reads there return all ones and writes are dropped, as for a
+    /// PCI device that was removed.
+    pub revoked: Vec<PhysRange>,
+}
+
+/// Everything a group move touches.
+pub struct Runtime {
+    /// The SMMUs.
+    pub iommus: Vec<Iommu>,
+    /// Topology and groups.
+    pub discovered: &'static Discovered,
+    /// Who owns what.
+    pub ownership: Ownership,
+    /// Per partition, by id.
+    pub parts: Vec<PartRt>,
+}
+
+static RUNTIME: SpinLock<Option<Runtime>> = SpinLock::new(None);
+
+/// Hands the runtime over once partitions are set up.
+pub fn install(rt: Runtime) {
+    *RUNTIME.lock() = Some(rt);
+}
+
+/// Runs `f` on the runtime under the lock (nothing if not installed).
+pub fn with<R: Default>(f: impl FnOnce(&mut Runtime) -> R) -> R {
+    match RUNTIME.lock().as_mut() {
+        Some(rt) => f(rt),
+        None => R::default(),
+    }
+}
+
+/// The name of `g`'s current owner, if a partition. Read from a copy of
+/// the owners kept under its own lock, so the event drain (which runs with
+/// the runtime locked) can attribute events.
+pub fn owner_name(parts: &'static [Part], g: GroupId) -> Option<&'static str> {
+    let owner = OWNERS.lock().iter().find(|(id, _)| *id == g).map(|(_, o)| *o)?;
+    match owner {
+        Owner::Partition(p) => Some(part_name(parts, usize::from(p.0))),
+        Owner::Blocked => None,
+    }
+}
+
+/// A copy of the owners for the event drain, refreshed after every change.
+static OWNERS: SpinLock<Vec<(GroupId, Owner)>> = SpinLock::new(Vec::new());
+
+fn publish_owners(o: &Ownership) {
+    *OWNERS.lock() = o
+        .iter()
+        .map(|(g, s)| {
+            (g, match s {
+                State::Stable(o) => o,
+                State::Releasing(p) => Owner::Partition(p),
+                State::Assigning(_) => Owner::Blocked,
+            })
+        })
+        .collect();
+}
+
+fn vmid_of(p: PartitionId) -> u16 {
+    p.0 + 1
+}
+
+/// Attaches `g` to `plan`'s domain on `g`'s SMMU (created on first use:
+/// tagged with the partition's VMID, mapping its RAM and, with dma-p2p, its
+/// devices' MMIO); one CMD_SYNC.
+pub fn attach(
+    plan: &PartitionPlan,
+    g: &Group,
+    devs: &[crate::partition::OwnedDevice],
+    iommus: &mut [Iommu],
+    domains: &mut Vec<(usize, smmu::Domain)>,
+) -> Result<(), ()> {
+    let fail = |what: &'static str, e: smmu::Error| {
+        defmt::error!("partition {=str}: {=str}: {}", plan.name.as_str(), what, e);
+    };
+    let iommu = iommus.get_mut(g.smmu.0).ok_or(())?;
+    if !domains.iter().any(|(i, _)| *i == g.smmu.0) {
+        let cfg = DomainConfig { tag: Some(vmid_of(plan.id)), ..DomainConfig::default() };
+        let mut dom = iommu.smmu.create_domain(cfg).map_err(|e| fail("create domain", e))?;
+        for m in &plan.memory {
+            iommu.smmu.map(&mut dom, Iova(m.base.0), m.base, m.size, Prot::RAM_RW).map_err(|e| fail("map RAM", e))?;
+        }
+        if plan.dma_p2p {
+            for r in devs.iter().flat_map(|x| x.mmio.iter()) {
+                let r = r.grow_to(PAGE_SIZE);
+                iommu.smmu.map(&mut dom, Iova(r.start.0), smmu::PhysAddr(r.start.0), r.size(), Prot::MMIO_RW).map_err(|e| fail("map BAR", e))?;
+            }
+        }
+        domains.push((g.smmu.0, dom));
+    }
+    let dom = &domains.iter().find(|(i, _)| *i == g.smmu.0).ok_or(())?.1;
+    let before = iommu.smmu.stats();
+    iommu.smmu.attach(dom, &g.stream_ids).map_err(|e| fail("attach", e))?;
+    let cost = iommu.smmu.stats() - before;
+    let sids: Vec<u32> = g.stream_ids.iter().map(|s| s.0).collect();
+    defmt::info!(
+        "partition {=str}: group {=u32} (StreamIDs {=[?]:#x}) attached to its {} domain (VMID {=?}, ASID {=?}): {=u64} commands, {=u64} CMD_SYNC",
+        plan.name.as_str(),
+        g.id.0,
+        sids.as_slice(),
+        dom.stage(),
+        dom.vmid().map(|v| v.0),
+        dom.asid().map(|a| a.0),
+        cost.commands,
+        cost.syncs
+    );
+    Ok(())
+}
+
+/// Memory decode and bus mastering on for `devices` (and bus mastering on
+/// the bridges above them, so they forward).
+pub fn start_devices(devices: &[DeviceRef], d: &Discovered) -> Result<(), ()> {
+    for &dev in devices {
+        let DeviceRef::Pci { host, function } = dev else { continue };
+        let t = d.pci.get(host).ok_or(())?;
+        let mut cs = d.config_space(host).ok_or(())?;
+        let f = t.functions.get(function).ok_or(())?;
+        let mut up = f.parent;
+        while let Some(b) = up {
+            let bridge = t.functions.get(b).ok_or(())?;
+            pci::set_bus_master(&mut cs, bridge.bdf, true).map_err(|_| ())?;
+            up = bridge.parent;
+        }
+        pci::set_memory_decode(&mut cs, f.bdf, true).map_err(|_| ())?;
+        pci::set_bus_master(&mut cs, f.bdf, true).map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+fn stop_devices(devices: &[DeviceRef], d: &Discovered) -> Result<(), ()> {
+    for &dev in devices {
+        let DeviceRef::Pci { host, function } = dev else { continue };
+        let f = d.pci.get(host).and_then(|t| t.functions.get(function)).ok_or(())?;
+        let mut cs = d.config_space(host).ok_or(())?;
+        pci::set_bus_master(&mut cs, f.bdf, false).map_err(|_| ())?;
+        pci::set_memory_decode(&mut cs, f.bdf, false).map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+fn reset_devices(devices: &[DeviceRef], d: &Discovered) -> Result<(), ()> {
+    for &dev in devices {
+        let DeviceRef::Pci { host, function } = dev else { continue };
+        let f = d.pci.get(host).and_then(|t| t.functions.get(function)).ok_or(())?;
+        if !f.flr {
+            continue;
+        }
+        let mut cs = d.config_space(host).ok_or(())?;
+        pci::function_level_reset(&mut cs, f.bdf, &mut platform::time::Delay).map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+/// Maps (or unmaps) `mmio` in partition `p`'s stage 2; an unmap is followed
+/// by a broadcast invalidation of the partition's TLB entries.
+fn stage2_mmio(p: &mut PartRt, mmio: &[PhysRange], map: bool) -> Result<(), ()> {
+    // SAFETY: the pool was allocated for this partition's stage 2 only; the
+    // lock serialises every edit.
+    let pool = unsafe { core::slice::from_raw_parts_mut(p.pool.pa.0 as *mut Table, p.pool.tables) };
+    let mut m = IdentityMap::resume(Format::Stage2, pool, p.pool.pa, p.pool.used).map_err(|_| ())?;
+    for r in mmio {
+        let r = r.grow_to(PAGE_SIZE);
+        if map {
+            m.map(r, MemType::Device, Access::ReadWrite).map_err(|_| ())?;
+        } else {
+            m.unmap(r).map_err(|_| ())?;
+        }
+    }
+    p.pool.used = m.tables_used();
+    platform::arch::cache::clean(PhysRange::new(p.pool.pa.0, p.pool.tables as u64 * PAGE_SIZE).unwrap_or_default());
+    if !map {
+        guest::flush_stage2(&p.s2);
+    }
+    Ok(())
+}
+
+/// The endpoints of `g` (bridges stay with the kernel).
+fn endpoints(g: &Group, d: &Discovered) -> Vec<DeviceRef> {
+    g.devices.iter().copied().filter(|&x| d.topology.pci(x).is_none_or(|f| f.secondary_bus.is_none())).collect()
+}
+
+/// Carries out `c` step by step; the first failure stops it (the group then
+/// ends Blocked, by `Ownership::finish`).
+fn execute(rt: &mut Runtime, plans: &[Part], c: &Change) -> Result<(), &'static str> {
+    let d = rt.discovered;
+    let g = d.groups.get(c.group).ok_or("unknown group")?;
+    let devs = endpoints(g, d);
+    let owned = describe_devices("", &devs, d).map_err(|_| "device vanished")?;
+    let mmio: Vec<PhysRange> = owned.iter().flat_map(|o| o.mmio.iter().copied()).collect();
+    for step in &c.steps {
+        match *step {
+            Step::UnmapMmio(p) => {
+                let part = rt.parts.get_mut(usize::from(p.0)).ok_or("unknown partition")?;
+                stage2_mmio(part, &mmio, false).map_err(|_| "unmapping MMIO")?;
+                part.devices.retain(|x| !devs.contains(x));
+                part.revoked.extend(mmio.iter().copied());
+                part.generation += 1;
+            }
+            Step::StopDevices => stop_devices(&devs, d).map_err(|_| "stopping devices")?,
+            Step::AbortStreams(_) => {
+                let iommu = rt.iommus.get_mut(g.smmu.0).ok_or("no SMMU")?;
+                let before = iommu.smmu.stats();
+                iommu.smmu.detach(&g.stream_ids).map_err(|_| "aborting streams")?;
+                let cost = iommu.smmu.stats() - before;
+                defmt::debug!("group {=u32}: abort STEs: {=u64} commands, {=u64} CMD_SYNC", g.id.0, cost.commands, cost.syncs);
+            }
+            Step::ResetDevices => reset_devices(&devs, d).map_err(|_| "resetting devices")?,
+            Step::AttachStreams(p) => {
+                let plan = &plans.get(usize::from(p.0)).ok_or("unknown partition")?.plan;
+                let part = rt.parts.get_mut(usize::from(p.0)).ok_or("unknown partition")?;
+                attach(plan, g, &owned, &mut rt.iommus, &mut part.domains).map_err(|_| "attaching streams")?;
+            }
+            Step::StartDevices => start_devices(&devs, d).map_err(|_| "starting devices")?,
+            Step::MapMmio(p) => {
+                let part = rt.parts.get_mut(usize::from(p.0)).ok_or("unknown partition")?;
+                stage2_mmio(part, &mmio, true).map_err(|_| "mapping MMIO")?;
+                part.devices.extend(devs.iter().copied());
+                part.revoked.retain(|r| !mmio.contains(r));
+                part.generation += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn refusal(r: Refusal) -> Status {
+    match r {
+        Refusal::UnknownGroup | Refusal::UnknownPartition => Status::InvalidArgument,
+        Refusal::Denied => Status::Denied,
+        Refusal::OwnerMismatch { .. } => Status::OwnerMismatch,
+        Refusal::Busy => Status::Busy,
+    }
+}
+
+/// Runs `start` (a release or an assignment) to its end.
+fn change(plans: &[Part], start: impl FnOnce(&mut Ownership) -> Result<Change, Refusal>) -> Result<Owner, Status> {
+    let mut guard = RUNTIME.lock();
+    let rt = guard.as_mut().ok_or(Status::NotSupported)?;
+    let c = start(&mut rt.ownership).map_err(refusal)?;
+    let result = execute(rt, plans, &c);
+    let group = c.group;
+    let owner = rt.ownership.finish(c, result.is_ok());
+    publish_owners(&rt.ownership);
+    match result {
+        Ok(()) => Ok(owner),
+        Err(why) => {
+            defmt::error!("group {=u32}: change failed ({=str}); the group is Blocked", group.0, why);
+            Err(Status::Failed)
+        }
+    }
+}
+
+/// The kernel's side of the group-management hypercalls from partition `me`.
+pub fn hypercall(plans: &'static [Part], me: PartitionId, call: Call) -> Result<[u64; 3], Status> {
+    let by = Caller::Partition(me);
+    match call {
+        Call::GroupCount => with(|rt| Some(rt.ownership.iter().count() as u64)).map(|n| [n, 0, 0]).ok_or(Status::NotSupported),
+        Call::GroupInfo { group } => with(|rt| {
+            let g = rt.discovered.groups.get(GroupId(group))?;
+            let owner = match rt.ownership.state(g.id)? {
+                State::Stable(Owner::Blocked) => OWNER_BLOCKED,
+                State::Stable(Owner::Partition(p)) => u64::from(p.0),
+                _ => OWNER_MOVING,
+            };
+            Some([owner, g.stream_ids.len() as u64, g.stream_ids.first().map(|s| u64::from(s.0)).unwrap_or(0)])
+        })
+        .ok_or(Status::InvalidArgument),
+        Call::GroupRelease { group, expected } => {
+            change(plans, |o| o.release(by, GroupId(group), PartitionId(expected))).map(|_| [0; 3])
+        }
+        Call::GroupAssign { group, to } => change(plans, |o| o.assign(by, GroupId(group), PartitionId(to))).map(|_| [0; 3]),
+        Call::Devices => with(|rt| {
+            let p = rt.parts.get(usize::from(me.0))?;
+            let first = describe_devices("", &p.devices, rt.discovered).ok()?.first().and_then(|o| o.mmio.first().map(|r| r.start.0));
+            Some([p.generation, p.devices.len() as u64, first.unwrap_or(0)])
+        })
+        .ok_or(Status::NotSupported),
+        _ => Err(Status::NotSupported),
+    }
+}
+
+/// Publishes the initial owners (call once after `install`).
+pub fn publish_initial() {
+    with(|rt| publish_owners(&rt.ownership));
+}
+
+/// What to do with a stage-2 data abort of partition `me` that may come from
+/// a group move racing with its MMIO access: if the device was given to it
+/// meanwhile, run the access again; if the device was taken away, emulate
+/// the access as to a removed PCI device (reads all ones, writes dropped).
+/// `None`: a real fault.
+pub fn mmio_fault(
+    me: PartitionId,
+    s: &platform::arch::exception::Syndrome,
+    frame: &mut platform::arch::exception::Frame,
+) -> Option<platform::arch::guest::TrapAction> {
+    use platform::arch::guest::TrapAction;
+    let iss = s.iss();
+    let ipa = PhysAddr(s.fault_ipa());
+    let (owned, revoked) = with(|rt| {
+        let Some(p) = rt.parts.get(usize::from(me.0)) else { return (false, false) };
+        let owned = describe_devices("", &p.devices, rt.discovered)
+            .map(|ds| ds.iter().flat_map(|d| d.mmio.iter()).any(|r| r.grow_to(PAGE_SIZE).contains(ipa)))
+            .unwrap_or(false);
+        (owned, p.revoked.iter().any(|r| r.grow_to(PAGE_SIZE).contains(ipa)))
+    });
+    if owned {
+        return Some(TrapAction::Resume);
+    }
+    // Emulating needs the syndrome to name the register (ISV).
+    if !revoked || iss & (1 << 24) == 0 {
+        return None;
+    }
+    let write = iss & (1 << 6) != 0;
+    let srt = ((iss >> 16) & 0x1f) as usize;
+    if !write && srt < 31 {
+        let bits = 8u32 << ((iss >> 22) & 3);
+        frame.x[srt] = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    }
+    Some(TrapAction::Skip)
+}

@@ -1,0 +1,125 @@
+//! Groups moving between partitions at run time (issue 6): through Blocked
+//! only, checked against QEMU's own trace.
+
+use crate::qemu::{Flavour, Outcome, QemuConfig};
+use crate::scenario::{exit, Checks, Ctx, Scenario};
+
+/// Three partitions: mgmt (manager), net and storage (ids 0, 1, 2).
+const MANAGER: &str = include_str!("../../../boards/qemu-virt/overlays/manager.dts");
+/// net's edu: group 1, StreamID 0x8.
+const SID: u64 = 0x8;
+const NET_MEM: (u64, u64) = (0x4800_0000, 0x4c00_0000);
+const STORAGE_MEM: (u64, u64) = (0x4c00_0000, 0x4e00_0000);
+/// Round trips net → storage → net.
+const ROUND_TRIPS: u64 = 100;
+
+fn with_args(mgmt: &str, net: &str, storage: &str) -> String {
+    MANAGER
+        .replace("\"move=1:1:2:10\"", &format!("\"{mgmt}\""))
+        .replace("\"canary=0x48000100 dma-loop=3000 check=0x48000100\"", &format!("\"{net}\""))
+        .replace("\"canary=0x4c000100 dma-loop=3000 check=0x4c000100\"", &format!("\"{storage}\""))
+}
+
+fn moves(ctx: &Ctx, flavour: Flavour) -> Result<QemuConfig, String> {
+    let dts = with_args(
+        &format!("move=1:1:2:{ROUND_TRIPS}"),
+        "canary=0x48000100 dma-loop=14000 check=0x48000100",
+        "canary=0x4c000100 dma-loop=14000 check=0x4c000100",
+    );
+    ctx.with_overlay(QemuConfig { flavour, timeout: std::time::Duration::from_secs(120), ..QemuConfig::default() }, &dts)
+}
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario { name: "ownership-moves-virt", setup: |ctx| moves(ctx, Flavour::Virt), check: check_moves },
+        Scenario { name: "ownership-moves-stage2", setup: |ctx| moves(ctx, Flavour::Stage2), check: check_moves },
+        Scenario {
+            name: "ownership-refusals",
+            setup: |ctx| {
+                // net (not a manager) tries to take storage's group, then
+                // releases its own (allowed) but may not assign it; mgmt names
+                // a wrong owner, an unknown group and an unknown partition,
+                // then gives net its group back, and both still do DMA.
+                let dts = with_args(
+                    "wait=300 try-move=2:1:0 try-move=9:2:1 try-move=1:1:5 assign=1:1 exit=0",
+                    "try-move=2:2:1 try-move=1:1:2 wait=700 dma-own exit=0",
+                    "wait=900 dma-own exit=0",
+                );
+                ctx.with_overlay(QemuConfig::default(), &dts)
+            },
+            check: check_refusals,
+        },
+    ]
+}
+
+fn check_moves(o: &Outcome, c: &mut Checks) {
+    c.exit(o, exit::SUCCESS);
+    c.log(o, &format!("[mgmt] moves: {ROUND_TRIPS:#x} round trips of group 0x1, failures 0x0"));
+    for p in ["net", "storage"] {
+        if let Some(line) = c.log(o, &format!("[{p}] dma-loop: verified 0x")) {
+            c.that(line.contains(", bad 0x0,"), format!("{p}: {line}"));
+            c.that(!line.contains("verified 0x0,"), format!("{p} never verified a transfer: {line}"));
+        }
+    }
+    c.log(o, "[net] canary at 0x48000100 intact");
+    c.log(o, "[storage] canary at 0x4c000100 intact");
+    // Epochs of StreamID 0x8, as QEMU saw them: every CMD_SYNC that follows a
+    // CFGI_STE of it ends one. 0: before boot attached it (blocked); then
+    // net, blocked, storage, blocked, net, ... as the manager moves it.
+    let (mut epoch, mut pending) = (0usize, false);
+    let (mut in_blocked, mut outside) = (0usize, Vec::new());
+    let mut cost = (0usize, 0usize); // commands seen in release / assign epochs' closing batches
+    let mut batch = 0usize;
+    for e in &o.trace.events {
+        match e.name.as_str() {
+            "smmuv3_cmdq_cfgi_ste" if e.field("streamid") == Some(SID) => pending = true,
+            "smmuv3_cmdq_opcode" => {
+                batch += 1;
+                if e.args.contains("CMD_SYNC") {
+                    if pending {
+                        epoch += 1;
+                        if epoch % 2 == 0 { cost.0 = cost.0.max(batch) } else { cost.1 = cost.1.max(batch) }
+                        pending = false;
+                    }
+                    batch = 0;
+                }
+            }
+            "smmuv3_translate_success" if e.field("sid") == Some(SID) => {
+                let pa = e.field("translated").unwrap_or(0);
+                let owner = match epoch {
+                    0 => None,
+                    k if k % 2 == 0 => None,
+                    k if ((k - 1) / 2) % 2 == 0 => Some(NET_MEM),
+                    _ => Some(STORAGE_MEM),
+                };
+                match owner {
+                    None => in_blocked += 1,
+                    Some((lo, hi)) if !(lo..hi).contains(&pa) => outside.push((epoch, pa)),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let want = 1 + 4 * ROUND_TRIPS as usize;
+    c.that(epoch == want, format!("QEMU saw {epoch} STE changes of StreamID 0x8 completed by CMD_SYNC, expected {want}"));
+    c.that(in_blocked == 0, format!("{in_blocked} translations of StreamID 0x8 while its group was Blocked"));
+    c.that(outside.is_empty(), format!("translations of StreamID 0x8 outside its owner's memory: {:x?}", &outside[..outside.len().min(5)]));
+    c.that(cost.0 <= 3 && cost.1 <= 2, format!("release/assign batches of {} / {} commands, expected at most 3 / 2", cost.0, cost.1));
+    c.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
+    c.that(o.trace.count("smmuv3_translate_disable") == 0, "QEMU saw a DMA while the SMMU was disabled");
+}
+
+fn check_refusals(o: &Outcome, c: &mut Checks) {
+    c.exit(o, exit::SUCCESS);
+    // Status codes: -3 denied, -5 owner mismatch, -2 invalid argument.
+    c.log(o, "[net] try-move group 0x2: release 0xfffffffffffffffd assign 0xfffffffffffffffd");
+    c.log(o, "[net] try-move group 0x1: release 0x0 assign 0xfffffffffffffffd");
+    c.log(o, "[mgmt] try-move group 0x2: release 0xfffffffffffffffb assign 0xfffffffffffffffb");
+    c.log(o, "[mgmt] try-move group 0x9: release 0xfffffffffffffffe assign 0xfffffffffffffffe");
+    c.log(o, "[mgmt] try-move group 0x1: release 0xfffffffffffffffb assign 0xfffffffffffffffe");
+    c.log(o, "[mgmt] assign group 0x1 to 0x1: 0x0");
+    c.log(o, "[net] dma own 0x48100000: ok, 64 bytes verified");
+    c.log(o, "[storage] dma own 0x4c100000: ok, 64 bytes verified");
+    c.log(o, "all 3 partitions stopped, 0 failed");
+}
