@@ -58,6 +58,8 @@ pub struct Runtime {
     pub ownership: Ownership,
     /// Per partition, by id.
     pub parts: Vec<PartRt>,
+    /// Per group: start of the current fault window (µs) and faults in it.
+    pub faults: Vec<(u64, u32)>,
 }
 
 static RUNTIME: SpinLock<Option<Runtime>> = SpinLock::new(None);
@@ -73,33 +75,6 @@ pub fn with<R: Default>(f: impl FnOnce(&mut Runtime) -> R) -> R {
         Some(rt) => f(rt),
         None => R::default(),
     }
-}
-
-/// The name of `g`'s current owner, if a partition. Read from a copy of
-/// the owners kept under its own lock, so the event drain (which runs with
-/// the runtime locked) can attribute events.
-pub fn owner_name(parts: &'static [Part], g: GroupId) -> Option<&'static str> {
-    let owner = OWNERS.lock().iter().find(|(id, _)| *id == g).map(|(_, o)| *o)?;
-    match owner {
-        Owner::Partition(p) => Some(part_name(parts, usize::from(p.0))),
-        Owner::Blocked => None,
-    }
-}
-
-/// A copy of the owners for the event drain, refreshed after every change.
-static OWNERS: SpinLock<Vec<(GroupId, Owner)>> = SpinLock::new(Vec::new());
-
-fn publish_owners(o: &Ownership) {
-    *OWNERS.lock() = o
-        .iter()
-        .map(|(g, s)| {
-            (g, match s {
-                State::Stable(o) => o,
-                State::Releasing(p) => Owner::Partition(p),
-                State::Assigning(_) => Owner::Blocked,
-            })
-        })
-        .collect();
 }
 
 fn vmid_of(p: PartitionId) -> u16 {
@@ -286,7 +261,6 @@ fn change(plans: &[Part], start: impl FnOnce(&mut Ownership) -> Result<Change, R
     let result = execute(rt, plans, &c);
     let group = c.group;
     let owner = rt.ownership.finish(c, result.is_ok());
-    publish_owners(&rt.ownership);
     match result {
         Ok(()) => Ok(owner),
         Err(why) => {
@@ -325,11 +299,6 @@ pub fn hypercall(plans: &'static [Part], me: PartitionId, call: Call) -> Result<
     }
 }
 
-/// Publishes the initial owners (call once after `install`).
-pub fn publish_initial() {
-    with(|rt| publish_owners(&rt.ownership));
-}
-
 /// What to do with a stage-2 data abort of partition `me` that may come from
 /// a group move racing with its MMIO access: if the device was given to it
 /// meanwhile, run the access again; if the device was taken away, emulate
@@ -364,4 +333,98 @@ pub fn mmio_fault(
         frame.x[srt] = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
     }
     Some(TrapAction::Skip)
+}
+
+/// Most event lines logged per drain; the rest are counted.
+const EVENT_LINES_PER_DRAIN: u32 = 8;
+
+/// The current owner of `g`, if a partition (a group being released still
+/// counts as its old owner's).
+fn owner(o: &Ownership, g: GroupId) -> Option<PartitionId> {
+    match o.state(g)? {
+        State::Stable(Owner::Partition(p)) | State::Releasing(p) => Some(p),
+        _ => None,
+    }
+}
+
+/// Drains every SMMU's event queue, attributes each record to the group and
+/// partition that own its StreamID, counts faults against the owner's
+/// `bulkhead,fault-limit`, and quarantines (releases to Blocked) a group
+/// that exceeds it; the owner sees its device go (DEVICES generation).
+/// QEMU records one event per 4 bytes of a faulting transfer, so repeats of
+/// the same (StreamID, type, page) are counted, not printed.
+pub fn drain_events(parts: &'static [Part]) {
+    let now_us = platform::time::uptime_us();
+    let quarantine: Vec<(GroupId, PartitionId, u32)> = with(|rt| {
+        let d = rt.discovered;
+        let mut over: Vec<(GroupId, PartitionId, u32)> = Vec::new();
+        for si in 0..rt.iommus.len() {
+            let mut last: Option<(u32, smmu::EventType, u64)> = None;
+            let (mut printed, mut repeats) = (0u32, 0u32);
+            let (ownership, faults) = (&rt.ownership, &mut rt.faults);
+            let report = rt.iommus[si].smmu.drain_events(1024, |e| {
+                let group = d.groups.groups.iter().find(|g| g.smmu.0 == si && g.stream_ids.contains(&e.stream_id));
+                let who = group.and_then(|g| owner(ownership, g.id));
+                if let (Some(g), Some(p)) = (group, who) {
+                    let (limit, window_ms) = parts.get(usize::from(p.0)).map(|x| x.plan.fault_limit).unwrap_or((u32::MAX, 1));
+                    if let Some(w) = faults.get_mut(g.id.0 as usize) {
+                        if now_us.saturating_sub(w.0) > u64::from(window_ms) * 1000 {
+                            *w = (now_us, 0);
+                        }
+                        w.1 = w.1.saturating_add(1);
+                        if w.1 > limit && !over.iter().any(|(x, _, _)| *x == g.id) {
+                            over.push((g.id, p, w.1));
+                        }
+                    }
+                }
+                let page = e.input_addr.map(|a| a.0 >> 12).unwrap_or(u64::MAX);
+                let key = (e.stream_id.0, e.event_type, page);
+                if last == Some(key) || printed == EVENT_LINES_PER_DRAIN {
+                    repeats += 1;
+                    return;
+                }
+                last = Some(key);
+                printed += 1;
+                defmt::warn!(
+                    "SMMU event {}: StreamID {=u32:#x}, group {=i64}, partition {=str}, {=str} at {=u64:#x}",
+                    e.event_type,
+                    e.stream_id.0,
+                    group.map(|g| i64::from(g.id.0)).unwrap_or(-1),
+                    who.map(|p| part_name(parts, usize::from(p.0))).unwrap_or("(none: blocked)"),
+                    match e.read {
+                        Some(true) => "read",
+                        Some(false) => "write",
+                        None => "access",
+                    },
+                    e.input_addr.map(|a| a.0).unwrap_or(0)
+                );
+            });
+            if repeats > 0 {
+                defmt::info!("SMMU events: {=u32} repeats not printed", repeats);
+            }
+            match report {
+                Ok(r) if r.lost_events => {
+                    defmt::error!("SMMU {=str}: event queue overflowed, events were lost", rt.iommus[si].node.name.as_str())
+                }
+                Ok(_) => {}
+                Err(e) => defmt::error!("SMMU {=str}: draining events: {}", rt.iommus[si].node.name.as_str(), e),
+            }
+        }
+        over
+    });
+    for (g, p, n) in quarantine {
+        let name = part_name(parts, usize::from(p.0));
+        let (limit, window) = parts.get(usize::from(p.0)).map(|x| x.plan.fault_limit).unwrap_or((0, 0));
+        match change(parts, |o| o.release(Caller::Kernel, g, p)) {
+            Ok(_) => defmt::warn!(
+                "group {=u32} quarantined: partition {=str} exceeded its fault limit ({=u32} faults, limit {=u32} per {=u32} ms); the group is Blocked",
+                g.0,
+                name,
+                n,
+                limit,
+                window
+            ),
+            Err(e) => defmt::error!("group {=u32}: quarantine failed: {=i64}", g.0, e as i64),
+        }
+    }
 }

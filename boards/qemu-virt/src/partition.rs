@@ -240,8 +240,8 @@ pub fn start(plan: Plan, mut iommus: Vec<Iommu>, discovered: Discovered) -> Resu
         &Plan { partitions: t.parts.iter().map(|p| p.plan.clone()).collect(), blocked: Vec::new() },
         discovered.groups.groups.len(),
     );
-    crate::ownership::install(crate::ownership::Runtime { iommus, discovered, ownership, parts: rts });
-    crate::ownership::publish_initial();
+    let faults = vec![(0, 0); discovered.groups.groups.len()];
+    crate::ownership::install(crate::ownership::Runtime { iommus, discovered, ownership, parts: rts, faults });
     // SAFETY: no partition CPU runs yet; see `table`.
     unsafe { *core::ptr::addr_of_mut!(TABLE) = Some(Box::leak(Box::new(t))) };
     guest::set_trap_handler(trap);
@@ -269,61 +269,6 @@ pub fn start(plan: Plan, mut iommus: Vec<Iommu>, discovered: Discovered) -> Resu
     Ok(())
 }
 
-/// Most event lines logged per drain; the rest are counted.
-const EVENT_LINES_PER_DRAIN: u32 = 8;
-
-/// Drains every SMMU's event queue and attributes each record to the group
-/// and partition that own its StreamID. QEMU records one event per 4 bytes
-/// of a faulting transfer, so repeats of the same (StreamID, type, page)
-/// are counted, not printed.
-fn drain_events(t: &'static Table_) {
-    crate::ownership::with(|rt| drain(t, &mut rt.iommus, rt.discovered));
-}
-
-fn drain(t: &'static Table_, iommus: &mut [Iommu], d: &Discovered) {
-    for (si, iommu) in iommus.iter_mut().enumerate() {
-        let mut last: Option<(u32, smmu::EventType, u64)> = None;
-        let (mut printed, mut repeats) = (0u32, 0u32);
-        let report = iommu.smmu.drain_events(1024, |e| {
-            let page = e.input_addr.map(|a| a.0 >> 12).unwrap_or(u64::MAX);
-            let key = (e.stream_id.0, e.event_type, page);
-            if last == Some(key) {
-                repeats += 1;
-                return;
-            }
-            last = Some(key);
-            if printed == EVENT_LINES_PER_DRAIN {
-                repeats += 1;
-                return;
-            }
-            printed += 1;
-            let group = d.groups.groups.iter().find(|g| g.smmu.0 == si && g.stream_ids.contains(&e.stream_id));
-            let owner = group.and_then(|g| crate::ownership::owner_name(t_names(t), g.id));
-            defmt::warn!(
-                "SMMU event {}: StreamID {=u32:#x}, group {=i64}, partition {=str}, {=str} at {=u64:#x}",
-                e.event_type,
-                e.stream_id.0,
-                group.map(|g| i64::from(g.id.0)).unwrap_or(-1),
-                owner.unwrap_or("(none: blocked)"),
-                match e.read {
-                    Some(true) => "read",
-                    Some(false) => "write",
-                    None => "access",
-                },
-                e.input_addr.map(|a| a.0).unwrap_or(0)
-            );
-        });
-        if repeats > 0 {
-            defmt::info!("SMMU events: {=u32} repeats not printed", repeats);
-        }
-        if let Ok(r) = report {
-            if r.lost_events {
-                defmt::error!("SMMU {=str}: event queue overflowed, events were lost", iommu.node.name.as_str());
-            }
-        }
-    }
-}
-
 /// Discovery results live for the kernel's life (the runtime refers to them).
 fn discovered_leak(d: Discovered) -> &'static Discovered {
     Box::leak(Box::new(d))
@@ -334,10 +279,10 @@ fn discovered_leak(d: Discovered) -> &'static Discovered {
 pub fn wait_all() -> ExitCode {
     let Some(t) = table() else { return ExitCode::Success };
     loop {
-        drain_events(t);
+        crate::ownership::drain_events(t_names(t));
         let states: Vec<u8> = t.parts.iter().map(|p| p.state.load(Ordering::Acquire)).collect();
         if states.iter().all(|&s| s != RUNNING) {
-            drain_events(t);
+            crate::ownership::drain_events(t_names(t));
             let failed = states.iter().filter(|&&s| s == FAILED).count();
             defmt::info!("all {=usize} partitions stopped, {=usize} failed", states.len(), failed);
             return if failed == 0 { ExitCode::Success } else { ExitCode::PartitionFailed };
@@ -479,7 +424,7 @@ pub fn regions(plan: &Plan) -> impl Iterator<Item = (PhysRange, bool)> + '_ {
     })
 }
 
-/// Partition names by id, for messages.
+/// The partitions, by id.
 fn t_names(t: &'static Table_) -> &'static [Part] {
     &t.parts
 }

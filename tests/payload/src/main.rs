@@ -20,6 +20,8 @@
 //!   back, N times, and report the statuses;
 //! - `try-move=GROUP:A:B`: one release and assign attempt, statuses reported;
 //! - `assign=GROUP:P`: one assignment, status reported;
+//! - `storm=ADDR:N`: up to N DMAs of its device to ADDR (outside its memory),
+//!   stopping when the device is taken away;
 //! - `dma-loop=MS`: for MS milliseconds, whenever it owns a device, round-trip
 //!   DMA through its own memory and verify it.
 #![no_std]
@@ -237,6 +239,20 @@ extern "C" fn payload_main(dtb: u64) -> ! {
             let (g, to) = (parse_u64(g).unwrap_or(u64::MAX), parse_u64(to).unwrap_or(u64::MAX));
             let r = hvc::assign(g, to);
             l.push("assign group ").hex(g).push(" to ").hex(to).push(": ").hex(r).send();
+        } else if let Some((a, n)) = arg.strip_prefix("storm=").and_then(|x| x.split_once(':')) {
+            let (a, n) = (parse_u64(a).unwrap_or(0), parse_u64(n).unwrap_or(0));
+            let mut done = 0;
+            while done < n {
+                let (_, count, bar) = hvc::devices();
+                let Some(e) = (count > 0).then(|| edu::Edu::new(bar)).flatten() else { break };
+                e.dma(edu::BUFFER, a, true);
+                done += 1;
+            }
+            if done < n {
+                l.push("storm: device taken away after ").hex(done).push(" faulting DMAs").send();
+            } else {
+                l.push("storm: ").hex(done).push(" faulting DMAs and the device is still mine").send();
+            }
         } else if let Some(ms) = arg.strip_prefix("dma-loop=").and_then(parse_u64) {
             dma_loop(ms, scratch, &mut l);
         } else if let Some(ms) = arg.strip_prefix("wait=").and_then(parse_u64) {

@@ -34,6 +34,15 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario { name: "ownership-moves-virt", setup: |ctx| moves(ctx, Flavour::Virt), check: check_moves },
         Scenario { name: "ownership-moves-stage2", setup: |ctx| moves(ctx, Flavour::Stage2), check: check_moves },
         Scenario {
+            name: "ownership-fault-storm",
+            setup: |ctx| {
+                let dts = with_args("exit=0", "storm=0x70000000:40 wait=500 exit=0", "canary=0x4c000100 dma-loop=5000 check=0x4c000100")
+                    .replace("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x0 0x48000000>;\n            bulkhead,fault-limit = <32 2000>;");
+                ctx.with_overlay(QemuConfig { timeout: std::time::Duration::from_secs(60), ..QemuConfig::default() }, &dts)
+            },
+            check: check_storm,
+        },
+        Scenario {
             name: "ownership-refusals",
             setup: |ctx| {
                 // net (not a manager) tries to take storage's group, then
@@ -122,4 +131,29 @@ fn check_refusals(o: &Outcome, c: &mut Checks) {
     c.log(o, "[net] dma own 0x48100000: ok, 64 bytes verified");
     c.log(o, "[storage] dma own 0x4c100000: ok, 64 bytes verified");
     c.log(o, "all 3 partitions stopped, 0 failed");
+}
+
+fn check_storm(o: &Outcome, c: &mut Checks) {
+    c.exit(o, exit::SUCCESS);
+    c.log(o, "group 1 quarantined: partition net exceeded its fault limit");
+    c.log(o, "limit 32 per 2000 ms); the group is Blocked");
+    if let Some(line) = c.log(o, "[net] storm: device taken away after 0x") {
+        c.that(!line.contains("after 0x0 "), format!("quarantined before any fault: {line}"));
+    }
+    if let Some(line) = c.log(o, "[storage] dma-loop: verified 0x") {
+        c.that(line.contains(", bad 0x0,") && !line.contains("verified 0x0,"), format!("storage during the storm: {line}"));
+    }
+    c.log(o, "[storage] canary at 0x4c000100 intact");
+    // After the quarantine's CMD_SYNC, QEMU translates nothing more for net's
+    // device, and the storm's faults stop with it.
+    let ev = &o.trace.events;
+    let last_cfgi = ev.iter().rposition(|e| e.name == "smmuv3_cmdq_cfgi_ste" && e.field("streamid") == Some(SID));
+    c.that(last_cfgi.is_some(), "QEMU saw no STE change for net's device");
+    if let Some(at) = last_cfgi {
+        let after = &ev[at..];
+        c.that(!after.iter().any(|e| e.name == "smmuv3_translate_success" && e.field("sid") == Some(SID)), "net's device translated after quarantine");
+        let faults_after = after.iter().filter(|e| e.name == "smmuv3_record_event" && e.field("sid") == Some(SID)).count();
+        c.that(faults_after == 0, format!("{faults_after} events for net's device after its STE aborts (an abort STE records none)"));
+    }
+    c.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
 }
