@@ -595,7 +595,7 @@ fn domains_take_the_requested_tag() {
         Some(Error::IdsExhausted),
         "VMID 7 is taken"
     );
-    drop(a);
+    s.destroy_domain(a).unwrap();
     let b = s
         .create_domain(DomainConfig {
             stage: StagePreference::Stage1,
