@@ -17,7 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::addr::{PhysAddr, PhysRange};
-use crate::dt::{DeviceTree, DtError, DtNode, SmmuNode};
+use crate::dt::{DeviceTree, DtError, DtNode, Irq, SmmuNode};
 use crate::pci::{Bdf, Window};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -52,6 +52,21 @@ pub struct Its {
     pub regs: PhysRange,
     /// Its phandle, which `msi-map` / `msi-parent` name.
     pub phandle: Option<u32>,
+}
+
+/// The architected timer (`arm,armv8-timer`): the PPIs of its timers, from
+/// `interrupts` in the binding's order (secure physical, non-secure
+/// physical, virtual, hypervisor physical, hypervisor virtual).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchTimer {
+    /// Node path.
+    pub path: String,
+    /// EL1 physical timer (CNTP), entry 1.
+    pub el1_physical: Option<Irq>,
+    /// EL1 virtual timer (CNTV), entry 2.
+    pub el1_virtual: Option<Irq>,
+    /// EL2 physical timer (CNTHP), entry 3: the kernel's own.
+    pub el2_physical: Option<Irq>,
 }
 
 /// One entry of an `iommu-map` or `msi-map` (PCI IOMMU / MSI bindings):
@@ -221,6 +236,8 @@ pub struct Discovery {
     pub gic: Option<Gic>,
     /// GICv3 ITSs.
     pub its: Vec<Its>,
+    /// The architected timer, if the DT describes it.
+    pub timer: Option<ArchTimer>,
     /// ECAM host bridges, in tree order.
     pub pci_hosts: Vec<PciHost>,
     /// Platform DMA masters, in tree order.
@@ -344,6 +361,11 @@ pub fn discover(dt: &DeviceTree<'_>, smmus: &[SmmuNode]) -> Result<Discovery, Dt
                     return Err(DtError::TooMany("arm,gic-v3 interrupt controllers"));
                 }
                 out.gic = Some(gic(&stack, n)?);
+            } else if n.is_compatible("arm,armv8-timer") {
+                if out.timer.is_some() {
+                    return Err(DtError::TooMany("arm,armv8-timer nodes"));
+                }
+                out.timer = Some(arch_timer(&stack, n)?);
             } else if n.is_compatible("arm,gic-v3-its") || (n.has("msi-controller") && parent.is_some_and(|p| p.node.is_compatible("arm,gic-v3"))) {
                 let regs = *n.reg()?.first().ok_or_else(|| n.bad("reg", "missing"))?;
                 out.its.push(Its { path: path_of(&stack, n), regs: translate_range(&stack, regs)?, phandle: n.phandle()? });
@@ -405,6 +427,26 @@ fn gic(stack: &[Seen<'_>], n: &DtNode<'_>) -> Result<Gic, DtError> {
         redistributors.push(translate_range(stack, *r)?);
     }
     Ok(Gic { path: path_of(stack, n), distributor, redistributors })
+}
+
+/// The timer's PPIs. Its `interrupts` are GIC specifiers of three cells
+/// (type, number, flags; the GICv3 binding): type 1 = PPI, INTID 16 + number;
+/// flags \[3:0\] 1 or 2 = edge, 4 or 8 = level.
+fn arch_timer(stack: &[Seen<'_>], n: &DtNode<'_>) -> Result<ArchTimer, DtError> {
+    let v = n.prop("interrupts").unwrap_or(&[]);
+    if !v.len().is_multiple_of(12) {
+        return Err(n.bad("interrupts", "not a list of 3-cell GIC specifiers"));
+    }
+    let ppi = |i: usize| -> Result<Option<Irq>, DtError> {
+        let (Some(kind), Some(num), Some(flags)) = (cell(v, 3 * i), cell(v, 3 * i + 1), cell(v, 3 * i + 2)) else {
+            return Ok(None);
+        };
+        if kind != 1 || num >= 16 {
+            return Err(n.bad("interrupts", "a timer interrupt that is not a GIC PPI"));
+        }
+        Ok(Some(Irq { intid: 16 + num, edge: flags & 0x3 != 0 }))
+    };
+    Ok(ArchTimer { path: path_of(stack, n), el1_physical: ppi(1)?, el1_virtual: ppi(2)?, el2_physical: ppi(3)? })
 }
 
 fn pci_host<'a>(dt: &DeviceTree<'a>, stack: &[Seen<'a>], n: &DtNode<'a>) -> Result<PciHost, DtError> {
@@ -580,3 +622,38 @@ fn read_iommus<'a>(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod timer_tests {
+    use super::*;
+    use crate::testutil::dtb;
+
+    fn timer(body: &str) -> Result<Option<ArchTimer>, DtError> {
+        let blob = dtb(&alloc::format!("/dts-v1/;\n/ {{ #address-cells = <2>; #size-cells = <2>;\n{body}\n}};"));
+        let dt = DeviceTree::parse(&blob).unwrap();
+        discover(&dt, &[]).map(|d| d.timer)
+    }
+
+    #[test]
+    fn reads_the_qemu_virt_timer() {
+        // QEMU 10 `virt`'s node (five entries: the EL2 virtual timer last).
+        let t = timer(r#"timer { compatible = "arm,armv8-timer", "arm,armv7-timer"; always-on;
+            interrupts = <1 13 4 1 14 4 1 11 4 1 10 4 1 12 4>; };"#)
+        .unwrap()
+        .unwrap();
+        assert_eq!(t.path, "/timer");
+        assert_eq!(t.el2_physical, Some(Irq { intid: 26, edge: false }));
+        assert_eq!(t.el1_physical, Some(Irq { intid: 30, edge: false }));
+        assert_eq!(t.el1_virtual, Some(Irq { intid: 27, edge: false }));
+    }
+
+    #[test]
+    fn short_lists_and_bad_specifiers() {
+        let t = timer(r#"timer { compatible = "arm,armv8-timer"; interrupts = <1 13 4 1 14 4>; };"#).unwrap().unwrap();
+        assert_eq!((t.el1_physical.map(|i| i.intid), t.el2_physical), (Some(30), None));
+        assert!(timer("").unwrap().is_none());
+        assert!(timer(r#"timer { compatible = "arm,armv8-timer"; interrupts = <0 13 4 0 14 4 0 11 4 0 10 4>; };"#).is_err());
+        assert!(timer(r#"timer { compatible = "arm,armv8-timer"; interrupts = <1 13>; };"#).is_err());
+        assert!(timer(r#"timer { compatible = "arm,armv8-timer"; status = "disabled"; interrupts = <1 13 4>; };"#).unwrap().is_none());
+    }
+}

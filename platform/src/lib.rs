@@ -12,6 +12,7 @@ extern crate alloc;
 pub mod addr;
 pub mod discovery;
 pub mod dt;
+pub mod gic;
 pub mod memmap;
 pub mod overlay;
 pub mod pci;

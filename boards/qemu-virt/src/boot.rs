@@ -172,11 +172,49 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
         defmt::info!("no partitions configured");
         return Ok(());
     }
+    // The boot CPU sleeps in `partition::wait_all` until an SMMU interrupt
+    // or the EL2 timer's tick wakes it.
+    interrupts(&discovered, &iommus)?;
     partition::start(plan, iommus, discovered)?;
     match partition::wait_all() {
         ExitCode::Success => Ok(()),
         code => Err(code),
     }
+}
+
+/// GICv3 on the boot CPU: the EL2 timer's PPI and every SMMU's eventq and
+/// gerror SPIs enabled and routed here. The handler only wakes the idle
+/// loop, which drains the event queues itself.
+fn interrupts(discovered: &crate::discover::Discovered, iommus: &[iommu::Iommu]) -> Result<(), ExitCode> {
+    use platform::arch::irq;
+    use platform::gic::{Gic, GicError, Trigger, DEFAULT_PRIORITY};
+    let gic_err = |e: GicError| {
+        defmt::error!("cannot boot: GICv3: {}", e);
+        ExitCode::PlatformError
+    };
+    let g = discovered.dt.gic.as_ref().ok_or_else(|| platform_err("no arm,gic-v3 in the device tree"))?;
+    // Boot maps the `reg` of top-level nodes only (`DeviceTree::mmio_regions`).
+    if g.path.matches('/').count() != 1 {
+        return Err(platform_err("the GIC is not a top-level node: its registers are not mapped"));
+    }
+    let timer = discovered
+        .dt
+        .timer
+        .as_ref()
+        .and_then(|t| t.el2_physical)
+        .ok_or_else(|| platform_err("the DT's /timer names no EL2 physical timer"))?;
+    // SAFETY: the GIC's windows are in the identity map as Device memory
+    // (checked above); only the boot CPU programs the GIC.
+    let mut gic = unsafe { Gic::new(g.distributor, &g.redistributors, arch::mpidr(), platform::time::Delay) }.map_err(gic_err)?;
+    gic.init().map_err(gic_err)?;
+    irq::set_irq_handler(|_| {});
+    irq::set_timer_intid(timer.intid);
+    irq::init_cpu_interface().map_err(gic_err)?;
+    for line in iommus.iter().flat_map(|i| [i.node.eventq, i.node.gerror]).flatten().chain([timer]) {
+        gic.configure(line.intid, Trigger::from_edge(line.edge), DEFAULT_PRIORITY).map_err(gic_err)?;
+        gic.enable(line.intid).map_err(gic_err)?;
+    }
+    Ok(())
 }
 
 fn refused(e: partitions::binding::ConfigError) -> ExitCode {
@@ -338,6 +376,9 @@ fn selftest(
                 let bar = f.bars.first().ok_or_else(|| platform_err("edu has no BAR0"))?.cpu;
                 let iommu = iommus.get_mut(smmu_index).ok_or_else(|| platform_err("edu's SMMU was not brought up"))?;
                 dmatest::dma_window(&mut iommu.smmu, &mut cs, f.bdf, bar, sid)?;
+            }
+            "irq" => {
+                crate::irqtest::run(iommus, discovered)?;
             }
             "cmdq-error" => {
                 let first = iommus.first_mut().ok_or_else(|| platform_err("no SMMU to test"))?;

@@ -13,6 +13,7 @@ mod discover;
 mod dma;
 mod dmatest;
 mod iommu;
+mod irqtest;
 mod ownership;
 mod partition;
 

@@ -287,7 +287,11 @@ pub fn wait_all() -> ExitCode {
             defmt::info!("all {=usize} partitions stopped, {=usize} failed", states.len(), failed);
             return if failed == 0 { ExitCode::Success } else { ExitCode::PartitionFailed };
         }
-        platform::time::sleep_us(1000);
+        // Sleep until an SMMU interrupt (eventq, gerror) or the 10 ms tick:
+        // a partition stopping interrupts nobody, so the tick bounds how
+        // late the loop notices.
+        platform::arch::irq::arm_timer_us(10_000);
+        platform::arch::irq::wait_for_interrupt();
     }
 }
 

@@ -210,6 +210,13 @@ static IN_REPORT: AtomicBool = AtomicBool::new(false);
 #[unsafe(no_mangle)]
 extern "C" fn bulkhead_exception(frame: &mut Frame, kind: u64) {
     let kind = VectorKind(kind);
+    // IRQ (at EL2 inside `irq::wait_for_interrupt`, or from a partition):
+    // acknowledge, handle, EOI, resume. Before the syndrome is read: ESR
+    // means nothing for an interrupt, and the guest-trap path must not see it.
+    if kind.0 % 4 == 1 {
+        super::irq::dispatch();
+        return;
+    }
     let s = read_syndrome();
     // A semihosting `hlt` without `-semihosting` is an undefined instruction:
     // note that semihosting is absent and carry on past it.

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod exception;
 pub mod exit;
 pub mod guest;
+pub mod irq;
 pub mod mmu;
 pub mod smp;
 

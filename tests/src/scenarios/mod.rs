@@ -3,6 +3,7 @@
 mod boot;
 mod discovery;
 mod image;
+mod irq;
 mod ownership;
 mod partitions;
 mod smmu;
@@ -16,6 +17,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(image::scenarios());
     v.extend(discovery::scenarios());
     v.extend(smmu::scenarios());
+    v.extend(irq::scenarios());
     v.extend(partitions::scenarios());
     v.extend(ownership::scenarios());
     v
