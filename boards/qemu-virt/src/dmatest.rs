@@ -26,15 +26,15 @@ const EDU_CMD_START: u64 = 1 << 0;
 /// Direction bit: set = from the device's buffer to RAM.
 const EDU_CMD_TO_RAM: u64 = 1 << 1;
 /// The device-internal DMA buffer.
-const EDU_BUFFER: u64 = 0x40000;
+pub const EDU_BUFFER: u64 = 0x40000;
 /// edu's identification register value (major 1, minor 0, 0xed).
 const EDU_IDENT_VALUE: u32 = 0x0100_00ed;
 
 /// The DMA window the test maps (device address) and its size.
 const WINDOW: u64 = 0x8000_0000;
 const WINDOW_SIZE: u64 = 2 << 20;
-/// Bytes per transfer.
-const LEN: u64 = 64;
+/// Bytes per transfer (QEMU records one event per 4 bytes of a fault).
+pub const LEN: u64 = 64;
 
 fn mmio_read(bar: PhysAddr, off: u64) -> u64 {
     // SAFETY: `bar` is the edu's BAR0 as enumeration assigned it, inside a
@@ -47,15 +47,25 @@ fn mmio_write(bar: PhysAddr, off: u64, v: u64) {
     unsafe { ((bar.0 + off) as *mut u64).write_volatile(v) }
 }
 
-/// Runs one edu DMA and waits (bounded, with a back-off: a tight MMIO poll
-/// is slow under TCG) for the device to finish.
-fn dma(bar: PhysAddr, src: u64, dst: u64, to_ram: bool) -> Result<(), ExitCode> {
+/// Starts one edu transfer of [`LEN`] bytes (device buffer at [`EDU_BUFFER`]).
+pub fn start_dma(bar: PhysAddr, src: u64, dst: u64, to_ram: bool) {
     mmio_write(bar, EDU_DMA_SRC, src);
     mmio_write(bar, EDU_DMA_DST, dst);
     mmio_write(bar, EDU_DMA_COUNT, LEN);
     mmio_write(bar, EDU_DMA_CMD, EDU_CMD_START | if to_ram { EDU_CMD_TO_RAM } else { 0 });
+}
+
+/// Whether the edu is still transferring.
+pub fn dma_busy(bar: PhysAddr) -> bool {
+    mmio_read(bar, EDU_DMA_CMD) & EDU_CMD_START != 0
+}
+
+/// Runs one edu DMA and waits (bounded, with a back-off: a tight MMIO poll
+/// is slow under TCG) for the device to finish.
+fn dma(bar: PhysAddr, src: u64, dst: u64, to_ram: bool) -> Result<(), ExitCode> {
+    start_dma(bar, src, dst, to_ram);
     for _ in 0..2000 {
-        if mmio_read(bar, EDU_DMA_CMD) & EDU_CMD_START == 0 {
+        if !dma_busy(bar) {
             return Ok(());
         }
         platform::time::sleep_us(1000);

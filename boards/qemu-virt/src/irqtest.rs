@@ -36,19 +36,8 @@ const STEP_TIMEOUT_US: u64 = 3_000_000;
 /// Event records drained per interrupt at most.
 const DRAIN_LIMIT: u32 = 256;
 
-/// edu registers (QEMU docs/specs/edu.rst).
-const EDU_DMA_SRC: u64 = 0x80;
-const EDU_DMA_DST: u64 = 0x88;
-const EDU_DMA_COUNT: u64 = 0x90;
-const EDU_DMA_CMD: u64 = 0x98;
-const EDU_CMD_START: u64 = 1 << 0;
-const EDU_CMD_TO_RAM: u64 = 1 << 1;
-/// The device-internal DMA buffer.
-const EDU_BUFFER: u64 = 0x40000;
 /// A device address the empty domain does not map: the DMA must fault.
 const UNMAPPED_IOVA: u64 = 0x1000_0000;
-/// Bytes per transfer (QEMU records one event per 4 bytes).
-const LEN: u64 = 64;
 
 /// How many times each INTID was taken (written by the handler).
 static COUNTS: [AtomicU32; FIRST_SPECIAL as usize] = [const { AtomicU32::new(0) }; FIRST_SPECIAL as usize];
@@ -217,17 +206,6 @@ fn gerror_test(gic: &mut KernelGic, gerror: Irq, smmu: &mut crate::iommu::Kernel
     Ok(())
 }
 
-fn edu_read(bar: PhysAddr, off: u64) -> u64 {
-    // SAFETY: `bar` is the edu's BAR0 as enumeration assigned it, inside a
-    // PCI window the identity map has as Device memory.
-    unsafe { ((bar.0 + off) as *const u64).read_volatile() }
-}
-
-fn edu_write(bar: PhysAddr, off: u64, v: u64) {
-    // SAFETY: as in `edu_read`.
-    unsafe { ((bar.0 + off) as *mut u64).write_volatile(v) }
-}
-
 /// The event queue's SPI: a faulting DMA through an empty domain, drained
 /// from the interrupt until the device is done.
 #[allow(clippy::too_many_arguments)]
@@ -250,10 +228,7 @@ fn eventq_test(
     pci::set_bus_master(cs, bdf, true).map_err(|_| fail("edu bus master"))?;
     defmt::info!("irq-test: edu {} StreamID {=u32:#x} attached to an empty domain; DMA to {=u64:#x}", bdf, sid.0, UNMAPPED_IOVA);
 
-    edu_write(bar, EDU_DMA_SRC, EDU_BUFFER);
-    edu_write(bar, EDU_DMA_DST, UNMAPPED_IOVA);
-    edu_write(bar, EDU_DMA_COUNT, LEN);
-    edu_write(bar, EDU_DMA_CMD, EDU_CMD_START | EDU_CMD_TO_RAM);
+    crate::dmatest::start_dma(bar, crate::dmatest::EDU_BUFFER, UNMAPPED_IOVA, true);
 
     let mut seen = count(eventq.intid);
     let (mut interrupts, mut drained, mut faults) = (0u32, 0u32, 0u32);
@@ -279,7 +254,7 @@ fn eventq_test(
             seen = now;
             drained += drain(smmu, &mut faults);
         }
-        edu_read(bar, EDU_DMA_CMD) & EDU_CMD_START == 0 && interrupts > 0
+        !crate::dmatest::dma_busy(bar) && interrupts > 0
     });
     // Records written after the last drain raised another interrupt, or
     // are about to: take it, then drain once more whatever is left.
