@@ -801,6 +801,15 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
 
     // ----- events and errors -----
 
+    /// Fails closed after an error the SMMU cannot be trusted past
+    /// (GERROR.SFM_ERR, EVENTQ_ABT_ERR): GBPA.ABORT again, then SMMUEN and
+    /// the queues off, so every transaction of every stream aborts. The
+    /// instance must not be used for translation afterwards.
+    pub fn fail_closed(&mut self) -> Result<(), Error> {
+        gbpa_abort_with_timeout(&self.mmio, &mut self.delay, self.config.timeout_us)?;
+        write_cr0(&self.mmio, &mut self.delay, self.config.timeout_us, 0)
+    }
+
     /// Hands up to `limit` event records to `f` (from an interrupt handler
     /// or by polling), returns the slots to the SMMU and reports (and
     /// acknowledges) an overflow: `lost_events` means records were dropped.

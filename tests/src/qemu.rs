@@ -150,7 +150,9 @@ impl QemuConfig {
     /// dump is re-serialised without padding.
     pub fn dump_dtb(&self, out: &Path) -> Result<(), String> {
         let raw = out.with_extension("raw.dtb");
-        let args = self.machine_args(&format!(",dumpdtb={}", raw.display()));
+        // QEMU refuses -append without -kernel; the boot's own -append puts
+        // the bootargs into whatever DTB it boots with anyway.
+        let args = QemuConfig { append: None, ..self.clone() }.machine_args(&format!(",dumpdtb={}", raw.display()));
         let o = Command::new(QEMU).args(&args).output().map_err(|e| format!("cannot run {QEMU}: {e}"))?;
         if !o.status.success() || !raw.exists() {
             return Err(format!("{QEMU} could not dump the DTB: {}", String::from_utf8_lossy(&o.stderr).trim()));

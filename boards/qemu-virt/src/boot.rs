@@ -163,7 +163,9 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
     defmt::info!("frames: {=u64} MiB free for the kernel's tables and queues", frame_bytes >> 20);
 
     // 7. SMMU bring-up: tables all-abort, queues, SMMUEN.
-    let mut iommus = iommu::bring_up(&smmus)?;
+    let bootargs = dt.bootargs().map_err(dt_err)?;
+    let evtq_log2 = bootargs.split_ascii_whitespace().find_map(|a| a.strip_prefix("bulkhead.evtq-log2=")?.parse().ok());
+    let mut iommus = iommu::bring_up(&smmus, evtq_log2)?;
 
     selftest(dt.bootargs().map_err(dt_err)?, &layout, &mut iommus, &discovered)?;
 

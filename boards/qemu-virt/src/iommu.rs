@@ -17,6 +17,8 @@ pub struct Iommu {
     pub node: SmmuNode,
     /// The driver.
     pub smmu: KernelSmmu,
+    /// It failed closed (every stream aborts); it is not used again.
+    pub failed: bool,
 }
 
 fn mmio(s: &SmmuNode) -> Result<VolatileMmio, ExitCode> {
@@ -38,11 +40,15 @@ pub fn abort(s: &SmmuNode) -> Result<(), ExitCode> {
     })
 }
 
-/// Brings every SMMU up with all streams aborting and SMMUEN=1.
-pub fn bring_up(nodes: &[SmmuNode]) -> Result<Vec<Iommu>, ExitCode> {
+/// Brings every SMMU up with all streams aborting and SMMUEN=1;
+/// `evtq_log2` caps the event queue (tests use a small one).
+pub fn bring_up(nodes: &[SmmuNode], evtq_log2: Option<u8>) -> Result<Vec<Iommu>, ExitCode> {
     let mut out = Vec::new();
     for s in nodes {
-        let config = smmu::Config { dma_coherent: s.coherent, wired_irqs: s.eventq.is_some(), ..smmu::Config::default() };
+        let mut config = smmu::Config { dma_coherent: s.coherent, wired_irqs: s.eventq.is_some(), ..smmu::Config::default() };
+        if let Some(n) = evtq_log2 {
+            config.evtq_log2_max = n;
+        }
         let smmu = smmu::Smmu::new(mmio(s)?, KernelDma::default(), Delay, config).map_err(|e| {
             defmt::error!("SMMU {=str}: bring-up failed, it stays disabled with GBPA aborting: {}", s.name.as_str(), e);
             ExitCode::SmmuError
@@ -74,7 +80,7 @@ pub fn bring_up(nodes: &[SmmuNode]) -> Result<Vec<Iommu>, ExitCode> {
             smmu.stats().commands,
             smmu.stats().syncs
         );
-        out.push(Iommu { node: s.clone(), smmu });
+        out.push(Iommu { node: s.clone(), smmu, failed: false });
     }
     Ok(out)
 }

@@ -258,6 +258,12 @@ fn change(plans: &[Part], start: impl FnOnce(&mut Ownership) -> Result<Change, R
     let mut guard = RUNTIME.lock();
     let rt = guard.as_mut().ok_or(Status::NotSupported)?;
     let c = start(&mut rt.ownership).map_err(refusal)?;
+    // A group behind an SMMU that failed closed stays Blocked.
+    let failed = rt.discovered.groups.get(c.group).and_then(|g| rt.iommus.get(g.smmu.0)).is_none_or(|i| i.failed);
+    if failed {
+        rt.ownership.finish(c, false);
+        return Err(Status::Failed);
+    }
     let result = execute(rt, plans, &c);
     let group = c.group;
     let owner = rt.ownership.finish(c, result.is_ok());
@@ -402,13 +408,19 @@ pub fn drain_events(parts: &'static [Part]) {
             if repeats > 0 {
                 defmt::info!("SMMU events: {=u32} repeats not printed", repeats);
             }
-            match report {
+            let (_, evtq_log2) = rt.iommus[si].smmu.queue_log2();
+            let filled = match report {
                 Ok(r) if r.lost_events => {
-                    defmt::error!("SMMU {=str}: event queue overflowed, events were lost", rt.iommus[si].node.name.as_str())
+                    defmt::error!("SMMU {=str}: event queue overflowed, events were lost", rt.iommus[si].node.name.as_str());
+                    false
                 }
-                Ok(_) => {}
-                Err(e) => defmt::error!("SMMU {=str}: draining events: {}", rt.iommus[si].node.name.as_str(), e),
-            }
+                Ok(r) => r.events >= 1 << evtq_log2,
+                Err(e) => {
+                    defmt::error!("SMMU {=str}: draining events: {}", rt.iommus[si].node.name.as_str(), e);
+                    false
+                }
+            };
+            global_errors(&mut rt.iommus[si], filled);
         }
         over
     });
@@ -427,4 +439,44 @@ pub fn drain_events(parts: &'static [Part]) {
             Err(e) => defmt::error!("group {=u32}: quarantine failed: {=i64}", g.0, e as i64),
         }
     }
+}
+
+/// Reads and acknowledges the SMMU's global errors. A command error was
+/// already repaired by the driver. EVENTQ_ABT_ERR right after a drain that
+/// found the queue full is QEMU's way of reporting an overflow (it does not
+/// set OVFLG): events were lost, processing goes on. Any other
+/// EVENTQ_ABT_ERR, or SFM_ERR, means the SMMU cannot be trusted: it fails
+/// closed (every stream aborts); partitions keep their CPUs.
+fn global_errors(iommu: &mut Iommu, queue_was_full: bool) {
+    if iommu.failed {
+        return;
+    }
+    let name = iommu.node.name.as_str();
+    let report = match iommu.smmu.handle_gerror() {
+        Ok(r) => r,
+        Err(e) => {
+            defmt::error!("SMMU {=str}: reading GERROR: {}", name, e);
+            return;
+        }
+    };
+    let g = report.errors;
+    if g.is_empty() {
+        return;
+    }
+    if let Some(c) = report.command {
+        defmt::warn!("SMMU {=str}: command error recovered: {}", name, c);
+    }
+    if g.eventq_abt_err() && !g.sfm_err() && queue_was_full {
+        defmt::error!("SMMU {=str}: event queue overflowed (reported as EVENTQ_ABT_ERR): events were lost; decoding goes on", name);
+        return;
+    }
+    if g.eventq_abt_err() || g.sfm_err() {
+        defmt::error!("SMMU {=str}: global error {}: failing closed, every stream now aborts; partitions keep their CPUs", name, g);
+        match iommu.smmu.fail_closed() {
+            Ok(()) => iommu.failed = true,
+            Err(e) => defmt::error!("SMMU {=str}: could not fail closed: {}", name, e),
+        }
+        return;
+    }
+    defmt::warn!("SMMU {=str}: global errors {} acknowledged", name, g);
 }

@@ -43,6 +43,19 @@ pub fn scenarios() -> Vec<Scenario> {
             check: check_storm,
         },
         Scenario {
+            name: "ownership-evtq-overflow",
+            setup: |ctx| {
+                // An 8-entry event queue; each faulting 64-byte DMA records 16.
+                let dts = with_args(
+                    "exit=0",
+                    "attack=peer-ram:0x4c000100 attack=kernel-image:0x40200000 dma-own exit=0",
+                    "wait=1500 dma-own exit=0",
+                );
+                ctx.with_overlay(QemuConfig { append: Some("bulkhead.evtq-log2=3".into()), ..QemuConfig::default() }, &dts)
+            },
+            check: check_overflow,
+        },
+        Scenario {
             name: "ownership-refusals",
             setup: |ctx| {
                 // net (not a manager) tries to take storage's group, then
@@ -156,4 +169,20 @@ fn check_storm(o: &Outcome, c: &mut Checks) {
         c.that(faults_after == 0, format!("{faults_after} events for net's device after its STE aborts (an abort STE records none)"));
     }
     c.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
+}
+
+fn check_overflow(o: &Outcome, c: &mut Checks) {
+    c.exit(o, exit::SUCCESS);
+    c.log(o, "SMMU smmuv3@9050000: enabled, every stream aborts; cmdq 2^8, evtq 2^3 entries");
+    let overflow = o.log.iter().position(|l| l.message.contains("event queue overflowed (reported as EVENTQ_ABT_ERR): events were lost"));
+    c.that(overflow.is_some(), "the overflow was not reported");
+    if let Some(at) = overflow {
+        let later = o.log[at..].iter().filter(|l| l.message.contains("SMMU event F_TRANSLATION: StreamID 0x8")).count();
+        c.that(later > 0, "no event decoded after the overflow");
+    }
+    c.no_log(o, "failing closed");
+    c.log(o, "[net] dma own 0x48100000: ok, 64 bytes verified");
+    c.log(o, "[storage] dma own 0x4c100000: ok, 64 bytes verified");
+    // QEMU's side: the queue really was full (GERROR.EVENTQ_ABT_ERR raised).
+    c.that(o.trace.named("smmuv3_write_gerror").any(|e| e.args.contains("toggled=0x4")), "QEMU never raised EVENTQ_ABT_ERR");
 }
