@@ -230,6 +230,12 @@ fn execute(rt: &mut Runtime, plans: &[Part], c: &Change) -> Result<(), &'static 
                 let plan = &plans.get(usize::from(p.0)).ok_or("unknown partition")?.plan;
                 let part = rt.parts.get_mut(usize::from(p.0)).ok_or("unknown partition")?;
                 attach(plan, g, &owned, &mut rt.iommus, &mut part.domains).map_err(|_| "attaching streams")?;
+                // The new owner's fault count starts now: a transfer the old
+                // owner left in flight faults in the new owner's domain, and
+                // must not push the new owner toward quarantine.
+                if let Some(w) = rt.faults.get_mut(g.id.0 as usize) {
+                    *w = (platform::time::uptime_us(), 0);
+                }
             }
             Step::StartDevices => start_devices(&devs, d).map_err(|_| "starting devices")?,
             Step::MapMmio(p) => {
@@ -391,12 +397,22 @@ pub fn drain_events(parts: &'static [Part]) {
                 }
                 last = Some(key);
                 printed += 1;
+                // The device: the endpoint whose requester ID is the StreamID,
+                // else the group's first (an alias StreamID).
+                let bdf = group
+                    .and_then(|g| {
+                        let fns = g.devices.iter().filter_map(|&x| d.topology.pci(x));
+                        let mut all = fns.clone();
+                        fns.clone().find(|f| u32::from(f.rid()) == e.stream_id.0).or_else(|| all.next())
+                    })
+                    .map(|f| (f.bdf.bus, f.bdf.dev, f.bdf.func));
                 defmt::warn!(
-                    "SMMU event {}: StreamID {=u32:#x}, group {=i64}, partition {=str}, {=str} at {=u64:#x}",
+                    "SMMU event {}: StreamID {=u32:#x}, group {=i64}, partition {=str}, device {}, {=str} at {=u64:#x}",
                     e.event_type,
                     e.stream_id.0,
                     group.map(|g| i64::from(g.id.0)).unwrap_or(-1),
                     who.map(|p| part_name(parts, usize::from(p.0))).unwrap_or("(none: blocked)"),
+                    DeviceName(bdf),
                     match e.read {
                         Some(true) => "read",
                         Some(false) => "write",
@@ -479,4 +495,16 @@ fn global_errors(iommu: &mut Iommu, queue_was_full: bool) {
         return;
     }
     defmt::warn!("SMMU {=str}: global errors {} acknowledged", name, g);
+}
+
+/// A PCI function as `bb:dd.f` in logs.
+struct DeviceName(Option<(u8, u8, u8)>);
+
+impl defmt::Format for DeviceName {
+    fn format(&self, f: defmt::Formatter) {
+        match self.0 {
+            Some((b, d, func)) => defmt::write!(f, "{=u8:02x}:{=u8:02x}.{=u8}", b, d, func),
+            None => defmt::write!(f, "?"),
+        }
+    }
 }

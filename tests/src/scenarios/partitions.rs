@@ -80,8 +80,8 @@ fn check_attack_matrix(o: &Outcome, c: &mut Checks) {
     c.no_log(o, "LEAKED");
     c.no_log(o, "CHANGED");
     // Every blocked DMA shows up as an SMMU event attributed to net's group.
-    c.log(o, "StreamID 0x8, group 1, partition net, write at 0x4c000100");
-    c.log(o, "StreamID 0x8, group 1, partition net, read at 0x40200000");
+    c.log(o, "StreamID 0x8, group 1, partition net, device 00:01.0, write at 0x4c000100");
+    c.log(o, "StreamID 0x8, group 1, partition net, device 00:01.0, read at 0x40200000");
     // QEMU's own record: net's device never reached anything outside net's
     // memory, nothing was translated in bypass, and faults were recorded.
     let sid = |e: &&TraceEvent| e.field("sid") == Some(NET_SID);
