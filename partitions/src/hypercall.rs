@@ -24,7 +24,8 @@ pub const WHOAMI: u64 = 0x03;
 /// `GROUP_COUNT() -> x1 = number of isolation groups`.
 pub const GROUP_COUNT: u64 = 0x10;
 /// `GROUP_INFO(group) -> x1 = owner ([`OWNER_BLOCKED`], [`OWNER_MOVING`] or
-/// a partition id), x2 = StreamIDs, x3 = first StreamID`.
+/// a partition id), x2 = devices << 32 | StreamIDs, x3 = requester ID of
+/// its first PCI device (0xffff: none) << 32 | first StreamID`.
 pub const GROUP_INFO: u64 = 0x11;
 /// `GROUP_RELEASE(group, expected owner)`: Assigned(expected) → Blocked.
 /// A partition may release its own groups; a manager any group.

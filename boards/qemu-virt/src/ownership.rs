@@ -294,7 +294,12 @@ pub fn hypercall(plans: &'static [Part], me: PartitionId, call: Call) -> Result<
                 State::Stable(Owner::Partition(p)) => u64::from(p.0),
                 _ => OWNER_MOVING,
             };
-            Some([owner, g.stream_ids.len() as u64, g.stream_ids.first().map(|s| u64::from(s.0)).unwrap_or(0)])
+            let first_device = g.devices.iter().find_map(|&x| rt.discovered.topology.pci(x)).map(|f| u64::from(f.rid())).unwrap_or(u64::from(u16::MAX));
+            Some([
+                owner,
+                ((g.devices.len() as u64) << 32) | g.stream_ids.len() as u64,
+                (first_device << 32) | g.stream_ids.first().map(|s| u64::from(s.0)).unwrap_or(0),
+            ])
         })
         .ok_or(Status::InvalidArgument),
         Call::GroupRelease { group, expected } => {

@@ -1,6 +1,6 @@
 //! bulkhead's hypercalls (partitions::hypercall) from the partition side.
 
-use partitions::hypercall::{CONSOLE_WRITE, DEVICES, EXIT, GROUP_ASSIGN, GROUP_RELEASE, OWNER_BLOCKED, WHOAMI};
+use partitions::hypercall::{CONSOLE_WRITE, DEVICES, EXIT, GROUP_ASSIGN, GROUP_INFO, GROUP_RELEASE, OWNER_BLOCKED, WHOAMI};
 
 fn call(f: u64, a1: u64, a2: u64) -> [u64; 4] {
     call3(f, a1, a2, 0)
@@ -56,4 +56,9 @@ pub fn exit(status: u64) -> ! {
 /// Any call; returns x0 (the status).
 pub fn raw(f: u64, a1: u64, a2: u64) -> u64 {
     call(f, a1, a2)[0]
+}
+
+/// GROUP_INFO: (status, owner, devices << 32 | StreamIDs, rid << 32 | first StreamID).
+pub fn group_info(group: u64) -> [u64; 4] {
+    call(GROUP_INFO, group, 0)
 }

@@ -20,6 +20,7 @@
 //!   back, N times, and report the statuses;
 //! - `try-move=GROUP:A:B`: one release and assign attempt, statuses reported;
 //! - `assign=GROUP:P`: one assignment, status reported;
+//! - `info=GROUP`: GROUP_INFO, reported;
 //! - `storm=ADDR:N`: up to N DMAs of its device to ADDR (outside its memory),
 //!   stopping when the device is taken away;
 //! - `dma-loop=MS`: for MS milliseconds, whenever it owns a device, round-trip
@@ -230,6 +231,9 @@ extern "C" fn payload_main(dtb: u64) -> ! {
                 }
             }
             l.push("moves: ").hex(n).push(" round trips of group ").hex(g).push(", failures ").hex(failures).send();
+        } else if let Some(g) = arg.strip_prefix("info=").and_then(parse_u64) {
+            let r = hvc::group_info(g);
+            l.push("group ").hex(g).push(": status ").hex(r[0]).push(" owner ").hex(r[1]).push(" devices|sids ").hex(r[2]).push(" rid|sid ").hex(r[3]).send();
         } else if let Some(spec) = arg.strip_prefix("try-move=") {
             let v: [u64; 3] = core::array::from_fn(|i| spec.split(':').nth(i).and_then(parse_u64).unwrap_or(u64::MAX));
             let r = hvc::release(v[0], v[1]);

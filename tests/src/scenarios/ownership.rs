@@ -33,28 +33,10 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario { name: "ownership-moves-virt", setup: |ctx| moves(ctx, Flavour::Virt), check: check_moves },
         Scenario { name: "ownership-moves-stage2", setup: |ctx| moves(ctx, Flavour::Stage2), check: check_moves },
-        Scenario {
-            name: "ownership-fault-storm",
-            setup: |ctx| {
-                let dts = with_args("exit=0", "storm=0x70000000:40 wait=500 exit=0", "canary=0x4c000100 dma-loop=5000 check=0x4c000100")
-                    .replace("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x0 0x48000000>;\n            bulkhead,fault-limit = <32 2000>;");
-                ctx.with_overlay(QemuConfig { timeout: std::time::Duration::from_secs(60), ..QemuConfig::default() }, &dts)
-            },
-            check: check_storm,
-        },
-        Scenario {
-            name: "ownership-evtq-overflow",
-            setup: |ctx| {
-                // An 8-entry event queue; each faulting 64-byte DMA records 16.
-                let dts = with_args(
-                    "exit=0",
-                    "attack=peer-ram:0x4c000100 attack=kernel-image:0x40200000 dma-own exit=0",
-                    "wait=1500 dma-own exit=0",
-                );
-                ctx.with_overlay(QemuConfig { append: Some("bulkhead.evtq-log2=3".into()), ..QemuConfig::default() }, &dts)
-            },
-            check: check_overflow,
-        },
+        Scenario { name: "ownership-fault-storm-stage2", setup: |ctx| storm(ctx, Flavour::Stage2), check: check_storm },
+        Scenario { name: "ownership-evtq-overflow-stage2", setup: |ctx| overflow(ctx, Flavour::Stage2), check: check_overflow },
+        Scenario { name: "ownership-fault-storm", setup: |ctx| storm(ctx, Flavour::Virt), check: check_storm },
+        Scenario { name: "ownership-evtq-overflow", setup: |ctx| overflow(ctx, Flavour::Virt), check: check_overflow },
         Scenario {
             name: "ownership-refusals",
             setup: |ctx| {
@@ -63,7 +45,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 // a wrong owner, an unknown group and an unknown partition,
                 // then gives net its group back, and both still do DMA.
                 let dts = with_args(
-                    "wait=300 try-move=2:1:0 try-move=9:2:1 try-move=1:1:5 assign=1:1 exit=0",
+                    "info=1 info=2 wait=300 try-move=2:1:0 try-move=9:2:1 try-move=1:1:5 assign=1:1 exit=0",
                     "try-move=2:2:1 try-move=1:1:2 wait=700 dma-own exit=0",
                     "wait=900 dma-own exit=0",
                 );
@@ -141,6 +123,9 @@ fn check_refusals(o: &Outcome, c: &mut Checks) {
     c.log(o, "[mgmt] try-move group 0x9: release 0xfffffffffffffffe assign 0xfffffffffffffffe");
     c.log(o, "[mgmt] try-move group 0x1: release 0xfffffffffffffffb assign 0xfffffffffffffffe");
     c.log(o, "[mgmt] assign group 0x1 to 0x1: 0x0");
+    // group 1: owned by net (1), one device and one StreamID, 00:01.0 = RID 0x8.
+    c.log(o, "[mgmt] group 0x1: status 0x0 owner 0x1 devices|sids 0x100000001 rid|sid 0x800000008");
+    c.log(o, "[mgmt] group 0x2: status 0x0 owner 0x2 devices|sids 0x100000001 rid|sid 0x1000000010");
     c.log(o, "[net] dma own 0x48100000: ok, 64 bytes verified");
     c.log(o, "[storage] dma own 0x4c100000: ok, 64 bytes verified");
     c.log(o, "all 3 partitions stopped, 0 failed");
@@ -185,4 +170,15 @@ fn check_overflow(o: &Outcome, c: &mut Checks) {
     c.log(o, "[storage] dma own 0x4c100000: ok, 64 bytes verified");
     // QEMU's side: the queue really was full (GERROR.EVENTQ_ABT_ERR raised).
     c.that(o.trace.named("smmuv3_write_gerror").any(|e| e.args.contains("toggled=0x4")), "QEMU never raised EVENTQ_ABT_ERR");
+}
+
+fn storm(ctx: &Ctx, flavour: Flavour) -> Result<QemuConfig, String> {
+    let dts = with_args("exit=0", "storm=0x70000000:40 wait=500 exit=0", "canary=0x4c000100 dma-loop=5000 check=0x4c000100")
+        .replace("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x0 0x48000000>;\n            bulkhead,fault-limit = <32 2000>;");
+    ctx.with_overlay(QemuConfig { flavour, timeout: std::time::Duration::from_secs(60), ..QemuConfig::default() }, &dts)
+}
+
+fn overflow(ctx: &Ctx, flavour: Flavour) -> Result<QemuConfig, String> {
+    let dts = with_args("exit=0", "attack=peer-ram:0x4c000100 attack=kernel-image:0x40200000 dma-own exit=0", "wait=1500 dma-own exit=0");
+    ctx.with_overlay(QemuConfig { flavour, append: Some("bulkhead.evtq-log2=3".into()), ..QemuConfig::default() }, &dts)
 }
