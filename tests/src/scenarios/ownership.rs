@@ -44,10 +44,13 @@ pub fn scenarios() -> Vec<Scenario> {
                 // releases its own (allowed) but may not assign it; mgmt names
                 // a wrong owner, an unknown group and an unknown partition,
                 // then gives net its group back, and both still do DMA.
+                // The steps are spaced in time (every CPU starts at once):
+                // mgmt reads the groups at once, net moves at 300 ms, mgmt at
+                // 700 ms, the DMA checks from 1 s on.
                 let dts = with_args(
-                    "info=1 info=2 wait=300 try-move=2:1:0 try-move=9:2:1 try-move=1:1:5 assign=1:1 exit=0",
-                    "try-move=2:2:1 try-move=1:1:2 wait=700 dma-own exit=0",
-                    "wait=900 dma-own exit=0",
+                    "info=1 info=2 wait=700 try-move=2:1:0 try-move=9:2:1 try-move=1:1:5 assign=1:1 exit=0",
+                    "wait=300 try-move=2:2:1 try-move=1:1:2 wait=1000 dma-own exit=0",
+                    "wait=1200 dma-own exit=0",
                 );
                 ctx.with_overlay(QemuConfig::default(), &dts)
             },
