@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo xtask run  [--log-level L] [--flavour virt|stage1|stage2] [--append TEXT]
-//!                  [--overlay FILE.dts | --no-overlay] [--timeout SECS] [--debug]
+//!                  [--overlay FILE.dts | --no-overlay] [--qemu-args "ARGS"] [--timeout SECS] [--debug]
 //!                  [-- EXTRA-QEMU-ARGS...]
 //! cargo xtask test [--host-only] [--jobs N] [FILTER]
 //! cargo xtask build [--log-level L] [--debug]
@@ -75,6 +75,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--host-only" => o.host_only = true,
             "--overlay" => o.overlay = Some(PathBuf::from(val("--overlay")?)),
             "--no-overlay" => o.no_overlay = true,
+            "--qemu-args" => o.qemu_args.extend(val("--qemu-args")?.split_whitespace().map(String::from)),
             "--board" => o.board = val("--board")?,
             "--" => {
                 o.qemu_args.extend(it.by_ref().cloned());
