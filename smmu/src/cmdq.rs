@@ -370,6 +370,20 @@ pub struct Ring {
 }
 
 impl Ring {
+    /// SMMU_CMDQ_BASE / SMMU_EVENTQ_BASE for a queue of this geometry in
+    /// `region` (§6.3): address, LOG2SIZE, and read-allocate when coherent.
+    pub(crate) fn base_register(&self, region: &DmaRegion, coherent: bool) -> u64 {
+        let mut r = LocalRegisterCopy::<u64, Q_BASE::Register>::new(0);
+        r.write(
+            Q_BASE::ADDR.val(region.phys().as_u64() >> 5)
+                + Q_BASE::LOG2SIZE.val(u64::from(self.log2())),
+        );
+        if coherent {
+            r.modify(Q_BASE::ALLOC::SET);
+        }
+        r.get()
+    }
+
     /// A ring of `2^log2` entries (`log2` ≤ 19 for SMMUv3 queues).
     pub const fn new(log2: u8) -> Ring {
         Ring {
@@ -484,15 +498,7 @@ impl CommandQueue {
 
     /// Value for SMMU_CMDQ_BASE.
     pub fn base_register(&self) -> u64 {
-        let mut r = LocalRegisterCopy::<u64, Q_BASE::Register>::new(0);
-        r.write(
-            Q_BASE::ADDR.val(self.region.phys().as_u64() >> 5)
-                + Q_BASE::LOG2SIZE.val(u64::from(self.ring.log2())),
-        );
-        if self.coherent {
-            r.modify(Q_BASE::ALLOC::SET);
-        }
-        r.get()
+        self.ring.base_register(&self.region, self.coherent)
     }
 
     /// Geometry of the queue.

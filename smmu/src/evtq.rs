@@ -9,7 +9,7 @@ use crate::cmdq::{Hw, Ring};
 use crate::error::Error;
 use crate::features::Features;
 use crate::hal::{DmaMemory, DmaRegion, Mmio};
-use crate::regs::{offset, EVENTQ_CONS, EVENTQ_PROD, Q_BASE};
+use crate::regs::{offset, EVENTQ_CONS, EVENTQ_PROD};
 use crate::strtab::alloc_checked;
 use crate::types::{Iova, Ipa, PhysAddr, StreamId, SubstreamId};
 
@@ -277,15 +277,7 @@ impl EventQueue {
 
     /// Value for SMMU_EVENTQ_BASE.
     pub fn base_register(&self) -> u64 {
-        let mut r = LocalRegisterCopy::<u64, Q_BASE::Register>::new(0);
-        r.write(
-            Q_BASE::ADDR.val(self.region.phys().as_u64() >> 5)
-                + Q_BASE::LOG2SIZE.val(u64::from(self.ring.log2())),
-        );
-        if self.coherent {
-            r.modify(Q_BASE::ALLOC::SET);
-        }
-        r.get()
+        self.ring.base_register(&self.region, self.coherent)
     }
 
     /// Geometry of the queue.

@@ -270,13 +270,27 @@ fn failing_closed_aborts_every_stream() {
     let m = Model::new(Flavour::Nested);
     let mut s = bring_up(&m);
     let mut d = s.create_domain(smmu::DomainConfig::default()).unwrap();
-    s.map(&mut d, smmu::Iova(0x1000), smmu::PhysAddr(0x8010_0000), 0x1000, smmu::Prot::RAM_RW).unwrap();
+    s.map(
+        &mut d,
+        smmu::Iova(0x1000),
+        smmu::PhysAddr(0x8010_0000),
+        0x1000,
+        smmu::Prot::RAM_RW,
+    )
+    .unwrap();
     s.attach(&d, &[smmu::StreamId(3)]).unwrap();
-    assert!(matches!(m.translate(3, 0x1000, Access::READ), Outcome::Ok { .. }));
+    assert!(matches!(
+        m.translate(3, 0x1000, Access::READ),
+        Outcome::Ok { .. }
+    ));
     s.fail_closed().unwrap();
     assert!(!m.smmuen());
     assert_ne!(m.gbpa() & (1 << 20), 0, "GBPA.ABORT");
     for sid in [0, 3, 0xffff] {
-        assert_eq!(m.translate(sid, 0x1000, Access::READ), Outcome::Abort, "StreamID {sid}");
+        assert_eq!(
+            m.translate(sid, 0x1000, Access::READ),
+            Outcome::Abort,
+            "StreamID {sid}"
+        );
     }
 }
