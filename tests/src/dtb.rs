@@ -118,3 +118,24 @@ pub fn with_overlay(
     cfg.dtb = Some(out);
     Ok(cfg)
 }
+
+/// `dts` with partition `name`'s `bulkhead,bootargs` replaced by `args`
+/// (the overlays write each partition as `name: name { ... }`).
+pub fn set_bootargs(dts: &str, name: &str, args: &str) -> Result<String, String> {
+    const KEY: &str = "bulkhead,bootargs = \"";
+    let node = dts.find(&format!("{name}: {name} {{")).ok_or(format!("the overlay has no partition {name}"))?;
+    let start = node + dts[node..].find(KEY).ok_or(format!("partition {name} has no bulkhead,bootargs"))? + KEY.len();
+    let end = start + dts[start..].find('"').ok_or(format!("partition {name}'s bulkhead,bootargs is not closed"))?;
+    Ok(format!("{}{args}{}", &dts[..start], &dts[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn set_bootargs_edits_one_partition() {
+        let dts = "a: a { bulkhead,bootargs = \"x\"; };\nb: b { bulkhead,bootargs = \"y\"; };";
+        let out = super::set_bootargs(dts, "b", "hello exit=0").unwrap();
+        assert_eq!(out, "a: a { bulkhead,bootargs = \"x\"; };\nb: b { bulkhead,bootargs = \"hello exit=0\"; };");
+        assert!(super::set_bootargs(dts, "c", "z").is_err());
+    }
+}

@@ -1,6 +1,7 @@
 //! Groups moving between partitions at run time (issue 6): through Blocked
 //! only, checked against QEMU's own trace.
 
+use crate::dtb::set_bootargs;
 use crate::qemu::{Flavour, Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Ctx, Scenario};
 
@@ -13,11 +14,8 @@ const STORAGE_MEM: (u64, u64) = (0x4c00_0000, 0x4e00_0000);
 /// Round trips net → storage → net.
 const ROUND_TRIPS: u64 = 100;
 
-fn with_args(mgmt: &str, net: &str, storage: &str) -> String {
-    MANAGER
-        .replace("\"move=1:1:2:10\"", &format!("\"{mgmt}\""))
-        .replace("\"canary=0x48000100 dma-loop=3000 check=0x48000100\"", &format!("\"{net}\""))
-        .replace("\"canary=0x4c000100 dma-loop=3000 check=0x4c000100\"", &format!("\"{storage}\""))
+fn with_args(mgmt: &str, net: &str, storage: &str) -> Result<String, String> {
+    set_bootargs(&set_bootargs(&set_bootargs(MANAGER, "mgmt", mgmt)?, "net", net)?, "storage", storage)
 }
 
 fn moves(ctx: &Ctx, flavour: Flavour) -> Result<QemuConfig, String> {
@@ -25,7 +23,7 @@ fn moves(ctx: &Ctx, flavour: Flavour) -> Result<QemuConfig, String> {
         &format!("move=1:1:2:{ROUND_TRIPS}"),
         "canary=0x48000100 dma-loop=14000 check=0x48000100",
         "canary=0x4c000100 dma-loop=14000 check=0x4c000100",
-    );
+    )?;
     ctx.with_overlay(QemuConfig { flavour, timeout: std::time::Duration::from_secs(120), ..QemuConfig::default() }, &dts)
 }
 
@@ -51,7 +49,7 @@ pub fn scenarios() -> Vec<Scenario> {
                     "info=1 info=2 wait=700 try-move=2:1:0 try-move=9:2:1 try-move=1:1:5 assign=1:1 exit=0",
                     "wait=300 try-move=2:2:1 try-move=1:1:2 wait=1000 dma-own exit=0",
                     "wait=1200 dma-own exit=0",
-                );
+                )?;
                 ctx.with_overlay(QemuConfig::default(), &dts)
             },
             check: check_refusals,
@@ -176,12 +174,12 @@ fn check_overflow(o: &Outcome, c: &mut Checks) {
 }
 
 fn storm(ctx: &Ctx, flavour: Flavour) -> Result<QemuConfig, String> {
-    let dts = with_args("exit=0", "storm=0x70000000:40 wait=500 exit=0", "canary=0x4c000100 dma-loop=5000 check=0x4c000100")
+    let dts = with_args("exit=0", "storm=0x70000000:40 wait=500 exit=0", "canary=0x4c000100 dma-loop=5000 check=0x4c000100")?
         .replace("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x0 0x48000000>;\n            bulkhead,fault-limit = <32 2000>;");
     ctx.with_overlay(QemuConfig { flavour, timeout: std::time::Duration::from_secs(60), ..QemuConfig::default() }, &dts)
 }
 
 fn overflow(ctx: &Ctx, flavour: Flavour) -> Result<QemuConfig, String> {
-    let dts = with_args("exit=0", "attack=peer-ram:0x4c000100 attack=kernel-image:0x40200000 dma-own exit=0", "wait=1500 dma-own exit=0");
+    let dts = with_args("exit=0", "attack=peer-ram:0x4c000100 attack=kernel-image:0x40200000 dma-own exit=0", "wait=1500 dma-own exit=0")?;
     ctx.with_overlay(QemuConfig { flavour, append: Some("bulkhead.evtq-log2=3".into()), ..QemuConfig::default() }, &dts)
 }

@@ -1,6 +1,7 @@
 //! Partitions at EL1: started from an overlay, talking through hypercalls,
 //! and faults contained to the partition that made them.
 
+use crate::dtb::set_bootargs;
 use crate::qemu::{Flavour, Outcome, QemuConfig};
 use crate::trace::TraceEvent;
 use crate::scenario::{exit, Checks, Ctx, Scenario};
@@ -12,10 +13,8 @@ const HELLO: &str = include_str!("../../../boards/qemu-virt/overlays/hello.dts")
 const DEMO: &str = include_str!("../../../boards/qemu-virt/overlays/demo.dts");
 
 /// `DEMO` with the two partitions' bootargs replaced.
-fn demo_with(net_args: &str, storage_args: &str) -> String {
-    let mut parts = DEMO.splitn(3, "bulkhead,bootargs = \"hello dma-own\";");
-    let (a, b, c) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    format!("{a}bulkhead,bootargs = \"{net_args}\";{b}bulkhead,bootargs = \"{storage_args}\";{c}")
+fn demo_with(net_args: &str, storage_args: &str) -> Result<String, String> {
+    set_bootargs(&set_bootargs(DEMO, "net", net_args)?, "storage", storage_args)
 }
 
 /// net's memory, and the canary storage watches in its own.
@@ -43,7 +42,7 @@ fn smmu_structures(ctx: &Ctx, cfg: &QemuConfig) -> Result<[(&'static str, u64); 
 
 fn attack_matrix(ctx: &Ctx, flavour: Flavour) -> Result<QemuConfig, String> {
     let base = QemuConfig { flavour, timeout: std::time::Duration::from_secs(90), ..QemuConfig::default() };
-    let probe = ctx.with_overlay(base.clone(), &demo_with("exit=0", "exit=0"))?;
+    let probe = ctx.with_overlay(base.clone(), &demo_with("exit=0", "exit=0")?)?;
     let structures = smmu_structures(ctx, &probe)?;
     let mut targets = vec![
         ("peer-ram", CANARY),
@@ -60,7 +59,7 @@ fn attack_matrix(ctx: &Ctx, flavour: Flavour) -> Result<QemuConfig, String> {
     let net = format!("dma-own {} exit=0", attacks.join(" "));
     let storage = format!("canary={CANARY:#x} watch={CANARY:#x}:9000 dma-own exit=0");
     let _ = std::fs::write(ctx.file("targets.txt"), format!("{targets:#x?}"));
-    ctx.with_overlay(base, &demo_with(&net, &storage))
+    ctx.with_overlay(base, &demo_with(&net, &storage)?)
 }
 
 fn check_attack_matrix(o: &Outcome, c: &mut Checks) {
@@ -97,10 +96,7 @@ fn check_attack_matrix(o: &Outcome, c: &mut Checks) {
 }
 
 fn hello_with(ctx: &Ctx, net_args: &str, storage_args: &str) -> Result<QemuConfig, String> {
-    let mut dts = HELLO.to_string();
-    let mut parts = dts.splitn(3, "bulkhead,bootargs = \"hello\";");
-    let (a, b, c) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    dts = format!("{a}bulkhead,bootargs = \"{net_args}\";{b}bulkhead,bootargs = \"{storage_args}\";{c}");
+    let dts = set_bootargs(&set_bootargs(HELLO, "net", net_args)?, "storage", storage_args)?;
     ctx.with_overlay(QemuConfig::default(), &dts)
 }
 
