@@ -6,7 +6,7 @@
 //!                  [-- EXTRA-QEMU-ARGS...]
 //! cargo xtask test [--host-only] [--jobs N] [FILTER]
 //! cargo xtask build [--log-level L] [--debug]
-//! cargo xtask image [--board qemu-virt] [--log-level L] [--debug]
+//! cargo xtask image [--board qemu-virt|fvp-base] [--log-level L] [--debug]
 //! ```
 
 mod prereq;
@@ -19,9 +19,9 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-const BOARD_CRATE: &str = "bulkhead-qemu-virt";
-/// The boards `cargo xtask image --board` knows (each is built by `BOARD_CRATE`).
-const BOARDS: &[&str] = &["qemu-virt"];
+/// The boards (`--board`) and the crate that builds each; the first is the
+/// one `run`, `test` and `build` boot under QEMU.
+const BOARDS: &[(&str, &str)] = &[("qemu-virt", "bulkhead-qemu-virt"), ("fvp-base", "bulkhead-fvp-base")];
 const PAYLOAD_CRATE: &str = "bulkhead-payload";
 /// The overlay `cargo xtask run` boots unless told otherwise.
 const DEFAULT_OVERLAY: &str = "boards/qemu-virt/overlays/demo.dts";
@@ -107,11 +107,20 @@ fn git_version() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Builds the kernel image; returns the ELF's path.
+/// The crate that builds `board`.
+fn board_crate(board: &str) -> Result<&'static str, String> {
+    BOARDS.iter().find(|(b, _)| *b == board).map(|(_, c)| *c).ok_or_else(|| {
+        let names: Vec<&str> = BOARDS.iter().map(|(b, _)| *b).collect();
+        format!("unknown board {board} ({})", names.join(", "))
+    })
+}
+
+/// Builds the kernel for `o.board`; returns the ELF's path.
 fn build_kernel(o: &Opts) -> Result<PathBuf, String> {
     prereq::ensure_target()?;
+    let krate = board_crate(&o.board)?;
     let mut c = cargo();
-    c.args(["build", "-p", BOARD_CRATE, "--target", prereq::TARGET])
+    c.args(["build", "-p", krate, "--target", prereq::TARGET])
         .env("DEFMT_LOG", &o.log_level)
         .env("BULKHEAD_GIT", git_version());
     if o.release {
@@ -122,7 +131,7 @@ fn build_kernel(o: &Opts) -> Result<PathBuf, String> {
         return Err("building the kernel failed".into());
     }
     let profile = if o.release { "release" } else { "debug" };
-    Ok(bulkhead_tests::workspace_root().join("target").join(prereq::TARGET).join(profile).join(BOARD_CRATE))
+    Ok(bulkhead_tests::workspace_root().join("target").join(prereq::TARGET).join(profile).join(krate))
 }
 
 /// Builds the partition payload and writes its flat image. Like the kernel
@@ -145,8 +154,10 @@ fn build_payload() -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// The kernel for QEMU (whatever `--board` says) and the payload.
 fn build_all(o: &Opts) -> Result<Artifacts, String> {
-    Ok(Artifacts { kernel: build_kernel(o)?, payload: build_payload()? })
+    let qemu = Opts { board: BOARDS[0].0.into(), ..o.clone() };
+    Ok(Artifacts { kernel: build_kernel(&qemu)?, payload: build_payload()? })
 }
 
 fn cmd_build(o: &Opts) -> Result<ExitCode, String> {
@@ -159,14 +170,18 @@ fn cmd_build(o: &Opts) -> Result<ExitCode, String> {
 /// arm64 header next to the ELF, for U-Boot `booti`, other Linux-protocol
 /// loaders and QEMU `-kernel Image`.
 fn cmd_image(o: &Opts) -> Result<ExitCode, String> {
-    if !BOARDS.contains(&o.board.as_str()) {
-        return Err(format!("unknown board {} ({})", o.board, BOARDS.join(", ")));
-    }
+    let (elf, out) = build_image(o)?;
+    println!("{}\n{}", elf.display(), out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds `o.board`'s ELF and its `Image`; returns both paths.
+fn build_image(o: &Opts) -> Result<(PathBuf, PathBuf), String> {
     let elf = build_kernel(o)?;
     let bytes = std::fs::read(&elf).map_err(|e| format!("cannot read {}: {e}", elf.display()))?;
     let image = bulkhead_tests::image::linux_image(&bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
     let header = bulkhead_tests::image::Arm64Header::parse(&image)?;
-    let out = elf.with_file_name(format!("{BOARD_CRATE}.Image"));
+    let out = elf.with_extension("Image");
     std::fs::write(&out, &image).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     eprintln!(
         "xtask: Image {} bytes, image_size {:#x} (with bss and stack), text_offset {:#x}, {}",
@@ -175,8 +190,7 @@ fn cmd_image(o: &Opts) -> Result<ExitCode, String> {
         header.text_offset,
         if header.anywhere() { "any 2 MiB-aligned base" } else { "fixed base" }
     );
-    println!("{}\n{}", elf.display(), out.display());
-    Ok(ExitCode::SUCCESS)
+    Ok((elf, out))
 }
 
 fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
@@ -249,7 +263,13 @@ fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
     let (mut qp, mut qf) = (0, 0);
     if !o.host_only {
         println!("== QEMU scenarios ==");
-        let artifacts = build_all(&Opts { log_level: "debug".into(), ..o.clone() })?;
+        let build = Opts { log_level: "debug".into(), ..o.clone() };
+        // Every board must build, though only the first boots here.
+        for (board, _) in &BOARDS[1..] {
+            let (_, image) = build_image(&Opts { board: board.to_string(), ..build.clone() })?;
+            println!("board {board}: {}", image.display());
+        }
+        let artifacts = build_all(&build)?;
         let scenarios = bulkhead_tests::scenarios::all();
         (qp, qf) = bulkhead_tests::scenario::run_all(&artifacts, &scenarios, o.filter.as_deref(), o.jobs)?;
     }

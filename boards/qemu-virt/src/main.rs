@@ -1,20 +1,25 @@
 //! bulkhead for QEMU `virt` (`virtualization=on,iommu=smmuv3,gic-version=3`).
 //!
-//! Thin wiring of `platform`, `smmu` and `partitions`, in the boot order of
-//! DESIGN.md: abort every SMMU first, then the MMU, console and memory, then
-//! discovery.
+//! The kernel is `bulkhead-kernel`; this crate holds only what the device
+//! tree cannot say: the early console and where QEMU's ELF loader leaves the
+//! DTB. The load address is in link.ld.
 #![no_std]
 #![no_main]
 
-extern crate alloc;
+use bulkhead_kernel::Board;
+use platform::PhysAddr;
 
-mod boot;
-mod discover;
-mod dma;
-mod dmatest;
-mod iommu;
-mod irqtest;
-mod ownership;
-mod partition;
+static BOARD: Board = Board {
+    name: "qemu-virt",
+    // The PL011 QEMU's virt always has.
+    early_uart: Some(PhysAddr(0x0900_0000)),
+    // QEMU's ELF path (`-kernel ELF`) enters with x0 = 0 and the DTB at the
+    // bottom of RAM.
+    dtb_when_x0_is_zero: Some(PhysAddr(0x4000_0000)),
+};
 
-pub use boot::bulkhead_board_entry;
+/// Entered from `_start` with the loader's x0 and the current EL.
+#[unsafe(no_mangle)]
+pub extern "C" fn bulkhead_board_entry(x0: u64, el: u64) -> ! {
+    bulkhead_kernel::entry(&BOARD, x0, el)
+}

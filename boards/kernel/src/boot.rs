@@ -1,19 +1,12 @@
-//! The boot path of the qemu-virt board.
+//! The boot path, from `_start` to partitions running.
 
-use crate::{dmatest, iommu, partition};
+use crate::{dmatest, iommu, partition, Board};
 use platform::arch::{self, exit};
 use platform::dt::{DeviceTree, PsciConduit};
 use platform::memmap::{MemoryMap, Reservation};
 use platform::pgtable::{Access, IdentityMap, MemType, Table, PAGE_SIZE};
 use platform::{ExitCode, PhysAddr, PhysRange};
 
-/// Board name in the banner.
-const BOARD: &str = "qemu-virt";
-/// The PL011 QEMU's virt always has; used until the DT's stdout-path is read
-/// (and to report a DT that cannot be read at all).
-const EARLY_UART: PhysAddr = PhysAddr(0x0900_0000);
-/// Where QEMU's ELF loader leaves the DTB when x0 is 0: the bottom of RAM.
-const ELF_PATH_DTB: PhysAddr = PhysAddr(0x4000_0000);
 /// Kernel heap size.
 const HEAP_SIZE: u64 = 16 << 20;
 /// Heap alignment (a 2 MiB block of the identity map).
@@ -23,14 +16,16 @@ const PT_POOL_TABLES: usize = 64;
 
 static mut PT_POOL: [Table; PT_POOL_TABLES] = [const { Table::EMPTY }; PT_POOL_TABLES];
 
-/// Entered from `_start` with the loader's x0 and the current EL.
-#[unsafe(no_mangle)]
-pub extern "C" fn bulkhead_board_entry(x0: u64, el: u64) -> ! {
-    // SAFETY: QEMU virt has a PL011 at EARLY_UART; with the MMU off every
-    // access is Device memory.
-    unsafe { platform::console::init(EARLY_UART) };
+/// The kernel, entered from the board's `bulkhead_board_entry` with the
+/// loader's x0 and the current EL.
+pub fn entry(board: &'static Board, x0: u64, el: u64) -> ! {
+    if let Some(uart) = board.early_uart {
+        // SAFETY: the board crate names a PL011 at this address; with the
+        // MMU off every access is Device memory.
+        unsafe { platform::console::init(uart) };
+    }
     // Semihosting carries the exit status under QEMU and falls back to PSCI
-    // by itself. PSCI's conduit is smc at EL2 on virt until the DT says more.
+    // by itself. PSCI's conduit is smc at EL2 until the DT says more.
     exit::configure(true, if el == 2 { PsciConduit::Smc } else { PsciConduit::Hvc });
     if el != 2 {
         defmt::error!(
@@ -39,10 +34,17 @@ pub extern "C" fn bulkhead_board_entry(x0: u64, el: u64) -> ! {
         );
         exit::exit(ExitCode::WrongExceptionLevel);
     }
-    let dtb_at = if x0 != 0 { PhysAddr(x0) } else { ELF_PATH_DTB };
-    // SAFETY: the boot protocol puts a DTB at x0, or QEMU's ELF path at the
-    // bottom of RAM; `at` reads 8 bytes, then only `totalsize` bytes after
-    // checking the magic and a size limit. Nothing writes there.
+    let dtb_at = match (x0, board.dtb_when_x0_is_zero) {
+        (0, Some(at)) => at,
+        (0, None) => {
+            defmt::error!("cannot boot: the loader passed no device tree (x0 = 0)");
+            exit::exit(ExitCode::BadDeviceTree);
+        }
+        (x0, _) => PhysAddr(x0),
+    };
+    // SAFETY: the boot protocol puts a DTB at x0, or the board's loader at
+    // `dtb_when_x0_is_zero`; `at` reads 8 bytes, then only `totalsize` bytes
+    // after checking the magic and a size limit. Nothing writes there.
     let dt = match unsafe { DeviceTree::at(dtb_at) } {
         Ok(dt) => dt,
         Err(e) => {
@@ -50,7 +52,7 @@ pub extern "C" fn bulkhead_board_entry(x0: u64, el: u64) -> ! {
             exit::exit(ExitCode::BadDeviceTree);
         }
     };
-    match boot(dt, dtb_at) {
+    match boot(board, dt, dtb_at) {
         Ok(()) => exit::exit(ExitCode::Success),
         Err(code) => exit::exit(code),
     }
@@ -95,7 +97,7 @@ fn dt_err(e: platform::dt::DtError) -> ExitCode {
     ExitCode::BadDeviceTree
 }
 
-fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
+fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
     // 2. Block all DMA before anything else: GBPA.ABORT on every SMMU.
     let smmus = dt.smmus().map_err(dt_err)?;
     for s in &smmus {
@@ -112,7 +114,7 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
     let mmio = dt.mmio_regions().map_err(dt_err)?;
     build_and_enable_mmu(&ram, &mmio, &layout)?;
     if let Some(uart) = dt.stdout_uart().map_err(dt_err)? {
-        if uart != EARLY_UART {
+        if Some(uart) != board.early_uart {
             // SAFETY: the DT's stdout-path names a PL011 whose `reg` is in
             // the identity map as Device memory.
             unsafe { platform::console::init(uart) };
@@ -148,7 +150,7 @@ fn boot(dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
     // From here on the kernel reads the DTB with those overlays merged in.
     let dt = apply_overlays(dt, &overlays, &[layout.image, heap])?;
 
-    banner(&dt, &map, &smmus, heap)?;
+    banner(board, &dt, &map, &smmus, heap)?;
 
     // 4-5. Discovery: PCI enumeration (bus mastering off everywhere) and
     // isolation groups.
@@ -303,6 +305,7 @@ fn build_and_enable_mmu(ram: &[PhysRange], mmio: &[PhysRange], layout: &arch::bo
 }
 
 fn banner(
+    board: &Board,
     dt: &DeviceTree<'static>,
     map: &MemoryMap,
     smmus: &[platform::dt::SmmuNode],
@@ -313,7 +316,7 @@ fn banner(
         "bulkhead {=str} ({=str}) on {=str}",
         env!("CARGO_PKG_VERSION"),
         option_env!("BULKHEAD_GIT").unwrap_or("unknown"),
-        BOARD
+        board.name
     );
     defmt::info!("CurrentEL: EL{=u8}", arch::current_el());
     arch::boot::log_placement();
