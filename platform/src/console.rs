@@ -1,10 +1,14 @@
-//! The PL011 console the defmt logger writes to.
+//! The console the defmt logger writes to: an Arm PL011 or a 16550-style
+//! UART (`ns16550a` and its relatives), whichever the DT's stdout-path names.
 //!
-//! Register map: Arm PrimeCell UART (PL011) TRM, section 3.2. Every wait on
-//! the FIFO is bounded: a wedged UART loses log bytes, it never stops the
-//! kernel.
+//! Register maps: Arm PrimeCell UART (PL011) TRM, section 3.2; for the 16550,
+//! THR at 0, IER at 1, FCR at 2, LCR at 3 and LSR at 5, each register
+//! `1 << reg-shift` bytes apart and `reg-io-width` bytes wide. The baud rate
+//! is left as the firmware set it. Every wait on the FIFO is bounded: a
+//! wedged UART loses log bytes, it never stops the kernel.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use crate::dt::{Uart, UartKind};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_bitfields;
 use tock_registers::register_structs;
@@ -52,26 +56,123 @@ register_structs! {
 /// Polls of the flag register before a byte is dropped (~ms at any clock).
 const TX_SPIN_LIMIT: u32 = 100_000;
 
-static BASE: AtomicUsize = AtomicUsize::new(0);
+/// 16550 line status: transmit holding register empty, transmitter empty.
+const LSR_THRE: u32 = 1 << 5;
+const LSR_TEMT: u32 = 1 << 6;
+/// 16550 register indices.
+const NS_THR: usize = 0;
+const NS_IER: usize = 1;
+const NS_FCR: usize = 2;
+const NS_LCR: usize = 3;
+const NS_LSR: usize = 5;
 
-fn regs() -> Option<&'static Pl011Regs> {
-    let b = BASE.load(Ordering::Relaxed);
-    // SAFETY: `BASE` is only ever set by `init` to the address of a PL011
-    // register block that stays mapped (identity, Device) for the kernel's life.
-    (b != 0).then(|| unsafe { &*(b as *const Pl011Regs) })
+static BASE: AtomicUsize = AtomicUsize::new(0);
+/// 0: PL011; otherwise 16550 with `(shift << 4) | width`.
+static KIND: AtomicU8 = AtomicU8::new(0);
+
+enum Regs {
+    Pl011(&'static Pl011Regs),
+    Ns16550 { base: usize, shift: u8, width: u8 },
 }
 
-/// Starts using the PL011 at `base` (8N1, FIFOs on, TX and RX enabled).
+fn regs() -> Option<Regs> {
+    let b = BASE.load(Ordering::Relaxed);
+    if b == 0 {
+        return None;
+    }
+    match KIND.load(Ordering::Relaxed) {
+        // SAFETY: `BASE` is only ever set by `init` to the address of a PL011
+        // register block that stays mapped (identity, Device) for the kernel's life.
+        0 => Some(Regs::Pl011(unsafe { &*(b as *const Pl011Regs) })),
+        k => Some(Regs::Ns16550 { base: b, shift: k >> 4, width: k & 0xf }),
+    }
+}
+
+impl Regs {
+    fn ns_addr(base: usize, shift: u8, reg: usize) -> usize {
+        base + (reg << shift)
+    }
+    fn ns_read(&self, reg: usize) -> u32 {
+        let Regs::Ns16550 { base, shift, width } = *self else { return 0 };
+        let a = Self::ns_addr(base, shift, reg);
+        // SAFETY: `init` was given a 16550 whose registers at `1 << shift`
+        // strides are mapped for the kernel's life; `width` is 1 or 4 and
+        // the address is aligned to it (shift ≥ 2 when width is 4).
+        unsafe {
+            if width == 4 {
+                (a as *const u32).read_volatile()
+            } else {
+                u32::from((a as *const u8).read_volatile())
+            }
+        }
+    }
+    fn ns_write(&self, reg: usize, v: u8) {
+        let Regs::Ns16550 { base, shift, width } = *self else { return };
+        let a = Self::ns_addr(base, shift, reg);
+        // SAFETY: as in `ns_read`.
+        unsafe {
+            if width == 4 {
+                (a as *mut u32).write_volatile(u32::from(v));
+            } else {
+                (a as *mut u8).write_volatile(v);
+            }
+        }
+    }
+    /// Room for one more byte.
+    fn tx_ready(&self) -> bool {
+        match self {
+            Regs::Pl011(r) => !r.fr.is_set(UARTFR::TXFF),
+            Regs::Ns16550 { .. } => self.ns_read(NS_LSR) & LSR_THRE != 0,
+        }
+    }
+    /// Everything written has left.
+    fn idle(&self) -> bool {
+        match self {
+            Regs::Pl011(r) => !r.fr.is_set(UARTFR::BUSY),
+            Regs::Ns16550 { .. } => self.ns_read(NS_LSR) & LSR_TEMT != 0,
+        }
+    }
+    fn put(&self, b: u8) {
+        match self {
+            Regs::Pl011(r) => r.dr.set(u32::from(b)),
+            Regs::Ns16550 { .. } => self.ns_write(NS_THR, b),
+        }
+    }
+}
+
+/// Starts using `uart` (8N1, FIFOs on; the PL011 with TX and RX enabled,
+/// the 16550 with its interrupts off). A 16550 with an unsupported
+/// `width` (not 1 or 4) or a `shift` that misaligns it is not used.
 ///
 /// # Safety
-/// `base` must be the address of a PL011's registers, accessible now and
-/// for as long as the kernel logs.
-pub unsafe fn init(base: crate::PhysAddr) {
+/// `uart.base` must be the address of such a UART's registers, accessible
+/// now and for as long as the kernel logs.
+pub unsafe fn init(uart: Uart) {
     flush();
-    BASE.store(base.0 as usize, Ordering::Relaxed);
-    if let Some(r) = regs() {
-        r.lcr_h.write(UARTLCR_H::WLEN.val(0b11) + UARTLCR_H::FEN::SET);
-        r.cr.write(UARTCR::UARTEN::SET + UARTCR::TXE::SET + UARTCR::RXE::SET);
+    let kind = match uart.kind {
+        UartKind::Pl011 => 0,
+        UartKind::Ns16550 { shift, width } => {
+            let usable = shift < 8 && (width == 1 || (width == 4 && shift >= 2)) && uart.base.0 % u64::from(width) == 0;
+            if !usable {
+                BASE.store(0, Ordering::Relaxed);
+                return;
+            }
+            (shift << 4) | width
+        }
+    };
+    KIND.store(kind, Ordering::Relaxed);
+    BASE.store(uart.base.0 as usize, Ordering::Relaxed);
+    match regs() {
+        Some(Regs::Pl011(r)) => {
+            r.lcr_h.write(UARTLCR_H::WLEN.val(0b11) + UARTLCR_H::FEN::SET);
+            r.cr.write(UARTCR::UARTEN::SET + UARTCR::TXE::SET + UARTCR::RXE::SET);
+        }
+        Some(r @ Regs::Ns16550 { .. }) => {
+            r.ns_write(NS_IER, 0);
+            r.ns_write(NS_LCR, 0x03); // 8 data bits, no parity, 1 stop, DLAB off
+            r.ns_write(NS_FCR, 0x07); // FIFOs on and cleared
+        }
+        None => {}
     }
 }
 
@@ -80,14 +181,14 @@ pub fn write(bytes: &[u8]) {
     let Some(r) = regs() else { return };
     for &b in bytes {
         let mut spins = 0;
-        while r.fr.is_set(UARTFR::TXFF) {
+        while !r.tx_ready() {
             spins += 1;
             if spins == TX_SPIN_LIMIT {
                 return;
             }
             core::hint::spin_loop();
         }
-        r.dr.set(u32::from(b));
+        r.put(b);
     }
 }
 
@@ -95,7 +196,7 @@ pub fn write(bytes: &[u8]) {
 pub fn flush() {
     let Some(r) = regs() else { return };
     let mut spins = 0;
-    while r.fr.is_set(UARTFR::BUSY) && spins < TX_SPIN_LIMIT {
+    while !r.idle() && spins < TX_SPIN_LIMIT {
         spins += 1;
         core::hint::spin_loop();
     }

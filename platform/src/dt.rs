@@ -19,6 +19,39 @@ pub const MAX_DTB_SIZE: u32 = 8 << 20;
 const FDT_MAGIC: u32 = 0xd00d_feed;
 /// Deepest node nesting the walkers follow.
 const MAX_DEPTH: usize = 16;
+/// Which UART, and how its registers are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UartKind {
+    /// Arm PL011.
+    Pl011,
+    /// 16550-compatible: registers `1 << shift` bytes apart, accessed
+    /// `width` bytes wide (1 or 4).
+    Ns16550 {
+        /// The DT's `reg-shift` (default 0).
+        shift: u8,
+        /// The DT's `reg-io-width` (default 1).
+        width: u8,
+    },
+}
+
+/// A console UART: where and what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uart {
+    /// Its register block.
+    pub base: PhysAddr,
+    /// Its register interface.
+    pub kind: UartKind,
+}
+
+impl Uart {
+    /// A PL011 at `base`.
+    pub const fn pl011(base: PhysAddr) -> Uart {
+        Uart { base, kind: UartKind::Pl011 }
+    }
+}
+
+/// 16550-compatible UARTs the console drives (Linux's of_serial names).
+const NS16550_COMPATIBLES: [&str; 4] = ["ns16550a", "ns16550", "ns16450", "snps,dw-apb-uart"];
 /// Most SMMUs the kernel handles.
 pub const MAX_SMMUS: usize = 8;
 /// Most CPUs the kernel handles.
@@ -464,8 +497,10 @@ impl<'a> DeviceTree<'a> {
         }
     }
 
-    /// The PL011 named by `/chosen/stdout-path` (a path or an alias, options after ':' ignored).
-    pub fn stdout_uart(&self) -> Result<Option<PhysAddr>, DtError> {
+    /// The console UART `/chosen/stdout-path` names (a path or an alias,
+    /// options after ':' ignored): a PL011 or a 16550 (with its `reg-shift`
+    /// and `reg-io-width`); `None` for any other UART.
+    pub fn stdout_uart(&self) -> Result<Option<Uart>, DtError> {
         let Some(chosen) = self.find("/chosen")? else { return Ok(None) };
         let Some(path) = chosen.str_prop("stdout-path")? else { return Ok(None) };
         let path = path.split(':').next().unwrap_or("");
@@ -481,10 +516,22 @@ impl<'a> DeviceTree<'a> {
             }
         };
         let Some(uart) = self.find(path)? else { return Ok(None) };
-        if !uart.is_compatible("arm,pl011") {
+        let kind = if uart.is_compatible("arm,pl011") {
+            UartKind::Pl011
+        } else if NS16550_COMPATIBLES.iter().any(|c| uart.is_compatible(c)) {
+            let shift = uart.u32_prop("reg-shift")?.unwrap_or(0);
+            let width = uart.u32_prop("reg-io-width")?.unwrap_or(1);
+            if shift > 4 {
+                return Err(uart.bad("reg-shift", "more than 4"));
+            }
+            if width != 1 && !(width == 4 && shift >= 2) {
+                return Err(uart.bad("reg-io-width", "only 1, or 4 with reg-shift of at least 2, is supported"));
+            }
+            UartKind::Ns16550 { shift: shift as u8, width: width as u8 }
+        } else {
             return Ok(None);
-        }
-        Ok(uart.reg()?.first().map(|r| r.start))
+        };
+        Ok(uart.reg()?.first().map(|r| Uart { base: r.start, kind }))
     }
 
     /// The PSCI conduit from `/psci/method`.
@@ -654,6 +701,29 @@ mod tests {
 "#;
 
     #[test]
+    fn stdout_path_names_a_16550() {
+        let uart = |props: &str| {
+            let src = std::format!(
+                r#"/dts-v1/; / {{ #address-cells = <2>; #size-cells = <2>;
+                    aliases {{ serial0 = "/serial@fe660000"; }};
+                    chosen {{ stdout-path = "serial0:1500000n8"; }};
+                    serial@fe660000 {{ reg = <0x0 0xfe660000 0x0 0x100>; {props} }}; }};"#
+            );
+            DeviceTree::parse(&dtb(&src)).unwrap().stdout_uart().map_err(|e| std::format!("{e:?}"))
+        };
+        let base = PhysAddr(0xfe66_0000);
+        assert_eq!(
+            uart(r#"compatible = "rockchip,rk3568-uart", "snps,dw-apb-uart"; reg-shift = <2>; reg-io-width = <4>;"#),
+            Ok(Some(Uart { base, kind: UartKind::Ns16550 { shift: 2, width: 4 } }))
+        );
+        assert_eq!(uart(r#"compatible = "ns16550a";"#), Ok(Some(Uart { base, kind: UartKind::Ns16550 { shift: 0, width: 1 } })));
+        assert_eq!(uart(r#"compatible = "arm,pl011", "arm,primecell";"#), Ok(Some(Uart::pl011(base))));
+        assert_eq!(uart(r#"compatible = "vendor,other-uart";"#), Ok(None), "an unknown UART is not used");
+        let e = uart(r#"compatible = "ns16550a"; reg-io-width = <4>;"#).unwrap_err();
+        assert!(e.contains("serial@fe660000") && e.contains("reg-io-width"), "{e}");
+    }
+
+    #[test]
     fn reads_the_virt_facts() {
         let blob = dtb(VIRT);
         let dt = DeviceTree::parse(&blob).unwrap();
@@ -663,7 +733,7 @@ mod tests {
         let cpus = dt.cpus().unwrap();
         assert_eq!(cpus.len(), 2);
         assert_eq!(cpus[1], CpuNode { mpidr: 1, psci: true });
-        assert_eq!(dt.stdout_uart().unwrap(), Some(PhysAddr(0x900_0000)));
+        assert_eq!(dt.stdout_uart().unwrap(), Some(Uart::pl011(PhysAddr(0x900_0000))));
         assert_eq!(dt.bootargs().unwrap(), "bulkhead.selftest=none");
         assert_eq!(dt.psci().unwrap(), Some(PsciConduit::Smc));
         let smmus = dt.smmus().unwrap();

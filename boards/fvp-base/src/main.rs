@@ -9,13 +9,14 @@
 #![no_main]
 
 use bulkhead_kernel::Board;
+use platform::dt::Uart;
 use platform::PhysAddr;
 
 static BOARD: Board = Board {
     name: "fvp-base",
     // The motherboard's UART0 (PL011, chip select 3 + 0x9_0000), the
     // console TF-A also uses.
-    early_uart: Some(PhysAddr(0x1c09_0000)),
+    early_uart: Some(Uart::pl011(PhysAddr(0x1c09_0000))),
     dtb_when_x0_is_zero: None,
 };
 

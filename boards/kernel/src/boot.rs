@@ -20,8 +20,8 @@ static mut PT_POOL: [Table; PT_POOL_TABLES] = [const { Table::EMPTY }; PT_POOL_T
 /// loader's x0 and the current EL.
 pub fn entry(board: &'static Board, x0: u64, el: u64) -> ! {
     if let Some(uart) = board.early_uart {
-        // SAFETY: the board crate names a PL011 at this address; with the
-        // MMU off every access is Device memory.
+        // SAFETY: the board crate names a UART of this kind at this
+        // address; with the MMU off every access is Device memory.
         unsafe { platform::console::init(uart) };
     }
     // Semihosting carries the exit status under QEMU and falls back to PSCI
@@ -115,8 +115,8 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), 
     build_and_enable_mmu(&ram, &mmio, &layout)?;
     if let Some(uart) = dt.stdout_uart().map_err(dt_err)? {
         if Some(uart) != board.early_uart {
-            // SAFETY: the DT's stdout-path names a PL011 whose `reg` is in
-            // the identity map as Device memory.
+            // SAFETY: the DT's stdout-path names a UART of this kind whose
+            // `reg` is in the identity map as Device memory.
             unsafe { platform::console::init(uart) };
         }
     }

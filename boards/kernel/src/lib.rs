@@ -20,17 +20,18 @@ mod ownership;
 mod partition;
 
 pub use boot::entry;
+use platform::dt::Uart;
 use platform::PhysAddr;
 
 /// What a board crate tells the kernel; everything else comes from the DT.
 pub struct Board {
     /// Name in the banner.
     pub name: &'static str,
-    /// A PL011 the kernel may write to before it has read the DT's
-    /// `/chosen/stdout-path` (and to report a DT it cannot read at all);
-    /// `None` when the board has no UART at a fixed address, so nothing is
-    /// printed until the DT names one.
-    pub early_uart: Option<PhysAddr>,
+    /// A UART (PL011 or 16550) the kernel may write to before it has read
+    /// the DT's `/chosen/stdout-path` (and to report a DT it cannot read at
+    /// all); `None` when the board has no UART at a fixed address, so
+    /// nothing is printed until the DT names one.
+    pub early_uart: Option<Uart>,
     /// Where the DTB is when the loader enters with x0 = 0 (QEMU's ELF path
     /// leaves it at the bottom of RAM); `None` when the board's loaders
     /// always follow the Linux boot protocol.

@@ -7,12 +7,13 @@
 #![no_main]
 
 use bulkhead_kernel::Board;
+use platform::dt::Uart;
 use platform::PhysAddr;
 
 static BOARD: Board = Board {
     name: "qemu-virt",
     // The PL011 QEMU's virt always has.
-    early_uart: Some(PhysAddr(0x0900_0000)),
+    early_uart: Some(Uart::pl011(PhysAddr(0x0900_0000))),
     // QEMU's ELF path (`-kernel ELF`) enters with x0 = 0 and the DTB at the
     // bottom of RAM.
     dtb_when_x0_is_zero: Some(PhysAddr(0x4000_0000)),
