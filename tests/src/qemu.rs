@@ -1,8 +1,8 @@
 //! Building QEMU command lines and running the kernel under them.
 
-use crate::log::{Decoder, LogLine};
+use crate::log::{Decoder, LineStream, LogLine};
 use crate::trace::Trace;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,6 +74,48 @@ pub struct QemuConfig {
     pub timeout: Duration,
     /// Boot this file instead of the build's kernel ELF (e.g. the raw `Image`).
     pub kernel: Option<PathBuf>,
+    /// Boot a firmware (U-Boot) instead of `-kernel`, typing at its prompt.
+    pub firmware: Option<Firmware>,
+}
+
+/// A firmware that runs first and talks on the same serial port as the
+/// kernel (U-Boot): booted with `-bios`, driven through its prompt, and its
+/// text kept apart from the kernel's defmt log. The kernel is not passed
+/// with `-kernel`: load it with `-device loader` and have the script boot it.
+#[derive(Clone, Debug)]
+pub struct Firmware {
+    /// The firmware image (`-bios`).
+    pub bios: PathBuf,
+    /// What to type at its prompt, in order.
+    pub script: Vec<Expect>,
+    /// The firmware's last words before the kernel runs (U-Boot:
+    /// `"Starting kernel ...\r\n\r\n"`): serial bytes up to and including
+    /// them are the firmware's text ([`Outcome::console`]), the defmt log
+    /// starts right after.
+    pub handover: String,
+    /// Give up when `handover` has not come this long after the script's
+    /// last input.
+    pub handover_within: Duration,
+    /// Where to keep the firmware's text (written after the run).
+    pub transcript: Option<PathBuf>,
+}
+
+/// One step of a [`Firmware`] script.
+#[derive(Clone, Debug)]
+pub struct Expect {
+    /// Wait until the firmware prints this (after the previous step's input).
+    pub wait_for: String,
+    /// Then type this.
+    pub send: String,
+    /// Give up (stop QEMU, [`Outcome::console_error`]) after this long.
+    pub within: Duration,
+}
+
+impl Expect {
+    /// Waits for `wait_for` (at most `within`), then types `send`.
+    pub fn new(wait_for: &str, send: &str, within: Duration) -> Expect {
+        Expect { wait_for: wait_for.into(), send: send.into(), within }
+    }
 }
 
 impl Default for QemuConfig {
@@ -89,6 +131,7 @@ impl Default for QemuConfig {
             trace: None,
             timeout: Duration::from_secs(60),
             kernel: None,
+            firmware: None,
         }
     }
 }
@@ -122,8 +165,13 @@ impl QemuConfig {
     /// The full command line that boots `kernel`.
     pub fn args(&self, kernel: &Path) -> Vec<String> {
         let mut a = self.machine_args("");
-        let kernel = self.kernel.as_deref().unwrap_or(kernel);
-        a.extend(["-kernel".into(), kernel.display().to_string()]);
+        match &self.firmware {
+            Some(fw) => a.extend(["-bios".into(), fw.bios.display().to_string()]),
+            None => {
+                let kernel = self.kernel.as_deref().unwrap_or(kernel);
+                a.extend(["-kernel".into(), kernel.display().to_string()]);
+            }
+        }
         if let Some(dtb) = &self.dtb {
             a.extend(["-dtb".into(), dtb.display().to_string()]);
         }
@@ -178,6 +226,12 @@ pub struct Outcome {
     pub stderr: String,
     /// Wall time.
     pub elapsed: Duration,
+    /// The firmware's text before it handed over (see [`Firmware`]), or all
+    /// of the serial output when it never did.
+    pub console: String,
+    /// Why the firmware script did not complete (a step's text never came,
+    /// or the firmware never handed over to the kernel).
+    pub console_error: Option<String>,
 }
 
 impl Outcome {
@@ -185,6 +239,104 @@ impl Outcome {
     pub fn log_text(&self) -> String {
         self.log.iter().map(|l| format!("{l}\n")).collect()
     }
+}
+
+/// Splits the serial output into the firmware's text and the kernel's
+/// defmt stream, and plays the firmware script against the text.
+struct Serial<'d> {
+    stream: LineStream<'d>,
+    /// The firmware's text so far (empty without a firmware).
+    text: Vec<u8>,
+    /// The text that ends the firmware's output, while it has not come yet
+    /// (`None` once it has, and without a firmware: all bytes are log).
+    handover: Option<Vec<u8>>,
+    /// Script steps not yet done, and the deadline of the first (or, once
+    /// they are done, of the hand-over).
+    script: std::collections::VecDeque<Expect>,
+    deadline: Instant,
+    handover_within: Duration,
+    /// The current step's text is searched from here (after the last input).
+    search_from: usize,
+}
+
+impl<'d> Serial<'d> {
+    fn new(decoder: &'d Decoder, firmware: Option<&Firmware>) -> Serial<'d> {
+        let script: std::collections::VecDeque<Expect> = firmware.map(|f| f.script.iter().cloned().collect()).unwrap_or_default();
+        let handover_within = firmware.map_or(Duration::ZERO, |f| f.handover_within);
+        let deadline = Instant::now() + script.front().map_or(handover_within, |e| e.within);
+        Serial {
+            stream: decoder.stream(),
+            text: Vec::new(),
+            handover: firmware.map(|f| f.handover.as_bytes().to_vec()),
+            script,
+            deadline,
+            handover_within,
+            search_from: 0,
+        }
+    }
+
+    /// Takes received bytes; returns complete log lines.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<LogLine> {
+        let Some(marker) = &self.handover else { return self.stream.feed(bytes) };
+        let Some(rest) = append_until(&mut self.text, bytes, marker) else { return Vec::new() };
+        self.handover = None;
+        self.stream.feed(&rest)
+    }
+
+    /// Types the next script input once its text has appeared. Returns an
+    /// error when a step's wait, or the wait for the hand-over after the
+    /// last step, ran out.
+    fn play(&mut self, stdin: &mut Option<std::process::ChildStdin>) -> Result<(), String> {
+        if self.script.is_empty() {
+            return match &self.handover {
+                Some(marker) if Instant::now() > self.deadline => Err(format!(
+                    "the firmware did not hand over to the kernel (print {:?}) within {} s of the script's last input",
+                    String::from_utf8_lossy(marker),
+                    self.handover_within.as_secs()
+                )),
+                _ => Ok(()),
+            };
+        }
+        while let Some(step) = self.script.front() {
+            if self.handover.is_none() {
+                return Err(format!("the firmware handed over to the kernel before printing {:?} (script step {:?})", step.wait_for, step.send.trim_end()));
+            }
+            if find(&self.text[self.search_from..], step.wait_for.as_bytes()).is_none() {
+                if Instant::now() > self.deadline {
+                    return Err(format!(
+                        "the firmware did not print {:?} within {} s (script step {:?})",
+                        step.wait_for,
+                        step.within.as_secs(),
+                        step.send.trim_end()
+                    ));
+                }
+                return Ok(());
+            }
+            let pipe = stdin.as_mut().ok_or("QEMU's stdin is not a pipe")?;
+            pipe.write_all(step.send.as_bytes()).and_then(|_| pipe.flush()).map_err(|e| format!("cannot type at the firmware: {e}"))?;
+            self.search_from = self.text.len();
+            self.script.pop_front();
+            self.deadline = Instant::now() + self.script.front().map_or(self.handover_within, |e| e.within);
+        }
+        Ok(())
+    }
+}
+
+/// Appends `bytes` to `text`; once `text` holds `marker` (which may arrive
+/// split across calls), cuts `text` right after it and returns what follows.
+fn append_until(text: &mut Vec<u8>, bytes: &[u8], marker: &[u8]) -> Option<Vec<u8>> {
+    let from = text.len().saturating_sub(marker.len());
+    text.extend_from_slice(bytes);
+    let at = from + find(&text[from..], marker)? + marker.len();
+    Some(text.split_off(at))
+}
+
+/// Position of `needle` in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Boots `kernel` under `cfg`, calling `on_line` for each log line as it
@@ -196,11 +348,12 @@ pub fn run(kernel: &Path, decoder: &Decoder, cfg: &QemuConfig, on_line: &mut dyn
     let start = Instant::now();
     let mut child = Command::new(QEMU)
         .args(cfg.args(kernel))
-        .stdin(Stdio::null())
+        .stdin(if cfg.firmware.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+    let mut stdin = child.stdin.take();
     let mut stdout = child.stdout.take().ok_or("no stdout pipe")?;
     let mut stderr = child.stderr.take().ok_or("no stderr pipe")?;
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -217,19 +370,24 @@ pub fn run(kernel: &Path, decoder: &Decoder, cfg: &QemuConfig, on_line: &mut dyn
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let mut stream = decoder.stream();
+    let mut serial = Serial::new(decoder, cfg.firmware.as_ref());
     let mut out = Outcome::default();
     let deadline = start + cfg.timeout;
     loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(bytes) => {
-                for line in stream.feed(&bytes) {
+                for line in serial.feed(&bytes) {
                     on_line(&line);
                     out.log.push(line);
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Err(e) = serial.play(&mut stdin) {
+            out.console_error = Some(e);
+            let _ = child.kill();
+            break;
         }
         if Instant::now() > deadline {
             out.timed_out = true;
@@ -238,19 +396,59 @@ pub fn run(kernel: &Path, decoder: &Decoder, cfg: &QemuConfig, on_line: &mut dyn
         }
     }
     let status = child.wait().map_err(|e| format!("waiting for QEMU: {e}"))?;
+    drop(stdin);
     let _ = reader.join();
     while let Ok(bytes) = rx.try_recv() {
-        for line in stream.feed(&bytes) {
+        for line in serial.feed(&bytes) {
             on_line(&line);
             out.log.push(line);
         }
     }
-    out.status = if out.timed_out { None } else { status.code() };
-    out.malformed_frames = stream.malformed;
+    out.status = if out.timed_out || out.console_error.is_some() { None } else { status.code() };
+    out.malformed_frames = serial.stream.malformed;
+    if let Some(fw) = &cfg.firmware {
+        if out.console_error.is_none() && serial.handover.is_some() {
+            out.console_error = Some(format!("the firmware never handed over to the kernel (no {:?})", fw.handover));
+        }
+        out.console = String::from_utf8_lossy(&serial.text).into_owned();
+        if let Some(path) = &fw.transcript {
+            let _ = std::fs::write(path, &serial.text);
+        }
+    }
     out.stderr = err_reader.join().unwrap_or_default();
     if let Some(t) = &cfg.trace {
         out.trace = Trace::read(t);
     }
     out.elapsed = start.elapsed();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_firmware_text_ends_at_the_marker_even_when_split() {
+        let marker = b"Starting kernel ...\r\n\r\n";
+        let mut text = Vec::new();
+        assert_eq!(append_until(&mut text, b"=> booti\r\n\r\nStarting ker", marker), None);
+        assert_eq!(append_until(&mut text, b"nel ...\r\n\r", marker), None);
+        assert_eq!(append_until(&mut text, b"\n\x00\x21frame", marker), Some(b"\x00\x21frame".to_vec()));
+        assert_eq!(text, b"=> booti\r\n\r\nStarting kernel ...\r\n\r\n");
+    }
+
+    #[test]
+    fn a_firmware_boots_instead_of_the_kernel() {
+        let fw = Firmware {
+            bios: "u-boot.bin".into(),
+            script: vec![Expect::new("=> ", "booti\n", Duration::from_secs(1))],
+            handover: "Starting kernel ...".into(),
+            handover_within: Duration::from_secs(1),
+            transcript: None,
+        };
+        let args = QemuConfig { firmware: Some(fw), ..QemuConfig::default() }.args(Path::new("kernel.elf"));
+        assert!(args.windows(2).any(|w| w[0] == "-bios" && w[1] == "u-boot.bin"));
+        assert!(!args.iter().any(|a| a == "-kernel"));
+        assert!(QemuConfig::default().args(Path::new("kernel.elf")).windows(2).any(|w| w[0] == "-kernel" && w[1] == "kernel.elf"));
+    }
 }

@@ -101,22 +101,38 @@ fn can_install() -> bool {
     is_root() && os_release("ID").as_deref() == Some("debian") && have("apt-get", "--version").is_some()
 }
 
-/// Makes sure QEMU ≥ 10.0, dtc and fdtoverlay are present.
+/// Debian's package with the U-Boot the `uboot-*` scenarios boot.
+const U_BOOT_PACKAGE: &str = "u-boot-qemu";
+
+/// Makes sure QEMU ≥ 10.0, dtc and fdtoverlay, and Debian's U-Boot for
+/// `qemu_arm64` are present.
 pub fn ensure_host_tools() -> Result<(), String> {
     let qemu_ok = qemu_version().is_some_and(|v| v >= QEMU_MIN);
     let dtc_ok = have("dtc", "--version").is_some() && have("fdtoverlay", "--help").is_some();
-    if qemu_ok && dtc_ok {
+    let u_boot = bulkhead_tests::scenarios::U_BOOT;
+    let u_boot_ok = std::path::Path::new(u_boot).exists();
+    if qemu_ok && dtc_ok && u_boot_ok {
         return Ok(());
     }
-    let want = "QEMU >= 10.0 (Debian bookworm: `apt-get install -t bookworm-backports qemu-system-arm` after adding \
-                the bookworm-backports suite; trixie or later: `apt-get install qemu-system-arm`) and dtc/fdtoverlay \
-                (`apt-get install device-tree-compiler`)";
+    let want = format!(
+        "QEMU >= 10.0 (Debian bookworm: `apt-get install -t bookworm-backports qemu-system-arm` after adding \
+         the bookworm-backports suite; trixie or later: `apt-get install qemu-system-arm`), dtc/fdtoverlay \
+         (`apt-get install device-tree-compiler`) and {u_boot} (`apt-get install {U_BOOT_PACKAGE}`)"
+    );
     if !can_install() {
         return Err(format!("missing prerequisites and cannot install them here (need root on Debian): install {want}"));
     }
     if !dtc_ok {
         apt(&["update", "-q"])?;
         apt(&["install", "-y", "-q", "device-tree-compiler"])?;
+    }
+    if !u_boot_ok {
+        apt(&["update", "-q"])
+            .and_then(|()| apt(&["install", "-y", "-q", U_BOOT_PACKAGE]))
+            .map_err(|e| format!("cannot install Debian's {U_BOOT_PACKAGE} (for {u_boot}): {e}"))?;
+        if !std::path::Path::new(u_boot).exists() {
+            return Err(format!("{u_boot} is still missing after installing {U_BOOT_PACKAGE}"));
+        }
     }
     if !qemu_ok {
         install_qemu()?;

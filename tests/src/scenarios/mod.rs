@@ -7,8 +7,11 @@ mod irq;
 mod ownership;
 mod partitions;
 mod smmu;
+mod uboot;
 
 use crate::scenario::Scenario;
+
+pub use uboot::U_BOOT;
 
 /// All scenarios, in the order they are listed.
 pub fn all() -> Vec<Scenario> {
@@ -20,5 +23,6 @@ pub fn all() -> Vec<Scenario> {
     v.extend(irq::scenarios());
     v.extend(partitions::scenarios());
     v.extend(ownership::scenarios());
+    v.extend(uboot::scenarios());
     v
 }
