@@ -29,6 +29,7 @@
 //! group (the group cannot move whole).
 
 use crate::topology::{DeviceRef, PciHost, PciKind, SmmuIndex, Topology};
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use smmu::StreamId;
@@ -295,6 +296,11 @@ pub fn compute(t: &Topology) -> Groups {
 
     for (h, host) in t.hosts.iter().enumerate() {
         let base = first_of_host.get(h).copied().unwrap_or(0);
+        // Functions by (parent, bus, device): the candidates of rule 3,
+        // found without scanning the host per function.
+        type Slot = (Option<usize>, u8, u8);
+        let slots: BTreeSet<(Slot, usize)> =
+            host.functions.iter().enumerate().map(|(j, s)| ((s.parent, s.bdf.bus, s.bdf.dev), j)).collect();
         for (i, f) in host.functions.iter().enumerate() {
             let me = base + i;
             // 1. DMA aliases, walking up from the device (pci_for_each_dma_alias).
@@ -333,9 +339,9 @@ pub fn compute(t: &Topology) -> Groups {
             // 3. Sibling functions without ACS (get_pci_function_alias_group).
             if let Some(a) = host.functions.get(anchor) {
                 if a.multifunction && !acs_enabled(host, anchor) {
-                    for (j, s) in host.functions.iter().enumerate() {
-                        let sibling = j != anchor && s.parent == a.parent && s.bdf.bus == a.bdf.bus && s.bdf.dev == a.bdf.dev;
-                        if sibling && !acs_enabled(host, j) {
+                    let slot = (a.parent, a.bdf.bus, a.bdf.dev);
+                    for &(_, j) in slots.range((slot, 0)..=(slot, usize::MAX)) {
+                        if j != anchor && !acs_enabled(host, j) {
                             join(&mut sets, base + anchor, base + j, GroupReason::Multifunction);
                         }
                     }
@@ -362,12 +368,14 @@ pub fn compute(t: &Topology) -> Groups {
     }
 
     // 4. Shared StreamIDs.
-    let mut seen: Vec<((SmmuIndex, u32), usize)> = Vec::new();
+    let mut seen: BTreeMap<(SmmuIndex, u32), usize> = BTreeMap::new();
     for (d, s) in streams.iter().enumerate() {
         for &key in s.iter().flatten() {
-            match seen.iter().find(|(k, _)| *k == key) {
-                Some(&(_, other)) => join(&mut sets, other, d, GroupReason::SharedStreamId),
-                None => seen.push((key, d)),
+            match seen.get(&key) {
+                Some(&other) => join(&mut sets, other, d, GroupReason::SharedStreamId),
+                None => {
+                    seen.insert(key, d);
+                }
             }
         }
     }

@@ -2,9 +2,9 @@
 //! bridges with the functions enumeration found, and platform DMA masters.
 //!
 //! Plain data, no registers and no device-tree access: `platform` discovers
-//! and enumerates, the board converts its results into this model
-//! (`partitions` and `platform` do not depend on each other), and host
-//! tests build it by hand.
+//! and enumerates, `machine::topology` (the `machine` feature, for
+//! the kernel and the offline checker) converts its results into this
+//! model, and host tests build it by hand.
 
 use crate::binding::PciStep;
 use alloc::string::String;

@@ -2,9 +2,10 @@
 //! first rule the configuration breaks. Nothing runs until this succeeds,
 //! and the same code runs on the host (tests, the offline checker).
 
-use crate::binding::{Config, ConfigError, Region, Target};
+use crate::binding::{Config, ConfigError, PciStep, Region, Target};
 use crate::groups::{GroupId, Groups};
-use crate::topology::{DeviceRef, Topology};
+use crate::topology::{Bdf, DeviceRef, PciHost, Topology};
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -189,7 +190,7 @@ pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
             devices: core::mem::take(&mut devices[i]),
         });
     }
-    let owned: Vec<GroupId> = plan.partitions.iter().flat_map(|p| p.groups.iter().copied()).collect();
+    let owned: BTreeSet<GroupId> = plan.partitions.iter().flat_map(|p| p.groups.iter().copied()).collect();
     plan.blocked = hw.groups.groups.iter().map(|g| g.id).filter(|id| !owned.contains(id)).collect();
     Ok(plan)
 }
@@ -217,8 +218,12 @@ fn assign_devices(cfg: &Config, hw: &Hardware) -> Result<(Vec<Vec<GroupId>>, Vec
     let topo = &hw.topology;
     let n = cfg.partitions.len();
     let (mut groups, mut devices) = (alloc::vec![Vec::new(); n], alloc::vec![Vec::<DeviceRef>::new(); n]);
-    // (device, partition, node path)
+    // (device, partition, node path), in assignment order, and each
+    // device's index in it: lookups stay logarithmic on large machines.
     let mut named: Vec<(DeviceRef, usize, &str)> = Vec::new();
+    let mut named_at: BTreeMap<DeviceRef, usize> = BTreeMap::new();
+    let not_isolatable: BTreeMap<DeviceRef, _> = hw.groups.not_isolatable.iter().rev().map(|x| (x.device, x.reason)).collect();
+    let pci_index: Vec<PciIndex> = topo.hosts.iter().map(PciIndex::new).collect();
     for a in &cfg.assignments {
         let d = match &a.target {
             Target::Cpu { .. } => continue,
@@ -226,7 +231,7 @@ fn assign_devices(cfg: &Config, hw: &Hardware) -> Result<(Vec<Vec<GroupId>>, Vec
                 let hi = topo.hosts.iter().position(|h| &h.path == host).ok_or_else(|| {
                     refuse(&a.path, "bulkhead,partition", format!("{host} is not a PCI host bridge bulkhead enumerated"))
                 })?;
-                let fi = topo.resolve_pci(hi, chain).ok_or_else(|| {
+                let fi = pci_index.get(hi).and_then(|ix| ix.resolve(&topo.hosts[hi], chain)).ok_or_else(|| {
                     let last = chain.last().copied().unwrap_or(crate::binding::PciStep { bus: 0, dev: 0, func: 0 });
                     refuse(
                         &a.path,
@@ -247,22 +252,28 @@ fn assign_devices(cfg: &Config, hw: &Hardware) -> Result<(Vec<Vec<GroupId>>, Vec
                 }
             },
         };
-        if let Some(why) = hw.groups.why_not_isolatable(d) {
+        if let Some(&why) = not_isolatable.get(&d) {
             return Err(refuse(
                 &a.path,
                 "bulkhead,partition",
                 format!("{} cannot be isolated: {}", describe(topo, d), why.name()),
             ));
         }
-        if let Some((_, other, path)) = named.iter().find(|(x, _, _)| *x == d) {
+        if let Some((_, other, path)) = named_at.get(&d).and_then(|&i| named.get(i)) {
             let whom = &cfg.partitions[*other].name;
             return Err(refuse(&a.path, "bulkhead,partition", format!("{} is already assigned to {whom} by {path}", describe(topo, d))));
         }
+        named_at.insert(d, named.len());
         named.push((d, a.partition, a.path.as_str()));
     }
+    let mut members: Vec<usize> = Vec::new();
     for g in &hw.groups.groups {
+        // The group's named devices, in assignment order.
+        members.clear();
+        members.extend(g.devices.iter().filter_map(|d| named_at.get(d).copied()));
+        members.sort_unstable();
         let mut owner: Option<(usize, &str)> = None;
-        for &(d, part, path) in named.iter().filter(|(d, _, _)| g.devices.contains(d)) {
+        for &(d, part, path) in members.iter().filter_map(|&i| named.get(i)) {
             match owner {
                 None => owner = Some((part, path)),
                 Some((o, opath)) if o != part => {
@@ -283,7 +294,7 @@ fn assign_devices(cfg: &Config, hw: &Hardware) -> Result<(Vec<Vec<GroupId>>, Vec
         }
         let Some((part, path)) = owner else { continue };
         for &d in g.devices.iter().filter(|&&d| is_endpoint(topo, d)) {
-            if !named.iter().any(|(x, _, _)| *x == d) {
+            if !named_at.contains_key(&d) {
                 return Err(refuse(
                     path,
                     "bulkhead,partition",
@@ -297,9 +308,40 @@ fn assign_devices(cfg: &Config, hw: &Hardware) -> Result<(Vec<Vec<GroupId>>, Vec
             }
         }
         groups[part].push(g.id);
-        devices[part].extend(named.iter().filter(|(d, _, _)| g.devices.contains(d)).map(|(d, _, _)| *d));
+        devices[part].extend(members.iter().filter_map(|&i| named.get(i)).map(|(d, _, _)| *d));
     }
     Ok((groups, devices))
+}
+
+/// The functions of one host bridge by BDF, to resolve the configuration's
+/// PCI nodes as [`Topology::resolve_pci`] does without a scan of every
+/// function per node.
+struct PciIndex {
+    /// (BDF, function index), in order.
+    by_bdf: BTreeSet<(Bdf, usize)>,
+}
+
+impl PciIndex {
+    fn new(h: &PciHost) -> PciIndex {
+        PciIndex { by_bdf: h.functions.iter().enumerate().map(|(i, f)| (f.bdf, i)).collect() }
+    }
+
+    /// The functions at `bdf`, in enumeration order.
+    fn at(&self, bdf: Bdf) -> impl Iterator<Item = usize> + '_ {
+        self.by_bdf.range((bdf, 0)..=(bdf, usize::MAX)).map(|&(_, i)| i)
+    }
+
+    /// Same answer as `Topology::resolve_pci` for this host.
+    fn resolve(&self, h: &PciHost, chain: &[PciStep]) -> Option<usize> {
+        let (first, rest) = chain.split_first()?;
+        let mut cur = self.at(Bdf::new(first.bus, first.dev, first.func)).next()?;
+        for s in rest {
+            let sec = h.functions.get(cur)?.secondary_bus?;
+            let parent = Some(cur);
+            cur = self.at(Bdf::new(sec, s.dev, s.func)).find(|&i| h.functions.get(i).is_some_and(|f| f.parent == parent))?;
+        }
+        Some(cur)
+    }
 }
 
 #[cfg(test)]
@@ -539,5 +581,37 @@ mod tests {
     #[test]
     fn empty_config_is_an_empty_plan() {
         assert_eq!(validate(&Config::default(), &hw()).unwrap(), Plan::default());
+    }
+
+    #[test]
+    fn pci_index_resolves_like_the_topology() {
+        use crate::topology::{IdMap, PciFunction, PciKind};
+        let f = |bdf: (u8, u8, u8), parent: Option<usize>, secondary_bus: Option<u8>| PciFunction {
+            bdf: Bdf::new(bdf.0, bdf.1, bdf.2),
+            vendor: 0,
+            device: 0,
+            class: 0,
+            kind: PciKind::Endpoint,
+            parent,
+            secondary_bus,
+            acs: None,
+            multifunction: false,
+            flr: false,
+        };
+        // The same BDF twice (under two bridges that both claim bus 1).
+        let functions = vec![f((0, 1, 0), None, Some(1)), f((1, 0, 0), Some(0), None), f((0, 2, 0), None, Some(1)), f((1, 0, 0), Some(2), None)];
+        let host = PciHost { path: "/pcie".into(), root_bus: 0, iommu_map: IdMap::default(), functions, hints: vec![] };
+        let topo = Topology { hosts: vec![host], ..Topology::default() };
+        let ix = PciIndex::new(&topo.hosts[0]);
+        let steps = [(0, 1, 0), (0, 2, 0), (1, 0, 0), (0, 3, 0)];
+        for a in steps {
+            for b in steps {
+                for chain in [vec![a], vec![a, b], vec![a, b, b]] {
+                    let c: Vec<PciStep> = chain.iter().map(|&(bus, dev, func)| PciStep { bus, dev, func }).collect();
+                    assert_eq!(ix.resolve(&topo.hosts[0], &c), topo.resolve_pci(0, &c), "{chain:?}");
+                }
+            }
+        }
+        assert_eq!(ix.resolve(&topo.hosts[0], &[PciStep { bus: 0, dev: 2, func: 0 }, PciStep { bus: 9, dev: 0, func: 0 }]), Some(3));
     }
 }

@@ -38,9 +38,17 @@ impl fmt::Debug for PhysAddr {
     }
 }
 
+// The log (defmt) and the host tools (Display) print addresses alike; the
+// test at the end holds the two texts together.
 impl defmt::Format for PhysAddr {
     fn format(&self, f: defmt::Formatter) {
         defmt::write!(f, "{=u64:#x}", self.0)
+    }
+}
+
+impl fmt::Display for PhysAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
     }
 }
 
@@ -108,5 +116,41 @@ impl fmt::Debug for PhysRange {
 impl defmt::Format for PhysRange {
     fn format(&self, f: defmt::Formatter) {
         defmt::write!(f, "[{=u64:#010x}..{=u64:#010x})", self.start.0, self.end.0)
+    }
+}
+
+impl fmt::Display for PhysRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{:#010x}..{:#010x})", self.start.0, self.end.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::string::String;
+
+    /// The first string literal of the `impl` block that starts with `head`.
+    fn format_of(head: &str) -> String {
+        let src = include_str!("addr.rs");
+        let at = src.find(head).unwrap_or_else(|| panic!("no {head}"));
+        let lit = &src[at..][src[at..].find('"').unwrap() + 1..];
+        String::from(&lit[..lit.find('"').unwrap()])
+    }
+
+    /// defmt's `{=type:spec}` is Rust's `{:spec}`.
+    fn as_rust(defmt: &str) -> String {
+        defmt.replace("{=u64:", "{:")
+    }
+
+    #[test]
+    fn log_and_display_print_alike() {
+        for t in ["PhysAddr", "PhysRange"] {
+            let log = format_of(&std::format!("impl defmt::Format for {t}"));
+            let display = format_of(&std::format!("impl fmt::Display for {t}"));
+            assert_eq!(as_rust(&log), display, "{t}");
+        }
+        let r = super::PhysRange::new(0x4000_0000, 0x1000).unwrap();
+        assert_eq!(std::format!("{r} {}", r.start), "[0x40000000..0x40001000) 0x40000000");
     }
 }

@@ -9,7 +9,7 @@
 
 use crate::addr::{PhysAddr, PhysRange};
 use arrayvec::{ArrayString, ArrayVec};
-use core::fmt::Write;
+use core::fmt::{self, Write};
 use dtoolkit::fdt::{Fdt, FdtNode};
 use dtoolkit::{Node, Property};
 
@@ -104,27 +104,23 @@ pub enum DtError {
     TooMany(&'static str),
 }
 
+// One text for the log and the host tools (the offline checker prints what
+// the kernel would): errors are rare, so the log formats it on the target.
 impl defmt::Format for DtError {
     fn format(&self, f: defmt::Formatter) {
+        defmt::write!(f, "{}", defmt::Display2Format(self))
+    }
+}
+
+impl fmt::Display for DtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DtError::NoHeader { at, found } => defmt::write!(
-                f,
-                "no device tree at {}: magic is {=u32:#010x}, expected 0xd00dfeed",
-                at,
-                found
-            ),
-            DtError::BadSize { size } => defmt::write!(
-                f,
-                "device tree header says totalsize {=u32} bytes (allowed 40..={=u32})",
-                size,
-                MAX_DTB_SIZE
-            ),
-            DtError::Malformed(t) => defmt::write!(f, "malformed device tree (structure check failed: {=str})", t.as_str()),
-            DtError::BadProperty { node, prop, why } => {
-                defmt::write!(f, "node {=str}: property {=str}: {=str}", node.as_str(), prop, why)
-            }
-            DtError::MissingNode(n) => defmt::write!(f, "device tree has no {=str} node", n),
-            DtError::TooMany(what) => defmt::write!(f, "device tree has too many {=str}", what),
+            DtError::NoHeader { at, found } => write!(f, "no device tree at {at}: magic is {found:#010x}, expected 0xd00dfeed"),
+            DtError::BadSize { size } => write!(f, "device tree header says totalsize {size} bytes (allowed 40..={MAX_DTB_SIZE})"),
+            DtError::Malformed(t) => write!(f, "malformed device tree (structure check failed: {})", t.as_str()),
+            DtError::BadProperty { node, prop, why } => write!(f, "node {}: property {prop}: {why}", node.as_str()),
+            DtError::MissingNode(n) => write!(f, "device tree has no {n} node"),
+            DtError::TooMany(what) => write!(f, "device tree has too many {what}"),
         }
     }
 }
@@ -709,7 +705,7 @@ mod tests {
                     chosen {{ stdout-path = "serial0:1500000n8"; }};
                     serial@fe660000 {{ reg = <0x0 0xfe660000 0x0 0x100>; {props} }}; }};"#
             );
-            DeviceTree::parse(&dtb(&src)).unwrap().stdout_uart().map_err(|e| std::format!("{e:?}"))
+            DeviceTree::parse(&dtb(&src)).unwrap().stdout_uart().map_err(|e| std::format!("{e}"))
         };
         let base = PhysAddr(0xfe66_0000);
         assert_eq!(

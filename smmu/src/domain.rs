@@ -134,23 +134,41 @@ impl Domain {
         }
     }
 
+    /// The stage-2 STE fields of a stage-2 domain.
+    fn stage2_fields(&self, vmid: Vmid, features: &Features, coherent: bool) -> Stage2Fields {
+        Stage2Fields {
+            vmid,
+            ttb: self.pgtable.root(),
+            t0sz: 64 - self.pgtable.input_bits(),
+            sl0: sl0_for_level(self.pgtable.start_level()),
+            ps: features.effective_oas_field(),
+            coherent,
+        }
+    }
+
     /// The STE that makes a stream translate through this domain.
     pub(crate) fn ste(&self, features: &Features, coherent: bool) -> Result<Ste, Error> {
         match &self.kind {
-            Kind::Stage2 { vmid } => Ste::stage2(&Stage2Fields {
-                vmid: *vmid,
-                ttb: self.pgtable.root(),
-                t0sz: 64 - self.pgtable.input_bits(),
-                sl0: sl0_for_level(self.pgtable.start_level()),
-                ps: features.effective_oas_field(),
-                coherent,
-            }),
+            Kind::Stage2 { vmid } => Ste::stage2(&self.stage2_fields(*vmid, features, coherent)),
             Kind::Stage1 { cd, .. } => Ste::stage1(&Stage1Fields {
                 cd_table: cd.phys(),
                 vmid: STAGE1_VMID,
                 coherent,
             }),
         }
+    }
+
+    /// The STE that makes a stream translate through stage-1 domain `s1`
+    /// nested inside stage-2 domain `s2` (§5.2, `Config = 0b111`): the CD
+    /// pointer and `s1`'s table addresses are IPAs that `s2` translates, and
+    /// `s1`'s TLB entries are tagged with `s2`'s VMID. `None` when `s1` is
+    /// not a stage-1 domain or `s2` not a stage-2 one.
+    pub(crate) fn nested_ste(s1: &Domain, s2: &Domain, features: &Features, coherent: bool) -> Option<Result<Ste, Error>> {
+        let (Kind::Stage1 { cd, .. }, Kind::Stage2 { vmid }) = (&s1.kind, &s2.kind) else {
+            return None;
+        };
+        let s1f = Stage1Fields { cd_table: cd.phys(), vmid: *vmid, coherent };
+        Some(Ste::nested(&s1f, &s2.stage2_fields(*vmid, features, coherent)))
     }
 
     /// `true` when an STE with these fields points at this domain.

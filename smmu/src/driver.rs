@@ -692,12 +692,34 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
     /// entries. Nothing changes if a StreamID is out of range.
     pub fn attach(&mut self, domain: &Domain, sids: &[StreamId]) -> Result<(), Error> {
         self.check_owner(domain)?;
+        let ste = domain.ste(&self.features, self.coherent)?;
+        self.attach_ste(&ste, sids)
+    }
+
+    /// Makes `sids` translate through stage-1 domain `s1` nested inside
+    /// stage-2 domain `s2` (both stages implemented), as [`attach`](Self::attach)
+    /// does for one domain. `s2` must map the IPAs of `s1`'s CD and tables
+    /// (this driver allocates them from its DMA memory, so an identity map
+    /// of that memory does). `s1`'s TLB entries are then tagged with `s2`'s
+    /// VMID: unmap from `s1` only after [`detach`](Self::detach), whose
+    /// invalidation covers that VMID.
+    pub fn attach_nested(&mut self, s1: &Domain, s2: &Domain, sids: &[StreamId]) -> Result<(), Error> {
+        self.check_owner(s1)?;
+        self.check_owner(s2)?;
+        if !(self.features.stage1 && self.features.stage2) {
+            return Err(Error::Unsupported(Unsupported::StageNotImplemented));
+        }
+        let ste = Domain::nested_ste(s1, s2, &self.features, self.coherent)
+            .ok_or(Error::Unsupported(Unsupported::StageNotImplemented))??;
+        self.attach_ste(&ste, sids)
+    }
+
+    fn attach_ste(&mut self, ste: &crate::ste::Ste, sids: &[StreamId]) -> Result<(), Error> {
         self.check_sids(sids)?;
         if sids.is_empty() {
             return Ok(());
         }
         let f = self.features;
-        let ste = domain.ste(&f, self.coherent)?;
         for sid in sids {
             self.strtab.ensure(&mut self.dma, &f, *sid)?;
         }
@@ -747,7 +769,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
 
         // Phase 2: install the new entries, one CMD_SYNC for the batch.
         for sid in sids {
-            self.strtab.write(&mut self.dma, *sid, &ste)?;
+            self.strtab.write(&mut self.dma, *sid, ste)?;
             self.ste_writes += 1;
         }
         self.push_cfgi(sids)?;

@@ -605,3 +605,50 @@ fn domains_take_the_requested_tag() {
         .unwrap();
     assert_eq!(b.asid(), Some(smmu::Asid(9)));
 }
+
+#[test]
+fn nested_attach_translates_through_both_stages() {
+    let m = Model::new(Flavour::Nested);
+    let mut s = bring_up(&m);
+    let mut s1 = s
+        .create_domain(DomainConfig {
+            stage: StagePreference::Stage1,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut s2 = s
+        .create_domain(DomainConfig {
+            stage: StagePreference::Stage2,
+            ..Default::default()
+        })
+        .unwrap();
+    // Stage 1: IOVA 1 GiB -> IPA 2 GiB; stage 2: that IPA -> PA 5 GiB, and
+    // the driver's own memory (CD, stage-1 tables) identity-mapped.
+    s.map(&mut s1, Iova(GB1), PhysAddr(2 * GB1), MB2, Prot::RAM_RW)
+        .unwrap();
+    s.map(&mut s2, Iova(2 * GB1), PhysAddr(5 * GB1), MB2, Prot::RAM_RW)
+        .unwrap();
+    let arena = m.arena.base;
+    s.map(&mut s2, Iova(arena), PhysAddr(arena), 4 << 20, Prot::RAM_RW)
+        .unwrap();
+    let before = s.stats();
+    s.attach_nested(&s1, &s2, &sids(&[0x18])).unwrap();
+    assert_eq!((s.stats() - before).syncs, 1);
+    assert_eq!(
+        m.translate(0x18, GB1 + 0x10, Access::WRITE),
+        Outcome::Ok {
+            pa: 5 * GB1 + 0x10,
+            writable: true,
+            device: false
+        }
+    );
+    // Wrong kinds are refused, nothing changes.
+    assert!(s.attach_nested(&s2, &s1, &sids(&[0x19])).is_err());
+    assert_eq!(m.translate(0x19, GB1, Access::READ), Outcome::Abort);
+    s.detach(&sids(&[0x18])).unwrap();
+    assert_eq!(m.translate(0x18, GB1 + 0x10, Access::READ), Outcome::Abort);
+    s.destroy_domain(s1).unwrap();
+    s.destroy_domain(s2).unwrap();
+    m.check_quiescent();
+    m.assert_clean();
+}

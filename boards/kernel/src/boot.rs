@@ -52,7 +52,8 @@ pub fn entry(board: &'static Board, x0: u64, el: u64) -> ! {
             exit::exit(ExitCode::BadDeviceTree);
         }
     };
-    match boot(board, dt, dtb_at) {
+    let dt_validated = platform::time::ticks();
+    match boot(board, dt, dtb_at, dt_validated) {
         Ok(()) => exit::exit(ExitCode::Success),
         Err(code) => exit::exit(code),
     }
@@ -97,12 +98,23 @@ fn dt_err(e: platform::dt::DtError) -> ExitCode {
     ExitCode::BadDeviceTree
 }
 
-fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), ExitCode> {
+/// Logs a boot-benchmark milestone: counter ticks since `_start`'s first
+/// instruction (one tick per guest instruction under QEMU's `-icount
+/// shift=0` with the 1 GHz counter of `-cpu max`). Logged after the fact, so
+/// the logging is not part of what it measures.
+fn milestone(name: &str, at: u64) {
+    let since = at.wrapping_sub(arch::boot::boot_ticks().entry);
+    defmt::debug!("milestone {=str}: {=u64} ticks since entry (freq {=u64} Hz)", name, since, platform::time::frequency());
+}
+
+fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: u64) -> Result<(), ExitCode> {
     // 2. Block all DMA before anything else: GBPA.ABORT on every SMMU.
     let smmus = dt.smmus().map_err(dt_err)?;
+    let smmus_found = platform::time::ticks();
     for s in &smmus {
         iommu::abort(s)?;
     }
+    let aborting = platform::time::ticks();
     if let Some(conduit) = dt.psci().map_err(dt_err)? {
         exit::configure(true, conduit);
     }
@@ -113,6 +125,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), 
     let ram = dt.memory().map_err(dt_err)?;
     let mmio = dt.mmio_regions().map_err(dt_err)?;
     build_and_enable_mmu(&ram, &mmio, &layout)?;
+    let mmu_on = platform::time::ticks();
     if let Some(uart) = dt.stdout_uart().map_err(dt_err)? {
         if Some(uart) != board.early_uart {
             // SAFETY: the DT's stdout-path names a UART of this kind whose
@@ -150,26 +163,46 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), 
     // From here on the kernel reads the DTB with those overlays merged in.
     let dt = apply_overlays(dt, &overlays, &[layout.image, heap])?;
 
+    let memory_ready = platform::time::ticks();
     banner(board, &dt, &map, &smmus, heap)?;
+    let bannered = platform::time::ticks();
 
     // 4-5. Discovery: PCI enumeration (bus mastering off everywhere) and
     // isolation groups.
     let discovered = crate::discover::run(&dt, &smmus)?;
+    let discovered_at = platform::time::ticks();
 
     // 6. Configuration → validated plan. Nothing starts on a refusal.
     let plan = configure(&dt, &map, &layout, dtb, heap, &discovered)?;
     for (r, _) in partition::regions(&plan) {
         map.reserve(r, Reservation::Other).map_err(|_| platform_err("too many memory reservations"))?;
     }
+    let configured = platform::time::ticks();
     let frame_bytes = platform::memory::init_frames(&map);
     defmt::info!("frames: {=u64} MiB free for the kernel's tables and queues", frame_bytes >> 20);
+    let frames_ready = platform::time::ticks();
 
     // 7. SMMU bring-up: tables all-abort, queues, SMMUEN.
     let bootargs = dt.bootargs().map_err(dt_err)?;
     let evtq_log2 = bootargs.split_ascii_whitespace().find_map(|a| a.strip_prefix("bulkhead.evtq-log2=")?.parse().ok());
     let mut iommus = iommu::bring_up(&smmus, evtq_log2)?;
+    let ticks = arch::boot::boot_ticks();
+    defmt::debug!("milestone entry: counter {=u64} at _start (freq {=u64} Hz)", ticks.entry, platform::time::frequency());
+    milestone("relocated", ticks.relocated);
+    milestone("bss-cleared", ticks.bss_cleared);
+    milestone("dt-validated", dt_validated);
+    milestone("smmus-found", smmus_found);
+    milestone("abort", aborting);
+    milestone("mmu-on", mmu_on);
+    milestone("memory-ready", memory_ready);
+    milestone("banner-logged", bannered);
+    milestone("discovered", discovered_at);
+    milestone("configured", configured);
+    milestone("frames-ready", frames_ready);
+    milestone("isolation", iommus.iter().map(|i| i.enabled_at).max().unwrap_or(aborting));
+    defmt::debug!("memory: heap peak {=usize} bytes at isolation", platform::memory::heap_peak());
 
-    selftest(dt.bootargs().map_err(dt_err)?, &layout, &mut iommus, &discovered)?;
+    selftest(dt.bootargs().map_err(dt_err)?, &layout, &ram, &mut iommus, &discovered)?;
 
     // 8. Partitions on their CPUs; the boot CPU waits for them.
     if plan.partitions.is_empty() {
@@ -180,7 +213,19 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr) -> Result<(), 
     // or the EL2 timer's tick wakes it.
     interrupts(&discovered, &iommus)?;
     partition::start(plan, iommus, discovered)?;
-    match partition::wait_all() {
+    milestone("partitions-started", platform::time::ticks());
+    crate::ownership::with(|rt| {
+        for i in &rt.iommus {
+            defmt::debug!(
+                "memory: SMMU {=str}: {=usize} bytes of DMA memory with partitions attached",
+                i.node.name.as_str(),
+                i.smmu.dma().bytes
+            );
+        }
+    });
+    let code = partition::wait_all();
+    defmt::debug!("memory: heap peak {=usize} bytes", platform::memory::heap_peak());
+    match code {
         ExitCode::Success => Ok(()),
         code => Err(code),
     }
@@ -226,10 +271,6 @@ fn refused(e: partitions::binding::ConfigError) -> ExitCode {
     ExitCode::ConfigRefused
 }
 
-fn region(r: &PhysRange) -> partitions::binding::Region {
-    partitions::binding::Region { base: smmu::PhysAddr(r.start.0), size: r.size() }
-}
-
 /// Reads the partition configuration from the DT and validates it against
 /// what the kernel knows of the machine.
 fn configure(
@@ -241,23 +282,10 @@ fn configure(
     discovered: &crate::discover::Discovered,
 ) -> Result<partitions::validate::Plan, ExitCode> {
     let cfg = partitions::binding::parse(dt.bytes()).map_err(refused)?;
-    let reserved = map
-        .reserved()
-        .iter()
-        .filter(|(_, why)| matches!(why, Reservation::MemReserve | Reservation::ReservedMemory))
-        .map(|(r, _)| region(r))
-        .collect();
-    let hw = partitions::validate::Hardware {
-        ram: map.ram().iter().map(region).collect(),
-        kernel: Some(region(&layout.image)),
-        dtb: Some(region(&dtb)),
-        heap: Some(region(&heap)),
-        reserved,
-        cpus: dt.cpus().map_err(dt_err)?.iter().map(|c| c.mpidr).collect(),
-        boot_cpu: arch::mpidr(),
-        topology: discovered.topology.clone(),
-        groups: discovered.groups.clone(),
-    };
+    // The same conversion `cargo xtask check` makes offline.
+    let placed = partitions::machine::Placement { kernel: Some(layout.image), dtb: Some(dtb), heap: Some(heap) };
+    let (topology, groups) = (discovered.topology.clone(), discovered.groups.clone());
+    let hw = partitions::machine::hardware(dt, map, placed, arch::mpidr(), topology, groups).map_err(dt_err)?;
     let plan = partitions::validate::validate(&cfg, &hw).map_err(refused)?;
     if !plan.partitions.is_empty() {
         defmt::info!("configuration: {=usize} partitions", plan.partitions.len());
@@ -359,6 +387,7 @@ fn banner(
 fn selftest(
     bootargs: &str,
     layout: &arch::boot::ImageLayout,
+    ram: &[PhysRange],
     iommus: &mut [iommu::Iommu],
     discovered: &crate::discover::Discovered,
 ) -> Result<(), ExitCode> {
@@ -380,7 +409,7 @@ fn selftest(
                 let (smmu_index, sid) = discovered.stream_id(h, f.rid()).ok_or_else(|| platform_err("edu has no StreamID"))?;
                 let bar = f.bars.first().ok_or_else(|| platform_err("edu has no BAR0"))?.cpu;
                 let iommu = iommus.get_mut(smmu_index).ok_or_else(|| platform_err("edu's SMMU was not brought up"))?;
-                dmatest::dma_window(&mut iommu.smmu, &mut cs, f.bdf, bar, sid)?;
+                dmatest::dma_window(&mut iommu.smmu, &mut cs, f.bdf, bar, sid, dmatest::DmaOptions::from_bootargs(bootargs), ram)?;
             }
             "irq" => {
                 crate::irqtest::run(iommus, discovered)?;

@@ -3,17 +3,17 @@
 //! The device tree gives the GIC, the PCI host bridges and the platform DMA
 //! masters; every host bridge is enumerated through its ECAM with bus
 //! mastering left off on every function; the result is converted into the
-//! policy's plain model and grouped. The boot table printed here is what
-//! the QEMU scenarios check.
+//! policy's plain model by `partitions::machine` (the code `cargo xtask
+//! check` runs on the host too) and grouped. The boot table printed here is
+//! what the QEMU scenarios check, and what `cargo xtask check --topology`
+//! reads back.
 
-use alloc::string::String;
 use alloc::vec::Vec;
-use partitions::binding::PciStep;
 use partitions::groups::{self, GroupReason, Groups, NotIsolatableReason};
-use partitions::topology::{self as model, DeviceRef, SmmuIndex};
+use partitions::topology::{self as model, DeviceRef};
 use platform::discovery::{self, Discovery, DEFAULT_SID_BITS};
 use platform::dt::{DeviceTree, SmmuNode};
-use platform::pci::{self, ecam::EcamConfigSpace, FunctionKind, HostTopology};
+use platform::pci::{self, ecam::EcamConfigSpace, HostTopology};
 use platform::ExitCode;
 use smmu::StreamId;
 
@@ -93,7 +93,7 @@ pub fn run(dt: &DeviceTree<'static>, smmus: &[SmmuNode]) -> Result<Discovered, E
         topologies.push(t);
     }
 
-    let topology = to_model(&d, &topologies, smmus);
+    let topology = partitions::machine::topology(&d, &topologies, smmus);
     let groups = groups::compute(&topology);
     print_groups(&topology, &groups, smmus);
     Ok(Discovered { dt: d, pci: topologies, topology, groups })
@@ -144,91 +144,6 @@ fn print_host(h: &discovery::PciHost, t: &HostTopology) {
             defmt::info!("    I/O BARs {=u8:#04x} not assigned", f.io_bars);
         }
     }
-}
-
-fn kind(k: FunctionKind) -> model::PciKind {
-    use model::PciKind as M;
-    match k {
-        FunctionKind::PciDevice => M::PciDevice,
-        FunctionKind::PciBridge => M::PciBridge,
-        FunctionKind::Endpoint => M::Endpoint,
-        FunctionKind::LegacyEndpoint => M::LegacyEndpoint,
-        FunctionKind::RcIntegratedEndpoint => M::RcIntegratedEndpoint,
-        FunctionKind::RcEventCollector => M::RcEventCollector,
-        FunctionKind::RootPort => M::RootPort,
-        FunctionKind::UpstreamPort => M::UpstreamPort,
-        FunctionKind::DownstreamPort => M::DownstreamPort,
-        FunctionKind::PcieToPciBridge => M::PcieToPciBridge,
-        FunctionKind::PciToPcieBridge => M::PciToPcieBridge,
-        FunctionKind::Reserved(_) => M::Other,
-    }
-}
-
-/// platform's findings → partitions' model.
-fn to_model(d: &Discovery, topologies: &[HostTopology], smmus: &[SmmuNode]) -> model::Topology {
-    // SIDSIZE from the DT-less default until the SMMU driver's probe
-    // (IDR1.SIDSIZE) is passed in.
-    let smmus = smmus.iter().map(|s| model::Smmu { name: String::from(s.name.as_str()), sid_bits: DEFAULT_SID_BITS }).collect();
-    let hosts = d
-        .pci_hosts
-        .iter()
-        .zip(topologies)
-        .map(|(h, t)| model::PciHost {
-            path: h.path.clone(),
-            root_bus: t.root_bus,
-            iommu_map: model::IdMap {
-                entries: h
-                    .iommu_map
-                    .iter()
-                    .map(|e| model::IdMapEntry {
-                        rid_base: e.rid_base,
-                        length: e.length,
-                        smmu: e.target.map(SmmuIndex),
-                        phandle: e.phandle,
-                        sid_base: e.out_base,
-                    })
-                    .collect(),
-                mask: h.iommu_map_mask,
-            },
-            functions: t
-                .functions
-                .iter()
-                .map(|f| model::PciFunction {
-                    bdf: model::Bdf::new(f.bdf.bus, f.bdf.dev, f.bdf.func),
-                    vendor: f.vendor,
-                    device: f.device,
-                    class: f.class,
-                    kind: kind(f.kind),
-                    parent: f.parent,
-                    secondary_bus: f.bridge.map(|b| b.secondary),
-                    acs: f.acs.map(|a| model::Acs { cap: a.cap.0, ctrl: a.ctrl.0 }),
-                    multifunction: f.multifunction,
-                    flr: f.flr,
-                })
-                .collect(),
-            hints: h
-                .nodes
-                .iter()
-                .filter_map(|n| {
-                    Some(model::PciHint {
-                        path: n.path.clone(),
-                        chain: n.chain.iter().map(|b| PciStep { bus: b.bus, dev: b.dev, func: b.func }).collect(),
-                        group: n.isolation_group?,
-                    })
-                })
-                .collect(),
-        })
-        .collect();
-    let platform = d
-        .masters
-        .iter()
-        .map(|m| model::PlatformDevice {
-            path: m.path.clone(),
-            streams: m.iommus.iter().map(|i| model::PlatformStream { phandle: i.phandle, smmu: i.smmu.map(SmmuIndex), sid: i.sid }).collect(),
-            isolation_group: m.isolation_group,
-        })
-        .collect();
-    model::Topology { smmus, hosts, platform }
 }
 
 /// A device as the boot table names it: BDF and vendor:device, or DT path.

@@ -5,6 +5,13 @@
 //!   onto a kernel buffer; DMA inside the window must land (data checked),
 //!   DMA outside must abort with an F_TRANSLATION event naming the device's
 //!   StreamID and the address. Attach and detach costs are logged.
+//!
+//!   For the per-DMA benchmark (`cargo xtask bench`):
+//!   `bulkhead.dma-stage=1|2|nested` picks the domain's stage (nested: a
+//!   stage-1 domain inside a stage-2 domain that maps RAM identity),
+//!   `bulkhead.dma-map=page|block` maps the window as 4 KiB pages or (the
+//!   default) the largest blocks, and `bulkhead.dma-transfers=N` adds N
+//!   transfers to N distinct pages of the window after the first checks.
 //! - `bulkhead.selftest=cmdq-error`: an illegal command is injected; the
 //!   command-queue error must be reported and repaired, and later commands
 //!   must still complete.
@@ -12,7 +19,7 @@
 use crate::iommu::KernelSmmu;
 use platform::pci::{self, Bdf, ConfigSpace};
 use platform::{ExitCode, PhysAddr};
-use smmu::{DomainConfig, EventType, Iova, Prot, StreamId};
+use smmu::{DomainConfig, EventType, Iova, Prot, StagePreference, StreamId};
 
 /// `edu` vendor:device.
 pub const EDU_ID: (u16, u16) = (0x1234, 0x11e8);
@@ -74,16 +81,98 @@ fn dma(bar: PhysAddr, src: u64, dst: u64, to_ram: bool) -> Result<(), ExitCode> 
     Err(ExitCode::SelfTestFailed)
 }
 
+/// Which translation the DMA test's domain uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum DmaStage {
+    /// Stage 2 when the SMMU has it, else stage 1.
+    Auto,
+    /// Stage 1 (CD + ASID).
+    Stage1,
+    /// Stage 2 (VMID).
+    Stage2,
+    /// Stage 1 nested inside a stage 2 that maps RAM identity.
+    Nested,
+}
+
+/// Boot-argument options of the DMA test (see the module documentation).
+#[derive(Clone, Copy)]
+pub struct DmaOptions {
+    /// The domain's stage.
+    pub stage: DmaStage,
+    /// Map the window page by page instead of with the largest blocks.
+    pub pages: bool,
+    /// Extra transfers to distinct pages (benchmark), at most [`MAX_TRANSFERS`].
+    pub transfers: u64,
+}
+
+/// Pages of the window the extra transfers may use (the first two belong
+/// to the data check).
+pub const MAX_TRANSFERS: u64 = WINDOW_SIZE / 0x1000 - 2;
+
+impl DmaOptions {
+    /// Reads `bulkhead.dma-*` from the boot arguments.
+    pub fn from_bootargs(bootargs: &str) -> DmaOptions {
+        let mut o = DmaOptions { stage: DmaStage::Auto, pages: false, transfers: 0 };
+        for a in bootargs.split_ascii_whitespace() {
+            match a {
+                "bulkhead.dma-stage=1" => o.stage = DmaStage::Stage1,
+                "bulkhead.dma-stage=2" => o.stage = DmaStage::Stage2,
+                "bulkhead.dma-stage=nested" => o.stage = DmaStage::Nested,
+                "bulkhead.dma-map=page" => o.pages = true,
+                "bulkhead.dma-map=block" => o.pages = false,
+                _ => {
+                    if let Some(n) = a.strip_prefix("bulkhead.dma-transfers=").and_then(|n| n.parse::<u64>().ok()) {
+                        o.transfers = n.min(MAX_TRANSFERS);
+                    }
+                }
+            }
+        }
+        o
+    }
+}
+
 fn fail(what: &'static str, e: smmu::Error) -> ExitCode {
     defmt::error!("dma-test: {=str}: {}", what, e);
     ExitCode::SelfTestFailed
 }
 
-/// The DMA test on the edu at `bdf` (BAR0 at `bar`, StreamID `sid`).
-pub fn dma_window(smmu: &mut KernelSmmu, cs: &mut impl ConfigSpace, bdf: Bdf, bar: PhysAddr, sid: StreamId) -> Result<(), ExitCode> {
+/// The DMA test on the edu at `bdf` (BAR0 at `bar`, StreamID `sid`);
+/// `ram` is what a nested test's stage 2 maps.
+pub fn dma_window(
+    smmu: &mut KernelSmmu,
+    cs: &mut impl ConfigSpace,
+    bdf: Bdf,
+    bar: PhysAddr,
+    sid: StreamId,
+    opts: DmaOptions,
+    ram: &[platform::PhysRange],
+) -> Result<(), ExitCode> {
     let buf = platform::memory::alloc_zeroed(WINDOW_SIZE, WINDOW_SIZE).ok_or(ExitCode::PlatformError)?;
-    let mut domain = smmu.create_domain(DomainConfig::default()).map_err(|e| fail("create domain", e))?;
-    smmu.map(&mut domain, Iova(WINDOW), smmu::PhysAddr(buf.0), WINDOW_SIZE, Prot::RAM_RW).map_err(|e| fail("map", e))?;
+    let stage = match opts.stage {
+        DmaStage::Auto => StagePreference::Auto,
+        DmaStage::Stage1 | DmaStage::Nested => StagePreference::Stage1,
+        DmaStage::Stage2 => StagePreference::Stage2,
+    };
+    let mut domain = smmu.create_domain(DomainConfig { stage, ..DomainConfig::default() }).map_err(|e| fail("create domain", e))?;
+    if opts.pages {
+        for off in (0..WINDOW_SIZE).step_by(0x1000) {
+            smmu.map(&mut domain, Iova(WINDOW + off), smmu::PhysAddr(buf.0 + off), 0x1000, Prot::RAM_RW).map_err(|e| fail("map", e))?;
+        }
+    } else {
+        smmu.map(&mut domain, Iova(WINDOW), smmu::PhysAddr(buf.0), WINDOW_SIZE, Prot::RAM_RW).map_err(|e| fail("map", e))?;
+    }
+    // Nested: the stage-1 tables and CD the driver allocated are IPAs, so
+    // the outer stage 2 maps all RAM identity (largest blocks).
+    let outer = if opts.stage == DmaStage::Nested {
+        let cfg = DomainConfig { stage: StagePreference::Stage2, ..DomainConfig::default() };
+        let mut s2 = smmu.create_domain(cfg).map_err(|e| fail("create stage-2 domain", e))?;
+        for r in ram {
+            smmu.map(&mut s2, Iova(r.start.0), smmu::PhysAddr(r.start.0), r.size(), Prot::RAM_RW).map_err(|e| fail("map RAM", e))?;
+        }
+        Some(s2)
+    } else {
+        None
+    };
     defmt::info!(
         "dma-test: edu {} StreamID {=u32:#x}: {} domain, window {=u64:#x}+{=u64:#x} -> {}",
         bdf,
@@ -93,8 +182,16 @@ pub fn dma_window(smmu: &mut KernelSmmu, cs: &mut impl ConfigSpace, bdf: Bdf, ba
         WINDOW_SIZE,
         buf
     );
+    defmt::info!(
+        "dma-test: window mapped as {=str}{=str}",
+        if opts.pages { "4 KiB pages" } else { "the largest blocks" },
+        if outer.is_some() { ", stage 1 nested in a stage-2 domain mapping RAM identity" } else { "" }
+    );
     let before = smmu.stats();
-    smmu.attach(&domain, &[sid]).map_err(|e| fail("attach", e))?;
+    match &outer {
+        Some(s2) => smmu.attach_nested(&domain, s2, &[sid]).map_err(|e| fail("attach nested", e))?,
+        None => smmu.attach(&domain, &[sid]).map_err(|e| fail("attach", e))?,
+    }
     let attach = smmu.stats() - before;
     // I4: bus mastering only once the STE is live.
     pci::set_memory_decode(cs, bdf, true).map_err(|_| ExitCode::SelfTestFailed)?;
@@ -119,6 +216,14 @@ pub fn dma_window(smmu: &mut KernelSmmu, cs: &mut impl ConfigSpace, bdf: Bdf, ba
         return Err(ExitCode::SelfTestFailed);
     }
     defmt::info!("dma-test: DMA inside the window landed, {=u64} bytes verified", LEN);
+    if opts.transfers > 0 {
+        // One device-to-RAM transfer per page, pages 2.. of the window: each
+        // touches a page no earlier transfer did.
+        for i in 0..opts.transfers {
+            dma(bar, EDU_BUFFER, WINDOW + (2 + i) * 0x1000, true)?;
+        }
+        defmt::info!("dma-bench: {=u64} transfers of {=u64} bytes to distinct 4 KiB pages done", opts.transfers, LEN);
+    }
 
     let outside = WINDOW + WINDOW_SIZE + 0x1000;
     dma(bar, EDU_BUFFER, outside, true)?;
@@ -154,6 +259,9 @@ pub fn dma_window(smmu: &mut KernelSmmu, cs: &mut impl ConfigSpace, bdf: Bdf, ba
     smmu.detach(&[sid]).map_err(|e| fail("detach", e))?;
     let detach = smmu.stats() - before;
     smmu.destroy_domain(domain).map_err(|(_, e)| fail("destroy domain", e))?;
+    if let Some(s2) = outer {
+        smmu.destroy_domain(s2).map_err(|(_, e)| fail("destroy stage-2 domain", e))?;
+    }
     defmt::info!(
         "dma-test: attach of 1 stream: {=u64} commands, {=u64} CMD_SYNC; detach: {=u64} commands, {=u64} CMD_SYNC",
         attach.commands,

@@ -19,6 +19,9 @@ pub struct Iommu {
     pub smmu: KernelSmmu,
     /// It failed closed (every stream aborts); it is not used again.
     pub failed: bool,
+    /// The counter (CNTPCT_EL0) when bring-up returned: SMMUEN=1 with
+    /// every stream aborting (the boot benchmark's isolation milestone).
+    pub enabled_at: u64,
 }
 
 fn mmio(s: &SmmuNode) -> Result<VolatileMmio, ExitCode> {
@@ -53,6 +56,7 @@ pub fn bring_up(nodes: &[SmmuNode], evtq_log2: Option<u8>) -> Result<Vec<Iommu>,
             defmt::error!("SMMU {=str}: bring-up failed, it stays disabled with GBPA aborting: {}", s.name.as_str(), e);
             ExitCode::SmmuError
         })?;
+        let enabled_at = platform::time::ticks();
         let f = smmu.features();
         let (cmdq, evtq) = smmu.queue_log2();
         defmt::info!(
@@ -80,7 +84,12 @@ pub fn bring_up(nodes: &[SmmuNode], evtq_log2: Option<u8>) -> Result<Vec<Iommu>,
             smmu.stats().commands,
             smmu.stats().syncs
         );
-        out.push(Iommu { node: s.clone(), smmu, failed: false });
+        defmt::debug!(
+            "memory: SMMU {=str}: {=usize} bytes of DMA memory after bring-up (stream table and queues)",
+            s.name.as_str(),
+            smmu.dma().bytes
+        );
+        out.push(Iommu { node: s.clone(), smmu, failed: false, enabled_at });
     }
     Ok(out)
 }

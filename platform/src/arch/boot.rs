@@ -53,6 +53,7 @@ _start:
     .long   0                           // res5: no PE/COFF header
 
 __bulkhead_entry:
+    mrs     x26, cntpct_el0             // boot benchmark: the counter at entry
     msr     daifset, #0xf               // no interrupts until the kernel asks
     mov     x19, x0                     // DTB address from the loader (may be 0)
     mrs     x20, CurrentEL
@@ -113,7 +114,8 @@ __bulkhead_entry:
     b.ne    21b
     b       0b
 
-3:  adrp    x1, __stack_top
+3:  mrs     x27, cntpct_el0             // boot benchmark: relocations applied
+    adrp    x1, __stack_top
     add     x1, x1, :lo12:__stack_top
     mov     sp, x1
     adrp    x1, __bss_start
@@ -124,8 +126,13 @@ __bulkhead_entry:
     b.hs    5f
     stp     xzr, xzr, [x1], #16
     b       4b
-5:  adrp    x1, BULKHEAD_LOAD_BIAS      // after the bss clear, which would erase it
+5:  mrs     x28, cntpct_el0             // boot benchmark: bss cleared
+    adrp    x1, BULKHEAD_LOAD_BIAS      // after the bss clear, which would erase it
     str     x22, [x1, :lo12:BULKHEAD_LOAD_BIAS]
+    adrp    x1, BULKHEAD_BOOT_TICKS
+    add     x1, x1, :lo12:BULKHEAD_BOOT_TICKS
+    stp     x26, x27, [x1]
+    str     x28, [x1, #16]
     adrp    x1, __bulkhead_vectors
     add     x1, x1, :lo12:__bulkhead_vectors
     cmp     x20, #2
@@ -229,6 +236,32 @@ __bulkhead_exception_common:
 /// relocations are applied. Only `_start` writes it, before any Rust runs.
 #[unsafe(no_mangle)]
 static BULKHEAD_LOAD_BIAS: AtomicU64 = AtomicU64::new(0);
+
+/// Counter values (CNTPCT_EL0) `_start` took for the boot benchmark, in
+/// x26..x28 until the bss clear is done: at its first instruction after the
+/// image header's branch, once the relocations were applied, once the bss
+/// was cleared. Only `_start` writes them, before any Rust runs.
+#[unsafe(no_mangle)]
+static BULKHEAD_BOOT_TICKS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
+/// The counter at the first steps of `_start` (see [`boot_ticks`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootTicks {
+    /// At entry (the second instruction the image executes).
+    pub entry: u64,
+    /// After the image's relocations were applied.
+    pub relocated: u64,
+    /// After the bss was cleared, just before the first Rust code.
+    pub bss_cleared: u64,
+}
+
+/// What `_start` read from the generic counter on its way to Rust: under
+/// QEMU's `-icount shift=0` with a 1 GHz counter, one tick is one guest
+/// instruction.
+pub fn boot_ticks() -> BootTicks {
+    let t = |i: usize| BULKHEAD_BOOT_TICKS[i].load(Ordering::Relaxed);
+    BootTicks { entry: t(0), relocated: t(1), bss_cleared: t(2) }
+}
 
 /// Where the image runs and where it was linked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,7 +24,10 @@
 //! - `storm=ADDR:N`: up to N DMAs of its device to ADDR (outside its memory),
 //!   stopping when the device is taken away;
 //! - `dma-loop=MS`: for MS milliseconds, whenever it owns a device, round-trip
-//!   DMA through its own memory and verify it.
+//!   DMA through its own memory and verify it;
+//! - `ticks`: report the counter value at its first instruction (the boot
+//!   benchmark's "partition running" milestone). `move=` also reports the
+//!   counter ticks each release and assignment hypercall took.
 #![no_std]
 #![no_main]
 
@@ -39,6 +42,7 @@ core::arch::global_asm!(
     .section .text.entry, "ax"
     .global _start
 _start:
+    mrs     x21, cntpct_el0         // the counter at entry, for `ticks`
     mov     x19, x0                 // DTB from the kernel
     adr     x20, _start             // load bias: linked at 0
     adrp    x1, __rela_start
@@ -67,6 +71,7 @@ _start:
     add     x1, x1, :lo12:__stack_top
     mov     sp, x1
     mov     x0, x19
+    mov     x1, x21
     bl      payload_main
 4:  b       4b
 "#
@@ -129,6 +134,34 @@ pub fn delay_us(us: u64) {
     while counter().0.wrapping_sub(start) < ticks {}
 }
 
+/// Counter ticks of repeated hypercalls: min, max and (of the first 256) the median.
+struct Ticks {
+    samples: [u64; 256],
+    n: usize,
+    min: u64,
+    max: u64,
+}
+
+impl Ticks {
+    fn new() -> Ticks {
+        Ticks { samples: [0; 256], n: 0, min: u64::MAX, max: 0 }
+    }
+    fn add(&mut self, t: u64) {
+        if let Some(s) = self.samples.get_mut(self.n) {
+            *s = t;
+        }
+        self.n += 1;
+        self.min = self.min.min(t);
+        self.max = self.max.max(t);
+    }
+    fn median(&mut self) -> u64 {
+        let k = self.n.min(self.samples.len());
+        let s = &mut self.samples[..k];
+        s.sort_unstable();
+        s.get(k / 2).copied().unwrap_or(0)
+    }
+}
+
 const CANARY: u64 = 0xc0ff_ee00_dead_beef;
 const PATTERN: u8 = 0xa5;
 
@@ -140,7 +173,7 @@ fn parse_u64(s: &str) -> Option<u64> {
 }
 
 #[unsafe(no_mangle)]
-extern "C" fn payload_main(dtb: u64) -> ! {
+extern "C" fn payload_main(dtb: u64, entered: u64) -> ! {
     let mut l = Line::new();
     // SAFETY: the kernel passes the address of a DTB inside this partition's
     // memory; its header says how long it is.
@@ -178,7 +211,9 @@ extern "C" fn payload_main(dtb: u64) -> ! {
     // Scratch space for DMA: 1 MiB into its own memory (clear of the image).
     let scratch = mem[0] + 0x10_0000;
     for arg in bootargs.split_ascii_whitespace() {
-        if arg == "hello" {
+        if arg == "ticks" {
+            l.push("entered at counter ").hex(entered).send();
+        } else if arg == "hello" {
             l.push("hello from ").push(name).push(" at EL1, dtb ").hex(dtb).send();
             for n in root.children().filter(|c| c.name().starts_with("memory")) {
                 if let Some(reg) = n.property("reg") {
@@ -219,10 +254,16 @@ extern "C" fn payload_main(dtb: u64) -> ! {
             let v: [u64; 4] = core::array::from_fn(|i| spec.split(':').nth(i).and_then(parse_u64).unwrap_or(0));
             let (g, a, b, n) = (v[0], v[1], v[2], v[3]);
             let mut failures = 0;
+            let (mut rel, mut asg) = (Ticks::new(), Ticks::new());
             for i in 0..n {
                 for (from, to) in [(a, b), (b, a)] {
+                    let t0 = counter().0;
                     let r = hvc::release(g, from);
+                    let t1 = counter().0;
                     let s = hvc::assign(g, to);
+                    let t2 = counter().0;
+                    rel.add(t1 - t0);
+                    asg.add(t2 - t1);
                     if r != 0 || s != 0 {
                         failures += 1;
                         l.push("move ").hex(i).push(": release ").hex(r).push(" assign ").hex(s).send();
@@ -231,6 +272,9 @@ extern "C" fn payload_main(dtb: u64) -> ! {
                 }
             }
             l.push("moves: ").hex(n).push(" round trips of group ").hex(g).push(", failures ").hex(failures).send();
+            for (what, t) in [("release", &mut rel), ("assign", &mut asg)] {
+                l.push("move ticks: ").push(what).push(" min ").hex(t.min).push(" median ").hex(t.median()).push(" max ").hex(t.max).push(" of ").hex(t.n as u64).send();
+            }
         } else if let Some(g) = arg.strip_prefix("info=").and_then(parse_u64) {
             let r = hvc::group_info(g);
             l.push("group ").hex(g).push(": status ").hex(r[0]).push(" owner ").hex(r[1]).push(" devices|sids ").hex(r[2]).push(" rid|sid ").hex(r[3]).send();

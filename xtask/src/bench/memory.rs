@@ -1,0 +1,292 @@
+//! Memory figures computed on the host: the kernel image's sections (from
+//! the ELF), the stream table in both formats for the platform's SIDSIZE,
+//! and each partition's SMMU translation tables against the minimum for its
+//! regions — the last two with the `smmu` crate's own code over a host
+//! [`DmaMemory`].
+
+use smmu::hal::{DmaMemory, DmaRegion};
+use smmu::pgtable::{PageTable, Stage};
+use smmu::strtab::{Format, StreamTable, L2_STES, SPLIT};
+use smmu::{Features, Iova, PhysAddr, Prot};
+use std::alloc::Layout;
+use std::collections::BTreeMap;
+use std::ptr::NonNull;
+
+// ---------------------------------------------------------------------------
+// ELF sections.
+// ---------------------------------------------------------------------------
+
+/// The kernel image's footprint by kind of section, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImageSizes {
+    /// Executable sections.
+    pub text: u64,
+    /// Read-only data (rodata, relocated pointers, relocations, unwind tables).
+    pub rodata: u64,
+    /// Initialised writable data.
+    pub data: u64,
+    /// Zero-initialised data (`.bss`; the page-table pool of the identity map is here).
+    pub bss: u64,
+    /// The boot stack and its guard page (`.stack`).
+    pub stack: u64,
+}
+
+const SHT_NOBITS: u32 = 8;
+const SHF_WRITE: u64 = 1;
+const SHF_ALLOC: u64 = 2;
+const SHF_EXECINSTR: u64 = 4;
+
+fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
+}
+fn u64_at(b: &[u8], o: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
+}
+
+/// Sums the allocated sections of a little-endian ELF64 by kind.
+pub fn image_sizes(elf: &[u8]) -> Result<ImageSizes, String> {
+    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
+        return Err("not a little-endian ELF64 file".into());
+    }
+    let bad = || "truncated ELF section headers".to_string();
+    let shoff = u64_at(elf, 0x28).ok_or_else(bad)? as usize;
+    let shentsize = u16_at(elf, 0x3a).ok_or_else(bad)? as usize;
+    let shnum = u16_at(elf, 0x3c).ok_or_else(bad)? as usize;
+    let shstrndx = u16_at(elf, 0x3e).ok_or_else(bad)? as usize;
+    let sh = |i: usize| shoff + i * shentsize;
+    let strtab = u64_at(elf, sh(shstrndx) + 0x18).ok_or_else(bad)? as usize;
+    let name_of = |off: usize| -> String {
+        let s = elf.get(strtab + off..).unwrap_or(&[]);
+        String::from_utf8_lossy(&s[..s.iter().position(|&c| c == 0).unwrap_or(0)]).into_owned()
+    };
+    let mut out = ImageSizes::default();
+    for i in 0..shnum {
+        let h = sh(i);
+        let name = name_of(u32_at(elf, h).ok_or_else(bad)? as usize);
+        let ty = u32_at(elf, h + 4).ok_or_else(bad)?;
+        let flags = u64_at(elf, h + 8).ok_or_else(bad)?;
+        let size = u64_at(elf, h + 0x20).ok_or_else(bad)?;
+        if flags & SHF_ALLOC == 0 {
+            continue;
+        }
+        let slot = if name == ".stack" {
+            &mut out.stack
+        } else if ty == SHT_NOBITS {
+            &mut out.bss
+        } else if flags & SHF_EXECINSTR != 0 {
+            &mut out.text
+        } else if flags & SHF_WRITE != 0 && !matches!(name.as_str(), ".data.rel.ro" | ".got") {
+            &mut out.data
+        } else {
+            &mut out.rodata
+        };
+        *slot += size;
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// A host DmaMemory for the smmu crate's table code.
+// ---------------------------------------------------------------------------
+
+/// Host memory standing in for the kernel's frame allocator: fake physical
+/// addresses (so tables point at plausible addresses below the output
+/// size), real host memory behind them.
+pub struct HostDma {
+    next: u64,
+    live: BTreeMap<u64, (NonNull<u8>, Layout)>,
+    /// Bytes currently allocated.
+    pub bytes: usize,
+}
+
+impl HostDma {
+    /// An empty allocator handing out physical addresses from 1 GiB up.
+    pub fn new() -> HostDma {
+        HostDma { next: 0x4000_0000, live: BTreeMap::new(), bytes: 0 }
+    }
+}
+
+impl Drop for HostDma {
+    fn drop(&mut self) {
+        for (_, (p, l)) in std::mem::take(&mut self.live) {
+            // SAFETY: allocated by `alloc` with this layout, freed once.
+            unsafe { std::alloc::dealloc(p.as_ptr(), l) };
+        }
+    }
+}
+
+fn host_region(phys: u64, virt: NonNull<u8>, len: usize) -> DmaRegion {
+    // SAFETY: `virt` points at `len` bytes of a live allocation of this
+    // allocator (callers check), which nothing else accesses while the
+    // driver code uses the region.
+    unsafe { DmaRegion::new(PhysAddr(phys), virt, len) }
+}
+
+impl DmaMemory for HostDma {
+    fn alloc(&mut self, size: usize, align: usize) -> Option<DmaRegion> {
+        let layout = Layout::from_size_align(size.max(8), align.max(8)).ok()?;
+        // SAFETY: non-zero size.
+        let p = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?;
+        let phys = self.next.next_multiple_of(align.max(8) as u64);
+        self.next = phys + size as u64;
+        self.live.insert(phys, (p, layout));
+        self.bytes += size;
+        Some(host_region(phys, p, size))
+    }
+
+    fn free(&mut self, region: DmaRegion) {
+        if let Some((p, l)) = self.live.remove(&region.phys().as_u64()) {
+            self.bytes -= region.len();
+            // SAFETY: allocated by `alloc` with this layout, removed from
+            // `live`, so freed once.
+            unsafe { std::alloc::dealloc(p.as_ptr(), l) };
+        }
+    }
+
+    fn region(&self, phys: PhysAddr, len: usize) -> Option<DmaRegion> {
+        let (&start, &(p, l)) = self.live.range(..=phys.as_u64()).next_back()?;
+        let off = (phys.as_u64() - start) as usize;
+        if off.checked_add(len)? > l.size() {
+            return None;
+        }
+        // SAFETY: `off + len` lies inside the allocation (checked above).
+        let virt = unsafe { NonNull::new_unchecked(p.as_ptr().add(off)) };
+        Some(host_region(phys.as_u64(), virt, len))
+    }
+
+    fn publish(&mut self, _: &DmaRegion, _: usize, _: usize, _: bool) {}
+    fn acquire(&mut self, _: &DmaRegion, _: usize, _: usize, _: bool) {}
+    fn release(&mut self) {}
+}
+
+/// The features of QEMU 10's `virt` SMMUv3 (QEMU-FACTS.md: IDR0 0x0d44101b,
+/// OAS 44 bits, 4 KiB granule, two-level stream tables), with `sid_bits`.
+pub fn qemu_features(sid_bits: u8) -> Features {
+    let mut f = Features::from_regs([0x0d44_101b, 0, 0, 0, 0, 0], 0, 1);
+    f.sid_bits = sid_bits;
+    f.oas_bits = 44;
+    f.oas_field = 4;
+    f.gran4k = true;
+    f
+}
+
+/// Stream-table bytes for `sid_bits` in each format, as the driver
+/// allocates them: linear (every STE), and two-level (the level-1 table
+/// plus one level-2 table per 2^SPLIT StreamIDs that holds an attached
+/// stream, `attached` being those StreamIDs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamTableBytes {
+    /// One array of STEs.
+    pub linear: usize,
+    /// The level-1 descriptors alone.
+    pub two_level_l1: usize,
+    /// Level-2 tables for the attached StreamIDs.
+    pub two_level_l2: usize,
+}
+
+impl StreamTableBytes {
+    /// Total of the two-level layout.
+    pub fn two_level(&self) -> usize {
+        self.two_level_l1 + self.two_level_l2
+    }
+}
+
+/// Builds both stream tables with the driver's `StreamTable::new`.
+pub fn stream_tables(sid_bits: u8, attached: &[u32]) -> Result<StreamTableBytes, String> {
+    let size = |two_level: bool| -> Result<(usize, Format), String> {
+        let mut f = qemu_features(sid_bits);
+        f.two_level_strtab = two_level;
+        let mut dma = HostDma::new();
+        let t = StreamTable::new(&mut dma, &f, sid_bits, true).map_err(|e| format!("stream table: {e:?}"))?;
+        Ok((dma.bytes, t.format()))
+    };
+    let (linear, lf) = size(false)?;
+    let (l1, tf) = size(true)?;
+    if lf != Format::Linear || (sid_bits > SPLIT && tf != Format::TwoLevel) {
+        return Err(format!("unexpected stream table formats {lf:?} / {tf:?}"));
+    }
+    let mut spans: Vec<u32> = attached.iter().map(|s| s >> SPLIT).collect();
+    spans.sort_unstable();
+    spans.dedup();
+    let l2 = if tf == Format::TwoLevel { spans.len() * L2_STES * smmu::ste::STE_SIZE } else { 0 };
+    Ok(StreamTableBytes { linear, two_level_l1: l1, two_level_l2: l2 })
+}
+
+/// Translation tables the driver builds for `regions` (identity, stage 2,
+/// `input_bits` of IPA): (tables, the minimum with block mappings).
+pub fn translation_tables(regions: &[(u64, u64)], input_bits: u8) -> Result<(usize, usize), String> {
+    let f = qemu_features(16);
+    let mut dma = HostDma::new();
+    let mut pt = PageTable::new(&mut dma, &f, Stage::Stage2, input_bits, true).map_err(|e| format!("page table: {e:?}"))?;
+    for &(base, size) in regions {
+        pt.map(&mut dma, &f, Iova(base), PhysAddr(base), size, Prot::RAM_RW).map_err(|e| format!("map {base:#x}+{size:#x}: {e:?}"))?;
+    }
+    Ok((pt.tables(), minimum_tables(regions, input_bits)))
+}
+
+/// The fewest 4 KiB-granule tables that can map `regions` identity: each
+/// region split greedily into the largest aligned blocks (1 GiB, 2 MiB) and
+/// pages, then one table per distinct (level, span) those leaves sit in,
+/// plus the root. Independent of the driver's table code.
+pub fn minimum_tables(regions: &[(u64, u64)], input_bits: u8) -> usize {
+    // Level k's entries map 2^(12 + 9 (3 - k)) bytes; the walk starts at
+    // the level whose entries can cover the input size with one table.
+    let entry_bits = |k: u32| 12 + 9 * (3 - k);
+    let start = (0..=3).rev().find(|&k| u32::from(input_bits) <= entry_bits(k) + 9).unwrap_or(0);
+    let mut tables: std::collections::BTreeSet<(u32, u64)> = std::collections::BTreeSet::new();
+    for &(base, size) in regions {
+        let (mut a, end) = (base, base + size);
+        while a < end {
+            // The largest block level allowed (level 1 or 2 blocks, level 3 pages).
+            let level = (1..=3)
+                .filter(|&k| k >= start)
+                .find(|&k| {
+                    let s = 1u64 << entry_bits(k);
+                    a % s == 0 && a + s <= end
+                })
+                .unwrap_or(3);
+            // The tables at levels start+1 ..= level that hold this leaf.
+            for k in start + 1..=level {
+                tables.insert((k, a >> (entry_bits(k) + 9)));
+            }
+            a += 1u64 << entry_bits(level);
+        }
+    }
+    1 + tables.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimum_tables_by_hand() {
+        // 64 MiB at 0x4800_0000 (2 MiB aligned), 44-bit input: root (L0),
+        // one L1, one L2 table, 32 blocks.
+        assert_eq!(minimum_tables(&[(0x4800_0000, 64 << 20)], 44), 3);
+        // A 4 KiB page more needs an L3 table.
+        assert_eq!(minimum_tables(&[(0x4800_0000, (64 << 20) + 4096)], 44), 4);
+        // 1 GiB aligned: an L1 block, no L2 table.
+        assert_eq!(minimum_tables(&[(0x4000_0000, 1 << 30)], 44), 2);
+        // 39-bit input starts at level 1.
+        assert_eq!(minimum_tables(&[(0x4800_0000, 64 << 20)], 39), 2);
+    }
+
+    #[test]
+    fn driver_uses_blocks_like_the_minimum() {
+        let (t, min) = translation_tables(&[(0x4800_0000, 64 << 20), (0x5000_1000, 0x3000)], 44).unwrap();
+        assert_eq!(min, 4); // root, L1, L2 (shared by both regions), one L3 for the pages
+        assert_eq!(t, min);
+    }
+
+    #[test]
+    fn stream_tables_of_16_bits() {
+        let b = stream_tables(16, &[0x8, 0x10, 0x100]).unwrap();
+        assert_eq!(b.linear, 64 << 16);
+        assert_eq!(b.two_level_l1, 8 << 8);
+        assert_eq!(b.two_level_l2, 2 * 256 * 64);
+    }
+}
