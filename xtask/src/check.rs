@@ -39,7 +39,7 @@ use partitions::topology::Topology;
 use partitions::validate::{Hardware, Plan};
 use platform::discovery::{self, Discovery};
 use platform::dt::{DeviceTree, DtError};
-use platform::memmap::{MemoryMap, Reservation};
+use platform::memmap::{self, BootMap};
 use platform::pci::HostTopology;
 use platform::{PhysAddr, PhysRange};
 use std::path::PathBuf;
@@ -49,13 +49,6 @@ use std::process::{Command, ExitCode};
 pub const USAGE: &str = "cargo xtask check --dtb BOARD.dtb|.dts --overlay A.dts|A.dtbo [--overlay ...] [--topology BOOT.LOG] \
                          [--boot-cpu MPIDR] [--board qemu-virt|fvp-base] [--kernel ADDR,SIZE] [--dtb-at ADDR[,SIZE]] [--dot FILE.dot]";
 
-/// The kernel heap's size and alignment (boards/kernel/src/boot.rs
-/// `HEAP_SIZE`, `HEAP_ALIGN`): boot places it at the first 2 MiB boundary
-/// after the image, or else at the end of the largest free range.
-const HEAP_SIZE: u64 = 16 << 20;
-const HEAP_ALIGN: u64 = 2 << 20;
-/// The kernel rounds its reservations to pages (platform::pgtable::PAGE_SIZE).
-const PAGE: u64 = 4096;
 
 /// What to check.
 #[derive(Clone, Debug, Default)]
@@ -238,7 +231,7 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
     // boot.rs `boot`, steps 2-3, in its order.
     let smmus = dt.smmus().map_err(dt_err)?;
     dt.psci().map_err(dt_err)?;
-    let ram = dt.memory().map_err(dt_err)?;
+    dt.memory().map_err(dt_err)?;
     let mmio = dt.mmio_regions().map_err(dt_err)?;
     dt.stdout_uart().map_err(dt_err)?;
     let placed_kernel = kernel_placement(req, board, notes).map_err(unusable)?;
@@ -254,22 +247,9 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
         (None, Some(b)) => Some((b.dtb_at, (b.dtb_size)(merged.len() as u64), format!("--board {}", b.name))),
         (None, None) => None,
     };
-    let dtb = placed_dtb.as_ref().and_then(|(at, size, _)| PhysRange::new(*at, *size)).map(|r| r.grow_to(PAGE));
-    let platform_err = |what: &str| unusable(kernel_text::platform(what));
-    let mut map = MemoryMap::new(ram.iter().copied()).map_err(|_| platform_err(kernel_text::NO_RAM))?;
-    for (r, why) in placed_kernel.iter().map(|k| (*k, Reservation::Kernel)).chain(dtb.map(|d| (d, Reservation::Dtb))) {
-        map.reserve(r, why).map_err(|_| platform_err(kernel_text::TOO_MANY_RESERVATIONS))?;
-    }
-    for r in dt.memreserve() {
-        map.reserve(r.grow_to(PAGE), Reservation::MemReserve).map_err(|_| platform_err(kernel_text::TOO_MANY_RESERVATIONS))?;
-    }
-    for r in dt.reserved_memory().map_err(dt_err)? {
-        map.reserve(r.grow_to(PAGE), Reservation::ReservedMemory).map_err(|_| platform_err(kernel_text::TOO_MANY_RESERVATIONS))?;
-    }
-    let chosen = platform::overlay::chosen_overlays(&dt, &ram).map_err(|e| unusable(kernel_text::overlay(&e)))?;
-    for r in &chosen {
-        map.reserve(r.grow_to(PAGE), Reservation::Dtb).map_err(|_| platform_err(kernel_text::TOO_MANY_RESERVATIONS))?;
-    }
+    let dtb = placed_dtb.as_ref().and_then(|(at, size, _)| PhysRange::new(*at, *size)).map(|r| r.grow_to(platform::pgtable::PAGE_SIZE));
+    // The same memory map boot makes (platform::memmap::boot_map).
+    let BootMap { map, overlays: chosen, heap } = memmap::boot_map(&dt, placed_kernel, dtb).map_err(|e| unusable(kernel_text::platform(&e.to_string())))?;
     if !chosen.is_empty() {
         notes.not_made.push(format!(
             "the {} overlay(s) /chosen/{} names are in RAM only at boot: not applied here (give them as --overlay)",
@@ -277,18 +257,9 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
             platform::overlay::CHOSEN_PROPERTY
         ));
     }
-    let heap = match placed_kernel {
-        Some(image) => {
-            let base = (image.end.0 + HEAP_ALIGN - 1) & !(HEAP_ALIGN - 1);
-            let heap = PhysRange::new(base, HEAP_SIZE)
-                .and_then(|h| map.take_at(h, Reservation::Heap))
-                .or_else(|| map.take(HEAP_SIZE, HEAP_ALIGN, Reservation::Heap))
-                .ok_or_else(|| platform_err(kernel_text::NO_HEAP))?;
-            notes.assumed.push(format!("kernel heap {} (placed as boot.rs places its 16 MiB)", heap));
-            Some(heap)
-        }
-        None => None,
-    };
+    if let Some(heap) = heap {
+        notes.assumed.push(format!("kernel heap {heap} (placed as boot places it: {} MiB after the image)", memmap::HEAP_SIZE >> 20));
+    }
     match &placed_dtb {
         Some((_, _, how)) => notes.assumed.push(format!("DTB {} ({how})", dtb.unwrap_or_default())),
         None => notes.not_made.push(

@@ -9,6 +9,7 @@
 #![no_main]
 
 use bulkhead_kernel::Board;
+use platform::arch::boot::EarlySmmus;
 use platform::dt::Uart;
 use platform::PhysAddr;
 
@@ -19,6 +20,11 @@ static BOARD: Board = Board {
     early_uart: Some(Uart::pl011(PhysAddr(0x1c09_0000))),
     dtb_when_x0_is_zero: None,
 };
+
+/// The FVP Base RevC's SMMUv3 in front of the PCIe root complex: aborted by
+/// `_start`'s first instructions.
+#[unsafe(no_mangle)]
+static BULKHEAD_EARLY_SMMUS: EarlySmmus = EarlySmmus::new(&[0x2b40_0000]);
 
 /// Entered from `_start` with the loader's x0 and the current EL.
 #[unsafe(no_mangle)]

@@ -3,14 +3,10 @@
 use crate::{dmatest, iommu, partition, Board};
 use platform::arch::{self, exit};
 use platform::dt::{DeviceTree, PsciConduit};
-use platform::memmap::{MemoryMap, Reservation};
+use platform::memmap::{self, BootMap, BootMapError, MemoryMap, Reservation};
 use platform::pgtable::{Access, IdentityMap, MemType, Table, PAGE_SIZE};
 use platform::{ExitCode, PhysAddr, PhysRange};
 
-/// Kernel heap size.
-const HEAP_SIZE: u64 = 16 << 20;
-/// Heap alignment (a 2 MiB block of the identity map).
-const HEAP_ALIGN: u64 = 2 << 20;
 /// Tables for the EL2 identity map (4 KiB each).
 const PT_POOL_TABLES: usize = 64;
 
@@ -65,10 +61,8 @@ fn overlay_err(e: platform::overlay::OverlayError) -> ExitCode {
 }
 
 /// Merges the overlays `/chosen/bulkhead,overlays` names (`regions`) into a
-/// copy of the DTB, kept in the heap for the kernel's life. `placed` is what
-/// the kernel already occupies (image, heap): an overlay's
-/// `/reserved-memory` must stay clear of it.
-fn apply_overlays(dt: DeviceTree<'static>, regions: &[PhysRange], placed: &[PhysRange]) -> Result<DeviceTree<'static>, ExitCode> {
+/// copy of the DTB, kept in the heap for the kernel's life.
+fn apply_overlays(dt: DeviceTree<'static>, regions: &[PhysRange]) -> Result<DeviceTree<'static>, ExitCode> {
     if regions.is_empty() {
         return Ok(dt);
     }
@@ -83,14 +77,18 @@ fn apply_overlays(dt: DeviceTree<'static>, regions: &[PhysRange], placed: &[Phys
     let merged = platform::overlay::apply(dt.bytes(), &blobs).map_err(overlay_err)?;
     let merged: &'static [u8] = merged.leak();
     let dt = DeviceTree::parse(merged).map_err(dt_err)?;
-    for r in dt.reserved_memory().map_err(dt_err)? {
-        if placed.iter().any(|p| p.overlaps(&r)) {
-            defmt::error!("cannot boot: an overlay reserves {}, which the kernel already uses", r);
-            return Err(ExitCode::BadDeviceTree);
-        }
-    }
     defmt::info!("overlays: {=usize} applied from /chosen/bulkhead,overlays, {=usize}-byte tree", regions.len(), merged.len());
     Ok(dt)
+}
+
+/// What stops the memory map: the device tree's fault (exit 3) or the
+/// machine's (exit 5).
+fn boot_map_err(e: BootMapError) -> ExitCode {
+    defmt::error!("cannot boot: {}", defmt::Display2Format(&e));
+    match e {
+        BootMapError::Dt(_) | BootMapError::Overlay(_) | BootMapError::ReservedInUse(_) => ExitCode::BadDeviceTree,
+        BootMapError::NoRam | BootMapError::TooManyReservations | BootMapError::NoHeap => ExitCode::PlatformError,
+    }
 }
 
 fn dt_err(e: platform::dt::DtError) -> ExitCode {
@@ -134,34 +132,18 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
         }
     }
 
+    // The memory map (the same function `cargo xtask check` uses): RAM
+    // minus the image, the DTB, the firmware's reservations and the overlay
+    // blobs /chosen names, then the heap right after the image, so a
+    // configuration knows where the kernel's memory ends.
     let dtb = PhysRange::new(dtb_at.0, dt.bytes().len() as u64).unwrap_or_default().grow_to(PAGE_SIZE);
-    let mut map = MemoryMap::new(ram.iter().copied()).map_err(|_| platform_err("no usable RAM in /memory"))?;
-    let reservations = [(layout.image, Reservation::Kernel), (dtb, Reservation::Dtb)];
-    for (r, why) in reservations {
-        map.reserve(r, why).map_err(|_| platform_err("too many memory reservations"))?;
-    }
-    for r in dt.memreserve() {
-        map.reserve(r.grow_to(PAGE_SIZE), Reservation::MemReserve).map_err(|_| platform_err("too many memory reservations"))?;
-    }
-    for r in dt.reserved_memory().map_err(dt_err)? {
-        map.reserve(r.grow_to(PAGE_SIZE), Reservation::ReservedMemory).map_err(|_| platform_err("too many memory reservations"))?;
-    }
-    // Overlays the bootloader left for the kernel to apply: reserved before
-    // the heap is placed, so nothing the kernel allocates overwrites them.
-    let overlays = platform::overlay::chosen_overlays(&dt, &ram).map_err(overlay_err)?;
-    for r in &overlays {
-        map.reserve(r.grow_to(PAGE_SIZE), Reservation::Dtb).map_err(|_| platform_err("too many memory reservations"))?;
-    }
-    // The heap sits right after the image, so a configuration knows where
-    // the kernel's memory ends.
-    let heap_base = (layout.image.end.0 + HEAP_ALIGN - 1) & !(HEAP_ALIGN - 1);
-    let heap = PhysRange::new(heap_base, HEAP_SIZE)
-        .and_then(|h| map.take_at(h, Reservation::Heap))
-        .or_else(|| map.take(HEAP_SIZE, HEAP_ALIGN, Reservation::Heap))
-        .ok_or_else(|| platform_err("no room for the kernel heap"))?;
+    let BootMap { mut map, overlays, heap } = memmap::boot_map(&dt, Some(layout.image), Some(dtb)).map_err(boot_map_err)?;
+    let heap = heap.ok_or_else(|| platform_err("no room for the kernel heap"))?;
     platform::memory::init_heap(heap);
-    // From here on the kernel reads the DTB with those overlays merged in.
-    let dt = apply_overlays(dt, &overlays, &[layout.image, heap])?;
+    // From here on the kernel reads the DTB with those overlays merged in,
+    // and what they reserve is reserved too.
+    let dt = apply_overlays(dt, &overlays)?;
+    memmap::reserve_merged(&mut map, &dt, &[layout.image, heap]).map_err(boot_map_err)?;
 
     let memory_ready = platform::time::ticks();
     banner(board, &dt, &map, &smmus, heap)?;
@@ -192,7 +174,13 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     milestone("bss-cleared", ticks.bss_cleared);
     milestone("dt-validated", dt_validated);
     milestone("smmus-found", smmus_found);
-    milestone("abort", aborting);
+    // Every SMMU the DT names aborts from the board's early abort in
+    // `_start` when the board listed it, else from the DT-driven one.
+    let early = arch::boot::early_smmus();
+    let all_early = smmus.iter().all(|s| early.contains(s.regs.start.0));
+    milestone("early-abort", ticks.early_abort);
+    milestone("dt-abort", aborting);
+    milestone("abort", if all_early { ticks.early_abort } else { aborting });
     milestone("mmu-on", mmu_on);
     milestone("memory-ready", memory_ready);
     milestone("banner-logged", bannered);
@@ -372,6 +360,14 @@ fn banner(
             s.regs.size(),
             if s.coherent { "coherent" } else { "not coherent" },
             if s.msi { ", MSI" } else { "" }
+        );
+        defmt::info!(
+            "    DMA aborted (GBPA.ABORT) since {=str}",
+            if arch::boot::early_smmus().contains(s.regs.start.0) {
+                "_start's first instructions (the board's early list)"
+            } else {
+                "the device tree was read (not in the board's early list)"
+            }
         );
         let irqs = [("eventq", s.eventq), ("priq", s.priq), ("cmdq-sync", s.cmdq_sync), ("gerror", s.gerror), ("combined", s.combined)];
         for (name, irq) in irqs {

@@ -7,6 +7,7 @@
 #![no_main]
 
 use bulkhead_kernel::Board;
+use platform::arch::boot::EarlySmmus;
 use platform::dt::Uart;
 use platform::PhysAddr;
 
@@ -18,6 +19,11 @@ static BOARD: Board = Board {
     // bottom of RAM.
     dtb_when_x0_is_zero: Some(PhysAddr(0x4000_0000)),
 };
+
+/// The SMMUv3 of `virt,iommu=smmuv3` (VIRT_SMMU, fixed by QEMU's memory
+/// map): aborted by `_start`'s first instructions.
+#[unsafe(no_mangle)]
+static BULKHEAD_EARLY_SMMUS: EarlySmmus = EarlySmmus::new(&[0x0905_0000]);
 
 /// Entered from `_start` with the loader's x0 and the current EL.
 #[unsafe(no_mangle)]

@@ -59,6 +59,34 @@ __bulkhead_entry:
     mrs     x20, CurrentEL
     ubfx    x20, x20, #2, #2
 
+    // Close the DMA window before anything else: GBPA.ABORT on every SMMU
+    // the board always has (BULKHEAD_EARLY_SMMUS: register bases, zero-
+    // terminated; plain data read PC-relatively, so this runs before the
+    // relocations, the stack and the DT). A bounded wait for UPDATE to
+    // clear; one that does not is found again, and reported, when the kernel
+    // aborts every SMMU the DT names (which also covers SMMUs left enabled
+    // by earlier firmware, where GBPA does not apply). Only at EL2: entered
+    // anywhere else the kernel is not the machine's owner, touches nothing
+    // and says so.
+    adrp    x1, BULKHEAD_EARLY_SMMUS
+    add     x1, x1, :lo12:BULKHEAD_EARLY_SMMUS
+    mov     x5, #{early_smmus}
+    cmp     x20, #2
+    csel    x5, x5, xzr, eq
+10: cbz     x5, 13f
+    ldr     x2, [x1], #8
+    cbz     x2, 13f
+    movz    w3, #{gbpa_set_hi}, lsl #16 // UPDATE | ABORT
+    str     w3, [x2, #{gbpa}]
+    mov     x4, #{gbpa_polls}
+11: ldr     w3, [x2, #{gbpa}]
+    tbz     w3, #31, 12f                // UPDATE clear: the abort is in force
+    subs    x4, x4, #1
+    b.ne    11b
+12: sub     x5, x5, #1
+    b       10b
+13: mrs     x29, cntpct_el0             // boot benchmark: the board's SMMUs abort
+
     // Load bias = where the image runs - where it was linked. The link
     // address is an absolute linker-script symbol, so it is a link-time
     // constant (no relocation of its own); __image_start is PC-relative.
@@ -132,7 +160,7 @@ __bulkhead_entry:
     adrp    x1, BULKHEAD_BOOT_TICKS
     add     x1, x1, :lo12:BULKHEAD_BOOT_TICKS
     stp     x26, x27, [x1]
-    str     x28, [x1, #16]
+    stp     x28, x29, [x1, #16]
     adrp    x1, __bulkhead_vectors
     add     x1, x1, :lo12:__bulkhead_vectors
     cmp     x20, #2
@@ -230,6 +258,10 @@ __bulkhead_exception_common:
 "#,
     load_align = const LOAD_ALIGN,
     relative = const R_AARCH64_RELATIVE,
+    early_smmus = const MAX_EARLY_SMMUS,
+    gbpa = const GBPA,
+    gbpa_set_hi = const GBPA_UPDATE_ABORT >> 16,
+    gbpa_polls = const GBPA_POLLS,
 );
 
 /// Load bias (runtime address - link address), stored by `_start` once the
@@ -238,11 +270,63 @@ __bulkhead_exception_common:
 static BULKHEAD_LOAD_BIAS: AtomicU64 = AtomicU64::new(0);
 
 /// Counter values (CNTPCT_EL0) `_start` took for the boot benchmark, in
-/// x26..x28 until the bss clear is done: at its first instruction after the
+/// x26..x29 until the bss clear is done: at its first instruction after the
 /// image header's branch, once the relocations were applied, once the bss
-/// was cleared. Only `_start` writes them, before any Rust runs.
+/// was cleared, and once the board's SMMUs were aborting. Only `_start`
+/// writes them, before any Rust runs.
 #[unsafe(no_mangle)]
-static BULKHEAD_BOOT_TICKS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+static BULKHEAD_BOOT_TICKS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+/// Most SMMUs a board may list in [`EarlySmmus`].
+pub const MAX_EARLY_SMMUS: usize = 8;
+/// SMMU_GBPA's offset, and UPDATE | ABORT (SMMUv3 spec 6.3.14).
+const GBPA: usize = 0x44;
+const GBPA_UPDATE_ABORT: u32 = (1 << 31) | (1 << 20);
+/// Reads of GBPA before `_start` gives up waiting for UPDATE to clear
+/// (QEMU clears it on the write; hardware within microseconds).
+const GBPA_POLLS: u32 = 1000;
+
+/// The register bases of the SMMUs a board always has, which `_start`
+/// aborts (GBPA.ABORT) before any other work — relocation, stack, DT —
+/// so the DMA window a boot leaves open is a few dozen instructions.
+/// Every board crate defines one, named `BULKHEAD_EARLY_SMMUS` and
+/// `#[unsafe(no_mangle)]` (empty when its SMMUs move between variants: the
+/// kernel then aborts them once it has read the DT). A base that is not an
+/// SMMU is written anyway: list only what the board certainly has.
+#[repr(C)]
+pub struct EarlySmmus([u64; MAX_EARLY_SMMUS]);
+
+impl EarlySmmus {
+    /// `bases`, at most [`MAX_EARLY_SMMUS`] (a longer list fails to
+    /// compile in a `static`); a zero base ends the list.
+    pub const fn new(bases: &[u64]) -> EarlySmmus {
+        assert!(bases.len() <= MAX_EARLY_SMMUS, "too many early SMMUs");
+        let mut a = [0; MAX_EARLY_SMMUS];
+        let mut i = 0;
+        while i < bases.len() {
+            a[i] = bases[i];
+            i += 1;
+        }
+        EarlySmmus(a)
+    }
+
+    /// Whether `base` is listed.
+    pub fn contains(&self, base: u64) -> bool {
+        base != 0 && self.0.contains(&base)
+    }
+}
+
+unsafe extern "C" {
+    /// The board crate's list (see [`EarlySmmus`]).
+    static BULKHEAD_EARLY_SMMUS: EarlySmmus;
+}
+
+/// The SMMUs `_start` aborted before anything else.
+pub fn early_smmus() -> &'static EarlySmmus {
+    // SAFETY: every board crate defines the symbol as an immutable static
+    // of this type (a link error otherwise); nothing writes it.
+    unsafe { &*core::ptr::addr_of!(BULKHEAD_EARLY_SMMUS) }
+}
 
 /// The counter at the first steps of `_start` (see [`boot_ticks`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -253,6 +337,8 @@ pub struct BootTicks {
     pub relocated: u64,
     /// After the bss was cleared, just before the first Rust code.
     pub bss_cleared: u64,
+    /// After the board's early SMMUs were set to abort (`EarlySmmus`).
+    pub early_abort: u64,
 }
 
 /// What `_start` read from the generic counter on its way to Rust: under
@@ -260,7 +346,7 @@ pub struct BootTicks {
 /// instruction.
 pub fn boot_ticks() -> BootTicks {
     let t = |i: usize| BULKHEAD_BOOT_TICKS[i].load(Ordering::Relaxed);
-    BootTicks { entry: t(0), relocated: t(1), bss_cleared: t(2) }
+    BootTicks { entry: t(0), relocated: t(1), bss_cleared: t(2), early_abort: t(3) }
 }
 
 /// Where the image runs and where it was linked.

@@ -56,6 +56,8 @@ fn check_banner(o: &Outcome, c: &mut Checks) {
     c.log(o, "reserved [0x40000000..0x40100000) dtb");
     c.log(o, "SMMUs: 1");
     c.log(o, "SMMUv3 smmuv3@9050000 at 0x9050000 size 0x20000, coherent");
+    // The board lists virt's SMMU: `_start` aborts it before relocating.
+    c.log(o, "DMA aborted (GBPA.ABORT) since _start's first instructions (the board's early list)");
     c.log(o, "interrupt eventq: SPI 74 (INTID 106, edge)");
     c.log(o, "interrupt gerror: SPI 77 (INTID 109, edge)");
     c.that(o.log.iter().all(|l| l.micros.is_some()), "a log line has no timestamp");

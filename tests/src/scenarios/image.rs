@@ -82,6 +82,23 @@ const TWO_PARTITIONS: &str = r#"
 &{/cpus/cpu@2} { bulkhead,partition = <&storage>; };
 "#;
 
+/// A second fragment for [`TWO_PARTITIONS`]: firmware memory inside
+/// storage's RAM.
+const RESERVES_STORAGE: &str = r#"
+&{/} {
+    reserved-memory {
+        #address-cells = <2>;
+        #size-cells = <2>;
+        ranges;
+
+        fw@55000000 {
+            reg = <0x0 0x55000000 0x0 0x100000>;
+            no-map;
+        };
+    };
+};
+"#;
+
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario { name: "image-boot", setup: |ctx| image_config(ctx, None), check: check_image_boot },
@@ -106,13 +123,26 @@ pub fn scenarios() -> Vec<Scenario> {
             check: |o, c| {
                 c.exit(o, PLATFORM_ERROR);
                 c.that(o.log.is_empty(), format!("a misplaced image logged {} lines", o.log.len()));
-                c.that(o.trace.mmio_writes().is_empty(), "a misplaced image touched the SMMU");
+                // `_start` aborts the board's SMMUs before it looks at
+                // where it runs, and does nothing else to them.
+                let writes = o.trace.mmio_writes();
+                c.that(
+                    !writes.is_empty() && writes.iter().all(|&(off, v)| off == GBPA && v == GBPA_ABORT | GBPA_UPDATE),
+                    format!("a misplaced image wrote {writes:x?} to the SMMU, expected GBPA=ABORT|UPDATE only"),
+                );
             },
         },
         Scenario {
             name: "image-overlay-by-kernel",
             setup: |ctx| overlay_for_the_kernel(ctx, TWO_PARTITIONS),
             check: check_overlay_by_kernel,
+        },
+        Scenario {
+            // What an overlay the kernel applies reserves is reserved: a
+            // partition over it is refused like one over the firmware's.
+            name: "image-overlay-reserves",
+            setup: |ctx| overlay_for_the_kernel(ctx, &format!("{TWO_PARTITIONS}\n{RESERVES_STORAGE}")),
+            check: check_overlay_reserves,
         },
         Scenario {
             name: "image-overlay-refused",
@@ -265,6 +295,17 @@ fn check_overlay_by_kernel(o: &Outcome, c: &mut Checks) {
     c.log(o, "[storage] hello from storage at EL1");
     c.log(o, "[storage] memory 0x54000000 size 0x2000000");
     c.log(o, "all 2 partitions stopped, 0 failed");
+}
+
+fn check_overlay_reserves(o: &Outcome, c: &mut Checks) {
+    c.exit(o, exit::CONFIG_REFUSED);
+    c.log(o, "overlays: 1 applied from /chosen/bulkhead,overlays");
+    c.log(
+        o,
+        "configuration refused: /partitions/storage: property memory: region [0x54000000..0x56000000) overlaps reserved memory [0x55000000..0x55100000)",
+    );
+    c.no_log(o, "partition net");
+    check_gbpa_abort_first(o, c);
 }
 
 fn check_overlay_refused(o: &Outcome, c: &mut Checks) {

@@ -88,15 +88,13 @@ pub fn report(o: &Result<Outcome, String>, dir: &Path, elf: &[u8], r: &mut Repor
         }
         None => Figure::missing("boot", name, "no milestone in the kernel log"),
     };
-    let abort_note = match (m.get("relocated"), m.get("bss-cleared"), m.get("dt-validated"), m.get("smmus-found"), m.get("abort")) {
-        (Some(&rl), Some(&bss), Some(&dt), Some(&found), Some(&ab)) => format!(
-            " (relocations {}, bss clear {}, console and DTB check {}, finding the SMMUs in the DT {}, GBPA.ABORT {})",
-            thousands(rl),
-            thousands(bss.saturating_sub(rl)),
-            thousands(dt.saturating_sub(bss)),
-            thousands(found.saturating_sub(dt)),
-            thousands(ab.saturating_sub(found))
+    let abort_note = match (m.get("early-abort"), m.get("abort"), m.get("dt-abort")) {
+        (Some(&early), Some(&ab), Some(&dt)) if ab == early => format!(
+            " (every SMMU in the DT is in the board's early list, aborted by `_start` before relocation; \
+             the kernel confirms it from the DT at {})",
+            thousands(dt)
         ),
+        (_, Some(_), Some(&dt)) => format!(" (an SMMU outside the board's early list: aborted once the DT was read, at {})", thousands(dt)),
         _ => String::new(),
     };
     r.figures.push(fig(names[0], m.get("abort").copied(), Some(GOAL_ABORT), &abort_note));
