@@ -14,6 +14,9 @@ use core::fmt;
 pub const HEAP_SIZE: u64 = 16 << 20;
 /// The heap's alignment (a 2 MiB block of the identity map).
 pub const HEAP_ALIGN: u64 = 2 << 20;
+/// The heap reservation's last bytes, given to the frame allocator before
+/// the rest of free memory is known (see [`split_heap`]).
+pub const EARLY_FRAMES: u64 = 1 << 20;
 /// Reservations are whole pages.
 const PAGE: u64 = 4096;
 
@@ -267,6 +270,16 @@ pub fn boot_map(dt: &DeviceTree<'_>, kernel: Option<PhysRange>, dtb: Option<Phys
     Ok(BootMap { map, overlays, heap })
 }
 
+/// Splits the heap's reservation into the kernel heap proper and its last
+/// [`EARLY_FRAMES`] bytes: frames for the SMMUs' stream tables and queues,
+/// so they can be brought up (every stream aborting, SMMUEN=1) before
+/// discovery and configuration decide what else is free. Both stay inside
+/// the reservation validation checks partitions against.
+pub fn split_heap(heap: PhysRange) -> (PhysRange, PhysRange) {
+    let split = heap.end.0 - EARLY_FRAMES.min(heap.size() / 2);
+    (PhysRange::from_bounds(heap.start.0, split), PhysRange::from_bounds(split, heap.end.0))
+}
+
 /// Reserves the `/reserved-memory` of `merged` (the tree with the `/chosen`
 /// overlays applied) that the map does not hold yet, so validation sees
 /// what an overlay reserved; refuses one that overlaps `placed` (what the
@@ -375,6 +388,15 @@ mod tests {
         let late = PhysRange::new(0x5f00_0000, 0x10_0000).unwrap();
         let b = boot_map(&dt, Some(late), None).unwrap();
         assert!(b.heap.is_some_and(|h| !h.overlaps(&late) && h.start.is_aligned(HEAP_ALIGN)));
+    }
+
+    #[test]
+    fn the_heap_keeps_its_last_mib_for_early_frames() {
+        let heap = PhysRange::new(0x4040_0000, HEAP_SIZE).unwrap();
+        let (h, f) = split_heap(heap);
+        assert_eq!((h.start, f.end), (heap.start, heap.end));
+        assert_eq!((h.end, f.size()), (f.start, EARLY_FRAMES));
+        assert!(f.start.is_aligned(EARLY_FRAMES), "naturally aligned for the frame allocator");
     }
 
     #[test]

@@ -57,17 +57,18 @@ pub fn init_heap(heap: PhysRange) {
 /// Gives every page still free in `map` to the frame allocator; returns the
 /// bytes added. Call once, after everything else has been reserved.
 pub fn init_frames(map: &MemoryMap) -> u64 {
-    let mut frame_bytes = 0;
-    let mut frames = FRAMES.lock();
-    for f in map.free() {
-        let f = f.shrink_to(FRAME_SIZE);
-        if f.is_empty() {
-            continue;
-        }
-        frames.add_frame((f.start.0 / FRAME_SIZE) as usize, (f.end.0 / FRAME_SIZE) as usize);
-        frame_bytes += f.size();
+    map.free().iter().map(|f| add_frames(*f)).sum()
+}
+
+/// Gives the whole pages of `r` (free RAM, reserved in the memory map for
+/// this use) to the frame allocator; returns the bytes added.
+pub fn add_frames(r: PhysRange) -> u64 {
+    let f = r.shrink_to(FRAME_SIZE);
+    if f.is_empty() {
+        return 0;
     }
-    frame_bytes
+    FRAMES.lock().add_frame((f.start.0 / FRAME_SIZE) as usize, (f.end.0 / FRAME_SIZE) as usize);
+    f.size()
 }
 
 /// Allocates `size` bytes of zeroed, physically contiguous memory aligned

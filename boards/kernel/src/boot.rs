@@ -139,7 +139,9 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     let dtb = PhysRange::new(dtb_at.0, dt.bytes().len() as u64).unwrap_or_default().grow_to(PAGE_SIZE);
     let BootMap { mut map, overlays, heap } = memmap::boot_map(&dt, Some(layout.image), Some(dtb)).map_err(boot_map_err)?;
     let heap = heap.ok_or_else(|| platform_err("no room for the kernel heap"))?;
-    platform::memory::init_heap(heap);
+    let (heap_proper, early_frames) = memmap::split_heap(heap);
+    platform::memory::init_heap(heap_proper);
+    platform::memory::add_frames(early_frames);
     // From here on the kernel reads the DTB with those overlays merged in,
     // and what they reserve is reserved too.
     let dt = apply_overlays(dt, &overlays)?;
@@ -149,25 +151,29 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     banner(board, &dt, &map, &smmus, heap)?;
     let bannered = platform::time::ticks();
 
-    // 4-5. Discovery: PCI enumeration (bus mastering off everywhere) and
+    // 4. SMMU bring-up, from the heap's early frames: tables all-abort,
+    // queues, SMMUEN — isolation before any device is enumerated.
+    let bootargs = dt.bootargs().map_err(dt_err)?;
+    let evtq_log2 = bootargs.split_ascii_whitespace().find_map(|a| a.strip_prefix("bulkhead.evtq-log2=")?.parse().ok());
+    let mut iommus = iommu::bring_up(&smmus, evtq_log2)?;
+
+    // 5-6. Discovery: PCI enumeration (bus mastering off everywhere) and
     // isolation groups.
     let discovered = crate::discover::run(&dt, &smmus)?;
     let discovered_at = platform::time::ticks();
 
-    // 6. Configuration → validated plan. Nothing starts on a refusal.
+    // 7. Configuration → validated plan. Nothing starts on a refusal.
     let plan = configure(&dt, &map, &layout, dtb, heap, &discovered)?;
     for (r, _) in partition::regions(&plan) {
         map.reserve(r, Reservation::Other).map_err(|_| platform_err("too many memory reservations"))?;
     }
     let configured = platform::time::ticks();
+    // Every page nothing else holds now goes to the frame allocator (the
+    // partitions' domains' tables, the stream table's second level).
     let frame_bytes = platform::memory::init_frames(&map);
     defmt::info!("frames: {=u64} MiB free for the kernel's tables and queues", frame_bytes >> 20);
     let frames_ready = platform::time::ticks();
 
-    // 7. SMMU bring-up: tables all-abort, queues, SMMUEN.
-    let bootargs = dt.bootargs().map_err(dt_err)?;
-    let evtq_log2 = bootargs.split_ascii_whitespace().find_map(|a| a.strip_prefix("bulkhead.evtq-log2=")?.parse().ok());
-    let mut iommus = iommu::bring_up(&smmus, evtq_log2)?;
     let ticks = arch::boot::boot_ticks();
     defmt::debug!("milestone entry: counter {=u64} at _start (freq {=u64} Hz)", ticks.entry, platform::time::frequency());
     milestone("relocated", ticks.relocated);
@@ -190,7 +196,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     milestone("isolation", iommus.iter().map(|i| i.enabled_at).max().unwrap_or(aborting));
     defmt::debug!("memory: heap peak {=usize} bytes at isolation", platform::memory::heap_peak());
 
-    selftest(dt.bootargs().map_err(dt_err)?, &layout, &ram, &mut iommus, &discovered)?;
+    selftest(bootargs, &layout, &ram, &mut iommus, &discovered)?;
 
     // 8. Partitions on their CPUs; the boot CPU waits for them.
     if plan.partitions.is_empty() {
