@@ -53,6 +53,11 @@ pub struct Scenario {
     pub check: fn(&Outcome, &mut Checks),
 }
 
+/// SMMU_GBPA's offset and its UPDATE and ABORT bits (SMMUv3 spec 6.3.14).
+pub const GBPA: u64 = 0x44;
+pub const GBPA_ABORT: u64 = 1 << 20;
+pub const GBPA_UPDATE: u64 = 1 << 31;
+
 /// Collected assertion failures of one scenario.
 #[derive(Default)]
 pub struct Checks {
@@ -90,6 +95,21 @@ impl Checks {
     /// Every log frame decoded.
     pub fn clean_log(&mut self, o: &Outcome) {
         self.that(o.malformed_frames == 0, format!("{} log frames did not decode", o.malformed_frames));
+    }
+    /// QEMU's trace: the first SMMU register write is GBPA with
+    /// ABORT|UPDATE, and no DMA was translated in bypass or reached a
+    /// disabled SMMU.
+    pub fn gbpa_abort_first(&mut self, o: &Outcome) {
+        match o.trace.mmio_writes().first() {
+            Some(&(GBPA, v)) => self.that(
+                v & GBPA_ABORT != 0 && v & GBPA_UPDATE != 0,
+                format!("first SMMU write is GBPA={v:#x}, expected ABORT|UPDATE"),
+            ),
+            Some(&(off, v)) => self.that(false, format!("first SMMU write is {off:#x}={v:#x}, not GBPA")),
+            None => self.that(false, "QEMU's trace shows no SMMU register write (GBPA.ABORT never set)"),
+        }
+        self.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
+        self.that(o.trace.count("smmuv3_translate_disable") == 0, "QEMU saw a DMA while the SMMU was disabled");
     }
 }
 

@@ -7,8 +7,10 @@ use platform::memmap::{self, BootMap, BootMapError, MemoryMap, Reservation};
 use platform::pgtable::{Access, IdentityMap, MemType, Table, PAGE_SIZE};
 use platform::{ExitCode, PhysAddr, PhysRange};
 
-/// Tables for the EL2 identity map (4 KiB each).
-const PT_POOL_TABLES: usize = 64;
+/// Tables for the EL2 identity map (4 KiB each). QEMU's virt needs 11;
+/// the pool is in the bss, which `_start` clears before the DT is read, so
+/// every table here costs the boot about 1,000 instructions.
+const PT_POOL_TABLES: usize = 32;
 
 static mut PT_POOL: [Table; PT_POOL_TABLES] = [const { Table::EMPTY }; PT_POOL_TABLES];
 

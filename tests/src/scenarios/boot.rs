@@ -4,10 +4,6 @@ use crate::dtb;
 use crate::qemu::{Flavour, Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Ctx, Scenario};
 
-/// SMMU_GBPA offset and bits (SMMUv3 spec 6.3.14): written with UPDATE, ABORT.
-const GBPA: u64 = 0x44;
-const GBPA_ABORT: u64 = 1 << 20;
-const GBPA_UPDATE: u64 = 1 << 31;
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -31,19 +27,6 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// The first write the kernel makes to the SMMU must be GBPA with ABORT.
-fn check_gbpa_abort_first(o: &Outcome, c: &mut Checks) {
-    let writes = o.trace.mmio_writes();
-    match writes.first() {
-        Some(&(GBPA, v)) => c.that(
-            v & GBPA_ABORT != 0 && v & GBPA_UPDATE != 0,
-            format!("first SMMU write is GBPA={v:#x}, expected ABORT|UPDATE"),
-        ),
-        Some(&(off, v)) => c.that(false, format!("first SMMU write is {off:#x}={v:#x}, not GBPA")),
-        None => c.that(false, "QEMU's trace shows no SMMU register write (GBPA.ABORT never set)"),
-    }
-    c.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
-}
 
 fn check_banner(o: &Outcome, c: &mut Checks) {
     c.exit(o, exit::SUCCESS);
@@ -61,7 +44,7 @@ fn check_banner(o: &Outcome, c: &mut Checks) {
     c.log(o, "interrupt eventq: SPI 74 (INTID 106, edge)");
     c.log(o, "interrupt gerror: SPI 77 (INTID 109, edge)");
     c.that(o.log.iter().all(|l| l.micros.is_some()), "a log line has no timestamp");
-    check_gbpa_abort_first(o, c);
+    c.gbpa_abort_first(o);
 }
 
 fn check_data_abort(o: &Outcome, c: &mut Checks) {

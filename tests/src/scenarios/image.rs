@@ -17,13 +17,9 @@
 
 use crate::image::linux_image;
 use crate::qemu::{Outcome, QemuConfig};
-use crate::scenario::{exit, Checks, Ctx, Scenario};
+use crate::scenario::{exit, Checks, Ctx, Scenario, GBPA, GBPA_ABORT, GBPA_UPDATE};
 use std::process::Command;
 
-/// SMMU_GBPA offset and bits (SMMUv3 spec 6.3.14): written with UPDATE, ABORT.
-const GBPA: u64 = 0x44;
-const GBPA_ABORT: u64 = 1 << 20;
-const GBPA_UPDATE: u64 = 1 << 31;
 /// Where QEMU's `virt` RAM starts.
 const RAM_BASE: u64 = 0x4000_0000;
 /// Where the kernel is linked (boards/qemu-virt/link.ld): QEMU's Image path
@@ -198,19 +194,6 @@ fn image_config(ctx: &Ctx, text_offset: Option<u64>) -> Result<QemuConfig, Strin
     Ok(QemuConfig { kernel: Some(path), ..QemuConfig::default() })
 }
 
-/// The first write the kernel makes to the SMMU must be GBPA with ABORT,
-/// and no DMA may be translated in bypass.
-fn check_gbpa_abort_first(o: &Outcome, c: &mut Checks) {
-    match o.trace.mmio_writes().first() {
-        Some(&(GBPA, v)) => c.that(
-            v & GBPA_ABORT != 0 && v & GBPA_UPDATE != 0,
-            format!("first SMMU write is GBPA={v:#x}, expected ABORT|UPDATE"),
-        ),
-        Some(&(off, v)) => c.that(false, format!("first SMMU write is {off:#x}={v:#x}, not GBPA")),
-        None => c.that(false, "QEMU's trace shows no SMMU register write (GBPA.ABORT never set)"),
-    }
-    c.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
-}
 
 /// Reads the end of a banner range line `... [0x..0xEND) ...`.
 fn range_end(line: &str) -> Option<u64> {
@@ -242,7 +225,7 @@ fn check_banner(o: &Outcome, c: &mut Checks, at: u64) {
     }
     c.no_log(o, "reserved [0x40000000..0x40100000) dtb");
     c.log(o, "SMMUv3 smmuv3@9050000 at 0x9050000 size 0x20000, coherent");
-    check_gbpa_abort_first(o, c);
+    c.gbpa_abort_first(o);
 }
 
 fn check_image_boot(o: &Outcome, c: &mut Checks) {
@@ -305,14 +288,14 @@ fn check_overlay_reserves(o: &Outcome, c: &mut Checks) {
         "configuration refused: /partitions/storage: property memory: region [0x54000000..0x56000000) overlaps reserved memory [0x55000000..0x55100000)",
     );
     c.no_log(o, "partition net");
-    check_gbpa_abort_first(o, c);
+    c.gbpa_abort_first(o);
 }
 
 fn check_overlay_refused(o: &Outcome, c: &mut Checks) {
     c.exit(o, exit::BAD_DEVICE_TREE);
     c.log(o, "cannot boot: overlays[0]: fragment@2: target \"/cpus/cpu@9\" is not in the base tree");
     c.no_log(o, "configuration:");
-    check_gbpa_abort_first(o, c);
+    c.gbpa_abort_first(o);
 }
 
 #[cfg(test)]

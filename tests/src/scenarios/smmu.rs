@@ -2,12 +2,11 @@
 //! trace, and the features the kernel read.
 
 use crate::qemu::{Flavour, Outcome, QemuConfig};
-use crate::scenario::{exit, Checks, Scenario};
+use crate::scenario::{exit, Checks, Scenario, GBPA, GBPA_ABORT};
 use crate::trace::TraceEvent;
 
 /// Register offsets (SMMUv3 spec, chapter 6).
 const CR0: u64 = 0x20;
-const GBPA: u64 = 0x44;
 const STRTAB_BASE: u64 = 0x80;
 const CMDQ_BASE: u64 = 0x90;
 const EVENTQ_BASE: u64 = 0xa0;
@@ -49,7 +48,7 @@ fn check_bringup(o: &Outcome, c: &mut Checks, stages: &str) {
     c.log(o, &format!("SMMU smmuv3@9050000: SMMUv3.1, {stages} SIDSIZE 16, 2-level stream table, OAS 44 bits"));
     c.log(o, "SMMU smmuv3@9050000: enabled, every stream aborts");
     let ev = &o.trace.events;
-    let gbpa = first(ev, |e| write_to(e, GBPA).is_some_and(|v| v & (1 << 20) != 0));
+    let gbpa = first(ev, |e| write_to(e, GBPA).is_some_and(|v| v & GBPA_ABORT != 0));
     let disable = first(ev, |e| write_to(e, CR0) == Some(0));
     let strtab = first(ev, |e| write_to(e, STRTAB_BASE).is_some());
     let cmdq = first(ev, |e| write_to(e, CMDQ_BASE).is_some());

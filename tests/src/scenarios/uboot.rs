@@ -25,7 +25,7 @@
 //! kernel must refuse before it starts anything.
 
 use crate::qemu::{Expect, Firmware, Outcome, QemuConfig};
-use crate::scenario::{exit, Checks, Ctx, Scenario};
+use crate::scenario::{exit, Checks, Ctx, Scenario, GBPA, GBPA_ABORT};
 use crate::trace::TraceEvent;
 use std::time::Duration;
 
@@ -63,11 +63,6 @@ const STEP: Duration = Duration::from_secs(30);
 /// Where `booti` says it copied the DTB to.
 const LOADING_DTB: &str = "Loading Device Tree to ";
 
-/// SMMU registers and bits (SMMUv3 spec 6.3): GBPA with UPDATE and ABORT,
-/// CR0.SMMUEN.
-const GBPA: u64 = 0x44;
-const GBPA_ABORT: u64 = 1 << 20;
-const GBPA_UPDATE: u64 = 1 << 31;
 const CR0: u64 = 0x20;
 const CR0_SMMUEN: u64 = 1 << 0;
 
@@ -182,20 +177,6 @@ fn write_to(e: &TraceEvent, off: u64) -> Option<u64> {
     (e.name == "smmuv3_write_mmio" && e.field("addr") == Some(off)).then(|| e.field("val")).flatten()
 }
 
-/// QEMU's trace: the kernel's first SMMU write is GBPA.ABORT (U-Boot left
-/// the SMMU alone and nothing was translated in bypass before it).
-fn check_gbpa_abort_first(o: &Outcome, c: &mut Checks) {
-    match o.trace.mmio_writes().first() {
-        Some(&(GBPA, v)) => c.that(
-            v & GBPA_ABORT != 0 && v & GBPA_UPDATE != 0,
-            format!("first SMMU write is GBPA={v:#x}, expected ABORT|UPDATE"),
-        ),
-        Some(&(off, v)) => c.that(false, format!("first SMMU write is {off:#x}={v:#x}, not GBPA")),
-        None => c.that(false, "QEMU's trace shows no SMMU register write (GBPA.ABORT never set)"),
-    }
-    c.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
-    c.that(o.trace.count("smmuv3_translate_disable") == 0, "QEMU saw a DMA while the SMMU was disabled");
-}
 
 fn check_demo(o: &Outcome, c: &mut Checks) {
     if !check_uboot(o, c) {
@@ -236,7 +217,7 @@ fn check_demo(o: &Outcome, c: &mut Checks) {
     c.log(o, "partition storage: exited with status 0");
     c.log(o, "all 2 partitions stopped, 0 failed");
     // QEMU's own record of the bring-up and of every DMA.
-    check_gbpa_abort_first(o, c);
+    c.gbpa_abort_first(o);
     let ev = &o.trace.events;
     let gbpa = first(ev, |e| write_to(e, GBPA).is_some_and(|v| v & GBPA_ABORT != 0));
     let enable = first(ev, |e| write_to(e, CR0).is_some_and(|v| v & CR0_SMMUEN != 0));
@@ -279,7 +260,7 @@ fn check_truncated(o: &Outcome, c: &mut Checks) {
     c.no_log(o, "partition storage");
     c.no_log(o, "[net]");
     c.no_log(o, "[storage]");
-    check_gbpa_abort_first(o, c);
+    c.gbpa_abort_first(o);
     c.that(o.trace.count("smmuv3_translate_success") == 0, "a DMA was translated although no partition started");
 }
 
