@@ -129,6 +129,14 @@ pub fn set_bootargs(dts: &str, name: &str, args: &str) -> Result<String, String>
     Ok(format!("{}{args}{}", &dts[..start], &dts[end..]))
 }
 
+/// `dts` with property `prop` (a whole assignment, as `"name = <...>;"`)
+/// added to partition `name`'s node.
+pub fn add_property(dts: &str, name: &str, prop: &str) -> Result<String, String> {
+    let head = format!("{name}: {name} {{");
+    let at = dts.find(&head).ok_or(format!("the overlay has no partition {name}"))? + head.len();
+    Ok(format!("{}\n            {prop}{}", &dts[..at], &dts[at..]))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -137,5 +145,13 @@ mod tests {
         let out = super::set_bootargs(dts, "b", "hello exit=0").unwrap();
         assert_eq!(out, "a: a { bulkhead,bootargs = \"x\"; };\nb: b { bulkhead,bootargs = \"hello exit=0\"; };");
         assert!(super::set_bootargs(dts, "c", "z").is_err());
+    }
+
+    #[test]
+    fn add_property_edits_one_partition() {
+        let dts = "a: a { x; };\nb: b { y; };";
+        let out = super::add_property(dts, "b", "z = <1>;").unwrap();
+        assert_eq!(out, "a: a { x; };\nb: b {\n            z = <1>; y; };");
+        assert!(super::add_property(dts, "c", "z;").is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Groups moving between partitions at run time (issue 6): through Blocked
 //! only, checked against QEMU's own trace.
 
-use crate::dtb::set_bootargs;
+use crate::dtb::{add_property, set_bootargs};
 use crate::qemu::{Flavour, Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Ctx, Scenario};
 
@@ -174,8 +174,8 @@ fn check_overflow(o: &Outcome, c: &mut Checks) {
 }
 
 fn storm(ctx: &Ctx, flavour: Flavour) -> Result<QemuConfig, String> {
-    let dts = with_args("exit=0", "storm=0x70000000:40 wait=500 exit=0", "canary=0x4c000100 dma-loop=5000 check=0x4c000100")?
-        .replace("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x0 0x48000000>;\n            bulkhead,fault-limit = <32 2000>;");
+    let dts = with_args("exit=0", "storm=0x70000000:40 wait=500 exit=0", "canary=0x4c000100 dma-loop=5000 check=0x4c000100")?;
+    let dts = add_property(&dts, "net", "bulkhead,fault-limit = <32 2000>;")?;
     ctx.with_overlay(QemuConfig { flavour, timeout: std::time::Duration::from_secs(60), ..QemuConfig::default() }, &dts)
 }
 
