@@ -152,7 +152,7 @@ pub unsafe fn init(uart: Uart) {
     let kind = match uart.kind {
         UartKind::Pl011 => 0,
         UartKind::Ns16550 { shift, width } => {
-            let usable = shift < 8 && (width == 1 || (width == 4 && shift >= 2)) && uart.base.0 % u64::from(width) == 0;
+            let usable = shift < 8 && (width == 1 || (width == 4 && shift >= 2)) && uart.base.0.is_multiple_of(u64::from(width));
             if !usable {
                 BASE.store(0, Ordering::Relaxed);
                 return;

@@ -19,6 +19,7 @@
 use crate::addr::{PhysAddr, PhysRange};
 use crate::dt::{DeviceTree, DtError, DtNode, Irq, SmmuNode};
 use crate::pci::{Bdf, Window};
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -253,6 +254,105 @@ struct Seen<'a> {
     /// Inside a subtree whose nodes are not platform devices (`/cpus`,
     /// `/partitions`, a PCI host bridge, ...).
     special: bool,
+    /// Compatible with `arm,gic-v3` (its `msi-controller` children are ITSs).
+    gic: bool,
+}
+
+/// Which of the compatibles the walk tells nodes apart by a node's
+/// `compatible` lists: `DtNode::is_compatible` of each, in one pass.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct Kinds {
+    /// [`ECAM_COMPATIBLE`].
+    ecam: bool,
+    /// `arm,gic-v3`.
+    gic_v3: bool,
+    /// `arm,armv8-timer`.
+    timer: bool,
+    /// `arm,gic-v3-its`.
+    its: bool,
+    /// `arm,smmu-v3`.
+    smmu_v3: bool,
+    /// `simple-bus`.
+    simple_bus: bool,
+}
+
+impl Kinds {
+    fn of(compatible: Option<&[u8]>) -> Kinds {
+        let mut k = Kinds::default();
+        for c in compatible.unwrap_or(&[]).split(|&b| b == 0) {
+            match c {
+                c if c == ECAM_COMPATIBLE.as_bytes() => k.ecam = true,
+                b"arm,gic-v3" => k.gic_v3 = true,
+                b"arm,armv8-timer" => k.timer = true,
+                b"arm,gic-v3-its" => k.its = true,
+                b"arm,smmu-v3" => k.smmu_v3 = true,
+                b"simple-bus" => k.simple_bus = true,
+                _ => {}
+            }
+        }
+        k
+    }
+}
+
+/// The properties the walk reads of every node, found in one pass over
+/// the node's properties (a lookup each would pass over them a dozen times).
+/// Each is what `DtNode::prop` gives (the first of the name).
+struct Facts<'a> {
+    status: Option<&'a [u8]>,
+    phandle: Option<&'a [u8]>,
+    linux_phandle: Option<&'a [u8]>,
+    device_type: Option<&'a [u8]>,
+    compatible: Kinds,
+    msi_controller: bool,
+    interrupt_controller: bool,
+    dma_coherent: bool,
+    dma_noncoherent: bool,
+    partition: bool,
+    isolation_group: Option<&'a [u8]>,
+    iommus: bool,
+}
+
+impl<'a> Facts<'a> {
+    fn of(n: &DtNode<'a>) -> Facts<'a> {
+        let mut p = Facts {
+            status: None,
+            phandle: None,
+            linux_phandle: None,
+            device_type: None,
+            compatible: Kinds::default(),
+            msi_controller: false,
+            interrupt_controller: false,
+            dma_coherent: false,
+            dma_noncoherent: false,
+            partition: false,
+            isolation_group: None,
+            iommus: false,
+        };
+        let mut compatible = None;
+        // The first property of each name counts, as with `DtNode::prop`.
+        let first = |slot: &mut Option<&'a [u8]>, v: &'a [u8]| {
+            slot.get_or_insert(v);
+        };
+        for (name, v) in n.properties() {
+            match name {
+                b"status" => first(&mut p.status, v),
+                b"phandle" => first(&mut p.phandle, v),
+                b"linux,phandle" => first(&mut p.linux_phandle, v),
+                b"device_type" => first(&mut p.device_type, v),
+                b"compatible" => first(&mut compatible, v),
+                b"msi-controller" => p.msi_controller = true,
+                b"interrupt-controller" => p.interrupt_controller = true,
+                b"dma-coherent" => p.dma_coherent = true,
+                b"dma-noncoherent" => p.dma_noncoherent = true,
+                b"bulkhead,partition" => p.partition = true,
+                b"bulkhead,isolation-group" => first(&mut p.isolation_group, v),
+                b"iommus" => p.iommus = true,
+                _ => {}
+            }
+        }
+        p.compatible = Kinds::of(compatible);
+        p
+    }
 }
 
 fn cell(v: &[u8], i: usize) -> Option<u32> {
@@ -272,8 +372,9 @@ fn path_of(stack: &[Seen<'_>], n: &DtNode<'_>) -> String {
     if n.depth == 0 {
         return String::from("/");
     }
-    let mut p = String::new();
-    for name in stack.iter().skip(1).map(|s| s.node.name()).chain(core::iter::once(n.name())) {
+    let names = || stack.iter().skip(1).map(|s| s.node.name()).chain(core::iter::once(n.name()));
+    let mut p = String::with_capacity(names().map(|name| name.len() + 1).sum());
+    for name in names() {
         p.push('/');
         p.push_str(name);
     }
@@ -326,8 +427,8 @@ fn one(n: &DtNode<'_>, name: &'static str) -> Result<Option<u32>, DtError> {
 /// Reads the discovery facts; `smmus` is [`DeviceTree::smmus`]'s list.
 pub fn discover(dt: &DeviceTree<'_>, smmus: &[SmmuNode]) -> Result<Discovery, DtError> {
     let mut out = Discovery::default();
-    let mut phandles: Vec<(u32, DtNode<'_>)> = Vec::new();
-    let mut stack: Vec<Seen<'_>> = Vec::new();
+    let mut phandles: BTreeMap<u32, DtNode<'_>> = BTreeMap::new();
+    let mut stack: Vec<Seen<'_>> = Vec::with_capacity(16);
     // Raw `iommus` lists and maps, resolved once every phandle is known.
     let mut pending_iommus: Vec<(usize, DtNode<'_>)> = Vec::new();
     let mut pending_maps: Vec<(usize, DtNode<'_>)> = Vec::new();
@@ -335,54 +436,57 @@ pub fn discover(dt: &DeviceTree<'_>, smmus: &[SmmuNode]) -> Result<Discovery, Dt
     dt.walk::<DtError>(&mut |n| {
         stack.truncate(n.depth);
         let parent = stack.last().copied();
-        let enabled = n.is_enabled() && parent.is_none_or(|p| p.enabled);
+        let p = Facts::of(n);
+        let enabled = DtNode::enabled(p.status) && parent.is_none_or(|p| p.enabled);
         let in_special = parent.is_some_and(|p| p.special);
-        for ph in [n.phandle()?, n.u32_prop("linux,phandle")?].into_iter().flatten() {
-            match phandles.iter().find(|(p, _)| *p == ph) {
-                Some((_, other)) if other.name() != n.name() || other.depth != n.depth => {
+        for ph in [n.one_cell("phandle", p.phandle)?, n.one_cell("linux,phandle", p.linux_phandle)?].into_iter().flatten() {
+            match phandles.get(&ph) {
+                Some(other) if other.name() != n.name() || other.depth != n.depth => {
                     return Err(n.bad("phandle", "the same phandle is on another node"));
                 }
                 Some(_) => {}
-                None => phandles.push((ph, *n)),
+                None => {
+                    phandles.insert(ph, *n);
+                }
             }
         }
         let top = n.depth == 1;
         let mut special = in_special
             || (top && matches!(n.name().split('@').next(), Some("cpus" | "partitions" | "chosen" | "aliases" | "reserved-memory" | "memory")))
-            || n.str_prop("device_type")? == Some("memory");
+            || n.str_value("device_type", p.device_type)? == Some("memory");
         if enabled && !in_special {
-            if n.is_compatible(ECAM_COMPATIBLE) {
+            if p.compatible.ecam {
                 special = true;
                 let host = pci_host(dt, &stack, n)?;
                 pending_maps.push((out.pci_hosts.len(), *n));
                 out.pci_hosts.push(host);
-            } else if n.is_compatible("arm,gic-v3") {
+            } else if p.compatible.gic_v3 {
                 if out.gic.is_some() {
                     return Err(DtError::TooMany("arm,gic-v3 interrupt controllers"));
                 }
                 out.gic = Some(gic(&stack, n)?);
-            } else if n.is_compatible("arm,armv8-timer") {
+            } else if p.compatible.timer {
                 if out.timer.is_some() {
                     return Err(DtError::TooMany("arm,armv8-timer nodes"));
                 }
                 out.timer = Some(arch_timer(&stack, n)?);
-            } else if n.is_compatible("arm,gic-v3-its") || (n.has("msi-controller") && parent.is_some_and(|p| p.node.is_compatible("arm,gic-v3"))) {
+            } else if p.compatible.its || (p.msi_controller && parent.is_some_and(|p| p.gic)) {
                 let regs = *n.reg()?.first().ok_or_else(|| n.bad("reg", "missing"))?;
                 out.its.push(Its { path: path_of(&stack, n), regs: translate_range(&stack, regs)?, phandle: n.phandle()? });
-            } else if n.depth > 0 && is_master_candidate(n) {
+            } else if n.depth > 0 && is_master_candidate(&p) {
                 pending_iommus.push((out.masters.len(), *n));
                 out.masters.push(PlatformMaster {
                     path: path_of(&stack, n),
                     iommus: Vec::new(),
-                    isolation_group: one(n, "bulkhead,isolation-group")?,
+                    isolation_group: n.one_cell("bulkhead,isolation-group", p.isolation_group)?,
                 });
             }
         }
-        stack.push(Seen { node: *n, enabled, special });
+        stack.push(Seen { node: *n, enabled, special, gic: p.compatible.gic_v3 });
         Ok(())
     })?;
 
-    let lookup = |ph: u32| phandles.iter().find(|(p, _)| *p == ph).map(|(_, n)| *n);
+    let lookup = |ph: u32| phandles.get(&ph).copied();
     let smmu_index = |ph: u32| smmus.iter().position(|s| s.phandle == Some(ph));
     let its_index = |ph: u32| out.its.iter().position(|i| i.phandle == Some(ph));
 
@@ -406,13 +510,13 @@ pub fn discover(dt: &DeviceTree<'_>, smmus: &[SmmuNode]) -> Result<Discovery, Dt
 }
 
 /// Whether an enabled node outside the special subtrees is a DMA master.
-fn is_master_candidate(n: &DtNode<'_>) -> bool {
+fn is_master_candidate(p: &Facts<'_>) -> bool {
     // The SMMU and the interrupt controllers do DMA for the kernel only.
-    let kernel_owned = n.is_compatible("arm,smmu-v3") || n.has("interrupt-controller") || n.has("msi-controller");
-    let says_dma = n.has("dma-coherent") || n.has("dma-noncoherent");
-    let is_bus = n.is_compatible("simple-bus");
-    let named = n.has("bulkhead,partition") || n.has("bulkhead,isolation-group");
-    !kernel_owned && (n.has("iommus") || named || (says_dma && !is_bus))
+    let kernel_owned = p.compatible.smmu_v3 || p.interrupt_controller || p.msi_controller;
+    let says_dma = p.dma_coherent || p.dma_noncoherent;
+    let is_bus = p.compatible.simple_bus;
+    let named = p.partition || p.isolation_group.is_some();
+    !kernel_owned && (p.iommus || named || (says_dma && !is_bus))
 }
 
 fn gic(stack: &[Seen<'_>], n: &DtNode<'_>) -> Result<Gic, DtError> {

@@ -6,19 +6,53 @@
 //! values are decoded with the *parent's* `#address-cells`/`#size-cells`, and
 //! every malformed property becomes a [`DtError`] naming the node and the
 //! property. No function here panics on input.
+//!
+//! The check is the one `dtoolkit`'s `Fdt::new` makes, done in one pass
+//! over the blob (a refused blob is handed to `Fdt::new` for the words of
+//! the refusal). The readers then walk the structure block's tokens
+//! directly: property names are compared as bytes in the strings block, a
+//! node's properties are read in one pass for what a walk needs, and
+//! [`DeviceTree::walk`] is a single pass in blob order. `dtoolkit`'s node
+//! API re-decodes and re-validates every property name on each lookup,
+//! which cost the boot about a million instructions.
 
 use crate::addr::{PhysAddr, PhysRange};
 use arrayvec::{ArrayString, ArrayVec};
 use core::fmt::{self, Write};
-use dtoolkit::fdt::{Fdt, FdtNode};
-use dtoolkit::{Node, Property};
+use dtoolkit::fdt::Fdt;
 
 /// Largest DTB the kernel accepts (QEMU's is 1 MiB).
 pub const MAX_DTB_SIZE: u32 = 8 << 20;
-/// FDT header magic.
-const FDT_MAGIC: u32 = 0xd00d_feed;
 /// Deepest node nesting the walkers follow.
 const MAX_DEPTH: usize = 16;
+
+// The flattened format: Devicetree Specification v0.4, chapter 5.
+/// FDT header magic (§5.2).
+const FDT_MAGIC: u32 = 0xd00d_feed;
+/// The header: ten big-endian words (§5.2).
+const FDT_HEADER_SIZE: usize = 40;
+/// The version the check requires `last_comp_version..=version` to hold (§5.2).
+const FDT_VERSION: u32 = 17;
+/// Structure-block tokens (§5.4.1), each a big-endian word at a 4-byte
+/// aligned offset.
+const FDT_BEGIN_NODE: u32 = 0x1;
+/// End of a node (§5.4.1).
+const FDT_END_NODE: u32 = 0x2;
+/// A property: token, `len`, `nameoff`, then `len` bytes of value (§5.4.1).
+const FDT_PROP: u32 = 0x3;
+/// Ignored token (§5.4.1).
+const FDT_NOP: u32 = 0x4;
+/// End of the structure block (§5.4.1).
+const FDT_END: u32 = 0x9;
+/// Token, `len` and `nameoff` of a property (§5.4.1).
+const FDT_PROP_HEADER: usize = 12;
+/// Size of a token (§5.4.1).
+const FDT_TOKEN: usize = 4;
+/// A memory reservation entry: 64-bit address and size (§5.3.2).
+const FDT_RESERVE_ENTRY: usize = 16;
+/// Longest node name (before the `@`) and property name (§2.2.1, §2.2.4).
+const MAX_NAME: usize = 31;
+
 /// Which UART, and how its registers are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UartKind {
@@ -137,10 +171,348 @@ fn be_cells(bytes: &[u8], cells: usize) -> Option<u64> {
     Some(v)
 }
 
+/// Rounds a structure-block offset up to the next token boundary.
+fn align4(at: usize) -> usize {
+    at.saturating_add(3) & !3
+}
+
+/// `NAME_CHARS[b]`: `b` may appear in a node name or unit address (§2.2.1).
+const NODE_CHAR: u8 = 1;
+/// `NAME_CHARS[b]`: `b` may appear in a property name (§2.2.4).
+const PROP_CHAR: u8 = 2;
+/// The characters of names, by byte: a table makes the check one load per
+/// byte.
+static NAME_CHARS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || matches!(c, b',' | b'.' | b'_' | b'+' | b'-') {
+            t[b] = NODE_CHAR | PROP_CHAR;
+        } else if matches!(c, b'?' | b'#') {
+            t[b] = PROP_CHAR;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// A valid non-root node name: `name[@unit]`, 1..=31 characters before the
+/// `@`, a non-empty unit address, no second `@` (§2.2.1).
+fn is_node_name(name: &[u8]) -> bool {
+    let mut base = name.len();
+    for (i, &b) in name.iter().enumerate() {
+        if b == b'@' {
+            if base != name.len() {
+                return false; // a second '@'
+            }
+            base = i;
+        } else if NAME_CHARS[b as usize] & NODE_CHAR == 0 {
+            return false;
+        }
+    }
+    (1..=MAX_NAME).contains(&base) && (base == name.len() || base + 1 < name.len())
+}
+
+/// Whether the strings block from a property's `nameoff` on starts with a
+/// valid property name (§2.2.4): 1..=31 characters, then a NUL.
+fn is_prop_name(from: &[u8]) -> bool {
+    for (i, &b) in from[..from.len().min(MAX_NAME + 1)].iter().enumerate() {
+        if b == 0 {
+            return i > 0;
+        }
+        if NAME_CHARS[b as usize] & PROP_CHAR == 0 {
+            return false;
+        }
+    }
+    false
+}
+
+/// A blob as the readers walk it. Offsets are into the whole blob (as the
+/// check computed them), property names index the strings block. Every read
+/// is bounds-checked, and a token a checked blob cannot hold there ends the
+/// walk instead of panicking.
+#[derive(Clone, Copy)]
+struct Blob<'a> {
+    data: &'a [u8],
+    strings: &'a [u8],
+}
+
+impl<'a> Blob<'a> {
+    /// The big-endian word at `at`.
+    #[inline(always)]
+    fn word(self, at: usize) -> Option<u32> {
+        self.data.get(at..)?.first_chunk().map(|w| u32::from_be_bytes(*w))
+    }
+
+    /// The name after the `FDT_BEGIN_NODE` at `node` (without its NUL), and
+    /// the offset of the token after it.
+    fn node_name(self, node: usize) -> Option<(&'a [u8], usize)> {
+        let start = node.checked_add(FDT_TOKEN)?;
+        let rest = self.data.get(start..)?;
+        let len = rest.iter().position(|&b| b == 0)?;
+        Some((&rest[..len], align4(start + len + 1)))
+    }
+
+    /// Where the node whose `FDT_BEGIN_NODE` is at `node` keeps its name
+    /// and properties.
+    fn place(self, node: usize) -> Option<Place> {
+        let (name, props) = self.node_name(node)?;
+        Some(Place { name: node + FDT_TOKEN, len: name.len(), props })
+    }
+
+    /// The name of a placed node.
+    fn name(self, p: Place) -> &'a [u8] {
+        self.data.get(p.name..p.name.saturating_add(p.len)).unwrap_or(&[])
+    }
+
+    /// The `FDT_PROP` at `at`: its name's offset in the strings block, its
+    /// value, and the offset of the token after it.
+    #[inline(always)]
+    fn prop(self, at: usize) -> Option<(usize, &'a [u8], usize)> {
+        let rest = self.data.get(at..)?;
+        let h: &[u8; FDT_PROP_HEADER] = rest.first_chunk()?;
+        let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        let nameoff = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        let value = rest.get(FDT_PROP_HEADER..)?.get(..len)?;
+        // Inside the blob, so no overflow.
+        Some((nameoff, value, align4(at + FDT_PROP_HEADER + len)))
+    }
+
+    /// Whether the property name at `nameoff` is `name` (which holds no NUL).
+    #[inline]
+    fn name_is(self, nameoff: usize, name: &[u8]) -> bool {
+        // The NUL where `name` ends rules most names out before comparing.
+        match self.strings.get(nameoff..) {
+            Some(s) => s.len() > name.len() && s[name.len()] == 0 && s[..name.len()] == *name,
+            None => false,
+        }
+    }
+
+    /// The offset after the `FDT_END_NODE` that closes the node whose
+    /// properties begin at `props`.
+    fn skip_node(self, props: usize) -> Option<usize> {
+        let (mut at, mut depth) = (props, 1usize);
+        loop {
+            match self.word(at)? {
+                FDT_BEGIN_NODE => {
+                    depth += 1;
+                    at = self.node_name(at)?.1;
+                }
+                FDT_PROP => at = self.prop(at)?.2,
+                FDT_NOP => at += FDT_TOKEN,
+                FDT_END_NODE => {
+                    depth = depth.checked_sub(1)?;
+                    at += FDT_TOKEN;
+                    if depth == 0 {
+                        return Some(at);
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Where a node's name and properties are in the blob.
+#[derive(Clone, Copy)]
+struct Place {
+    /// Offset of the name.
+    name: usize,
+    /// Length of the name (without its NUL).
+    len: usize,
+    /// Offset of the token after the name: the first property, if any.
+    props: usize,
+}
+
+/// A node's properties in blob order, as (name offset, value); `at` ends on
+/// the token after the last one (where the node's children begin).
+#[derive(Clone)]
+struct Props<'a> {
+    blob: Blob<'a>,
+    at: usize,
+}
+
+impl<'a> Iterator for Props<'a> {
+    type Item = (usize, &'a [u8]);
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.blob.word(self.at)? {
+                FDT_PROP => {
+                    let (name, value, next) = self.blob.prop(self.at)?;
+                    self.at = next;
+                    return Some((name, value));
+                }
+                FDT_NOP => self.at += FDT_TOKEN,
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// A node's children, from where its properties end; each step skips the
+/// previous child's subtree.
+struct Children<'a> {
+    blob: Blob<'a>,
+    at: Option<usize>,
+}
+
+impl Iterator for Children<'_> {
+    type Item = Place;
+    fn next(&mut self) -> Option<Place> {
+        // Taken: anything but a child ends the iteration for good.
+        let mut at = self.at.take()?;
+        while self.blob.word(at)? == FDT_NOP {
+            at += FDT_TOKEN;
+        }
+        if self.blob.word(at)? != FDT_BEGIN_NODE {
+            return None;
+        }
+        let p = self.blob.place(at)?;
+        self.at = self.blob.skip_node(p.props);
+        Some(p)
+    }
+}
+
+/// Header word `field` (0-based, §5.2), or 0 past the blob's end.
+fn header(data: &[u8], field: usize) -> u32 {
+    Blob { data, strings: &[] }.word(field * 4).unwrap_or(0)
+}
+
+/// Where the parts of a blob are, from its header (§5.2).
+#[derive(Clone, Copy)]
+struct Layout {
+    /// `off_dt_struct`: the root's `FDT_BEGIN_NODE`.
+    structure: usize,
+    /// `off_dt_strings ..+ size_dt_strings`.
+    strings: (usize, usize),
+    /// `off_mem_rsvmap`.
+    rsvmap: usize,
+}
+
+impl Layout {
+    /// The header's offsets as they are (reads through them stay
+    /// bounds-checked).
+    fn of(data: &[u8]) -> Layout {
+        let h = |field: usize| header(data, field) as usize;
+        Layout { structure: h(2), strings: (h(3), h(3).saturating_add(h(8))), rsvmap: h(4) }
+    }
+
+    /// The blob's strings block.
+    fn blob(self, data: &[u8]) -> Blob<'_> {
+        Blob { data, strings: data.get(self.strings.0..self.strings.1).unwrap_or(&[]) }
+    }
+
+    /// Checks `data` as `dtoolkit`'s `Fdt::new` does, in one pass, and
+    /// accepts exactly the blobs it accepts (the tests compare the two on
+    /// every truncation and thousands of corruptions): the header (magic,
+    /// version 17 supported, `totalsize` the blob's length, blocks in order,
+    /// aligned and inside the blob), a terminated memory reservation block
+    /// before the structure block, and the structure block from
+    /// `off_dt_struct`: an unnamed root, then only known tokens in a valid
+    /// order, every node name and property name valid, every name offset
+    /// inside the strings block, every value inside the blob, the root
+    /// closed and followed by `FDT_END`.
+    fn check(data: &[u8]) -> Option<Layout> {
+        if data.len() < FDT_HEADER_SIZE {
+            return None;
+        }
+        let l = Layout::of(data);
+        let h = |field: usize| header(data, field);
+        let (magic, version, last_comp) = (h(0), h(5), h(6));
+        let (size_strings, size_struct) = (h(8) as usize, h(9) as usize);
+        let off_strings = l.strings.0;
+        let struct_end = l.structure.saturating_add(size_struct);
+        let header_ok = magic == FDT_MAGIC
+            && (last_comp..=version).contains(&FDT_VERSION)
+            && h(1) as usize == data.len()
+            && l.rsvmap >= FDT_HEADER_SIZE
+            && l.rsvmap <= l.structure
+            && l.rsvmap.is_multiple_of(8)
+            && l.structure <= data.len()
+            && l.structure.is_multiple_of(4)
+            && off_strings <= data.len()
+            && struct_end <= data.len()
+            && off_strings.saturating_add(size_strings) <= data.len()
+            && struct_end <= off_strings;
+        if !header_ok {
+            return None;
+        }
+        // Entries until the (0, 0) terminator, each starting before the
+        // structure block.
+        let mut at = l.rsvmap;
+        loop {
+            if at >= l.structure {
+                return None;
+            }
+            let entry = data.get(at..at.checked_add(FDT_RESERVE_ENTRY)?)?;
+            at += FDT_RESERVE_ENTRY;
+            if entry.iter().all(|&b| b == 0) {
+                break;
+            }
+        }
+        let blob = l.blob(data);
+        let mut at = l.structure;
+        if blob.word(at)? != FDT_BEGIN_NODE {
+            return None;
+        }
+        let mut depth = 0usize;
+        // Property names repeat (dtc writes each name once and points every
+        // property of that name at it): a name offset checked once is not
+        // checked again. Keyed by offset mod 64; u64::MAX is no offset.
+        let mut checked = [u64::MAX; 64];
+        loop {
+            match blob.word(at)? {
+                FDT_BEGIN_NODE => {
+                    depth += 1;
+                    let (name, after) = blob.node_name(at)?;
+                    if !(if depth == 1 { name.is_empty() } else { is_node_name(name) }) {
+                        return None;
+                    }
+                    at = after;
+                    // The node's properties (NOPs may come between them).
+                    loop {
+                        match blob.word(at)? {
+                            FDT_PROP => {
+                                let (nameoff, _, next) = blob.prop(at)?;
+                                let seen = &mut checked[nameoff % checked.len()];
+                                if *seen != nameoff as u64 {
+                                    if !is_prop_name(blob.strings.get(nameoff..)?) {
+                                        return None;
+                                    }
+                                    *seen = nameoff as u64;
+                                }
+                                at = next;
+                            }
+                            FDT_NOP => at += FDT_TOKEN,
+                            FDT_BEGIN_NODE | FDT_END_NODE | FDT_END => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                FDT_END_NODE => {
+                    depth = depth.checked_sub(1)?;
+                    at += FDT_TOKEN;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                FDT_NOP => at += FDT_TOKEN,
+                // A property after a child node, FDT_END inside the root, or
+                // an unknown token.
+                _ => return None,
+            }
+        }
+        (blob.word(at)? == FDT_END).then_some(l)
+    }
+}
+
 /// A node together with its parent's cell sizes, as a walk sees it.
 #[derive(Clone, Copy)]
 pub struct DtNode<'a> {
-    node: FdtNode<'a>,
+    blob: Blob<'a>,
+    place: Place,
     /// Parent's `#address-cells`.
     pub addr_cells: u32,
     /// Parent's `#size-cells`.
@@ -152,19 +524,67 @@ pub struct DtNode<'a> {
 impl<'a> DtNode<'a> {
     /// Node name with unit address (`smmuv3@9050000`).
     pub fn name(&self) -> &'a str {
-        self.node.name()
+        // The check let only ASCII names through.
+        core::str::from_utf8(self.blob.name(self.place)).unwrap_or("")
     }
-    /// Raw property bytes.
+    /// The node's properties, in blob order.
+    fn props(&self) -> Props<'a> {
+        Props { blob: self.blob, at: self.place.props }
+    }
+    /// Raw property bytes (of the first property of that name).
     pub fn prop(&self, name: &str) -> Option<&'a [u8]> {
-        self.node.property(name).and_then(|p| p.value_as::<&'a [u8]>().ok())
+        let name = name.as_bytes();
+        // No property name holds a NUL: such a `name` finds nothing.
+        self.props().find(|&(n, _)| self.blob.name_is(n, name)).filter(|_| !name.contains(&0)).map(|(_, v)| v)
+    }
+    /// [`prop`] of each of `names` (literals, without NULs), from one pass
+    /// over the properties.
+    ///
+    /// [`prop`]: DtNode::prop
+    fn first_of<const N: usize>(&self, names: [&str; N]) -> [Option<&'a [u8]>; N] {
+        let mut out = [None; N];
+        let mut missing = N;
+        for (nameoff, value) in self.props() {
+            for (slot, name) in out.iter_mut().zip(&names) {
+                if slot.is_none() && self.blob.name_is(nameoff, name.as_bytes()) {
+                    *slot = Some(value);
+                    missing -= 1;
+                }
+            }
+            if missing == 0 {
+                break;
+            }
+        }
+        out
+    }
+    /// The node's properties in blob order, as (name, value): for a reader
+    /// that needs many of them, one pass instead of a [`prop`] each. Names
+    /// are bytes (ASCII: the check refuses any other name); a name may
+    /// come twice, and [`prop`] gives the first.
+    ///
+    /// [`prop`]: DtNode::prop
+    pub fn properties(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let strings = self.blob.strings;
+        self.props().map(move |(nameoff, value)| {
+            let s = strings.get(nameoff..).unwrap_or(&[]);
+            (s.split(|&b| b == 0).next().unwrap_or(&[]), value)
+        })
     }
     /// Whether the property exists (boolean properties).
     pub fn has(&self, name: &str) -> bool {
-        self.node.property(name).is_some()
+        self.prop(name).is_some()
     }
     /// A string property (first string of a list).
     pub fn str_prop(&self, name: &'static str) -> Result<Option<&'a str>, DtError> {
-        let Some(v) = self.prop(name) else { return Ok(None) };
+        self.str_value(name, self.prop(name))
+    }
+    /// `v`, the value of this node's property `name` (from [`properties`]),
+    /// read as [`str_prop`] reads it.
+    ///
+    /// [`properties`]: DtNode::properties
+    /// [`str_prop`]: DtNode::str_prop
+    pub fn str_value(&self, name: &'static str, v: Option<&'a [u8]>) -> Result<Option<&'a str>, DtError> {
+        let Some(v) = v else { return Ok(None) };
         let end = v.iter().position(|&b| b == 0).ok_or_else(|| self.bad(name, "not a NUL-terminated string"))?;
         core::str::from_utf8(&v[..end]).map(Some).map_err(|_| self.bad(name, "not UTF-8"))
     }
@@ -175,18 +595,40 @@ impl<'a> DtNode<'a> {
     }
     /// Whether `compatible` lists `c`.
     pub fn is_compatible(&self, c: &str) -> bool {
-        self.strings("compatible").any(|s| s == c)
+        DtNode::lists(self.prop("compatible"), c)
+    }
+    /// Whether a `compatible` value (from [`properties`]) lists `c`.
+    ///
+    /// [`properties`]: DtNode::properties
+    pub fn lists(compatible: Option<&[u8]>, c: &str) -> bool {
+        // Byte-wise: a string equal to `c` is UTF-8 like `c`.
+        let c = c.as_bytes();
+        compatible.is_some_and(|v| v.split(|&b| b == 0).any(|s| !s.is_empty() && s == c))
     }
     /// `status` is absent, "okay" or "ok".
     pub fn is_enabled(&self) -> bool {
-        match self.prop("status") {
+        DtNode::enabled(self.prop("status"))
+    }
+    /// Whether a `status` value (from [`properties`]) leaves the node enabled.
+    ///
+    /// [`properties`]: DtNode::properties
+    pub fn enabled(status: Option<&[u8]>) -> bool {
+        match status {
             None => true,
             Some(v) => matches!(v, b"okay\0" | b"ok\0" | b"okay" | b"ok"),
         }
     }
     /// A one-cell property.
     pub fn u32_prop(&self, name: &'static str) -> Result<Option<u32>, DtError> {
-        match self.prop(name) {
+        self.one_cell(name, self.prop(name))
+    }
+    /// `v`, the value of this node's property `name` (from [`properties`]),
+    /// read as [`u32_prop`] reads it.
+    ///
+    /// [`properties`]: DtNode::properties
+    /// [`u32_prop`]: DtNode::u32_prop
+    pub fn one_cell(&self, name: &'static str, v: Option<&[u8]>) -> Result<Option<u32>, DtError> {
+        match v {
             None => Ok(None),
             Some(v) if v.len() == 4 => Ok(Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]))),
             Some(_) => Err(self.bad(name, "expected exactly one cell")),
@@ -194,26 +636,79 @@ impl<'a> DtNode<'a> {
     }
     /// This node's own `#address-cells` (for its children), default 2.
     pub fn own_addr_cells(&self) -> Result<u32, DtError> {
-        let v = self.u32_prop("#address-cells")?.unwrap_or(2);
+        self.addr_cells_of(self.prop("#address-cells"))
+    }
+    /// This node's own `#size-cells` (for its children), default 1.
+    pub fn own_size_cells(&self) -> Result<u32, DtError> {
+        self.size_cells_of(self.prop("#size-cells"))
+    }
+    /// `#address-cells` from its value `v`.
+    fn addr_cells_of(&self, v: Option<&[u8]>) -> Result<u32, DtError> {
+        if v.is_none() {
+            return Ok(2); // the common case, without moving an error around
+        }
+        let v = self.one_cell("#address-cells", v)?.unwrap_or(2);
         if v > 3 {
             return Err(self.bad("#address-cells", "more than 3 cells"));
         }
         Ok(v)
     }
-    /// This node's own `#size-cells` (for its children), default 1.
-    pub fn own_size_cells(&self) -> Result<u32, DtError> {
-        let v = self.u32_prop("#size-cells")?.unwrap_or(1);
+    /// `#size-cells` from its value `v`.
+    fn size_cells_of(&self, v: Option<&[u8]>) -> Result<u32, DtError> {
+        if v.is_none() {
+            return Ok(1);
+        }
+        let v = self.one_cell("#size-cells", v)?.unwrap_or(1);
         if v > 2 {
             return Err(self.bad("#size-cells", "more than 2 cells"));
         }
         Ok(v)
     }
+    /// The first `#address-cells` and `#size-cells` values and where the
+    /// children begin, from one pass over the properties.
+    fn scan(&self) -> (Option<&'a [u8]>, Option<&'a [u8]>, usize) {
+        let mut props = self.props();
+        let (mut ac, mut sc) = (None, None);
+        for (name, v) in &mut props {
+            if ac.is_none() && self.blob.name_is(name, b"#address-cells") {
+                ac = Some(v);
+            } else if sc.is_none() && self.blob.name_is(name, b"#size-cells") {
+                sc = Some(v);
+            }
+        }
+        (ac, sc, props.at)
+    }
+    /// [`own_addr_cells`] and [`own_size_cells`] (with their errors, in
+    /// that order) and where the children begin.
+    ///
+    /// [`own_addr_cells`]: DtNode::own_addr_cells
+    /// [`own_size_cells`]: DtNode::own_size_cells
+    fn layout(&self) -> Result<(u32, u32, usize), DtError> {
+        let (ac, sc, first) = self.scan();
+        Ok((self.addr_cells_of(ac)?, self.size_cells_of(sc)?, first))
+    }
+    /// The children, which begin at `first`.
+    fn child_places(&self, first: usize) -> Children<'a> {
+        Children { blob: self.blob, at: Some(first) }
+    }
+    /// The children, given this node's own cells and where they begin
+    /// ([`DtNode::layout`]).
+    fn children_from(&self, (ac, sc, first): (u32, u32, usize)) -> impl Iterator<Item = DtNode<'a>> + 'a {
+        let (blob, depth) = (self.blob, self.depth + 1);
+        self.child_places(first).map(move |place| DtNode { blob, place, addr_cells: ac, size_cells: sc, depth })
+    }
     /// The `reg` entries decoded with the parent's cells, as CPU physical
     /// ranges. Only meaningful for nodes whose parent bus maps 1:1 to the
     /// CPU's address space (root children and simple buses with empty `ranges`).
     pub fn reg(&self) -> Result<ArrayVec<PhysRange, 8>, DtError> {
+        self.reg_of(self.prop("reg"))
+    }
+    /// [`reg`] from its value `v`.
+    ///
+    /// [`reg`]: DtNode::reg
+    fn reg_of(&self, v: Option<&[u8]>) -> Result<ArrayVec<PhysRange, 8>, DtError> {
         let mut out = ArrayVec::new();
-        let Some(v) = self.prop("reg") else { return Ok(out) };
+        let Some(v) = v else { return Ok(out) };
         let (ac, sc) = (self.addr_cells as usize, self.size_cells as usize);
         if ac > 2 || sc > 2 || ac == 0 {
             return Err(self.bad("reg", "parent's #address-cells/#size-cells are not 1 or 2"));
@@ -302,8 +797,9 @@ pub enum PsciConduit {
 /// A validated flattened device tree.
 #[derive(Clone, Copy)]
 pub struct DeviceTree<'a> {
-    fdt: Fdt<'a>,
     bytes: &'a [u8],
+    blob: Blob<'a>,
+    layout: Layout,
 }
 
 impl<'a> DeviceTree<'a> {
@@ -316,12 +812,21 @@ impl<'a> DeviceTree<'a> {
                 return Err(DtError::NoHeader { at: PhysAddr(bytes.as_ptr() as u64), found: magic });
             }
         }
-        let fdt = Fdt::new(bytes).map_err(|e| {
-            let mut t = Text::new();
-            let _ = write!(t, "{e}");
-            DtError::Malformed(t)
-        })?;
-        Ok(DeviceTree { fdt, bytes })
+        let layout = match Layout::check(bytes) {
+            Some(layout) => layout,
+            // Refused: `dtoolkit` says why, in the words the log and the
+            // checker have always shown. (It refuses every blob `check`
+            // refuses; should it not, the blob is read as it accepts it.)
+            None => match Fdt::new(bytes) {
+                Err(e) => {
+                    let mut t = Text::new();
+                    let _ = write!(t, "{e}");
+                    return Err(DtError::Malformed(t));
+                }
+                Ok(_) => Layout::of(bytes),
+            },
+        };
+        Ok(DeviceTree { bytes, blob: layout.blob(bytes), layout })
     }
 
     /// The header's `totalsize` of a blob starting with `head` (≥ 8 bytes),
@@ -366,20 +871,22 @@ impl<'a> DeviceTree<'a> {
 
     /// The root node.
     pub fn root(&self) -> DtNode<'a> {
-        DtNode { node: self.fdt.root(), addr_cells: 2, size_cells: 1, depth: 0 }
+        // The check saw the root's FDT_BEGIN_NODE there.
+        let place = self.blob.place(self.layout.structure).unwrap_or(Place { name: 0, len: 0, props: usize::MAX });
+        DtNode { blob: self.blob, place, addr_cells: 2, size_cells: 1, depth: 0 }
     }
 
     /// The node at an absolute `path`, with its parent's cells.
     pub fn find(&self, path: &str) -> Result<Option<DtNode<'a>>, DtError> {
         let mut cur = self.root();
         for comp in path.split('/').filter(|c| !c.is_empty()) {
-            let (ac, sc) = (cur.own_addr_cells()?, cur.own_size_cells()?);
-            let next = cur.node.children().find(|c| {
-                let n = c.name();
-                n == comp || (!comp.contains('@') && n.split('@').next() == Some(comp))
+            let (want, any_unit) = (comp.as_bytes(), !comp.contains('@'));
+            let next = cur.children_from(cur.layout()?).find(|c| {
+                let n = c.blob.name(c.place);
+                n == want || (any_unit && n.split(|&b| b == b'@').next() == Some(want))
             });
             match next {
-                Some(n) => cur = DtNode { node: n, addr_cells: ac, size_cells: sc, depth: cur.depth + 1 },
+                Some(n) => cur = n,
                 None => return Ok(None),
             }
         }
@@ -388,25 +895,43 @@ impl<'a> DeviceTree<'a> {
 
     /// The children of `n`, each with `n`'s cells as its parent cells.
     pub fn children(&self, n: &DtNode<'a>) -> Result<impl Iterator<Item = DtNode<'a>> + 'a, DtError> {
-        let (ac, sc, depth) = (n.own_addr_cells()?, n.own_size_cells()?, n.depth + 1);
-        Ok(n.node.children().map(move |c| DtNode { node: c, addr_cells: ac, size_cells: sc, depth }))
+        Ok(n.children_from(n.layout()?))
     }
 
     /// Calls `f` for every node, depth first, parents before children.
     /// Stops at the first error `f` returns.
     pub fn walk<E: From<DtError>>(&self, f: &mut dyn FnMut(&DtNode<'a>) -> Result<(), E>) -> Result<(), E> {
-        fn rec<'a, E: From<DtError>>(n: &DtNode<'a>, f: &mut dyn FnMut(&DtNode<'a>) -> Result<(), E>) -> Result<(), E> {
-            f(n)?;
-            if n.depth >= MAX_DEPTH {
-                return Err(DtError::TooMany("levels of node nesting").into());
+        // Depth first, parents first is the blob's own order: one pass over
+        // the tokens, with the open nodes' cells on a stack.
+        let mut cells = [(0u32, 0u32); MAX_DEPTH];
+        let mut at = self.layout.structure;
+        let mut depth = 0usize;
+        loop {
+            match self.blob.word(at) {
+                Some(FDT_BEGIN_NODE) => {
+                    let Some(place) = self.blob.place(at) else { return Ok(()) };
+                    let (addr_cells, size_cells) = match depth.checked_sub(1) {
+                        None => (2, 1),
+                        Some(parent) => cells.get(parent).copied().unwrap_or_default(),
+                    };
+                    let n = DtNode { blob: self.blob, place, addr_cells, size_cells, depth };
+                    f(&n)?;
+                    let slot = cells.get_mut(depth).ok_or(DtError::TooMany("levels of node nesting"))?;
+                    let (ac, sc, first) = n.layout()?;
+                    *slot = (ac, sc);
+                    depth += 1;
+                    at = first;
+                }
+                Some(FDT_NOP) => at += FDT_TOKEN,
+                Some(FDT_END_NODE) if depth > 1 => {
+                    depth -= 1;
+                    at += FDT_TOKEN;
+                }
+                // The root's FDT_END_NODE (or, never in a checked blob, a
+                // token out of place).
+                _ => return Ok(()),
             }
-            let (ac, sc) = (n.own_addr_cells()?, n.own_size_cells()?);
-            for c in n.node.children() {
-                rec(&DtNode { node: c, addr_cells: ac, size_cells: sc, depth: n.depth + 1 }, f)?;
-            }
-            Ok(())
         }
-        rec(&self.root(), f)
     }
 
     /// The node whose `phandle` is `ph`.
@@ -424,10 +949,16 @@ impl<'a> DeviceTree<'a> {
     /// RAM banks: `reg` of every enabled `device_type = "memory"` node.
     pub fn memory(&self) -> Result<ArrayVec<PhysRange, 16>, DtError> {
         let mut out = ArrayVec::new();
-        for n in self.root().node.children() {
-            let n = DtNode { node: n, addr_cells: self.root().own_addr_cells()?, size_cells: self.root().own_size_cells()?, depth: 1 };
-            if n.str_prop("device_type")? == Some("memory") && n.is_enabled() {
-                for r in n.reg()? {
+        let root = self.root();
+        let (ac, sc, first) = root.scan();
+        let (ac, sc) = (root.addr_cells_of(ac), root.size_cells_of(sc));
+        for place in root.child_places(first) {
+            // The root's cells are an error only once there is a child: a
+            // root without children has no memory rather than bad cells.
+            let n = DtNode { blob: self.blob, place, addr_cells: ac.clone()?, size_cells: sc.clone()?, depth: 1 };
+            let [device_type, status, reg] = n.first_of(["device_type", "status", "reg"]);
+            if n.str_value("device_type", device_type)? == Some("memory") && DtNode::enabled(status) {
+                for r in n.reg_of(reg)? {
                     out.try_push(r).map_err(|_| DtError::TooMany("memory banks"))?;
                 }
             }
@@ -440,20 +971,27 @@ impl<'a> DeviceTree<'a> {
 
     /// `/memreserve/` entries of the header.
     pub fn memreserve(&self) -> impl Iterator<Item = PhysRange> + 'a {
-        self.fdt.memory_reservations().filter_map(|m| PhysRange::new(m.address(), m.size()))
+        let (data, mut at) = (self.bytes, self.layout.rsvmap);
+        // Entries until the (0, 0) terminator the check found.
+        core::iter::from_fn(move || {
+            let e = data.get(at..at.checked_add(FDT_RESERVE_ENTRY)?)?;
+            at += FDT_RESERVE_ENTRY;
+            let (base, size) = (be_cells(&e[..8], 2)?, be_cells(&e[8..], 2)?);
+            (base != 0 || size != 0).then_some((base, size))
+        })
+        .filter_map(|(base, size)| PhysRange::new(base, size))
     }
 
     /// Static `/reserved-memory` regions (children with `reg`).
     pub fn reserved_memory(&self) -> Result<ArrayVec<PhysRange, 16>, DtError> {
         let mut out = ArrayVec::new();
         if let Some(rm) = self.find("/reserved-memory")? {
-            let (ac, sc) = (rm.own_addr_cells()?, rm.own_size_cells()?);
-            for c in rm.node.children() {
-                let c = DtNode { node: c, addr_cells: ac, size_cells: sc, depth: rm.depth + 1 };
-                if !c.is_enabled() {
+            for c in rm.children_from(rm.layout()?) {
+                let [status, reg] = c.first_of(["status", "reg"]);
+                if !DtNode::enabled(status) {
                     continue;
                 }
-                for r in c.reg()? {
+                for r in c.reg_of(reg)? {
                     out.try_push(r).map_err(|_| DtError::TooMany("reserved-memory regions"))?;
                 }
             }
@@ -464,19 +1002,22 @@ impl<'a> DeviceTree<'a> {
     /// Enabled CPUs under `/cpus`.
     pub fn cpus(&self) -> Result<ArrayVec<CpuNode, MAX_CPUS>, DtError> {
         let cpus = self.find("/cpus")?.ok_or(DtError::MissingNode("/cpus"))?;
-        let ac = cpus.own_addr_cells()? as usize;
+        // Only `#address-cells` matters (a CPU's `reg` has no size).
+        let (ac, _, first) = cpus.scan();
+        let ac = cpus.addr_cells_of(ac)? as usize;
         let mut out = ArrayVec::new();
-        for c in cpus.node.children() {
-            let c = DtNode { node: c, addr_cells: ac as u32, size_cells: 0, depth: 2 };
-            if c.str_prop("device_type")? != Some("cpu") || !c.is_enabled() {
+        for place in cpus.child_places(first) {
+            let c = DtNode { blob: self.blob, place, addr_cells: ac as u32, size_cells: 0, depth: 2 };
+            let [device_type, status, reg, method] = c.first_of(["device_type", "status", "reg", "enable-method"]);
+            if c.str_value("device_type", device_type)? != Some("cpu") || !DtNode::enabled(status) {
                 continue;
             }
-            let reg = c.prop("reg").ok_or_else(|| c.bad("reg", "missing (the CPU's MPIDR)"))?;
+            let reg = reg.ok_or_else(|| c.bad("reg", "missing (the CPU's MPIDR)"))?;
             if reg.len() != ac * 4 {
                 return Err(c.bad("reg", "length is not the parent's #address-cells"));
             }
             let mpidr = be_cells(reg, ac).ok_or_else(|| c.bad("reg", "more than 2 cells"))?;
-            let psci = c.str_prop("enable-method")? == Some("psci");
+            let psci = c.str_value("enable-method", method)? == Some("psci");
             out.try_push(CpuNode { mpidr, psci }).map_err(|_| DtError::TooMany("CPUs"))?;
         }
         if out.is_empty() {
@@ -605,21 +1146,19 @@ impl<'a> DeviceTree<'a> {
     pub fn mmio_regions(&self) -> Result<ArrayVec<PhysRange, MAX_MMIO>, DtError> {
         let mut out: ArrayVec<PhysRange, MAX_MMIO> = ArrayVec::new();
         let root = self.root();
-        let (ac, sc) = (root.own_addr_cells()?, root.own_size_cells()?);
-        for c in root.node.children() {
-            let n = DtNode { node: c, addr_cells: ac, size_cells: sc, depth: 1 };
-            let name = n.name();
-            if !n.is_enabled()
-                || n.str_prop("device_type")? == Some("memory")
-                || matches!(name, "cpus" | "reserved-memory" | "chosen" | "aliases" | "psci" | "timer")
+        for n in root.children_from(root.layout()?) {
+            let [status, device_type, reg, ranges] = n.first_of(["status", "device_type", "reg", "ranges"]);
+            if !DtNode::enabled(status)
+                || n.str_value("device_type", device_type)? == Some("memory")
+                || matches!(n.blob.name(n.place), b"cpus" | b"reserved-memory" | b"chosen" | b"aliases" | b"psci" | b"timer")
             {
                 continue;
             }
-            for r in n.reg()? {
+            for r in n.reg_of(reg)? {
                 out.try_push(r).map_err(|_| DtError::TooMany("MMIO regions"))?;
             }
-            if n.str_prop("device_type")? == Some("pci") {
-                for r in self.pci_windows(&n)? {
+            if n.str_value("device_type", device_type)? == Some("pci") {
+                for r in Self::windows_of(&n, ranges)? {
                     out.try_push(r).map_err(|_| DtError::TooMany("MMIO regions"))?;
                 }
             }
@@ -630,8 +1169,15 @@ impl<'a> DeviceTree<'a> {
     /// The CPU-side ranges of a PCI host bridge's `ranges` (3 child cells,
     /// the parent's address cells, 2 size cells), memory spaces only.
     pub fn pci_windows(&self, host: &DtNode<'a>) -> Result<ArrayVec<PhysRange, 8>, DtError> {
+        Self::windows_of(host, host.prop("ranges"))
+    }
+
+    /// [`pci_windows`] from the value `v` of `host`'s `ranges`.
+    ///
+    /// [`pci_windows`]: DeviceTree::pci_windows
+    fn windows_of(host: &DtNode<'a>, v: Option<&[u8]>) -> Result<ArrayVec<PhysRange, 8>, DtError> {
         let mut out = ArrayVec::new();
-        let Some(v) = host.prop("ranges") else { return Ok(out) };
+        let Some(v) = v else { return Ok(out) };
         let pac = host.addr_cells as usize;
         let entry = (3 + pac + 2) * 4;
         if pac == 0 || pac > 2 || v.len() % entry != 0 {
@@ -660,6 +1206,9 @@ impl<'a> DtNode<'a> {
 }
 
 #[cfg(test)]
+mod equivalence;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     extern crate std;
@@ -667,7 +1216,7 @@ mod tests {
 
     use crate::testutil::dtb;
 
-    const VIRT: &str = r#"/dts-v1/;
+    pub(super) const VIRT: &str = r#"/dts-v1/;
 /memreserve/ 0x48000000 0x1000;
 / {
     #address-cells = <2>; #size-cells = <2>;

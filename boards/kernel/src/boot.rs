@@ -277,7 +277,7 @@ fn configure(
     heap: PhysRange,
     discovered: &crate::discover::Discovered,
 ) -> Result<partitions::validate::Plan, ExitCode> {
-    let cfg = partitions::binding::parse(dt.bytes()).map_err(refused)?;
+    let cfg = partitions::binding::parse_tree(dt).map_err(refused)?;
     // The same conversion `cargo xtask check` makes offline.
     let placed = partitions::machine::Placement { kernel: Some(layout.image), dtb: Some(dtb), heap: Some(heap) };
     let (topology, groups) = (discovered.topology.clone(), discovered.groups.clone());

@@ -198,3 +198,68 @@ fn a_tree_without_pci_or_gic_is_empty() {
     let d = discover_dts("/dts-v1/; / { #address-cells = <2>; #size-cells = <2>; };").unwrap();
     assert_eq!(d, Discovery::default());
 }
+
+/// Compiles DTS that `dtc` only writes when forced (repeated property names).
+fn forced_dtb(dts: &str) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("dtc")
+        .args(["-q", "-f", "-I", "dts", "-O", "dtb", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dtc installed");
+    child.stdin.take().expect("stdin").write_all(dts.as_bytes()).expect("write to dtc");
+    let out = child.wait_with_output().expect("dtc runs");
+    assert!(!out.stdout.is_empty(), "dtc wrote nothing");
+    out.stdout
+}
+
+/// The walk reads each node's properties once (`Facts::of`): what it sees
+/// is what a lookup each (`DtNode::prop`, `has`, `is_compatible`) sees,
+/// the first of a repeated name included.
+#[test]
+fn one_pass_reads_what_lookups_read() {
+    let repeated = forced_dtb(
+        r#"/dts-v1/; / { #address-cells = <2>; #size-cells = <2>;
+        a { status = "disabled"; status = "okay"; compatible = "x"; compatible = "arm,gic-v3"; phandle = <1>; phandle = <2 3>; };
+        b { compatible = "arm,smmu-v3", "simple-bus"; status = "okay"; status = "disabled"; bulkhead,isolation-group = <1 2>;
+            bulkhead,isolation-group = <3>; iommus; dma-noncoherent; device_type = "memory"; device_type = [ff]; };
+        c { msi-controller; interrupt-controller; dma-coherent; bulkhead,partition; linux,phandle = <5>; linux,phandle = <6>;
+            compatible = "", "pci-host-ecam-generic", "arm,armv8-timer", "arm,gic-v3-its"; }; };"#,
+    );
+    for blob in [dtb(BOARD), include_bytes!("../../tests/data/qemu-virt.dtb").to_vec(), repeated] {
+        let dt = DeviceTree::parse(&blob).unwrap();
+        let mut nodes = 0;
+        dt.walk::<DtError>(&mut |n| {
+            let p = Facts::of(n);
+            assert_eq!(
+                (p.status, p.phandle, p.linux_phandle, p.device_type, p.isolation_group),
+                (n.prop("status"), n.prop("phandle"), n.prop("linux,phandle"), n.prop("device_type"), n.prop("bulkhead,isolation-group")),
+                "{}",
+                n.name()
+            );
+            assert_eq!(
+                [p.msi_controller, p.interrupt_controller, p.dma_coherent, p.dma_noncoherent, p.partition, p.iommus],
+                ["msi-controller", "interrupt-controller", "dma-coherent", "dma-noncoherent", "bulkhead,partition", "iommus"].map(|q| n.has(q)),
+                "{}",
+                n.name()
+            );
+            let c = |k| n.is_compatible(k);
+            let kinds = Kinds {
+                ecam: c(ECAM_COMPATIBLE),
+                gic_v3: c("arm,gic-v3"),
+                timer: c("arm,armv8-timer"),
+                its: c("arm,gic-v3-its"),
+                smmu_v3: c("arm,smmu-v3"),
+                simple_bus: c("simple-bus"),
+            };
+            assert_eq!(p.compatible, kinds, "{}", n.name());
+            nodes += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert!(nodes > 3);
+    }
+}
