@@ -380,6 +380,36 @@ fn header(data: &[u8], field: usize) -> u32 {
     Blob { data, strings: &[] }.word(field * 4).unwrap_or(0)
 }
 
+/// Most children of the root [`TopIndex`] keeps (QEMU `virt` has about 50).
+const MAX_TOP: usize = 128;
+
+/// Where the root's children begin (their `FDT_BEGIN_NODE`s), noted by the
+/// check: reading a top-level node (`/chosen`, `/memory`, `/cpus`, ...)
+/// then skips no subtree token by token. Incomplete (not used) when the
+/// root has more children than it holds.
+#[derive(Clone, Copy)]
+struct TopIndex {
+    at: [u32; MAX_TOP],
+    len: u8,
+    complete: bool,
+}
+
+impl TopIndex {
+    /// No index: the readers walk the root's children.
+    const NONE: TopIndex = TopIndex { at: [0; MAX_TOP], len: 0, complete: false };
+
+    /// Notes a child of the root at `at`.
+    fn note(&mut self, at: usize) {
+        match (self.at.get_mut(usize::from(self.len)), u32::try_from(at)) {
+            (Some(slot), Ok(at)) => {
+                *slot = at;
+                self.len += 1;
+            }
+            _ => self.complete = false,
+        }
+    }
+}
+
 /// Where the parts of a blob are, from its header (§5.2).
 #[derive(Clone, Copy)]
 struct Layout {
@@ -414,7 +444,7 @@ impl Layout {
     /// order, every node name and property name valid, every name offset
     /// inside the strings block, every value inside the blob, the root
     /// closed and followed by `FDT_END`.
-    fn check(data: &[u8]) -> Option<Layout> {
+    fn check(data: &[u8]) -> Option<(Layout, TopIndex)> {
         if data.len() < FDT_HEADER_SIZE {
             return None;
         }
@@ -458,6 +488,7 @@ impl Layout {
             return None;
         }
         let mut depth = 0usize;
+        let mut top = TopIndex { complete: true, ..TopIndex::NONE };
         // Property names repeat (dtc writes each name once and points every
         // property of that name at it): a name offset checked once is not
         // checked again. Keyed by offset mod 64; u64::MAX is no offset.
@@ -466,6 +497,9 @@ impl Layout {
             match blob.word(at)? {
                 FDT_BEGIN_NODE => {
                     depth += 1;
+                    if depth == 2 {
+                        top.note(at);
+                    }
                     let (name, after) = blob.node_name(at)?;
                     if !(if depth == 1 { name.is_empty() } else { is_node_name(name) }) {
                         return None;
@@ -504,7 +538,7 @@ impl Layout {
                 _ => return None,
             }
         }
-        (blob.word(at)? == FDT_END).then_some(l)
+        (blob.word(at)? == FDT_END).then_some((l, top))
     }
 }
 
@@ -800,6 +834,7 @@ pub struct DeviceTree<'a> {
     bytes: &'a [u8],
     blob: Blob<'a>,
     layout: Layout,
+    top: TopIndex,
 }
 
 impl<'a> DeviceTree<'a> {
@@ -812,8 +847,8 @@ impl<'a> DeviceTree<'a> {
                 return Err(DtError::NoHeader { at: PhysAddr(bytes.as_ptr() as u64), found: magic });
             }
         }
-        let layout = match Layout::check(bytes) {
-            Some(layout) => layout,
+        let (layout, top) = match Layout::check(bytes) {
+            Some(checked) => checked,
             // Refused: `dtoolkit` says why, in the words the log and the
             // checker have always shown. (It refuses every blob `check`
             // refuses; should it not, the blob is read as it accepts it.)
@@ -823,10 +858,10 @@ impl<'a> DeviceTree<'a> {
                     let _ = write!(t, "{e}");
                     return Err(DtError::Malformed(t));
                 }
-                Ok(_) => Layout::of(bytes),
+                Ok(_) => (Layout::of(bytes), TopIndex::NONE),
             },
         };
-        Ok(DeviceTree { bytes, blob: layout.blob(bytes), layout })
+        Ok(DeviceTree { bytes, blob: layout.blob(bytes), layout, top })
     }
 
     /// The header's `totalsize` of a blob starting with `head` (≥ 8 bytes),
@@ -881,16 +916,38 @@ impl<'a> DeviceTree<'a> {
         let mut cur = self.root();
         for comp in path.split('/').filter(|c| !c.is_empty()) {
             let (want, any_unit) = (comp.as_bytes(), !comp.contains('@'));
-            let next = cur.children_from(cur.layout()?).find(|c| {
+            let is = |c: &DtNode<'a>| {
                 let n = c.blob.name(c.place);
                 n == want || (any_unit && n.split(|&b| b == b'@').next() == Some(want))
-            });
+            };
+            let next = if cur.depth == 0 { self.top_level()?.find(is) } else { cur.children_from(cur.layout()?).find(is) };
             match next {
                 Some(n) => cur = n,
                 None => return Ok(None),
             }
         }
         Ok(Some(cur))
+    }
+
+    /// Where the root's children are, in blob order: from the index the
+    /// check made, or by walking them.
+    fn top_places(&self) -> impl Iterator<Item = Place> + '_ {
+        let (indexed, walked) = if self.top.complete {
+            let at = &self.top.at[..usize::from(self.top.len)];
+            (Some(at.iter().filter_map(|&at| self.blob.place(at as usize))), None)
+        } else {
+            let root = self.root();
+            (None, Some(root.child_places(root.scan().2)))
+        };
+        indexed.into_iter().flatten().chain(walked.into_iter().flatten())
+    }
+
+    /// The root's children (what [`children`] of the root gives).
+    ///
+    /// [`children`]: DeviceTree::children
+    fn top_level(&self) -> Result<impl Iterator<Item = DtNode<'a>> + '_, DtError> {
+        let (addr_cells, size_cells, _) = self.root().layout()?;
+        Ok(self.top_places().map(move |place| DtNode { blob: self.blob, place, addr_cells, size_cells, depth: 1 }))
     }
 
     /// The children of `n`, each with `n`'s cells as its parent cells.
@@ -950,9 +1007,9 @@ impl<'a> DeviceTree<'a> {
     pub fn memory(&self) -> Result<ArrayVec<PhysRange, 16>, DtError> {
         let mut out = ArrayVec::new();
         let root = self.root();
-        let (ac, sc, first) = root.scan();
+        let (ac, sc, _) = root.scan();
         let (ac, sc) = (root.addr_cells_of(ac), root.size_cells_of(sc));
-        for place in root.child_places(first) {
+        for place in self.top_places() {
             // The root's cells are an error only once there is a child: a
             // root without children has no memory rather than bad cells.
             let n = DtNode { blob: self.blob, place, addr_cells: ac.clone()?, size_cells: sc.clone()?, depth: 1 };
@@ -1145,8 +1202,7 @@ impl<'a> DeviceTree<'a> {
     /// reserved memory), and the CPU side of PCI host bridges' `ranges`.
     pub fn mmio_regions(&self) -> Result<ArrayVec<PhysRange, MAX_MMIO>, DtError> {
         let mut out: ArrayVec<PhysRange, MAX_MMIO> = ArrayVec::new();
-        let root = self.root();
-        for n in root.children_from(root.layout()?) {
+        for n in self.top_level()? {
             let [status, device_type, reg, ranges] = n.first_of(["status", "device_type", "reg", "ranges"]);
             if !DtNode::enabled(status)
                 || n.str_value("device_type", device_type)? == Some("memory")
@@ -1293,6 +1349,37 @@ mod tests {
         assert!(mmio.contains(&PhysRange::new(0x80_0000_0000, 0x80_0000_0000).unwrap()), "64-bit window");
         assert!(!mmio.iter().any(|r| r.start == PhysAddr(0x3eff_0000)), "I/O space is not MMIO");
         assert!(!mmio.iter().any(|r| r.start == PhysAddr(0x4000_0000)), "memory is not MMIO");
+    }
+
+    /// The top-level readers give the same from the check's index as from
+    /// walking the root's children, and a root with more children than the
+    /// index holds is walked (with the same answers).
+    #[test]
+    fn top_level_index_and_walk_agree() {
+        let mut many = std::string::String::from(VIRT);
+        let extra: std::string::String = (0..MAX_TOP).map(|i| std::format!("    extra@{i:x} {{ reg = <0x0 {:#x} 0x0 0x1000>; }};\n", 0x2000_0000 + i * 0x1000)).collect();
+        many = many.replacen("    chosen", &std::format!("{extra}    chosen"), 1);
+        for (src, indexed) in [(VIRT, true), (many.as_str(), false)] {
+            let blob = dtb(src);
+            let dt = DeviceTree::parse(&blob).unwrap();
+            assert_eq!(dt.top.complete, indexed);
+            let walked = DeviceTree { top: TopIndex::NONE, ..dt };
+            let names = |t: &DeviceTree<'_>| t.top_places().map(|p| t.blob.name(p).to_vec()).collect::<Vec<_>>();
+            let root = dt.root();
+            let children: Vec<_> = root.child_places(root.scan().2).map(|p| dt.blob.name(p).to_vec()).collect();
+            assert_eq!(names(&dt), children);
+            assert_eq!(names(&walked), children);
+            for t in [&dt, &walked] {
+                assert_eq!(t.memory().unwrap().as_slice(), dt.memory().unwrap().as_slice());
+                // (Too many regions with the extra nodes: the same error.)
+                assert_eq!(std::format!("{:?}", t.mmio_regions()), std::format!("{:?}", dt.mmio_regions()));
+                assert_eq!(t.bootargs().unwrap(), "bulkhead.selftest=none");
+                assert_eq!(t.psci().unwrap(), Some(PsciConduit::Smc));
+                assert_eq!(t.cpus().unwrap().len(), 2);
+                assert!(t.find("/chosen").unwrap().is_some() && t.find("/nowhere").unwrap().is_none());
+            }
+            assert_eq!(dt.mmio_regions().is_err(), !indexed);
+        }
     }
 
     #[test]
