@@ -9,7 +9,7 @@ use crate::addr::{PhysAddr, PhysRange};
 use crate::memmap::MemoryMap;
 use buddy_system_allocator::{LockedFrameAllocator, LockedHeap};
 use core::alloc::{GlobalAlloc, Layout};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Frame size.
 pub const FRAME_SIZE: u64 = 4096;
@@ -45,6 +45,8 @@ static HEAP: TrackingHeap =
     TrackingHeap { heap: LockedHeap::empty(), in_use: AtomicUsize::new(0), peak: AtomicUsize::new(0) };
 
 static FRAMES: LockedFrameAllocator<32> = LockedFrameAllocator::new();
+/// Set once the frame allocator was given frames.
+static HAS_FRAMES: AtomicBool = AtomicBool::new(false);
 
 /// Gives `heap` (already reserved in the map) to the kernel heap. Call once,
 /// with the MMU on.
@@ -68,7 +70,16 @@ pub fn add_frames(r: PhysRange) -> u64 {
         return 0;
     }
     FRAMES.lock().add_frame((f.start.0 / FRAME_SIZE) as usize, (f.end.0 / FRAME_SIZE) as usize);
+    HAS_FRAMES.store(true, Ordering::Release);
     f.size()
+}
+
+/// Whether the frame allocator has been given frames. Before, nothing may
+/// call [`alloc_zeroed`] (the boot's early code runs with the MMU off, where
+/// the allocator's lock would need exclusive accesses to Device memory);
+/// this is a plain load.
+pub fn has_frames() -> bool {
+    HAS_FRAMES.load(Ordering::Acquire)
 }
 
 /// Allocates `size` bytes of zeroed, physically contiguous memory aligned

@@ -7,11 +7,12 @@ use platform::memmap::{self, BootMap, BootMapError, MemoryMap, Reservation};
 use platform::pgtable::{Access, IdentityMap, MemType, Table, PAGE_SIZE};
 use platform::{ExitCode, PhysAddr, PhysRange};
 
-/// Tables for the EL2 identity map (4 KiB each). QEMU's virt needs 11;
-/// the pool is in the bss, which `_start` clears before the DT is read, so
-/// every table here costs the boot about 1,000 instructions.
+/// Tables for the EL2 identity map (4 KiB each). QEMU's virt needs 11.
 const PT_POOL_TABLES: usize = 32;
 
+/// Not cleared by `_start` (kernel.ld's `.noinit`): `IdentityMap` zeroes
+/// each table as it takes it, and nothing reads one it has not taken.
+#[unsafe(link_section = ".bss.noinit.pt_pool")]
 static mut PT_POOL: [Table; PT_POOL_TABLES] = [const { Table::EMPTY }; PT_POOL_TABLES];
 
 /// The kernel, entered from the board's `bulkhead_board_entry` with the
@@ -115,11 +116,21 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
         iommu::abort(s)?;
     }
     let aborting = platform::time::ticks();
+
+    // 3. Isolation: every SMMU enabled with all streams aborting (stream
+    // table, queues, invalidation, SMMUEN), still with the MMU off and from
+    // the early arena, before anything else is read or set up. The kernel's
+    // boot arguments are the loader's (`/chosen/bootargs` of its tree).
+    let bootargs = dt.bootargs().map_err(dt_err)?;
+    let evtq_log2 = bootargs.split_ascii_whitespace().find_map(|a| a.strip_prefix("bulkhead.evtq-log2=")?.parse().ok());
+    let mut iommus = iommu::Iommus::new();
+    let deferred = iommu::bring_up(&smmus, evtq_log2, &mut iommus)?;
+
     if let Some(conduit) = dt.psci().map_err(dt_err)? {
         exit::configure(true, conduit);
     }
 
-    // 3. MMU on with an identity map built from the DT, then the console the
+    // 4. MMU on with an identity map built from the DT, then the console the
     // DT names, then memory.
     let layout = arch::boot::image_layout();
     let ram = dt.memory().map_err(dt_err)?;
@@ -144,6 +155,9 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     let (heap_proper, early_frames) = memmap::split_heap(heap);
     platform::memory::init_heap(heap_proper);
     platform::memory::add_frames(early_frames);
+    // SMMUs the arena had no room for, from those frames (with frames,
+    // nothing is deferred again).
+    iommu::bring_up(&deferred, evtq_log2, &mut iommus)?;
     // From here on the kernel reads the DTB with those overlays merged in,
     // and what they reserve is reserved too.
     let dt = apply_overlays(dt, &overlays)?;
@@ -151,13 +165,8 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
 
     let memory_ready = platform::time::ticks();
     banner(board, &dt, &map, &smmus, heap)?;
+    iommu::report(&iommus);
     let bannered = platform::time::ticks();
-
-    // 4. SMMU bring-up, from the heap's early frames: tables all-abort,
-    // queues, SMMUEN — isolation before any device is enumerated.
-    let bootargs = dt.bootargs().map_err(dt_err)?;
-    let evtq_log2 = bootargs.split_ascii_whitespace().find_map(|a| a.strip_prefix("bulkhead.evtq-log2=")?.parse().ok());
-    let mut iommus = iommu::bring_up(&smmus, evtq_log2)?;
 
     // 5-6. Discovery: PCI enumeration (bus mastering off everywhere) and
     // isolation groups.
@@ -208,7 +217,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     // The boot CPU sleeps in `partition::wait_all` until an SMMU interrupt
     // or the EL2 timer's tick wakes it.
     interrupts(&discovered, &iommus)?;
-    partition::start(plan, iommus, discovered)?;
+    partition::start(plan, iommus.into_iter().collect(), discovered)?;
     milestone("partitions-started", platform::time::ticks());
     crate::ownership::with(|rt| {
         for i in &rt.iommus {

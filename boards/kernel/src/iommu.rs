@@ -2,8 +2,8 @@
 //! aborting, then events and global errors.
 
 use crate::dma::KernelDma;
-use alloc::vec::Vec;
-use platform::dt::SmmuNode;
+use arrayvec::ArrayVec;
+use platform::dt::{SmmuNode, MAX_SMMUS};
 use platform::time::Delay;
 use platform::ExitCode;
 use smmu::hal::VolatileMmio;
@@ -43,20 +43,50 @@ pub fn abort(s: &SmmuNode) -> Result<(), ExitCode> {
     })
 }
 
-/// Brings every SMMU up with all streams aborting and SMMUEN=1;
-/// `evtq_log2` caps the event queue (tests use a small one).
-pub fn bring_up(nodes: &[SmmuNode], evtq_log2: Option<u8>) -> Result<Vec<Iommu>, ExitCode> {
-    let mut out = Vec::new();
+/// The SMMUs brought up, at most one per DT node (held without the heap:
+/// the first bring-up runs before it exists).
+pub type Iommus = ArrayVec<Iommu, MAX_SMMUS>;
+
+/// SMMUs whose structures did not fit the memory at hand, still disabled
+/// with GBPA aborting.
+pub type Deferred = ArrayVec<SmmuNode, MAX_SMMUS>;
+
+/// Brings each SMMU of `nodes` up with all streams aborting and SMMUEN=1,
+/// into `out`; `evtq_log2` caps the event queue (tests use a small one).
+/// Right after the abort this runs with the MMU off and no heap, from the
+/// early arena (`dma`): an SMMU whose stream table and queues do not fit
+/// there is returned, still aborting through GBPA, to be brought up from
+/// the frame allocator once it exists. Logs only failures: [`report`]
+/// says what was brought up, once the console's banner is out.
+pub fn bring_up(nodes: &[SmmuNode], evtq_log2: Option<u8>, out: &mut Iommus) -> Result<Deferred, ExitCode> {
+    let mut deferred = Deferred::new();
     for s in nodes {
         let mut config = smmu::Config { dma_coherent: s.coherent, wired_irqs: s.eventq.is_some(), ..smmu::Config::default() };
         if let Some(n) = evtq_log2 {
             config.evtq_log2_max = n;
         }
-        let smmu = smmu::Smmu::new(mmio(s)?, KernelDma::default(), Delay, config).map_err(|e| {
-            defmt::error!("SMMU {=str}: bring-up failed, it stays disabled with GBPA aborting: {}", s.name.as_str(), e);
-            ExitCode::SmmuError
-        })?;
-        let enabled_at = platform::time::ticks();
+        match smmu::Smmu::new(mmio(s)?, KernelDma::default(), Delay, config) {
+            Ok(smmu) => {
+                let enabled_at = platform::time::ticks();
+                out.try_push(Iommu { node: s.clone(), smmu, failed: false, enabled_at }).map_err(|_| ExitCode::SmmuError)?;
+            }
+            Err(smmu::Error::OutOfMemory) if !platform::memory::has_frames() => {
+                deferred.try_push(s.clone()).map_err(|_| ExitCode::SmmuError)?;
+            }
+            Err(e) => {
+                defmt::error!("SMMU {=str}: bring-up failed, it stays disabled with GBPA aborting: {}", s.name.as_str(), e);
+                return Err(ExitCode::SmmuError);
+            }
+        }
+    }
+    Ok(deferred)
+}
+
+/// Logs what bring-up made of each SMMU: features, stream table, queues,
+/// the commands it took, and its DMA memory.
+pub fn report(iommus: &[Iommu]) {
+    for i in iommus {
+        let (s, smmu) = (&i.node, &i.smmu);
         let f = smmu.features();
         let (cmdq, evtq) = smmu.queue_log2();
         defmt::info!(
@@ -89,7 +119,5 @@ pub fn bring_up(nodes: &[SmmuNode], evtq_log2: Option<u8>) -> Result<Vec<Iommu>,
             s.name.as_str(),
             smmu.dma().bytes
         );
-        out.push(Iommu { node: s.clone(), smmu, failed: false, enabled_at });
     }
-    Ok(out)
 }
