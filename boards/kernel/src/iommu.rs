@@ -71,6 +71,10 @@ pub fn bring_up(nodes: &[SmmuNode], evtq_log2: Option<u8>, out: &mut Iommus) -> 
                 out.try_push(Iommu { node: s.clone(), smmu, failed: false, enabled_at }).map_err(|_| ExitCode::SmmuError)?;
             }
             Err(smmu::Error::OutOfMemory) if !platform::memory::has_frames() => {
+                defmt::info!(
+                    "SMMU {=str}: no room in the early arena for its stream table and queues; it aborts through GBPA until the frame allocator can hold them",
+                    s.name.as_str()
+                );
                 deferred.try_push(s.clone()).map_err(|_| ExitCode::SmmuError)?;
             }
             Err(e) => {

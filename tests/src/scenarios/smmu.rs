@@ -23,6 +23,13 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario { name: "smmu-dma-stage1", setup: |_| Ok(dma(Flavour::Stage1)), check: |o, c| check_dma(o, c, "Stage1", 1) },
         Scenario { name: "smmu-dma-stage2", setup: |_| Ok(dma(Flavour::Stage2)), check: |o, c| check_dma(o, c, "Stage2", 2) },
         Scenario {
+            // An event queue of 2^12 entries (128 KiB) does not fit the early
+            // arena: the SMMU is brought up later, from the frame allocator.
+            name: "smmu-bringup-deferred",
+            setup: |_| Ok(QemuConfig { append: Some("bulkhead.evtq-log2=12".into()), ..cfg(Flavour::Virt) }),
+            check: check_deferred,
+        },
+        Scenario {
             name: "smmu-cmdq-error",
             setup: |_| Ok(QemuConfig { append: Some("bulkhead.selftest=cmdq-error".into()), ..cfg(Flavour::Virt) }),
             check: check_cmdq_error,
@@ -43,10 +50,36 @@ fn write_to(e: &TraceEvent, off: u64) -> Option<u64> {
     (e.name == "smmuv3_write_mmio" && e.field("addr") == Some(off)).then(|| e.field("val")).flatten()
 }
 
+/// The counter at boot milestone `name`, from the kernel's debug log.
+fn milestone(o: &Outcome, name: &str) -> Option<u64> {
+    let prefix = format!("milestone {name}: ");
+    let line = o.log.iter().find_map(|l| l.message.strip_prefix(prefix.as_str()))?;
+    line.split(' ').next()?.parse().ok()
+}
+
+/// Whether the SMMUs were enabled before the MMU was (`Some(true)`: from
+/// the early arena), from the boot milestones.
+fn isolated_before_mmu(o: &Outcome) -> Option<bool> {
+    Some(milestone(o, "isolation")? < milestone(o, "mmu-on")?)
+}
+
+fn check_deferred(o: &Outcome, c: &mut Checks) {
+    check_bringup(o, c, "stages 1+2,");
+    c.log(o, "SMMU smmuv3@9050000: no room in the early arena for its stream table and queues; it aborts through GBPA");
+    c.log(o, "SMMU smmuv3@9050000: enabled, every stream aborts; cmdq 2^8, evtq 2^12 entries");
+    c.that(isolated_before_mmu(o) == Some(false), format!("the deferred SMMU was not enabled after the MMU: {:?}", isolated_before_mmu(o)));
+    // The first try stopped before any base register: exactly one of each.
+    let writes = |off: u64| o.trace.events.iter().filter(|e| write_to(e, off).is_some()).count();
+    c.that(writes(STRTAB_BASE) == 1 && writes(EVENTQ_BASE) == 1, "the SMMU's tables were programmed more than once");
+}
+
 fn check_bringup(o: &Outcome, c: &mut Checks, stages: &str) {
     c.exit(o, exit::SUCCESS);
     c.log(o, &format!("SMMU smmuv3@9050000: SMMUv3.1, {stages} SIDSIZE 16, 2-level stream table, OAS 44 bits"));
     c.log(o, "SMMU smmuv3@9050000: enabled, every stream aborts");
+    if o.log.iter().all(|l| !l.message.contains("no room in the early arena")) {
+        c.that(isolated_before_mmu(o) == Some(true), format!("the SMMU was not enabled before the MMU: {:?}", isolated_before_mmu(o)));
+    }
     let ev = &o.trace.events;
     let gbpa = first(ev, |e| write_to(e, GBPA).is_some_and(|v| v & GBPA_ABORT != 0));
     let disable = first(ev, |e| write_to(e, CR0) == Some(0));
