@@ -144,7 +144,7 @@ fn memory_figures(o: Option<&Outcome>, dir: &Path, elf: &[u8], r: &mut Report) {
     // Kernel image.
     match memory::image_sizes(elf) {
         Ok(s) => {
-            for (n, v) in [("text", s.text), ("rodata", s.rodata), ("data", s.data), ("bss", s.bss), ("stack + guard page", s.stack)] {
+            for (n, v) in [("text", s.text), ("rodata", s.rodata), ("data", s.data), ("bss", s.bss), ("noinit (identity-map tables, early SMMU arena)", s.noinit), ("stack + guard page", s.stack)] {
                 r.figures.push(Figure::new(S, format!("Kernel image {n}"), v as f64, bytes(v)));
             }
         }

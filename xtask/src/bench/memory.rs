@@ -25,8 +25,11 @@ pub struct ImageSizes {
     pub rodata: u64,
     /// Initialised writable data.
     pub data: u64,
-    /// Zero-initialised data (`.bss`; the page-table pool of the identity map is here).
+    /// Zero-initialised data `_start` clears (`.bss`).
     pub bss: u64,
+    /// Memory `_start` does not clear (`.noinit`: the identity map's table
+    /// pool and the early SMMU arena, zeroed piece by piece as taken).
+    pub noinit: u64,
     /// The boot stack and its guard page (`.stack`).
     pub stack: u64,
 }
@@ -74,6 +77,8 @@ pub fn image_sizes(elf: &[u8]) -> Result<ImageSizes, String> {
         }
         let slot = if name == ".stack" {
             &mut out.stack
+        } else if name == ".noinit" {
+            &mut out.noinit
         } else if ty == SHT_NOBITS {
             &mut out.bss
         } else if flags & SHF_EXECINSTR != 0 {
