@@ -13,3 +13,5 @@ pub mod hypercall;
 pub mod machine;
 pub mod ownership;
 pub mod validate;
+#[cfg(test)]
+mod testutil;

@@ -159,22 +159,7 @@ mod tests {
     use super::*;
     extern crate std;
 
-    /// Compiles DTS with the system `dtc`, through pipes.
-    fn dtb(dts: &str) -> alloc::vec::Vec<u8> {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new("dtc")
-            .args(["-q", "-I", "dts", "-O", "dtb", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("dtc installed");
-        child.stdin.take().expect("stdin").write_all(dts.as_bytes()).expect("write to dtc");
-        let out = child.wait_with_output().expect("dtc runs");
-        assert!(out.status.success(), "{}", std::string::String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    }
+    use crate::testutil::dtb;
 
     /// The conversion keeps what grouping needs: the host's `iommu-map`,
     /// functions with their parents, and PCI hints by `dev,fn` chain.

@@ -367,23 +367,7 @@ mod tests {
     use super::*;
     extern crate std;
 
-    /// Compiles DTS with the system `dtc` (a prerequisite of the project),
-    /// through pipes: no temporary files, nothing shared between parallel tests.
-    pub(crate) fn dtb(dts: &str) -> Vec<u8> {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new("dtc")
-            .args(["-q", "-I", "dts", "-O", "dtb", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("dtc installed");
-        child.stdin.take().expect("stdin").write_all(dts.as_bytes()).expect("write to dtc");
-        let out = child.wait_with_output().expect("dtc runs");
-        assert!(out.status.success(), "{}", std::string::String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    }
+    use crate::testutil::dtb;
 
     const BASE: &str = r#"/dts-v1/;
 / {
@@ -484,18 +468,9 @@ mod tests {
 
     /// QEMU `virt`'s DTB with the demo overlay merged, as the kernel reads it.
     fn demo_merged() -> Vec<u8> {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let demo = std::fs::read_to_string(root.join("boards/qemu-virt/overlays/demo.dts")).expect("demo.dts");
-        let mut child = Command::new("dtc")
-            .args(["-q", "-@", "-I", "dts", "-O", "dtb", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("dtc installed");
-        child.stdin.take().expect("stdin").write_all(demo.as_bytes()).expect("write to dtc");
-        let overlay = child.wait_with_output().expect("dtc runs").stdout;
+        let overlay = crate::testutil::dtc(&["-@"], &demo);
         let base = std::fs::read(root.join("tests/checker/qemu-virt.dtb")).expect("qemu-virt.dtb");
         platform::overlay::apply(&base, &[&overlay]).expect("the demo overlay applies")
     }
