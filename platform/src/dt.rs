@@ -1272,6 +1272,10 @@ mod tests {
 
     use crate::testutil::dtb;
 
+    /// The byte-corruption fuzz below: its seed and number of cases.
+    pub(super) const DT_FUZZ_SEED: u64 = 0x2545_f491_4f6c_dd1d;
+    pub(super) const DT_FUZZ_CASES: usize = 20_000;
+
     pub(super) const VIRT: &str = r#"/dts-v1/;
 /memreserve/ 0x48000000 0x1000;
 / {
@@ -1429,16 +1433,7 @@ mod tests {
         for len in 0..blob.len() {
             check(&blob[..len]);
         }
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..20_000 {
-            let mut b = blob.clone();
-            for _ in 0..1 + (seed % 4) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let i = (seed as usize) % b.len();
-                b[i] = (seed >> 32) as u8;
-            }
+        for b in crate::testutil::byte_corruptions(&blob, DT_FUZZ_SEED, DT_FUZZ_CASES) {
             check(&b);
         }
     }

@@ -340,16 +340,8 @@ fn every_fuzzed_corruption_gets_dtoolkits_verdict() {
     let mut refused = 0;
     // dt::tests: 1 to 4 random bytes of the VIRT tree.
     let blob = dtb(super::tests::VIRT);
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for i in 0..20_000 {
-        let mut b = blob.clone();
-        for _ in 0..1 + (seed % 4) {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let i = (seed as usize) % b.len();
-            b[i] = (seed >> 32) as u8;
-        }
+    let corruptions = crate::testutil::byte_corruptions(&blob, super::tests::DT_FUZZ_SEED, super::tests::DT_FUZZ_CASES);
+    for (i, b) in corruptions.enumerate() {
         refused += usize::from(!agree_and_view(&b, "dt fuzz", i % 8 == 0));
     }
     // tests/discovery_fuzz.rs: byte, bit and cell corruptions, mostly in
