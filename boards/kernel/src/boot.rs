@@ -113,7 +113,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     let smmus = dt.smmus().map_err(dt_err)?;
     let smmus_found = platform::time::ticks();
     for s in &smmus {
-        iommu::abort(s)?;
+        iommu::abort(s);
     }
     let aborting = platform::time::ticks();
 
@@ -122,9 +122,9 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     // the early arena, before anything else is read or set up. The kernel's
     // boot arguments are the loader's (`/chosen/bootargs` of its tree).
     let bootargs = dt.bootargs().map_err(dt_err)?;
-    let evtq_log2 = bootargs.split_ascii_whitespace().find_map(|a| a.strip_prefix("bulkhead.evtq-log2=")?.parse().ok());
+    let sizes = iommu::Sizes::from_bootargs(bootargs);
     let mut iommus = iommu::Iommus::new();
-    let deferred = iommu::bring_up(&smmus, evtq_log2, &mut iommus)?;
+    iommu::bring_up(&smmus, sizes, &mut iommus)?;
 
     if let Some(conduit) = dt.psci().map_err(dt_err)? {
         exit::configure(true, conduit);
@@ -157,7 +157,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     platform::memory::add_frames(early_frames);
     // SMMUs the arena had no room for, from those frames (with frames,
     // nothing is deferred again).
-    iommu::bring_up(&deferred, evtq_log2, &mut iommus)?;
+    iommu::bring_up(&smmus, sizes, &mut iommus)?;
     // From here on the kernel reads the DTB with those overlays merged in,
     // and what they reserve is reserved too.
     let dt = apply_overlays(dt, &overlays)?;
@@ -221,11 +221,13 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     milestone("partitions-started", platform::time::ticks());
     crate::ownership::with(|rt| {
         for i in &rt.iommus {
-            defmt::debug!(
-                "memory: SMMU {=str}: {=usize} bytes of DMA memory with partitions attached",
-                i.node.name.as_str(),
-                i.smmu.dma().bytes
-            );
+            if let Some(smmu) = &i.smmu {
+                defmt::debug!(
+                    "memory: SMMU {=str}: {=usize} bytes of DMA memory with partitions attached",
+                    i.node.name.as_str(),
+                    smmu.dma().bytes
+                );
+            }
         }
     });
     let code = partition::wait_all();
@@ -264,7 +266,9 @@ fn interrupts(discovered: &crate::discover::Discovered, iommus: &[iommu::Iommu])
     irq::set_irq_handler(|_| {});
     irq::set_timer_intid(timer.intid);
     irq::init_cpu_interface().map_err(gic_err)?;
-    for line in iommus.iter().flat_map(|i| [i.node.eventq, i.node.gerror]).flatten().chain([timer]) {
+    // An SMMU out of use raises nothing the kernel would drain.
+    let lines = iommus.iter().filter(|i| i.smmu.is_some() && !i.failed).flat_map(|i| [i.node.eventq, i.node.gerror]);
+    for line in lines.flatten().chain([timer]) {
         gic.configure(line.intid, Trigger::from_edge(line.edge), DEFAULT_PRIORITY).map_err(gic_err)?;
         gic.enable(line.intid).map_err(gic_err)?;
     }
@@ -421,15 +425,15 @@ fn selftest(
                 let mut cs = discovered.config_space(h).ok_or_else(|| platform_err("no config space for edu's host"))?;
                 let (smmu_index, sid) = discovered.stream_id(h, f.rid()).ok_or_else(|| platform_err("edu has no StreamID"))?;
                 let bar = f.bars.first().ok_or_else(|| platform_err("edu has no BAR0"))?.cpu;
-                let iommu = iommus.get_mut(smmu_index).ok_or_else(|| platform_err("edu's SMMU was not brought up"))?;
-                dmatest::dma_window(&mut iommu.smmu, &mut cs, f.bdf, bar, sid, dmatest::DmaOptions::from_bootargs(bootargs), ram)?;
+                let smmu = iommus.get_mut(smmu_index).and_then(iommu::Iommu::usable).ok_or_else(|| platform_err("edu's SMMU was not brought up"))?;
+                dmatest::dma_window(smmu, &mut cs, f.bdf, bar, sid, dmatest::DmaOptions::from_bootargs(bootargs), ram)?;
             }
             "irq" => {
                 crate::irqtest::run(iommus, discovered)?;
             }
             "cmdq-error" => {
-                let first = iommus.first_mut().ok_or_else(|| platform_err("no SMMU to test"))?;
-                dmatest::cmdq_error(&mut first.smmu)?;
+                let first = iommus.first_mut().and_then(iommu::Iommu::usable).ok_or_else(|| platform_err("no SMMU to test"))?;
+                dmatest::cmdq_error(first)?;
             }
             other => {
                 defmt::error!("unknown selftest {=str}", other);
