@@ -302,3 +302,28 @@ impl IdAllocator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_allocator() {
+        let mut ids = IdAllocator::new(8);
+        let first: [u16; 3] = [
+            ids.alloc().unwrap(),
+            ids.alloc().unwrap(),
+            ids.alloc().unwrap(),
+        ];
+        assert_eq!(first, [1, 2, 3], "0 is reserved");
+        ids.free(2);
+        assert_eq!(ids.alloc(), Some(2));
+        for _ in 4..256 {
+            assert!(ids.alloc().is_some());
+        }
+        assert_eq!(ids.alloc(), None, "8-bit ids exhausted");
+        let mut wide = IdAllocator::new(16);
+        assert_eq!((1..4096).filter(|_| wide.alloc().is_some()).count(), 4095);
+        assert_eq!(wide.alloc(), None);
+    }
+}

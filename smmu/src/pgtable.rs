@@ -343,6 +343,35 @@ struct Span {
     end: u64,
 }
 
+/// One descriptor a walk meets: its level, the input range it maps
+/// (`first..next`), the part of the walk's span inside it (`start..stop`),
+/// and what it holds.
+struct Slot {
+    level: u8,
+    first: u64,
+    next: u64,
+    start: u64,
+    stop: u64,
+    desc: Desc,
+}
+
+/// What a walk does with a descriptor.
+enum Act {
+    /// Leave it.
+    Skip,
+    /// Write this descriptor.
+    Set(u64),
+    /// Descend into the table it points at.
+    Into(PhysAddr),
+    /// Point it at this new (published, empty) table, then descend.
+    Link(PhysAddr),
+}
+
+/// A walk's decision before descending.
+type Pre<'a, D> = dyn FnMut(&mut PageTable, &mut D, &Slot) -> Result<Act, Error> + 'a;
+/// A walk's decision after a descent: `Some` rewrites the descriptor.
+type Post<'a, D> = dyn FnMut(&mut PageTable, &mut D, &Slot, &DmaRegion) -> Result<Option<u64>, Error> + 'a;
+
 /// A translation table tree for one domain.
 #[derive(Debug)]
 pub struct PageTable {
@@ -481,10 +510,35 @@ impl PageTable {
             _ => return Err(Error::OutputOutOfRange(pa)),
         }
         let span = Span { start: iova.0, end };
-        let root = self.root_table(dma)?;
-        self.check_unmapped(dma, &root, self.start, span)?;
+        // Nothing may be mapped in the range yet.
+        self.walk_span(dma, span, &mut |_, _, slot| match slot.desc {
+            Desc::Invalid => Ok(Act::Skip),
+            Desc::Leaf => Err(Error::Overlap(Iova(slot.start))),
+            Desc::Table(t) => Ok(Act::Into(t)),
+        }, &mut |_, _, _, _| Ok(None))?;
         let delta = pa.0.wrapping_sub(iova.0);
-        match self.map_level(dma, features, &root, self.start, span, delta, prot) {
+        let features = *features;
+        let stage = self.stage;
+        let mapped = self.walk_span(dma, span, &mut |pt, dma, slot| {
+            let block = slot.next - slot.first;
+            let out = slot.start.wrapping_add(delta);
+            let leaf_ok = slot.level >= 1 && slot.stop - slot.start == block && out.is_multiple_of(block);
+            match slot.desc {
+                Desc::Invalid if leaf_ok => Ok(Act::Set(leaf_descriptor(stage, slot.level, PhysAddr(out), prot))),
+                // Unreachable with 4 KiB-aligned inputs: never below level 3.
+                _ if slot.level == 3 => Err(Error::Misaligned(Iova(slot.start))),
+                Desc::Invalid => {
+                    let t = alloc_checked(dma, TABLE_SIZE, TABLE_SIZE, &features)?;
+                    pt.tables += 1;
+                    // The zeroed table must be visible before the link.
+                    dma.publish(&t, 0, TABLE_SIZE, pt.coherent);
+                    Ok(Act::Link(t.phys()))
+                }
+                Desc::Table(t) => Ok(Act::Into(t)),
+                Desc::Leaf => Err(Error::Overlap(Iova(slot.start))),
+            }
+        }, &mut |_, _, _, _| Ok(None));
+        match mapped {
             Ok(()) => Ok(()),
             Err(e) => {
                 // Everything valid in the range was written by this call:
@@ -492,129 +546,11 @@ impl PageTable {
                 // the unlinked tables wait in `rollback` until the caller
                 // invalidated the range (see `take_rollback`).
                 let mut freed = self.rollback.take().unwrap_or_default();
-                let _ = self.clear_level(dma, &root, self.start, span, &mut freed);
+                let _ = self.clear(dma, span, &mut freed);
                 self.rollback = Some(freed);
                 Err(e)
             }
         }
-    }
-
-    fn check_unmapped<D: DmaMemory>(
-        &self,
-        dma: &D,
-        table: &DmaRegion,
-        level: u8,
-        span: Span,
-    ) -> Result<(), Error> {
-        let shift = level_shift(level);
-        let mut va = span.start;
-        while va < span.end {
-            let next = ((va >> shift) + 1) << shift;
-            let stop = next.min(span.end);
-            let idx = self.index(va, level);
-            match decode(dma.read64(table, idx * 8)?, level) {
-                Desc::Invalid => {}
-                Desc::Leaf => return Err(Error::Overlap(Iova(va))),
-                Desc::Table(pa) => {
-                    let t = self.table_at(dma, pa)?;
-                    self.check_unmapped(
-                        dma,
-                        &t,
-                        level + 1,
-                        Span {
-                            start: va,
-                            end: stop,
-                        },
-                    )?;
-                }
-            }
-            va = stop;
-        }
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn map_level<D: DmaMemory>(
-        &mut self,
-        dma: &mut D,
-        features: &Features,
-        table: &DmaRegion,
-        level: u8,
-        span: Span,
-        delta: u64,
-        prot: Prot,
-    ) -> Result<(), Error> {
-        let shift = level_shift(level);
-        let block = 1u64 << shift;
-        let mut va = span.start;
-        let mut dirty: Option<(usize, usize)> = None;
-        let result = (|| {
-            while va < span.end {
-                let next = ((va >> shift) + 1) << shift;
-                let stop = next.min(span.end);
-                let idx = self.index(va, level);
-                let pa = va.wrapping_add(delta);
-                let desc = dma.read64(table, idx * 8)?;
-                let leaf_ok = level >= 1 && stop - va == block && pa.is_multiple_of(block);
-                if level == 3 && !leaf_ok {
-                    // Unreachable with 4 KiB-aligned inputs; never descend
-                    // below level 3.
-                    return Err(Error::Misaligned(Iova(va)));
-                }
-                match decode(desc, level) {
-                    Desc::Invalid if leaf_ok => {
-                        dma.write64(
-                            table,
-                            idx * 8,
-                            leaf_descriptor(self.stage, level, PhysAddr(pa), prot),
-                        )?;
-                        dirty = Some(dirty.map_or((idx, idx), |(a, b)| (a.min(idx), b.max(idx))));
-                    }
-                    Desc::Invalid => {
-                        let t = alloc_checked(dma, TABLE_SIZE, TABLE_SIZE, features)?;
-                        self.tables += 1;
-                        // The zeroed table must be visible before the link.
-                        dma.publish(&t, 0, TABLE_SIZE, self.coherent);
-                        dma.write64(table, idx * 8, table_descriptor(t.phys()))?;
-                        dma.publish(table, idx * 8, 8, self.coherent);
-                        self.map_level(
-                            dma,
-                            features,
-                            &t,
-                            level + 1,
-                            Span {
-                                start: va,
-                                end: stop,
-                            },
-                            delta,
-                            prot,
-                        )?;
-                    }
-                    Desc::Table(pa) => {
-                        let t = self.table_at(dma, pa)?;
-                        self.map_level(
-                            dma,
-                            features,
-                            &t,
-                            level + 1,
-                            Span {
-                                start: va,
-                                end: stop,
-                            },
-                            delta,
-                            prot,
-                        )?;
-                    }
-                    Desc::Leaf => return Err(Error::Overlap(Iova(va))),
-                }
-                va = stop;
-            }
-            Ok(())
-        })();
-        if let Some((a, b)) = dirty {
-            dma.publish(table, a * 8, (b - a + 1) * 8, self.coherent);
-        }
-        result
     }
 
     /// Unmaps `[iova, iova + size)`. Every page of the range must be mapped
@@ -629,99 +565,94 @@ impl PageTable {
     ) -> Result<FreeList, Error> {
         let end = self.check_input(iova, size)?;
         let span = Span { start: iova.0, end };
-        let root = self.root_table(dma)?;
-        self.check_mapped(dma, &root, self.start, span)?;
+        // Every page mapped, no block reaching outside the range.
+        self.walk_span(dma, span, &mut |_, _, slot| match slot.desc {
+            Desc::Invalid => Err(Error::NotMapped(Iova(slot.start))),
+            Desc::Leaf if slot.first < span.start || slot.next > span.end => Err(Error::SplitsBlock(Iova(slot.first))),
+            Desc::Leaf => Ok(Act::Skip),
+            Desc::Table(t) => Ok(Act::Into(t)),
+        }, &mut |_, _, _, _| Ok(None))?;
         let mut freed = FreeList::default();
-        self.clear_level(dma, &root, self.start, span, &mut freed)?;
+        self.clear(dma, span, &mut freed)?;
         Ok(freed)
     }
 
-    fn check_mapped<D: DmaMemory>(
-        &self,
-        dma: &D,
-        table: &DmaRegion,
-        level: u8,
-        span: Span,
-    ) -> Result<(), Error> {
-        let shift = level_shift(level);
-        let mut va = span.start;
-        while va < span.end {
-            let first = (va >> shift) << shift;
-            let next = first + (1 << shift);
-            let stop = next.min(span.end);
-            let idx = self.index(va, level);
-            match decode(dma.read64(table, idx * 8)?, level) {
-                Desc::Invalid => return Err(Error::NotMapped(Iova(va))),
-                Desc::Leaf if first < span.start || next > span.end => {
-                    return Err(Error::SplitsBlock(Iova(first)))
-                }
-                Desc::Leaf => {}
-                Desc::Table(pa) => {
-                    let t = self.table_at(dma, pa)?;
-                    self.check_mapped(
-                        dma,
-                        &t,
-                        level + 1,
-                        Span {
-                            start: va,
-                            end: stop,
-                        },
-                    )?;
-                }
+    /// Clears every valid leaf inside `span` (which must not split blocks)
+    /// and unlinks tables that became empty onto `freed`.
+    fn clear<D: DmaMemory>(&mut self, dma: &mut D, span: Span, freed: &mut FreeList) -> Result<(), Error> {
+        self.walk_span(dma, span, &mut |_, _, slot| match slot.desc {
+            Desc::Invalid => Ok(Act::Skip),
+            Desc::Leaf => Ok(Act::Set(0)),
+            Desc::Table(t) => Ok(Act::Into(t)),
+        }, &mut |pt, dma, _, child| {
+            if !pt.is_empty_table(dma, child)? {
+                return Ok(None);
             }
-            va = stop;
-        }
-        Ok(())
+            let link = match freed.head {
+                Some(h) => h.as_u64() | CHAIN_LINK,
+                None => 0,
+            };
+            dma.write64(child, 0, link)?;
+            freed.head = Some(child.phys());
+            freed.count += 1;
+            Ok(Some(0))
+        })
     }
 
-    /// Clears every valid leaf inside `span` (which must not split blocks)
-    /// and unlinks tables that became empty.
-    fn clear_level<D: DmaMemory>(
+    /// Walks `span` from the root (see [`walk`](Self::walk)).
+    fn walk_span<D: DmaMemory>(&mut self, dma: &mut D, span: Span, pre: &mut Pre<'_, D>, post: &mut Post<'_, D>) -> Result<(), Error> {
+        let root = self.root_table(dma)?;
+        let start = self.start;
+        self.walk(dma, &root, start, span, pre, post)
+    }
+
+    /// The one table walker: for every descriptor of `table` (at `level`)
+    /// that covers part of `span`, asks `pre` what to do — leave it, write
+    /// it, descend into the table it points at, or link a new table and
+    /// descend — and after a descent asks `post` whether to rewrite it (an
+    /// emptied table unlinked). Writes are published table by table, in
+    /// one range each.
+    fn walk<D: DmaMemory>(
         &mut self,
         dma: &mut D,
         table: &DmaRegion,
         level: u8,
         span: Span,
-        freed: &mut FreeList,
+        pre: &mut Pre<'_, D>,
+        post: &mut Post<'_, D>,
     ) -> Result<(), Error> {
         let shift = level_shift(level);
         let mut va = span.start;
         let mut dirty: Option<(usize, usize)> = None;
+        let mut touch = |idx: usize| dirty = Some(dirty.map_or((idx, idx), |(a, b)| (a.min(idx), b.max(idx))));
         let result = (|| {
             while va < span.end {
-                let next = ((va >> shift) + 1) << shift;
+                let first = (va >> shift) << shift;
+                let next = first + (1 << shift);
                 let stop = next.min(span.end);
                 let idx = self.index(va, level);
-                match decode(dma.read64(table, idx * 8)?, level) {
-                    Desc::Invalid => {}
-                    Desc::Leaf => {
-                        dma.write64(table, idx * 8, 0)?;
-                        dirty = Some(dirty.map_or((idx, idx), |(a, b)| (a.min(idx), b.max(idx))));
+                let desc = decode(dma.read64(table, idx * 8)?, level);
+                let slot = Slot { level, first, next, start: va, stop, desc };
+                let child = match pre(self, dma, &slot)? {
+                    Act::Skip => None,
+                    Act::Set(d) => {
+                        dma.write64(table, idx * 8, d)?;
+                        touch(idx);
+                        None
                     }
-                    Desc::Table(pa) => {
-                        let t = self.table_at(dma, pa)?;
-                        self.clear_level(
-                            dma,
-                            &t,
-                            level + 1,
-                            Span {
-                                start: va,
-                                end: stop,
-                            },
-                            freed,
-                        )?;
-                        if self.is_empty_table(dma, &t)? {
-                            dma.write64(table, idx * 8, 0)?;
-                            dirty =
-                                Some(dirty.map_or((idx, idx), |(a, b)| (a.min(idx), b.max(idx))));
-                            let link = match freed.head {
-                                Some(h) => h.as_u64() | CHAIN_LINK,
-                                None => 0,
-                            };
-                            dma.write64(&t, 0, link)?;
-                            freed.head = Some(pa);
-                            freed.count += 1;
-                        }
+                    Act::Into(t) => Some(t),
+                    Act::Link(t) => {
+                        dma.write64(table, idx * 8, table_descriptor(t))?;
+                        dma.publish(table, idx * 8, 8, self.coherent);
+                        Some(t)
+                    }
+                };
+                if let Some(t) = child {
+                    let t = self.table_at(dma, t)?;
+                    self.walk(dma, &t, level + 1, Span { start: va, end: stop }, pre, post)?;
+                    if let Some(d) = post(self, dma, &slot, &t)? {
+                        dma.write64(table, idx * 8, d)?;
+                        touch(idx);
                     }
                 }
                 va = stop;
