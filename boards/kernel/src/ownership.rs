@@ -391,8 +391,8 @@ pub fn mmio_fault(
     me: PartitionId,
     s: &platform::arch::exception::Syndrome,
     frame: &mut platform::arch::exception::Frame,
-) -> Option<platform::arch::guest::TrapAction> {
-    use platform::arch::guest::TrapAction;
+) -> Option<platform::arch::exception::TrapAction> {
+    use platform::arch::exception::TrapAction;
     let iss = s.iss();
     let ipa = PhysAddr(s.fault_ipa());
     let (owned, revoked) = with(|rt| {

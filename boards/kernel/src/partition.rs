@@ -14,8 +14,10 @@ use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use partitions::binding::Region;
 use partitions::hypercall::{self, Call, Status};
 use partitions::validate::{PartitionPlan, Plan};
+use smccc::psci;
 use platform::arch::exception::{ec_name, fsc_name, Frame, Syndrome};
-use platform::arch::guest::{self, Stage2, TrapAction};
+use platform::arch::exception::TrapAction;
+use platform::arch::guest::{self, Stage2};
 use platform::arch::smp::{self, CpuStart};
 use platform::pgtable::{Access, IdentityMap, MemType, Table, PAGE_SIZE};
 use platform::{ExitCode, PhysAddr, PhysRange};
@@ -261,7 +263,7 @@ pub fn start(plan: Plan, mut iommus: Vec<Iommu>, discovered: Discovered) -> Resu
     crate::ownership::install(crate::ownership::Runtime { iommus, discovered, ownership, parts: rts, faults, pending_quarantine: Vec::new() });
     // SAFETY: no partition CPU runs yet; see `table`.
     unsafe { *core::ptr::addr_of_mut!(TABLE) = Some(Box::leak(Box::new(t))) };
-    guest::set_trap_handler(trap);
+    platform::arch::exception::set_trap_handler(trap);
     platform::log::enable_smp();
     for (mpidr, _, launch) in launches {
         let stack = platform::memory::alloc_zeroed(CPU_STACK, PAGE_SIZE).ok_or_else(|| err("out of frames for CPU stacks"))?;
@@ -323,53 +325,51 @@ fn stop(p: &Part, state: u8, status: u64) -> TrapAction {
     TrapAction::Halt
 }
 
-/// PSCI function numbers a partition may call (DEN0022).
-const PSCI_VERSION: u64 = 0x8400_0000;
-const PSCI_CPU_OFF: u64 = 0x8400_0002;
-const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
-const PSCI_SYSTEM_RESET: u64 = 0x8400_0009;
-const PSCI_NOT_SUPPORTED: u64 = -1i64 as u64;
 
 fn trap(frame: &mut Frame, s: &Syndrome) -> TrapAction {
     let Some(t) = table() else { return TrapAction::Halt };
     let Some(p) = owner(t) else { return TrapAction::Halt };
     let name = p.plan.name.as_str();
-    match s.ec() {
-        0x16 => hypercall(p, frame),
-        0x17 => match frame.x[0] {
-            PSCI_VERSION => {
+    use platform::arch::exception::EC;
+    match s.class() {
+        Some(EC::Value::HVC64) => hypercall(p, frame),
+        // SMC: PSCI (DEN0022); the function ID is W0 (DEN0028).
+        Some(EC::Value::SMC64) => match frame.x[0] as u32 {
+            psci::PSCI_VERSION => {
                 frame.x[0] = 1 << 16;
                 TrapAction::Skip
             }
-            PSCI_SYSTEM_OFF | PSCI_SYSTEM_RESET | PSCI_CPU_OFF => {
+            psci::PSCI_SYSTEM_OFF | psci::PSCI_SYSTEM_RESET | psci::PSCI_CPU_OFF => {
                 defmt::info!("partition {=str}: PSCI power-off, stopping it", name);
                 stop(p, EXITED, 0)
             }
             _ => {
-                frame.x[0] = PSCI_NOT_SUPPORTED;
+                frame.x[0] = i64::from(psci::error::NOT_SUPPORTED) as u64;
                 TrapAction::Skip
             }
         },
-        ec @ (0x20 | 0x24) => {
-            if ec == 0x24 {
+        Some(class @ (EC::Value::InstrAbortLowerEL | EC::Value::DataAbortLowerEL)) => {
+            let data = class == EC::Value::DataAbortLowerEL;
+            if data {
                 if let Some(action) = crate::ownership::mmio_fault(p.plan.id, s, frame) {
                     return action;
                 }
             }
             let fsc = (s.iss() & 0x3f) as u8;
-            let write = ec == 0x24 && s.iss() & (1 << 6) != 0;
+            let write = data && s.iss() & (1 << 6) != 0;
             defmt::error!(
                 "partition {=str}: stage-2 {=str} on {=str} of IPA {=u64:#x} at ELR {=u64:#x} (ESR {=u64:#x}): stopping this partition",
                 name,
                 fsc_name(fsc),
-                if ec == 0x20 { "instruction fetch" } else if write { "write" } else { "read" },
+                if !data { "instruction fetch" } else if write { "write" } else { "read" },
                 s.fault_ipa(),
                 s.elr,
                 s.esr
             );
             stop(p, FAILED, u64::MAX)
         }
-        ec => {
+        _ => {
+            let ec = s.ec();
             defmt::error!(
                 "partition {=str}: {=str} (EC {=u8:#x}, ESR {=u64:#x}) at ELR {=u64:#x}: stopping this partition",
                 name,

@@ -1,11 +1,15 @@
-//! Exception handling at EL2: a decoded report for anything unexpected.
+//! Exception handling at EL2: traps from partitions go to the kernel's
+//! handler; anything unexpected gets a decoded report.
 //!
 //! ESR layout: Arm ARM D24.2.52 (ESR_EL2); EC values and the ISS encodings of
 //! data/instruction aborts: D24.2.52.1–.3; fault status codes: table D24-*.
 
 use super::exit;
 use aarch64_cpu::registers::*;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// The exception classes (`ESR_ELx.EC`) by their Arm ARM names.
+pub use aarch64_cpu::registers::ESR_EL2::EC;
 
 /// General-purpose registers as the vector entry saved them.
 #[repr(C)]
@@ -59,6 +63,11 @@ impl Syndrome {
     /// Exception class ESR[31:26].
     pub fn ec(&self) -> u8 {
         ((self.esr >> 26) & 0x3f) as u8
+    }
+    /// The exception class, as the Arm ARM names it (`None`: an encoding
+    /// aarch64-cpu does not name).
+    pub fn class(&self) -> Option<ESR_EL2::EC::Value> {
+        tock_registers::LocalRegisterCopy::<u64, ESR_EL2::Register>::new(self.esr).read_as_enum(ESR_EL2::EC)
     }
     /// Instruction-specific syndrome ESR[24:0].
     pub fn iss(&self) -> u32 {
@@ -202,6 +211,39 @@ pub fn report(kind: VectorKind, s: &Syndrome, frame: &Frame) {
     defmt::error!("  x28={=u64:#018x} fp={=u64:#018x} lr={=u64:#018x}", frame.x[28], frame.x[29], frame.x[30]);
 }
 
+/// What the kernel does after a trap from a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrapAction {
+    /// Return to the partition at ELR (HVC: the next instruction).
+    Resume,
+    /// Return to the instruction after the one that trapped (SMC, MSR/MRS).
+    Skip,
+    /// Stop this CPU for good; other CPUs keep running.
+    Halt,
+}
+
+/// The kernel's handler for traps from partitions.
+pub type TrapHandler = fn(&mut Frame, &Syndrome) -> TrapAction;
+
+static HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the handler every partition trap goes to.
+pub fn set_trap_handler(h: TrapHandler) {
+    HANDLER.store(h as usize, Ordering::Release);
+}
+
+/// Called by the exception entry for exceptions from a lower EL.
+fn dispatch(frame: &mut Frame, s: &Syndrome) -> Option<TrapAction> {
+    let h = HANDLER.load(Ordering::Acquire);
+    if h == 0 {
+        return None;
+    }
+    // SAFETY: HANDLER only ever holds a `TrapHandler` stored by
+    // `set_trap_handler`.
+    let h: TrapHandler = unsafe { core::mem::transmute::<usize, TrapHandler>(h) };
+    Some(h(frame, s))
+}
+
 /// Set while an exception report is being produced: a second fault
 /// inside the report must not recurse.
 static IN_REPORT: AtomicBool = AtomicBool::new(false);
@@ -228,13 +270,13 @@ extern "C" fn bulkhead_exception(frame: &mut Frame, kind: u64) {
     }
     if kind.0 >= 8 && s.el == 2 {
         // From a partition: the kernel's handler decides.
-        match super::guest::dispatch(frame, &s) {
-            Some(super::guest::TrapAction::Resume) => return,
-            Some(super::guest::TrapAction::Skip) => {
+        match dispatch(frame, &s) {
+            Some(TrapAction::Resume) => return,
+            Some(TrapAction::Skip) => {
                 write_elr(s.el, s.elr + 4);
                 return;
             }
-            Some(super::guest::TrapAction::Halt) => super::guest::halt_this_cpu(),
+            Some(TrapAction::Halt) => super::smp::halt_this_cpu(),
             None => {}
         }
     }

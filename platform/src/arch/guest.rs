@@ -5,29 +5,57 @@
 //! CNTHCTL_EL2). The partition starts as a Linux-style kernel would: EL1h,
 //! MMU off, interrupts masked, x0 = its DTB.
 
-use super::exception::{Frame, Syndrome};
 use crate::PhysAddr;
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// HCR_EL2 for a running partition: stage 2 on (VM), set/way invalidation
 /// as clean+invalidate (SWIO), physical FIQ/IRQ/SError to EL2 (FMO/IMO/AMO),
 /// SMC trapped (TSC) so PSCI calls come to the kernel, EL1 is AArch64 (RW).
-const HCR_GUEST: u64 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 19) | (1 << 31);
-/// CPTR_EL2 RES1 bits (E2H = 0) with FP/SIMD not trapped: the partition owns
-/// those registers (the kernel is built soft-float).
+fn hcr_guest() -> u64 {
+    (HCR_EL2::VM::Enable
+        + HCR_EL2::SWIO::SET
+        + HCR_EL2::FMO::EnableVirtualFIQ
+        + HCR_EL2::IMO::EnableVirtualIRQ
+        + HCR_EL2::AMO::SET
+        + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+        + HCR_EL2::RW::EL1IsAarch64)
+        .value
+}
+
+/// CPTR_EL2 with E2H = 0: its RES1 bits (13:12, 9:0), FP/SIMD not trapped
+/// (TFP, bit 10, clear) — the partition owns those registers, the kernel is
+/// built soft-float. Written as a value: aarch64-cpu 11 declares only TAM
+/// of this register.
 const CPTR_GUEST: u64 = 0x33ff & !(1 << 10);
+
 /// MDCR_EL2: debug (TDA, TDOSA, TDRA) and performance-monitor (TPM, TPMCR)
 /// registers trap to EL2: they would let a partition observe or disturb the
-/// machine beyond its own state.
-const MDCR_GUEST: u64 = (1 << 5) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11);
-/// SCTLR_EL1 reset-like value: RES1 bits, MMU and caches off.
+/// machine beyond its own state; debug exceptions are routed to EL2 (TDE).
+/// HPMN = 0 (no counters for EL1).
+fn mdcr_guest() -> u64 {
+    (MDCR_EL2::TDRA::SET
+        + MDCR_EL2::TDOSA::SET
+        + MDCR_EL2::TDA::SET
+        + MDCR_EL2::TDE::RouteToEL2Or1
+        + MDCR_EL2::TPM::SET
+        + MDCR_EL2::TPMCR::SET)
+        .value
+}
+
+/// SCTLR_EL1 reset-like value: its RES1 bits (29:28, 23:22, 20, 11), MMU
+/// and caches off.
 const SCTLR_EL1_OFF: u64 = 0x30d0_0800;
-/// SPSR for EL1h with D, A, I, F masked.
-const SPSR_EL1H_MASKED: u64 = 0x3c5;
+
+/// SPSR_EL2 to enter EL1h with D, A, I and F masked.
+fn spsr_el1h_masked() -> u64 {
+    (SPSR_EL2::D::Masked + SPSR_EL2::A::Masked + SPSR_EL2::I::Masked + SPSR_EL2::F::Masked + SPSR_EL2::M::EL1h).value
+}
+
 /// CNTHCTL_EL2: EL1 may read the physical counter and use the physical timer.
-const CNTHCTL_EL1_ACCESS: u64 = 0b11;
+fn cnthctl_el1_access() -> u64 {
+    (CNTHCTL_EL2::EL1PCEN::SET + CNTHCTL_EL2::EL1PCTEN::SET).value
+}
 
 /// A partition CPU's stage-2 translation.
 #[derive(Clone, Copy, Debug)]
@@ -46,11 +74,22 @@ impl Stage2 {
     /// VTCR_EL2 for these tables: 4 KiB granule, write-back inner-shareable
     /// walks, 16-bit VMIDs, output size from the CPU's PARange (≤ 48 bits).
     pub fn vtcr(&self) -> u64 {
-        let t0sz = 64 - u64::from(self.input_bits);
-        let sl0 = 2 - u64::from(self.start_level.min(2)); // 4K: 0 → L2, 1 → L1, 2 → L0
+        let sl0 = match self.start_level {
+            0 => VTCR_EL2::SL0::Granule4KBLevel0,
+            1 => VTCR_EL2::SL0::Granule4KBLevel1,
+            _ => VTCR_EL2::SL0::Granule4KBLevel2,
+        };
         let ps = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(0b101);
-        let vs_16bit_vmid = 1 << 19;
-        t0sz | (sl0 << 6) | (0b01 << 8) | (0b01 << 10) | (0b11 << 12) | (ps << 16) | vs_16bit_vmid | (1 << 31)
+        (VTCR_EL2::T0SZ.val(64 - u64::from(self.input_bits))
+            + sl0
+            + VTCR_EL2::IRGN0::NormalWBRAWA
+            + VTCR_EL2::ORGN0::NormalWBRAWA
+            + VTCR_EL2::SH0::Inner
+            + VTCR_EL2::TG0::Granule4KB
+            + VTCR_EL2::PS.val(ps)
+            + VTCR_EL2::VS::Bits16
+            + VTCR_EL2::RES1::SET)
+            .value
     }
 }
 
@@ -67,39 +106,6 @@ pub fn pa_bits() -> u8 {
     }
 }
 
-/// What the kernel does after a trap from a partition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TrapAction {
-    /// Return to the partition at ELR (HVC: the next instruction).
-    Resume,
-    /// Return to the instruction after the one that trapped (SMC, MSR/MRS).
-    Skip,
-    /// Stop this CPU for good; other CPUs keep running.
-    Halt,
-}
-
-/// The kernel's handler for traps from partitions.
-pub type TrapHandler = fn(&mut Frame, &Syndrome) -> TrapAction;
-
-static HANDLER: AtomicUsize = AtomicUsize::new(0);
-
-/// Installs the handler every partition trap goes to.
-pub fn set_trap_handler(h: TrapHandler) {
-    HANDLER.store(h as usize, Ordering::Release);
-}
-
-/// Called by the exception entry for exceptions from a lower EL.
-pub(super) fn dispatch(frame: &mut Frame, s: &Syndrome) -> Option<TrapAction> {
-    let h = HANDLER.load(Ordering::Acquire);
-    if h == 0 {
-        return None;
-    }
-    // SAFETY: HANDLER only ever holds a `TrapHandler` stored by
-    // `set_trap_handler`.
-    let h: TrapHandler = unsafe { core::mem::transmute::<usize, TrapHandler>(h) };
-    Some(h(frame, s))
-}
-
 /// Enters the partition at `entry` (EL1h, MMU off) with x0 = `x0`, under
 /// `s2`. Never returns: the CPU comes back to EL2 only through traps.
 ///
@@ -109,14 +115,14 @@ pub(super) fn dispatch(frame: &mut Frame, s: &Syndrome) -> Option<TrapAction> {
 pub unsafe fn enter(s2: &Stage2, entry: PhysAddr, x0: u64) -> ! {
     VTCR_EL2.set(s2.vtcr());
     VTTBR_EL2.set((u64::from(s2.vmid) << 48) | s2.root.0);
-    HCR_EL2.set(HCR_GUEST);
+    HCR_EL2.set(hcr_guest());
     CPTR_EL2.set(CPTR_GUEST);
-    MDCR_EL2.set(MDCR_GUEST);
-    CNTHCTL_EL2.set(CNTHCTL_EL1_ACCESS);
+    MDCR_EL2.set(mdcr_guest());
+    CNTHCTL_EL2.set(cnthctl_el1_access());
     CNTVOFF_EL2.set(0);
     VMPIDR_EL2.set(MPIDR_EL1.get());
     SCTLR_EL1.set(SCTLR_EL1_OFF);
-    SPSR_EL2.set(SPSR_EL1H_MASKED);
+    SPSR_EL2.set(spsr_el1h_masked());
     ELR_EL2.set(entry.0);
     barrier::isb(barrier::SY);
     // SAFETY: invalidates this VMID's stage-1+2 TLB entries (VTTBR now
@@ -136,16 +142,6 @@ pub unsafe fn enter(s2: &Stage2, entry: PhysAddr, x0: u64) -> ! {
             in("x0") x0,
             options(noreturn)
         )
-    }
-}
-
-/// Parks this CPU for good: PSCI CPU_OFF, or a masked `wfe` loop if the
-/// firmware refuses.
-pub fn halt_this_cpu() -> ! {
-    const PSCI_CPU_OFF: u64 = 0x8400_0002;
-    super::exit::psci_call(PSCI_CPU_OFF, 0, 0, 0);
-    loop {
-        aarch64_cpu::asm::wfe();
     }
 }
 

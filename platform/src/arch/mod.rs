@@ -9,6 +9,7 @@ pub mod exit;
 pub mod guest;
 pub mod irq;
 pub mod mmu;
+pub mod psci;
 pub mod smp;
 
 use aarch64_cpu::registers::{Readable, CurrentEL, MPIDR_EL1};

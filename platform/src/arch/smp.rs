@@ -3,15 +3,12 @@
 //! A started CPU enters `__bulkhead_secondary` with the MMU off and x0 = the
 //! address of its [`CpuStart`] block; it takes its stack, vectors and the
 //! EL2 translation regime from the block, turns the MMU on with the same
-//! identity map as the boot CPU, and calls the block's Rust entry.
-//! PSCI: DEN0022 CPU_ON (0xC400_0003).
+//! identity map as the boot CPU, and calls the block's Rust entry. A CPU
+//! the kernel is done with parks with [`halt_this_cpu`] (PSCI CPU_OFF).
 
-use super::exit::psci_call;
+use super::psci;
 use crate::{PhysAddr, PhysRange};
 use aarch64_cpu::registers::*;
-
-/// PSCI CPU_ON, SMC64 calling convention.
-const PSCI_CPU_ON: u64 = 0xc400_0003;
 
 /// What a starting CPU needs before it can run Rust (read with the MMU off).
 #[repr(C)]
@@ -103,11 +100,15 @@ pub fn start(mpidr: u64, block: &CpuStart) -> Result<(), StartError> {
     // The CPU reads the block with its MMU and caches off.
     super::cache::clean(PhysRange::from_bounds(addr, addr + core::mem::size_of::<CpuStart>() as u64));
     let entry = __bulkhead_secondary as *const () as u64;
-    let ret = psci_call(PSCI_CPU_ON, mpidr, entry, addr) as i64;
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(StartError::Psci(ret))
+    psci::cpu_on(mpidr, entry, addr).map_err(|e| StartError::Psci(e.into()))
+}
+
+/// Parks this CPU for good: PSCI CPU_OFF, or a masked `wfe` loop if the
+/// firmware refuses.
+pub fn halt_this_cpu() -> ! {
+    psci::cpu_off();
+    loop {
+        aarch64_cpu::asm::wfe();
     }
 }
 
