@@ -4,6 +4,7 @@
 use crate::log::Decoder;
 use crate::Artifacts;
 use crate::qemu::{self, Outcome, QemuConfig};
+use crate::trace::{kind, Kind, TraceEvent};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -96,6 +97,39 @@ impl Checks {
     pub fn clean_log(&mut self, o: &Outcome) {
         self.that(o.malformed_frames == 0, format!("{} log frames did not decode", o.malformed_frames));
     }
+    /// QEMU's trace has no event of `kind` that is `unwanted` (`what` says
+    /// which, for the message). Zero proves something only if the tracer
+    /// would have recorded such an event: the check fails unless this
+    /// QEMU has the trace point and, for [`Witness::InRun`], events of the
+    /// same kind appear in the same trace where they must.
+    pub fn none_of(&mut self, o: &Outcome, kind: Kind, what: &str, unwanted: impl Fn(&TraceEvent) -> bool, witness: Witness<'_>) {
+        if let Err(e) = o.trace.traced_as(kind) {
+            self.failures.push(format!("cannot show that QEMU recorded no {what}: {e}"));
+            return;
+        }
+        if let Witness::InRun(place, seen) = witness {
+            if !o.trace.of(kind).any(|e| seen(e)) {
+                self.failures.push(format!(
+                    "cannot show that QEMU recorded no {what}: the trace has no {} {place} either, where it must",
+                    kind.what
+                ));
+                return;
+            }
+        }
+        let bad: Vec<&TraceEvent> = o.trace.of(kind).filter(|e| unwanted(e)).collect();
+        if let Some(first) = bad.first() {
+            self.failures.push(format!("QEMU's trace has {} {what} ({}: {} {})", bad.len(), kind.what, bad.len(), first.args));
+        }
+    }
+
+    /// QEMU translated no DMA in bypass and saw none reach a disabled
+    /// SMMU (no correct run shows either: the witness is this QEMU's list
+    /// of trace points, and the translations the run did make).
+    pub fn no_bypass(&mut self, o: &Outcome) {
+        self.none_of(o, kind::TRANSLATE_BYPASS, "DMA translated in bypass", |_| true, Witness::Catalogue);
+        self.none_of(o, kind::TRANSLATE_DISABLE, "DMA that reached a disabled SMMU", |_| true, Witness::Catalogue);
+    }
+
     /// QEMU's trace: the first SMMU register write is GBPA with
     /// ABORT|UPDATE, and no DMA was translated in bypass or reached a
     /// disabled SMMU.
@@ -108,9 +142,18 @@ impl Checks {
             Some(&(off, v)) => self.that(false, format!("first SMMU write is {off:#x}={v:#x}, not GBPA")),
             None => self.that(false, "QEMU's trace shows no SMMU register write (GBPA.ABORT never set)"),
         }
-        self.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
-        self.that(o.trace.count("smmuv3_translate_disable") == 0, "QEMU saw a DMA while the SMMU was disabled");
+        self.no_bypass(o);
     }
+}
+
+/// What shows that a "no event of kind X" check could have failed.
+pub enum Witness<'a> {
+    /// Events of the same kind matching the predicate appear in the same
+    /// trace (`&str` says where, for the message): the positive control.
+    InRun(&'a str, &'a dyn Fn(&TraceEvent) -> bool),
+    /// Only this QEMU's list of trace points: for events no correct run
+    /// may show at all (a bypass, a translation with nothing assigned).
+    Catalogue,
 }
 
 /// Runs `scenarios` (those whose name contains `filter`) with `jobs` QEMUs at

@@ -15,6 +15,7 @@
 mod bench;
 mod check;
 mod prereq;
+mod qemu_root;
 
 use bulkhead_tests::log::Decoder;
 use bulkhead_tests::qemu::{self, Flavour, QemuConfig};
@@ -30,6 +31,8 @@ const BOARDS: &[(&str, &str)] = &[("qemu-virt", "bulkhead-qemu-virt"), ("fvp-bas
 const PAYLOAD_CRATE: &str = "bulkhead-payload";
 /// The overlay `cargo xtask run` boots unless told otherwise.
 const DEFAULT_OVERLAY: &str = "boards/qemu-virt/overlays/demo.dts";
+/// The overlay `cargo xtask run --flavour two-smmus` boots.
+const TWO_SMMUS_OVERLAY: &str = "boards/qemu-virt/overlays/two-smmus.dts";
 /// Host-side crates whose tests `cargo xtask test` runs.
 const HOST_CRATES: &[&str] = &["smmu", "partitions", "platform", "bulkhead-tests", "xtask"];
 
@@ -47,6 +50,9 @@ struct Opts {
     no_overlay: bool,
     qemu_args: Vec<String>,
     board: String,
+    /// `--qemu`: which QEMU `run` boots (`None`: the machine's, unless the
+    /// flavour needs a newer one).
+    qemu: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -63,6 +69,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         no_overlay: false,
         qemu_args: Vec::new(),
         board: "qemu-virt".into(),
+        qemu: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -72,7 +79,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--debug" => o.release = false,
             "--flavour" => {
                 let v = val("--flavour")?;
-                o.flavour = Flavour::parse(&v).ok_or(format!("unknown flavour {v} (virt, stage1, stage2)"))?;
+                o.flavour = Flavour::parse(&v).ok_or(format!("unknown flavour {v} (virt, stage1, stage2, two-smmus)"))?;
             }
             "--append" => o.append = Some(val("--append")?),
             "--timeout" => o.timeout = val("--timeout")?.parse().map_err(|_| "--timeout takes seconds")?,
@@ -82,6 +89,13 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--no-overlay" => o.no_overlay = true,
             "--qemu-args" => o.qemu_args.extend(val("--qemu-args")?.split_whitespace().map(String::from)),
             "--board" => o.board = val("--board")?,
+            "--qemu" => {
+                let v = val("--qemu")?;
+                if !["system", "11.1"].contains(&v.as_str()) {
+                    return Err(format!("unknown QEMU {v} (system: the machine's; 11.1: the trixie root xtask sets up)"));
+                }
+                o.qemu = Some(v);
+            }
             "--" => {
                 o.qemu_args.extend(it.by_ref().cloned());
             }
@@ -198,28 +212,51 @@ fn build_image(o: &Opts) -> Result<(PathBuf, PathBuf), String> {
     Ok((elf, out))
 }
 
+/// The QEMU `run` boots: `--qemu`, else the machine's when it is new
+/// enough for the flavour, else the trixie root's.
+fn run_qemu(o: &Opts) -> Result<qemu::Qemu, String> {
+    let (major, minor) = o.flavour.min_qemu();
+    match o.qemu.as_deref() {
+        Some("11.1") => qemu_root::ensure(),
+        Some(_) => qemu::Qemu::system(),
+        None => {
+            let system = qemu::Qemu::system()?;
+            if system.at_least(major, minor) { Ok(system) } else { qemu_root::ensure() }
+        }
+    }
+}
+
 fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
     prereq::ensure_host_tools()?;
     let artifacts = build_all(o)?;
     let elf = artifacts.kernel.clone();
     let bytes = std::fs::read(&elf).map_err(|e| format!("cannot read {}: {e}", elf.display()))?;
     let decoder = Decoder::from_elf(&bytes)?;
+    let qemu = run_qemu(o)?;
     let mut cfg = QemuConfig {
         flavour: o.flavour,
         append: o.append.clone(),
         extra: o.qemu_args.clone(),
         timeout: Duration::from_secs(o.timeout),
+        qemu: Some(qemu.clone()),
         ..QemuConfig::default()
     };
+    let dir = bulkhead_tests::work_dir().join("run");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     if !o.no_overlay {
-        let path = o.overlay.clone().unwrap_or_else(|| bulkhead_tests::workspace_root().join(DEFAULT_OVERLAY));
+        let default = if o.flavour == Flavour::TwoSmmus { TWO_SMMUS_OVERLAY } else { DEFAULT_OVERLAY };
+        let path = o.overlay.clone().unwrap_or_else(|| bulkhead_tests::workspace_root().join(default));
         let dts = std::fs::read_to_string(&path).map_err(|e| format!("cannot read overlay {}: {e}", path.display()))?;
-        let dir = bulkhead_tests::work_dir().join("run");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         eprintln!("xtask: overlay {}", path.display());
         cfg = bulkhead_tests::dtb::with_overlay(cfg, &dts, &dir, &artifacts.payload)?;
+    } else if o.flavour == Flavour::TwoSmmus {
+        // QEMU's own DTB leaves the second SMMU out: boot the one that
+        // describes the machine.
+        let dtb = dir.join("two-smmus.dtb");
+        cfg.dump_dtb(&dtb)?;
+        cfg.dtb = Some(dtb);
     }
-    eprintln!("xtask: {} {}", qemu::QEMU, cfg.args(&elf).join(" "));
+    eprintln!("xtask: {} ({}) {}", qemu.command.last().map(String::as_str).unwrap_or(qemu::QEMU), qemu.label(), cfg.args(&elf).join(" "));
     let out = qemu::run(&elf, &decoder, &cfg, &mut |l| println!("{l}"))?;
     if out.timed_out {
         eprintln!("xtask: QEMU did not exit within {} s; stopped it", o.timeout);
@@ -314,6 +351,10 @@ fn main() -> ExitCode {
         "image" => cmd_image(&o),
         "check" => check::cmd(rest),
         "bench" => bench::cmd(rest),
+        "qemu-root" => qemu_root::ensure().map(|q| {
+            println!("{}: {}", q.label(), q.command.join(" "));
+            ExitCode::SUCCESS
+        }),
         other => Err(format!("unknown command {other} (run, test, build, image, check)")),
     });
     match result {

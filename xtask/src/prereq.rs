@@ -21,7 +21,7 @@ fn qemu_version() -> Option<(u32, u32)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
 
@@ -46,7 +46,7 @@ fn apt(args: &[&str]) -> Result<(), String> {
 
 /// The archive URI and keyring this machine already uses for `suite`, from
 /// its APT sources (one-line `.list` or deb822 `.sources`).
-fn debian_archive(suite: &str) -> Option<(String, Option<String>)> {
+pub fn debian_archive(suite: &str) -> Option<(String, Option<String>)> {
     let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
     if let Ok(d) = std::fs::read_dir("/etc/apt/sources.list.d") {
         files.extend(d.filter_map(|e| e.ok()).map(|e| e.path()));

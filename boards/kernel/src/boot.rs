@@ -193,8 +193,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     milestone("smmus-found", smmus_found);
     // Every SMMU the DT names aborts from the board's early abort in
     // `_start` when the board listed it, else from the DT-driven one.
-    let early = arch::boot::early_smmus();
-    let all_early = smmus.iter().all(|s| early.contains(s.regs.start.0));
+    let all_early = smmus.iter().all(|s| arch::boot::early_abort(s.regs.start.0) == Some(arch::boot::EarlyAbort::Aborted));
     milestone("early-abort", ticks.early_abort);
     milestone("dt-abort", aborting);
     milestone("abort", if all_early { ticks.early_abort } else { aborting });
@@ -369,6 +368,25 @@ fn banner(
     }
     defmt::info!("heap: {} ({=u64} MiB)", heap, heap.size() >> 20);
     defmt::info!("SMMUs: {=usize}", smmus.len());
+    // The board's early list against the machine: an SMMU it names that
+    // is not there (a configurable machine) was found absent and left alone.
+    for base in arch::boot::early_smmus().bases() {
+        if smmus.iter().any(|s| s.regs.start.0 == base) {
+            continue;
+        }
+        match arch::boot::early_abort(base) {
+            Some(arch::boot::EarlyAbort::Absent) => defmt::info!(
+                "  board's early SMMU at {=u64:#x}: not on this machine (reading GBPA faulted in _start; nothing written), nor in the device tree",
+                base
+            ),
+            Some(state) => defmt::warn!(
+                "  board's early SMMU at {=u64:#x}: {} in _start, but the device tree has no SMMU there",
+                base,
+                state
+            ),
+            None => {}
+        }
+    }
     for s in smmus {
         defmt::info!(
             "  SMMUv3 {=str} at {} size {=u64:#x}, {=str}{=str}",
@@ -380,10 +398,13 @@ fn banner(
         );
         defmt::info!(
             "    DMA aborted (GBPA.ABORT) since {=str}",
-            if arch::boot::early_smmus().contains(s.regs.start.0) {
-                "_start's first instructions (the board's early list)"
-            } else {
-                "the device tree was read (not in the board's early list)"
+            match arch::boot::early_abort(s.regs.start.0) {
+                Some(arch::boot::EarlyAbort::Aborted) => "_start's first instructions (the board's early list)",
+                Some(arch::boot::EarlyAbort::Unconfirmed) =>
+                    "the device tree was read (the board's early list names it, but its GBPA.UPDATE did not clear in _start)",
+                Some(arch::boot::EarlyAbort::Absent) =>
+                    "the device tree was read (the board's early list names it, but nothing answered there in _start)",
+                None => "the device tree was read (not in the board's early list)",
             }
         );
         let irqs = [("eventq", s.eventq), ("priq", s.priq), ("cmdq-sync", s.cmdq_sync), ("gerror", s.gerror), ("combined", s.combined)];

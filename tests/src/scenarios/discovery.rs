@@ -59,7 +59,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "discovery-root-port-no-acs",
-            setup: |_| Ok(config(&["pcie-root-port,id=rp1,chassis=1,addr=2.0,disable-acs=on", &format!("{EDU},bus=rp1")])),
+            setup: |_| Ok(config(&["ioh3420,id=rp1,chassis=1,addr=2.0", &format!("{EDU},bus=rp1")])),
             check: check_root_port_no_acs,
         },
     ]
@@ -134,7 +134,7 @@ fn common(o: &Outcome, c: &mut Checks) -> Vec<GroupLine> {
     c.log(o, "PCI host /pcie@10000000: ECAM [0x4010000000..0x4020000000)");
     c.log(o, "isolation groups: ");
     c.log(o, "not isolatable: /fw-cfg@9020000: no iommus property");
-    c.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
+    c.no_bypass(o);
     check_command_writes(o, c);
     let g = groups(o);
     c.that(!g.is_empty(), "the log has no group table");

@@ -3,7 +3,7 @@
 
 use crate::qemu::{Flavour, Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Scenario, GBPA, GBPA_ABORT};
-use crate::trace::TraceEvent;
+use crate::trace::{kind, TraceEvent};
 
 /// Register offsets (SMMUv3 spec, chapter 6).
 const CR0: u64 = 0x20;
@@ -109,8 +109,7 @@ fn check_bringup(o: &Outcome, c: &mut Checks, stages: &str) {
     }
     let positions: Vec<usize> = order.iter().filter_map(|(_, at)| *at).collect();
     c.that(positions.windows(2).all(|w| w[0] < w[1]), format!("bring-up out of order in QEMU's trace: {order:?}"));
-    c.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
-    c.that(o.trace.count("smmuv3_translate_disable") == 0, "QEMU saw a DMA while the SMMU was disabled");
+    c.no_bypass(o);
     c.that(!o.trace.other.iter().any(|l| l.contains("C_BAD") || l.contains("smmuv3")), "QEMU reported an SMMU error");
 }
 
@@ -156,17 +155,16 @@ fn check_dma(o: &Outcome, c: &mut Checks, stage: &str, stage_no: u64) {
     c.log(o, "dma-test: attach of 1 stream: 2 commands, 1 CMD_SYNC; detach: 3 commands, 1 CMD_SYNC");
     // QEMU's own view of every DMA of the edu.
     let sid = |e: &&TraceEvent| e.field("sid") == Some(EDU_SID);
-    let ok: Vec<&TraceEvent> = o.trace.named("smmuv3_translate_success").filter(sid).collect();
+    let ok: Vec<&TraceEvent> = o.trace.of(kind::TRANSLATE_SUCCESS).filter(sid).collect();
     c.that(!ok.is_empty(), "QEMU translated no DMA of the edu");
     for e in &ok {
         let iova = e.field("iova").unwrap_or(u64::MAX);
         c.that((WINDOW..WINDOW + WINDOW_SIZE).contains(&iova), format!("QEMU translated an edu DMA outside the window: {}", e.args));
         c.that(e.field("stage") == Some(stage_no), format!("translation by the wrong stage: {}", e.args));
     }
-    let faults = o.trace.named("smmuv3_record_event").filter(|e| e.args.contains("F_TRANSLATION") && e.field("sid") == Some(EDU_SID)).count();
+    let faults = o.trace.of(kind::EVENT).filter(|e| e.args.contains("F_TRANSLATION") && e.field("sid") == Some(EDU_SID)).count();
     c.that(faults > 0, "QEMU recorded no F_TRANSLATION event for the edu");
     let walked_out = o.trace.named("smmu_ptw_invalid_pte").count();
     c.that(walked_out > 0, "QEMU's table walk never hit an invalid entry");
-    c.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
-    c.that(o.trace.count("smmuv3_translate_disable") == 0, "QEMU saw a DMA while the SMMU was disabled");
+    c.no_bypass(o);
 }
