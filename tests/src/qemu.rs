@@ -392,6 +392,9 @@ pub struct Outcome {
     /// The firmware's text before it handed over (see [`Firmware`]), or all
     /// of the serial output when it never did.
     pub console: String,
+    /// The DTB the machine booted with (QEMU's own, dumped for the checks,
+    /// when the run gave none), for [`crate::machine::Machine::of`].
+    pub dtb: Option<PathBuf>,
     /// Why the firmware script did not complete (a step's text never came,
     /// or the firmware never handed over to the kernel).
     pub console_error: Option<String>,

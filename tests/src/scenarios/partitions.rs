@@ -160,7 +160,8 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             check: |o, c| {
                 c.exit(o, exit::CONFIG_REFUSED);
-                c.log(o, "configuration refused: /pcie@10000000/port@3,0/bridge@0,0/edu@");
+                let host = c.machine(o).first_host().to_string();
+                c.log(o, &format!("configuration refused: {host}/port@3,0/bridge@0,0/edu@"));
                 c.log(o, "a group goes to one partition");
                 c.no_log(o, "[net]");
                 c.no_log(o, "[storage]");

@@ -65,8 +65,9 @@ fn isolated_before_mmu(o: &Outcome) -> Option<bool> {
 
 fn check_deferred(o: &Outcome, c: &mut Checks) {
     check_bringup(o, c, "stages 1+2,");
-    c.log(o, "SMMU smmuv3@9050000: no room in the early arena for its stream table and queues; it aborts through GBPA");
-    c.log(o, "SMMU smmuv3@9050000: enabled, every stream aborts; cmdq 2^8, evtq 2^12 entries");
+    let smmu = c.machine(o).first_smmu().to_string();
+    c.log(o, &format!("SMMU {smmu}: no room in the early arena for its stream table and queues; it aborts through GBPA"));
+    c.log(o, &format!("SMMU {smmu}: enabled, every stream aborts; cmdq 2^8, evtq 2^12 entries"));
     c.that(isolated_before_mmu(o) == Some(false), format!("the deferred SMMU was not enabled after the MMU: {:?}", isolated_before_mmu(o)));
     // The first try stopped before any base register: exactly one of each.
     let writes = |off: u64| o.trace.events.iter().filter(|e| write_to(e, off).is_some()).count();
@@ -75,8 +76,9 @@ fn check_deferred(o: &Outcome, c: &mut Checks) {
 
 fn check_bringup(o: &Outcome, c: &mut Checks, stages: &str) {
     c.exit(o, exit::SUCCESS);
-    c.log(o, &format!("SMMU smmuv3@9050000: SMMUv3.1, {stages} SIDSIZE 16, 2-level stream table, OAS 44 bits"));
-    c.log(o, "SMMU smmuv3@9050000: enabled, every stream aborts");
+    let smmu = c.machine(o).first_smmu().to_string();
+    c.log(o, &format!("SMMU {smmu}: SMMUv3.1, {stages} SIDSIZE 16, 2-level stream table, OAS 44 bits"));
+    c.log(o, &format!("SMMU {smmu}: enabled, every stream aborts"));
     if o.log.iter().all(|l| !l.message.contains("no room in the early arena")) {
         c.that(isolated_before_mmu(o) == Some(true), format!("the SMMU was not enabled before the MMU: {:?}", isolated_before_mmu(o)));
     }
