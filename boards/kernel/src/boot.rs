@@ -158,6 +158,9 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     // SMMUs the arena had no room for, from those frames (with frames,
     // nothing is deferred again).
     iommu::bring_up(&deferred, evtq_log2, &mut iommus)?;
+    // Everything after indexes the SMMUs in DT order (discovery's SMMU
+    // indices, `iommu-map` targets); a deferred one was pushed last.
+    iommus.sort_unstable_by_key(|i| smmus.iter().position(|s| s.regs.start == i.node.regs.start));
     // From here on the kernel reads the DTB with those overlays merged in,
     // and what they reserve is reserved too.
     let dt = apply_overlays(dt, &overlays)?;
@@ -218,6 +221,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     interrupts(&discovered, &iommus)?;
     partition::start(plan, iommus.into_iter().collect(), discovered)?;
     milestone("partitions-started", platform::time::ticks());
+    fail_closed_selftest(bootargs);
     crate::ownership::with(|rt| {
         for i in &rt.iommus {
             defmt::debug!(
@@ -417,6 +421,35 @@ fn banner(
     Ok(())
 }
 
+/// `bulkhead.selftest=fail-closed:N:MS` (a test scenario's): MS
+/// milliseconds after the partitions started, SMMU N (in DT order) fails
+/// closed as after an error it cannot be trusted past — what the event
+/// loop does on SFM_ERR, which QEMU's SMMU never raises. Partitions keep
+/// running; every stream of that SMMU aborts from then on.
+fn fail_closed_selftest(bootargs: &str) {
+    let Some(spec) = bootargs.split_ascii_whitespace().find_map(|a| a.strip_prefix("bulkhead.selftest=fail-closed:")) else { return };
+    let mut it = spec.split(':').map(|v| v.parse::<u64>().ok());
+    let (Some(Some(n)), Some(Some(ms))) = (it.next(), it.next()) else {
+        defmt::error!("selftest fail-closed: expected fail-closed:SMMU:MS, got {=str}", spec);
+        return;
+    };
+    let until = platform::time::ticks() + ms.saturating_mul(platform::time::frequency()) / 1000;
+    while platform::time::ticks() < until {
+        core::hint::spin_loop();
+    }
+    crate::ownership::with(|rt| {
+        let Some(i) = rt.iommus.get_mut(n as usize) else {
+            defmt::error!("selftest fail-closed: no SMMU {=u64}", n);
+            return;
+        };
+        defmt::warn!("selftest: SMMU {=str} fails closed; every stream it serves aborts from now on", i.node.name.as_str());
+        match i.smmu.fail_closed() {
+            Ok(()) => i.failed = true,
+            Err(e) => defmt::error!("selftest: SMMU {=str} could not fail closed: {}", i.node.name.as_str(), e),
+        }
+    });
+}
+
 /// Boot-argument driven checks used by the test scenarios.
 fn selftest(
     bootargs: &str,
@@ -452,6 +485,8 @@ fn selftest(
                 let first = iommus.first_mut().ok_or_else(|| platform_err("no SMMU to test"))?;
                 dmatest::cmdq_error(&mut first.smmu)?;
             }
+            // Run once the partitions are (`fail_closed_selftest`).
+            t if t.starts_with("fail-closed:") => {}
             other => {
                 defmt::error!("unknown selftest {=str}", other);
                 return Err(ExitCode::SelfTestFailed);

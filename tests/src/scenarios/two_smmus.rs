@@ -97,6 +97,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario { name: "two-smmus-moves", setup: moves, check: check_moves },
         Scenario { name: "two-smmus-release-both", setup: release_both, check: check_release_both },
         Scenario { name: "two-smmus-fault-storm", setup: storm, check: check_storm },
+        Scenario { name: "two-smmus-fail-closed", setup: fail_closed, check: check_fail_closed },
     ]
 }
 
@@ -403,5 +404,61 @@ fn check_storm(o: &Outcome, c: &mut Checks) {
     c.that(o.trace.of(kind::TRANSLATE_SUCCESS).any(storage_after), "QEMU translated none of storage's DMA after net's quarantine");
     let storage_out = |e: &TraceEvent| storage(e) && !(STORAGE_MEM.0..STORAGE_MEM.1).contains(&e.field("translated").unwrap_or(0));
     c.none_of(o, kind::TRANSLATE_SUCCESS, "translation of storage's DMA outside its memory", storage_out, Witness::InRun("of storage's DMA", &storage));
+    c.no_bypass(o);
+}
+
+/// When the kernel makes the second SMMU fail closed (ms after the
+/// partitions started).
+const FAIL_CLOSED_AFTER_MS: u64 = 1000;
+
+fn fail_closed(ctx: &Ctx) -> Result<QemuConfig, String> {
+    // Both keep DMA going; the second SMMU (storage's) fails closed a
+    // second in.
+    let dts = demo_with(
+        &format!("canary={NET_CANARY:#x} dma-loop=3000 check={NET_CANARY:#x}"),
+        &format!("canary={STORAGE_CANARY:#x} dma-loop=3000 check={STORAGE_CANARY:#x}"),
+    )?;
+    let cfg = QemuConfig { append: Some(format!("bulkhead.selftest=fail-closed:1:{FAIL_CLOSED_AFTER_MS}")), ..base(90) };
+    ctx.with_overlay(cfg, &dts)
+}
+
+fn check_fail_closed(o: &Outcome, c: &mut Checks) {
+    // storage's transfers stop verifying once its SMMU aborts everything,
+    // and its payload exits with a failure: that partition alone fails.
+    c.exit(o, exit::PARTITION_FAILED);
+    c.log(o, "partition net: exited with status 0");
+    c.log(o, "all 2 partitions stopped, 1 failed");
+    if let Some(line) = c.log(o, "[storage] dma-loop: verified 0x") {
+        c.that(!line.contains(", bad 0x0,") && !line.contains("verified 0x0,"), format!("storage's DMA did not both verify before and fail after: {line}"));
+    }
+    let Some(m) = machine(o, c) else { return };
+    let Some(second) = m.smmus.get(1) else {
+        c.that(false, "the DT describes no second SMMU");
+        return;
+    };
+    c.log(o, &format!("selftest: SMMU {} fails closed", second.name));
+    c.that(m.smmu_of_bus(0x81).map(|s| &s.name) == Some(&second.name), "storage's device is not behind the second SMMU in the DT");
+    // net, behind the first SMMU, verified every transfer throughout.
+    if let Some(line) = c.log(o, "[net] dma-loop: verified 0x") {
+        c.that(line.contains(", bad 0x0,") && !line.contains("verified 0x0,"), format!("net: {line}"));
+    }
+    // QEMU: the fail-closed point is the one CR0 write that clears SMMUEN
+    // after bring-up; from there storage's StreamID only aborts and net's
+    // keeps translating into net's memory.
+    let ev = &o.trace.events;
+    let enabled = ev.iter().rposition(|e| write_to(e, CR0).is_some_and(|v| v & CR0_SMMUEN != 0));
+    let off = ev.iter().rposition(|e| write_to(e, CR0) == Some(0));
+    let Some(at) = off.filter(|&f| enabled.is_some_and(|e| f > e)) else {
+        c.that(false, format!("QEMU's trace shows no SMMU disabled after bring-up (last SMMUEN write {enabled:?}, last CR0=0 {off:?})"));
+        return;
+    };
+    let after = |sid: u64| move |e: &TraceEvent| e.field("sid") == Some(sid) && o.trace.index_of(e).is_some_and(|i| i > at);
+    let storage_after = after(STORAGE_SID);
+    let net_after = after(NET_SID);
+    c.none_of(o, kind::TRANSLATE_SUCCESS, "translation of storage's DMA after its SMMU failed closed", storage_after, Witness::InRun("of net's DMA after that", &net_after));
+    c.that(o.trace.of(kind::TRANSLATE_ABORT).any(after(STORAGE_SID)), "QEMU aborted none of storage's DMA after its SMMU failed closed");
+    c.that(o.trace.of(kind::TRANSLATE_SUCCESS).filter(|e| net_after(e)).count() > 0, "QEMU translated none of net's DMA after the other SMMU failed closed");
+    let net_out = |e: &TraceEvent| e.field("sid") == Some(NET_SID) && !(NET_MEM.0..NET_MEM.1).contains(&e.field("translated").unwrap_or(0));
+    c.none_of(o, kind::TRANSLATE_SUCCESS, "translation of net's DMA outside its memory", net_out, Witness::InRun("of net's DMA after that", &net_after));
     c.no_bypass(o);
 }
