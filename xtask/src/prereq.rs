@@ -78,19 +78,41 @@ pub fn debian_archive(suite: &str) -> Option<(String, Option<String>)> {
     None
 }
 
+/// Installs QEMU >= 10.0. On bookworm it comes from bookworm-backports:
+/// when the machine's APT sources lack that suite, APT is pointed at a
+/// private source list and package lists under the project's cache for
+/// this one install (`-o Dir::Etc::SourceList=... -o Dir::State::Lists=...`),
+/// so the machine's APT configuration is left as it was.
 fn install_qemu() -> Result<(), String> {
     let codename = os_release("VERSION_CODENAME").unwrap_or_default();
     if codename == "bookworm" {
-        let list = "/etc/apt/sources.list.d/bulkhead-bookworm-backports.list";
-        if debian_archive("bookworm-backports").is_none() {
-            let (uri, key) = debian_archive("bookworm")
-                .ok_or("no APT source for bookworm found to derive bookworm-backports from")?;
-            let opts = key.map(|k| format!("[signed-by={k}] ")).unwrap_or_default();
-            std::fs::write(list, format!("deb {opts}{uri} bookworm-backports main\n"))
-                .map_err(|e| format!("cannot write {list}: {e}"))?;
+        if debian_archive("bookworm-backports").is_some() {
+            apt(&["update", "-q"])?;
+            return apt(&["install", "-y", "-q", "-t", "bookworm-backports", "qemu-system-arm"]);
         }
-        apt(&["update", "-q"])?;
-        apt(&["install", "-y", "-q", "-t", "bookworm-backports", "qemu-system-arm"])
+        let (uri, key) = debian_archive("bookworm").ok_or("no APT source for bookworm found to derive bookworm-backports from")?;
+        let dir = bulkhead_tests::work_dir().join("cache").join("apt");
+        let lists = dir.join("lists");
+        std::fs::create_dir_all(lists.join("partial")).map_err(|e| format!("cannot create {}: {e}", lists.display()))?;
+        let list = dir.join("sources.list");
+        let opts = key.map(|k| format!("[signed-by={k}] ")).unwrap_or_default();
+        std::fs::write(&list, format!("deb {opts}{uri} bookworm main\ndeb {opts}{uri} bookworm-backports main\n"))
+            .map_err(|e| format!("cannot write {}: {e}", list.display()))?;
+        let private = [
+            format!("Dir::Etc::SourceList={}", list.display()),
+            "Dir::Etc::SourceParts=/nonexistent".to_string(),
+            format!("Dir::State::Lists={}", lists.display()),
+        ];
+        let with = |args: &[&str]| {
+            let mut v: Vec<&str> = Vec::new();
+            for o in &private {
+                v.extend(["-o", o.as_str()]);
+            }
+            v.extend_from_slice(args);
+            apt(&v)
+        };
+        with(&["update", "-q"])?;
+        with(&["install", "-y", "-q", "-t", "bookworm-backports", "qemu-system-arm"])
     } else {
         apt(&["update", "-q"])?;
         apt(&["install", "-y", "-q", "qemu-system-arm"])
