@@ -161,6 +161,11 @@ fn cells(dtb: &Path, node: &str, prop: &str) -> Result<Option<Vec<u32>>, String>
         .map(Some)
 }
 
+/// A 64-bit value as two cells, high first.
+fn pair(v: u64) -> [u32; 2] {
+    [(v >> 32) as u32, v as u32]
+}
+
 /// `<a b c>` with each cell in hex.
 fn dts_cells(v: &[u32]) -> String {
     let c: Vec<String> = v.iter().map(|x| format!("{x:#x}")).collect();
@@ -207,7 +212,7 @@ pub fn describe_two_smmus(raw: &Path, out: &Path) -> Result<TwoSmmus, String> {
         return Err(format!("{smmu0_path}: expected 4 interrupts of 3 cells, got {} cells", irqs.len()));
     }
     let base1 = ((u64::from(hi) << 32) | u64::from(lo)) + 0x2_0000;
-    let reg1 = [(base1 >> 32) as u32, base1 as u32, size_hi, size_lo];
+    let reg1 = [pair(base1)[0], pair(base1)[1], size_hi, size_lo];
     let irqs1: Vec<u32> = irqs.chunks(3).flat_map(|c| [c[0], c[1] + 4, c[2]]).collect();
     // A phandle no node has.
     let dts = output(Command::new("dtc").args(["-q", "-I", "dtb", "-O", "dts"]).arg(raw))?;
@@ -226,9 +231,10 @@ pub fn describe_two_smmus(raw: &Path, out: &Path) -> Result<TwoSmmus, String> {
     if ecam_size < 0x100 * per_bus {
         return Err(format!("{pcie_path}: ECAM of {ecam_size:#x} bytes does not hold 256 buses"));
     }
-    let split = ecam_base + u64::from(pxb) * per_bus;
-    let ecam0 = [ehi, elo, (u64::from(pxb) * per_bus >> 32) as u32, (u64::from(pxb) * per_bus) as u32];
-    let ecam1 = [(split >> 32) as u32, split as u32, ((0x100 - u64::from(pxb)) * per_bus >> 32) as u32, ((0x100 - u64::from(pxb)) * per_bus) as u32];
+    let (low, high) = (u64::from(pxb) * per_bus, (0x100 - u64::from(pxb)) * per_bus);
+    let split = ecam_base + low;
+    let ecam0 = [pair(ecam_base), pair(low)].concat();
+    let ecam1 = [pair(split), pair(high)].concat();
     let ranges = need(&pcie_path, "ranges")?;
     if ranges.len() % 7 != 0 {
         return Err(format!("{pcie_path}: ranges is not 3+2+2 cells per entry"));
@@ -241,17 +247,10 @@ pub fn describe_two_smmus(raw: &Path, out: &Path) -> Result<TwoSmmus, String> {
             continue;
         }
         let size = (u64::from(r[5]) << 32) | u64::from(r[6]);
-        let half = size / 2 & !0xf_ffff;
+        let half = (size / 2) & !0xf_ffff;
         let pci = (u64::from(r[1]) << 32) | u64::from(r[2]);
         let cpu = (u64::from(r[3]) << 32) | u64::from(r[4]);
-        let cell = |v: u64| [(v >> 32) as u32, v as u32];
-        let mk = |pci: u64, cpu: u64, size: u64| {
-            let mut e = vec![r[0]];
-            e.extend(cell(pci));
-            e.extend(cell(cpu));
-            e.extend(cell(size));
-            e
-        };
+        let mk = |pci: u64, cpu: u64, size: u64| [vec![r[0]], pair(pci).to_vec(), pair(cpu).to_vec(), pair(size).to_vec()].concat();
         ranges0.extend(mk(pci, cpu, half));
         ranges1.extend(mk(pci + half, cpu + half, size - half));
     }

@@ -117,7 +117,7 @@ impl Checks {
             return;
         }
         if let Witness::InRun(place, seen) = witness {
-            if !o.trace.of(kind).any(|e| seen(e)) {
+            if !o.trace.of(kind).any(seen) {
                 self.failures.push(format!(
                     "cannot show that QEMU recorded no {what}: the trace has no {} {place} either, where it must",
                     kind.what
