@@ -5,6 +5,7 @@
 extern crate alloc;
 
 pub mod binding;
+pub mod faults;
 pub mod groups;
 pub mod topology;
 pub mod guest_dt;

@@ -59,6 +59,8 @@ pub enum Refusal {
     },
     /// Another change of this group is in progress.
     Busy,
+    /// The group's SMMU failed closed: the group stays Blocked for good.
+    Unavailable,
 }
 
 /// One thing the kernel must do, in order, to carry out a change.
@@ -72,6 +74,11 @@ pub enum Step {
     /// Abort STEs for every StreamID, CFGI_STE, TLBI of the old owner's
     /// domain, one CMD_SYNC.
     AbortStreams(PartitionId),
+    /// Drain the SMMU's event queue, charging every record of the group to
+    /// the old owner: after the abort's CMD_SYNC nothing the old owner
+    /// started can still fault, and before anyone else owns the group no
+    /// record of the old owner's can be charged to the next one.
+    DrainEvents(PartitionId),
     /// Reset the devices that support it (PCIe FLR) and wait for them.
     ResetDevices,
     /// The new owner's STEs for every StreamID, CFGI_STE, one CMD_SYNC.
@@ -83,8 +90,8 @@ pub enum Step {
 }
 
 /// The steps of a release, in the order I3 requires.
-pub const RELEASE_STEPS: [fn(PartitionId) -> Step; 4] =
-    [Step::UnmapMmio, |_| Step::StopDevices, Step::AbortStreams, |_| Step::ResetDevices];
+pub const RELEASE_STEPS: [fn(PartitionId) -> Step; 5] =
+    [Step::UnmapMmio, |_| Step::StopDevices, Step::AbortStreams, Step::DrainEvents, |_| Step::ResetDevices];
 /// The steps of an assignment, in the order I4 requires.
 pub const ASSIGN_STEPS: [fn(PartitionId) -> Step; 3] = [Step::AttachStreams, |_| Step::StartDevices, Step::MapMmio];
 
@@ -103,6 +110,8 @@ pub struct Change {
 pub struct Ownership {
     states: Vec<State>,
     managers: Vec<bool>,
+    /// Groups behind an SMMU that failed closed.
+    unavailable: Vec<bool>,
 }
 
 impl Ownership {
@@ -117,7 +126,8 @@ impl Ownership {
                 }
             }
         }
-        Ownership { states, managers: plan.partitions.iter().map(|p| p.manager).collect() }
+        let unavailable = alloc::vec![false; states.len()];
+        Ownership { states, managers: plan.partitions.iter().map(|p| p.manager).collect(), unavailable }
     }
 
     /// The state of `g`.
@@ -142,6 +152,30 @@ impl Ownership {
             State::Stable(o) => Ok(*o),
             _ => Err(Refusal::Busy),
         }
+    }
+
+    /// The SMMU behind `groups` failed closed (every stream of it aborts,
+    /// it translates nothing any more): each of them becomes Blocked for
+    /// good. Returns the groups a partition held in a stable state, with
+    /// that partition: the kernel takes their MMIO and bus mastering away
+    /// (I4). A group in transition ends Blocked when its change finishes.
+    pub fn smmu_failed(&mut self, groups: impl IntoIterator<Item = GroupId>) -> Vec<(GroupId, PartitionId)> {
+        let mut taken = Vec::new();
+        for g in groups {
+            let i = g.0 as usize;
+            let Some(s) = self.states.get_mut(i) else { continue };
+            self.unavailable[i] = true;
+            if let State::Stable(Owner::Partition(p)) = *s {
+                taken.push((g, p));
+                *s = State::Stable(Owner::Blocked);
+            }
+        }
+        taken
+    }
+
+    /// `true` once `g`'s SMMU failed closed.
+    pub fn is_unavailable(&self, g: GroupId) -> bool {
+        self.unavailable.get(g.0 as usize).copied().unwrap_or(false)
     }
 
     /// Starts taking `g` from `expected`. A partition may release its own
@@ -170,6 +204,9 @@ impl Ownership {
         }
         if owner != Owner::Blocked {
             return Err(Refusal::OwnerMismatch { actual: owner });
+        }
+        if self.is_unavailable(g) {
+            return Err(Refusal::Unavailable);
         }
         self.states[g.0 as usize] = State::Assigning(to);
         Ok(Change { group: g, steps: ASSIGN_STEPS.iter().map(|s| s(to)).collect() })
@@ -225,7 +262,13 @@ mod tests {
         let c = o.release(MGR, GroupId(2), PartitionId(1)).unwrap();
         assert_eq!(
             c.steps,
-            [Step::UnmapMmio(PartitionId(1)), Step::StopDevices, Step::AbortStreams(PartitionId(1)), Step::ResetDevices]
+            [
+                Step::UnmapMmio(PartitionId(1)),
+                Step::StopDevices,
+                Step::AbortStreams(PartitionId(1)),
+                Step::DrainEvents(PartitionId(1)),
+                Step::ResetDevices
+            ]
         );
         assert_eq!(o.state(GroupId(2)), Some(State::Releasing(PartitionId(1))));
         assert_eq!(o.release(MGR, GroupId(2), PartitionId(1)), Err(Refusal::Busy), "one change at a time");
@@ -255,6 +298,40 @@ mod tests {
         assert_eq!(o.finish(c, true), Owner::Blocked);
         let c = o.release(Caller::Kernel, GroupId(1), PartitionId(0)).unwrap();
         assert_eq!(o.finish(c, true), Owner::Blocked);
+    }
+
+    /// Issue 12 item 7: the old owner's records are drained — and charged
+    /// to it — after its streams abort and before the group can have a new
+    /// owner; an assignment never drains (nothing of its own to charge).
+    #[test]
+    fn a_release_drains_events_after_the_abort_and_before_any_new_owner() {
+        let mut o = Ownership::from_plan(&plan(), 3);
+        let c = o.release(MGR, GroupId(2), PartitionId(1)).unwrap();
+        let abort = c.steps.iter().position(|s| *s == Step::AbortStreams(PartitionId(1))).unwrap();
+        let drain = c.steps.iter().position(|s| *s == Step::DrainEvents(PartitionId(1))).expect("a drain step");
+        assert!(drain > abort, "drained after the abort's CMD_SYNC");
+        assert_eq!(o.state(GroupId(2)), Some(State::Releasing(PartitionId(1))), "still the old owner's while it runs");
+        o.finish(c, true);
+        let c = o.assign(MGR, GroupId(2), PartitionId(0)).unwrap();
+        assert!(!c.steps.iter().any(|s| matches!(s, Step::DrainEvents(_))));
+    }
+
+    /// Issue 12 item 4: an SMMU that failed closed takes every group behind
+    /// it to Blocked for good, reporting whose MMIO must go; other groups
+    /// are untouched.
+    #[test]
+    fn a_failed_smmu_blocks_its_groups_for_good() {
+        let mut o = Ownership::from_plan(&plan(), 3);
+        let taken = o.smmu_failed([GroupId(0), GroupId(2)]);
+        assert_eq!(taken, [(GroupId(2), PartitionId(1))]);
+        assert_eq!(o.state(GroupId(2)), Some(State::Stable(Owner::Blocked)));
+        assert_eq!(o.state(GroupId(1)), Some(State::Stable(Owner::Partition(PartitionId(0)))), "another SMMU's group");
+        assert_eq!(o.assign(MGR, GroupId(2), PartitionId(1)), Err(Refusal::Unavailable));
+        assert_eq!(o.assign(MGR, GroupId(0), PartitionId(1)), Err(Refusal::Unavailable));
+        let c = o.release(MGR, GroupId(1), PartitionId(0)).unwrap();
+        assert_eq!(o.finish(c, true), Owner::Blocked);
+        let c = o.assign(MGR, GroupId(1), PartitionId(1)).unwrap();
+        assert_eq!(o.finish(c, true), Owner::Partition(PartitionId(1)));
     }
 
     #[test]

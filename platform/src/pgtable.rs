@@ -75,7 +75,7 @@ pub enum Access {
 pub enum MapError {
     /// Range not 4 KiB aligned.
     Unaligned(PhysRange),
-    /// Range beyond the 48-bit input space.
+    /// Range beyond the input space (48 bits, or a stage 2's IPA size).
     OutOfRange(PhysRange),
     /// Part of the range is already mapped.
     Overlap(PhysRange),
@@ -87,7 +87,7 @@ impl defmt::Format for MapError {
     fn format(&self, f: defmt::Formatter) {
         match self {
             MapError::Unaligned(r) => defmt::write!(f, "range {} is not page aligned", r),
-            MapError::OutOfRange(r) => defmt::write!(f, "range {} is beyond the 48-bit address space", r),
+            MapError::OutOfRange(r) => defmt::write!(f, "range {} is beyond the map's input address space", r),
             MapError::Overlap(r) => defmt::write!(f, "range {} overlaps an existing mapping", r),
             MapError::OutOfTables => defmt::write!(f, "page-table pool exhausted"),
         }
@@ -121,6 +121,8 @@ pub struct IdentityMap<'p> {
     /// use any base).
     pool_pa: u64,
     used: usize,
+    /// Addresses mapped stay below `1 << input_bits`.
+    input_bits: u32,
 }
 
 fn level_shift(level: usize) -> u32 {
@@ -137,16 +139,47 @@ impl<'p> IdentityMap<'p> {
     pub fn with_format(format: Format, pool: &'p mut [Table], pool_pa: PhysAddr) -> Result<Self, MapError> {
         let root = pool.first_mut().ok_or(MapError::OutOfTables)?;
         root.0 = [0; ENTRIES];
-        Ok(IdentityMap { format, pool, pool_pa: pool_pa.0, used: 1 })
+        Ok(IdentityMap { format, pool, pool_pa: pool_pa.0, used: 1, input_bits: VA_BITS })
+    }
+
+    /// Starts an empty stage-2 map of an IPA space of `input_bits` (at most
+    /// 48); with 39 bits or fewer the walk can start at level 1, at
+    /// [`root_at`](Self::root_at)`(1)`.
+    pub fn stage2(pool: &'p mut [Table], pool_pa: PhysAddr, input_bits: u32) -> Result<Self, MapError> {
+        let mut m = Self::with_format(Format::Stage2, pool, pool_pa)?;
+        m.input_bits = input_bits.min(VA_BITS);
+        Ok(m)
     }
 
     /// Continues editing a map built earlier over the same pool, of which
-    /// `used` tables are taken.
-    pub fn resume(format: Format, pool: &'p mut [Table], pool_pa: PhysAddr, used: usize) -> Result<Self, MapError> {
+    /// `used` tables are taken, for an input space of `input_bits`.
+    pub fn resume(format: Format, pool: &'p mut [Table], pool_pa: PhysAddr, used: usize, input_bits: u32) -> Result<Self, MapError> {
         if used == 0 || used > pool.len() {
             return Err(MapError::OutOfTables);
         }
-        Ok(IdentityMap { format, pool, pool_pa: pool_pa.0, used })
+        Ok(IdentityMap { format, pool, pool_pa: pool_pa.0, used, input_bits: input_bits.min(VA_BITS) })
+    }
+
+    /// The table a walk starting at `level` (0 or 1) uses as its root: the
+    /// level-0 table, or the level-1 table covering the first 512 GiB
+    /// (taken from the pool, empty, if nothing is mapped yet). Level 1 needs
+    /// an input space of at most 39 bits; `None` otherwise, or when the
+    /// pool is exhausted.
+    pub fn root_at(&mut self, level: u8) -> Option<PhysAddr> {
+        match level {
+            0 => Some(self.root()),
+            1 if self.input_bits <= level_shift(0) => {
+                let desc = self.pool[0].0[0];
+                if desc & DESC_VALID == 0 {
+                    let n = self.used;
+                    self.pool.get_mut(n)?.0 = [0; ENTRIES];
+                    self.used += 1;
+                    self.pool[0].0[0] = (self.pool_pa + n as u64 * PAGE_SIZE) | DESC_TABLE_OR_PAGE | DESC_VALID;
+                }
+                Some(PhysAddr(self.pool[0].0[0] & OA_MASK))
+            }
+            _ => None,
+        }
     }
 
     /// Removes the mapping of `range`, which must consist of whole leaf
@@ -237,7 +270,7 @@ impl<'p> IdentityMap<'p> {
         if !range.start.is_aligned(PAGE_SIZE) || !range.end.is_aligned(PAGE_SIZE) {
             return Err(MapError::Unaligned(range));
         }
-        if range.end.0 > 1 << VA_BITS {
+        if range.end.0 > 1 << self.input_bits {
             return Err(MapError::OutOfRange(range));
         }
         if range.is_empty() {
@@ -389,7 +422,7 @@ mod tests {
             m.map(r(0x1000_0000, 0x1010_0000), MemType::Device, Access::ReadWrite).unwrap();
             (m.tables_used(), m.root())
         };
-        let mut m = IdentityMap::resume(Format::Stage2, &mut p, root, used).unwrap();
+        let mut m = IdentityMap::resume(Format::Stage2, &mut p, root, used, VA_BITS).unwrap();
         assert!(m.translate(0x1008_0000).is_some());
         m.unmap(r(0x1000_0000, 0x1010_0000)).unwrap();
         assert_eq!(m.translate(0x1008_0000), None);
@@ -397,6 +430,28 @@ mod tests {
         assert!(matches!(m.unmap(r(0x4800_0000, 0x4800_1000)), Err(MapError::Overlap(_))), "would split a block");
         m.map(r(0x1000_0000, 0x1010_0000), MemType::Device, Access::ReadWrite).unwrap();
         assert_eq!(m.tables_used(), used, "tables reused");
+    }
+
+    /// A CPU whose physical addresses are at most 42 bits may not start a
+    /// stage-2 walk at level 0 (Arm ARM D8.2): its partitions get a 39-bit
+    /// IPA space walked from the level-1 table.
+    #[test]
+    fn stage2_from_level_1() {
+        let mut p = pool(8);
+        let mut m = IdentityMap::stage2(&mut p, PhysAddr(0x1000_0000), 39).unwrap();
+        assert_eq!(m.map(r(0x80_0000_0000, 0x80_0020_0000), MemType::Normal, Access::ReadWrite), Err(MapError::OutOfRange(r(0x80_0000_0000, 0x80_0020_0000))));
+        m.map(r(0x4800_0000, 0x4c00_0000), MemType::Normal, Access::ReadWrite).unwrap();
+        let l1 = m.root_at(1).unwrap();
+        assert_eq!(l1, PhysAddr(m.pool[0].0[0] & OA_MASK), "the level-1 table under the root's first entry");
+        assert_eq!(m.root_at(1), Some(l1), "the same each time");
+        assert_eq!(m.root_at(0), Some(m.root()));
+        // Nothing mapped yet: an empty level-1 table is taken.
+        let mut q = pool(2);
+        let mut e = IdentityMap::stage2(&mut q, PhysAddr(0x2000_0000), 36).unwrap();
+        assert_eq!(e.root_at(1), Some(PhysAddr(0x2000_1000)));
+        // A 48-bit stage 2 has no level-1 root.
+        let mut w = pool(2);
+        assert_eq!(IdentityMap::stage2(&mut w, PhysAddr(0), 48).unwrap().root_at(1), None);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! arithmetic. Commands are written behind the producer index and handed to
 //! the SMMU in batches; `CMD_SYNC` completion is detected by polling
 //! `SMMU_CMDQ_CONS` past it (CS = SIG_NONE; no MSI needed). A command error
-//! (`GERROR.CMDQ_ERR`) is recovered as ch. 7 suggests: the faulty command is
-//! replaced by `CMD_SYNC`, the error acknowledged through `SMMU_GERRORN`, the
-//! queue resumes, and the error is returned to the caller of the batch.
+//! (`GERROR.CMDQ_ERR`) is recovered as ch. 7 suggests: an aborted fetch
+//! (CERROR_ABT) is retried, a bounded number of times; an illegal command
+//! (or one whose fetch keeps aborting) is replaced by `CMD_SYNC` and the
+//! error returned to the caller of the batch. Either way the error is
+//! acknowledged through `SMMU_GERRORN` and the queue resumes.
 
 use embedded_hal::delay::DelayNs;
 use tock_registers::LocalRegisterCopy;
@@ -472,8 +474,14 @@ pub(crate) struct CommandQueue {
     kicked: u32,
     coherent: bool,
     error: Option<CommandError>,
+    /// CERROR_ABT retries since the last completed CMD_SYNC.
+    fetch_retries: u32,
     pub counters: CmdqCounters,
 }
+
+/// Times an aborted command fetch is retried before the command is given
+/// up (and the batch fails).
+const MAX_FETCH_RETRIES: u32 = 8;
 
 impl CommandQueue {
     /// Allocates a queue of `2^log2` commands.
@@ -492,6 +500,7 @@ impl CommandQueue {
             kicked: 0,
             coherent,
             error: None,
+            fetch_retries: 0,
             counters: CmdqCounters::default(),
         })
     }
@@ -560,21 +569,34 @@ impl CommandQueue {
             LocalRegisterCopy::<u32, CMDQ_CONS::Register>::new(cons_raw).read(CMDQ_CONS::ERR) as u8;
         let at = self.slot_offset(cons_raw);
         let bad = hw.dma.read64(&self.region, at)?;
-        let sync = Command::Sync.encode();
-        hw.dma.write64(&self.region, at + 8, sync[1])?;
-        hw.dma.write64(&self.region, at, sync[0])?;
-        hw.dma.publish(&self.region, at, CMD_SIZE, self.coherent);
         let err = CommandError {
             kind: CommandErrorKind::from_code(code),
             opcode: (bad & 0xff) as u8,
             index: self.ring.index(cons_raw),
         };
-        // Keep the first error of a batch: it is the one that broke it.
-        self.error.get_or_insert(err);
         self.counters.errors += 1;
+        let retry = matches!(err.kind, CommandErrorKind::Abt) && self.fetch_retries < MAX_FETCH_RETRIES;
+        if retry {
+            // CERROR_ABT: the command is valid, only its fetch aborted
+            // (ch. 7.1): run it again as it is. Skipping it would drop a
+            // CFGI or TLBI the caller relies on.
+            self.fetch_retries += 1;
+        } else {
+            // CERROR_ILL, a fetch that keeps aborting, or a code we do not
+            // know: the command cannot run; it becomes CMD_SYNC so the queue
+            // moves on, and the batch reports the error.
+            let sync = Command::Sync.encode();
+            hw.dma.write64(&self.region, at + 8, sync[1])?;
+            hw.dma.write64(&self.region, at, sync[0])?;
+            hw.dma.publish(&self.region, at, CMD_SIZE, self.coherent);
+            // Keep the first error of a batch: it is the one that broke it.
+            self.error.get_or_insert(err);
+        }
         // Toggle only CMDQ_ERR; other active errors stay for handle_gerror.
         hw.mmio.write32(offset::GERRORN, gerrorn ^ bit);
-        hw.mmio.write32(offset::CMDQ_PROD, self.prod);
+        // Resume through the doorbell, which publishes whatever was queued
+        // since the last one before CMDQ_PROD lets the SMMU read it.
+        self.kick(hw);
         Ok(true)
     }
 
@@ -686,6 +708,7 @@ impl CommandQueue {
             ring.is_empty(prod, cons)
         });
         let err = self.error.take();
+        self.fetch_retries = 0;
         waited?;
         match err {
             Some(e) => Err(Error::Command(e)),

@@ -75,6 +75,12 @@ pub struct Domain {
     pub(crate) owner: PhysAddr,
     pub(crate) kind: Kind,
     pub(crate) pgtable: PageTable,
+    /// A stage-1 domain nested inside a stage-2 domain: its TLB entries are
+    /// (also) tagged with that domain's VMID and combine both stages.
+    pub(crate) nested_in: Option<Vmid>,
+    /// A stage-2 domain some stage-1 domain is nested inside: changing it
+    /// must also drop the combined stage-1 entries of its VMID.
+    pub(crate) nest_parent: bool,
 }
 
 /// The VMID written into stage-1 STEs (`S2VMID`) when the SMMU implements
@@ -124,7 +130,34 @@ impl Domain {
         }
     }
 
+    /// The VMID a nested stage-1 domain's entries are tagged with.
+    pub fn nested_vmid(&self) -> Option<Vmid> {
+        self.nested_in
+    }
+
+    pub(crate) fn set_nested_in(&mut self, vmid: Vmid) {
+        self.nested_in = Some(vmid);
+    }
+
+    pub(crate) fn set_nest_parent(&mut self) {
+        self.nest_parent = true;
+    }
+
+    /// Every TLB tag the domain's entries may carry: its own, and for a
+    /// nested stage-1 domain the same ASID under the stage-2 VMID.
+    pub(crate) fn tags(&self) -> [Option<Tag>; 2] {
+        let nested = match (self.kind_tag(), self.nested_in) {
+            (Tag::S1 { asid, .. }, Some(vmid)) => Some(Tag::S1 { asid, vmid }),
+            _ => None,
+        };
+        [Some(self.kind_tag()), nested]
+    }
+
     pub(crate) fn tag(&self) -> Tag {
+        self.kind_tag()
+    }
+
+    fn kind_tag(&self) -> Tag {
         match self.kind {
             Kind::Stage1 { asid, .. } => Tag::S1 {
                 asid,

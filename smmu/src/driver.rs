@@ -29,7 +29,8 @@ use crate::hal::{DmaMemory, Mmio};
 use crate::pgtable::{PageTable, Prot, Stage, GRANULE};
 use crate::regs::{offset, CR0, CR1, CR2, GBPA, GERROR, IRQ_CTRL};
 use crate::ste::{SteConfig, SteInfo, STE_WORDS};
-use crate::strtab::{alloc_checked, StreamTable};
+use crate::hal::DmaRegion;
+use crate::strtab::{alloc_checked, span_of, Format, StreamTable, L2_STES};
 use crate::types::{Iova, Ipa, PhysAddr, StreamId};
 use crate::wait::poll;
 
@@ -143,6 +144,18 @@ pub fn gbpa_abort_with_timeout(
     Ok(())
 }
 
+/// `true` when the SMMU blocks every transaction whatever its tables hold:
+/// disabled (`SMMU_CR0ACK.SMMUEN = 0`) with GBPA aborting (`ABORT = 1`, no
+/// update pending; §6.3). A caller checks this after a failed bring-up to
+/// know whether the SMMU is still safe to leave as it is.
+pub fn is_blocking(mmio: &impl Mmio) -> bool {
+    let gbpa = mmio.read32(offset::GBPA);
+    let smmuen = cr0_bits(&[CR0::SMMUEN]);
+    mmio.read32(offset::CR0ACK) & smmuen == 0
+        && gbpa & gbpa_bit(GBPA::ABORT) != 0
+        && gbpa & gbpa_bit(GBPA::UPDATE) == 0
+}
+
 /// Reads the ID registers and checks this driver can serve the SMMU.
 pub fn probe(mmio: &impl Mmio) -> Result<Features, Error> {
     let f = Features::read(mmio);
@@ -179,27 +192,80 @@ impl Smmu<(), (), ()> {
 /// A small set of TLB tags to invalidate after a batch of STE changes.
 struct TagSet {
     tags: [Option<Tag>; 8],
+    /// More distinct tags than fit: invalidate everything instead.
+    overflowed: bool,
 }
 
 impl TagSet {
     fn new() -> Self {
-        TagSet { tags: [None; 8] }
+        TagSet {
+            tags: [None; 8],
+            overflowed: false,
+        }
     }
 
-    /// Adds `t`; returns `false` when the set is full (the caller then
-    /// issues the invalidation at once).
-    fn insert(&mut self, t: Tag) -> bool {
+    fn insert(&mut self, t: Tag) {
         if self.tags.contains(&Some(t)) {
-            return true;
+            return;
         }
         match self.tags.iter_mut().find(|s| s.is_none()) {
-            Some(slot) => {
-                *slot = Some(t);
-                true
-            }
-            None => false,
+            Some(slot) => *slot = Some(t),
+            None => self.overflowed = true,
         }
     }
+}
+
+/// Level-2 spans swapped per `CMD_SYNC` by an assignment.
+const SWAP_BATCH: usize = 8;
+
+/// StreamIDs collected while walking a request (at most one span's worth
+/// per batch; a request is a group's StreamIDs).
+struct SidBatch {
+    sids: [StreamId; L2_STES],
+    len: usize,
+}
+
+impl SidBatch {
+    fn new() -> Self {
+        SidBatch {
+            sids: [StreamId(0); L2_STES],
+            len: 0,
+        }
+    }
+
+    /// Adds `sid` unless already there. Callers hand at most a span's
+    /// worth of distinct StreamIDs to one batch (requests are cut into
+    /// chunks of [`L2_STES`]), so nothing is ever left out.
+    fn push(&mut self, sid: StreamId) {
+        if self.contains(sid) {
+            return;
+        }
+        if let Some(slot) = self.sids.get_mut(self.len) {
+            *slot = sid;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[StreamId] {
+        &self.sids[..self.len]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn contains(&self, sid: StreamId) -> bool {
+        self.as_slice().contains(&sid)
+    }
+}
+
+/// Which entries [`Smmu::take_down`] makes abort.
+#[derive(Clone, Copy)]
+enum TakeDown<'a> {
+    /// Every translating entry (detach); aborting ones are scrubbed too.
+    All,
+    /// Translating entries other than this one (before an install).
+    LiveExcept(&'a crate::ste::Ste),
 }
 
 /// If `sids` are exactly an aligned block of 2^k (k ≥ 1) StreamIDs, the
@@ -226,18 +292,22 @@ fn aligned_block(sids: &[StreamId]) -> Option<u8> {
 
 impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
     /// Brings the SMMU up (see the module documentation for the order) with
-    /// every stream aborting. On error the SMMU is left disabled with GBPA
-    /// aborting (best effort) and the DMA memory handed out so far is
-    /// leaked on purpose.
+    /// every stream aborting. On any error after the first step the SMMU is
+    /// left disabled (SMMUEN = 0, so firmware's tables are out of use) with
+    /// GBPA aborting, and the DMA memory handed out so far is leaked on
+    /// purpose. When GBPA itself cannot be made to abort, SMMUEN is left as
+    /// it was: clearing it could hand every stream to a bypassing GBPA.
     pub fn new(mmio: M, mut dma: D, mut delay: T, config: Config) -> Result<Self, Error> {
         // 1. Block DMA for whenever SMMUEN is 0, before touching anything.
         gbpa_abort_with_timeout(&mmio, &mut delay, config.timeout_us)?;
+
+        // 2. Disable, before anything that can fail. GBPA means nothing
+        //    while SMMUEN = 1: an SMMU firmware left enabled keeps using
+        //    firmware's (possibly bypassing) stream table until this.
+        write_cr0(&mmio, &mut delay, config.timeout_us, 0)?;
+
         let features = probe(&mmio)?;
         let coherent = config.dma_coherent && features.coherent_access;
-
-        // 2. Disable. If firmware left SMMUEN = 1, clearing it hands every
-        //    transaction to GBPA, which now aborts.
-        write_cr0(&mmio, &mut delay, config.timeout_us, 0)?;
 
         write_irq_ctrl(&mmio, &mut delay, config.timeout_us, 0)?;
         // Acknowledge global errors left from before.
@@ -436,6 +506,8 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
                     owner: self.strtab.base(),
                     kind: Kind::Stage2 { vmid },
                     pgtable,
+                    nested_in: None,
+                    nest_parent: false,
                 })
             }
             DomainStage::Stage1 => {
@@ -472,6 +544,8 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
                         owner: self.strtab.base(),
                         kind: Kind::Stage1 { asid, cd },
                         pgtable,
+                        nested_in: None,
+                        nest_parent: false,
                     }),
                     Err(e) => {
                         self.asids.free(asid.0);
@@ -509,7 +583,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
                 if let Some(freed) = domain.pgtable.take_rollback() {
                     // The partial mapping was live for a moment: invalidate
                     // before its tables can be reused.
-                    match self.invalidate_range(domain.tag(), iova, size) {
+                    match self.invalidate_range(domain, iova, size) {
                         Ok(()) => domain.pgtable.release(&mut self.dma, freed),
                         Err(_) => core::mem::drop(freed), // leak: the SMMU may still walk them
                     }
@@ -526,7 +600,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
     pub fn unmap(&mut self, domain: &mut Domain, iova: Iova, size: u64) -> Result<(), Error> {
         self.check_owner(domain)?;
         let freed = domain.pgtable.unmap(&mut self.dma, iova, size)?;
-        match self.invalidate_range(domain.tag(), iova, size) {
+        match self.invalidate_range(domain, iova, size) {
             Ok(()) => {
                 domain.pgtable.release(&mut self.dma, freed);
                 Ok(())
@@ -552,7 +626,22 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         })
     }
 
-    fn invalidate_range(&mut self, tag: Tag, iova: Iova, size: u64) -> Result<(), Error> {
+    /// Invalidates `[iova, iova + size)` of `domain` under every tag its
+    /// entries may carry, and waits. A stage-2 domain that a stage-1 domain
+    /// is nested inside also loses every stage-1 entry of its VMID: those
+    /// entries combine both stages, and TLBI by IPA does not reach them
+    /// (ch. 4, CMD_TLBI_S2_IPA; Linux issues TLBI_NH_ALL the same way).
+    fn invalidate_range(&mut self, domain: &Domain, iova: Iova, size: u64) -> Result<(), Error> {
+        for tag in domain.tags().into_iter().flatten() {
+            self.push_tlbi_range(tag, iova, size)?;
+        }
+        if let (true, Tag::S2 { vmid }) = (domain.nest_parent, domain.tag()) {
+            self.push(Command::TlbiNhAll { vmid })?;
+        }
+        self.sync()
+    }
+
+    fn push_tlbi_range(&mut self, tag: Tag, iova: Iova, size: u64) -> Result<(), Error> {
         let pages = size / GRANULE;
         let make = |addr: u64, range| match tag {
             Tag::S2 { vmid } => Command::TlbiS2Ipa {
@@ -580,7 +669,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         } else {
             self.push_tlbi_all(tag)?;
         }
-        self.sync()
+        Ok(())
     }
 
     /// Frees a domain. Refused (the domain is handed back) while an STE
@@ -598,8 +687,13 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
             Ok(None) => {}
             Err(e) => return Err((domain, e)),
         }
-        let tag = domain.tag();
-        if let Err(e) = self.push_tlbi_all(tag).and_then(|_| self.sync()) {
+        let tlbi = domain
+            .tags()
+            .into_iter()
+            .flatten()
+            .try_for_each(|t| self.push_tlbi_all(t))
+            .and_then(|_| self.sync());
+        if let Err(e) = tlbi {
             return Err((domain, e));
         }
         let Domain { kind, pgtable, .. } = domain;
@@ -650,6 +744,11 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
     }
 
     fn push_tags(&mut self, tags: &TagSet) -> Result<(), Error> {
+        if tags.overflowed {
+            // More tags than the set holds: every non-secure, non-hyp
+            // entry instead (ch. 4, CMD_TLBI_NSNH_ALL).
+            return self.push(Command::TlbiNsnhAll);
+        }
         for t in tags.tags.iter().flatten() {
             self.push_tlbi_all_for(*t)?;
         }
@@ -665,9 +764,13 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         }
     }
 
-    /// Pushes the configuration invalidation for `sids`: one CFGI_STE_RANGE
-    /// when they form an aligned power-of-two block, else CFGI_STE each.
-    fn push_cfgi(&mut self, sids: &[StreamId]) -> Result<(), Error> {
+    /// Pushes the configuration invalidation of `sids` (IHI 0070 §4.3):
+    /// one CFGI_STE_RANGE when they form an aligned power-of-two block (it
+    /// also drops the level-1 descriptors locating them, as Leaf = 0 does),
+    /// else CFGI_STE each with `leaf` (Leaf = 1: the STE only; Leaf = 0:
+    /// the L1STD that locates it as well, needed when a level-1 descriptor
+    /// changed).
+    fn push_cfgi(&mut self, sids: &[StreamId], leaf: bool) -> Result<(), Error> {
         if let Some(range) = aligned_block(sids) {
             return self.push(Command::CfgiSteRange {
                 sid: sids[0],
@@ -675,21 +778,24 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
             });
         }
         for sid in sids {
-            self.push(Command::CfgiSte {
-                sid: *sid,
-                leaf: true,
-            })?;
+            self.push(Command::CfgiSte { sid: *sid, leaf })?;
         }
         Ok(())
     }
 
     /// Makes `sids` translate through `domain`.
     ///
-    /// Streams currently translating elsewhere are first switched to abort,
-    /// invalidated (CFGI_STE + TLBI of the old tag) and synchronised. Then
-    /// each new STE is written with word 0 last, and the whole batch is
-    /// invalidated behind ONE `CMD_SYNC`. On return the SMMU uses the new
-    /// entries. Nothing changes if a StreamID is out of range.
+    /// Streams currently translating elsewhere are first made to abort and
+    /// their old configuration and TLB tags invalidated behind one
+    /// `CMD_SYNC` (as [`detach`](Self::detach) does). The new entries are
+    /// then installed so that no fetch can see anything but abort or the
+    /// complete new entry (see [`crate::strtab`]): on a two-level table by
+    /// swapping in a fresh level-2 table, behind ONE `CMD_SYNC`; in place
+    /// (linear table, or no memory for a fresh level-2 table) dwords 1..7
+    /// then dword 0, behind two. On return the SMMU uses the new entries.
+    /// Nothing changes if a StreamID is out of range. An error from the
+    /// hardware part-way leaves entries aborting or installed and the caches
+    /// unknown: see [`Error::leaves_smmu_untrusted`].
     pub fn attach(&mut self, domain: &Domain, sids: &[StreamId]) -> Result<(), Error> {
         self.check_owner(domain)?;
         let ste = domain.ste(&self.features, self.coherent)?;
@@ -701,16 +807,25 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
     /// does for one domain. `s2` must map the IPAs of `s1`'s CD and tables
     /// (this driver allocates them from its DMA memory, so an identity map
     /// of that memory does). `s1`'s TLB entries are then tagged with `s2`'s
-    /// VMID: unmap from `s1` only after [`detach`](Self::detach), whose
-    /// invalidation covers that VMID.
-    pub fn attach_nested(&mut self, s1: &Domain, s2: &Domain, sids: &[StreamId]) -> Result<(), Error> {
+    /// VMID, and combine both stages: from now on, unmapping from `s1`
+    /// also invalidates its entries under that VMID, and unmapping from
+    /// `s2` also invalidates every stage-1 entry of the VMID (TLBI_NH_ALL).
+    /// A stage-1 domain is nested inside one stage-2 domain at a time.
+    pub fn attach_nested(&mut self, s1: &mut Domain, s2: &mut Domain, sids: &[StreamId]) -> Result<(), Error> {
         self.check_owner(s1)?;
         self.check_owner(s2)?;
         if !(self.features.stage1 && self.features.stage2) {
             return Err(Error::Unsupported(Unsupported::StageNotImplemented));
         }
+        let vmid = s2.vmid().ok_or(Error::Unsupported(Unsupported::StageNotImplemented))?;
+        if s1.nested_vmid().is_some_and(|v| v != vmid) {
+            return Err(Error::NestedElsewhere);
+        }
         let ste = Domain::nested_ste(s1, s2, &self.features, self.coherent)
             .ok_or(Error::Unsupported(Unsupported::StageNotImplemented))??;
+        // Record the tagging before any entry can be cached under it.
+        s1.set_nested_in(vmid);
+        s2.set_nest_parent();
         self.attach_ste(&ste, sids)
     }
 
@@ -719,105 +834,198 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         if sids.is_empty() {
             return Ok(());
         }
-        let f = self.features;
-        for sid in sids {
-            self.strtab.ensure(&mut self.dma, &f, *sid)?;
+        // Phase 1: live entries of other owners to abort (I3: blocked
+        // between owners), all of them before any new entry goes live.
+        for chunk in sids.chunks(L2_STES) {
+            self.take_down(chunk, TakeDown::LiveExcept(ste))?;
         }
-
-        // Phase 1: take live translating entries of other owners to abort.
-        let needs_abort = |this: &Self, sid: StreamId| -> Result<Option<Option<Tag>>, Error> {
-            let cur = this
-                .strtab
-                .read(&this.dma, sid)?
-                .ok_or(Error::StreamIdOutOfRange(sid))?;
-            let info = SteInfo::decode(&cur);
-            let live = !matches!(info.config, SteConfig::Abort | SteConfig::Invalid);
-            Ok((live && &cur != ste.words()).then(|| this.tag_of_ste(&info)))
-        };
-        let mut changing = 0usize;
-        for sid in sids {
-            if needs_abort(self, *sid)?.is_some() {
-                changing += 1;
+        // Phase 2: the new entries.
+        if self.strtab.format() == Format::TwoLevel {
+            match self.install_by_swap(ste, sids) {
+                // No memory for a fresh level-2 table: in place instead.
+                Err(Error::OutOfMemory) => {}
+                r => return r,
             }
         }
-        if changing > 0 {
-            let mut tags = TagSet::new();
-            for sid in sids {
-                let Some(tag) = needs_abort(self, *sid)? else {
-                    continue;
-                };
-                self.strtab.write_abort(&mut self.dma, *sid)?;
-                self.ste_writes += 1;
-                if changing < sids.len() {
-                    self.push(Command::CfgiSte {
-                        sid: *sid,
-                        leaf: true,
-                    })?;
-                }
-                if let Some(t) = tag {
-                    if !tags.insert(t) {
-                        self.push_tlbi_all_for(t)?;
-                    }
-                }
-            }
-            if changing == sids.len() {
-                self.push_cfgi(sids)?;
-            }
-            self.push_tags(&tags)?;
-            self.sync()?;
+        for chunk in sids.chunks(L2_STES) {
+            self.install_in_place(ste, chunk)?;
         }
-
-        // Phase 2: install the new entries, one CMD_SYNC for the batch.
-        for sid in sids {
-            self.strtab.write(&mut self.dma, *sid, ste)?;
-            self.ste_writes += 1;
-        }
-        self.push_cfgi(sids)?;
-        self.sync()
+        Ok(())
     }
 
-    /// Makes `sids` abort (owner change / Blocked state): each STE becomes
-    /// abort, the configuration is invalidated, the TLB entries of the
-    /// domains they used are invalidated, all behind one `CMD_SYNC`. On return
-    /// no transaction of these streams can be translated with the old
-    /// configuration. Streams whose level-2 table was never allocated
-    /// already terminate and cost nothing.
+    /// Makes `sids` abort (owner change / Blocked state): dword 0 of each
+    /// translating STE becomes abort, their configuration is invalidated
+    /// (CFGI_STE, and CFGI_CD_ALL where a CD was in use: CFGI_STE does not
+    /// drop cached CDs), then the TLB tags of the domains they used — all
+    /// behind one `CMD_SYNC`; once that completed, dwords 1..7 are cleared.
+    /// On return no transaction of these streams can be translated with the
+    /// old configuration, and no aborting entry holds a table pointer.
+    /// Streams whose level-2 table was never allocated already terminate and
+    /// cost nothing.
     pub fn detach(&mut self, sids: &[StreamId]) -> Result<(), Error> {
         self.check_sids(sids)?;
-        if sids.is_empty() {
-            return Ok(());
+        for chunk in sids.chunks(L2_STES) {
+            self.take_down(chunk, TakeDown::All)?;
         }
+        Ok(())
+    }
+
+    /// [`detach`](Self::detach) of at most [`L2_STES`] StreamIDs.
+    fn take_down(&mut self, sids: &[StreamId], which: TakeDown<'_>) -> Result<(), Error> {
         let mut tags = TagSet::new();
-        let mut present = 0usize;
+        let mut changed = SidBatch::new();
+        let mut cds = SidBatch::new();
         for sid in sids {
             let Some(cur) = self.strtab.read(&self.dma, *sid)? else {
                 continue;
             };
-            present += 1;
-            if let Some(t) = self.tag_of_ste(&SteInfo::decode(&cur)) {
-                if !tags.insert(t) {
-                    self.push_tlbi_all_for(t)?;
+            let info = SteInfo::decode(&cur);
+            if matches!(info.config, SteConfig::Abort | SteConfig::Invalid) {
+                continue;
+            }
+            if let TakeDown::LiveExcept(keep) = which {
+                if cur == *keep.words() {
+                    continue;
                 }
+            }
+            if let Some(t) = self.tag_of_ste(&info) {
+                tags.insert(t);
+            }
+            if matches!(info.config, SteConfig::Stage1 | SteConfig::Nested) {
+                cds.push(*sid);
             }
             self.strtab.write_abort(&mut self.dma, *sid)?;
             self.ste_writes += 1;
+            changed.push(*sid);
         }
-        if present == 0 {
+        if !changed.is_empty() {
+            self.push_cfgi(changed.as_slice(), true)?;
+            for sid in cds.as_slice() {
+                self.push(Command::CfgiCdAll { sid: *sid })?;
+            }
+            // After the CFGIs: a configuration still cached could otherwise
+            // refill the TLB under the old tag after its TLBI.
+            self.push_tags(&tags)?;
+            self.sync()?;
+        }
+        // The aborts are confirmed: clear what they still hold.
+        let all = matches!(which, TakeDown::All);
+        for sid in sids {
+            if (all || changed.contains(*sid)) && self.strtab.is_present(&self.dma, *sid) {
+                self.strtab.scrub(&mut self.dma, *sid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Installs `ste` for `sids` by building each changed level-2 table
+    /// afresh and switching its level-1 descriptor: per batch of spans, the
+    /// CFGIs (Leaf = 0, for the descriptor) and ONE `CMD_SYNC`; the tables
+    /// replaced are freed once it completed.
+    fn install_by_swap(&mut self, ste: &crate::ste::Ste, sids: &[StreamId]) -> Result<(), Error> {
+        let f = self.features;
+        let mut pending: [Option<(u32, Option<DmaRegion>)>; SWAP_BATCH] = Default::default();
+        let mut n = 0usize;
+        for (i, first) in sids.iter().enumerate() {
+            let span = span_of(*first);
+            if sids[..i].iter().any(|s| span_of(*s) == span) {
+                continue;
+            }
+            let in_span = sids.iter().filter(|s| span_of(**s) == span);
+            let unchanged = in_span.clone().all(|s| {
+                matches!(self.strtab.read(&self.dma, *s), Ok(Some(w)) if w == *ste.words())
+            });
+            if unchanged {
+                continue;
+            }
+            if n == SWAP_BATCH {
+                self.flush_swaps(sids, &mut pending)?;
+                n = 0;
+            }
+            let mut staged = match self.strtab.stage_span(&mut self.dma, &f, span) {
+                Ok(st) => st,
+                Err(e) => {
+                    self.flush_swaps(sids, &mut pending)?;
+                    return Err(e);
+                }
+            };
+            for s in in_span {
+                if let Err(e) = staged.write(&mut self.dma, *s, ste) {
+                    staged.discard(&mut self.dma);
+                    self.flush_swaps(sids, &mut pending)?;
+                    return Err(e);
+                }
+                self.ste_writes += 1;
+            }
+            let old = self.strtab.swap_in(&mut self.dma, staged)?;
+            pending[n] = Some((span, old));
+            n += 1;
+        }
+        self.flush_swaps(sids, &mut pending)
+    }
+
+    /// Invalidates the spans swapped in (`pending`), waits, then frees the
+    /// tables they replaced; after a failed wait they are leaked instead
+    /// (the SMMU may still read them).
+    fn flush_swaps(
+        &mut self,
+        sids: &[StreamId],
+        pending: &mut [Option<(u32, Option<DmaRegion>)>; SWAP_BATCH],
+    ) -> Result<(), Error> {
+        if pending.iter().all(Option::is_none) {
             return Ok(());
         }
-        if present == sids.len() {
-            self.push_cfgi(sids)?;
-        } else {
-            for sid in sids {
-                if self.strtab.is_present(&self.dma, *sid) {
-                    self.push(Command::CfgiSte {
-                        sid: *sid,
-                        leaf: true,
-                    })?;
+        for (span, _) in pending.iter().flatten() {
+            let mut in_span = SidBatch::new();
+            for s in sids.iter().filter(|s| span_of(**s) == *span) {
+                in_span.push(*s);
+            }
+            self.push_cfgi(in_span.as_slice(), false)?;
+        }
+        let synced = self.sync();
+        for slot in pending.iter_mut() {
+            if let Some((_, Some(old))) = slot.take() {
+                if synced.is_ok() {
+                    self.dma.free(old);
                 }
             }
         }
-        self.push_tags(&tags)?;
+        synced
+    }
+
+    /// Installs `ste` for `sids` in place: dwords 1..7 (dword 0 still
+    /// aborts), CFGI + `CMD_SYNC`, then dword 0, CFGI + `CMD_SYNC`.
+    fn install_in_place(&mut self, ste: &crate::ste::Ste, sids: &[StreamId]) -> Result<(), Error> {
+        let f = self.features;
+        let mut linked = false;
+        for sid in sids {
+            linked |= self.strtab.ensure(&mut self.dma, &f, *sid)?;
+        }
+        let mut tails = SidBatch::new();
+        for sid in sids {
+            if self.strtab.write_tail(&mut self.dma, *sid, ste)? {
+                tails.push(*sid);
+            }
+        }
+        if linked {
+            // New level-1 descriptors: Leaf = 0 for every stream.
+            self.push_cfgi(sids, false)?;
+            self.sync()?;
+        } else if !tails.is_empty() {
+            self.push_cfgi(tails.as_slice(), true)?;
+            self.sync()?;
+        }
+        let mut heads = SidBatch::new();
+        for sid in sids {
+            if self.strtab.write_head(&mut self.dma, *sid, ste)? {
+                heads.push(*sid);
+                self.ste_writes += 1;
+            }
+        }
+        if heads.is_empty() {
+            return Ok(());
+        }
+        self.push_cfgi(heads.as_slice(), true)?;
         self.sync()
     }
 

@@ -42,6 +42,12 @@ pub enum Unsupported {
     StallForced,
     /// A stage the caller asked for is not implemented.
     StageNotImplemented,
+    /// The stream table base is fixed by the implementation
+    /// (`IDR1.TABLES_PRESET`).
+    TablesPreset,
+    /// The command and event queue bases are fixed by the implementation
+    /// (`IDR1.QUEUES_PRESET`).
+    QueuesPreset,
 }
 
 /// Errors returned by the driver.
@@ -93,6 +99,30 @@ pub enum Error {
     DomainInUse(StreamId),
     /// A stream table entry holds something this driver never writes.
     UnexpectedSte(StreamId),
+    /// The stage-1 domain is already nested inside another stage-2 domain.
+    NestedElsewhere,
+}
+
+impl Error {
+    /// `true` when the error leaves the SMMU in a state the driver cannot
+    /// vouch for: an invalidation or `CMD_SYNC` that did not complete, a
+    /// command the SMMU failed, a queue that stopped, or a structure found
+    /// or left half-written. The old configuration may still be cached, or
+    /// a new entry may already be in memory; the caller must not use the
+    /// SMMU for translation again and should fail it closed
+    /// ([`Smmu::fail_closed`](crate::Smmu::fail_closed)). Every other error
+    /// is a refusal made before the hardware was touched, or a clean
+    /// failure (out of memory) that left every entry aborting or as it was.
+    pub fn leaves_smmu_untrusted(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout(WaitFor::CmdqSync | WaitFor::CmdqSpace)
+                | Error::Command(_)
+                | Error::QueueAbort
+                | Error::DmaOutOfBounds
+                | Error::UnexpectedSte(_)
+        )
+    }
 }
 
 impl From<Unsupported> for Error {

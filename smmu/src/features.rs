@@ -115,6 +115,15 @@ pub struct Features {
     pub evtq_log2_max: u8,
     /// log2 of the largest PRI queue (`IDR1.PRIQS`).
     pub priq_log2_max: u8,
+    /// The stream table base is fixed by the implementation
+    /// (`IDR1.TABLES_PRESET`): SMMU_STRTAB_BASE(_CFG) ignore writes.
+    pub tables_preset: bool,
+    /// The queue bases are fixed by the implementation
+    /// (`IDR1.QUEUES_PRESET`).
+    pub queues_preset: bool,
+    /// Preset base addresses are relative to the register page
+    /// (`IDR1.REL`; meaningful only with a preset).
+    pub rel: bool,
     /// Range invalidation (`IDR3.RIL`).
     pub ril: bool,
     /// Output address size in bits (`IDR5.OAS`), 0 if reserved.
@@ -201,6 +210,9 @@ impl Features {
             cmdq_log2_max: i1.read(IDR1::CMDQS) as u8,
             evtq_log2_max: i1.read(IDR1::EVENTQS) as u8,
             priq_log2_max: i1.read(IDR1::PRIQS) as u8,
+            tables_preset: i1.is_set(IDR1::TABLES_PRESET),
+            queues_preset: i1.is_set(IDR1::QUEUES_PRESET),
+            rel: i1.is_set(IDR1::REL),
             ril: i3.is_set(IDR3::RIL),
             oas_bits: oas_bits_from_field(oas_field).unwrap_or(0),
             oas_field,
@@ -234,8 +246,17 @@ impl Features {
 
     /// Checks that this driver can serve the SMMU: some translation stage,
     /// AArch64 tables with a 4 KiB granule, little-endian walks, a defined
-    /// output size, queues, and a terminate fault model.
+    /// output size, queues of its own, a terminate fault model, and a stream
+    /// table it places itself. With `IDR1.TABLES_PRESET` the SMMU would
+    /// enable on a table nobody filled with aborts; with `QUEUES_PRESET` the
+    /// queues are not in memory the driver owns (Linux and Xen refuse both).
     pub fn check_usable(&self) -> Result<(), Unsupported> {
+        if self.tables_preset {
+            return Err(Unsupported::TablesPreset);
+        }
+        if self.queues_preset {
+            return Err(Unsupported::QueuesPreset);
+        }
         if !self.stage1 && !self.stage2 {
             return Err(Unsupported::NoTranslationStage);
         }

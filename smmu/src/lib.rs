@@ -44,7 +44,7 @@ mod wait;
 
 pub use domain::{Domain, DomainConfig, DomainStage, StagePreference};
 pub use driver::{
-    gbpa_abort, gbpa_abort_with_timeout, probe, Config, Smmu, Stats, DEFAULT_TIMEOUT_US,
+    gbpa_abort, gbpa_abort_with_timeout, is_blocking, probe, Config, Smmu, Stats, DEFAULT_TIMEOUT_US,
 };
 pub use error::{Error, Unsupported, WaitFor};
 pub use evtq::DrainReport;

@@ -151,6 +151,34 @@ pub const fn start_level(input_bits: u8) -> u8 {
     }
 }
 
+/// The starting level and number of concatenated top-level tables of a
+/// stage-2 walk of `input_bits` with the 4 KiB granule, when the output
+/// (`VTCR_EL2.PS`, `STE.S2PS` capped by the SMMU's OAS) is `output_bits`
+/// wide — the rule both the CPU's VTCR_EL2 and the SMMU's STE obey (Arm ARM
+/// D8.2, stage 2 initial lookup level; IHI 0070 §5.2, S2SL0): a walk may
+/// start at level 0 only with an output above 42 bits, at most 16 tables
+/// are concatenated at the starting level, and the input is no wider than
+/// the output. The fewest levels that obey it win (no concatenation when a
+/// legal level needs none). `None` when nothing is legal.
+pub const fn stage2_start(input_bits: u8, output_bits: u8) -> Option<(u8, usize)> {
+    if input_bits > output_bits || input_bits < 25 || input_bits > 48 {
+        return None;
+    }
+    let mut level = 0u8;
+    while level <= 2 {
+        let shift = level_shift(level);
+        let legal = !(level == 0 && output_bits <= 42);
+        if legal && input_bits as u32 > shift {
+            let index_bits = input_bits as u32 - shift;
+            if index_bits <= 9 + 4 {
+                return Some((level, 1 << index_bits.saturating_sub(9)));
+            }
+        }
+        level += 1;
+    }
+    None
+}
+
 /// `S2SL0` encoding of a starting level with the 4 KiB granule
 /// (§5.2: 0 = level 2, 1 = level 1, 2 = level 0).
 pub const fn sl0_for_level(level: u8) -> u8 {
@@ -322,6 +350,8 @@ pub struct PageTable {
     root: DmaRegion,
     input_bits: u8,
     start: u8,
+    /// Tables concatenated at the starting level (stage 2 only; 1 = none).
+    concat: usize,
     oas_bits: u8,
     coherent: bool,
     tables: usize,
@@ -342,14 +372,22 @@ impl PageTable {
         if !(25..=48).contains(&input_bits) {
             return Err(Error::BadInputSize(input_bits));
         }
-        let root = alloc_checked(dma, TABLE_SIZE, TABLE_SIZE, features)?;
-        dma.publish(&root, 0, TABLE_SIZE, coherent);
+        let oas_bits = features.effective_oas_bits();
+        let (start, concat) = match stage {
+            Stage::Stage1 => (start_level(input_bits), 1),
+            Stage::Stage2 => stage2_start(input_bits, oas_bits).ok_or(Error::BadInputSize(input_bits))?,
+        };
+        // A concatenated root is aligned to its whole size (Arm ARM D8.2).
+        let root_len = concat * TABLE_SIZE;
+        let root = alloc_checked(dma, root_len, root_len, features)?;
+        dma.publish(&root, 0, root_len, coherent);
         Ok(PageTable {
             stage,
             root,
             input_bits,
-            start: start_level(input_bits),
-            oas_bits: features.effective_oas_bits(),
+            start,
+            concat,
+            oas_bits,
             coherent,
             tables: 1,
             rollback: None,
@@ -381,8 +419,32 @@ impl PageTable {
         self.tables
     }
 
+    /// Tables concatenated at the starting level (1: none).
+    pub fn concatenated(&self) -> usize {
+        self.concat
+    }
+
     fn table_at<D: DmaMemory>(&self, dma: &D, pa: PhysAddr) -> Result<DmaRegion, Error> {
         dma.region(pa, TABLE_SIZE).ok_or(Error::DmaOutOfBounds)
+    }
+
+    fn root_table<D: DmaMemory>(&self, dma: &D) -> Result<DmaRegion, Error> {
+        dma.region(self.root.phys(), self.concat * TABLE_SIZE).ok_or(Error::DmaOutOfBounds)
+    }
+
+    /// Descriptors in a table at `level`: the starting level may hold
+    /// fewer (a narrow input) or more (concatenated tables).
+    fn entries(&self, level: u8) -> usize {
+        if level == self.start {
+            1 << (u32::from(self.input_bits) - level_shift(level))
+        } else {
+            ENTRIES
+        }
+    }
+
+    /// Index of `va`'s descriptor in its table at `level`.
+    fn index(&self, va: u64, level: u8) -> usize {
+        ((va >> level_shift(level)) as usize) & (self.entries(level) - 1)
     }
 
     fn check_input(&self, iova: Iova, size: u64) -> Result<u64, Error> {
@@ -419,7 +481,7 @@ impl PageTable {
             _ => return Err(Error::OutputOutOfRange(pa)),
         }
         let span = Span { start: iova.0, end };
-        let root = self.table_at(dma, self.root.phys())?;
+        let root = self.root_table(dma)?;
         self.check_unmapped(dma, &root, self.start, span)?;
         let delta = pa.0.wrapping_sub(iova.0);
         match self.map_level(dma, features, &root, self.start, span, delta, prot) {
@@ -449,7 +511,7 @@ impl PageTable {
         while va < span.end {
             let next = ((va >> shift) + 1) << shift;
             let stop = next.min(span.end);
-            let idx = ((va >> shift) as usize) & (ENTRIES - 1);
+            let idx = self.index(va, level);
             match decode(dma.read64(table, idx * 8)?, level) {
                 Desc::Invalid => {}
                 Desc::Leaf => return Err(Error::Overlap(Iova(va))),
@@ -490,7 +552,7 @@ impl PageTable {
             while va < span.end {
                 let next = ((va >> shift) + 1) << shift;
                 let stop = next.min(span.end);
-                let idx = ((va >> shift) as usize) & (ENTRIES - 1);
+                let idx = self.index(va, level);
                 let pa = va.wrapping_add(delta);
                 let desc = dma.read64(table, idx * 8)?;
                 let leaf_ok = level >= 1 && stop - va == block && pa.is_multiple_of(block);
@@ -567,7 +629,7 @@ impl PageTable {
     ) -> Result<FreeList, Error> {
         let end = self.check_input(iova, size)?;
         let span = Span { start: iova.0, end };
-        let root = self.table_at(dma, self.root.phys())?;
+        let root = self.root_table(dma)?;
         self.check_mapped(dma, &root, self.start, span)?;
         let mut freed = FreeList::default();
         self.clear_level(dma, &root, self.start, span, &mut freed)?;
@@ -587,7 +649,7 @@ impl PageTable {
             let first = (va >> shift) << shift;
             let next = first + (1 << shift);
             let stop = next.min(span.end);
-            let idx = ((va >> shift) as usize) & (ENTRIES - 1);
+            let idx = self.index(va, level);
             match decode(dma.read64(table, idx * 8)?, level) {
                 Desc::Invalid => return Err(Error::NotMapped(Iova(va))),
                 Desc::Leaf if first < span.start || next > span.end => {
@@ -629,7 +691,7 @@ impl PageTable {
             while va < span.end {
                 let next = ((va >> shift) + 1) << shift;
                 let stop = next.min(span.end);
-                let idx = ((va >> shift) as usize) & (ENTRIES - 1);
+                let idx = self.index(va, level);
                 match decode(dma.read64(table, idx * 8)?, level) {
                     Desc::Invalid => {}
                     Desc::Leaf => {
@@ -714,10 +776,11 @@ impl PageTable {
     }
 
     fn free_level<D: DmaMemory>(&mut self, dma: &mut D, table: PhysAddr, level: u8) {
-        let Some(t) = dma.region(table, TABLE_SIZE) else {
+        let len = if level == self.start { self.concat * TABLE_SIZE } else { TABLE_SIZE };
+        let Some(t) = dma.region(table, len) else {
             return;
         };
-        for i in 0..ENTRIES {
+        for i in 0..self.entries(level) {
             if let Ok(d) = dma.read64(&t, i * 8) {
                 if let Desc::Table(next) = decode(d, level) {
                     self.free_level(dma, next, level + 1);
@@ -738,9 +801,10 @@ impl PageTable {
         let mut table = self.root.phys();
         let mut level = self.start;
         loop {
-            let t = dma.region(table, TABLE_SIZE)?;
+            let len = if level == self.start { self.concat * TABLE_SIZE } else { TABLE_SIZE };
+            let t = dma.region(table, len)?;
             let shift = level_shift(level);
-            let idx = ((iova.0 >> shift) as usize) & (ENTRIES - 1);
+            let idx = self.index(iova.0, level);
             let desc = dma.read64(&t, idx * 8).ok()?;
             match decode(desc, level) {
                 Desc::Invalid => return None,

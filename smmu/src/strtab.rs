@@ -3,13 +3,26 @@
 //!
 //! Two-level tables use an 8-bit split (one level-2 table of 256 STEs per
 //! PCI bus). Level-1 descriptors start invalid (`Span = 0`: the SMMU
-//! terminates the stream with C_BAD_STREAMID), and a level-2 table is only
-//! allocated — filled with abort STEs — when a stream in its span is
-//! attached. Level-2 tables are never freed.
+//! terminates the stream with C_BAD_STREAMID).
 //!
-//! Every STE write goes words 1..7 first, then a barrier, then word 0 (which
-//! holds `V` and `Config`), so the SMMU can only ever fetch the old entry, an
-//! abort entry, or the new entry (ch. 3, structure update rules).
+//! The SMMU may fetch an STE's eight dwords in any order, each only
+//! single-copy atomic on its own (§3.21.3, structure access rules), and a
+//! fetch may straddle the driver's writes. So an entry is never rewritten
+//! in place while a fetch could combine its old and new dwords into a
+//! translating configuration:
+//! - making an entry abort rewrites dword 0 alone (`V = 1, Config = abort`:
+//!   every combination with it terminates); once that is invalidated and
+//!   synchronised, dwords 1..7 are cleared ([`StreamTable::scrub`]) so no
+//!   aborting entry keeps a former owner's table pointers;
+//! - on a two-level table, an assignment builds the changed level-2 table
+//!   afresh ([`StreamTable::stage_span`]), publishes it, and switches the
+//!   level-1 descriptor with one 64-bit write ([`StreamTable::swap_in`]): a
+//!   fetch reads the descriptor once, so it sees the whole old table or the
+//!   whole new one. The old table is freed after the invalidation completed;
+//! - in place (a linear table, or no memory for a fresh level-2 table):
+//!   dwords 1..7 first ([`StreamTable::write_tail`]), invalidated and
+//!   synchronised while dword 0 still aborts, then dword 0
+//!   ([`StreamTable::write_head`]): two CMD_SYNCs.
 
 use tock_registers::LocalRegisterCopy;
 
@@ -187,31 +200,72 @@ impl StreamTable {
 
     /// Makes sure the STE of `sid` exists, allocating its level-2 table
     /// (all abort) and publishing it before the level-1 descriptor that makes
-    /// it reachable.
+    /// it reachable. Returns `true` when it wrote a level-1 descriptor: the
+    /// caller must then invalidate it (CFGI with Leaf = 0, or a range).
     pub(crate) fn ensure<D: DmaMemory>(
         &mut self,
         dma: &mut D,
         features: &Features,
         sid: StreamId,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         if self.locate(dma, sid)?.is_some() {
-            return Ok(());
+            return Ok(false);
         }
-        let l2 = alloc_checked(dma, l2_size(), l2_size(), features)?;
-        for i in 0..L2_STES {
-            dma.write64(&l2, i * STE_SIZE, Ste::abort().words()[0])?;
+        let staged = self.stage_span(dma, features, span_of(sid))?;
+        self.swap_in(dma, staged)?;
+        Ok(true)
+    }
+
+    /// A fresh level-2 table for `span` holding a copy of the current one
+    /// (all abort when the span has none yet), not yet reachable by the
+    /// SMMU: edit it with [`StagedSpan::write`], then [`swap_in`](Self::swap_in).
+    pub(crate) fn stage_span<D: DmaMemory>(
+        &self,
+        dma: &mut D,
+        features: &Features,
+        span: u32,
+    ) -> Result<StagedSpan, Error> {
+        let first = StreamId(span << SPLIT);
+        if self.format != Format::TwoLevel || !self.covers(first) {
+            return Err(Error::StreamIdOutOfRange(first));
         }
-        dma.publish(&l2, 0, l2_size(), self.coherent);
+        let current = self.locate(dma, first)?.map(|(r, _)| r);
+        let table = alloc_checked(dma, l2_size(), l2_size(), features)?;
+        for off in (0..l2_size()).step_by(8) {
+            let w = match &current {
+                Some(cur) => dma.read64(cur, off)?,
+                None if off % STE_SIZE == 0 => Ste::abort().words()[0],
+                None => 0,
+            };
+            if w != 0 {
+                dma.write64(&table, off, w)?;
+            }
+        }
+        Ok(StagedSpan { span, table })
+    }
+
+    /// Publishes `staged` and makes it the span's level-2 table with one
+    /// 64-bit write of its level-1 descriptor. Returns the table it
+    /// replaced, which the SMMU may still be reading: free it only once the
+    /// descriptor's invalidation (Leaf = 0) has completed.
+    pub(crate) fn swap_in<D: DmaMemory>(
+        &mut self,
+        dma: &mut D,
+        staged: StagedSpan,
+    ) -> Result<Option<DmaRegion>, Error> {
+        let StagedSpan { span, table } = staged;
+        let old = self.locate(dma, StreamId(span << SPLIT))?.map(|(r, _)| r);
+        dma.publish(&table, 0, l2_size(), self.coherent);
         let mut desc = LocalRegisterCopy::<u64, L1STD::Register>::new(0);
         desc.write(
-            L1STD::L2Ptr.val(l2.phys().as_u64() >> 6) + L1STD::Span.val(u64::from(SPLIT) + 1),
+            L1STD::L2Ptr.val(table.phys().as_u64() >> 6) + L1STD::Span.val(u64::from(SPLIT) + 1),
         );
-        let off = (sid.0 as usize >> SPLIT) * L1_DESC_SIZE;
+        let off = span as usize * L1_DESC_SIZE;
         dma.write64(&self.table, off, desc.get())?;
         dma.publish(&self.table, off, L1_DESC_SIZE, self.coherent);
-        // The level-2 table now belongs to the stream table for good; it is
-        // found again through the descriptor, so no handle is kept.
-        Ok(())
+        // The new table is found again through the descriptor; the handle
+        // is not kept.
+        Ok(old)
     }
 
     /// Reads the STE of `sid`; `None` when it does not exist in memory.
@@ -220,60 +274,104 @@ impl StreamTable {
         dma: &D,
         sid: StreamId,
     ) -> Result<Option<[u64; STE_WORDS]>, Error> {
-        let Some((r, off)) = self.locate(dma, sid)? else {
-            return Ok(None);
-        };
-        let mut w = [0u64; STE_WORDS];
-        for (i, v) in w.iter_mut().enumerate() {
-            *v = dma.read64(&r, off + i * 8)?;
+        match self.locate(dma, sid)? {
+            Some((r, off)) => read_words(dma, &r, off).map(Some),
+            None => Ok(None),
         }
-        Ok(Some(w))
+    }
+
+    fn locate_existing<D: DmaMemory>(&self, dma: &D, sid: StreamId) -> Result<(DmaRegion, usize), Error> {
+        self.locate(dma, sid)?.ok_or(Error::StreamIdOutOfRange(sid))
+    }
+
+    fn terminates(words: &[u64; STE_WORDS]) -> bool {
+        matches!(SteInfo::decode(words).config, SteConfig::Abort | SteConfig::Invalid)
     }
 
     /// Makes the STE of `sid` abort by rewriting word 0 only (`V = 1,
-    /// Config = abort`); the other words are ignored by the SMMU.
+    /// Config = abort`): whatever mix of dwords a fetch reads, it
+    /// terminates.
     pub(crate) fn write_abort<D: DmaMemory>(
         &mut self,
         dma: &mut D,
         sid: StreamId,
     ) -> Result<(), Error> {
-        let (r, off) = self
-            .locate(dma, sid)?
-            .ok_or(Error::StreamIdOutOfRange(sid))?;
+        let (r, off) = self.locate_existing(dma, sid)?;
         dma.write64(&r, off, Ste::abort().words()[0])?;
         dma.publish(&r, off, 8, self.coherent);
         Ok(())
     }
 
-    /// Installs `ste` for `sid`. The entry in memory must currently abort
-    /// (or already be `ste`): words 1..7 are written and published first,
-    /// word 0 last, so the SMMU sees abort until the whole new entry is there.
-    pub(crate) fn write<D: DmaMemory>(
+    /// Clears words 1..7 of the aborting STE of `sid`, so that it keeps no
+    /// former owner's VMID or table pointers. Call once the abort has been
+    /// invalidated and synchronised. Refused on an entry that translates.
+    pub(crate) fn scrub<D: DmaMemory>(&mut self, dma: &mut D, sid: StreamId) -> Result<(), Error> {
+        let (r, off) = self.locate_existing(dma, sid)?;
+        let cur = read_words(dma, &r, off)?;
+        if !Self::terminates(&cur) {
+            return Err(Error::UnexpectedSte(sid));
+        }
+        if cur[1..].iter().all(|w| *w == 0) {
+            return Ok(());
+        }
+        for i in 1..STE_WORDS {
+            dma.write64(&r, off + i * 8, 0)?;
+        }
+        dma.publish(&r, off + 8, STE_SIZE - 8, self.coherent);
+        Ok(())
+    }
+
+    /// Writes words 1..7 of `ste` for `sid`, whose entry must terminate
+    /// (dword 0 keeps aborting): step one of an in-place install. Returns
+    /// whether anything changed (then invalidate and synchronise before
+    /// [`write_head`](Self::write_head)).
+    pub(crate) fn write_tail<D: DmaMemory>(
         &mut self,
         dma: &mut D,
         sid: StreamId,
         ste: &Ste,
-    ) -> Result<(), Error> {
-        let (r, off) = self
-            .locate(dma, sid)?
-            .ok_or(Error::StreamIdOutOfRange(sid))?;
-        let mut cur = [0u64; STE_WORDS];
-        for (i, v) in cur.iter_mut().enumerate() {
-            *v = dma.read64(&r, off + i * 8)?;
+    ) -> Result<bool, Error> {
+        let (r, off) = self.locate_existing(dma, sid)?;
+        let cur = read_words(dma, &r, off)?;
+        if cur == *ste.words() {
+            return Ok(false);
         }
-        let live = SteInfo::decode(&cur).config;
-        if !matches!(live, SteConfig::Abort | SteConfig::Invalid) && &cur != ste.words() {
+        if !Self::terminates(&cur) {
             // Overwriting a live translating entry in place could expose a
             // torn mix of old and new: the caller must abort it first.
             return Err(Error::UnexpectedSte(sid));
+        }
+        if cur[1..] == ste.words()[1..] {
+            return Ok(false);
         }
         for (i, w) in ste.words().iter().enumerate().skip(1) {
             dma.write64(&r, off + i * 8, *w)?;
         }
         dma.publish(&r, off + 8, STE_SIZE - 8, self.coherent);
+        Ok(true)
+    }
+
+    /// Writes word 0 of `ste` for `sid`, whose words 1..7 must already be
+    /// `ste`'s and visible to the SMMU (after [`write_tail`](Self::write_tail)
+    /// and its invalidation): step two of an in-place install. Returns
+    /// whether anything changed.
+    pub(crate) fn write_head<D: DmaMemory>(
+        &mut self,
+        dma: &mut D,
+        sid: StreamId,
+        ste: &Ste,
+    ) -> Result<bool, Error> {
+        let (r, off) = self.locate_existing(dma, sid)?;
+        let cur = read_words(dma, &r, off)?;
+        if cur == *ste.words() {
+            return Ok(false);
+        }
+        if cur[1..] != ste.words()[1..] || !Self::terminates(&cur) {
+            return Err(Error::UnexpectedSte(sid));
+        }
         dma.write64(&r, off, ste.words()[0])?;
         dma.publish(&r, off, 8, self.coherent);
-        Ok(())
+        Ok(true)
     }
 
     /// Calls `f` for every STE present in memory until it returns `Some`.
@@ -306,6 +404,48 @@ impl StreamTable {
         }
         Ok(None)
     }
+}
+
+/// A level-2 table being prepared off to the side (see
+/// [`StreamTable::stage_span`]); dropping it leaks its memory, which is
+/// safe (the SMMU never saw it).
+#[derive(Debug)]
+pub(crate) struct StagedSpan {
+    span: u32,
+    table: DmaRegion,
+}
+
+impl StagedSpan {
+    /// Writes the whole of `ste` for `sid` (which must be in this span):
+    /// the SMMU cannot see this table yet, so the order does not matter.
+    pub fn write<D: DmaMemory>(&mut self, dma: &mut D, sid: StreamId, ste: &Ste) -> Result<(), Error> {
+        if span_of(sid) != self.span {
+            return Err(Error::StreamIdOutOfRange(sid));
+        }
+        let off = (sid.0 as usize & (L2_STES - 1)) * STE_SIZE;
+        for (i, w) in ste.words().iter().enumerate() {
+            dma.write64(&self.table, off + i * 8, *w)?;
+        }
+        Ok(())
+    }
+
+    /// Gives the memory back (the table was never made reachable).
+    pub fn discard<D: DmaMemory>(self, dma: &mut D) {
+        dma.free(self.table);
+    }
+}
+
+/// The level-2 span of `sid` (its StreamID bits above [`SPLIT`]).
+pub fn span_of(sid: StreamId) -> u32 {
+    sid.0 >> SPLIT
+}
+
+fn read_words<D: DmaMemory>(dma: &D, r: &DmaRegion, off: usize) -> Result<[u64; STE_WORDS], Error> {
+    let mut w = [0u64; STE_WORDS];
+    for (i, v) in w.iter_mut().enumerate() {
+        *v = dma.read64(r, off + i * 8)?;
+    }
+    Ok(w)
 }
 
 /// Allocates DMA memory and checks the allocator kept its promises:

@@ -377,60 +377,92 @@ fn lazily_allocated_level2_spans() {
     m.assert_clean();
 }
 
-/// Commands and CMD_SYNCs for attaching/detaching 1, 2 and 8 streams.
+/// Commands and CMD_SYNCs for attaching/detaching 1, 2 and 8 streams, per
+/// stream-table format. Two-level: an assignment swaps in a fresh level-2
+/// table behind ONE CMD_SYNC; linear: dwords 1..7, CMD_SYNC, dword 0,
+/// CMD_SYNC. A release is one CMD_SYNC either way; a stage-1 stream adds
+/// CFGI_CD_ALL.
 #[test]
 fn attach_detach_costs() {
     for f in Flavour::ALL {
-        let m = Model::new(f);
-        let mut s = bring_up(&m);
-        let a = s.create_domain(DomainConfig::default()).unwrap();
-        let b = s.create_domain(DomainConfig::default()).unwrap();
-        let mut rows = Vec::new();
-        for (n, list) in [
-            (1, sids(&[0x10])),
-            (2, sids(&[0x20, 0x21])), // aligned pair → CFGI_STE_RANGE
-            (2, sids(&[0x31, 0x32])), // unaligned → CFGI_STE each
-            (8, (0x40..0x48).map(StreamId).collect::<Vec<_>>()), // aligned block
-            (
-                8,
-                [0x50, 0x52, 0x54, 0x56, 0x58, 0x5a, 0x5c, 0x5e]
-                    .map(StreamId)
-                    .to_vec(),
-            ),
-        ] {
-            let st0 = s.stats();
-            s.attach(&a, &list).unwrap();
-            let attach = s.stats() - st0;
-            let st0 = s.stats();
-            s.attach(&b, &list).unwrap(); // owner change without detach
-            let move_ = s.stats() - st0;
-            let st0 = s.stats();
-            s.detach(&list).unwrap();
-            let detach = s.stats() - st0;
-            rows.push((
-                n,
-                attach.commands,
-                attach.syncs,
-                move_.commands,
-                move_.syncs,
-                detach.commands,
-                detach.syncs,
-            ));
-            m.check_quiescent();
-            m.assert_clean();
+        for two_level in [true, false] {
+            let m = if two_level {
+                Model::new(f)
+            } else {
+                let mut idr = f.idr();
+                idr[1] = (idr[1] & !0x3f) | 8; // 8-bit StreamIDs: linear
+                Model::with_idr(idr, 8 << 20)
+            };
+            let mut s = bring_up(&m);
+            let a = s.create_domain(DomainConfig::default()).unwrap();
+            let b = s.create_domain(DomainConfig::default()).unwrap();
+            let mut rows = Vec::new();
+            for (n, list) in [
+                (1, sids(&[0x10])),
+                (2, sids(&[0x20, 0x21])), // aligned pair → CFGI_STE_RANGE
+                (2, sids(&[0x31, 0x32])), // unaligned → CFGI_STE each
+                (8, (0x40..0x48).map(StreamId).collect::<Vec<_>>()), // aligned block
+                (
+                    8,
+                    [0x50, 0x52, 0x54, 0x56, 0x58, 0x5a, 0x5c, 0x5e]
+                        .map(StreamId)
+                        .to_vec(),
+                ),
+            ] {
+                let st0 = s.stats();
+                s.attach(&a, &list).unwrap();
+                let attach = s.stats() - st0;
+                let st0 = s.stats();
+                s.attach(&b, &list).unwrap(); // owner change without detach
+                let move_ = s.stats() - st0;
+                let st0 = s.stats();
+                s.detach(&list).unwrap();
+                let detach = s.stats() - st0;
+                rows.push((
+                    n,
+                    attach.commands,
+                    attach.syncs,
+                    move_.commands,
+                    move_.syncs,
+                    detach.commands,
+                    detach.syncs,
+                ));
+                m.check_quiescent();
+                m.assert_clean();
+            }
+            // n, attach cmds/syncs, re-attach cmds/syncs, detach cmds/syncs
+            let expected = match (f, two_level) {
+                (Flavour::S1Only, true) => vec![
+                    (1, 2, 1, 6, 2, 4, 1),
+                    (2, 2, 1, 7, 2, 5, 1),
+                    (2, 3, 1, 9, 2, 6, 1),
+                    (8, 2, 1, 13, 2, 11, 1),
+                    (8, 9, 1, 27, 2, 18, 1),
+                ],
+                (Flavour::S1Only, false) => vec![
+                    (1, 4, 2, 8, 3, 4, 1),
+                    (2, 4, 2, 9, 3, 5, 1),
+                    (2, 6, 2, 12, 3, 6, 1),
+                    (8, 4, 2, 15, 3, 11, 1),
+                    (8, 18, 2, 36, 3, 18, 1),
+                ],
+                (_, true) => vec![
+                    (1, 2, 1, 5, 2, 3, 1),
+                    (2, 2, 1, 5, 2, 3, 1),
+                    (2, 3, 1, 7, 2, 4, 1),
+                    (8, 2, 1, 5, 2, 3, 1),
+                    (8, 9, 1, 19, 2, 10, 1),
+                ],
+                (_, false) => vec![
+                    (1, 4, 2, 7, 3, 3, 1),
+                    (2, 4, 2, 7, 3, 3, 1),
+                    (2, 6, 2, 10, 3, 4, 1),
+                    (8, 4, 2, 7, 3, 3, 1),
+                    (8, 18, 2, 28, 3, 10, 1),
+                ],
+            };
+            assert_eq!(rows, expected, "{f:?}, two-level {two_level}");
         }
-        assert_eq!(
-            rows,
-            vec![
-                // n, attach cmds/syncs, re-attach cmds/syncs, detach cmds/syncs
-                (1, 2, 1, 5, 2, 3, 1),
-                (2, 2, 1, 5, 2, 3, 1),
-                (2, 3, 1, 7, 2, 4, 1),
-                (8, 2, 1, 5, 2, 3, 1),
-                (8, 9, 1, 19, 2, 10, 1),
-            ],
-            "{f:?}"
-        );
     }
 }
 
@@ -632,7 +664,7 @@ fn nested_attach_translates_through_both_stages() {
     s.map(&mut s2, Iova(arena), PhysAddr(arena), 4 << 20, Prot::RAM_RW)
         .unwrap();
     let before = s.stats();
-    s.attach_nested(&s1, &s2, &sids(&[0x18])).unwrap();
+    s.attach_nested(&mut s1, &mut s2, &sids(&[0x18])).unwrap();
     assert_eq!((s.stats() - before).syncs, 1);
     assert_eq!(
         m.translate(0x18, GB1 + 0x10, Access::WRITE),
@@ -643,7 +675,7 @@ fn nested_attach_translates_through_both_stages() {
         }
     );
     // Wrong kinds are refused, nothing changes.
-    assert!(s.attach_nested(&s2, &s1, &sids(&[0x19])).is_err());
+    assert!(s.attach_nested(&mut s2, &mut s1, &sids(&[0x19])).is_err());
     assert_eq!(m.translate(0x19, GB1, Access::READ), Outcome::Abort);
     s.detach(&sids(&[0x18])).unwrap();
     assert_eq!(m.translate(0x18, GB1 + 0x10, Access::READ), Outcome::Abort);

@@ -141,8 +141,8 @@ pub struct Plan {
     pub smoke: bool,
     /// Round trips of each reassignment run.
     pub round_trips: u64,
-    /// Group sizes (StreamIDs) of the reassignment runs.
-    pub group_sizes: Vec<usize>,
+    /// Reassignment runs: group size (StreamIDs) and stream-table format.
+    pub reassign: Vec<(usize, reassign::Strtab)>,
     /// Per-DMA runs.
     pub dma: Vec<dma::Case>,
     /// Transfers to distinct pages in each per-DMA run.
@@ -165,7 +165,7 @@ impl Plan {
         Plan {
             smoke: false,
             round_trips: 8,
-            group_sizes: vec![1, 2, 8],
+            reassign: [1, 2, 8].iter().flat_map(|&k| [(k, reassign::Strtab::TwoLevel), (k, reassign::Strtab::Linear)]).collect(),
             dma: dma::Case::all(),
             transfers: 8,
             scale_sids: (4..=16).map(|k| 1usize << k).collect(),
@@ -180,7 +180,7 @@ impl Plan {
         Plan {
             smoke: true,
             round_trips: 2,
-            group_sizes: vec![1, 8],
+            reassign: vec![(1, reassign::Strtab::TwoLevel), (8, reassign::Strtab::TwoLevel), (1, reassign::Strtab::Linear)],
             dma: vec![dma::Case::smoke()],
             transfers: 2,
             scale_sids: vec![16, 64, 256, 1024],
@@ -355,8 +355,8 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
     }
     let decoder = Decoder::from_elf(&elf)?;
     let mut runs = vec![Run::new(&root, "boot-demo", true, |d| boot::setup(d, artifacts))];
-    for &k in &plan.group_sizes {
-        runs.push(Run::new(&root, &format!("reassign-{k}"), true, |d| reassign::setup(d, artifacts, k, plan.round_trips)));
+    for &(k, f) in &plan.reassign {
+        runs.push(Run::new(&root, &format!("reassign-{k}{}", f.suffix()), true, move |d| reassign::setup(d, artifacts, k, f, plan.round_trips)));
     }
     // Walk and IOTLB counts follow the guest's order of transfers, not its
     // timing: these runs skip -icount (an edu transfer waits 100 ms of guest
@@ -373,9 +373,9 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
     let demo = it.next().unwrap_or_else(|| Err("not run".into()));
     boot::report(&demo, &runs[0].dir, &elf, &mut report);
     let mut rows = Vec::new();
-    for &k in &plan.group_sizes {
+    for &(k, f) in &plan.reassign {
         let o = it.next().unwrap_or_else(|| Err("not run".into()));
-        reassign::report(&o, k, plan.round_trips, &mut report, &mut rows);
+        reassign::report(&o, k, f, plan.round_trips, &mut report, &mut rows);
     }
     reassign::table(rows, &mut report);
     let mut dma_rows = Vec::new();

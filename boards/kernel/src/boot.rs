@@ -113,7 +113,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     let smmus = dt.smmus().map_err(dt_err)?;
     let smmus_found = platform::time::ticks();
     for s in &smmus {
-        iommu::abort(s)?;
+        iommu::abort(s);
     }
     let aborting = platform::time::ticks();
 
@@ -122,9 +122,9 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     // the early arena, before anything else is read or set up. The kernel's
     // boot arguments are the loader's (`/chosen/bootargs` of its tree).
     let bootargs = dt.bootargs().map_err(dt_err)?;
-    let evtq_log2 = bootargs.split_ascii_whitespace().find_map(|a| a.strip_prefix("bulkhead.evtq-log2=")?.parse().ok());
+    let sizes = iommu::Sizes::from_bootargs(bootargs);
     let mut iommus = iommu::Iommus::new();
-    let deferred = iommu::bring_up(&smmus, evtq_log2, &mut iommus)?;
+    iommu::bring_up(&smmus, sizes, &mut iommus)?;
 
     if let Some(conduit) = dt.psci().map_err(dt_err)? {
         exit::configure(true, conduit);
@@ -157,10 +157,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     platform::memory::add_frames(early_frames);
     // SMMUs the arena had no room for, from those frames (with frames,
     // nothing is deferred again).
-    iommu::bring_up(&deferred, evtq_log2, &mut iommus)?;
-    // Everything after indexes the SMMUs in DT order (discovery's SMMU
-    // indices, `iommu-map` targets); a deferred one was pushed last.
-    iommus.sort_unstable_by_key(|i| smmus.iter().position(|s| s.regs.start == i.node.regs.start));
+    iommu::bring_up(&smmus, sizes, &mut iommus)?;
     // From here on the kernel reads the DTB with those overlays merged in,
     // and what they reserve is reserved too.
     let dt = apply_overlays(dt, &overlays)?;
@@ -224,11 +221,13 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     fail_closed_selftest(bootargs);
     crate::ownership::with(|rt| {
         for i in &rt.iommus {
-            defmt::debug!(
-                "memory: SMMU {=str}: {=usize} bytes of DMA memory with partitions attached",
-                i.node.name.as_str(),
-                i.smmu.dma().bytes
-            );
+            if let Some(smmu) = &i.smmu {
+                defmt::debug!(
+                    "memory: SMMU {=str}: {=usize} bytes of DMA memory with partitions attached",
+                    i.node.name.as_str(),
+                    smmu.dma().bytes
+                );
+            }
         }
     });
     let code = partition::wait_all();
@@ -267,7 +266,9 @@ fn interrupts(discovered: &crate::discover::Discovered, iommus: &[iommu::Iommu])
     irq::set_irq_handler(|_| {});
     irq::set_timer_intid(timer.intid);
     irq::init_cpu_interface().map_err(gic_err)?;
-    for line in iommus.iter().flat_map(|i| [i.node.eventq, i.node.gerror]).flatten().chain([timer]) {
+    // An SMMU out of use raises nothing the kernel would drain.
+    let lines = iommus.iter().filter(|i| i.smmu.is_some() && !i.failed).flat_map(|i| [i.node.eventq, i.node.gerror]);
+    for line in lines.flatten().chain([timer]) {
         gic.configure(line.intid, Trigger::from_edge(line.edge), DEFAULT_PRIORITY).map_err(gic_err)?;
         gic.enable(line.intid).map_err(gic_err)?;
     }
@@ -424,8 +425,9 @@ fn banner(
 /// `bulkhead.selftest=fail-closed:N:MS` (a test scenario's): MS
 /// milliseconds after the partitions started, SMMU N (in DT order) fails
 /// closed as after an error it cannot be trusted past — what the event
-/// loop does on SFM_ERR, which QEMU's SMMU never raises. Partitions keep
-/// running; every stream of that SMMU aborts from then on.
+/// loop does on SFM_ERR, which QEMU's SMMU never raises (the same
+/// `ownership::fail_smmu`: its groups go to Blocked for good). Partitions
+/// keep running; every stream of that SMMU aborts from then on.
 fn fail_closed_selftest(bootargs: &str) {
     let Some(spec) = bootargs.split_ascii_whitespace().find_map(|a| a.strip_prefix("bulkhead.selftest=fail-closed:")) else { return };
     let mut it = spec.split(':').map(|v| v.parse::<u64>().ok());
@@ -437,17 +439,8 @@ fn fail_closed_selftest(bootargs: &str) {
     while platform::time::ticks() < until {
         core::hint::spin_loop();
     }
-    crate::ownership::with(|rt| {
-        let Some(i) = rt.iommus.get_mut(n as usize) else {
-            defmt::error!("selftest fail-closed: no SMMU {=u64}", n);
-            return;
-        };
-        defmt::warn!("selftest: SMMU {=str} fails closed; every stream it serves aborts from now on", i.node.name.as_str());
-        match i.smmu.fail_closed() {
-            Ok(()) => i.failed = true,
-            Err(e) => defmt::error!("selftest: SMMU {=str} could not fail closed: {}", i.node.name.as_str(), e),
-        }
-    });
+    defmt::warn!("selftest: SMMU {=u64} fails closed; every stream it serves aborts from now on", n);
+    crate::ownership::with(|rt| crate::ownership::fail_smmu(rt, n as usize, "selftest fail-closed"));
 }
 
 /// Boot-argument driven checks used by the test scenarios.
@@ -475,15 +468,15 @@ fn selftest(
                 let mut cs = discovered.config_space(h).ok_or_else(|| platform_err("no config space for edu's host"))?;
                 let (smmu_index, sid) = discovered.stream_id(h, f.rid()).ok_or_else(|| platform_err("edu has no StreamID"))?;
                 let bar = f.bars.first().ok_or_else(|| platform_err("edu has no BAR0"))?.cpu;
-                let iommu = iommus.get_mut(smmu_index).ok_or_else(|| platform_err("edu's SMMU was not brought up"))?;
-                dmatest::dma_window(&mut iommu.smmu, &mut cs, f.bdf, bar, sid, dmatest::DmaOptions::from_bootargs(bootargs), ram)?;
+                let smmu = iommus.get_mut(smmu_index).and_then(iommu::Iommu::usable).ok_or_else(|| platform_err("edu's SMMU was not brought up"))?;
+                dmatest::dma_window(smmu, &mut cs, f.bdf, bar, sid, dmatest::DmaOptions::from_bootargs(bootargs), ram)?;
             }
             "irq" => {
                 crate::irqtest::run(iommus, discovered)?;
             }
             "cmdq-error" => {
-                let first = iommus.first_mut().ok_or_else(|| platform_err("no SMMU to test"))?;
-                dmatest::cmdq_error(&mut first.smmu)?;
+                let first = iommus.first_mut().and_then(iommu::Iommu::usable).ok_or_else(|| platform_err("no SMMU to test"))?;
+                dmatest::cmdq_error(first)?;
             }
             // Run once the partitions are (`fail_closed_selftest`).
             t if t.starts_with("fail-closed:") => {}

@@ -163,7 +163,7 @@ pub fn dma_window(
     }
     // Nested: the stage-1 tables and CD the driver allocated are IPAs, so
     // the outer stage 2 maps all RAM identity (largest blocks).
-    let outer = if opts.stage == DmaStage::Nested {
+    let mut outer = if opts.stage == DmaStage::Nested {
         let cfg = DomainConfig { stage: StagePreference::Stage2, ..DomainConfig::default() };
         let mut s2 = smmu.create_domain(cfg).map_err(|e| fail("create stage-2 domain", e))?;
         for r in ram {
@@ -188,8 +188,8 @@ pub fn dma_window(
         if outer.is_some() { ", stage 1 nested in a stage-2 domain mapping RAM identity" } else { "" }
     );
     let before = smmu.stats();
-    match &outer {
-        Some(s2) => smmu.attach_nested(&domain, s2, &[sid]).map_err(|e| fail("attach nested", e))?,
+    match &mut outer {
+        Some(s2) => smmu.attach_nested(&mut domain, s2, &[sid]).map_err(|e| fail("attach nested", e))?,
         None => smmu.attach(&domain, &[sid]).map_err(|e| fail("attach", e))?,
     }
     let attach = smmu.stats() - before;

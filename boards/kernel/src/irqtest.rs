@@ -109,9 +109,10 @@ pub fn run(iommus: &mut [Iommu], discovered: &Discovered) -> Result<(), ExitCode
     let mut cs = discovered.config_space(h).ok_or_else(|| fail("no config space for edu's host"))?;
     let (smmu_index, sid) = discovered.stream_id(h, f.rid()).ok_or_else(|| fail("edu has no StreamID"))?;
     let bar = f.bars.first().ok_or_else(|| fail("edu has no BAR0"))?.cpu;
-    let (bdf, iommu) = (f.bdf, iommus.get_mut(smmu_index).ok_or_else(|| fail("edu's SMMU was not brought up"))?);
+    let iommu = iommus.get_mut(smmu_index).ok_or_else(|| fail("edu's SMMU is not in the device tree"))?;
     let eventq = iommu.node.eventq.ok_or_else(|| fail("the SMMU has no wired eventq interrupt"))?;
     let gerror = iommu.node.gerror.ok_or_else(|| fail("the SMMU has no wired gerror interrupt"))?;
+    let (bdf, smmu) = (f.bdf, iommu.usable().ok_or_else(|| fail("edu's SMMU was not brought up"))?);
 
     // SAFETY: the distributor and redistributor regions come from the
     // top-level GIC node, whose `reg` boot maps as Device memory; the boot
@@ -130,8 +131,8 @@ pub fn run(iommus: &mut [Iommu], discovered: &Discovered) -> Result<(), ExitCode
     );
 
     let result = timer_test(&mut gic, timer)
-        .and_then(|()| gerror_test(&mut gic, gerror, &mut iommu.smmu))
-        .and_then(|()| eventq_test(&mut gic, eventq, &mut iommu.smmu, &mut cs, bdf, bar, sid));
+        .and_then(|()| gerror_test(&mut gic, gerror, smmu))
+        .and_then(|()| eventq_test(&mut gic, eventq, smmu, &mut cs, bdf, bar, sid));
 
     // Leave nothing armed: the lines off, the handler gone.
     irq::disarm_timer();

@@ -8,6 +8,7 @@ use crate::discover::Discovered;
 use crate::iommu::Iommu;
 use crate::partition::{describe_devices, part_name, Part};
 use alloc::vec::Vec;
+use partitions::faults::{FaultLedger, Verdict};
 use partitions::groups::{Group, GroupId};
 use partitions::hypercall::{Call, Status, OWNER_BLOCKED, OWNER_MOVING};
 use partitions::ownership::{Caller, Change, Owner, Ownership, Refusal, State, Step};
@@ -58,8 +59,12 @@ pub struct Runtime {
     pub ownership: Ownership,
     /// Per partition, by id.
     pub parts: Vec<PartRt>,
-    /// Per group: start of the current fault window (µs) and faults in it.
-    pub faults: Vec<(u64, u32)>,
+    /// SMMU events counted against each group's owners.
+    pub faults: FaultLedger,
+    /// Groups found over their owner's fault limit by a drain that ran
+    /// inside another change (a release's): quarantined by the next
+    /// periodic drain.
+    pub pending_quarantine: Vec<(GroupId, PartitionId, u32)>,
 }
 
 static RUNTIME: SpinLock<Option<Runtime>> = SpinLock::new(None);
@@ -84,35 +89,42 @@ fn vmid_of(p: PartitionId) -> u16 {
 /// Attaches `g` to `plan`'s domain on `g`'s SMMU (created on first use:
 /// tagged with the partition's VMID, mapping its RAM and, with dma-p2p, its
 /// devices' MMIO); one CMD_SYNC.
+/// Why an SMMU step failed: the driver's error, or no usable SMMU.
+pub type AttachError = Option<smmu::Error>;
+
 pub fn attach(
     plan: &PartitionPlan,
     g: &Group,
     devs: &[crate::partition::OwnedDevice],
     iommus: &mut [Iommu],
     domains: &mut Vec<(usize, smmu::Domain)>,
-) -> Result<(), ()> {
+) -> Result<(), AttachError> {
     let fail = |what: &'static str, e: smmu::Error| {
         defmt::error!("partition {=str}: {=str}: {}", plan.name.as_str(), what, e);
+        Some(e)
     };
-    let iommu = iommus.get_mut(g.smmu.0).ok_or(())?;
+    let Some(smmu) = iommus.get_mut(g.smmu.0).and_then(Iommu::usable) else {
+        defmt::error!("partition {=str}: group {=u32}: its SMMU is out of use", plan.name.as_str(), g.id.0);
+        return Err(None);
+    };
     if !domains.iter().any(|(i, _)| *i == g.smmu.0) {
         let cfg = DomainConfig { tag: Some(vmid_of(plan.id)), ..DomainConfig::default() };
-        let mut dom = iommu.smmu.create_domain(cfg).map_err(|e| fail("create domain", e))?;
+        let mut dom = smmu.create_domain(cfg).map_err(|e| fail("create domain", e))?;
         for m in &plan.memory {
-            iommu.smmu.map(&mut dom, Iova(m.base.0), m.base, m.size, Prot::RAM_RW).map_err(|e| fail("map RAM", e))?;
+            smmu.map(&mut dom, Iova(m.base.0), m.base, m.size, Prot::RAM_RW).map_err(|e| fail("map RAM", e))?;
         }
         if plan.dma_p2p {
             for r in devs.iter().flat_map(|x| x.mmio.iter()) {
                 let r = r.grow_to(PAGE_SIZE);
-                iommu.smmu.map(&mut dom, Iova(r.start.0), smmu::PhysAddr(r.start.0), r.size(), Prot::MMIO_RW).map_err(|e| fail("map BAR", e))?;
+                smmu.map(&mut dom, Iova(r.start.0), smmu::PhysAddr(r.start.0), r.size(), Prot::MMIO_RW).map_err(|e| fail("map BAR", e))?;
             }
         }
         domains.push((g.smmu.0, dom));
     }
-    let dom = &domains.iter().find(|(i, _)| *i == g.smmu.0).ok_or(())?.1;
-    let before = iommu.smmu.stats();
-    iommu.smmu.attach(dom, &g.stream_ids).map_err(|e| fail("attach", e))?;
-    let cost = iommu.smmu.stats() - before;
+    let dom = &domains.iter().find(|(i, _)| *i == g.smmu.0).ok_or(None)?.1;
+    let before = smmu.stats();
+    smmu.attach(dom, &g.stream_ids).map_err(|e| fail("attach", e))?;
+    let cost = smmu.stats() - before;
     let sids: Vec<u32> = g.stream_ids.iter().map(|s| s.0).collect();
     defmt::info!(
         "partition {=str}: group {=u32} (StreamIDs {=[?]:#x}) attached to its {} domain (VMID {=?}, ASID {=?}): {=u64} commands, {=u64} CMD_SYNC",
@@ -178,7 +190,7 @@ fn stage2_mmio(p: &mut PartRt, mmio: &[PhysRange], map: bool) -> Result<(), ()> 
     // SAFETY: the pool was allocated for this partition's stage 2 only; the
     // lock serialises every edit.
     let pool = unsafe { core::slice::from_raw_parts_mut(p.pool.pa.0 as *mut Table, p.pool.tables) };
-    let mut m = IdentityMap::resume(Format::Stage2, pool, p.pool.pa, p.pool.used).map_err(|_| ())?;
+    let mut m = IdentityMap::resume(Format::Stage2, pool, p.pool.pa, p.pool.used, u32::from(p.s2.input_bits)).map_err(|_| ())?;
     for r in mmio {
         let r = r.grow_to(PAGE_SIZE);
         if map {
@@ -200,47 +212,61 @@ fn endpoints(g: &Group, d: &Discovered) -> Vec<DeviceRef> {
     g.devices.iter().copied().filter(|&x| d.topology.pci(x).is_none_or(|f| f.secondary_bus.is_none())).collect()
 }
 
+/// Why a change stopped.
+enum Failure {
+    /// A step failed; the group ends Blocked.
+    Step(&'static str),
+    /// The SMMU returned an error after which it cannot be trusted (an
+    /// invalidation that did not complete, a failed command): it is failed
+    /// closed, and every group behind it ends Blocked.
+    Smmu(&'static str),
+}
+
+impl Failure {
+    fn of_smmu(what: &'static str, e: &AttachError) -> Failure {
+        match e {
+            Some(e) if e.leaves_smmu_untrusted() => Failure::Smmu(what),
+            _ => Failure::Step(what),
+        }
+    }
+}
+
 /// Carries out `c` step by step; the first failure stops it (the group then
 /// ends Blocked, by `Ownership::finish`).
-fn execute(rt: &mut Runtime, plans: &[Part], c: &Change) -> Result<(), &'static str> {
+fn execute(rt: &mut Runtime, plans: &[Part], c: &Change) -> Result<(), Failure> {
     let d = rt.discovered;
-    let g = d.groups.get(c.group).ok_or("unknown group")?;
+    let g = d.groups.get(c.group).ok_or(Failure::Step("unknown group"))?;
     let devs = endpoints(g, d);
-    let owned = describe_devices("", &devs, d).map_err(|_| "device vanished")?;
+    let owned = describe_devices("", &devs, d).map_err(|_| Failure::Step("device vanished"))?;
     let mmio: Vec<PhysRange> = owned.iter().flat_map(|o| o.mmio.iter().copied()).collect();
     for step in &c.steps {
         match *step {
-            Step::UnmapMmio(p) => {
-                let part = rt.parts.get_mut(usize::from(p.0)).ok_or("unknown partition")?;
-                stage2_mmio(part, &mmio, false).map_err(|_| "unmapping MMIO")?;
-                part.devices.retain(|x| !devs.contains(x));
-                part.revoked.extend(mmio.iter().copied());
-                part.generation += 1;
-            }
-            Step::StopDevices => stop_devices(&devs, d).map_err(|_| "stopping devices")?,
+            Step::UnmapMmio(p) => revoke(rt, p, &devs, &mmio).map_err(|_| Failure::Step("unmapping MMIO"))?,
+            Step::StopDevices => stop_devices(&devs, d).map_err(|_| Failure::Step("stopping devices"))?,
             Step::AbortStreams(_) => {
-                let iommu = rt.iommus.get_mut(g.smmu.0).ok_or("no SMMU")?;
-                let before = iommu.smmu.stats();
-                iommu.smmu.detach(&g.stream_ids).map_err(|_| "aborting streams")?;
-                let cost = iommu.smmu.stats() - before;
+                let smmu = rt.iommus.get_mut(g.smmu.0).and_then(Iommu::usable).ok_or(Failure::Step("no SMMU"))?;
+                let before = smmu.stats();
+                smmu.detach(&g.stream_ids).map_err(|e| Failure::of_smmu("aborting streams", &Some(e)))?;
+                let cost = smmu.stats() - before;
                 defmt::debug!("group {=u32}: abort STEs: {=u64} commands, {=u64} CMD_SYNC", g.id.0, cost.commands, cost.syncs);
             }
-            Step::ResetDevices => reset_devices(&devs, d).map_err(|_| "resetting devices")?,
-            Step::AttachStreams(p) => {
-                let plan = &plans.get(usize::from(p.0)).ok_or("unknown partition")?.plan;
-                let part = rt.parts.get_mut(usize::from(p.0)).ok_or("unknown partition")?;
-                attach(plan, g, &owned, &mut rt.iommus, &mut part.domains).map_err(|_| "attaching streams")?;
-                // The new owner's fault count starts now: a transfer the old
-                // owner left in flight faults in the new owner's domain, and
-                // must not push the new owner toward quarantine.
-                if let Some(w) = rt.faults.get_mut(g.id.0 as usize) {
-                    *w = (platform::time::uptime_us(), 0);
-                }
+            Step::DrainEvents(_) => {
+                // Charged to the old owner: the group is still Releasing.
+                let over = drain_smmu(rt, g.smmu.0, plans);
+                rt.pending_quarantine.extend(over.into_iter().filter(|(x, _, _)| *x != g.id));
             }
-            Step::StartDevices => start_devices(&devs, d).map_err(|_| "starting devices")?,
+            Step::ResetDevices => reset_devices(&devs, d).map_err(|_| Failure::Step("resetting devices"))?,
+            Step::AttachStreams(p) => {
+                let plan = &plans.get(usize::from(p.0)).ok_or(Failure::Step("unknown partition"))?.plan;
+                let part = rt.parts.get_mut(usize::from(p.0)).ok_or(Failure::Step("unknown partition"))?;
+                attach(plan, g, &owned, &mut rt.iommus, &mut part.domains).map_err(|e| Failure::of_smmu("attaching streams", &e))?;
+                // The new owner's fault count starts now, from zero.
+                rt.faults.restart(g.id, p, platform::time::uptime_us());
+            }
+            Step::StartDevices => start_devices(&devs, d).map_err(|_| Failure::Step("starting devices"))?,
             Step::MapMmio(p) => {
-                let part = rt.parts.get_mut(usize::from(p.0)).ok_or("unknown partition")?;
-                stage2_mmio(part, &mmio, true).map_err(|_| "mapping MMIO")?;
+                let part = rt.parts.get_mut(usize::from(p.0)).ok_or(Failure::Step("unknown partition"))?;
+                stage2_mmio(part, &mmio, true).map_err(|_| Failure::Step("mapping MMIO"))?;
                 part.devices.extend(devs.iter().copied());
                 part.revoked.retain(|r| !mmio.contains(r));
                 part.generation += 1;
@@ -250,12 +276,51 @@ fn execute(rt: &mut Runtime, plans: &[Part], c: &Change) -> Result<(), &'static 
     Ok(())
 }
 
+/// Takes `devs` (with their `mmio`) away from partition `p`: unmapped from
+/// its stage 2 (and its TLBs), and what it touches there from now on reads
+/// as a removed PCI device.
+fn revoke(rt: &mut Runtime, p: PartitionId, devs: &[DeviceRef], mmio: &[PhysRange]) -> Result<(), ()> {
+    let part = rt.parts.get_mut(usize::from(p.0)).ok_or(())?;
+    stage2_mmio(part, mmio, false)?;
+    part.devices.retain(|x| !devs.contains(x));
+    part.revoked.extend(mmio.iter().copied());
+    part.generation += 1;
+    Ok(())
+}
+
+/// Fails SMMU `si` closed (GBPA abort, SMMUEN off: every stream aborts) and
+/// takes every group behind it to Blocked for good: their owners lose the
+/// devices' MMIO and bus mastering. Partitions keep their CPUs.
+pub fn fail_smmu(rt: &mut Runtime, si: usize, why: &'static str) {
+    let Some(iommu) = rt.iommus.get_mut(si) else { return };
+    let confirmed = iommu.fail_closed();
+    let name = iommu.node.name.as_str();
+    defmt::error!(
+        "SMMU {=str}: {=str}: failed closed{=str}; every stream of it aborts, its groups are Blocked; partitions keep their CPUs",
+        name,
+        why,
+        if confirmed { "" } else { " (not confirmed by the SMMU)" }
+    );
+    let d = rt.discovered;
+    let groups = d.groups.groups.iter().filter(|g| g.smmu.0 == si).map(|g| g.id);
+    for (gid, p) in rt.ownership.smmu_failed(groups) {
+        let Some(g) = d.groups.get(gid) else { continue };
+        let devs = endpoints(g, d);
+        let mmio: Vec<PhysRange> = describe_devices("", &devs, d).map(|o| o.iter().flat_map(|x| x.mmio.iter().copied()).collect()).unwrap_or_default();
+        if revoke(rt, p, &devs, &mmio).is_err() || stop_devices(&devs, d).is_err() {
+            defmt::error!("group {=u32}: could not take its devices from partition {=u16}", gid.0, p.0);
+        }
+        defmt::warn!("group {=u32}: Blocked, its SMMU failed closed", gid.0);
+    }
+}
+
 fn refusal(r: Refusal) -> Status {
     match r {
         Refusal::UnknownGroup | Refusal::UnknownPartition => Status::InvalidArgument,
         Refusal::Denied => Status::Denied,
         Refusal::OwnerMismatch { .. } => Status::OwnerMismatch,
         Refusal::Busy => Status::Busy,
+        Refusal::Unavailable => Status::Failed,
     }
 }
 
@@ -264,19 +329,20 @@ fn change(plans: &[Part], start: impl FnOnce(&mut Ownership) -> Result<Change, R
     let mut guard = RUNTIME.lock();
     let rt = guard.as_mut().ok_or(Status::NotSupported)?;
     let c = start(&mut rt.ownership).map_err(refusal)?;
-    // A group behind an SMMU that failed closed stays Blocked.
-    let failed = rt.discovered.groups.get(c.group).and_then(|g| rt.iommus.get(g.smmu.0)).is_none_or(|i| i.failed);
-    if failed {
-        rt.ownership.finish(c, false);
-        return Err(Status::Failed);
-    }
     let result = execute(rt, plans, &c);
     let group = c.group;
     let owner = rt.ownership.finish(c, result.is_ok());
     match result {
         Ok(()) => Ok(owner),
-        Err(why) => {
+        Err(Failure::Step(why)) => {
             defmt::error!("group {=u32}: change failed ({=str}); the group is Blocked", group.0, why);
+            Err(Status::Failed)
+        }
+        Err(Failure::Smmu(why)) => {
+            defmt::error!("group {=u32}: change failed ({=str}); its SMMU cannot be trusted", group.0, why);
+            if let Some(si) = rt.discovered.groups.get(group).map(|g| g.smmu.0) {
+                fail_smmu(rt, si, why);
+            }
             Err(Status::Failed)
         }
     }
@@ -355,93 +421,107 @@ pub fn mmio_fault(
 /// Most event lines logged per drain; the rest are counted.
 const EVENT_LINES_PER_DRAIN: u32 = 8;
 
-/// The current owner of `g`, if a partition (a group being released still
-/// counts as its old owner's).
+/// The owner `g`'s records are charged to: its partition, also while a
+/// release of it runs (the records are the old owner's) or while an
+/// assignment runs past its attach (they are the new owner's).
 fn owner(o: &Ownership, g: GroupId) -> Option<PartitionId> {
     match o.state(g)? {
-        State::Stable(Owner::Partition(p)) | State::Releasing(p) => Some(p),
-        _ => None,
+        State::Stable(Owner::Partition(p)) | State::Releasing(p) | State::Assigning(p) => Some(p),
+        State::Stable(Owner::Blocked) => None,
     }
 }
 
-/// Drains every SMMU's event queue, attributes each record to the group and
-/// partition that own its StreamID, counts faults against the owner's
-/// `bulkhead,fault-limit`, and quarantines (releases to Blocked) a group
-/// that exceeds it; the owner sees its device go (DEVICES generation).
-/// QEMU records one event per 4 bytes of a faulting transfer, so repeats of
-/// the same (StreamID, type, page) are counted, not printed.
-pub fn drain_events(parts: &'static [Part]) {
+/// Drains SMMU `si`'s event queue: each record is attributed to its group
+/// and the partition that owns it, counted against that partition's
+/// `bulkhead,fault-limit`, and logged (QEMU records one event per 4 bytes
+/// of a faulting transfer, so repeats of the same (StreamID, type, page)
+/// are counted, not printed). Returns the groups found over their owner's
+/// limit; global errors are handled after the drain.
+fn drain_smmu(rt: &mut Runtime, si: usize, parts: &[Part]) -> Vec<(GroupId, PartitionId, u32)> {
     let now_us = platform::time::uptime_us();
-    let quarantine: Vec<(GroupId, PartitionId, u32)> = with(|rt| {
-        let d = rt.discovered;
-        let mut over: Vec<(GroupId, PartitionId, u32)> = Vec::new();
-        for si in 0..rt.iommus.len() {
-            let mut last: Option<(u32, smmu::EventType, u64)> = None;
-            let (mut printed, mut repeats) = (0u32, 0u32);
-            let (ownership, faults) = (&rt.ownership, &mut rt.faults);
-            let report = rt.iommus[si].smmu.drain_events(1024, |e| {
-                let group = d.groups.groups.iter().find(|g| g.smmu.0 == si && g.stream_ids.contains(&e.stream_id));
-                let who = group.and_then(|g| owner(ownership, g.id));
-                if let (Some(g), Some(p)) = (group, who) {
-                    let (limit, window_ms) = parts.get(usize::from(p.0)).map(|x| x.plan.fault_limit).unwrap_or((u32::MAX, 1));
-                    if let Some(w) = faults.get_mut(g.id.0 as usize) {
-                        if now_us.saturating_sub(w.0) > u64::from(window_ms) * 1000 {
-                            *w = (now_us, 0);
-                        }
-                        w.1 = w.1.saturating_add(1);
-                        if w.1 > limit && !over.iter().any(|(x, _, _)| *x == g.id) {
-                            over.push((g.id, p, w.1));
-                        }
-                    }
+    let d = rt.discovered;
+    let mut over: Vec<(GroupId, PartitionId, u32)> = Vec::new();
+    let (ownership, faults) = (&rt.ownership, &mut rt.faults);
+    let Some(Iommu { node, smmu: Some(smmu), failed: false, .. }) = rt.iommus.get_mut(si) else { return over };
+    let name = node.name.as_str();
+    let mut last: Option<(u32, smmu::EventType, u64)> = None;
+    let (mut printed, mut repeats) = (0u32, 0u32);
+    let report = smmu.drain_events(1024, |e| {
+        let group = d.groups.groups.iter().find(|g| g.smmu.0 == si && g.stream_ids.contains(&e.stream_id));
+        let who = group.and_then(|g| owner(ownership, g.id));
+        if let (Some(g), Some(p)) = (group, who) {
+            let limit = parts.get(usize::from(p.0)).map(|x| x.plan.fault_limit).unwrap_or((u32::MAX, 1));
+            if let Verdict::Quarantine { count } = faults.record(g.id, p, limit.into(), now_us) {
+                if !over.iter().any(|(x, _, _)| *x == g.id) {
+                    over.push((g.id, p, count));
                 }
-                let page = e.input_addr.map(|a| a.0 >> 12).unwrap_or(u64::MAX);
-                let key = (e.stream_id.0, e.event_type, page);
-                if last == Some(key) || printed == EVENT_LINES_PER_DRAIN {
-                    repeats += 1;
-                    return;
-                }
-                last = Some(key);
-                printed += 1;
-                // The device: the endpoint whose requester ID is the StreamID,
-                // else the group's first (an alias StreamID).
-                let bdf = group
-                    .and_then(|g| {
-                        let fns = g.devices.iter().filter_map(|&x| d.topology.pci(x));
-                        let mut all = fns.clone();
-                        fns.clone().find(|f| u32::from(f.rid()) == e.stream_id.0).or_else(|| all.next())
-                    })
-                    .map(|f| (f.bdf.bus, f.bdf.dev, f.bdf.func));
-                defmt::warn!(
-                    "SMMU event {}: StreamID {=u32:#x}, group {=i64}, partition {=str}, device {}, {=str} at {=u64:#x}",
-                    e.event_type,
-                    e.stream_id.0,
-                    group.map(|g| i64::from(g.id.0)).unwrap_or(-1),
-                    who.map(|p| part_name(parts, usize::from(p.0))).unwrap_or("(none: blocked)"),
-                    DeviceName(bdf),
-                    match e.read {
-                        Some(true) => "read",
-                        Some(false) => "write",
-                        None => "access",
-                    },
-                    e.input_addr.map(|a| a.0).unwrap_or(0)
-                );
-            });
-            if repeats > 0 {
-                defmt::info!("SMMU events: {=u32} repeats not printed", repeats);
             }
-            let (_, evtq_log2) = rt.iommus[si].smmu.queue_log2();
-            let filled = match report {
-                Ok(r) if r.lost_events => {
-                    defmt::error!("SMMU {=str}: event queue overflowed, events were lost", rt.iommus[si].node.name.as_str());
-                    false
+        }
+        let page = e.input_addr.map(|a| a.0 >> 12).unwrap_or(u64::MAX);
+        let key = (e.stream_id.0, e.event_type, page);
+        if last == Some(key) || printed == EVENT_LINES_PER_DRAIN {
+            repeats += 1;
+            return;
+        }
+        last = Some(key);
+        printed += 1;
+        // The device: the endpoint whose requester ID is the StreamID,
+        // else the group's first (an alias StreamID).
+        let bdf = group
+            .and_then(|g| {
+                let fns = g.devices.iter().filter_map(|&x| d.topology.pci(x));
+                let mut all = fns.clone();
+                fns.clone().find(|f| u32::from(f.rid()) == e.stream_id.0).or_else(|| all.next())
+            })
+            .map(|f| (f.bdf.bus, f.bdf.dev, f.bdf.func));
+        defmt::warn!(
+            "SMMU event {}: StreamID {=u32:#x}, group {=i64}, partition {=str}, device {}, {=str} at {=u64:#x}",
+            e.event_type,
+            e.stream_id.0,
+            group.map(|g| i64::from(g.id.0)).unwrap_or(-1),
+            who.map(|p| part_name(parts, usize::from(p.0))).unwrap_or("(none: blocked)"),
+            DeviceName(bdf),
+            match e.read {
+                Some(true) => "read",
+                Some(false) => "write",
+                None => "access",
+            },
+            e.input_addr.map(|a| a.0).unwrap_or(0)
+        );
+    });
+    if repeats > 0 {
+        defmt::info!("SMMU events: {=u32} repeats not printed", repeats);
+    }
+    let (_, evtq_log2) = smmu.queue_log2();
+    let filled = match report {
+        Ok(r) if r.lost_events => {
+            defmt::error!("SMMU {=str}: event queue overflowed, events were lost", name);
+            false
+        }
+        Ok(r) => r.events >= 1 << evtq_log2,
+        Err(e) => {
+            defmt::error!("SMMU {=str}: draining events: {}", name, e);
+            false
+        }
+    };
+    if let Some(why) = global_errors(smmu, name, filled) {
+        fail_smmu(rt, si, why);
+    }
+    over
+}
+
+/// Drains every SMMU's event queue (see [`drain_smmu`]) and quarantines
+/// (releases to Blocked) each group over its owner's fault limit; the owner
+/// sees its device go (DEVICES generation).
+pub fn drain_events(parts: &'static [Part]) {
+    let quarantine: Vec<(GroupId, PartitionId, u32)> = with(|rt| {
+        let mut over = core::mem::take(&mut rt.pending_quarantine);
+        for si in 0..rt.iommus.len() {
+            for q in drain_smmu(rt, si, parts) {
+                if !over.iter().any(|(x, _, _)| *x == q.0) {
+                    over.push(q);
                 }
-                Ok(r) => r.events >= 1 << evtq_log2,
-                Err(e) => {
-                    defmt::error!("SMMU {=str}: draining events: {}", rt.iommus[si].node.name.as_str(), e);
-                    false
-                }
-            };
-            global_errors(&mut rt.iommus[si], filled);
+            }
         }
         over
     });
@@ -457,6 +537,8 @@ pub fn drain_events(parts: &'static [Part]) {
                 limit,
                 window
             ),
+            // Moved on meanwhile (released by its owner, or its SMMU failed).
+            Err(Status::OwnerMismatch) => {}
             Err(e) => defmt::error!("group {=u32}: quarantine failed: {=i64}", g.0, e as i64),
         }
     }
@@ -466,40 +548,33 @@ pub fn drain_events(parts: &'static [Part]) {
 /// already repaired by the driver. EVENTQ_ABT_ERR right after a drain that
 /// found the queue full is QEMU's way of reporting an overflow (it does not
 /// set OVFLG): events were lost, processing goes on. Any other
-/// EVENTQ_ABT_ERR, or SFM_ERR, means the SMMU cannot be trusted: it fails
-/// closed (every stream aborts); partitions keep their CPUs.
-fn global_errors(iommu: &mut Iommu, queue_was_full: bool) {
-    if iommu.failed {
-        return;
-    }
-    let name = iommu.node.name.as_str();
-    let report = match iommu.smmu.handle_gerror() {
+/// EVENTQ_ABT_ERR, or SFM_ERR, means the SMMU cannot be trusted: returns
+/// why, and the caller fails it closed.
+fn global_errors(smmu: &mut crate::iommu::KernelSmmu, name: &str, queue_was_full: bool) -> Option<&'static str> {
+    let report = match smmu.handle_gerror() {
         Ok(r) => r,
         Err(e) => {
             defmt::error!("SMMU {=str}: reading GERROR: {}", name, e);
-            return;
+            return None;
         }
     };
     let g = report.errors;
     if g.is_empty() {
-        return;
+        return None;
     }
     if let Some(c) = report.command {
         defmt::warn!("SMMU {=str}: command error recovered: {}", name, c);
     }
     if g.eventq_abt_err() && !g.sfm_err() && queue_was_full {
         defmt::error!("SMMU {=str}: event queue overflowed (reported as EVENTQ_ABT_ERR): events were lost; decoding goes on", name);
-        return;
+        return None;
     }
     if g.eventq_abt_err() || g.sfm_err() {
-        defmt::error!("SMMU {=str}: global error {}: failing closed, every stream now aborts; partitions keep their CPUs", name, g);
-        match iommu.smmu.fail_closed() {
-            Ok(()) => iommu.failed = true,
-            Err(e) => defmt::error!("SMMU {=str}: could not fail closed: {}", name, e),
-        }
-        return;
+        defmt::error!("SMMU {=str}: global error {}", name, g);
+        return Some("global error");
     }
     defmt::warn!("SMMU {=str}: global errors {} acknowledged", name, g);
+    None
 }
 
 /// A PCI function as `bb:dd.f` in logs.

@@ -17,7 +17,7 @@ use partitions::validate::{PartitionPlan, Plan};
 use platform::arch::exception::{ec_name, fsc_name, Frame, Syndrome};
 use platform::arch::guest::{self, Stage2, TrapAction};
 use platform::arch::smp::{self, CpuStart};
-use platform::pgtable::{Access, Format, IdentityMap, MemType, Table, PAGE_SIZE};
+use platform::pgtable::{Access, IdentityMap, MemType, Table, PAGE_SIZE};
 use platform::{ExitCode, PhysAddr, PhysRange};
 
 /// Per-CPU EL2 stack for partition CPUs (traps run on it).
@@ -82,7 +82,8 @@ fn stage2(p: &PartitionPlan, mmio: &[PhysRange]) -> Result<(Stage2, crate::owner
     let pa = platform::memory::alloc_zeroed(bytes, PAGE_SIZE).ok_or_else(|| err("out of frames for stage-2 tables"))?;
     // SAFETY: fresh, zeroed, identity-mapped frames owned by this table.
     let pool = unsafe { core::slice::from_raw_parts_mut(pa.0 as *mut Table, S2_TABLES) };
-    let mut m = IdentityMap::with_format(Format::Stage2, pool, pa).map_err(|_| err("empty stage-2 pool"))?;
+    let (input_bits, start_level) = cpu_stage2_geometry();
+    let mut m = IdentityMap::stage2(pool, pa, u32::from(input_bits)).map_err(|_| err("empty stage-2 pool"))?;
     for r in &p.memory {
         let range = PhysRange::new(r.base.0, r.size).ok_or_else(|| err("memory region overflows"))?;
         m.map(range, MemType::Normal, Access::ReadWrite).map_err(|e| {
@@ -96,9 +97,25 @@ fn stage2(p: &PartitionPlan, mmio: &[PhysRange]) -> Result<(Stage2, crate::owner
             ExitCode::PlatformError
         })?;
     }
+    let root = m.root_at(start_level).ok_or_else(|| err("out of stage-2 tables"))?;
     platform::arch::cache::clean(PhysRange::new(pa.0, bytes).unwrap_or_default());
-    let s2 = Stage2 { root: m.root(), vmid: vmid_of(p), input_bits: platform::pgtable::VA_BITS as u8, start_level: 0 };
+    let s2 = Stage2 { root, vmid: vmid_of(p), input_bits, start_level };
     Ok((s2, crate::ownership::S2Pool { pa, tables: S2_TABLES, used: m.tables_used() }))
+}
+
+/// The IPA size and starting level of partitions' CPU stage 2 on this CPU,
+/// by the rule the SMMU's stage 2 follows too
+/// ([`smmu::pgtable::stage2_start`]): the whole physical address space,
+/// from level 0, where that is legal (PA above 42 bits); the identity map
+/// concatenates no tables, so on a CPU with 40 or 42 physical address bits
+/// the IPA space is 39 bits, walked from level 1 (the partition's memory and
+/// devices must lie below 512 GiB there, or the stage 2 refuses them).
+fn cpu_stage2_geometry() -> (u8, u8) {
+    let pa = guest::pa_bits();
+    match smmu::pgtable::stage2_start(pa, pa) {
+        Some((level, 1)) => (pa, level),
+        _ => (39, 1),
+    }
 }
 
 /// The VMID of partition `p` (0 is never used).
@@ -240,8 +257,8 @@ pub fn start(plan: Plan, mut iommus: Vec<Iommu>, discovered: Discovered) -> Resu
         &Plan { partitions: t.parts.iter().map(|p| p.plan.clone()).collect(), blocked: Vec::new() },
         discovered.groups.groups.len(),
     );
-    let faults = vec![(0, 0); discovered.groups.groups.len()];
-    crate::ownership::install(crate::ownership::Runtime { iommus, discovered, ownership, parts: rts, faults });
+    let faults = partitions::faults::FaultLedger::new(discovered.groups.groups.len());
+    crate::ownership::install(crate::ownership::Runtime { iommus, discovered, ownership, parts: rts, faults, pending_quarantine: Vec::new() });
     // SAFETY: no partition CPU runs yet; see `table`.
     unsafe { *core::ptr::addr_of_mut!(TABLE) = Some(Box::leak(Box::new(t))) };
     guest::set_trap_handler(trap);

@@ -54,6 +54,19 @@ impl Stage2 {
     }
 }
 
+/// The CPU's physical address size in bits (ID_AA64MMFR0_EL1.PARange),
+/// capped at 48 (52-bit output needs LPA/LPA2, which the maps do not use).
+pub fn pa_bits() -> u8 {
+    match ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange) {
+        0 => 32,
+        1 => 36,
+        2 => 40,
+        3 => 42,
+        4 => 44,
+        _ => 48,
+    }
+}
+
 /// What the kernel does after a trap from a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrapAction {

@@ -12,10 +12,21 @@
 //! Arm ARM D8 descriptors).
 //!
 //! Instrumentation: the test `DmaMemory` reports every 64-bit write; the
-//! model snapshots every STE touched and checks, when the STE is next
-//! invalidated, that each snapshot was either the previously committed
-//! entry, an entry that terminates transactions, or the newly committed one
-//! ("no torn STE"), and that none was ever bypass.
+//! model snapshots every STE touched (with the address it was read from)
+//! and, when the STE is next invalidated, plays the adversarial fetch: the
+//! SMMU may read an STE's eight dwords in any order, each single-copy
+//! atomic, spread over the whole window since the previous invalidation, so
+//! every combination of a dword per position from the versions at one
+//! address is a possible fetch. Each one must terminate, or decode to the
+//! complete old or the complete new configuration ("no torn STE fetch");
+//! none may ever be bypass.
+//!
+//! Caches, each cleared only by what the architecture says clears it: STE
+//! configuration (CFGI_STE*), level-1 stream table descriptors (CFGI_STE
+//! with Leaf = 0, CFGI_STE_RANGE, CFGI_ALL; invalid ones are cached too),
+//! context descriptors by StreamID (CFGI_CD, CFGI_CD_ALL only), and a TLB
+//! whose nested entries combine both stages under the stage-2 VMID (TLBI by
+//! IPA leaves them; TLBI_NH_* of that VMID or TLBI_S12_VMALL clears them).
 #![allow(dead_code)]
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -94,14 +105,20 @@ struct ArenaState {
 
 impl Arena {
     pub fn new(size: usize) -> Self {
+        let n = NEXT_ARENA.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64;
+        Self::at(size, ARENA_BASE + n * 0x1_0000_0000)
+    }
+
+    /// An arena whose first byte is at physical address `base` (for SMMUs
+    /// whose output size cannot reach the default windows).
+    pub fn at(size: usize, base: u64) -> Self {
         let layout = Layout::from_size_align(size, 16).unwrap();
         // SAFETY: non-zero size, valid layout.
         let p = unsafe { alloc_zeroed(layout) };
-        let n = NEXT_ARENA.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64;
         Arena {
             mem: NonNull::new(p).expect("arena allocation"),
             size,
-            base: ARENA_BASE + n * 0x1_0000_0000,
+            base,
             st: RefCell::default(),
         }
     }
@@ -385,6 +402,9 @@ struct TlbEntry {
     out_bits: u8,
     affd: bool,
     mair: u64,
+    /// A combined stage 1 + stage 2 entry (nested): `leaf.oa` is the final
+    /// PA, re-walked through this stage 2 by the coherence check.
+    nested: Option<S2Cfg>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -403,6 +423,9 @@ pub struct Knobs {
     pub ack_gbpa: bool,
     pub ack_irq: bool,
     pub cmdq_mode: CmdqMode,
+    /// The next this-many command fetches abort (CERROR_ABT) without the
+    /// command running; the command is still valid and must be retried.
+    pub abort_fetches: u32,
 }
 
 impl Default for Knobs {
@@ -412,6 +435,7 @@ impl Default for Knobs {
             ack_gbpa: true,
             ack_irq: true,
             cmdq_mode: CmdqMode::Immediate,
+            abort_fetches: 0,
         }
     }
 }
@@ -439,13 +463,21 @@ struct Regs {
     evtq_cons: u32,
 }
 
-/// What the model knows about one StreamID's STE for the torn-entry check.
+/// One version of an STE as a fetch could find it: where it was read and
+/// what it held (`None`: no STE reachable, the level-1 descriptor is
+/// invalid).
+type Snap = Option<(u64, [u64; 8])>;
+
+/// What the model knows about one StreamID's STE for the torn-fetch check.
 #[derive(Default)]
 struct SteHistory {
-    /// Content at the last CFGI (None: no STE reachable).
-    committed: Option<Option<[u64; 8]>>,
-    /// Contents observed after each write since then.
-    snapshots: Vec<Option<[u64; 8]>>,
+    /// Version at the last CFGI (outer None: never seen).
+    committed: Option<Snap>,
+    /// Versions observed after each write since then.
+    snapshots: Vec<Snap>,
+    /// The committed version sits in a level-2 table that was swapped out
+    /// and invalidated since: no fetch can read it any more.
+    old_retired: bool,
 }
 
 pub struct State {
@@ -455,6 +487,10 @@ pub struct State {
     regs: Regs,
     pub knobs: Knobs,
     cfg_cache: HashMap<u32, Cfg>,
+    /// Level-1 stream table descriptors by span (invalid ones too).
+    l1_cache: HashMap<u32, u64>,
+    /// Context descriptors by StreamID (SubstreamID 0).
+    cd_cache: HashMap<u32, S1Cfg>,
     tlb: Vec<TlbEntry>,
     history: HashMap<u32, SteHistory>,
     /// Level-2 tables reachable from the level-1 table: start PA → span.
@@ -509,8 +545,26 @@ impl Model {
     }
 
     pub fn with_idr(idr: [u32; 6], arena_bytes: usize) -> Rc<Model> {
+        let m = Self::bare(idr, arena_bytes);
+        m.install_presets();
+        m
+    }
+
+    /// [`with_idr`](Self::with_idr) with the arena at physical `base`.
+    pub fn with_idr_at(idr: [u32; 6], arena_bytes: usize, base: u64) -> Rc<Model> {
+        let m = Self::bare_in(idr, Arena::at(arena_bytes, base));
+        m.install_presets();
+        m
+    }
+
+    fn bare(idr: [u32; 6], arena_bytes: usize) -> Rc<Model> {
+        Self::bare_in(idr, Arena::new(arena_bytes))
+    }
+
+    fn bare_in(idr: [u32; 6], arena: Arena) -> Rc<Model> {
+        let arena_bytes = arena.size;
         Rc::new(Model {
-            arena: Arena::new(arena_bytes),
+            arena,
             st: RefCell::new(State {
                 idr,
                 iidr: 0,
@@ -521,6 +575,8 @@ impl Model {
                 },
                 knobs: Knobs::default(),
                 cfg_cache: HashMap::new(),
+                l1_cache: HashMap::new(),
+                cd_cache: HashMap::new(),
                 tlb: Vec::new(),
                 history: HashMap::new(),
                 l2_tables: BTreeMap::new(),
@@ -633,11 +689,56 @@ impl Model {
         self.st.borrow().regs.gbpa
     }
 
-    /// Pretends firmware left the SMMU enabled with a linear stream table of
-    /// bypass entries (worst case): the driver must block DMA before
-    /// touching anything.
+    /// A linear stream table of 64 bypass STEs in the arena, as firmware
+    /// might leave it: its base and STRTAB_BASE_CFG values.
+    fn firmware_bypass_table(&self) -> (u64, u32) {
+        let (pa, _) = self.arena.alloc(64 * 64, 64 * 64).expect("arena");
+        for sid in 0..64u64 {
+            // V = 1, Config = 0b100 (bypass), §5.2.
+            self.arena.write64(pa + sid * 64, 1 | (0b100 << 1));
+        }
+        (pa, 6)
+    }
+
+    /// IDR1.TABLES_PRESET (30) / QUEUES_PRESET (29): the stream table base
+    /// or the queue bases are fixed by the implementation (§6.3.2); writes
+    /// to those registers are ignored. The preset table is firmware's
+    /// bypass table: enabling the SMMU on it would let every stream through.
+    fn install_presets(&self) {
+        let idr1 = self.st.borrow().idr[1];
+        if idr1 & (1 << 30) != 0 {
+            let (pa, cfg) = self.firmware_bypass_table();
+            let mut st = self.st.borrow_mut();
+            st.regs.strtab_base = pa;
+            st.regs.strtab_base_cfg = cfg;
+        }
+        if idr1 & (1 << 29) != 0 {
+            let (cq, _) = self.arena.alloc(16 << 4, 16 << 4).expect("arena");
+            let (eq, _) = self.arena.alloc(32 << 4, 32 << 4).expect("arena");
+            let mut st = self.st.borrow_mut();
+            st.regs.cmdq_base = cq | 4;
+            st.regs.evtq_base = eq | 4;
+        }
+    }
+
+    fn tables_preset(st: &State) -> bool {
+        st.idr[1] & (1 << 30) != 0
+    }
+
+    fn queues_preset(st: &State) -> bool {
+        st.idr[1] & (1 << 29) != 0
+    }
+
+    /// Pretends firmware left the SMMU enabled (SMMUEN = 1, GBPA still at
+    /// its bypass reset value) on a linear stream table of bypass entries
+    /// (worst case): the driver must block DMA before touching anything.
     pub fn firmware_left_enabled(&self) {
+        let (pa, cfg) = self.firmware_bypass_table();
         let mut st = self.st.borrow_mut();
+        if !Self::tables_preset(&st) {
+            st.regs.strtab_base = pa;
+            st.regs.strtab_base_cfg = cfg;
+        }
         st.regs.cr0 = 1;
         st.regs.cr0ack = 1;
     }
@@ -653,36 +754,92 @@ impl Model {
         (base, two_level, log2size, split)
     }
 
-    /// Reads the STE of `sid` as the SMMU would fetch it now.
-    fn fetch_ste(&self, st: &State, sid: u32) -> Result<Option<[u64; 8]>, FaultKind> {
+    /// Where the STE of `sid` lives, locating it through the level-1
+    /// descriptor `l1` when given (a cached one) or else the one in memory;
+    /// `None` when the level-1 descriptor is invalid.
+    fn ste_addr(&self, st: &State, sid: u32, l1: Option<u64>) -> Result<Option<u64>, FaultKind> {
         let (base, two_level, log2size, split) = Self::strtab_geometry(st);
         let sidsize = st.idr[1] & 0x3f;
         if u64::from(sid) >= 1u64 << log2size.min(sidsize) {
             return Err(FaultKind::BadStreamId);
         }
-        let addr = if two_level {
-            let l1 = base + u64::from(sid >> split) * 8;
-            let desc = self.dev_read64(l1).ok_or(FaultKind::SteFetch)?;
-            let span = bits(desc, 0, 5) as u32;
-            if span == 0 {
-                return Ok(None);
-            }
-            let l2 = desc & ((1u64 << 52) - 1) & !0x3f;
-            let idx = sid & ((1 << split) - 1);
-            if span > 12 || idx >= 1 << (span - 1) {
-                return Err(FaultKind::BadSte);
-            }
-            l2 + u64::from(idx) * 64
-        } else {
-            base + u64::from(sid) * 64
+        if !two_level {
+            return Ok(Some(base + u64::from(sid) * 64));
+        }
+        let desc = match l1 {
+            Some(d) => d,
+            None => self.read_l1(st, sid)?,
         };
+        let span = bits(desc, 0, 5) as u32;
+        if span == 0 {
+            return Ok(None);
+        }
+        let l2 = desc & ((1u64 << 52) - 1) & !0x3f;
+        let idx = sid & ((1 << split) - 1);
+        if span > 12 || idx >= 1 << (span - 1) {
+            return Err(FaultKind::BadSte);
+        }
+        Ok(Some(l2 + u64::from(idx) * 64))
+    }
+
+    /// The level-1 descriptor of `sid`'s span, from memory.
+    fn read_l1(&self, st: &State, sid: u32) -> Result<u64, FaultKind> {
+        let (base, _, _, split) = Self::strtab_geometry(st);
+        self.dev_read64(base + u64::from(sid >> split) * 8)
+            .ok_or(FaultKind::SteFetch)
+    }
+
+    fn read_ste_at(&self, addr: u64) -> Result<[u64; 8], FaultKind> {
         let mut w = [0u64; 8];
         for (i, v) in w.iter_mut().enumerate() {
             *v = self
                 .dev_read64(addr + i as u64 * 8)
                 .ok_or(FaultKind::SteFetch)?;
         }
-        Ok(Some(w))
+        Ok(w)
+    }
+
+    /// Reads the STE of `sid` from memory as an uncached fetch would.
+    fn fetch_ste(&self, st: &State, sid: u32) -> Result<Option<[u64; 8]>, FaultKind> {
+        Ok(self.snap(st, sid)?.map(|(_, w)| w))
+    }
+
+    /// The STE of `sid` in memory, with its address.
+    fn snap(&self, st: &State, sid: u32) -> Result<Snap, FaultKind> {
+        match self.ste_addr(st, sid, None)? {
+            Some(a) => Ok(Some((a, self.read_ste_at(a)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// A fetch through the caches: the level-1 descriptor comes from the
+    /// L1STD cache (filled on a miss, invalid descriptors included). An STE
+    /// read through a stale descriptor from freed memory is a violation.
+    fn fetch_ste_cached(&self, st: &mut State, sid: u32) -> Result<Option<[u64; 8]>, FaultKind> {
+        let (_, two_level, _, split) = Self::strtab_geometry(st);
+        let l1 = if two_level {
+            let span = sid >> split;
+            let desc = match st.l1_cache.get(&span) {
+                Some(d) => *d,
+                None => {
+                    let d = self.read_l1(st, sid)?;
+                    st.l1_cache.insert(span, d);
+                    d
+                }
+            };
+            Some(desc)
+        } else {
+            None
+        };
+        let Some(addr) = self.ste_addr(st, sid, l1)? else {
+            return Ok(None);
+        };
+        if !self.arena.inside_live(addr, 64) {
+            st.violations.push(format!(
+                "STE of sid {sid} fetched from freed memory at {addr:#x} (stale level-1 descriptor)"
+            ));
+        }
+        self.read_ste_at(addr).map(Some)
     }
 
     fn decode_cd(&self, st: &State, ptr: u64) -> Result<S1Cfg, FaultKind> {
@@ -777,6 +934,11 @@ impl Model {
                 return Err(FaultKind::BadSte);
             }
             let start_level = 2 - sl0;
+            // Arm ARM D8.2 (stage 2 starting level, 4 KiB granule): a walk
+            // may start at level 0 only with an output size above 42 bits.
+            if start_level == 0 && out_bits <= 42 {
+                return Err(FaultKind::BadSte);
+            }
             let input_bits = 64 - u32::from(t0sz);
             let shift = 12 + 9 * (3 - u32::from(start_level));
             // At least one entry and at most 16 concatenated tables.
@@ -1003,17 +1165,29 @@ impl Model {
         }
         let cfg = match (cached, st.cfg_cache.get(&sid).copied()) {
             (true, Some(c)) => Ok(c),
-            _ => {
+            (true, None) => {
                 st.cfg_fetches += 1;
-                let r = match self.fetch_ste(&st, sid) {
+                let r = match self.fetch_ste_cached(&mut st, sid) {
                     Ok(Some(w)) => self.decode_ste(&st, &w),
                     Ok(None) => Err(FaultKind::BadStreamId),
                     Err(e) => Err(e),
                 };
-                if let (true, Ok(c)) = (cached, r) {
+                // The CD comes from the CD cache when it holds one for this
+                // StreamID, whatever the STE now points at: only CFGI_CD*
+                // drops it (§4.3).
+                let r = r.map(|c| Self::with_cached_cd(&mut st, sid, c));
+                if let Ok(c) = r {
                     st.cfg_cache.insert(sid, c);
                 }
                 r
+            }
+            (false, _) => {
+                st.cfg_fetches += 1;
+                match self.fetch_ste(&st, sid) {
+                    Ok(Some(w)) => self.decode_ste(&st, &w),
+                    Ok(None) => Err(FaultKind::BadStreamId),
+                    Err(e) => Err(e),
+                }
             }
         };
         let cfg = match cfg {
@@ -1041,22 +1215,7 @@ impl Model {
             Cfg::S1 { vmid, s1 } => self
                 .translate_s1(&mut st, vmid, &s1, None, iova, access, cached)
                 .map_err(|k| (k, false, s1.record)),
-            Cfg::Nested { s1, s2 } => {
-                match self.translate_s1(
-                    &mut st,
-                    Some(s2.vmid),
-                    &s1,
-                    Some(&s2),
-                    iova,
-                    access,
-                    cached,
-                ) {
-                    Ok(l1) => self
-                        .translate_s2(&mut st, &s2, l1.oa | (iova & (l1.size - 1)), access, cached)
-                        .map_err(|k| (k, true, s2.record)),
-                    Err(k) => Err((k, false, s1.record)),
-                }
-            }
+            Cfg::Nested { s1, s2 } => self.translate_nested(&mut st, &s1, &s2, iova, access, cached),
         };
         match r {
             Ok(leaf) => Outcome::Ok {
@@ -1105,6 +1264,7 @@ impl Model {
                         out_bits: s2.out_bits,
                         affd: s2.affd,
                         mair: 0,
+                        nested: None,
                     });
                 }
                 leaf
@@ -1173,6 +1333,7 @@ impl Model {
                         out_bits: s1.out_bits,
                         affd: s1.affd,
                         mair: s1.mair,
+                        nested: None,
                     });
                 }
                 leaf
@@ -1182,6 +1343,95 @@ impl Model {
             return Err(FaultKind::Permission);
         }
         Ok(leaf)
+    }
+
+    /// The CD part of `c` as the CD cache has it for `sid` (inserting the
+    /// one just decoded on a miss).
+    fn with_cached_cd(st: &mut State, sid: u32, c: Cfg) -> Cfg {
+        let pick = |st: &mut State, s1: S1Cfg| *st.cd_cache.entry(sid).or_insert(s1);
+        match c {
+            Cfg::S1 { vmid, s1 } => Cfg::S1 { vmid, s1: pick(st, s1) },
+            Cfg::Nested { s1, s2 } => Cfg::Nested { s1: pick(st, s1), s2 },
+            other => other,
+        }
+    }
+
+    /// Nested translation. The TLB keeps one combined entry (VA → PA, the
+    /// smaller of the two leaves, both stages' permissions) tagged with the
+    /// ASID and the stage-2 VMID: invalidating the stage-2 mapping by IPA
+    /// does not remove it.
+    fn translate_nested(
+        &self,
+        st: &mut State,
+        s1: &S1Cfg,
+        s2: &S2Cfg,
+        va: u64,
+        access: Access,
+        cached: bool,
+    ) -> Result<Leaf, (FaultKind, bool, bool)> {
+        let tag = TlbTag::S1 { vmid: Some(s2.vmid), asid: s1.asid };
+        if cached {
+            let hit = st.tlb.iter().find(|e| {
+                e.nested.is_some()
+                    && matches!(e.tag, TlbTag::S1 { vmid, asid } if vmid == Some(s2.vmid) && (e.leaf.global || asid == s1.asid))
+                    && va.wrapping_sub(e.leaf.va) < e.leaf.size
+            });
+            if let Some(e) = hit {
+                let leaf = e.leaf;
+                return if Self::check_perm(&leaf, access) {
+                    Ok(leaf)
+                } else {
+                    Err((FaultKind::Permission, false, s1.record))
+                };
+            }
+        }
+        st.walks += 1;
+        let leaf = self.walk_nested(s1, s2, va).map_err(|(k, stage2)| (k, stage2, if stage2 { s2.record } else { s1.record }))?;
+        if cached {
+            let (start, input_bits) = Self::s1_start(s1.t0sz);
+            st.tlb.push(TlbEntry {
+                tag,
+                leaf,
+                root: s1.ttb0,
+                stage2: false,
+                start_level: start,
+                input_bits: input_bits as u8,
+                out_bits: s1.out_bits,
+                affd: s1.affd,
+                mair: s1.mair,
+                nested: Some(*s2),
+            });
+        }
+        if !Self::check_perm(&leaf, access) {
+            return Err((FaultKind::Permission, true, s2.record));
+        }
+        Ok(leaf)
+    }
+
+    /// Walks stage 1 (its table addresses translated by stage 2), then the
+    /// output IPA through stage 2: the combined leaf. `Err((kind, stage2))`.
+    fn walk_nested(&self, s1: &S1Cfg, s2: &S2Cfg, va: u64) -> Result<Leaf, (FaultKind, bool)> {
+        if s1.epd0 {
+            return Err((FaultKind::Translation, false));
+        }
+        let (start, input_bits) = Self::s1_start(s1.t0sz);
+        let l1 = self
+            .walk(s1.ttb0, start, input_bits, s1.out_bits, va, false, s1.affd, s1.mair, Some(s2))
+            .map_err(|k| (k, false))?;
+        let ipa = l1.oa | (va & (l1.size - 1));
+        let l2 = self.walk_s2(s2, ipa, Access::READ).map_err(|k| (k, true))?;
+        let size = l1.size.min(l2.size);
+        let pa = l2.oa | (ipa & (l2.size - 1));
+        Ok(Leaf {
+            va: va & !(size - 1),
+            size,
+            oa: pa & !(size - 1),
+            read: l1.read && l2.read,
+            write: l1.write && l2.write,
+            unpriv: l1.unpriv,
+            device: l1.device || l2.device,
+            global: l1.global,
+        })
     }
 
     // ---------------- events (§7.3) ----------------
@@ -1290,6 +1540,13 @@ impl Model {
                 return;
             }
             let idx = u64::from(cons & ((1 << log2) - 1));
+            if st.knobs.abort_fetches > 0 {
+                // CERROR_ABT: the fetch of this (valid) command aborted; it
+                // did not run, CONS stays on it.
+                st.knobs.abort_fetches -= 1;
+                self.cmd_error(st, 2);
+                return;
+            }
             let (Some(w0), Some(w1)) = (
                 self.dev_read64(base + idx * 16),
                 self.dev_read64(base + idx * 16 + 8),
@@ -1328,10 +1585,12 @@ impl Model {
         let sid = bits(w0, 32, 32) as u32;
         let vmid = bits(w0, 32, 16) as u16;
         let asid = bits(w0, 48, 16) as u16;
+        let ril = bits(u64::from(st.idr[3]), 10, 1) == 1;
         let range_of = |addr: u64| -> (u64, u64) {
             // NUM [16:12], SCALE [24:20], TG [11:10] of word 1 (ch. 4).
+            // Without IDR3.RIL these fields are RES0: one address only.
             let tg = bits(w1, 10, 2);
-            if tg == 0 {
+            if tg == 0 || !ril {
                 (addr, 1)
             } else {
                 let gran = match tg {
@@ -1349,12 +1608,16 @@ impl Model {
                 if bits(w0, 10, 1) == 1 {
                     return Err(ILL);
                 }
-                self.cfgi(st, sid, sid);
+                // Leaf = 0 also drops the level-1 descriptor that locates
+                // the STE; Leaf = 1 only the STE (§4.3.2).
+                let leaf = bits(w1, 0, 1) == 1;
+                self.cfgi(st, sid, sid, !leaf);
             }
             0x04 => {
                 if bits(w0, 10, 1) == 1 {
                     return Err(ILL);
                 }
+                // CFGI_STE_RANGE (and CFGI_ALL) act as Leaf = 0 (§4.3.3).
                 let range = bits(w1, 0, 5);
                 let n = 1u64 << (range + 1);
                 let start = u64::from(sid) & !(n - 1);
@@ -1362,15 +1625,21 @@ impl Model {
                     st,
                     start as u32,
                     (start + n - 1).min(u64::from(u32::MAX)) as u32,
+                    true,
                 );
             }
             0x05 | 0x06 => {
+                // CFGI_CD / CFGI_CD_ALL: the cached CDs of the stream (only
+                // SubstreamID 0 is modelled), and the STE-level cache entry
+                // that embeds them.
+                st.cd_cache.remove(&sid);
                 st.cfg_cache.remove(&sid);
             }
             0x10 => {
                 if !s1p {
                     return Err(ILL);
                 }
+                self.check_tlbi_after_cfgi(st, |t| matches!(t, TlbTag::S1 { vmid: v, .. } if !s2p || v == Some(vmid)));
                 st.tlb.retain(
                     |e| !matches!(e.tag, TlbTag::S1 { vmid: v, .. } if !s2p || v == Some(vmid)),
                 );
@@ -1379,6 +1648,7 @@ impl Model {
                 if !s1p {
                     return Err(ILL);
                 }
+                self.check_tlbi_after_cfgi(st, |t| matches!(t, TlbTag::S1 { vmid: v, asid: a } if (!s2p || v == Some(vmid)) && a == asid));
                 // Global entries are not affected by TLBI by ASID.
                 st.tlb.retain(|e| {
                     !matches!(e.tag, TlbTag::S1 { vmid: v, asid: a } if (!s2p || v == Some(vmid)) && a == asid && !e.leaf.global)
@@ -1405,6 +1675,10 @@ impl Model {
                 if !s2p {
                     return Err(ILL);
                 }
+                self.check_tlbi_after_cfgi(st, |t| match t {
+                    TlbTag::S2 { vmid: v } => v == vmid,
+                    TlbTag::S1 { vmid: v, .. } => v == Some(vmid),
+                });
                 st.tlb.retain(|e| match e.tag {
                     TlbTag::S2 { vmid: v } => v != vmid,
                     TlbTag::S1 { vmid: v, .. } => v != Some(vmid),
@@ -1431,10 +1705,17 @@ impl Model {
         Ok(())
     }
 
-    /// CFGI for StreamIDs `lo..=hi`: drop cached configuration and commit
-    /// the STE history (checking every intermediate snapshot).
-    fn cfgi(&self, st: &mut State, lo: u32, hi: u32) {
+    /// CFGI for StreamIDs `lo..=hi`: drop cached configuration (and, with
+    /// `l1`, the level-1 descriptors of their spans) and commit the STE
+    /// history (playing the adversarial fetch over every version).
+    fn cfgi(&self, st: &mut State, lo: u32, hi: u32, l1: bool) {
         st.cfg_cache.retain(|sid, _| *sid < lo || *sid > hi);
+        if l1 {
+            let (_, _, _, split) = Self::strtab_geometry(st);
+            let (a, b) = (lo >> split, hi >> split);
+            st.l1_cache.retain(|span, _| *span < a || *span > b);
+            self.retire_tables(st, a, b, split);
+        }
         let sids: Vec<u32> = st
             .history
             .keys()
@@ -1446,25 +1727,140 @@ impl Model {
         }
     }
 
-    fn terminates(s: &Option<[u64; 8]>) -> bool {
-        match s {
-            None => true,
-            Some(w) => w[0] & 1 == 0 || bits(w[0], 1, 3) & 0b100 == 0,
+    /// Once the level-1 descriptors of spans `a..=b` are invalidated, no
+    /// fetch can still be reading a level-2 table they no longer point at:
+    /// versions found there leave every stream's mixing window (the old
+    /// committed one still counts as the configuration being replaced).
+    fn retire_tables(&self, st: &mut State, a: u32, b: u32, split: u32) {
+        let sids: Vec<u32> = st.history.keys().copied().filter(|s| (a..=b).contains(&(s >> split))).collect();
+        for sid in sids {
+            let here = self.snap(st, sid).ok().flatten().map(|(addr, _)| addr);
+            let h = st.history.get_mut(&sid).expect("listed");
+            h.snapshots.retain(|v| v.is_none_or(|(addr, _)| Some(addr) == here));
+            if h.committed.is_some_and(|c| c.is_some_and(|(addr, _)| Some(addr) != here)) {
+                h.old_retired = true;
+            }
         }
     }
 
+    fn terminates(s: &Snap) -> bool {
+        match s {
+            None => true,
+            Some((_, w)) => Self::words_terminate(w),
+        }
+    }
+
+    fn words_terminate(w: &[u64; 8]) -> bool {
+        w[0] & 1 == 0 || bits(w[0], 1, 3) & 0b100 == 0
+    }
+
+    /// What a fetch of these words configures: `None` when it terminates
+    /// (abort, invalid, or an ILLEGAL entry that the SMMU rejects with
+    /// C_BAD_STE).
+    fn fetched_cfg(&self, st: &State, w: &[u64; 8]) -> Option<Cfg> {
+        if Self::words_terminate(w) {
+            return None;
+        }
+        self.decode_ste(st, w).ok()
+    }
+
     fn commit(&self, st: &mut State, sid: u32) {
-        let now = self.fetch_ste(st, sid).unwrap_or(None);
+        let now = self.snap(st, sid).unwrap_or(None);
         let h = st.history.entry(sid).or_default();
         let old = h.committed.unwrap_or(None);
-        let snaps = std::mem::take(&mut h.snapshots);
+        let mut versions = std::mem::take(&mut h.snapshots);
         h.committed = Some(now);
-        for s in snaps {
-            if s != old && s != now && !Self::terminates(&s) {
-                st.violations.push(format!(
-                    "torn STE for sid {sid}: observed {s:x?}, old {old:x?}, new {now:x?}"
-                ));
+        if !std::mem::take(&mut h.old_retired) {
+            versions.push(old);
+        }
+        versions.push(now);
+        let cfg_of = |s: &Snap| s.as_ref().and_then(|(_, w)| self.fetched_cfg(st, w));
+        let (old_cfg, new_cfg) = (cfg_of(&old), cfg_of(&now));
+        // Versions found at the same address can be mixed dword by dword;
+        // a fetch reads its level-1 descriptor once, so versions at
+        // different addresses (a level-2 table swapped in) never mix.
+        let mut addrs: Vec<u64> = versions.iter().flatten().map(|(a, _)| *a).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        for addr in addrs {
+            let mut choices: [Vec<u64>; 8] = Default::default();
+            for (_, w) in versions.iter().flatten().filter(|(a, _)| *a == addr) {
+                for (i, c) in choices.iter_mut().enumerate() {
+                    if !c.contains(&w[i]) {
+                        c.push(w[i]);
+                    }
+                }
             }
+            if let Some(torn) = Self::first_torn(&choices, |w| {
+                let c = self.fetched_cfg(st, w);
+                c.is_none() || c == old_cfg || c == new_cfg
+            }) {
+                st.violations.push(format!(
+                    "torn STE fetch for sid {sid} at {addr:#x}: {torn:x?} configures {:x?}; old {old_cfg:x?}, new {new_cfg:x?}",
+                    self.fetched_cfg(st, &torn)
+                ));
+                return;
+            }
+        }
+    }
+
+    /// The first combination of one value per dword (from `choices`) that
+    /// `ok` rejects: exhaustively up to 4096 combinations, else 4096 drawn
+    /// by a fixed-seed generator.
+    fn first_torn(choices: &[Vec<u64>; 8], ok: impl Fn(&[u64; 8]) -> bool) -> Option<[u64; 8]> {
+        let total: u64 = choices.iter().map(|c| c.len() as u64).product();
+        let pick = |mut n: u64| {
+            let mut w = [0u64; 8];
+            for (i, c) in choices.iter().enumerate() {
+                w[i] = c[(n % c.len() as u64) as usize];
+                n /= c.len() as u64;
+            }
+            w
+        };
+        if total <= 4096 {
+            return (0..total).map(pick).find(|w| !ok(w));
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                pick(x % total)
+            })
+            .find(|w| !ok(w))
+    }
+
+    /// A TLBI for the tags `matches` selects must come after the
+    /// configuration invalidation of every stream that used them: a stream
+    /// whose STE changed in memory but is still cached with such a tag could
+    /// refill the TLB after the TLBI.
+    fn check_tlbi_after_cfgi(&self, st: &mut State, matches: impl Fn(TlbTag) -> bool) {
+        let stale: Vec<u32> = st
+            .cfg_cache
+            .iter()
+            .filter(|(sid, c)| {
+                let tag = match **c {
+                    Cfg::S2(s2) => Some(TlbTag::S2 { vmid: s2.vmid }),
+                    Cfg::S1 { vmid, s1 } => Some(TlbTag::S1 { vmid, asid: s1.asid }),
+                    Cfg::Nested { s1, s2 } => Some(TlbTag::S1 { vmid: Some(s2.vmid), asid: s1.asid }),
+                    _ => None,
+                };
+                tag.is_some_and(&matches)
+                    && st.history.get(sid).is_some_and(|h| {
+                        // Content, not address: the same entry in a level-2
+                        // table swapped in for a neighbour did not change.
+                        let words = |v: &Snap| v.map(|(_, w)| w);
+                        let old = words(&h.committed.unwrap_or(None));
+                        h.snapshots.iter().any(|v| words(v) != old)
+                    })
+            })
+            .map(|(sid, _)| *sid)
+            .collect();
+        for sid in stale {
+            st.violations.push(format!(
+                "TLBI issued while sid {sid}'s changed STE was still cached with that tag (TLBI before its CFGI)"
+            ));
         }
     }
 
@@ -1529,8 +1925,8 @@ impl Model {
             }
         }
         for sid in touched {
-            let snap = self.fetch_ste(&st, sid).unwrap_or(None);
-            if let Some(w) = snap {
+            let snap = self.snap(&st, sid).unwrap_or(None);
+            if let Some((_, w)) = snap {
                 let cfg = bits(w[0], 1, 3);
                 if w[0] & 1 == 1 && (cfg == 0b100 || (cfg & 1 == 1 && bits(w[1], 0, 2) == 1)) {
                     st.violations
@@ -1577,12 +1973,15 @@ impl Model {
             .map(|(s, _)| *s)
             .collect();
         for sid in sids {
-            let now = self.fetch_ste(&st, sid).unwrap_or(None);
+            let now = self.snap(&st, sid).unwrap_or(None);
             let h = &st.history[&sid];
             let old = h.committed.unwrap_or(None);
             // Terminating → terminating needs no invalidation (nothing
-            // translating can have been cached).
-            if old != now && !(Self::terminates(&old) && Self::terminates(&now)) {
+            // translating can have been cached); nor does the same entry
+            // found at another address (a level-2 table swapped in for a
+            // neighbour's sake): a cached copy is still right.
+            let words = |v: &Snap| v.map(|(_, w)| w);
+            if words(&old) != words(&now) && !(Self::terminates(&old) && Self::terminates(&now)) {
                 st.violations
                     .push(format!("STE of sid {sid} changed but never invalidated"));
             }
@@ -1599,19 +1998,66 @@ impl Model {
                 ));
             }
         }
+        let l1s: Vec<(u32, u64)> = st.l1_cache.iter().map(|(k, v)| (*k, *v)).collect();
+        for (span, desc) in l1s {
+            let (_, _, _, split) = Self::strtab_geometry(&st);
+            let now = self.read_l1(&st, span << split).ok();
+            if now != Some(desc) {
+                st.violations.push(format!(
+                    "stale level-1 descriptor cached for span {span}: {desc:#x} vs {now:x?} in memory"
+                ));
+            }
+        }
+        let cds: Vec<(u32, S1Cfg)> = st.cd_cache.iter().map(|(k, v)| (*k, *v)).collect();
+        for (sid, cd) in cds {
+            let fresh = match self.fetch_ste(&st, sid) {
+                Ok(Some(w)) => self.decode_ste(&st, &w).ok(),
+                _ => None,
+            };
+            // A CD cached for a stream whose STE no longer uses one is
+            // harmless until the STE does again; then it must be the one
+            // the STE points at.
+            let wanted = match fresh {
+                Some(Cfg::S1 { s1, .. }) | Some(Cfg::Nested { s1, .. }) => Some(s1),
+                _ => None,
+            };
+            if wanted.is_some_and(|w| w != cd) {
+                st.violations.push(format!(
+                    "stale CD cached for sid {sid}: {cd:x?} vs {wanted:x?} (no CFGI_CD after the STE changed)"
+                ));
+            }
+        }
         let entries = st.tlb.clone();
         for e in entries {
-            let fresh = self.walk(
-                e.root,
-                e.start_level,
-                u32::from(e.input_bits),
-                e.out_bits,
-                e.leaf.va,
-                e.stage2,
-                e.affd,
-                e.mair,
-                None,
-            );
+            let fresh = match e.nested {
+                Some(s2) => self
+                    .walk(e.root, e.start_level, u32::from(e.input_bits), e.out_bits, e.leaf.va, false, e.affd, e.mair, Some(&s2))
+                    .and_then(|l1| {
+                        let ipa = l1.oa | (e.leaf.va & (l1.size - 1));
+                        let l2 = self.walk_s2(&s2, ipa, Access::READ)?;
+                        let size = l1.size.min(l2.size);
+                        let pa = l2.oa | (ipa & (l2.size - 1));
+                        Ok(Leaf {
+                            size,
+                            oa: pa & !(size - 1),
+                            read: l1.read && l2.read,
+                            write: l1.write && l2.write,
+                            device: l1.device || l2.device,
+                            ..l1
+                        })
+                    }),
+                None => self.walk(
+                    e.root,
+                    e.start_level,
+                    u32::from(e.input_bits),
+                    e.out_bits,
+                    e.leaf.va,
+                    e.stage2,
+                    e.affd,
+                    e.mair,
+                    None,
+                ),
+            };
             let same = matches!(fresh, Ok(l) if l.oa == e.leaf.oa && l.size == e.leaf.size
                 && l.write == e.leaf.write && l.read == e.leaf.read && l.device == e.leaf.device);
             if !same {
@@ -1802,6 +2248,9 @@ impl Mmio for Model {
                     st.violations
                         .push("STRTAB_BASE_CFG written while SMMUEN=1".into());
                 }
+                if Self::tables_preset(&st) {
+                    return;
+                }
                 st.regs.strtab_base_cfg = v;
                 st.history.clear();
                 st.l2_tables.clear();
@@ -1860,6 +2309,9 @@ impl Mmio for Model {
                     st.violations
                         .push("STRTAB_BASE written while SMMUEN=1".into());
                 }
+                if Self::tables_preset(&st) {
+                    return;
+                }
                 st.regs.strtab_base = v;
                 st.history.clear();
                 st.l2_tables.clear();
@@ -1869,12 +2321,18 @@ impl Mmio for Model {
                     st.violations
                         .push("CMDQ_BASE written while CMDQEN=1".into());
                 }
+                if Self::queues_preset(&st) {
+                    return;
+                }
                 st.regs.cmdq_base = v;
             }
             reg::EVENTQ_BASE => {
                 if st.regs.cr0 & 0b100 != 0 {
                     st.violations
                         .push("EVENTQ_BASE written while EVENTQEN=1".into());
+                }
+                if Self::queues_preset(&st) {
+                    return;
                 }
                 st.regs.evtq_base = v;
             }

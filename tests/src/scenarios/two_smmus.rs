@@ -407,8 +407,9 @@ fn check_storm(o: &Outcome, c: &mut Checks) {
     c.no_bypass(o);
 }
 
-/// When the kernel makes the second SMMU fail closed (ms after the
-/// partitions started).
+/// When the kernel makes the second SMMU fail closed, in ms after the
+/// partitions started (storage's device then also loses bus mastering, so
+/// its later DMA never reaches the SMMU).
 const FAIL_CLOSED_AFTER_MS: u64 = 1000;
 
 fn fail_closed(ctx: &Ctx) -> Result<QemuConfig, String> {
@@ -423,20 +424,22 @@ fn fail_closed(ctx: &Ctx) -> Result<QemuConfig, String> {
 }
 
 fn check_fail_closed(o: &Outcome, c: &mut Checks) {
-    // storage's transfers stop verifying once its SMMU aborts everything,
-    // and its payload exits with a failure: that partition alone fails.
-    c.exit(o, exit::PARTITION_FAILED);
-    c.log(o, "partition net: exited with status 0");
-    c.log(o, "all 2 partitions stopped, 1 failed");
+    // The failed SMMU's groups go to Blocked for good: storage loses its
+    // device (a transfer in flight is "interrupted by a move") and both
+    // partitions finish; net's device, behind the other SMMU, never notices.
+    c.exit(o, exit::SUCCESS);
+    c.log(o, "all 2 partitions stopped, 0 failed");
     if let Some(line) = c.log(o, "[storage] dma-loop: verified 0x") {
-        c.that(!line.contains(", bad 0x0,") && !line.contains("verified 0x0,"), format!("storage's DMA did not both verify before and fail after: {line}"));
+        c.that(line.contains(", bad 0x0,") && !line.contains("verified 0x0,"), format!("storage before its SMMU failed: {line}"));
+        c.that(!(line.contains("interrupted by a move 0x0,") && line.ends_with("idle 0x0")), format!("storage never lost its device: {line}"));
     }
     let Some(m) = machine(o, c) else { return };
     let Some(second) = m.smmus.get(1) else {
         c.that(false, "the DT describes no second SMMU");
         return;
     };
-    c.log(o, &format!("selftest: SMMU {} fails closed", second.name));
+    c.log(o, &format!("SMMU {}: selftest fail-closed: failed closed; every stream of it aborts, its groups are Blocked", second.name));
+    c.log(o, "group 4: Blocked, its SMMU failed closed");
     c.that(m.smmu_of_bus(0x81).map(|s| &s.name) == Some(&second.name), "storage's device is not behind the second SMMU in the DT");
     // net, behind the first SMMU, verified every transfer throughout.
     if let Some(line) = c.log(o, "[net] dma-loop: verified 0x") {
@@ -456,7 +459,6 @@ fn check_fail_closed(o: &Outcome, c: &mut Checks) {
     let storage_after = after(STORAGE_SID);
     let net_after = after(NET_SID);
     c.none_of(o, kind::TRANSLATE_SUCCESS, "translation of storage's DMA after its SMMU failed closed", storage_after, Witness::InRun("of net's DMA after that", &net_after));
-    c.that(o.trace.of(kind::TRANSLATE_ABORT).any(after(STORAGE_SID)), "QEMU aborted none of storage's DMA after its SMMU failed closed");
     c.that(o.trace.of(kind::TRANSLATE_SUCCESS).filter(|e| net_after(e)).count() > 0, "QEMU translated none of net's DMA after the other SMMU failed closed");
     let net_out = |e: &TraceEvent| e.field("sid") == Some(NET_SID) && !(NET_MEM.0..NET_MEM.1).contains(&e.field("translated").unwrap_or(0));
     c.none_of(o, kind::TRANSLATE_SUCCESS, "translation of net's DMA outside its memory", net_out, Witness::InRun("of net's DMA after that", &net_after));

@@ -13,6 +13,12 @@
 //! Groups of 1, 2 and 8 StreamIDs are real QEMU devices: `edu` functions of
 //! one multi-function device at 00:01 (conventional PCI functions without
 //! ACS form one group), so the group is StreamIDs 0x8 .. 0x8+N.
+//!
+//! Each runs with both stream-table formats: QEMU's SMMU gets a two-level
+//! table (16-bit StreamIDs), where an assignment swaps in a fresh level-2
+//! table behind one CMD_SYNC; `bulkhead.sid-bits=8` makes it linear, where
+//! the entry is written in place in two steps (dwords 1..7, then dword 0),
+//! each behind its own CMD_SYNC.
 
 use super::{line, thousands, Figure, Goal, Report, Table};
 use bulkhead_tests::qemu::{Outcome, QemuConfig};
@@ -63,10 +69,45 @@ pub fn overlay(size: usize, round_trips: u64) -> Result<String, String> {
     Ok(dts)
 }
 
-/// The QEMU configuration of one group size.
-pub fn setup(dir: &Path, a: &Artifacts, size: usize, round_trips: u64) -> Result<QemuConfig, String> {
+/// The stream table a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strtab {
+    /// Two-level (QEMU's 16-bit StreamIDs): one CMD_SYNC per assignment.
+    TwoLevel,
+    /// Linear (`bulkhead.sid-bits=8`): two CMD_SYNCs per assignment.
+    Linear,
+}
+
+impl Strtab {
+    /// The run's name suffix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Strtab::TwoLevel => "",
+            Strtab::Linear => "-linear",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Strtab::TwoLevel => "2-level",
+            Strtab::Linear => "linear",
+        }
+    }
+
+    /// CMD_SYNCs an operation may take (release, assign).
+    fn goals(self) -> [u64; 2] {
+        match self {
+            Strtab::TwoLevel => [1, 1],
+            Strtab::Linear => [1, 2],
+        }
+    }
+}
+
+/// The QEMU configuration of one group size and stream-table format.
+pub fn setup(dir: &Path, a: &Artifacts, size: usize, format: Strtab, round_trips: u64) -> Result<QemuConfig, String> {
     let dts = overlay(size, round_trips)?;
-    bulkhead_tests::dtb::with_overlay(QemuConfig { timeout: Duration::from_secs(240), ..QemuConfig::default() }, &dts, dir, &a.payload)
+    let append = (format == Strtab::Linear).then(|| "bulkhead.sid-bits=8".to_string());
+    bulkhead_tests::dtb::with_overlay(QemuConfig { timeout: Duration::from_secs(240), append, ..QemuConfig::default() }, &dts, dir, &a.payload)
 }
 
 /// The StreamIDs of group `g` from the kernel's group table.
@@ -86,12 +127,13 @@ pub struct Cost {
 }
 
 /// Splits QEMU's command stream into batches (commands up to a CMD_SYNC)
-/// and attributes them to the group's operations: the first batch that
-/// invalidates a StreamID of the group is the boot attach; every later one
-/// ends an operation (release, assign, release, ...), which also owns the
-/// batches since the previous one that invalidate no StreamID at all.
-/// Batches about other StreamIDs (other partitions' boot attach) are not
-/// the group's.
+/// and attributes them to the group's operations. A batch that invalidates
+/// a StreamID of the group and a TLB tag is a release; the batches that
+/// invalidate its StreamIDs without a TLBI are an assignment (one with a
+/// two-level table, two with a linear one), up to the next release. The
+/// first assignment is the boot attach. Batches that invalidate no StreamID
+/// at all belong to the operation they follow; batches about other
+/// StreamIDs (other partitions' boot attach) are not the group's.
 pub fn operations(t: &Trace, sids: &[u32]) -> Vec<Cost> {
     let ours = |e: &bulkhead_tests::trace::TraceEvent| -> Option<bool> {
         match e.name.as_str() {
@@ -107,10 +149,16 @@ pub fn operations(t: &Trace, sids: &[u32]) -> Vec<Cost> {
             _ => None,
         }
     };
-    let mut ops = Vec::new();
-    let (mut cmds, mut touches_ours, mut touches_other) = (0u64, false, false);
-    let mut pending = Cost::default();
-    let mut booted = false;
+    #[derive(PartialEq)]
+    enum Op {
+        None,
+        Boot,
+        Release,
+        Assign,
+    }
+    let mut ops: Vec<Cost> = Vec::new();
+    let mut current = Op::None;
+    let (mut cmds, mut tlbi, mut touches_ours, mut touches_other) = (0u64, false, false, false);
     for e in &t.events {
         if let Some(mine) = ours(e) {
             touches_ours |= mine;
@@ -121,28 +169,42 @@ pub fn operations(t: &Trace, sids: &[u32]) -> Vec<Cost> {
             continue;
         }
         cmds += 1;
+        tlbi |= e.args.contains("TLBI");
         if !e.args.contains("CMD_SYNC") {
             continue;
         }
         let batch = Cost { commands: cmds, syncs: 1 };
-        if touches_ours {
-            if booted {
-                ops.push(Cost { commands: pending.commands + batch.commands, syncs: pending.syncs + batch.syncs });
+        let next = match (touches_ours, tlbi, &current) {
+            (true, true, _) => Some(Op::Release),
+            (true, false, Op::None) => Some(Op::Boot),
+            (true, false, Op::Release) => Some(Op::Assign),
+            _ => None,
+        };
+        match next {
+            Some(op) => {
+                if matches!(op, Op::Release | Op::Assign) {
+                    ops.push(batch);
+                }
+                current = op;
             }
-            booted = true;
-            pending = Cost::default();
-        } else if booted && !touches_other {
-            pending.commands += batch.commands;
-            pending.syncs += batch.syncs;
+            // A further batch of the same operation, or one about no
+            // StreamID at all.
+            None if (touches_ours || !touches_other) && matches!(current, Op::Release | Op::Assign) => {
+                if let Some(last) = ops.last_mut() {
+                    last.commands += batch.commands;
+                    last.syncs += batch.syncs;
+                }
+            }
+            None => {}
         }
-        (cmds, touches_ours, touches_other) = (0, false, false);
+        (cmds, tlbi, touches_ours, touches_other) = (0, false, false, false);
     }
     ops
 }
 
-/// One row of the reassignment table: size, operation, trace cost, kernel
-/// log cost, ticks (min, median, max, samples).
-pub type Row = (usize, &'static str, Option<Cost>, Option<(u64, u64)>, Option<[u64; 4]>);
+/// One row of the reassignment table: size, stream table, operation, trace
+/// cost, kernel log cost, ticks (min, median, max, samples).
+pub type Row = (usize, &'static str, &'static str, Option<Cost>, Option<(u64, u64)>, Option<[u64; 4]>);
 
 fn ticks(o: &Outcome, what: &str) -> Option<[u64; 4]> {
     let l = line(o, &format!("[mgmt] move ticks: {what} "))?;
@@ -165,8 +227,10 @@ fn kernel_cost(o: &Outcome, release: bool) -> Option<(u64, u64)> {
 }
 
 /// Figures and table rows of one group size.
-pub fn report(o: &Result<Outcome, String>, size: usize, round_trips: u64, r: &mut Report, rows: &mut Vec<Row>) {
-    let names = [format!("Release, group of {size} StreamID{}", if size == 1 { "" } else { "s" }), format!("Assign, group of {size} StreamID{}", if size == 1 { "" } else { "s" })];
+pub fn report(o: &Result<Outcome, String>, size: usize, format: Strtab, round_trips: u64, r: &mut Report, rows: &mut Vec<Row>) {
+    let plural = if size == 1 { "" } else { "s" };
+    let table = format.name();
+    let names = [format!("Release, group of {size} StreamID{plural}, {table} table"), format!("Assign, group of {size} StreamID{plural}, {table} table")];
     let o = match o {
         Ok(o) => o,
         Err(e) => {
@@ -179,6 +243,10 @@ pub fn report(o: &Result<Outcome, String>, size: usize, round_trips: u64, r: &mu
     let check = || -> Result<Vec<u32>, String> {
         if o.status != Some(0) {
             return Err(format!("the manager run exited with {:?}", o.status));
+        }
+        let want = if format == Strtab::Linear { "linear stream table" } else { "2-level stream table" };
+        if !o.log.iter().any(|l| l.message.contains(want)) {
+            return Err(format!("the kernel did not report a {want}"));
         }
         let sids = group_sids(o, GROUP).ok_or("no group 1 in the kernel's group table")?;
         if sids.len() != size {
@@ -206,7 +274,8 @@ pub fn report(o: &Result<Outcome, String>, size: usize, round_trips: u64, r: &mu
         let worst = mine.iter().max_by_key(|c| (c.syncs, c.commands)).copied();
         let t = ticks(o, what);
         let kc = kernel_cost(o, what == "release");
-        rows.push((size, what, worst, kc, t));
+        let goal = format.goals()[k];
+        rows.push((size, table, what, worst, kc, t));
         match (worst, t) {
             (Some(c), Some([min, med, max, n])) if ops.len() == expected => r.figures.push(
                 Figure::new(
@@ -222,7 +291,7 @@ pub fn report(o: &Result<Outcome, String>, size: usize, round_trips: u64, r: &mu
                         thousands(max)
                     ),
                 )
-                .goal("1 CMD_SYNC", Goal::AtMost(1.0))
+                .goal(if goal == 1 { "1 CMD_SYNC" } else { "2 CMD_SYNC" }, Goal::AtMost(goal as f64))
                 .with("commands", c.commands as f64)
                 .with("instructions_median", med as f64)
                 .with("instructions_min", min as f64)
@@ -242,12 +311,13 @@ pub fn report(o: &Result<Outcome, String>, size: usize, round_trips: u64, r: &mu
 pub fn table(rows: Vec<Row>, r: &mut Report) {
     let mut t = Table::new(
         "Reassignment: one release (A → Blocked) and one assignment (Blocked → B) hypercall; commands from QEMU's trace (worst operation), instructions from the manager's counter around each hypercall",
-        &["StreamIDs", "operation", "commands (QEMU)", "CMD_SYNC (QEMU)", "commands / CMD_SYNC (kernel log)", "instructions (least)", "median", "max", "samples"],
+        &["StreamIDs", "stream table", "operation", "commands (QEMU)", "CMD_SYNC (QEMU)", "commands / CMD_SYNC (kernel log)", "instructions (least)", "median", "max", "samples"],
     );
-    for (size, what, c, k, tk) in rows {
+    for (size, table, what, c, k, tk) in rows {
         let dash = || "-".to_string();
         t.rows.push(vec![
             size.to_string(),
+            table.to_string(),
             what.to_string(),
             c.map(|c| c.commands.to_string()).unwrap_or_else(dash),
             c.map(|c| c.syncs.to_string()).unwrap_or_else(dash),
@@ -295,5 +365,20 @@ mod tests {
         );
         let ops = operations(&t, &[8, 9]);
         assert_eq!(ops, vec![Cost { commands: 3, syncs: 1 }, Cost { commands: 2, syncs: 1 }]);
+        // A linear table's assignment: two batches, one operation.
+        let t = Trace::parse(
+            "smmuv3_cmdq_opcode <--- SMMU_CMD_CFGI_STE\nsmmuv3_cmdq_cfgi_ste streamid= 0x8\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_SYNC\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_CFGI_STE\nsmmuv3_cmdq_cfgi_ste streamid= 0x8\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_SYNC\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_CFGI_STE\nsmmuv3_cmdq_cfgi_ste streamid= 0x8\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_TLBI_S12_VMALL\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_SYNC\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_CFGI_STE\nsmmuv3_cmdq_cfgi_ste streamid= 0x8\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_SYNC\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_CFGI_STE\nsmmuv3_cmdq_cfgi_ste streamid= 0x8\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_SYNC\n",
+        );
+        assert_eq!(operations(&t, &[8]), vec![Cost { commands: 3, syncs: 1 }, Cost { commands: 4, syncs: 2 }]);
     }
 }
