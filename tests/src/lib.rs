@@ -7,6 +7,7 @@
 pub mod dtb;
 pub mod image;
 pub mod log;
+pub mod machine;
 pub mod qemu;
 pub mod scenario;
 pub mod scenarios;

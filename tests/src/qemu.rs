@@ -7,8 +7,110 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The QEMU binary.
+/// The machine's QEMU binary.
 pub const QEMU: &str = "qemu-system-aarch64";
+
+/// A QEMU to run: the machine's own, or one inside a private root (run
+/// through a wrapper command that enters the root). Cheap to clone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Qemu {
+    /// Program and the arguments that come before QEMU's own.
+    pub command: Vec<String>,
+    /// `(major, minor, micro)` from `--version`.
+    pub version: (u32, u32, u32),
+    /// The first line `--version` printed.
+    pub banner: String,
+    /// Every trace point this build has (`-trace help`).
+    pub trace_points: std::sync::Arc<std::collections::BTreeSet<String>>,
+}
+
+impl Qemu {
+    /// The QEMU that `command` (program and leading arguments) starts:
+    /// asks it for its version and its trace points.
+    pub fn probe(command: Vec<String>) -> Result<Qemu, String> {
+        let (program, lead) = command.split_first().ok_or("no QEMU command")?;
+        let run = |arg: &str| -> Result<String, String> {
+            let o = Command::new(program)
+                .args(lead)
+                .arg(arg)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", command.join(" ")))?;
+            if !o.status.success() {
+                return Err(format!("{} {arg} failed: {}", command.join(" "), String::from_utf8_lossy(&o.stderr).trim()));
+            }
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        let text = run("--version")?;
+        let banner = text.lines().next().unwrap_or("").trim().to_string();
+        let version = parse_version(&banner).ok_or(format!("cannot read a version from {banner:?}"))?;
+        // `-trace help` lists every trace point, one a line (on stdout or
+        // stderr depending on the version).
+        let o = Command::new(program)
+            .args(lead)
+            .args(["-trace", "help"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", command.join(" ")))?;
+        let listing = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        let points = listing
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .map(String::from)
+            .collect();
+        Ok(Qemu { command, version, banner, trace_points: std::sync::Arc::new(points) })
+    }
+
+    /// The machine's `qemu-system-aarch64` (probed once per process).
+    pub fn system() -> Result<Qemu, String> {
+        static SYSTEM: std::sync::OnceLock<Result<Qemu, String>> = std::sync::OnceLock::new();
+        SYSTEM.get_or_init(|| Qemu::probe(vec![QEMU.to_string()])).clone()
+    }
+
+    /// `"QEMU 10.0.2"`.
+    pub fn label(&self) -> String {
+        let (a, b, c) = self.version;
+        format!("QEMU {a}.{b}.{c}")
+    }
+
+    /// Whether this QEMU is `major.minor` or later.
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.version.0, self.version.1) >= (major, minor)
+    }
+
+    /// A command that runs this QEMU (arguments still to add).
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.command[0]);
+        c.args(&self.command[1..]);
+        c
+    }
+}
+
+/// `(major, minor, micro)` from `QEMU emulator version 10.0.2 (Debian ...)`.
+pub fn parse_version(banner: &str) -> Option<(u32, u32, u32)> {
+    let v = banner.split("version ").nth(1)?;
+    let mut it = v.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+/// The QEMU that [`QemuConfig::default`] uses: set by the runner for a
+/// pass of the scenarios (one pass at a time), else the machine's.
+static CURRENT: std::sync::RwLock<Option<Qemu>> = std::sync::RwLock::new(None);
+
+/// Makes `q` the QEMU of every [`QemuConfig`] made from now on (`None`:
+/// the machine's).
+pub fn use_qemu(q: Option<Qemu>) {
+    *CURRENT.write().unwrap_or_else(|e| e.into_inner()) = q;
+}
+
+/// The QEMU configurations are made for now (see [`use_qemu`]).
+pub fn current() -> Result<Qemu, String> {
+    match CURRENT.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        Some(q) => Ok(q.clone()),
+        None => Qemu::system(),
+    }
+}
 
 /// Which `virt` machine and SMMU model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +123,18 @@ pub enum Flavour {
     Stage2,
     /// `virt` without `virtualization=on`: the kernel is entered at EL1.
     NoVirtualization,
+    /// `virt` with `iommu=none` and two user-created `arm-smmuv3` (stage
+    /// 1+2), one on `pcie.0` and one on a `pxb-pcie` root complex (`pcie.1`,
+    /// buses from [`PXB_BUS`]): QEMU ≥ 10.2. QEMU's own DTB describes only
+    /// the first SMMU; [`crate::dtb::describe_two_smmus`] adds the second.
+    /// Devices for `pcie.0` need `bus=pcie.0`.
+    TwoSmmus,
 }
+
+/// The first bus of the `pxb-pcie` root complex of [`Flavour::TwoSmmus`].
+pub const PXB_BUS: u8 = 0x80;
+/// Its slot on `pcie.0`.
+pub const PXB_SLOT: u8 = 4;
 
 impl Flavour {
     /// The `-machine` value.
@@ -30,6 +143,28 @@ impl Flavour {
             Flavour::Virt => "virt,virtualization=on,iommu=smmuv3,gic-version=3",
             Flavour::Stage1 | Flavour::Stage2 => "virt-9.1,virtualization=on,iommu=smmuv3,gic-version=3",
             Flavour::NoVirtualization => "virt,iommu=smmuv3,gic-version=3",
+            Flavour::TwoSmmus => "virt,virtualization=on,iommu=none,gic-version=3",
+        }
+    }
+    /// The QEMU this flavour needs, as (major, minor).
+    pub fn min_qemu(self) -> (u32, u32) {
+        match self {
+            Flavour::TwoSmmus => (10, 2),
+            _ => (10, 0),
+        }
+    }
+    /// Devices that make the machine (before any other `-device`).
+    pub fn devices(self) -> Vec<String> {
+        match self {
+            Flavour::TwoSmmus => [
+                "arm-smmuv3,primary-bus=pcie.0,id=smmuv3.0,stage=nested".to_string(),
+                format!("pxb-pcie,id=pcie.1,bus_nr={PXB_BUS:#x},bus=pcie.0,addr={PXB_SLOT}.0"),
+                "arm-smmuv3,primary-bus=pcie.1,id=smmuv3.1,stage=nested".to_string(),
+            ]
+            .into_iter()
+            .flat_map(|d| ["-device".to_string(), d])
+            .collect(),
+            _ => Vec::new(),
         }
     }
     /// Extra `-global` for the SMMU model.
@@ -46,6 +181,7 @@ impl Flavour {
             "virt" | "nested" => Some(Flavour::Virt),
             "stage1" | "virt-9.1-stage1" => Some(Flavour::Stage1),
             "stage2" | "virt-9.1-stage2" => Some(Flavour::Stage2),
+            "two-smmus" => Some(Flavour::TwoSmmus),
             _ => None,
         }
     }
@@ -76,6 +212,8 @@ pub struct QemuConfig {
     pub kernel: Option<PathBuf>,
     /// Boot a firmware (U-Boot) instead of `-kernel`, typing at its prompt.
     pub firmware: Option<Firmware>,
+    /// The QEMU to run (`None`: [`current`] when it runs).
+    pub qemu: Option<Qemu>,
 }
 
 /// A firmware that runs first and talks on the same serial port as the
@@ -132,11 +270,20 @@ impl Default for QemuConfig {
             timeout: Duration::from_secs(60),
             kernel: None,
             firmware: None,
+            qemu: current().ok(),
         }
     }
 }
 
 impl QemuConfig {
+    /// The QEMU this configuration runs.
+    pub fn qemu(&self) -> Result<Qemu, String> {
+        match &self.qemu {
+            Some(q) => Ok(q.clone()),
+            None => current(),
+        }
+    }
+
     /// The machine-describing arguments, shared by boots and DTB dumps.
     fn machine_args(&self, machine_suffix: &str) -> Vec<String> {
         let mut a: Vec<String> = vec![
@@ -154,6 +301,7 @@ impl QemuConfig {
             "none".into(),
         ];
         a.extend(self.flavour.globals().iter().map(|s| s.to_string()));
+        a.extend(self.flavour.devices());
         a.extend(self.extra.iter().cloned());
         if let Some(ap) = &self.append {
             a.push("-append".into());
@@ -197,13 +345,28 @@ impl QemuConfig {
     /// path, such a blob is silently not loaded at all (QEMU 10.0.2), so the
     /// dump is re-serialised without padding.
     pub fn dump_dtb(&self, out: &Path) -> Result<(), String> {
+        match self.flavour {
+            Flavour::TwoSmmus => {
+                let own = out.with_extension("qemu.dtb");
+                self.dump_qemu_dtb(&own)?;
+                crate::dtb::describe_two_smmus(&own, out).map(|_| ())
+            }
+            _ => self.dump_qemu_dtb(out),
+        }
+    }
+
+    /// Writes the DTB QEMU itself generates for this command line, packed
+    /// ([`QemuConfig::dump_dtb`] is the one that describes the machine:
+    /// for [`Flavour::TwoSmmus`] QEMU's own leaves an SMMU out).
+    pub fn dump_qemu_dtb(&self, out: &Path) -> Result<(), String> {
         let raw = out.with_extension("raw.dtb");
         // QEMU refuses -append without -kernel; the boot's own -append puts
         // the bootargs into whatever DTB it boots with anyway.
         let args = QemuConfig { append: None, ..self.clone() }.machine_args(&format!(",dumpdtb={}", raw.display()));
-        let o = Command::new(QEMU).args(&args).output().map_err(|e| format!("cannot run {QEMU}: {e}"))?;
+        let qemu = self.qemu()?;
+        let o = qemu.command().args(&args).stdin(Stdio::null()).output().map_err(|e| format!("cannot run {}: {e}", qemu.label()))?;
         if !o.status.success() || !raw.exists() {
-            return Err(format!("{QEMU} could not dump the DTB: {}", String::from_utf8_lossy(&o.stderr).trim()));
+            return Err(format!("{} could not dump the DTB: {}", qemu.label(), String::from_utf8_lossy(&o.stderr).trim()));
         }
         crate::dtb::pack(&raw, out)
     }
@@ -229,6 +392,9 @@ pub struct Outcome {
     /// The firmware's text before it handed over (see [`Firmware`]), or all
     /// of the serial output when it never did.
     pub console: String,
+    /// The DTB the machine booted with (QEMU's own, dumped for the checks,
+    /// when the run gave none), for [`crate::machine::Machine::of`].
+    pub dtb: Option<PathBuf>,
     /// Why the firmware script did not complete (a step's text never came,
     /// or the firmware never handed over to the kernel).
     pub console_error: Option<String>,
@@ -346,13 +512,15 @@ pub fn run(kernel: &Path, decoder: &Decoder, cfg: &QemuConfig, on_line: &mut dyn
         let _ = std::fs::remove_file(t);
     }
     let start = Instant::now();
-    let mut child = Command::new(QEMU)
+    let qemu = cfg.qemu()?;
+    let mut child = qemu
+        .command()
         .args(cfg.args(kernel))
         .stdin(if cfg.firmware.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+        .map_err(|e| format!("cannot start {}: {e}", qemu.label()))?;
     let mut stdin = child.stdin.take();
     let mut stdout = child.stdout.take().ok_or("no stdout pipe")?;
     let mut stderr = child.stderr.take().ok_or("no stderr pipe")?;
@@ -417,7 +585,7 @@ pub fn run(kernel: &Path, decoder: &Decoder, cfg: &QemuConfig, on_line: &mut dyn
     }
     out.stderr = err_reader.join().unwrap_or_default();
     if let Some(t) = &cfg.trace {
-        out.trace = Trace::read(t);
+        out.trace = Trace::read(t).with_catalogue(qemu.trace_points.clone());
     }
     out.elapsed = start.elapsed();
     Ok(out)

@@ -4,6 +4,7 @@
 use crate::log::Decoder;
 use crate::Artifacts;
 use crate::qemu::{self, Outcome, QemuConfig};
+use crate::trace::{kind, Kind, TraceEvent};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -92,10 +93,52 @@ impl Checks {
             self.failures.push(format!("log unexpectedly has {needle:?}: {}", l.message));
         }
     }
+    /// The machine the run booted (SMMUs and host bridges from its DTB);
+    /// an empty one, and a failure, when the DTB cannot be read.
+    pub fn machine(&mut self, o: &Outcome) -> crate::machine::Machine {
+        crate::machine::Machine::of(o).unwrap_or_else(|e| {
+            self.failures.push(format!("cannot read the run's DTB: {e}"));
+            crate::machine::Machine::default()
+        })
+    }
+
     /// Every log frame decoded.
     pub fn clean_log(&mut self, o: &Outcome) {
         self.that(o.malformed_frames == 0, format!("{} log frames did not decode", o.malformed_frames));
     }
+    /// QEMU's trace has no event of `kind` that is `unwanted` (`what` says
+    /// which, for the message). Zero proves something only if the tracer
+    /// would have recorded such an event: the check fails unless this
+    /// QEMU has the trace point and, for [`Witness::InRun`], events of the
+    /// same kind appear in the same trace where they must.
+    pub fn none_of(&mut self, o: &Outcome, kind: Kind, what: &str, unwanted: impl Fn(&TraceEvent) -> bool, witness: Witness<'_>) {
+        if let Err(e) = o.trace.traced_as(kind) {
+            self.failures.push(format!("cannot show that QEMU recorded no {what}: {e}"));
+            return;
+        }
+        if let Witness::InRun(place, seen) = witness {
+            if !o.trace.of(kind).any(seen) {
+                self.failures.push(format!(
+                    "cannot show that QEMU recorded no {what}: the trace has no {} {place} either, where it must",
+                    kind.what
+                ));
+                return;
+            }
+        }
+        let bad: Vec<&TraceEvent> = o.trace.of(kind).filter(|e| unwanted(e)).collect();
+        if let Some(first) = bad.first() {
+            self.failures.push(format!("QEMU's trace has {} {what} ({}: {} {})", bad.len(), kind.what, bad.len(), first.args));
+        }
+    }
+
+    /// QEMU translated no DMA in bypass and saw none reach a disabled
+    /// SMMU (no correct run shows either: the witness is this QEMU's list
+    /// of trace points, and the translations the run did make).
+    pub fn no_bypass(&mut self, o: &Outcome) {
+        self.none_of(o, kind::TRANSLATE_BYPASS, "DMA translated in bypass", |_| true, Witness::Catalogue);
+        self.none_of(o, kind::TRANSLATE_DISABLE, "DMA that reached a disabled SMMU", |_| true, Witness::Catalogue);
+    }
+
     /// QEMU's trace: the first SMMU register write is GBPA with
     /// ABORT|UPDATE, and no DMA was translated in bypass or reached a
     /// disabled SMMU.
@@ -108,19 +151,64 @@ impl Checks {
             Some(&(off, v)) => self.that(false, format!("first SMMU write is {off:#x}={v:#x}, not GBPA")),
             None => self.that(false, "QEMU's trace shows no SMMU register write (GBPA.ABORT never set)"),
         }
-        self.that(o.trace.count("smmuv3_translate_bypass") == 0, "QEMU translated a DMA in bypass");
-        self.that(o.trace.count("smmuv3_translate_disable") == 0, "QEMU saw a DMA while the SMMU was disabled");
+        self.no_bypass(o);
     }
 }
 
-/// Runs `scenarios` (those whose name contains `filter`) with `jobs` QEMUs at
-/// a time; prints each result and the closing summary. Returns (passed, failed).
-pub fn run_all(artifacts: &Artifacts, scenarios: &[Scenario], filter: Option<&str>, jobs: usize) -> Result<(usize, usize), String> {
+/// What shows that a "no event of kind X" check could have failed.
+pub enum Witness<'a> {
+    /// Events of the same kind matching the predicate appear in the same
+    /// trace (`&str` says where, for the message): the positive control.
+    InRun(&'a str, &'a dyn Fn(&TraceEvent) -> bool),
+    /// Only this QEMU's list of trace points: for events no correct run
+    /// may show at all (a bypass, a translation with nothing assigned).
+    Catalogue,
+}
+
+/// Scenarios named so need [`crate::qemu::Flavour::TwoSmmus`], so QEMU ≥ 10.2.
+pub const TWO_SMMUS_PREFIX: &str = "two-smmus-";
+
+impl Scenario {
+    /// The oldest QEMU (major, minor) this scenario runs on.
+    pub fn min_qemu(&self) -> (u32, u32) {
+        if self.name.starts_with(TWO_SMMUS_PREFIX) {
+            crate::qemu::Flavour::TwoSmmus.min_qemu()
+        } else {
+            (10, 0)
+        }
+    }
+}
+
+/// What one pass of the scenarios came to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassResult {
+    /// Scenarios whose checks all held.
+    pub passed: usize,
+    /// Scenarios with a failed check or setup.
+    pub failed: usize,
+    /// Scenarios this QEMU is too old for.
+    pub skipped: usize,
+}
+
+/// Runs `scenarios` (those whose name contains `filter`) on `qemu` with
+/// `jobs` QEMUs at a time, each in `target/bulkhead/<dir>/<name>/`; prints
+/// each result and the pass's closing line. Scenarios that need a newer
+/// QEMU are skipped (and counted).
+pub fn run_all(artifacts: &Artifacts, scenarios: &[Scenario], filter: Option<&str>, jobs: usize, qemu: &crate::qemu::Qemu, dir: &str) -> Result<PassResult, String> {
     let kernel = &artifacts.kernel;
     let elf = std::fs::read(kernel).map_err(|e| format!("cannot read {}: {e}", kernel.display()))?;
     let decoder = Decoder::from_elf(&elf)?;
-    let chosen: Vec<&Scenario> = scenarios.iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
-    println!("running {} QEMU scenarios, {} at a time", chosen.len(), jobs.max(1));
+    let wanted: Vec<&Scenario> = scenarios.iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
+    let (chosen, too_new): (Vec<&Scenario>, Vec<&Scenario>) = wanted.into_iter().partition(|s| {
+        let (a, b) = s.min_qemu();
+        qemu.at_least(a, b)
+    });
+    println!("running {} QEMU scenarios on {}, {} at a time", chosen.len(), qemu.label(), jobs.max(1));
+    for s in &too_new {
+        let (a, b) = s.min_qemu();
+        println!("scenario {} ... skipped (needs QEMU {a}.{b} or later)", s.name);
+    }
+    crate::qemu::use_qemu(Some(qemu.clone()));
     let next = Mutex::new(chosen.iter());
     let results = Mutex::new((0usize, 0usize));
     let print = Mutex::new(());
@@ -128,7 +216,7 @@ pub fn run_all(artifacts: &Artifacts, scenarios: &[Scenario], filter: Option<&st
         for _ in 0..jobs.max(1) {
             s.spawn(|| loop {
                 let Some(sc) = next.lock().expect("queue lock").next().copied() else { break };
-                let (ok, report) = run_one(artifacts, &decoder, sc);
+                let (ok, report) = run_one(artifacts, &decoder, sc, dir);
                 let _g = print.lock().expect("print lock");
                 println!("{report}");
                 let mut r = results.lock().expect("results lock");
@@ -140,14 +228,16 @@ pub fn run_all(artifacts: &Artifacts, scenarios: &[Scenario], filter: Option<&st
             });
         }
     });
+    crate::qemu::use_qemu(None);
     let (passed, failed) = *results.lock().expect("results lock");
-    println!("qemu scenarios: {passed} passed, {failed} failed");
-    Ok((passed, failed))
+    let r = PassResult { passed, failed, skipped: too_new.len() };
+    println!("{}: {passed} passed, {failed} failed, {} skipped", qemu.label().replace(' ', "-"), r.skipped);
+    Ok(r)
 }
 
-fn run_one(artifacts: &Artifacts, decoder: &Decoder, sc: &Scenario) -> (bool, String) {
+fn run_one(artifacts: &Artifacts, decoder: &Decoder, sc: &Scenario, pass_dir: &str) -> (bool, String) {
     let kernel = &artifacts.kernel;
-    let dir = crate::work_dir().join("scenarios").join(sc.name);
+    let dir = crate::work_dir().join(pass_dir).join(sc.name);
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         return (false, format!("scenario {} ... FAILED\n  cannot create {}: {e}", sc.name, dir.display()));
@@ -161,6 +251,16 @@ fn run_one(artifacts: &Artifacts, decoder: &Decoder, sc: &Scenario) -> (bool, St
     let outcome = match qemu::run(kernel, decoder, &cfg, &mut |_| {}) {
         Ok(o) => o,
         Err(e) => return (false, format!("scenario {} ... FAILED\n  {e}", sc.name)),
+    };
+    let mut outcome = outcome;
+    outcome.dtb = match &cfg.dtb {
+        Some(d) => Some(d.clone()),
+        // QEMU generated the tree: the same command line dumps it for the
+        // checks that name SMMUs and hosts from it.
+        None => {
+            let d = dir.join("qemu-generated.dtb");
+            cfg.dump_qemu_dtb(&d).ok().map(|_| d)
+        }
     };
     let _ = std::fs::write(dir.join("kernel.log"), outcome.log_text());
     let mut checks = Checks::default();

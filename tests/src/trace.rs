@@ -1,7 +1,49 @@
 //! QEMU's own trace of its SMMU model (`-trace smmuv3_* -trace smmu_* -D file`):
 //! ground truth that no bug in the kernel can fake.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
+
+/// A kind of trace event, under every name QEMU has given its trace point
+/// (QEMU 11 renamed `smmuv3_record_event` to `smmuv3_propagate_event`).
+/// Checks ask for kinds, not names, so that a rename shows up as a trace
+/// point this QEMU lacks instead of as "zero events".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kind {
+    /// What the event means, for messages.
+    pub what: &'static str,
+    /// Its trace point's names, oldest first.
+    pub names: &'static [&'static str],
+}
+
+/// The kinds the scenarios and the bench read.
+pub mod kind {
+    use super::Kind;
+    /// An event (fault) the SMMU recorded for its event queue: `F_TRANSLATION sid=8`.
+    pub const EVENT: Kind = Kind { what: "SMMU event recorded", names: &["smmuv3_record_event", "smmuv3_propagate_event"] };
+    /// A DMA translated: `sid=8 iova=0x.. translated=0x.. perm=0x..`.
+    pub const TRANSLATE_SUCCESS: Kind = Kind { what: "DMA translated", names: &["smmuv3_translate_success"] };
+    /// A DMA the SMMU aborted (an abort STE, or GBPA.ABORT with SMMUEN=0).
+    pub const TRANSLATE_ABORT: Kind = Kind { what: "DMA aborted", names: &["smmuv3_translate_abort"] };
+    /// A DMA passed by a bypass STE.
+    pub const TRANSLATE_BYPASS: Kind = Kind { what: "DMA translated in bypass", names: &["smmuv3_translate_bypass"] };
+    /// A DMA passed untranslated by a disabled SMMU whose GBPA does not abort.
+    pub const TRANSLATE_DISABLE: Kind = Kind { what: "DMA reaching a disabled SMMU", names: &["smmuv3_translate_disable"] };
+    /// CFGI_STE of one StreamID: `streamid =8`.
+    pub const CFGI_STE: Kind = Kind { what: "STE invalidation", names: &["smmuv3_cmdq_cfgi_ste"] };
+    /// A command consumed: `<--- CMD_SYNC`.
+    pub const CMDQ_OPCODE: Kind = Kind { what: "command consumed", names: &["smmuv3_cmdq_opcode"] };
+    /// An SMMU register write: `addr: 0x44 val:0x80100000 size: 0x4(0)`.
+    pub const WRITE_MMIO: Kind = Kind { what: "SMMU register write", names: &["smmuv3_write_mmio"] };
+}
+
+impl Kind {
+    /// Whether `e` is of this kind.
+    pub fn matches(&self, e: &TraceEvent) -> bool {
+        self.names.contains(&e.name.as_str())
+    }
+}
 
 /// One trace event: `name` and the rest of the line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +75,9 @@ pub struct Trace {
     pub events: Vec<TraceEvent>,
     /// Lines that are not trace events (`-d guest_errors` messages share the file).
     pub other: Vec<String>,
+    /// Every trace point the QEMU that wrote the trace has (`-trace
+    /// help`); `None` when not known.
+    pub catalogue: Option<Arc<BTreeSet<String>>>,
 }
 
 impl Trace {
@@ -61,6 +106,34 @@ impl Trace {
         t
     }
 
+    /// The same trace, known to come from a QEMU with these trace points.
+    pub fn with_catalogue(mut self, points: Arc<BTreeSet<String>>) -> Trace {
+        self.catalogue = Some(points);
+        self
+    }
+
+    /// Events of `kind`, under any of its names.
+    pub fn of(&self, kind: Kind) -> impl Iterator<Item = &TraceEvent> + '_ {
+        self.events.iter().filter(move |e| kind.matches(e))
+    }
+
+    /// The name this QEMU gives `kind`'s trace point: `Err` says why the
+    /// tracer would not have recorded any (no catalogue, or none of the
+    /// names in it).
+    pub fn traced_as(&self, kind: Kind) -> Result<&'static str, String> {
+        let points = self.catalogue.as_ref().ok_or("the QEMU's list of trace points is unknown")?;
+        kind.names.iter().copied().find(|n| points.contains(*n)).ok_or_else(|| {
+            format!("this QEMU has no trace point for {} (none of {})", kind.what, kind.names.join(", "))
+        })
+    }
+
+    /// Where `e` (an event of this trace) is in [`Trace::events`].
+    pub fn index_of(&self, e: &TraceEvent) -> Option<usize> {
+        let base = self.events.as_ptr() as usize;
+        let at = (e as *const TraceEvent as usize).checked_sub(base)? / std::mem::size_of::<TraceEvent>();
+        (at < self.events.len() && std::ptr::eq(&self.events[at], e)).then_some(at)
+    }
+
     /// Events named `name`.
     pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a TraceEvent> + 'a {
         self.events.iter().filter(move |e| e.name == name)
@@ -73,7 +146,7 @@ impl Trace {
 
     /// MMIO writes to the SMMU's registers: (offset, value).
     pub fn mmio_writes(&self) -> Vec<(u64, u64)> {
-        self.named("smmuv3_write_mmio").filter_map(|e| Some((e.field("addr")?, e.field("val")?))).collect()
+        self.of(kind::WRITE_MMIO).filter_map(|e| Some((e.field("addr")?, e.field("val")?))).collect()
     }
 }
 

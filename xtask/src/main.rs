@@ -1,10 +1,10 @@
 //! `cargo xtask`: the one door to building, running and testing bulkhead.
 //!
 //! ```text
-//! cargo xtask run  [--log-level L] [--flavour virt|stage1|stage2] [--append TEXT]
+//! cargo xtask run  [--log-level L] [--flavour virt|stage1|stage2|two-smmus] [--qemu system|11.1] [--append TEXT]
 //!                  [--overlay FILE.dts | --no-overlay] [--qemu-args "ARGS"] [--timeout SECS] [--debug]
 //!                  [-- EXTRA-QEMU-ARGS...]
-//! cargo xtask test [--host-only] [--jobs N] [FILTER]
+//! cargo xtask test [--host-only] [--jobs N] [--qemu system|11.1] [FILTER]
 //! cargo xtask build [--log-level L] [--debug]
 //! cargo xtask image [--board qemu-virt|fvp-base] [--log-level L] [--debug]
 //! cargo xtask bench [--smoke] [--json PATH] [--markdown] [--from PATH] [--jobs N]
@@ -15,6 +15,7 @@
 mod bench;
 mod check;
 mod prereq;
+mod qemu_root;
 
 use bulkhead_tests::log::Decoder;
 use bulkhead_tests::qemu::{self, Flavour, QemuConfig};
@@ -30,6 +31,8 @@ const BOARDS: &[(&str, &str)] = &[("qemu-virt", "bulkhead-qemu-virt"), ("fvp-bas
 const PAYLOAD_CRATE: &str = "bulkhead-payload";
 /// The overlay `cargo xtask run` boots unless told otherwise.
 const DEFAULT_OVERLAY: &str = "boards/qemu-virt/overlays/demo.dts";
+/// The overlay `cargo xtask run --flavour two-smmus` boots.
+const TWO_SMMUS_OVERLAY: &str = "boards/qemu-virt/overlays/two-smmus.dts";
 /// Host-side crates whose tests `cargo xtask test` runs.
 const HOST_CRATES: &[&str] = &["smmu", "partitions", "platform", "bulkhead-tests", "xtask"];
 
@@ -47,6 +50,9 @@ struct Opts {
     no_overlay: bool,
     qemu_args: Vec<String>,
     board: String,
+    /// `--qemu`: which QEMU `run` boots (`None`: the machine's, unless the
+    /// flavour needs a newer one).
+    qemu: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -63,6 +69,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         no_overlay: false,
         qemu_args: Vec::new(),
         board: "qemu-virt".into(),
+        qemu: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -72,7 +79,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--debug" => o.release = false,
             "--flavour" => {
                 let v = val("--flavour")?;
-                o.flavour = Flavour::parse(&v).ok_or(format!("unknown flavour {v} (virt, stage1, stage2)"))?;
+                o.flavour = Flavour::parse(&v).ok_or(format!("unknown flavour {v} (virt, stage1, stage2, two-smmus)"))?;
             }
             "--append" => o.append = Some(val("--append")?),
             "--timeout" => o.timeout = val("--timeout")?.parse().map_err(|_| "--timeout takes seconds")?,
@@ -82,6 +89,13 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--no-overlay" => o.no_overlay = true,
             "--qemu-args" => o.qemu_args.extend(val("--qemu-args")?.split_whitespace().map(String::from)),
             "--board" => o.board = val("--board")?,
+            "--qemu" => {
+                let v = val("--qemu")?;
+                if !["system", "11.1"].contains(&v.as_str()) {
+                    return Err(format!("unknown QEMU {v} (system: the machine's; 11.1: the trixie root xtask sets up)"));
+                }
+                o.qemu = Some(v);
+            }
             "--" => {
                 o.qemu_args.extend(it.by_ref().cloned());
             }
@@ -198,28 +212,51 @@ fn build_image(o: &Opts) -> Result<(PathBuf, PathBuf), String> {
     Ok((elf, out))
 }
 
+/// The QEMU `run` boots: `--qemu`, else the machine's when it is new
+/// enough for the flavour, else the trixie root's.
+fn run_qemu(o: &Opts) -> Result<qemu::Qemu, String> {
+    let (major, minor) = o.flavour.min_qemu();
+    match o.qemu.as_deref() {
+        Some("11.1") => qemu_root::ensure(),
+        Some(_) => qemu::Qemu::system(),
+        None => {
+            let system = qemu::Qemu::system()?;
+            if system.at_least(major, minor) { Ok(system) } else { qemu_root::ensure() }
+        }
+    }
+}
+
 fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
     prereq::ensure_host_tools()?;
     let artifacts = build_all(o)?;
     let elf = artifacts.kernel.clone();
     let bytes = std::fs::read(&elf).map_err(|e| format!("cannot read {}: {e}", elf.display()))?;
     let decoder = Decoder::from_elf(&bytes)?;
+    let qemu = run_qemu(o)?;
     let mut cfg = QemuConfig {
         flavour: o.flavour,
         append: o.append.clone(),
         extra: o.qemu_args.clone(),
         timeout: Duration::from_secs(o.timeout),
+        qemu: Some(qemu.clone()),
         ..QemuConfig::default()
     };
+    let dir = bulkhead_tests::work_dir().join("run");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     if !o.no_overlay {
-        let path = o.overlay.clone().unwrap_or_else(|| bulkhead_tests::workspace_root().join(DEFAULT_OVERLAY));
+        let default = if o.flavour == Flavour::TwoSmmus { TWO_SMMUS_OVERLAY } else { DEFAULT_OVERLAY };
+        let path = o.overlay.clone().unwrap_or_else(|| bulkhead_tests::workspace_root().join(default));
         let dts = std::fs::read_to_string(&path).map_err(|e| format!("cannot read overlay {}: {e}", path.display()))?;
-        let dir = bulkhead_tests::work_dir().join("run");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         eprintln!("xtask: overlay {}", path.display());
         cfg = bulkhead_tests::dtb::with_overlay(cfg, &dts, &dir, &artifacts.payload)?;
+    } else if o.flavour == Flavour::TwoSmmus {
+        // QEMU's own DTB leaves the second SMMU out: boot the one that
+        // describes the machine.
+        let dtb = dir.join("two-smmus.dtb");
+        cfg.dump_dtb(&dtb)?;
+        cfg.dtb = Some(dtb);
     }
-    eprintln!("xtask: {} {}", qemu::QEMU, cfg.args(&elf).join(" "));
+    eprintln!("xtask: {} ({}) {}", qemu.command.last().map(String::as_str).unwrap_or(qemu::QEMU), qemu.label(), cfg.args(&elf).join(" "));
     let out = qemu::run(&elf, &decoder, &cfg, &mut |l| println!("{l}"))?;
     if out.timed_out {
         eprintln!("xtask: QEMU did not exit within {} s; stopped it", o.timeout);
@@ -266,6 +303,7 @@ fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
     println!("== host tests ==");
     let (hp, hf) = host_tests()?;
     let (mut qp, mut qf) = (0, 0);
+    let mut passes = Vec::new();
     if !o.host_only {
         println!("== QEMU scenarios ==");
         let build = Opts { log_level: "debug".into(), ..o.clone() };
@@ -276,9 +314,17 @@ fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
         }
         let artifacts = build_all(&build)?;
         let scenarios = bulkhead_tests::scenarios::all();
-        (qp, qf) = bulkhead_tests::scenario::run_all(&artifacts, &scenarios, o.filter.as_deref(), o.jobs)?;
+        for (qemu, dir) in test_qemus(o)? {
+            println!("== QEMU scenarios on {} ==", qemu.label());
+            let started = std::time::Instant::now();
+            let r = bulkhead_tests::scenario::run_all(&artifacts, &scenarios, o.filter.as_deref(), o.jobs, &qemu, &dir)?;
+            qp += r.passed;
+            qf += r.failed;
+            passes.push((qemu.label(), r, started.elapsed()));
+        }
         // The benchmarks' quick pass, so they cannot rot: it passes when
-        // every figure could be produced, whatever the goals say.
+        // every figure could be produced, whatever the goals say. On the
+        // machine's QEMU only (bench figures are that QEMU's).
         if o.filter.as_deref().is_none_or(|f| "bench-smoke".contains(f)) {
             println!("== bench smoke ==");
             let (ok, report) = bench::smoke(&artifacts, o.jobs);
@@ -292,11 +338,36 @@ fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
     }
     println!("== summary ==");
     println!("host tests: {hp} passed, {hf} failed");
-    if !o.host_only {
-        println!("qemu scenarios: {qp} passed, {qf} failed");
+    for (label, r, took) in &passes {
+        println!(
+            "qemu scenarios on {label}: {} passed, {} failed, {} skipped ({:.1} min)",
+            r.passed,
+            r.failed,
+            r.skipped,
+            took.as_secs_f64() / 60.0
+        );
     }
     println!("total: {} passed, {} failed", hp + qp, hf + qf);
     Ok(if hf + qf == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The QEMUs `test` runs the scenarios on, each with the directory its
+/// scenarios keep their files in: the machine's, then QEMU 11.1 from the
+/// trixie root (set up when missing), unless the machine's is already
+/// 11.1 or later; `--qemu` picks one of the two.
+fn test_qemus(o: &Opts) -> Result<Vec<(qemu::Qemu, String)>, String> {
+    let system = qemu::Qemu::system()?;
+    let (a, b) = qemu_root::WANT;
+    let mut v = Vec::new();
+    if o.qemu.as_deref() != Some("11.1") {
+        v.push((system.clone(), "scenarios".to_string()));
+    }
+    if o.qemu.as_deref() != Some("system") && (!system.at_least(a, b) || o.qemu.is_some()) {
+        let q = qemu_root::ensure()?;
+        let dir = format!("scenarios-qemu-{}.{}", q.version.0, q.version.1);
+        v.push((q, dir));
+    }
+    Ok(v)
 }
 
 fn main() -> ExitCode {
@@ -314,6 +385,10 @@ fn main() -> ExitCode {
         "image" => cmd_image(&o),
         "check" => check::cmd(rest),
         "bench" => bench::cmd(rest),
+        "qemu-root" => qemu_root::ensure().map(|q| {
+            println!("{}: {}", q.label(), q.command.join(" "));
+            ExitCode::SUCCESS
+        }),
         other => Err(format!("unknown command {other} (run, test, build, image, check)")),
     });
     match result {

@@ -21,7 +21,7 @@ fn qemu_version() -> Option<(u32, u32)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
 
@@ -46,7 +46,7 @@ fn apt(args: &[&str]) -> Result<(), String> {
 
 /// The archive URI and keyring this machine already uses for `suite`, from
 /// its APT sources (one-line `.list` or deb822 `.sources`).
-fn debian_archive(suite: &str) -> Option<(String, Option<String>)> {
+pub fn debian_archive(suite: &str) -> Option<(String, Option<String>)> {
     let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
     if let Ok(d) = std::fs::read_dir("/etc/apt/sources.list.d") {
         files.extend(d.filter_map(|e| e.ok()).map(|e| e.path()));
@@ -78,19 +78,41 @@ fn debian_archive(suite: &str) -> Option<(String, Option<String>)> {
     None
 }
 
+/// Installs QEMU >= 10.0. On bookworm it comes from bookworm-backports:
+/// when the machine's APT sources lack that suite, APT is pointed at a
+/// private source list and package lists under the project's cache for
+/// this one install (`-o Dir::Etc::SourceList=... -o Dir::State::Lists=...`),
+/// so the machine's APT configuration is left as it was.
 fn install_qemu() -> Result<(), String> {
     let codename = os_release("VERSION_CODENAME").unwrap_or_default();
     if codename == "bookworm" {
-        let list = "/etc/apt/sources.list.d/bulkhead-bookworm-backports.list";
-        if debian_archive("bookworm-backports").is_none() {
-            let (uri, key) = debian_archive("bookworm")
-                .ok_or("no APT source for bookworm found to derive bookworm-backports from")?;
-            let opts = key.map(|k| format!("[signed-by={k}] ")).unwrap_or_default();
-            std::fs::write(list, format!("deb {opts}{uri} bookworm-backports main\n"))
-                .map_err(|e| format!("cannot write {list}: {e}"))?;
+        if debian_archive("bookworm-backports").is_some() {
+            apt(&["update", "-q"])?;
+            return apt(&["install", "-y", "-q", "-t", "bookworm-backports", "qemu-system-arm"]);
         }
-        apt(&["update", "-q"])?;
-        apt(&["install", "-y", "-q", "-t", "bookworm-backports", "qemu-system-arm"])
+        let (uri, key) = debian_archive("bookworm").ok_or("no APT source for bookworm found to derive bookworm-backports from")?;
+        let dir = bulkhead_tests::work_dir().join("cache").join("apt");
+        let lists = dir.join("lists");
+        std::fs::create_dir_all(lists.join("partial")).map_err(|e| format!("cannot create {}: {e}", lists.display()))?;
+        let list = dir.join("sources.list");
+        let opts = key.map(|k| format!("[signed-by={k}] ")).unwrap_or_default();
+        std::fs::write(&list, format!("deb {opts}{uri} bookworm main\ndeb {opts}{uri} bookworm-backports main\n"))
+            .map_err(|e| format!("cannot write {}: {e}", list.display()))?;
+        let private = [
+            format!("Dir::Etc::SourceList={}", list.display()),
+            "Dir::Etc::SourceParts=/nonexistent".to_string(),
+            format!("Dir::State::Lists={}", lists.display()),
+        ];
+        let with = |args: &[&str]| {
+            let mut v: Vec<&str> = Vec::new();
+            for o in &private {
+                v.extend(["-o", o.as_str()]);
+            }
+            v.extend_from_slice(args);
+            apt(&v)
+        };
+        with(&["update", "-q"])?;
+        with(&["install", "-y", "-q", "-t", "bookworm-backports", "qemu-system-arm"])
     } else {
         apt(&["update", "-q"])?;
         apt(&["install", "-y", "-q", "qemu-system-arm"])

@@ -193,8 +193,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     milestone("smmus-found", smmus_found);
     // Every SMMU the DT names aborts from the board's early abort in
     // `_start` when the board listed it, else from the DT-driven one.
-    let early = arch::boot::early_smmus();
-    let all_early = smmus.iter().all(|s| early.contains(s.regs.start.0));
+    let all_early = smmus.iter().all(|s| arch::boot::early_abort(s.regs.start.0) == Some(arch::boot::EarlyAbort::Aborted));
     milestone("early-abort", ticks.early_abort);
     milestone("dt-abort", aborting);
     milestone("abort", if all_early { ticks.early_abort } else { aborting });
@@ -219,6 +218,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     interrupts(&discovered, &iommus)?;
     partition::start(plan, iommus.into_iter().collect(), discovered)?;
     milestone("partitions-started", platform::time::ticks());
+    fail_closed_selftest(bootargs);
     crate::ownership::with(|rt| {
         for i in &rt.iommus {
             if let Some(smmu) = &i.smmu {
@@ -373,6 +373,25 @@ fn banner(
     }
     defmt::info!("heap: {} ({=u64} MiB)", heap, heap.size() >> 20);
     defmt::info!("SMMUs: {=usize}", smmus.len());
+    // The board's early list against the machine: an SMMU it names that
+    // is not there (a configurable machine) was found absent and left alone.
+    for base in arch::boot::early_smmus().bases() {
+        if smmus.iter().any(|s| s.regs.start.0 == base) {
+            continue;
+        }
+        match arch::boot::early_abort(base) {
+            Some(arch::boot::EarlyAbort::Absent) => defmt::info!(
+                "  board's early SMMU at {=u64:#x}: not on this machine (reading GBPA faulted in _start; nothing written), nor in the device tree",
+                base
+            ),
+            Some(state) => defmt::warn!(
+                "  board's early SMMU at {=u64:#x}: {} in _start, but the device tree has no SMMU there",
+                base,
+                state
+            ),
+            None => {}
+        }
+    }
     for s in smmus {
         defmt::info!(
             "  SMMUv3 {=str} at {} size {=u64:#x}, {=str}{=str}",
@@ -384,10 +403,13 @@ fn banner(
         );
         defmt::info!(
             "    DMA aborted (GBPA.ABORT) since {=str}",
-            if arch::boot::early_smmus().contains(s.regs.start.0) {
-                "_start's first instructions (the board's early list)"
-            } else {
-                "the device tree was read (not in the board's early list)"
+            match arch::boot::early_abort(s.regs.start.0) {
+                Some(arch::boot::EarlyAbort::Aborted) => "_start's first instructions (the board's early list)",
+                Some(arch::boot::EarlyAbort::Unconfirmed) =>
+                    "the device tree was read (the board's early list names it, but its GBPA.UPDATE did not clear in _start)",
+                Some(arch::boot::EarlyAbort::Absent) =>
+                    "the device tree was read (the board's early list names it, but nothing answered there in _start)",
+                None => "the device tree was read (not in the board's early list)",
             }
         );
         let irqs = [("eventq", s.eventq), ("priq", s.priq), ("cmdq-sync", s.cmdq_sync), ("gerror", s.gerror), ("combined", s.combined)];
@@ -398,6 +420,27 @@ fn banner(
         }
     }
     Ok(())
+}
+
+/// `bulkhead.selftest=fail-closed:N:MS` (a test scenario's): MS
+/// milliseconds after the partitions started, SMMU N (in DT order) fails
+/// closed as after an error it cannot be trusted past — what the event
+/// loop does on SFM_ERR, which QEMU's SMMU never raises (the same
+/// `ownership::fail_smmu`: its groups go to Blocked for good). Partitions
+/// keep running; every stream of that SMMU aborts from then on.
+fn fail_closed_selftest(bootargs: &str) {
+    let Some(spec) = bootargs.split_ascii_whitespace().find_map(|a| a.strip_prefix("bulkhead.selftest=fail-closed:")) else { return };
+    let mut it = spec.split(':').map(|v| v.parse::<u64>().ok());
+    let (Some(Some(n)), Some(Some(ms))) = (it.next(), it.next()) else {
+        defmt::error!("selftest fail-closed: expected fail-closed:SMMU:MS, got {=str}", spec);
+        return;
+    };
+    let until = platform::time::ticks() + ms.saturating_mul(platform::time::frequency()) / 1000;
+    while platform::time::ticks() < until {
+        core::hint::spin_loop();
+    }
+    defmt::warn!("selftest: SMMU {=u64} fails closed; every stream it serves aborts from now on", n);
+    crate::ownership::with(|rt| crate::ownership::fail_smmu(rt, n as usize, "selftest fail-closed"));
 }
 
 /// Boot-argument driven checks used by the test scenarios.
@@ -435,6 +478,8 @@ fn selftest(
                 let first = iommus.first_mut().and_then(iommu::Iommu::usable).ok_or_else(|| platform_err("no SMMU to test"))?;
                 dmatest::cmdq_error(first)?;
             }
+            // Run once the partitions are (`fail_closed_selftest`).
+            t if t.starts_with("fail-closed:") => {}
             other => {
                 defmt::error!("unknown selftest {=str}", other);
                 return Err(ExitCode::SelfTestFailed);

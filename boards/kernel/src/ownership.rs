@@ -291,7 +291,7 @@ fn revoke(rt: &mut Runtime, p: PartitionId, devs: &[DeviceRef], mmio: &[PhysRang
 /// Fails SMMU `si` closed (GBPA abort, SMMUEN off: every stream aborts) and
 /// takes every group behind it to Blocked for good: their owners lose the
 /// devices' MMIO and bus mastering. Partitions keep their CPUs.
-fn fail_smmu(rt: &mut Runtime, si: usize, why: &'static str) {
+pub fn fail_smmu(rt: &mut Runtime, si: usize, why: &'static str) {
     let Some(iommu) = rt.iommus.get_mut(si) else { return };
     let confirmed = iommu.fail_closed();
     let name = iommu.node.name.as_str();

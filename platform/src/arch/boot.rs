@@ -60,31 +60,65 @@ __bulkhead_entry:
     ubfx    x20, x20, #2, #2
 
     // Close the DMA window before anything else: GBPA.ABORT on every SMMU
-    // the board always has (BULKHEAD_EARLY_SMMUS: register bases, zero-
+    // the board lists (BULKHEAD_EARLY_SMMUS: register bases, zero-
     // terminated; plain data read PC-relatively, so this runs before the
-    // relocations, the stack and the DT). A bounded wait for UPDATE to
-    // clear; one that does not is found again, and reported, when the kernel
-    // aborts every SMMU the DT names (which also covers SMMUs left enabled
-    // by earlier firmware, where GBPA does not apply). Only at EL2: entered
-    // anywhere else the kernel is not the machine's owner, touches nothing
-    // and says so.
+    // relocations, the stack and the DT). Only at EL2: entered anywhere
+    // else the kernel is not the machine's owner and touches nothing.
+    //
+    // For each base, as the DT-driven pass does (smmu::gbpa_abort): wait,
+    // bounded, for GBPA.UPDATE=0 (writes are ignored while an update is in
+    // flight), write UPDATE|ABORT, wait, bounded, for UPDATE=0 again. A
+    // base with no SMMU behind it (a configurable machine, e.g. QEMU virt
+    // with iommu=none) faults on the first read: the early vectors below
+    // are in place for this loop only, and resume at the next base with
+    // the SMMU marked absent in x7, never written. An UPDATE that does not
+    // clear marks it in x8 (unconfirmed; not written when it never cleared
+    // before the write). Both masks reach Rust (early_smmu_states), and the
+    // kernel aborts every SMMU of the DT again once it has read it. This
+    // only sets GBPA, which has no effect while SMMUEN=1: an SMMU firmware
+    // left enabled keeps translating through its old tables until the
+    // DT-driven bring-up disables it (CR0.SMMUEN=0, GBPA aborting).
+    mov     x7, xzr                     // listed SMMUs that are absent
+    mov     x8, xzr                     // listed SMMUs whose UPDATE did not clear
+    cmp     x20, #2
+    b.ne    13f
     adrp    x1, BULKHEAD_EARLY_SMMUS
     add     x1, x1, :lo12:BULKHEAD_EARLY_SMMUS
-    mov     x5, #{early_smmus}
-    cmp     x20, #2
-    csel    x5, x5, xzr, eq
-10: cbz     x5, 13f
-    ldr     x2, [x1], #8
-    cbz     x2, 13f
-    movz    w3, #{gbpa_set_hi}, lsl #16 // UPDATE | ABORT
-    str     w3, [x2, #{gbpa}]
+    mov     x6, xzr                     // index in the list
+    mrs     x9, vbar_el2                // the loader's vectors, put back after
+    adrp    x3, __bulkhead_early_vectors
+    add     x3, x3, :lo12:__bulkhead_early_vectors
+    msr     vbar_el2, x3
+    isb
+10: ldr     x2, [x1], #8
+    cbz     x2, 12f
     mov     x4, #{gbpa_polls}
-11: ldr     w3, [x2, #{gbpa}]
-    tbz     w3, #31, 12f                // UPDATE clear: the abort is in force
+11: ldr     w3, [x2, #{gbpa}]           // faults if nothing is there: 14f
+    tbz     w3, #31, 15f                // UPDATE clear: no update in flight
     subs    x4, x4, #1
     b.ne    11b
-12: sub     x5, x5, #1
-    b       10b
+    b       17f                         // never cleared: not written
+15: movz    w3, #{gbpa_set_hi}, lsl #16 // UPDATE | ABORT
+    str     w3, [x2, #{gbpa}]
+    mov     x4, #{gbpa_polls}
+16: ldr     w3, [x2, #{gbpa}]
+    tbz     w3, #31, 18f                // UPDATE clear: the abort is in force
+    subs    x4, x4, #1
+    b.ne    16b
+17: mov     x3, #1
+    lsl     x3, x3, x6
+    orr     x8, x8, x3
+    b       18f
+    .global __bulkhead_early_absent
+__bulkhead_early_absent:                // from the early vectors: x6's access faulted
+14: mov     x3, #1
+    lsl     x3, x3, x6
+    orr     x7, x7, x3
+18: add     x6, x6, #1
+    cmp     x6, #{early_smmus}
+    b.lo    10b
+12: msr     vbar_el2, x9
+    isb
 13: mrs     x29, cntpct_el0             // boot benchmark: the board's SMMUs abort
 
     // Load bias = where the image runs - where it was linked. The link
@@ -161,6 +195,9 @@ __bulkhead_entry:
     add     x1, x1, :lo12:BULKHEAD_BOOT_TICKS
     stp     x26, x27, [x1]
     stp     x28, x29, [x1, #16]
+    adrp    x1, BULKHEAD_EARLY_SMMU_MASKS
+    add     x1, x1, :lo12:BULKHEAD_EARLY_SMMU_MASKS
+    stp     x7, x8, [x1]
     adrp    x1, __bulkhead_vectors
     add     x1, x1, :lo12:__bulkhead_vectors
     cmp     x20, #2
@@ -235,6 +272,25 @@ __bulkhead_vectors:
     BULKHEAD_VECTOR 14
     BULKHEAD_VECTOR 15
 
+    // The early vectors, in place only while `_start` aborts the board's
+    // SMMUs (no stack yet): any synchronous exception there is an access
+    // to a listed SMMU that is not there (a data abort on a base no device
+    // decodes). It resumes at __bulkhead_early_absent, which marks the SMMU
+    // absent and goes on with the next. IRQ, FIQ and SError are masked.
+    .macro BULKHEAD_EARLY_VECTOR
+    .balign 0x80
+    adrp    x10, __bulkhead_early_absent
+    add     x10, x10, :lo12:__bulkhead_early_absent
+    msr     elr_el2, x10
+    eret
+    .endm
+
+    .balign 0x800
+__bulkhead_early_vectors:
+    .rept 16
+    BULKHEAD_EARLY_VECTOR
+    .endr
+
 __bulkhead_exception_common:
     bl      bulkhead_exception
     ldp     x0, x1, [sp, #0]
@@ -277,6 +333,39 @@ static BULKHEAD_LOAD_BIAS: AtomicU64 = AtomicU64::new(0);
 #[unsafe(no_mangle)]
 static BULKHEAD_BOOT_TICKS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
+/// What `_start` found at the board's early SMMUs, two bit masks over the
+/// list's positions: [0] absent (reading GBPA faulted; never written), [1]
+/// GBPA.UPDATE did not clear within the bound. Only `_start` writes them,
+/// before any Rust runs.
+#[unsafe(no_mangle)]
+static BULKHEAD_EARLY_SMMU_MASKS: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+/// What `_start`'s early abort did to one SMMU of the board's list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+pub enum EarlyAbort {
+    /// GBPA.ABORT is set and the SMMU confirmed it (UPDATE cleared).
+    Aborted,
+    /// Nothing answers at the base: reading GBPA faulted; nothing was written.
+    Absent,
+    /// GBPA.UPDATE did not clear within the bound (before the write, which
+    /// was then not made, or after it).
+    Unconfirmed,
+}
+
+/// What `_start` did to the SMMU at `base`: `None` when the board does not
+/// list it (or the kernel was entered at another EL and touched nothing).
+pub fn early_abort(base: u64) -> Option<EarlyAbort> {
+    let at = early_smmus().position(base)?;
+    let mask = |i: usize| BULKHEAD_EARLY_SMMU_MASKS[i].load(Ordering::Relaxed) >> at & 1 != 0;
+    Some(if mask(0) {
+        EarlyAbort::Absent
+    } else if mask(1) {
+        EarlyAbort::Unconfirmed
+    } else {
+        EarlyAbort::Aborted
+    })
+}
+
 /// Most SMMUs a board may list in [`EarlySmmus`].
 pub const MAX_EARLY_SMMUS: usize = 8;
 /// SMMU_GBPA's offset, and UPDATE | ABORT (SMMUv3 spec 6.3.14).
@@ -312,7 +401,20 @@ impl EarlySmmus {
 
     /// Whether `base` is listed.
     pub fn contains(&self, base: u64) -> bool {
-        base != 0 && self.0.contains(&base)
+        self.position(base).is_some()
+    }
+
+    /// Where `base` is in the list.
+    pub fn position(&self, base: u64) -> Option<usize> {
+        if base == 0 {
+            return None;
+        }
+        self.0.iter().take_while(|&&b| b != 0).position(|&b| b == base)
+    }
+
+    /// The listed bases, in order.
+    pub fn bases(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().copied().take_while(|&b| b != 0)
     }
 }
 

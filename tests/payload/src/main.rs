@@ -19,7 +19,7 @@
 //! - `move=GROUP:A:B:N` (a manager): move GROUP from partition A to B and
 //!   back, N times, and report the statuses;
 //! - `try-move=GROUP:A:B`: one release and assign attempt, statuses reported;
-//! - `assign=GROUP:P`: one assignment, status reported;
+//! - `release=GROUP:OWNER`, `assign=GROUP:P`: one release or assignment, status reported;
 //! - `info=GROUP`: GROUP_INFO, reported;
 //! - `storm=ADDR:N`: up to N DMAs of its device to ADDR (outside its memory),
 //!   stopping when the device is taken away;
@@ -283,6 +283,10 @@ extern "C" fn payload_main(dtb: u64, entered: u64) -> ! {
             let r = hvc::release(v[0], v[1]);
             let s = hvc::assign(v[0], v[2]);
             l.push("try-move group ").hex(v[0]).push(": release ").hex(r).push(" assign ").hex(s).send();
+        } else if let Some((g, from)) = arg.strip_prefix("release=").and_then(|a| a.split_once(':')) {
+            let (g, from) = (parse_u64(g).unwrap_or(u64::MAX), parse_u64(from).unwrap_or(u64::MAX));
+            let r = hvc::release(g, from);
+            l.push("release group ").hex(g).push(" from ").hex(from).push(": ").hex(r).send();
         } else if let Some((g, to)) = arg.strip_prefix("assign=").and_then(|a| a.split_once(':')) {
             let (g, to) = (parse_u64(g).unwrap_or(u64::MAX), parse_u64(to).unwrap_or(u64::MAX));
             let r = hvc::assign(g, to);
@@ -331,6 +335,13 @@ extern "C" fn payload_main(dtb: u64, entered: u64) -> ! {
                 delay_us(50_000);
             }
             l.push("canary at ").hex(a).push(" intact after ").hex(ms).push(" ms").send();
+        } else if let Some(bar) = arg.strip_prefix("dma-at=").and_then(parse_u64) {
+            // An edu this partition was given after it started (its DTB
+            // lists only those it had then), at its BAR 0 (MMIO IPA == PA).
+            match edu::Edu::new(bar) {
+                Some(e) => dma_own(&e, scratch, &mut l),
+                None => l.push("no edu at ").hex(bar).send(),
+            }
         } else if arg == "dma-own" || arg.starts_with("attack=") {
             let Some(e) = edu.and_then(edu::Edu::new) else {
                 l.push("no edu device in my DTB").send();

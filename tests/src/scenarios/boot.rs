@@ -38,7 +38,11 @@ fn check_banner(o: &Outcome, c: &mut Checks) {
     c.log(o, "RAM      [0x40000000..0xc0000000) 2048 MiB");
     c.log(o, "reserved [0x40000000..0x40100000) dtb");
     c.log(o, "SMMUs: 1");
-    c.log(o, "SMMUv3 smmuv3@9050000 at 0x9050000 size 0x20000, coherent");
+    let m = c.machine(o);
+    c.that(m.smmus.len() == 1, format!("the DT describes {} SMMUs, expected 1", m.smmus.len()));
+    for s in &m.smmus {
+        c.log(o, &format!("SMMUv3 {} at {:#x} size 0x20000, coherent", s.name, s.base));
+    }
     // The board lists virt's SMMU: `_start` aborts it before relocating.
     c.log(o, "DMA aborted (GBPA.ABORT) since _start's first instructions (the board's early list)");
     c.log(o, "interrupt eventq: SPI 74 (INTID 106, edge)");

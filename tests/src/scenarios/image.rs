@@ -224,7 +224,10 @@ fn check_banner(o: &Outcome, c: &mut Checks, at: u64) {
         c.that(line.ends_with(" dtb"), format!("the reservation at {dtb:#x} is not the DTB's: {line}"));
     }
     c.no_log(o, "reserved [0x40000000..0x40100000) dtb");
-    c.log(o, "SMMUv3 smmuv3@9050000 at 0x9050000 size 0x20000, coherent");
+    let m = c.machine(o);
+    for s in &m.smmus {
+        c.log(o, &format!("SMMUv3 {} at {:#x} size 0x20000, coherent", s.name, s.base));
+    }
     c.gbpa_abort_first(o);
 }
 

@@ -6,7 +6,7 @@
 
 use crate::qemu::{Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Scenario};
-use crate::trace::TraceEvent;
+use crate::trace::{kind, TraceEvent};
 
 /// QEMU `virt`: the EL2 physical timer is PPI 10, the SMMU's eventq and
 /// gerror are SPIs 74 and 77.
@@ -82,7 +82,7 @@ fn check_irq(o: &Outcome, c: &mut Checks) {
     let triggered = |irq| o.trace.named("smmuv3_trigger_irq").any(|e| e.field("irq") == Some(irq));
     c.that(triggered(SMMU_IRQ_GERROR), "QEMU's SMMU never raised its gerror interrupt");
     c.that(triggered(SMMU_IRQ_EVTQ), "QEMU's SMMU never raised its eventq interrupt");
-    let recorded = o.trace.named("smmuv3_record_event").filter(|e| e.args.contains("F_TRANSLATION") && e.field("sid") == Some(EDU_SID)).count() as u64;
+    let recorded = o.trace.of(kind::EVENT).filter(|e| e.args.contains("F_TRANSLATION") && e.field("sid") == Some(EDU_SID)).count() as u64;
     c.that(recorded > 0, "QEMU recorded no F_TRANSLATION event for the edu");
 
     // QEMU's GIC: each line went up, was acknowledged by CPU 0 with its

@@ -7,6 +7,7 @@ mod irq;
 mod ownership;
 mod partitions;
 mod smmu;
+mod two_smmus;
 mod uboot;
 
 use crate::scenario::Scenario;
@@ -24,5 +25,6 @@ pub fn all() -> Vec<Scenario> {
     v.extend(partitions::scenarios());
     v.extend(ownership::scenarios());
     v.extend(uboot::scenarios());
+    v.extend(two_smmus::scenarios());
     v
 }

@@ -2,7 +2,7 @@
 //! `_start` to partitions running, and the memory figures of that boot.
 
 use super::{bytes, line, memory, thousands, Figure, Goal, Report, Table};
-use bulkhead_tests::qemu::{Outcome, QemuConfig};
+use bulkhead_tests::qemu::{Flavour, Outcome, QemuConfig};
 use bulkhead_tests::Artifacts;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,6 +27,70 @@ pub fn setup(dir: &Path, a: &Artifacts) -> Result<QemuConfig, String> {
         dts.insert_str(start, "ticks ");
     }
     bulkhead_tests::dtb::with_overlay(QemuConfig { timeout: Duration::from_secs(180), ..QemuConfig::default() }, &dts, dir, &a.payload)
+}
+
+/// A boot of the qemu-virt kernel with QEMU's `virt,iommu=none` and two
+/// user-created SMMUs ([`Flavour::TwoSmmus`], QEMU ≥ 10.2: the machine's
+/// QEMU when it is new enough, else the trixie root's), no partitions: the
+/// board's early list names an SMMU this machine does not have.
+pub fn setup_two_smmus(dir: &Path) -> Result<QemuConfig, String> {
+    let (a, b) = Flavour::TwoSmmus.min_qemu();
+    let system = bulkhead_tests::qemu::Qemu::system()?;
+    let qemu = if system.at_least(a, b) { system } else { crate::qemu_root::ensure()? };
+    let cfg = QemuConfig { flavour: Flavour::TwoSmmus, timeout: Duration::from_secs(60), qemu: Some(qemu), ..QemuConfig::default() };
+    let dtb = dir.join("two-smmus.dtb");
+    cfg.dump_dtb(&dtb)?;
+    Ok(QemuConfig { dtb: Some(dtb), ..cfg })
+}
+
+/// Marks a figure of a machine this workplace cannot run (the smoke pass
+/// does not count it as missing).
+pub const NOT_HERE: &str = "does not run here";
+
+/// Boot to abort for each board, on each machine it boots here: qemu-virt
+/// on `virt,iommu=smmuv3` (its SMMU in the board's early list) and on
+/// `virt,iommu=none` with two user-created SMMUs (the early list's SMMU
+/// absent: the abort comes once the DT is read); fvp-base is not booted.
+pub fn report_boards(demo: &Result<Outcome, String>, two: &Result<Outcome, String>, r: &mut Report) {
+    const S: &str = "boot";
+    let goal = |f: Figure| f.goal(&format!("< {} instructions", thousands(GOAL_ABORT as u64)), Goal::AtMost(GOAL_ABORT));
+    let name_virt = "Boot to abort, qemu-virt on virt,iommu=smmuv3";
+    match demo {
+        Ok(o) if o.status == Some(0) => match milestones(o).0.get("abort") {
+            Some(&v) => r.figures.push(goal(Figure::new(S, name_virt, v as f64, format!("{} instructions (its SMMU is in the board's early list)", thousands(v))))),
+            None => r.figures.push(Figure::missing(S, name_virt, "no abort milestone")),
+        },
+        Ok(o) => r.figures.push(Figure::missing(S, name_virt, format!("the demo boot exited with {:?}", o.status))),
+        Err(e) => r.figures.push(Figure::missing(S, name_virt, e)),
+    }
+    let name_two = "Boot to abort, qemu-virt on virt,iommu=none + 2 arm-smmuv3";
+    match two {
+        Ok(o) if o.status == Some(0) => {
+            let (m, _, _) = milestones(o);
+            let absent = o.log.iter().any(|l| l.message.contains("board's early SMMU at 0x9050000: not on this machine"));
+            match (m.get("abort"), m.get("early-abort")) {
+                (Some(&v), Some(&early)) => r.figures.push(goal(Figure::new(
+                    S,
+                    name_two,
+                    v as f64,
+                    format!(
+                        "{} instructions (the early list's 0x9050000 {} at {}; both SMMUs aborted once the DT was read)",
+                        thousands(v),
+                        if absent { "found absent by `_start`" } else { "NOT reported absent" },
+                        thousands(early)
+                    ),
+                ))),
+                _ => r.figures.push(Figure::missing(S, name_two, "no abort milestone")),
+            }
+        }
+        Ok(o) => r.figures.push(Figure::missing(S, name_two, format!("the boot exited with {:?}", o.status))),
+        Err(e) => r.figures.push(Figure::missing(S, name_two, e)),
+    }
+    r.figures.push(Figure::missing(
+        S,
+        "Boot to abort, fvp-base",
+        format!("the FVP is not freely redistributable and {NOT_HERE}; `_start` aborts its SMMU at 0x2b400000 from the board's early list"),
+    ));
 }
 
 /// `milestone NAME: N ticks since entry (freq F Hz)` lines, and the entry

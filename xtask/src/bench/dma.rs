@@ -6,6 +6,7 @@
 
 use super::{Figure, Report, Table};
 use bulkhead_tests::qemu::{Flavour, Outcome, QemuConfig};
+use bulkhead_tests::trace::kind;
 use bulkhead_tests::trace::Trace;
 use std::time::Duration;
 
@@ -112,7 +113,9 @@ pub fn per_transfer(t: &Trace, sid: u64) -> Vec<Walk> {
                 out.push(cur);
                 cur = Walk::default();
             }
-            "smmuv3_record_event" | "smmuv3_translate_abort" => cur = Walk::default(),
+            // A fault ends a transfer's work too (the event's trace point
+            // is named differently by QEMU 10 and 11).
+            _ if kind::EVENT.matches(e) || kind::TRANSLATE_ABORT.matches(e) => cur = Walk::default(),
             _ => {}
         }
     }

@@ -188,6 +188,27 @@ fn the_shipped_qemu_overlays_pass_and_name_their_streamids() {
     assert!(partition_block(&manager.text, "storage").contains("StreamIDs 0x10"));
 }
 
+/// The two-SMMU machine (`--flavour two-smmus`): QEMU 11.1's DTB as the
+/// harness fixes it up, the demo split across both SMMUs.
+#[test]
+fn the_two_smmu_machine_shows_each_smmus_groups() {
+    let r = accepted(
+        "--dtb two-smmus.dtb --overlay ../../boards/qemu-virt/overlays/two-smmus.dts --topology two-smmus-boot.log \
+         --board qemu-virt --kernel 0x40200000,0x107000 --boot-cpu 0",
+    );
+    assert!(r.text.contains("  SMMUs     smmuv3@c000000, smmuv3@c020000\n"), "{}", r.text);
+    assert!(r.text.contains("  PCI host  /pcie@4018000000: 2 functions"), "{}", r.text);
+    assert!(r.text.contains("  group 1: SMMU smmuv3@c000000, StreamIDs 0x8, devices 00:01.0 1234:11e8; reasons: alone\n"), "{}", r.text);
+    assert!(r.text.contains("  group 4: SMMU smmuv3@c020000, StreamIDs 0x8100, devices 81:00.0 1234:11e8; reasons: alone\n"), "{}", r.text);
+    let net = partition_block(&r.text, "net");
+    assert!(net.contains("    group     1: SMMU smmuv3@c000000, StreamIDs 0x8\n"), "{net}");
+    let storage = partition_block(&r.text, "storage");
+    assert!(storage.contains("    device    81:00.0 1234:11e8 /pcie@4018000000/port@0,0/edu@0,0, group 4\n"), "{storage}");
+    assert!(storage.contains("    group     4: SMMU smmuv3@c020000, StreamIDs 0x8100\n"), "{storage}");
+    assert!(r.text.contains("3 (SMMU smmuv3@c020000, StreamIDs 0x8000)"), "{}", r.text);
+    assert!(!r.text.contains("not checked:"), "{}", r.text);
+}
+
 #[test]
 fn overlays_apply_in_order_and_blobs_work_as_sources() {
     let full = "--kernel 0x40200000,0xee000 --boot-cpu 0 --topology demo-boot.log";
