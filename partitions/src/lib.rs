@@ -16,3 +16,4 @@ pub mod ownership;
 pub mod validate;
 #[cfg(test)]
 mod testutil;
+pub mod vm;
