@@ -6,19 +6,16 @@
 //!
 //! Every error names the node (full path) and the property.
 //!
-//! The reading ([`parse`], [`parse_tree`]) goes through `platform::dt`, the
-//! kernel's own device-tree reader, so it comes with the `machine` feature
-//! (the kernel and the checker have it; the partition payload, which only
-//! needs the types, does not link `platform`).
+//! The reading ([`parse`], [`parse_tree`]) goes through `devicetree`, the
+//! kernel's own device-tree reader (pure: the partition payload links it
+//! with this crate, and never `platform`).
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 use smmu::PhysAddr;
 
-#[cfg(any(feature = "machine", test))]
 mod read;
-#[cfg(any(feature = "machine", test))]
 pub use read::{parse, parse_tree};
 
 /// Compatible of the container node.

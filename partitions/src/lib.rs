@@ -9,7 +9,6 @@ pub mod groups;
 pub mod topology;
 pub mod guest_dt;
 pub mod hypercall;
-#[cfg(any(feature = "machine", test))]
 pub mod machine;
 pub mod ownership;
 pub mod validate;

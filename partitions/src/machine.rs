@@ -13,11 +13,11 @@ use crate::groups::Groups;
 use crate::topology::{self as model, SmmuIndex, Topology};
 use crate::validate::Hardware;
 use alloc::string::String;
-use platform::discovery::{Discovery, DEFAULT_SID_BITS};
-use platform::dt::{DeviceTree, DtError, SmmuNode};
-use platform::memmap::{MemoryMap, Reservation};
-use platform::pci::{FunctionKind, HostTopology};
-use platform::PhysRange;
+use devicetree::discovery::{Discovery, DEFAULT_SID_BITS};
+use devicetree::{DeviceTree, DtError, SmmuNode};
+use devicetree::memmap::{MemoryMap, Reservation};
+use devicetree::pci::{FunctionKind, HostTopology};
+use devicetree::PhysRange;
 
 /// A physical range as the configuration's [`Region`].
 pub fn region(r: &PhysRange) -> Region {
@@ -177,9 +177,9 @@ mod tests {
 };"#);
         let dt = DeviceTree::parse(&blob).unwrap();
         let smmus = dt.smmus().unwrap();
-        let d = platform::discovery::discover(&dt, &smmus).unwrap();
-        let f = |bus, dev, kind, parent, bridge| platform::pci::Function {
-            bdf: platform::pci::Bdf::new(bus, dev, 0),
+        let d = devicetree::discovery::discover(&dt, &smmus).unwrap();
+        let f = |bus, dev, kind, parent, bridge| devicetree::pci::Function {
+            bdf: devicetree::pci::Bdf::new(bus, dev, 0),
             vendor: 0x1234,
             device: 0x11e8,
             class: 0xff00,
@@ -194,7 +194,7 @@ mod tests {
             pcie_cap: None,
             bridge,
         };
-        let bridge = platform::pci::BridgeInfo { primary: 0, secondary: 1, subordinate: 1, mem: None, pref: None };
+        let bridge = devicetree::pci::BridgeInfo { primary: 0, secondary: 1, subordinate: 1, mem: None, pref: None };
         let pci = [HostTopology {
             root_bus: 0,
             last_bus: 1,

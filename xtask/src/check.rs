@@ -8,9 +8,9 @@
 //!                   [--dot FILE.dot]
 //! ```
 //!
-//! The overlays are merged by `platform::overlay::apply` (what the kernel
+//! The overlays are merged by `devicetree::overlay::apply` (what the kernel
 //! does with overlays a loader leaves in `/chosen`); the merged tree is read
-//! by the same `platform::dt` and `platform::discovery` calls, in the same
+//! by the same `devicetree` and `devicetree::discovery` calls, in the same
 //! order, as boot; `partitions::machine` turns it into the policy's model
 //! and `Hardware` exactly as the kernel does; `partitions::binding::parse`
 //! and `partitions::validate::validate` decide. A refusal prints the
@@ -37,11 +37,11 @@ use partitions::groups::{self, Groups};
 use partitions::machine::{self, Placement};
 use partitions::topology::Topology;
 use partitions::validate::{Hardware, Plan};
-use platform::discovery::{self, Discovery};
-use platform::dt::{DeviceTree, DtError};
-use platform::memmap::{self, BootMap};
-use platform::pci::HostTopology;
-use platform::{PhysAddr, PhysRange};
+use devicetree::discovery::{self, Discovery};
+use devicetree::{DeviceTree, DtError};
+use devicetree::memmap::{self, BootMap};
+use devicetree::pci::HostTopology;
+use devicetree::{PhysAddr, PhysRange};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
@@ -224,7 +224,7 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
         }));
     }
     let refs: Vec<&[u8]> = overlays.iter().map(Vec::as_slice).collect();
-    let merged = platform::overlay::apply(&base, &refs).map_err(|e| unusable(kernel_text::overlay(&e)))?;
+    let merged = devicetree::overlay::apply(&base, &refs).map_err(|e| unusable(kernel_text::overlay(&e)))?;
     let dt = DeviceTree::parse(&merged).map_err(|e| unusable(kernel_text::dt(&e)))?;
     let dt_err = |e: DtError| unusable(kernel_text::dt(&e));
 
@@ -247,14 +247,14 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
         (None, Some(b)) => Some((b.dtb_at, (b.dtb_size)(merged.len() as u64), format!("--board {}", b.name))),
         (None, None) => None,
     };
-    let dtb = placed_dtb.as_ref().and_then(|(at, size, _)| PhysRange::new(*at, *size)).map(|r| r.grow_to(platform::pgtable::PAGE_SIZE));
-    // The same memory map boot makes (platform::memmap::boot_map).
+    let dtb = placed_dtb.as_ref().and_then(|(at, size, _)| PhysRange::new(*at, *size)).map(|r| r.grow_to(memmap::PAGE));
+    // The same memory map boot makes (devicetree::memmap::boot_map).
     let BootMap { map, overlays: chosen, heap } = memmap::boot_map(&dt, placed_kernel, dtb).map_err(|e| unusable(kernel_text::platform(&e.to_string())))?;
     if !chosen.is_empty() {
         notes.not_made.push(format!(
             "the {} overlay(s) /chosen/{} names are in RAM only at boot: not applied here (give them as --overlay)",
             chosen.len(),
-            platform::overlay::CHOSEN_PROPERTY
+            devicetree::overlay::CHOSEN_PROPERTY
         ));
     }
     if let Some(heap) = heap {

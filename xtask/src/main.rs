@@ -31,7 +31,7 @@ const PAYLOAD_CRATE: &str = "bulkhead-payload";
 /// The overlay `cargo xtask run` boots unless told otherwise.
 const DEFAULT_OVERLAY: &str = "boards/qemu-virt/overlays/demo.dts";
 /// Host-side crates whose tests `cargo xtask test` runs.
-const HOST_CRATES: &[&str] = &["smmu", "partitions", "platform", "bulkhead-tests", "xtask"];
+const HOST_CRATES: &[&str] = &["smmu", "devicetree", "partitions", "platform", "bulkhead-tests", "xtask"];
 
 #[derive(Clone)]
 struct Opts {

@@ -2,8 +2,8 @@
 
 use crate::{dmatest, iommu, partition, Board};
 use platform::arch::{self, exit};
-use platform::dt::{DeviceTree, PsciConduit};
-use platform::memmap::{self, BootMap, BootMapError, MemoryMap, Reservation};
+use devicetree::memmap::{self, BootMap, BootMapError, MemoryMap, Reservation};
+use devicetree::{DeviceTree, PsciConduit};
 use platform::pgtable::{Access, IdentityMap, MemType, Table, PAGE_SIZE};
 use platform::{ExitCode, PhysAddr, PhysRange};
 
@@ -44,7 +44,7 @@ pub fn entry(board: &'static Board, x0: u64, el: u64) -> ! {
     // SAFETY: the boot protocol puts a DTB at x0, or the board's loader at
     // `dtb_when_x0_is_zero`; `at` reads 8 bytes, then only `totalsize` bytes
     // after checking the magic and a size limit. Nothing writes there.
-    let dt = match unsafe { DeviceTree::at(dtb_at) } {
+    let dt = match unsafe { platform::dtb::at(dtb_at) } {
         Ok(dt) => dt,
         Err(e) => {
             defmt::error!("cannot boot: device tree at {}: {}", dtb_at, e);
@@ -58,7 +58,7 @@ pub fn entry(board: &'static Board, x0: u64, el: u64) -> ! {
     }
 }
 
-fn overlay_err(e: platform::overlay::OverlayError) -> ExitCode {
+fn overlay_err(e: devicetree::overlay::OverlayError) -> ExitCode {
     defmt::error!("cannot boot: {}", e);
     ExitCode::BadDeviceTree
 }
@@ -77,7 +77,7 @@ fn apply_overlays(dt: DeviceTree<'static>, regions: &[PhysRange]) -> Result<Devi
         // them, and nothing writes them while they are read.
         .map(|r| unsafe { core::slice::from_raw_parts(r.start.0 as *const u8, r.size() as usize) })
         .collect();
-    let merged = platform::overlay::apply(dt.bytes(), &blobs).map_err(overlay_err)?;
+    let merged = devicetree::overlay::apply(dt.bytes(), &blobs).map_err(overlay_err)?;
     let merged: &'static [u8] = merged.leak();
     let dt = DeviceTree::parse(merged).map_err(dt_err)?;
     defmt::info!("overlays: {=usize} applied from /chosen/bulkhead,overlays, {=usize}-byte tree", regions.len(), merged.len());
@@ -94,7 +94,7 @@ fn boot_map_err(e: BootMapError) -> ExitCode {
     }
 }
 
-fn dt_err(e: platform::dt::DtError) -> ExitCode {
+fn dt_err(e: devicetree::DtError) -> ExitCode {
     defmt::error!("cannot boot: {}", e);
     ExitCode::BadDeviceTree
 }
@@ -325,7 +325,7 @@ fn build_and_enable_mmu(ram: &[PhysRange], mmio: &[PhysRange], layout: &arch::bo
     m.map(layout.rodata, MemType::Normal, Access::ReadOnly).map_err(fail)?;
     m.map(layout.data, MemType::Normal, Access::ReadWrite).map_err(fail)?;
     m.map(layout.stack, MemType::Normal, Access::ReadWrite).map_err(fail)?;
-    let mmio: arrayvec::ArrayVec<PhysRange, { platform::dt::MAX_MMIO }> = platform::memmap::coalesce(mmio, PAGE_SIZE);
+    let mmio: arrayvec::ArrayVec<PhysRange, { devicetree::dt::MAX_MMIO }> = memmap::coalesce(mmio, PAGE_SIZE);
     for r in &mmio {
         m.map(*r, MemType::Device, Access::ReadWrite).map_err(fail)?;
     }
@@ -341,7 +341,7 @@ fn banner(
     board: &Board,
     dt: &DeviceTree<'static>,
     map: &MemoryMap,
-    smmus: &[platform::dt::SmmuNode],
+    smmus: &[devicetree::SmmuNode],
     heap: PhysRange,
 ) -> Result<(), ExitCode> {
     let cpus = dt.cpus().map_err(dt_err)?;

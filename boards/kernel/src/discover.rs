@@ -11,8 +11,8 @@
 use alloc::vec::Vec;
 use partitions::groups::{self, GroupReason, Groups, NotIsolatableReason};
 use partitions::topology::{self as model, DeviceRef};
-use platform::discovery::{self, Discovery, DEFAULT_SID_BITS};
-use platform::dt::{DeviceTree, SmmuNode};
+use devicetree::discovery::{self, Discovery, DEFAULT_SID_BITS};
+use devicetree::{DeviceTree, SmmuNode};
 use platform::pci::{self, ecam::EcamConfigSpace, HostTopology};
 use platform::ExitCode;
 use smmu::StreamId;
@@ -54,7 +54,7 @@ impl Discovered {
     }
 }
 
-fn dt_err(e: platform::dt::DtError) -> ExitCode {
+fn dt_err(e: devicetree::DtError) -> ExitCode {
     defmt::error!("cannot boot: discovery: {}", e);
     ExitCode::BadDeviceTree
 }

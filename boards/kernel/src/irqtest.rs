@@ -20,7 +20,7 @@ use crate::discover::Discovered;
 use crate::iommu::Iommu;
 use core::sync::atomic::{AtomicU32, Ordering};
 use platform::arch::{self, irq};
-use platform::dt::Irq;
+use devicetree::Irq;
 use platform::gic::{Gic, Trigger, DEFAULT_PRIORITY, FIRST_SPECIAL};
 use platform::pci;
 use platform::time::{uptime_us, Delay};

@@ -1,11 +1,11 @@
-//! Reading the binding from a checked tree, through `platform::dt`.
+//! Reading the binding from a checked tree, through `devicetree`'s reader.
 
 use super::{Assignment, Config, ConfigError, GroupHint, PartitionConfig, PciStep, Region, Target};
 use super::{PARTITIONS_COMPATIBLE, PARTITION_COMPATIBLE, PROP_ISOLATION_GROUP, PROP_PARTITION};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use platform::dt::{DeviceTree, DtError, DtNode};
+use devicetree::{DeviceTree, DtError, DtNode};
 use smmu::PhysAddr;
 
 /// Deepest nesting the binding walk follows.
@@ -472,7 +472,7 @@ mod tests {
         let demo = std::fs::read_to_string(root.join("boards/qemu-virt/overlays/demo.dts")).expect("demo.dts");
         let overlay = crate::testutil::dtc(&["-@"], &demo);
         let base = std::fs::read(root.join("tests/checker/qemu-virt.dtb")).expect("qemu-virt.dtb");
-        platform::overlay::apply(&base, &[&overlay]).expect("the demo overlay applies")
+        devicetree::overlay::apply(&base, &[&overlay]).expect("the demo overlay applies")
     }
 
     /// xorshift64: deterministic, no dependency.

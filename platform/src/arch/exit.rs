@@ -5,7 +5,7 @@
 //! SYS_EXIT (0x18) with a parameter block {ADP_Stopped_ApplicationExit
 //! (0x20026), status}. PSCI: DEN0022, SYSTEM_OFF = 0x8400_0008.
 
-use crate::dt::PsciConduit;
+use devicetree::PsciConduit;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 const SYS_EXIT: u64 = 0x18;

@@ -230,6 +230,7 @@ impl fmt::Display for OverlayError {
     }
 }
 
+#[cfg(feature = "defmt")]
 impl defmt::Format for OverlayError {
     fn format(&self, f: defmt::Formatter) {
         defmt::write!(f, "{}", defmt::Display2Format(self))
@@ -803,8 +804,8 @@ mod tests {
     /// QEMU's own DTB for `virt` (no `__symbols__`), shared with discovery's tests.
     const QEMU_VIRT: &[u8] = include_bytes!("../tests/data/qemu-virt.dtb");
     /// The board's partition overlays, as users write them.
-    const DEMO: &str = include_str!("../../boards/qemu-virt/overlays/demo.dts");
-    const HELLO: &str = include_str!("../../boards/qemu-virt/overlays/hello.dts");
+    const DEMO: &str = include_str!("../../../boards/qemu-virt/overlays/demo.dts");
+    const HELLO: &str = include_str!("../../../boards/qemu-virt/overlays/hello.dts");
 
     /// A scratch directory, removed when dropped.
     struct Scratch(PathBuf);

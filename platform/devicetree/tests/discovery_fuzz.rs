@@ -5,9 +5,9 @@
 //! `qemu-system-aarch64 -machine virt,virtualization=on,iommu=smmuv3,gic-version=3,dumpdtb=x.dtb
 //!  -cpu max -smp 4 -m 2G -nic none -device edu,dma_mask=0xffffffffff` (QEMU 10.0.2).
 
-use platform::discovery::{discover, DEFAULT_SID_BITS};
-use platform::dt::DeviceTree;
-use platform::{PhysAddr, PhysRange};
+use devicetree::discovery::{discover, DEFAULT_SID_BITS};
+use devicetree::DeviceTree;
+use devicetree::{PhysAddr, PhysRange};
 use std::time::{Duration, Instant};
 
 const VIRT: &[u8] = include_bytes!("data/qemu-virt.dtb");

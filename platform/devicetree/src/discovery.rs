@@ -158,6 +158,7 @@ pub enum Unmapped {
     },
 }
 
+#[cfg(feature = "defmt")]
 impl defmt::Format for Unmapped {
     fn format(&self, f: defmt::Formatter) {
         match *self {

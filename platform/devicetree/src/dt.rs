@@ -140,6 +140,7 @@ pub enum DtError {
 
 // One text for the log and the host tools (the offline checker prints what
 // the kernel would): errors are rare, so the log formats it on the target.
+#[cfg(feature = "defmt")]
 impl defmt::Format for DtError {
     fn format(&self, f: defmt::Formatter) {
         defmt::write!(f, "{}", defmt::Display2Format(self))
@@ -778,6 +779,7 @@ pub struct Irq {
     pub edge: bool,
 }
 
+#[cfg(feature = "defmt")]
 impl defmt::Format for Irq {
     fn format(&self, f: defmt::Formatter) {
         let (kind, n) = if self.intid >= 32 { ("SPI", self.intid - 32) } else { ("PPI", self.intid.saturating_sub(16)) };
@@ -878,25 +880,6 @@ impl<'a> DeviceTree<'a> {
             return Err(DtError::BadSize { size });
         }
         Ok(size as usize)
-    }
-
-    /// Validates the blob the loader left at `at`.
-    ///
-    /// # Safety
-    /// `at` must be readable for 8 bytes, and for the header's `totalsize`
-    /// bytes when the magic matches; the memory must stay unchanged for `'static`.
-    pub unsafe fn at(at: PhysAddr) -> Result<DeviceTree<'static>, DtError> {
-        let ptr = at.0 as *const u8;
-        let mut head = [0u8; 8];
-        for (i, b) in head.iter_mut().enumerate() {
-            // SAFETY: the caller guarantees 8 readable bytes; byte reads need
-            // no alignment (the MMU may still be off).
-            *b = unsafe { ptr.add(i).read_volatile() };
-        }
-        let size = Self::blob_size(at, &head)?;
-        // SAFETY: the caller guarantees `totalsize` readable, unchanging bytes.
-        let bytes = unsafe { core::slice::from_raw_parts(ptr, size) };
-        DeviceTree::parse(bytes)
     }
 
     /// The blob.

@@ -18,7 +18,7 @@ pub const HEAP_ALIGN: u64 = 2 << 20;
 /// the rest of free memory is known (see [`split_heap`]).
 pub const EARLY_FRAMES: u64 = 1 << 20;
 /// Reservations are whole pages.
-const PAGE: u64 = 4096;
+pub const PAGE: u64 = 4096;
 
 /// Most RAM banks / reservations / free ranges the map tracks.
 pub const MAX_REGIONS: usize = 32;
@@ -40,6 +40,7 @@ pub enum Reservation {
     Other,
 }
 
+#[cfg(feature = "defmt")]
 impl defmt::Format for Reservation {
     fn format(&self, f: defmt::Formatter) {
         let s = match self {
