@@ -13,7 +13,8 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
-use smmu::PhysAddr;
+use devicetree::pci::Bdf;
+use devicetree::PhysAddr;
 
 mod read;
 pub use read::{parse, parse_tree};
@@ -99,23 +100,12 @@ pub enum Target {
         /// Path of the host bridge node.
         host: String,
         /// Device/function steps from the host bridge down (bus number from
-        /// phys.hi, device, function), outermost first.
-        chain: Vec<PciStep>,
+        /// phys.hi, device, function; BINDING.md: `reg` phys.hi =
+        /// bus<<16 | dev<<11 | fn<<8), outermost first.
+        chain: Vec<Bdf>,
     },
     /// Any other node: a platform DMA master.
     Platform,
-}
-
-/// One `dev,fn` level of a PCI path (BINDING.md: `reg` phys.hi =
-/// bus<<16 | dev<<11 | fn<<8).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PciStep {
-    /// Bus number field of phys.hi.
-    pub bus: u8,
-    /// Device number.
-    pub dev: u8,
-    /// Function number.
-    pub func: u8,
 }
 
 /// A node carrying `bulkhead,partition`.

@@ -1,45 +1,26 @@
-//! The machine as `platform` found it, turned into what the policy decides
-//! on: the isolation-group [`Topology`] and the [`Hardware`] a configuration
-//! is validated against.
+//! The machine as discovery and enumeration found it, turned into what the
+//! policy decides on: the isolation-group [`Topology`] and the [`Hardware`]
+//! a configuration is validated against.
 //!
 //! The kernel calls these at boot with what discovery, PCI enumeration and
 //! its own placement gave it; `cargo xtask check` calls the same functions
 //! on the host with a device tree and a PCI topology read back from a boot
-//! log, so the offline verdict is the kernel's verdict. Plain conversion:
-//! no register is touched here (`platform`'s types are data on the host).
+//! log, so the offline verdict is the kernel's verdict. The topology is the
+//! device tree's own types paired up, not a copy in other types.
 
-use crate::binding::{PciStep, Region};
+use crate::binding::Region;
 use crate::groups::Groups;
-use crate::topology::{self as model, SmmuIndex, Topology};
+use crate::topology::{self as model, Topology};
 use crate::validate::Hardware;
 use alloc::string::String;
 use devicetree::discovery::{Discovery, DEFAULT_SID_BITS};
-use devicetree::{DeviceTree, DtError, SmmuNode};
 use devicetree::memmap::{MemoryMap, Reservation};
-use devicetree::pci::{FunctionKind, HostTopology};
-use devicetree::PhysRange;
+use devicetree::pci::HostTopology;
+use devicetree::{DeviceTree, DtError, PhysRange, SmmuNode};
 
 /// A physical range as the configuration's [`Region`].
 pub fn region(r: &PhysRange) -> Region {
-    Region { base: smmu::PhysAddr(r.start.0), size: r.size() }
-}
-
-fn kind(k: FunctionKind) -> model::PciKind {
-    use model::PciKind as M;
-    match k {
-        FunctionKind::PciDevice => M::PciDevice,
-        FunctionKind::PciBridge => M::PciBridge,
-        FunctionKind::Endpoint => M::Endpoint,
-        FunctionKind::LegacyEndpoint => M::LegacyEndpoint,
-        FunctionKind::RcIntegratedEndpoint => M::RcIntegratedEndpoint,
-        FunctionKind::RcEventCollector => M::RcEventCollector,
-        FunctionKind::RootPort => M::RootPort,
-        FunctionKind::UpstreamPort => M::UpstreamPort,
-        FunctionKind::DownstreamPort => M::DownstreamPort,
-        FunctionKind::PcieToPciBridge => M::PcieToPciBridge,
-        FunctionKind::PciToPcieBridge => M::PciToPcieBridge,
-        FunctionKind::Reserved(_) => M::Other,
-    }
+    Region { base: r.start, size: r.size() }
 }
 
 /// Discovery's findings and one enumeration result per `d.pci_hosts` entry
@@ -49,66 +30,8 @@ pub fn topology(d: &Discovery, pci: &[HostTopology], smmus: &[SmmuNode]) -> Topo
     // SIDSIZE from the DT-less default until the SMMU driver's probe
     // (IDR1.SIDSIZE) is passed in.
     let smmus = smmus.iter().map(|s| model::Smmu { name: String::from(s.name.as_str()), sid_bits: DEFAULT_SID_BITS }).collect();
-    let hosts = d
-        .pci_hosts
-        .iter()
-        .zip(pci)
-        .map(|(h, t)| model::PciHost {
-            path: h.path.clone(),
-            root_bus: t.root_bus,
-            iommu_map: model::IdMap {
-                entries: h
-                    .iommu_map
-                    .iter()
-                    .map(|e| model::IdMapEntry {
-                        rid_base: e.rid_base,
-                        length: e.length,
-                        smmu: e.target.map(SmmuIndex),
-                        phandle: e.phandle,
-                        sid_base: e.out_base,
-                    })
-                    .collect(),
-                mask: h.iommu_map_mask,
-            },
-            functions: t
-                .functions
-                .iter()
-                .map(|f| model::PciFunction {
-                    bdf: model::Bdf::new(f.bdf.bus, f.bdf.dev, f.bdf.func),
-                    vendor: f.vendor,
-                    device: f.device,
-                    class: f.class,
-                    kind: kind(f.kind),
-                    parent: f.parent,
-                    secondary_bus: f.bridge.map(|b| b.secondary),
-                    acs: f.acs.map(|a| model::Acs { cap: a.cap.0, ctrl: a.ctrl.0 }),
-                    multifunction: f.multifunction,
-                    flr: f.flr,
-                })
-                .collect(),
-            hints: h
-                .nodes
-                .iter()
-                .filter_map(|n| {
-                    Some(model::PciHint {
-                        path: n.path.clone(),
-                        chain: n.chain.iter().map(|b| PciStep { bus: b.bus, dev: b.dev, func: b.func }).collect(),
-                        group: n.isolation_group?,
-                    })
-                })
-                .collect(),
-        })
-        .collect();
-    let platform = d
-        .masters
-        .iter()
-        .map(|m| model::PlatformDevice {
-            path: m.path.clone(),
-            streams: m.iommus.iter().map(|i| model::PlatformStream { phandle: i.phandle, smmu: i.smmu.map(SmmuIndex), sid: i.sid }).collect(),
-            isolation_group: m.isolation_group,
-        })
-        .collect();
-    Topology { smmus, hosts, platform }
+    let hosts = d.pci_hosts.iter().zip(pci).map(|(h, t)| model::PciHost { bridge: h.clone(), bus: t.clone() }).collect();
+    Topology { smmus, hosts, platform: d.masters.clone() }
 }
 
 /// Where the kernel put itself; `None` where it is not known (offline,
@@ -157,6 +80,7 @@ pub fn hardware(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use devicetree::pci::FunctionKind;
     extern crate std;
 
     use crate::testutil::dtb;
@@ -207,13 +131,13 @@ mod tests {
         let t = topology(&d, &pci, &smmus);
         assert_eq!(t.smmus, [model::Smmu { name: "iommu@9050000".into(), sid_bits: DEFAULT_SID_BITS }]);
         let h = &t.hosts[0];
-        assert_eq!(h.iommu_map.entries[0].smmu, Some(SmmuIndex(0)));
-        assert_eq!(h.functions[1].kind, model::PciKind::PcieToPciBridge);
-        assert_eq!(h.functions[1].secondary_bus, Some(1));
-        assert_eq!(h.functions[2].parent, Some(1));
-        assert!(h.functions[0].flr);
-        assert_eq!(h.hints[0].chain, [PciStep { bus: 0, dev: 1, func: 0 }]);
-        assert_eq!(t.platform[0].streams[0].sid, 0x42);
+        assert_eq!(h.bridge.iommu_map.entries[0].target, Some(0));
+        assert_eq!(h.bus.functions[1].kind, FunctionKind::PcieToPciBridge);
+        assert_eq!(h.bus.functions[1].secondary_bus(), Some(1));
+        assert_eq!(h.bus.functions[2].parent, Some(1));
+        assert!(h.bus.functions[0].flr);
+        assert_eq!(h.bridge.nodes[0].chain, [devicetree::pci::Bdf::new(0, 1, 0)]);
+        assert_eq!(t.platform[0].iommus[0].sid, 0x42);
         let g = crate::groups::compute(&t);
         assert_eq!(g.group_of(model::DeviceRef::Pci { host: 0, function: 2 }).map(|g| g.devices.len()), Some(2), "dma alias");
     }

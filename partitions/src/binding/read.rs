@@ -1,12 +1,13 @@
 //! Reading the binding from a checked tree, through `devicetree`'s reader.
 
-use super::{Assignment, Config, ConfigError, GroupHint, PartitionConfig, PciStep, Region, Target};
+use super::{Assignment, Config, ConfigError, GroupHint, PartitionConfig, Region, Target};
 use super::{PARTITIONS_COMPATIBLE, PARTITION_COMPATIBLE, PROP_ISOLATION_GROUP, PROP_PARTITION};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use devicetree::{DeviceTree, DtError, DtNode};
-use smmu::PhysAddr;
+use devicetree::pci::Bdf;
+use devicetree::PhysAddr;
 
 /// Deepest nesting the binding walk follows.
 pub(super) const MAX_DEPTH: usize = 16;
@@ -251,7 +252,7 @@ pub fn parse_tree(dt: &DeviceTree<'_>) -> Result<Config, ConfigError> {
         cfg.partitions.sort_by(|a, b| a.name.cmp(&b.name));
     }
     let mut path = String::from("/");
-    let mut chain: Vec<PciStep> = Vec::new();
+    let mut chain: Vec<Bdf> = Vec::new();
     // `frames[d]`: the node the walk last saw at depth `d`.
     let mut frames: Vec<Frame> = Vec::new();
     let walked = dt.walk::<Stop>(&mut |n| {
@@ -294,7 +295,7 @@ fn visit_node(
     seen: &Seen<'_>,
     f: &mut Frame,
     path: &str,
-    chain: &mut Vec<PciStep>,
+    chain: &mut Vec<Bdf>,
     cfg: &mut Config,
 ) -> Result<usize, ConfigError> {
     if n.depth > MAX_DEPTH {
@@ -311,7 +312,7 @@ fn visit_node(
                 return Err(ConfigError::new(path, "reg", "a PCI function's reg needs 3 address cells (phys.hi phys.mid phys.lo)"));
             }
             let hi = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-            chain.push(PciStep { bus: (hi >> 16) as u8, dev: ((hi >> 11) & 0x1f) as u8, func: ((hi >> 8) & 0x7) as u8 });
+            chain.push(Bdf::new((hi >> 16) as u8, (hi >> 11) as u8, (hi >> 8) as u8));
         }
     } else if seen.device_type == Some(b"pci\0") {
         f.pci_host = Some(path.len());
@@ -320,7 +321,7 @@ fn visit_node(
     Ok(chain.len())
 }
 
-fn visit(n: &Seen<'_>, ctx: &Frame, path: &str, chain: &[PciStep], cfg: &mut Config) -> Result<(), ConfigError> {
+fn visit(n: &Seen<'_>, ctx: &Frame, path: &str, chain: &[Bdf], cfg: &mut Config) -> Result<(), ConfigError> {
     let assigned = n.partition;
     let group = one_cell_in(n.isolation_group, path, PROP_ISOLATION_GROUP)?;
     if assigned.is_none() && group.is_none() {
@@ -424,7 +425,7 @@ mod tests {
             cfg.assignments[3].target,
             Target::Pci {
                 host: "/pcie@10000000".into(),
-                chain: [PciStep { bus: 0, dev: 2, func: 0 }, PciStep { bus: 1, dev: 0, func: 0 }].into()
+                chain: [Bdf::new(0, 2, 0), Bdf::new(1, 0, 0)].into()
             }
         );
         assert_eq!(cfg.assignments[3].isolation_group, Some(7));

@@ -150,11 +150,14 @@ impl AcsFlags {
     pub const EC: u16 = 1 << 5;
     /// Direct Translated P2P.
     pub const DT: u16 = 1 << 6;
+    /// The controls that keep a function's requests from reaching a peer
+    /// without passing the SMMU (Linux's `REQ_ACS_FLAGS`, which it requires
+    /// for separate IOMMU groups).
+    pub const ISOLATION: u16 = Self::SV | Self::RR | Self::CR | Self::UF;
     /// The flags the kernel turns on wherever a function implements them:
-    /// the isolation set (SV, RR, CR, UF, which Linux requires for
-    /// separate IOMMU groups) plus Translation Blocking, because bulkhead
-    /// never enables ATS, so a translated request can only be an attack.
-    pub const ENABLE: u16 = Self::SV | Self::TB | Self::RR | Self::CR | Self::UF;
+    /// the isolation set plus Translation Blocking, because bulkhead never
+    /// enables ATS, so a translated request can only be an attack.
+    pub const ENABLE: u16 = Self::ISOLATION | Self::TB;
     /// Whether every bit of `bits` is set.
     pub const fn has(self, bits: u16) -> bool {
         self.0 & bits == bits
@@ -191,6 +194,16 @@ pub struct Acs {
     pub cap: AcsFlags,
     /// ACS Control register as read back after enumeration enabled it.
     pub ctrl: AcsFlags,
+}
+
+impl Acs {
+    /// Whether every control of `flags` is in effect. A feature the function
+    /// does not implement cannot be turned off, so it counts as in effect —
+    /// except egress control, which is only ever in effect when enabled.
+    pub const fn enabled(self, flags: u16) -> bool {
+        let need = flags & (self.cap.0 | AcsFlags::EC);
+        self.ctrl.0 & need == need
+    }
 }
 
 /// A memory BAR with the address enumeration gave it.
@@ -271,6 +284,37 @@ impl Function {
     /// The requester ID the function uses on the bus.
     pub const fn rid(&self) -> u16 {
         self.bdf.rid()
+    }
+    /// For a bridge, the bus number behind it.
+    pub fn secondary_bus(&self) -> Option<u8> {
+        self.bridge.map(|b| b.secondary)
+    }
+    /// A function at `bdf` of `kind` and nothing more (IDs 0, no BARs, no
+    /// capabilities, not a bridge): for tests and tools that describe a
+    /// topology without enumerating one.
+    pub fn new(bdf: Bdf, kind: FunctionKind) -> Function {
+        Function {
+            bdf,
+            vendor: 0,
+            device: 0,
+            class: 0,
+            header_type: HEADER_TYPE_NORMAL,
+            kind,
+            parent: None,
+            bars: ArrayVec::new(),
+            io_bars: 0,
+            acs: None,
+            multifunction: false,
+            flr: false,
+            pcie_cap: None,
+            bridge: None,
+        }
+    }
+    /// This function as a bridge to `secondary` (and nothing below it).
+    pub fn bridging(mut self, secondary: u8) -> Function {
+        self.header_type = HEADER_TYPE_BRIDGE;
+        self.bridge = Some(BridgeInfo { primary: self.bdf.bus, secondary, subordinate: secondary, mem: None, pref: None });
+        self
     }
 }
 

@@ -28,7 +28,7 @@ pub fn node_of<'c>(cfg: &'c Config, t: &Topology, d: DeviceRef) -> Option<&'c st
         .find(|a| {
             let found = match &a.target {
                 Target::Pci { host, chain } => {
-                    t.hosts.iter().position(|h| &h.path == host).and_then(|h| Some(DeviceRef::Pci { host: h, function: t.resolve_pci(h, chain)? }))
+                    t.hosts.iter().position(|h| &h.bridge.path == host).and_then(|h| Some(DeviceRef::Pci { host: h, function: t.resolve_pci(h, chain)? }))
                 }
                 Target::Platform => t.platform.iter().position(|p| p.path == a.path).map(DeviceRef::Platform),
                 Target::Cpu { .. } => None,
@@ -120,7 +120,7 @@ pub fn write(out: &mut String, m: &Machine, c: &Checked, notes: &Notes) {
     let _ = writeln!(out, "  SMMUs     {}", if m.smmus.is_empty() { "none".into() } else { m.smmus.join(", ") });
     for (h, host) in m.discovery.pci_hosts.iter().zip(&t.hosts) {
         match &m.topology_from {
-            Some(from) => writeln!(out, "  PCI host  {}: {} functions (from {})", h.path, host.functions.len(), from.display()),
+            Some(from) => writeln!(out, "  PCI host  {}: {} functions (from {})", h.path, host.bus.functions.len(), from.display()),
             None => writeln!(out, "  PCI host  {}: not enumerated (only at boot)", h.path),
         }
         .unwrap_or(());

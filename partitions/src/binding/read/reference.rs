@@ -3,14 +3,15 @@
 //! tests compare the one-pass walk with.
 
 use super::{cells, child_path, number, regions, MAX_DEPTH};
-use crate::binding::{Assignment, Config, ConfigError, GroupHint, PartitionConfig, PciStep, Target};
+use crate::binding::{Assignment, Config, ConfigError, GroupHint, PartitionConfig, Target};
 use crate::binding::{PARTITIONS_COMPATIBLE, PARTITION_COMPATIBLE, PROP_ISOLATION_GROUP, PROP_PARTITION};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use dtoolkit::fdt::{Fdt, FdtNode};
 use dtoolkit::{Node, Property};
-use smmu::PhysAddr;
+use devicetree::pci::Bdf;
+use devicetree::PhysAddr;
 
 fn prop<'a>(n: &FdtNode<'a>, name: &str) -> Option<&'a [u8]> {
     n.property(name).and_then(|p| p.value_as::<&'a [u8]>().ok())
@@ -104,7 +105,7 @@ struct Ctx {
     path: String,
     in_cpus: bool,
     pci_host: Option<String>,
-    chain: Vec<PciStep>,
+    chain: Vec<Bdf>,
     /// This node's `#address-cells` (for its children's `reg`).
     addr_cells: u32,
 }
@@ -166,7 +167,7 @@ fn walk(n: &FdtNode<'_>, ctx: &Ctx, depth: usize, cfg: &mut Config) -> Result<()
                     return Err(ConfigError::new(&cc.path, "reg", "a PCI function's reg needs 3 address cells (phys.hi phys.mid phys.lo)"));
                 }
                 let hi = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-                cc.chain.push(PciStep { bus: (hi >> 16) as u8, dev: ((hi >> 11) & 0x1f) as u8, func: ((hi >> 8) & 0x7) as u8 });
+                cc.chain.push(Bdf::new((hi >> 16) as u8, (hi >> 11) as u8, (hi >> 8) as u8));
             }
         } else if prop(&c, "device_type") == Some(b"pci\0") {
             cc.pci_host = Some(cc.path.clone());
