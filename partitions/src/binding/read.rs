@@ -485,10 +485,7 @@ mod tests {
     }
 
     // Structure-block tokens (Devicetree Specification v0.4, §5.4.1).
-    const FDT_BEGIN_NODE: u32 = 0x1;
-    const FDT_END_NODE: u32 = 0x2;
-    const FDT_PROP: u32 = 0x3;
-    const FDT_NOP: u32 = 0x4;
+    use devicetree::fdt::{FDT_BEGIN_NODE, FDT_END_NODE, FDT_NOP, FDT_PROP};
 
     fn be(b: &[u8], at: usize) -> usize {
         u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize

@@ -16,6 +16,7 @@ extern crate alloc;
 pub mod addr;
 pub mod discovery;
 pub mod dt;
+pub mod fdt;
 pub mod memmap;
 pub mod overlay;
 pub mod pci;

@@ -7,6 +7,8 @@
 //! reservations, walk order and cells that `dtoolkit` sees.
 
 use super::*;
+use crate::addr::PhysRange;
+use crate::fdt::*;
 extern crate std;
 use dtoolkit::fdt::FdtNode;
 use dtoolkit::{Node, Property};
