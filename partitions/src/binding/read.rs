@@ -10,14 +10,14 @@ use devicetree::pci::Bdf;
 use devicetree::PhysAddr;
 
 /// Deepest nesting the binding walk follows.
-pub(super) const MAX_DEPTH: usize = 16;
+const MAX_DEPTH: usize = 16;
 
-pub(super) fn cells(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
+fn cells(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
     bytes.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
 }
 
 /// A number of `n` (1 or 2) cells.
-pub(super) fn number(c: &[u32]) -> u64 {
+fn number(c: &[u32]) -> u64 {
     c.iter().fold(0u64, |acc, &x| (acc << 32) | u64::from(x))
 }
 
@@ -34,7 +34,7 @@ fn one_cell(n: &DtNode<'_>, path: &str, name: &'static str) -> Result<Option<u32
 }
 
 /// `v`, the value of property `name`, as one cell.
-pub(super) fn one_cell_in(v: Option<&[u8]>, path: &str, name: &'static str) -> Result<Option<u32>, ConfigError> {
+fn one_cell_in(v: Option<&[u8]>, path: &str, name: &'static str) -> Result<Option<u32>, ConfigError> {
     match v {
         None => Ok(None),
         Some(v) if v.len() == 4 => Ok(cells(v).next()),
@@ -58,7 +58,7 @@ fn is_enabled(n: &DtNode<'_>) -> bool {
     n.prop("status").is_none_or(|v| matches!(v, b"okay\0" | b"ok\0"))
 }
 
-pub(super) fn child_path(parent: &str, name: &str) -> String {
+fn child_path(parent: &str, name: &str) -> String {
     if parent == "/" {
         format!("/{name}")
     } else {
@@ -67,7 +67,7 @@ pub(super) fn child_path(parent: &str, name: &str) -> String {
 }
 
 /// `(base, size)` pairs with the given cells.
-pub(super) fn regions(v: &[u8], path: &str, name: &'static str, ac: u32, sc: u32) -> Result<Vec<Region>, ConfigError> {
+fn regions(v: &[u8], path: &str, name: &'static str, ac: u32, sc: u32) -> Result<Vec<Region>, ConfigError> {
     let (ac, sc) = (ac as usize, sc as usize);
     let all: Vec<u32> = cells(v).collect();
     if v.is_empty() || !v.len().is_multiple_of(4) || !all.len().is_multiple_of(ac + sc) {
@@ -361,9 +361,6 @@ fn visit(n: &Seen<'_>, ctx: &Frame, path: &str, chain: &[Bdf], cfg: &mut Config)
 }
 
 #[cfg(test)]
-mod reference;
-
-#[cfg(test)]
 mod tests {
     use super::*;
     extern crate std;
@@ -521,25 +518,16 @@ mod tests {
         }
     }
 
-    /// Whether the kernel's reader refuses the tree as discovery walks it
-    /// (every node's cell counts), before any binding is read.
-    fn kernel_refuses_tree(b: &[u8]) -> bool {
-        DeviceTree::parse(b).map_or(true, |dt| dt.walk::<DtError>(&mut |_| Ok(())).is_err())
-    }
-
-    /// The one-pass walk gives what the old walk over `dtoolkit`'s nodes
-    /// gave — the same configuration or the same refusal — on the demo as
-    /// the kernel reads it, on the unit tests' tree and its refusals, and on
-    /// thousands of corruptions of them: values, cell counts, names made to
-    /// repeat (the first counts), properties and whole nodes turned into
-    /// NOPs, any byte — except where the kernel's reader refuses the tree
-    /// itself (a cell count out of range on any node), which discovery
-    /// does before the binding is read.
+    /// Thousands of corruptions of the demo as the kernel reads it, of the
+    /// unit tests' tree and of its refusals — values, cell counts, names
+    /// made to repeat, properties and whole nodes turned into NOPs, any
+    /// byte — are each read into a configuration or refused with the node
+    /// named, never a panic, and both happen often. What such edits must
+    /// give is stated case by case in `tests/binding` (it was checked
+    /// against the old walk over `dtoolkit`'s nodes, which these
+    /// corruptions were once compared with).
     #[test]
-    fn the_one_pass_walk_reads_what_the_old_walk_read() {
-        let old = |b: &[u8]| {
-            dtoolkit::fdt::Fdt::new(b).map_err(|e| ConfigError::new("/", "", format!("malformed device tree: {e}"))).and_then(|f| reference::parse_fdt(&f))
-        };
+    fn corrupted_trees_are_read_or_refused() {
         let mut bases = std::vec![demo_merged(), dtb(BASE)];
         for (a, b) in [
             ("bulkhead,fault-limit = <64 1000>;", "bulkhead,fault-limit = <64>;"),
@@ -550,7 +538,7 @@ mod tests {
         ] {
             bases.push(dtb(&BASE.replacen(a, b, 1)));
         }
-        let (mut same_ok, mut same_err, mut tree_refused) = (0, 0, 0);
+        let (mut ok, mut refused) = (0, 0);
         for base in &bases {
             let (props, nodes) = tokens(base);
             let mut seed = 0x0b1d_1a9e_5eed_u64;
@@ -585,25 +573,20 @@ mod tests {
                         }
                     }
                 }
-                let (want, got) = (old(&b), parse(&b));
-                if got != want && kernel_refuses_tree(&b) {
-                    // The old walk never read cell counts it did not need;
-                    // the kernel's reader refuses them for every node, and
-                    // so does discovery, before the binding is read.
-                    assert!(got.is_err(), "case {i}: a tree the kernel refuses read as {got:?}");
-                    tree_refused += 1;
-                    continue;
-                }
-                assert_eq!(got, want, "case {i}");
-                if got.is_ok() {
-                    same_ok += 1;
-                } else {
-                    same_err += 1;
+                match parse(&b) {
+                    Ok(cfg) => {
+                        let n = cfg.partitions.len();
+                        assert!(cfg.assignments.iter().all(|a| a.partition < n && a.path.starts_with('/')), "case {i}: {cfg:?}");
+                        ok += 1;
+                    }
+                    Err(e) => {
+                        assert!(e.node.starts_with('/'), "case {i}: {e}");
+                        refused += 1;
+                    }
                 }
             }
         }
-        std::println!("{same_ok} configurations, {same_err} refusals, {tree_refused} trees the kernel's reader refuses");
-        assert!(same_ok > 1000 && same_err > 1000, "{same_ok} configurations, {same_err} refusals");
-        assert!(tree_refused < same_err / 10, "{tree_refused} trees refused by the reader alone");
+        std::println!("{ok} configurations, {refused} refusals");
+        assert!(ok > 1000 && refused > 1000, "{ok} configurations, {refused} refusals");
     }
 }
