@@ -120,8 +120,13 @@ impl Machine {
         let console = dt.stdout_uart()?;
         let reserved = dt.reserved_memory()?;
         let overlays = overlay::chosen_overlays(dt, &ram).map_err(ReadError::Overlay)?;
+        let mut memreserve = ArrayVec::new();
+        for r in dt.memreserve().take(MAX_REGIONS + 1) {
+            // Never full (at most its capacity are taken): no panic path.
+            let _ = memreserve.try_push(r);
+        }
         Ok(Machine {
-            memreserve: dt.memreserve().take(MAX_REGIONS + 1).collect(),
+            memreserve,
             ram,
             reserved,
             overlays,

@@ -59,6 +59,7 @@ pub(super) fn is_prop_name(from: &[u8]) -> bool {
 }
 
 /// Header word `field` (0-based, §5.2), or 0 past the blob's end.
+#[inline]
 pub(super) fn header(data: &[u8], field: usize) -> u32 {
     Blob { data, strings: &[] }.word(field * 4).unwrap_or(0)
 }
@@ -107,6 +108,7 @@ pub(super) struct Layout {
 impl Layout {
     /// The header's offsets as they are (reads through them stay
     /// bounds-checked).
+    #[inline]
     pub(super) fn of(data: &[u8]) -> Layout {
         let h = |field: usize| header(data, field) as usize;
         let strings = h(field::OFF_DT_STRINGS);

@@ -36,6 +36,13 @@ impl<'a> DtNode<'a> {
         // No property name holds a NUL: such a `name` finds nothing.
         self.props().find(|&(n, _)| self.blob.name_is(n, name)).filter(|_| !name.contains(&0)).map(|(_, v)| v)
     }
+    /// [`prop`] of a name known to hold no NUL (the readers' literals),
+    /// without looking for one.
+    ///
+    /// [`prop`]: DtNode::prop
+    fn literal(&self, name: &'static str) -> Option<&'a [u8]> {
+        self.props().find(|&(n, _)| self.blob.name_is(n, name.as_bytes())).map(|(_, v)| v)
+    }
     /// [`prop`] of each of `names` (literals, without NULs), from one pass
     /// over the properties.
     ///
@@ -94,7 +101,7 @@ impl<'a> DtNode<'a> {
     }
     /// Whether `compatible` lists `c`.
     pub fn is_compatible(&self, c: &str) -> bool {
-        DtNode::lists(self.prop("compatible"), c)
+        DtNode::lists(self.literal("compatible"), c)
     }
     /// Whether a `compatible` value (from [`properties`]) lists `c`.
     ///
@@ -106,7 +113,7 @@ impl<'a> DtNode<'a> {
     }
     /// `status` is absent, "okay" or "ok".
     pub fn is_enabled(&self) -> bool {
-        DtNode::enabled(self.prop("status"))
+        DtNode::enabled(self.literal("status"))
     }
     /// Whether a `status` value (from [`properties`]) leaves the node enabled.
     ///
