@@ -12,5 +12,3 @@ pub mod hypercall;
 pub mod machine;
 pub mod ownership;
 pub mod validate;
-#[cfg(test)]
-mod testutil;

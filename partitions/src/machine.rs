@@ -78,7 +78,7 @@ mod tests {
     use devicetree::DeviceTree;
     extern crate std;
 
-    use crate::testutil::dtb;
+    use devicetree::testutil::dtb;
 
     /// The conversion keeps what grouping needs: the host's `iommu-map`,
     /// functions with their parents, and PCI hints by `dev,fn` chain.

@@ -17,6 +17,7 @@
 //! against it, case by case, before it was removed.
 
 use devicetree::fdt::{align4, header, FDT_BEGIN_NODE, FDT_END_NODE, FDT_NOP, FDT_PROP, FDT_PROP_HEADER, FDT_TOKEN};
+use devicetree::testutil::dtc;
 use partitions::binding::{parse, Config, ConfigError, Target};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -27,25 +28,6 @@ fn workspace() -> PathBuf {
 
 fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/binding")
-}
-
-/// Compiles DTS with the system `dtc` (`-@` for an overlay).
-fn dtc(flags: &[&str], dts: &str) -> Vec<u8> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("dtc")
-        .args(["-q"])
-        .args(flags)
-        .args(["-I", "dts", "-O", "dtb", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dtc installed");
-    child.stdin.take().expect("stdin").write_all(dts.as_bytes()).expect("write to dtc");
-    let out = child.wait_with_output().expect("dtc runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    out.stdout
 }
 
 fn be(b: &[u8], at: usize) -> usize {

@@ -365,7 +365,7 @@ mod tests {
     use super::*;
     extern crate std;
 
-    use crate::testutil::dtb;
+    use devicetree::testutil::{dtb, next};
 
     const BASE: &str = r#"/dts-v1/;
 / {
@@ -468,17 +468,9 @@ mod tests {
     fn demo_merged() -> Vec<u8> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let demo = std::fs::read_to_string(root.join("boards/qemu-virt/overlays/demo.dts")).expect("demo.dts");
-        let overlay = crate::testutil::dtc(&["-@"], &demo);
+        let overlay = devicetree::testutil::dtc(&["-@"], &demo);
         let base = std::fs::read(root.join("tests/checker/qemu-virt.dtb")).expect("qemu-virt.dtb");
         devicetree::overlay::apply(&base, &[&overlay]).expect("the demo overlay applies")
-    }
-
-    /// xorshift64: deterministic, no dependency.
-    fn next(seed: &mut u64) -> u64 {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        *seed
     }
 
     // Structure-block tokens (Devicetree Specification v0.4, §5.4.1).

@@ -22,8 +22,8 @@ pub mod machine;
 pub mod memmap;
 pub mod overlay;
 pub mod pci;
-#[cfg(test)]
-mod testutil;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
 
 pub use addr::{PhysAddr, PhysRange};
 pub use dt::{CpuNode, DeviceTree, DtError, DtNode, Irq, PsciConduit, SmmuNode, Uart, UartKind};

@@ -5,7 +5,7 @@ extern crate std;
 use std::string::ToString;
 use std::vec;
 
-use crate::testutil::dtb;
+use crate::testutil::{dtb, forced_dtb};
 
 const BOARD: &str = r#"/dts-v1/;
 / {
@@ -199,22 +199,6 @@ fn a_tree_without_pci_or_gic_is_empty() {
     assert_eq!(d, Discovery::default());
 }
 
-/// Compiles DTS that `dtc` only writes when forced (repeated property names).
-fn forced_dtb(dts: &str) -> Vec<u8> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("dtc")
-        .args(["-q", "-f", "-I", "dts", "-O", "dtb", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dtc installed");
-    child.stdin.take().expect("stdin").write_all(dts.as_bytes()).expect("write to dtc");
-    let out = child.wait_with_output().expect("dtc runs");
-    assert!(!out.stdout.is_empty(), "dtc wrote nothing");
-    out.stdout
-}
 
 /// The walk reads each node's properties once (`Facts::of`): what it sees
 /// is what a lookup each (`DtNode::prop`, `has`, `is_compatible`) sees,
