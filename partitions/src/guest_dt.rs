@@ -91,7 +91,7 @@ mod tests {
     use alloc::vec;
     use dtoolkit::fdt::Fdt;
     use dtoolkit::{Node, Property};
-    use smmu::PhysAddr;
+    use devicetree::PhysAddr;
 
     #[test]
     fn partition_dtb_has_memory_cpus_and_bootargs() {

@@ -10,10 +10,7 @@ pub mod groups;
 pub mod topology;
 pub mod guest_dt;
 pub mod hypercall;
-#[cfg(any(feature = "machine", test))]
 pub mod machine;
 pub mod ownership;
 pub mod validate;
-#[cfg(test)]
-mod testutil;
 pub mod vm;

@@ -8,12 +8,12 @@
 //!                   [--dot FILE.dot]
 //! ```
 //!
-//! The overlays are merged by `platform::overlay::apply` (what the kernel
+//! The overlays are merged by `devicetree::overlay::apply` (what the kernel
 //! does with overlays a loader leaves in `/chosen`); the merged tree is read
-//! by the same `platform::dt` and `platform::discovery` calls, in the same
-//! order, as boot; `partitions::machine` turns it into the policy's model
-//! and `Hardware` exactly as the kernel does; `partitions::binding::parse`
-//! and `partitions::validate::validate` decide. A refusal prints the
+//! into the same `devicetree::Machine`, by the same calls in the same order,
+//! as boot; `partitions::machine` turns it into the policy's model and
+//! `Hardware` exactly as the kernel does; `partitions::binding::parse` and
+//! `partitions::validate::validate` decide. A refusal prints the
 //! kernel's own message and exits 1; input the kernel would not boot with
 //! (a malformed tree, an overlay that does not apply) exits 2 with the
 //! kernel's message; unusable files or options exit 2 too.
@@ -37,11 +37,11 @@ use partitions::groups::{self, Groups};
 use partitions::machine::{self, Placement};
 use partitions::topology::Topology;
 use partitions::validate::{Hardware, Plan};
-use platform::discovery::{self, Discovery};
-use platform::dt::{DeviceTree, DtError};
-use platform::memmap::{self, BootMap};
-use platform::pci::HostTopology;
-use platform::{PhysAddr, PhysRange};
+use devicetree::machine::Incomplete;
+use devicetree::memmap::{self, BootMap};
+use devicetree::{DeviceTree, DtError, Machine};
+use devicetree::pci::HostTopology;
+use devicetree::{PhysAddr, PhysRange};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
@@ -156,14 +156,14 @@ struct Notes {
     not_made: Vec<String>,
 }
 
-/// What the kernel would know at the moment it configures.
-struct Machine {
+/// What the kernel would know at the moment it configures: its machine
+/// description and what it knows only at boot.
+struct Known {
+    machine: Machine,
+    /// RAM as the memory map holds it (banks sorted and merged).
     ram: Vec<PhysRange>,
-    cpus: Vec<u64>,
     boot_cpu: u64,
     placed: Placement,
-    smmus: Vec<String>,
-    discovery: Discovery,
     topology_from: Option<PathBuf>,
 }
 
@@ -201,7 +201,7 @@ pub fn check(req: &Request) -> Report {
     Report { verdict, text, error, dot }
 }
 
-fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
+fn run(req: &Request, notes: &mut Notes) -> Result<(Known, Checked), Stop> {
     let board = req.board.as_deref().map(input::board).transpose().map_err(unusable)?;
     let base = input::blob(&req.dtb).map_err(unusable)?;
     let mut overlays = Vec::new();
@@ -224,16 +224,15 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
         }));
     }
     let refs: Vec<&[u8]> = overlays.iter().map(Vec::as_slice).collect();
-    let merged = platform::overlay::apply(&base, &refs).map_err(|e| unusable(kernel_text::overlay(&e)))?;
+    let merged = devicetree::overlay::apply(&base, &refs).map_err(|e| unusable(kernel_text::overlay(&e)))?;
     let dt = DeviceTree::parse(&merged).map_err(|e| unusable(kernel_text::dt(&e)))?;
     let dt_err = |e: DtError| unusable(kernel_text::dt(&e));
 
-    // boot.rs `boot`, steps 2-3, in its order.
+    // boot.rs `boot`, steps 2-4, in its order: the SMMUs, PSCI, then the
+    // machine description's boot part.
     let smmus = dt.smmus().map_err(dt_err)?;
     dt.psci().map_err(dt_err)?;
-    dt.memory().map_err(dt_err)?;
-    let mmio = dt.mmio_regions().map_err(dt_err)?;
-    dt.stdout_uart().map_err(dt_err)?;
+    let mut machine = Machine::boot(&dt, smmus).map_err(|e| unusable(kernel_text::platform(&e.to_string())))?;
     let placed_kernel = kernel_placement(req, board, notes).map_err(unusable)?;
     if placed_kernel.is_none() {
         notes.not_made.push(
@@ -247,14 +246,14 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
         (None, Some(b)) => Some((b.dtb_at, (b.dtb_size)(merged.len() as u64), format!("--board {}", b.name))),
         (None, None) => None,
     };
-    let dtb = placed_dtb.as_ref().and_then(|(at, size, _)| PhysRange::new(*at, *size)).map(|r| r.grow_to(platform::pgtable::PAGE_SIZE));
-    // The same memory map boot makes (platform::memmap::boot_map).
-    let BootMap { map, overlays: chosen, heap } = memmap::boot_map(&dt, placed_kernel, dtb).map_err(|e| unusable(kernel_text::platform(&e.to_string())))?;
-    if !chosen.is_empty() {
+    let dtb = placed_dtb.as_ref().and_then(|(at, size, _)| PhysRange::new(*at, *size)).map(|r| r.grow_to(memmap::PAGE));
+    // The same memory map boot makes (devicetree::memmap::boot_map).
+    let BootMap { map, heap } = memmap::boot_map(&machine, placed_kernel, dtb).map_err(|e| unusable(kernel_text::platform(&e.to_string())))?;
+    if !machine.overlays.is_empty() {
         notes.not_made.push(format!(
             "the {} overlay(s) /chosen/{} names are in RAM only at boot: not applied here (give them as --overlay)",
-            chosen.len(),
-            platform::overlay::CHOSEN_PROPERTY
+            machine.overlays.len(),
+            devicetree::overlay::CHOSEN_PROPERTY
         ));
     }
     if let Some(heap) = heap {
@@ -269,35 +268,38 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
         ),
     }
 
-    // The banner's CPUs, then discovery (boot steps 4-5).
-    let cpus = dt.cpus().map_err(dt_err)?;
+    // The rest of the machine description (the tree is the merged one
+    // already), then discovery's check of each host bridge (boot steps 4-5).
+    machine.complete(&dt, false).map_err(|e| match e {
+        Incomplete::Tree(e) => dt_err(e),
+        Incomplete::Discovery(e) => unusable(kernel_text::discovery(&e)),
+    })?;
     let boot_cpu = match req.boot_cpu {
         Some(c) => c,
         None => {
-            let first = cpus.first().map(|c| c.mpidr).unwrap_or(0);
+            let first = machine.cpus.first().map(|c| c.mpidr).unwrap_or(0);
             notes.assumed.push(format!("boot CPU MPIDR {first:#x}: the first CPU in /cpus (pass --boot-cpu if the loader starts another)"));
             first
         }
     };
-    let d = discovery::discover(&dt, &smmus).map_err(|e| unusable(kernel_text::discovery(&e)))?;
-    for h in &d.pci_hosts {
-        if !mmio.iter().any(|r| r.covers(&h.ecam)) {
+    for h in &machine.devices.pci_hosts {
+        if !machine.mmio.iter().any(|r| r.covers(&h.ecam)) {
             return Err(unusable(kernel_text::ecam_unmapped(&h.path, h.ecam)));
         }
     }
-    let pci = pci_topology(req, &d).map_err(unusable)?;
-    let topology: Topology = machine::topology(&d, &pci, &smmus);
+    let pci = pci_topology(req, &machine).map_err(unusable)?;
+    let topology: Topology = machine::topology(&machine, &pci);
     let groups: Groups = groups::compute(&topology);
 
     // boot.rs `configure`.
     let mut cfg = partitions::binding::parse(&merged).map_err(|e| Stop(Verdict::Refused, kernel_text::refused(&e)))?;
     let placed = Placement { kernel: placed_kernel, dtb, heap };
-    let hw = machine::hardware(&dt, &map, placed, boot_cpu, topology, groups).map_err(dt_err)?;
+    let hw = machine::hardware(&machine, &map, placed, boot_cpu, topology, groups);
     let mut unchecked_pci = Vec::new();
     if req.topology.is_none() {
         // Functions exist only once enumerated: set aside every assignment
         // under a host bridge the kernel would enumerate, check the rest.
-        let hosts: Vec<&str> = d.pci_hosts.iter().map(|h| h.path.as_str()).collect();
+        let hosts: Vec<&str> = machine.devices.pci_hosts.iter().map(|h| h.path.as_str()).collect();
         cfg.assignments.retain(|a| match &a.target {
             Target::Pci { host, .. } if hosts.contains(&host.as_str()) => {
                 unchecked_pci.push((a.partition, a.path.clone()));
@@ -312,21 +314,13 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
                  its StreamIDs, and that its group is given whole); pass --topology BOOT.LOG (the PCI table of a boot of this machine)",
                 paths.join(", ")
             ));
-        } else if !d.pci_hosts.is_empty() {
+        } else if !machine.devices.pci_hosts.is_empty() {
             notes.assumed.push("no PCI device is assigned; PCI functions and their groups are not shown (pass --topology BOOT.LOG)".into());
         }
     }
     let plan = partitions::validate::validate(&cfg, &hw).map_err(|e| Stop(Verdict::Refused, kernel_text::refused(&e)))?;
-    let machine = Machine {
-        ram: map.ram().to_vec(),
-        cpus: cpus.iter().map(|c| c.mpidr).collect(),
-        boot_cpu,
-        placed,
-        smmus: smmus.iter().map(|s| s.name.as_str().to_string()).collect(),
-        discovery: d,
-        topology_from: req.topology.clone(),
-    };
-    Ok((machine, Checked { cfg, hw, plan, unchecked_pci }))
+    let known = Known { machine, ram: map.ram().to_vec(), boot_cpu, placed, topology_from: req.topology.clone() };
+    Ok((known, Checked { cfg, hw, plan, unchecked_pci }))
 }
 
 /// The kernel image, from `--kernel` or the board's built ELF.
@@ -355,7 +349,8 @@ fn kernel_placement(req: &Request, board: Option<input::Board>, notes: &mut Note
 
 /// One enumeration result per host bridge discovery found: from the boot
 /// log, or nothing found (before enumeration).
-fn pci_topology(req: &Request, d: &Discovery) -> Result<Vec<HostTopology>, String> {
+fn pci_topology(req: &Request, m: &Machine) -> Result<Vec<HostTopology>, String> {
+    let d = &m.devices;
     let Some(path) = &req.topology else {
         return Ok(d.pci_hosts.iter().map(|h| HostTopology { root_bus: h.bus_start, last_bus: h.bus_start, functions: Vec::new() }).collect());
     };

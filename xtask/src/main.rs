@@ -34,7 +34,7 @@ const DEFAULT_OVERLAY: &str = "boards/qemu-virt/overlays/demo.dts";
 /// The overlay `cargo xtask run --flavour two-smmus` boots.
 const TWO_SMMUS_OVERLAY: &str = "boards/qemu-virt/overlays/two-smmus.dts";
 /// Host-side crates whose tests `cargo xtask test` runs.
-const HOST_CRATES: &[&str] = &["smmu", "partitions", "platform", "bulkhead-tests", "xtask"];
+const HOST_CRATES: &[&str] = &["smmu", "devicetree", "partitions", "platform", "bulkhead-tests", "xtask"];
 
 #[derive(Clone)]
 struct Opts {

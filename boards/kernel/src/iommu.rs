@@ -3,7 +3,7 @@
 
 use crate::dma::KernelDma;
 use arrayvec::ArrayVec;
-use platform::dt::{SmmuNode, MAX_SMMUS};
+use devicetree::dt::{SmmuNode, MAX_SMMUS};
 use platform::time::Delay;
 use platform::ExitCode;
 use smmu::hal::VolatileMmio;

@@ -20,7 +20,7 @@ use crate::discover::Discovered;
 use crate::iommu::Iommu;
 use core::sync::atomic::{AtomicU32, Ordering};
 use platform::arch::{self, irq};
-use platform::dt::Irq;
+use devicetree::Irq;
 use platform::gic::{Gic, Trigger, DEFAULT_PRIORITY, FIRST_SPECIAL};
 use platform::pci;
 use platform::time::{uptime_us, Delay};
@@ -97,13 +97,13 @@ fn setup_line(gic: &mut KernelGic, irq: Irq) -> Result<(), ExitCode> {
 
 /// Runs the test on the SMMU the first `edu` sits behind.
 pub fn run(iommus: &mut [Iommu], discovered: &Discovered) -> Result<(), ExitCode> {
-    let g = discovered.dt.gic.as_ref().ok_or_else(|| fail("the device tree has no arm,gic-v3"))?;
+    let g = discovered.machine.devices.gic.as_ref().ok_or_else(|| fail("the device tree has no arm,gic-v3"))?;
     // Boot identity-maps the `reg` of top-level nodes only
     // (`DeviceTree::mmio_regions`); a GIC deeper in the tree is not mapped.
     if g.path.matches('/').count() != 1 {
         return Err(fail("the GIC is not a top-level node: its registers are not in the kernel's map"));
     }
-    let timer = discovered.dt.timer.as_ref().and_then(|t| t.el2_physical).ok_or_else(|| fail("the DT's /timer names no EL2 physical timer interrupt"))?;
+    let timer = discovered.machine.devices.timer.as_ref().and_then(|t| t.el2_physical).ok_or_else(|| fail("the DT's /timer names no EL2 physical timer interrupt"))?;
 
     let (h, f) = discovered.find_pci(crate::dmatest::EDU_ID.0, crate::dmatest::EDU_ID.1).ok_or_else(|| fail("no edu device"))?;
     let mut cs = discovered.config_space(h).ok_or_else(|| fail("no config space for edu's host"))?;

@@ -20,7 +20,7 @@ mod ownership;
 mod partition;
 
 pub use boot::entry;
-use platform::dt::Uart;
+use platform::console::Uart;
 use platform::PhysAddr;
 
 /// What a board crate tells the kernel; everything else comes from the DT.

@@ -111,7 +111,7 @@ pub fn attach(
         let cfg = DomainConfig { tag: Some(vmid_of(plan.id)), ..DomainConfig::default() };
         let mut dom = smmu.create_domain(cfg).map_err(|e| fail("create domain", e))?;
         for m in &plan.memory {
-            smmu.map(&mut dom, Iova(m.base.0), m.base, m.size, Prot::RAM_RW).map_err(|e| fail("map RAM", e))?;
+            smmu.map(&mut dom, Iova(m.base.0), smmu::PhysAddr(m.base.0), m.size, Prot::RAM_RW).map_err(|e| fail("map RAM", e))?;
         }
         if plan.dma_p2p {
             for r in devs.iter().flat_map(|x| x.mmio.iter()) {
@@ -209,7 +209,7 @@ fn stage2_mmio(p: &mut PartRt, mmio: &[PhysRange], map: bool) -> Result<(), ()> 
 
 /// The endpoints of `g` (bridges stay with the kernel).
 fn endpoints(g: &Group, d: &Discovered) -> Vec<DeviceRef> {
-    g.devices.iter().copied().filter(|&x| d.topology.pci(x).is_none_or(|f| f.secondary_bus.is_none())).collect()
+    g.devices.iter().copied().filter(|&x| d.topology.pci(x).is_none_or(|f| f.secondary_bus().is_none())).collect()
 }
 
 /// Why a change stopped.

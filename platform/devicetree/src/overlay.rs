@@ -69,6 +69,7 @@
 //!   merged into one.
 
 use crate::addr::PhysRange;
+use crate::fdt::{align4, header, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_HEADER_SIZE, FDT_MAGIC, FDT_NOP, FDT_PROP, FDT_PROP_HEADER, FDT_TOKEN};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -86,17 +87,6 @@ pub const MAX_OVERLAYS: usize = 8;
 pub const MAX_OVERLAY_SIZE: u64 = 1 << 20;
 /// Deepest node nesting accepted in a blob (the merge recurses per level).
 pub const MAX_DEPTH: usize = 32;
-
-/// FDT header magic (Devicetree Specification 5.2).
-const FDT_MAGIC: u32 = 0xd00d_feed;
-/// Size of the version-17 FDT header.
-const FDT_HEADER_SIZE: usize = 40;
-/// Structure block tokens (Devicetree Specification 5.4.1).
-const FDT_BEGIN_NODE: u32 = 1;
-const FDT_END_NODE: u32 = 2;
-const FDT_PROP: u32 = 3;
-const FDT_NOP: u32 = 4;
-const FDT_END: u32 = 9;
 
 const SYMBOLS: &str = "__symbols__";
 const FIXUPS: &str = "__fixups__";
@@ -230,6 +220,7 @@ impl fmt::Display for OverlayError {
     }
 }
 
+#[cfg(feature = "defmt")]
 impl defmt::Format for OverlayError {
     fn format(&self, f: defmt::Formatter) {
         defmt::write!(f, "{}", defmt::Display2Format(self))
@@ -298,7 +289,7 @@ fn parse_blob(bytes: &[u8]) -> Result<DeviceTree, Problem> {
     if magic != FDT_MAGIC {
         return Err(Problem::Header(format!("no FDT header: magic is {magic:#010x}, expected {FDT_MAGIC:#010x}")));
     }
-    let total = be32(&bytes[4..]) as usize;
+    let total = be32(&bytes[header::TOTALSIZE * 4..]) as usize;
     if total < FDT_HEADER_SIZE || total > bytes.len() {
         return Err(Problem::Header(format!("truncated: header says {total} bytes, {} available", bytes.len())));
     }
@@ -313,8 +304,8 @@ fn parse_blob(bytes: &[u8]) -> Result<DeviceTree, Problem> {
 /// exhaust the stack.
 fn check_depth(blob: &[u8]) -> Result<(), Problem> {
     let malformed = || Problem::Malformed("structure block ends early".into());
-    let word = |off: usize| blob.get(off..off + 4).map(be32).ok_or_else(malformed);
-    let mut off = word(8)? as usize;
+    let word = |off: usize| blob.get(off..off + FDT_TOKEN).map(be32).ok_or_else(malformed);
+    let mut off = word(header::OFF_DT_STRUCT * 4)? as usize;
     let mut depth = 0usize;
     loop {
         match word(off)? {
@@ -323,19 +314,19 @@ fn check_depth(blob: &[u8]) -> Result<(), Problem> {
                 if depth > MAX_DEPTH + 1 {
                     return Err(Problem::TooDeep);
                 }
-                let name = blob.get(off + 4..).ok_or_else(malformed)?;
+                let name = blob.get(off + FDT_TOKEN..).ok_or_else(malformed)?;
                 let len = name.iter().position(|&b| b == 0).ok_or_else(malformed)?;
-                off = (off + 4 + len + 1 + 3) & !3;
+                off = align4(off + FDT_TOKEN + len + 1);
             }
             FDT_END_NODE => {
                 depth = depth.checked_sub(1).ok_or_else(malformed)?;
-                off += 4;
+                off += FDT_TOKEN;
             }
             FDT_PROP => {
-                let len = word(off + 4)? as usize;
-                off = (off + 12 + len + 3) & !3;
+                let len = word(off + FDT_TOKEN)? as usize;
+                off = align4(off + FDT_PROP_HEADER + len);
             }
-            FDT_NOP => off += 4,
+            FDT_NOP => off += FDT_TOKEN,
             FDT_END => return Ok(()),
             _ => return Err(malformed()),
         }
@@ -803,8 +794,8 @@ mod tests {
     /// QEMU's own DTB for `virt` (no `__symbols__`), shared with discovery's tests.
     const QEMU_VIRT: &[u8] = include_bytes!("../tests/data/qemu-virt.dtb");
     /// The board's partition overlays, as users write them.
-    const DEMO: &str = include_str!("../../boards/qemu-virt/overlays/demo.dts");
-    const HELLO: &str = include_str!("../../boards/qemu-virt/overlays/hello.dts");
+    const DEMO: &str = include_str!("../../../boards/qemu-virt/overlays/demo.dts");
+    const HELLO: &str = include_str!("../../../boards/qemu-virt/overlays/hello.dts");
 
     /// A scratch directory, removed when dropped.
     struct Scratch(PathBuf);

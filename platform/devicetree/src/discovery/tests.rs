@@ -5,7 +5,7 @@ extern crate std;
 use std::string::ToString;
 use std::vec;
 
-use crate::testutil::dtb;
+use crate::testutil::{dtb, forced_dtb};
 
 const BOARD: &str = r#"/dts-v1/;
 / {
@@ -91,11 +91,11 @@ fn reads_gic_its_hosts_and_masters() {
         ],
         "I/O space dropped"
     );
-    assert_eq!(a.iommu_map.len(), 2);
-    assert_eq!(a.iommu_map[0].target, Some(0));
-    assert_eq!(a.iommu_map[1].target, None, "a disabled SMMU is not a target");
-    assert_eq!(a.iommu_map_mask, Some(0xfff8));
-    assert_eq!(a.msi_map[0].target, Some(0));
+    assert_eq!(a.iommu_map.entries.len(), 2);
+    assert_eq!(a.iommu_map.entries[0].target, Some(0));
+    assert_eq!(a.iommu_map.entries[1].target, None, "a disabled SMMU is not a target");
+    assert_eq!(a.iommu_map.mask, Some(0xfff8));
+    assert_eq!(a.msi_map.entries[0].target, Some(0));
     assert_eq!(a.rid_to_msi(0x123), Some((0, 0x123)));
     let chains: Vec<(&str, Vec<u16>, Option<u32>)> =
         a.nodes.iter().map(|n| (n.path.as_str(), n.chain.iter().map(|b| b.rid()).collect(), n.isolation_group)).collect();
@@ -114,7 +114,7 @@ fn reads_gic_its_hosts_and_masters() {
     assert_eq!((b.bus_start, b.bus_end), (0x10, 0x17), "bus-range reduced to the 8 buses the ECAM holds");
     assert!(b.bus_range_clamped);
     assert_eq!(b.windows, [Window { cpu: PhysAddr(0x50_3000_0000), pci: 0x3000_0000, size: 0x100_0000, prefetchable: false, mem64: false }]);
-    assert_eq!(b.iommu_map[0].target, Some(1));
+    assert_eq!(b.iommu_map.entries[0].target, Some(1));
 
     type Master<'a> = (&'a str, Vec<(Option<usize>, u32)>, Option<u32>);
     let m: Vec<Master<'_>> =
@@ -139,7 +139,7 @@ fn rid_to_sid_follows_iommu_map_and_refuses_the_rest() {
     // The mask 0xfff8 folds the functions of a device onto one StreamID.
     assert_eq!(a.rid_to_sid(0x0009, 16), Ok((0, 0x0008)));
     assert_eq!(a.rid_to_sid(0x0100, 16), Ok((0, 0x0100)));
-    assert_eq!(a.rid_to_sid(0x8001, 16), Err(Unmapped::NotAnSmmu { phandle: a.iommu_map[1].phandle }));
+    assert_eq!(a.rid_to_sid(0x8001, 16), Err(Unmapped::NotAnSmmu { phandle: a.iommu_map.entries[1].phandle }));
     assert_eq!(a.rid_to_sid(0x9000, 16), Err(Unmapped::NotCovered { rid: 0x9000 }));
     assert_eq!(a.rid_to_sid(0x0100, 8), Err(Unmapped::SidTooLarge { sid: 0x100, sid_bits: 8 }));
     let b = &d.pci_hosts[1];
@@ -147,7 +147,7 @@ fn rid_to_sid_follows_iommu_map_and_refuses_the_rest() {
     assert_eq!(b.rid_to_sid(0x1fff, 16), Ok((1, 0x101f)));
     assert_eq!(b.rid_to_sid(0x0fff, 16), Err(Unmapped::NotCovered { rid: 0x0fff }));
     let mut none = b.clone();
-    none.iommu_map.clear();
+    none.iommu_map.entries.clear();
     assert_eq!(none.rid_to_sid(0x1000, 16), Err(Unmapped::NoIommuMap));
 }
 
@@ -199,22 +199,6 @@ fn a_tree_without_pci_or_gic_is_empty() {
     assert_eq!(d, Discovery::default());
 }
 
-/// Compiles DTS that `dtc` only writes when forced (repeated property names).
-fn forced_dtb(dts: &str) -> Vec<u8> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("dtc")
-        .args(["-q", "-f", "-I", "dts", "-O", "dtb", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dtc installed");
-    child.stdin.take().expect("stdin").write_all(dts.as_bytes()).expect("write to dtc");
-    let out = child.wait_with_output().expect("dtc runs");
-    assert!(!out.stdout.is_empty(), "dtc wrote nothing");
-    out.stdout
-}
 
 /// The walk reads each node's properties once (`Facts::of`): what it sees
 /// is what a lookup each (`DtNode::prop`, `has`, `is_compatible`) sees,

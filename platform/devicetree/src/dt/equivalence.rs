@@ -7,6 +7,8 @@
 //! reservations, walk order and cells that `dtoolkit` sees.
 
 use super::*;
+use crate::addr::PhysRange;
+use crate::fdt::*;
 extern crate std;
 use dtoolkit::fdt::FdtNode;
 use dtoolkit::{Node, Property};
@@ -15,7 +17,7 @@ use std::string::String;
 use std::vec::Vec;
 use std::{format, vec};
 
-use crate::testutil::dtb;
+use crate::testutil::{dtb, next};
 
 /// QEMU 10 `virt` with an SMMUv3, a GICv3 ITS and an `edu` device.
 const QEMU_VIRT: &[u8] = include_bytes!("../../tests/data/qemu-virt.dtb");
@@ -36,14 +38,6 @@ const EXTRA: &str = r#"/dts-v1/;
     chosen { bootargs = ""; };
 };
 "#;
-
-/// xorshift64: deterministic, no dependency.
-fn next(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
 
 fn be(b: &[u8], at: usize) -> usize {
     u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize
@@ -346,26 +340,8 @@ fn every_fuzzed_corruption_gets_dtoolkits_verdict() {
     }
     // tests/discovery_fuzz.rs: byte, bit and cell corruptions, mostly in
     // property values.
-    let values: Vec<(usize, usize)> = tokens(QEMU_VIRT).props.iter().filter(|p| p.1 > 0).map(|&(at, len)| (at + 12, len)).collect();
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for i in 0..12_000u32 {
-        let mut b = QEMU_VIRT.to_vec();
-        for _ in 0..1 + next(&mut seed) % 4 {
-            let r = next(&mut seed);
-            let at = if !r.is_multiple_of(8) {
-                let (o, len) = values[(r >> 8) as usize % values.len()];
-                o + (r >> 24) as usize % len
-            } else {
-                (r >> 8) as usize % b.len()
-            };
-            let at = at.min(b.len() - 4);
-            match (r >> 4) % 4 {
-                0 => b[at] = (r >> 32) as u8,
-                1 => b[at] ^= 1 << ((r >> 40) % 8),
-                2 => b[at & !3..(at & !3) + 4].copy_from_slice(&[0u32, u32::MAX, 0x8000_0000, 0xffff][(r >> 48) as usize % 4].to_be_bytes()),
-                _ => b[at & !3..(at & !3) + 4].copy_from_slice(&((r >> 32) as u32).to_be_bytes()),
-            }
-        }
+    let corruptions = crate::testutil::value_corruptions(QEMU_VIRT, crate::testutil::VALUE_FUZZ_SEED, crate::testutil::VALUE_FUZZ_CASES);
+    for (i, b) in corruptions.enumerate() {
         refused += usize::from(!agree_and_view(&b, "discovery fuzz", i % 8 == 0));
     }
     assert!(refused > 1000, "only {refused} corruptions were refused");

@@ -40,6 +40,7 @@ impl fmt::Debug for PhysAddr {
 
 // The log (defmt) and the host tools (Display) print addresses alike; the
 // test at the end holds the two texts together.
+#[cfg(feature = "defmt")]
 impl defmt::Format for PhysAddr {
     fn format(&self, f: defmt::Formatter) {
         defmt::write!(f, "{=u64:#x}", self.0)
@@ -113,6 +114,7 @@ impl fmt::Debug for PhysRange {
     }
 }
 
+#[cfg(feature = "defmt")]
 impl defmt::Format for PhysRange {
     fn format(&self, f: defmt::Formatter) {
         defmt::write!(f, "[{=u64:#010x}..{=u64:#010x})", self.start.0, self.end.0)

@@ -89,6 +89,34 @@ pub struct IdMapEntry {
     pub target: Option<usize>,
 }
 
+/// An `iommu-map` or `msi-map` with its mask (`iommu-map-mask`,
+/// `msi-map-mask`; absent = all bits): the PCI IOMMU and MSI bindings'
+/// requester ID → output ID table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdMap {
+    /// The entries, in the property's order: the first that covers an ID wins.
+    pub entries: Vec<IdMapEntry>,
+    /// The map mask, if present.
+    pub mask: Option<u32>,
+}
+
+impl IdMap {
+    /// `id` after the map mask.
+    pub fn masked(&self, id: u32) -> u32 {
+        id & self.mask.unwrap_or(u32::MAX)
+    }
+
+    /// The entry that covers `id` (after the mask) and the output ID it
+    /// maps to, as Linux's `of_map_id` finds them.
+    pub fn lookup(&self, id: u32) -> Option<(&IdMapEntry, u64)> {
+        let id = self.masked(id);
+        self.entries.iter().find_map(|e| {
+            let off = id.checked_sub(e.rid_base)?;
+            (off < e.length).then(|| (e, u64::from(e.out_base) + u64::from(off)))
+        })
+    }
+}
+
 /// A node below a host bridge naming a PCI function (BINDING.md: `reg`
 /// phys.hi = bus<<16 | dev<<11 | fn<<8), as an overlay adds them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,7 +131,7 @@ pub struct PciDtNode {
 }
 
 /// A `pci-host-ecam-generic` host bridge.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PciHost {
     /// Node path.
     pub path: String,
@@ -120,14 +148,10 @@ pub struct PciHost {
     pub bus_range_clamped: bool,
     /// Memory windows from `ranges` (I/O space is not used).
     pub windows: Vec<Window>,
-    /// `iommu-map` entries.
-    pub iommu_map: Vec<IdMapEntry>,
-    /// `iommu-map-mask`, if present.
-    pub iommu_map_mask: Option<u32>,
-    /// `msi-map` entries.
-    pub msi_map: Vec<IdMapEntry>,
-    /// `msi-map-mask`, if present.
-    pub msi_map_mask: Option<u32>,
+    /// `iommu-map` and `iommu-map-mask`.
+    pub iommu_map: IdMap,
+    /// `msi-map` and `msi-map-mask`.
+    pub msi_map: IdMap,
     /// `dma-coherent`.
     pub coherent: bool,
     /// PCI function nodes below it (from an overlay).
@@ -158,6 +182,7 @@ pub enum Unmapped {
     },
 }
 
+#[cfg(feature = "defmt")]
 impl defmt::Format for Unmapped {
     fn format(&self, f: defmt::Formatter) {
         match *self {
@@ -173,25 +198,15 @@ impl defmt::Format for Unmapped {
     }
 }
 
-/// Maps `id` through an `iommu-map`-style table: the first entry that
-/// covers `id & mask` wins, as in Linux's `of_map_id`.
-fn map_id(entries: &[IdMapEntry], mask: Option<u32>, id: u32) -> Option<(&IdMapEntry, u64)> {
-    let id = id & mask.unwrap_or(u32::MAX);
-    entries.iter().find_map(|e| {
-        let off = id.checked_sub(e.rid_base)?;
-        (off < e.length).then(|| (e, u64::from(e.out_base) + u64::from(off)))
-    })
-}
-
 impl PciHost {
     /// The SMMU (index in the enabled-SMMU list) and StreamID that requester
     /// ID `rid` reaches, for an SMMU decoding `sid_bits`-bit StreamIDs.
     pub fn rid_to_sid(&self, rid: u16, sid_bits: u8) -> Result<(usize, u32), Unmapped> {
-        if self.iommu_map.is_empty() {
+        if self.iommu_map.entries.is_empty() {
             return Err(Unmapped::NoIommuMap);
         }
-        let masked = u32::from(rid) & self.iommu_map_mask.unwrap_or(u32::MAX);
-        let (e, sid) = map_id(&self.iommu_map, self.iommu_map_mask, u32::from(rid)).ok_or(Unmapped::NotCovered { rid: masked })?;
+        let masked = self.iommu_map.masked(u32::from(rid));
+        let (e, sid) = self.iommu_map.lookup(u32::from(rid)).ok_or(Unmapped::NotCovered { rid: masked })?;
         let smmu = e.target.ok_or(Unmapped::NotAnSmmu { phandle: e.phandle })?;
         if sid_bits < 64 && sid >> sid_bits != 0 || sid > u64::from(u32::MAX) {
             return Err(Unmapped::SidTooLarge { sid, sid_bits });
@@ -201,7 +216,7 @@ impl PciHost {
 
     /// The MSI controller (index in [`Discovery::its`]) and device ID of `rid`.
     pub fn rid_to_msi(&self, rid: u16) -> Option<(usize, u32)> {
-        let (e, id) = map_id(&self.msi_map, self.msi_map_mask, u32::from(rid))?;
+        let (e, id) = self.msi_map.lookup(u32::from(rid))?;
         Some((e.target?, u32::try_from(id).ok()?))
     }
 }
@@ -220,7 +235,7 @@ pub struct IommuRef {
 /// A platform device that does (or is claimed to do) DMA: it has `iommus`,
 /// says it does DMA (`dma-coherent`, `dma-noncoherent`), or the overlay
 /// names it (`bulkhead,partition`, `bulkhead,isolation-group`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlatformMaster {
     /// Node path.
     pub path: String,
@@ -496,8 +511,7 @@ pub fn discover(dt: &DeviceTree<'_>, smmus: &[SmmuNode]) -> Result<Discovery, Dt
             read_id_map(&n, "msi-map", "msi-map-mask", &lookup, &its_index, false)?,
         );
         if let Some(h) = out.pci_hosts.get_mut(i) {
-            (h.iommu_map, h.iommu_map_mask) = iommu;
-            (h.msi_map, h.msi_map_mask) = msi;
+            (h.iommu_map, h.msi_map) = (iommu, msi);
         }
     }
     for (i, n) in pending_iommus {
@@ -590,10 +604,8 @@ fn pci_host<'a>(dt: &DeviceTree<'a>, stack: &[Seen<'a>], n: &DtNode<'a>) -> Resu
         bus_end,
         bus_range_clamped: clamped,
         windows: pci_ranges(stack, n)?,
-        iommu_map: Vec::new(),
-        iommu_map_mask: None,
-        msi_map: Vec::new(),
-        msi_map_mask: None,
+        iommu_map: IdMap::default(),
+        msi_map: IdMap::default(),
         coherent: n.has("dma-coherent"),
         nodes: pci_nodes(dt, n, &path_of(stack, n))?,
     })
@@ -661,8 +673,6 @@ fn pci_nodes<'a>(dt: &DeviceTree<'a>, host: &DtNode<'a>, host_path: &str) -> Res
     Ok(out)
 }
 
-type IdMap = (Vec<IdMapEntry>, Option<u32>);
-
 fn read_id_map<'a>(
     n: &DtNode<'a>,
     name: &'static str,
@@ -673,7 +683,7 @@ fn read_id_map<'a>(
 ) -> Result<IdMap, DtError> {
     let mask = one(n, mask_name)?;
     let mut out = Vec::new();
-    let Some(v) = n.prop(name) else { return Ok((out, mask)) };
+    let Some(v) = n.prop(name) else { return Ok(IdMap { entries: out, mask }) };
     if v.is_empty() || v.len() % 16 != 0 {
         return Err(n.bad(name, "not a list of <rid-base phandle out-base length> (4 cells each)"));
     }
@@ -689,7 +699,7 @@ fn read_id_map<'a>(
         }
         out.push(IdMapEntry { rid_base, phandle, out_base, length, target: target(phandle) });
     }
-    Ok((out, mask))
+    Ok(IdMap { entries: out, mask })
 }
 
 fn read_iommus<'a>(

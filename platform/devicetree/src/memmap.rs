@@ -1,12 +1,11 @@
 //! The physical memory map: RAM from the device tree minus everything that
 //! is already spoken for (the kernel image, the DTB, `/memreserve/`,
 //! `/reserved-memory`, overlay blobs). Pure arithmetic, tested on the host;
-//! [`boot_map`] is the boot's map, made the same way by the kernel and by
-//! the offline checker.
+//! [`boot_map`] is the boot's map, made from the [`Machine`] the same way
+//! by the kernel and by the offline checker.
 
 use crate::addr::PhysRange;
-use crate::dt::{DeviceTree, DtError};
-use crate::overlay::{OverlayError, MAX_OVERLAYS};
+use crate::machine::Machine;
 use arrayvec::ArrayVec;
 use core::fmt;
 
@@ -18,7 +17,7 @@ pub const HEAP_ALIGN: u64 = 2 << 20;
 /// the rest of free memory is known (see [`split_heap`]).
 pub const EARLY_FRAMES: u64 = 1 << 20;
 /// Reservations are whole pages.
-const PAGE: u64 = 4096;
+pub const PAGE: u64 = 4096;
 
 /// Most RAM banks / reservations / free ranges the map tracks.
 pub const MAX_REGIONS: usize = 32;
@@ -40,6 +39,7 @@ pub enum Reservation {
     Other,
 }
 
+#[cfg(feature = "defmt")]
 impl defmt::Format for Reservation {
     fn format(&self, f: defmt::Formatter) {
         let s = match self {
@@ -197,10 +197,6 @@ pub enum BootMapError {
     TooManyReservations,
     /// Neither after the image nor anywhere else is there room for the heap.
     NoHeap,
-    /// The device tree's memory description is malformed.
-    Dt(DtError),
-    /// `/chosen/bulkhead,overlays` is malformed.
-    Overlay(OverlayError),
     /// An overlay the kernel applied reserves memory the kernel already
     /// uses (image, heap).
     ReservedInUse(PhysRange),
@@ -212,48 +208,42 @@ impl fmt::Display for BootMapError {
             BootMapError::NoRam => f.write_str("no usable RAM in /memory"),
             BootMapError::TooManyReservations => f.write_str("too many memory reservations"),
             BootMapError::NoHeap => f.write_str("no room for the kernel heap"),
-            BootMapError::Dt(e) => e.fmt(f),
-            BootMapError::Overlay(e) => e.fmt(f),
             BootMapError::ReservedInUse(r) => write!(f, "an overlay reserves {r}, which the kernel already uses"),
         }
     }
 }
 
-/// The boot's memory map and what it placed.
+/// The boot's memory map and where it put the heap.
 #[derive(Clone, Debug)]
 pub struct BootMap {
     /// RAM with every reservation below, and the heap, taken out.
     pub map: MemoryMap,
-    /// The overlay blobs `/chosen/bulkhead,overlays` names, reserved.
-    pub overlays: ArrayVec<PhysRange, MAX_OVERLAYS>,
     /// The heap: [`HEAP_SIZE`] at the first [`HEAP_ALIGN`] boundary after the
     /// kernel image when free, else the largest free range's end; `None`
     /// when the image's place is not known (offline).
     pub heap: Option<PhysRange>,
 }
 
-/// The memory map boot makes before the heap exists: `/memory` minus the
-/// kernel image and the DTB (where known), `/memreserve/`,
+/// The memory map boot makes before the heap exists: the machine's RAM
+/// minus the kernel image and the DTB (where known), `/memreserve/`,
 /// `/reserved-memory` and the overlay blobs `/chosen` names (all
 /// page-rounded), then the heap placed after the image, so a configuration
 /// knows where the kernel's memory ends.
-pub fn boot_map(dt: &DeviceTree<'_>, kernel: Option<PhysRange>, dtb: Option<PhysRange>) -> Result<BootMap, BootMapError> {
-    let ram = dt.memory().map_err(BootMapError::Dt)?;
-    let mut map = MemoryMap::new(ram.iter().copied()).map_err(|_| BootMapError::NoRam)?;
+pub fn boot_map(m: &Machine, kernel: Option<PhysRange>, dtb: Option<PhysRange>) -> Result<BootMap, BootMapError> {
+    let mut map = MemoryMap::new(m.ram.iter().copied()).map_err(|_| BootMapError::NoRam)?;
     let too_many = |_| BootMapError::TooManyReservations;
     for (r, why) in kernel.map(|k| (k, Reservation::Kernel)).into_iter().chain(dtb.map(|d| (d.grow_to(PAGE), Reservation::Dtb))) {
         map.reserve(r, why).map_err(too_many)?;
     }
-    for r in dt.memreserve() {
+    for r in &m.memreserve {
         map.reserve(r.grow_to(PAGE), Reservation::MemReserve).map_err(too_many)?;
     }
-    for r in dt.reserved_memory().map_err(BootMapError::Dt)? {
+    for r in &m.reserved {
         map.reserve(r.grow_to(PAGE), Reservation::ReservedMemory).map_err(too_many)?;
     }
     // Overlays the bootloader left for the kernel to apply: reserved before
     // the heap is placed, so nothing the kernel allocates overwrites them.
-    let overlays = crate::overlay::chosen_overlays(dt, &ram).map_err(BootMapError::Overlay)?;
-    for r in &overlays {
+    for r in &m.overlays {
         map.reserve(r.grow_to(PAGE), Reservation::Dtb).map_err(too_many)?;
     }
     let heap = match kernel {
@@ -267,7 +257,7 @@ pub fn boot_map(dt: &DeviceTree<'_>, kernel: Option<PhysRange>, dtb: Option<Phys
         }
         None => None,
     };
-    Ok(BootMap { map, overlays, heap })
+    Ok(BootMap { map, heap })
 }
 
 /// Splits the heap's reservation into the kernel heap proper and its last
@@ -280,12 +270,13 @@ pub fn split_heap(heap: PhysRange) -> (PhysRange, PhysRange) {
     (PhysRange::from_bounds(heap.start.0, split), PhysRange::from_bounds(split, heap.end.0))
 }
 
-/// Reserves the `/reserved-memory` of `merged` (the tree with the `/chosen`
-/// overlays applied) that the map does not hold yet, so validation sees
-/// what an overlay reserved; refuses one that overlaps `placed` (what the
-/// kernel already occupies: image, heap).
-pub fn reserve_merged(map: &mut MemoryMap, merged: &DeviceTree<'_>, placed: &[PhysRange]) -> Result<(), BootMapError> {
-    for r in merged.reserved_memory().map_err(BootMapError::Dt)? {
+/// Reserves the `/reserved-memory` regions `reserved` (of the tree with
+/// the `/chosen` overlays applied: [`Machine::reserved`] once complete)
+/// that the map does not hold yet, so validation sees what an overlay
+/// reserved; refuses one that overlaps `placed` (what the kernel already
+/// occupies: image, heap).
+pub fn reserve_merged(map: &mut MemoryMap, reserved: &[PhysRange], placed: &[PhysRange]) -> Result<(), BootMapError> {
+    for &r in reserved {
         if placed.iter().any(|p| p.overlaps(&r)) {
             return Err(BootMapError::ReservedInUse(r));
         }
@@ -369,24 +360,29 @@ mod tests {
     chosen { bulkhead,overlays = <0x0 0x44000000 0x0 0x1000>; };
 };"#;
 
+    /// The boot's part of the machine `dts` describes.
+    fn machine(dts: &str) -> Machine {
+        let blob = crate::testutil::dtb(dts);
+        Machine::boot(&crate::DeviceTree::parse(&blob).unwrap(), ArrayVec::new()).unwrap()
+    }
+
     #[test]
     fn boot_map_reserves_in_boot_order_and_places_the_heap_after_the_image() {
-        let blob = crate::testutil::dtb(BOOT_DTS);
-        let dt = DeviceTree::parse(&blob).unwrap();
+        let m = machine(BOOT_DTS);
         let kernel = PhysRange::new(0x4020_0000, 0x12_3000).unwrap();
         let dtb = PhysRange::new(0x4000_1000, 0x80).unwrap();
-        let b = boot_map(&dt, Some(kernel), Some(dtb)).unwrap();
+        let b = boot_map(&m, Some(kernel), Some(dtb)).unwrap();
         let why: std::vec::Vec<Reservation> = b.map.reserved().iter().map(|(_, w)| *w).collect();
         use Reservation::*;
         assert_eq!(why, [Kernel, Dtb, MemReserve, ReservedMemory, Dtb, Heap]);
         assert_eq!(b.map.reserved()[1].0, PhysRange::new(0x4000_1000, 0x1000).unwrap(), "DTB page-rounded");
-        assert_eq!(b.overlays.as_slice(), [PhysRange::new(0x4400_0000, 0x1000).unwrap()]);
+        assert_eq!(m.overlays.as_slice(), [PhysRange::new(0x4400_0000, 0x1000).unwrap()]);
         assert_eq!(b.heap, PhysRange::new(0x4040_0000, HEAP_SIZE), "first 2 MiB boundary after the image");
         // Offline, without the image's place: no heap.
-        assert_eq!(boot_map(&dt, None, None).unwrap().heap, None);
+        assert_eq!(boot_map(&m, None, None).unwrap().heap, None);
         // The heap goes elsewhere when the place after the image is taken.
         let late = PhysRange::new(0x5f00_0000, 0x10_0000).unwrap();
-        let b = boot_map(&dt, Some(late), None).unwrap();
+        let b = boot_map(&m, Some(late), None).unwrap();
         assert!(b.heap.is_some_and(|h| !h.overlaps(&late) && h.start.is_aligned(HEAP_ALIGN)));
     }
 
@@ -401,23 +397,19 @@ mod tests {
 
     #[test]
     fn overlay_reservations_are_added_or_refused() {
-        let blob = crate::testutil::dtb(BOOT_DTS);
-        let dt = DeviceTree::parse(&blob).unwrap();
         let kernel = PhysRange::new(0x4020_0000, 0x10_0000).unwrap();
-        let mut b = boot_map(&dt, Some(kernel), None).unwrap();
+        let mut b = boot_map(&machine(BOOT_DTS), Some(kernel), None).unwrap();
         let heap = b.heap.unwrap();
-        let merged = crate::testutil::dtb(&BOOT_DTS.replace(
+        let merged = machine(&BOOT_DTS.replace(
             "no-map; };",
             "no-map; }; more@58000000 { reg = <0x0 0x58000000 0x0 0x1000>; };",
         ));
-        let merged = DeviceTree::parse(&merged).unwrap();
         let before = b.map.reserved().len();
-        reserve_merged(&mut b.map, &merged, &[kernel, heap]).unwrap();
+        reserve_merged(&mut b.map, &merged.reserved, &[kernel, heap]).unwrap();
         assert_eq!(b.map.reserved().len(), before + 1, "only the new region: {:?}", b.map.reserved());
         assert!(!b.map.free().iter().any(|f| f.contains(PhysAddr(0x5800_0000))));
-        let clash = crate::testutil::dtb(&BOOT_DTS.replace("0x0 0x50000000 0x0 0x100000", "0x0 0x40400000 0x0 0x1000"));
-        let clash = DeviceTree::parse(&clash).unwrap();
-        let e = reserve_merged(&mut b.map, &clash, &[kernel, heap]).unwrap_err();
+        let clash = machine(&BOOT_DTS.replace("0x0 0x50000000 0x0 0x100000", "0x0 0x40400000 0x0 0x1000"));
+        let e = reserve_merged(&mut b.map, &clash.reserved, &[kernel, heap]).unwrap_err();
         assert_eq!(std::format!("{e}"), "an overlay reserves [0x40400000..0x40401000), which the kernel already uses");
     }
 }
