@@ -9,8 +9,19 @@
 //! `split-group-boot.log` the kernel log of the scenario
 //! partitions-refuse-split-group: their PCI tables are the topologies.
 
-use super::{check, parse_args, Report, Request, Verdict};
+use super::{check, Report, Request, Verdict};
+use crate::cli::{Cli, Cmd};
+use clap::Parser;
 use std::path::{Path, PathBuf};
+
+/// The command line after `cargo xtask check`, read as `main` reads it.
+fn parse_args(args: &[String]) -> Result<Request, String> {
+    let words = ["cargo xtask", "check"].into_iter().map(String::from).chain(args.iter().cloned());
+    match Cli::try_parse_from(words).map_err(|e| e.to_string())?.command {
+        Cmd::Check(r) => Ok(r),
+        other => Err(format!("parsed as {other:?}")),
+    }
+}
 
 /// Placement, boot CPU and topology every corpus case gets unless it says
 /// otherwise: QEMU's ELF path with the kernel image and boot CPU of
@@ -431,7 +442,7 @@ fn the_command_line() {
     assert!(parse_args(&words("--dtb a.dtb")).unwrap_err().contains("--overlay"));
     assert!(parse_args(&words("--dtb a.dtb --overlay b.dts --board rpi")).unwrap_err().contains("unknown board rpi"));
     assert!(parse_args(&words("--dtb a.dtb --overlay b.dts --kernel 0x40200000")).is_err());
-    assert!(parse_args(&words("--dtb a.dtb --overlay b.dts --frobnicate")).unwrap_err().contains("unknown option"));
+    assert!(parse_args(&words("--dtb a.dtb --overlay b.dts --frobnicate")).unwrap_err().contains("unexpected argument '--frobnicate'"));
     let r =
         parse_args(&words("--dtb a.dtb --overlay b.dts --overlay c.dtbo --boot-cpu 0x100 --dtb-at 0x82000000 --kernel 0x80200000,0x100000")).unwrap();
     assert_eq!((r.overlays.len(), r.boot_cpu, r.dtb_at, r.kernel), (2, Some(0x100), Some((0x8200_0000, None)), Some((0x8020_0000, 0x10_0000))));
