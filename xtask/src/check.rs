@@ -42,7 +42,7 @@ use platform::dt::{DeviceTree, DtError};
 use platform::memmap::{self, BootMap};
 use platform::pci::HostTopology;
 use platform::{PhysAddr, PhysRange};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 /// What to check: the options of `cargo xtask check`.
@@ -364,6 +364,17 @@ fn pci_topology(req: &Request, d: &Discovery) -> Result<Vec<HostTopology>, Strin
     Ok(out)
 }
 
+/// Renders the Graphviz file `dot` as SVG next to it (`FILE.svg`) with
+/// Graphviz's `dot`; returns the SVG's path.
+fn render_svg(dot: &Path) -> Result<PathBuf, String> {
+    let svg = dot.with_extension("svg");
+    match Command::new("dot").arg("-Tsvg").arg(dot).arg("-o").arg(&svg).output() {
+        Ok(o) if o.status.success() => Ok(svg),
+        Ok(o) => Err(format!("dot could not render it: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("cannot run Graphviz `dot` (apt-get install {}): {e}", crate::prereq::GRAPHVIZ_PACKAGE)),
+    }
+}
+
 /// `cargo xtask check ...`: prints the report, writes the diagram, and
 /// exits 0 (accepted), 1 (refused) or 2 (unusable input).
 pub fn cmd(req: &Request) -> Result<ExitCode, String> {
@@ -378,11 +389,11 @@ pub fn cmd(req: &Request) -> Result<ExitCode, String> {
             return Ok(ExitCode::from(Verdict::Unusable.code()));
         }
         println!("diagram: {}", path.display());
-        let svg = path.with_extension("svg");
-        match Command::new("dot").arg("-Tsvg").arg(path).arg("-o").arg(&svg).output() {
-            Ok(o) if o.status.success() => println!("diagram: {}", svg.display()),
-            Ok(o) => eprintln!("xtask check: dot could not render {}: {}", svg.display(), String::from_utf8_lossy(&o.stderr).trim()),
-            Err(_) => println!("diagram: {} not written: Graphviz `dot` is not installed (apt-get install graphviz)", svg.display()),
+        // The SVG is a convenience: without Graphviz the check still
+        // stands, and says why there is no picture.
+        match crate::prereq::ensure_graphviz().and_then(|()| render_svg(path)) {
+            Ok(svg) => println!("diagram: {}", svg.display()),
+            Err(e) => println!("diagram: {} not written: {e}", path.with_extension("svg").display()),
         }
     } else if req.dot.is_some() {
         println!("diagram: not written, there is no plan to draw");

@@ -13,6 +13,7 @@ use super::{check, Report, Request, Verdict};
 use crate::cli::{Cli, Cmd};
 use clap::Parser;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The command line after `cargo xtask check`, read as `main` reads it.
 fn parse_args(args: &[String]) -> Result<Request, String> {
@@ -319,6 +320,28 @@ fn the_diagram_has_partitions_groups_devices_and_streamids() {
     assert!(dot.contains("subgraph \"cluster_smmu0\" {\n    label=\"SMMU smmuv3@9050000\";"), "StreamIDs boxed per SMMU");
     assert!(dot.contains("label=\"00:01.0 1234:11e8\\n/pcie@10000000/edu@1,0\""), "devices named by BDF and node");
     assert_eq!(edges.iter().filter(|(a, _)| a.starts_with("partition:")).count(), 2);
+}
+
+#[test]
+fn the_diagram_renders_as_svg_or_says_why_not() {
+    let dir = scratch("svg");
+    let path = dir.join("demo.dot");
+    let words = format!(
+        "--dtb qemu-virt.dtb --overlay ../../boards/qemu-virt/overlays/demo.dts --topology demo-boot.log --kernel 0x40200000,0xee000 --dot {}",
+        path.display()
+    );
+    std::fs::write(&path, accepted(&words).dot.expect("a diagram")).expect("write the diagram");
+    // `cargo xtask test` installs Graphviz before the host tests where it can.
+    let graphviz = Command::new("dot").arg("-V").output().is_ok_and(|o| o.status.success());
+    match super::render_svg(&path) {
+        Ok(svg) => {
+            assert_eq!(svg, dir.join("demo.svg"));
+            let text = std::fs::read_to_string(&svg).expect("the SVG");
+            assert!(text.contains("<svg") && text.contains("partition net") && text.contains("StreamID 0x10"), "{text}");
+        }
+        Err(e) => assert!(!graphviz && e.contains("cannot run Graphviz `dot` (apt-get install graphviz)"), "{e}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A scratch directory of this test process.
