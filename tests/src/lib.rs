@@ -6,6 +6,11 @@
 
 pub mod dtb;
 pub mod image;
+/// The payload's bootargs words (`tests/payload/src/bootargs.rs`): the
+/// same file, built here so its tests run on the host and the scenarios
+/// know the payload's refusal.
+#[path = "../payload/src/bootargs.rs"]
+pub mod payload_bootargs;
 pub mod log;
 pub mod machine;
 pub mod qemu;

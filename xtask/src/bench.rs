@@ -2,9 +2,7 @@
 //! reassignment costs, how much memory it takes, and how its policy code
 //! scales — measured deterministically and reported, never pass/fail.
 //!
-//! ```text
-//! cargo xtask bench [--smoke] [--json PATH] [--markdown] [--from PATH] [--jobs N]
-//! ```
+//! Options: [`Args`] (`cargo xtask bench --help`).
 //!
 //! Guest figures come from QEMU under `-icount shift=0,sleep=off`: virtual
 //! time advances one nanosecond per guest instruction, and with `-cpu max`
@@ -33,6 +31,7 @@ mod memory;
 mod reassign;
 mod scale;
 
+use crate::cli::KernelOpts;
 use bulkhead_tests::log::Decoder;
 use bulkhead_tests::qemu::{self, Outcome, QemuConfig};
 use bulkhead_tests::Artifacts;
@@ -567,28 +566,24 @@ fn grid(cols: &[&str], rows: &[Vec<String>], markdown: bool) -> String {
 }
 
 /// Options of `cargo xtask bench`.
-#[derive(Debug, Default)]
-struct Args {
-    smoke: bool,
-    json: Option<PathBuf>,
-    markdown: bool,
-    from: Option<PathBuf>,
-    rest: Vec<String>,
-}
-
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args::default();
-    let mut it = args.iter();
-    while let Some(x) = it.next() {
-        match x.as_str() {
-            "--smoke" => a.smoke = true,
-            "--markdown" => a.markdown = true,
-            "--json" => a.json = Some(it.next().ok_or("--json needs a path")?.into()),
-            "--from" => a.from = Some(it.next().ok_or("--from needs a path")?.into()),
-            _ => a.rest.push(x.clone()),
-        }
-    }
-    Ok(a)
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The quick pass `cargo xtask test` runs: fewer sizes and repetitions, every kind of figure
+    #[arg(long)]
+    pub smoke: bool,
+    /// Where to write the JSON report [default: target/bulkhead/bench.json, or
+    /// target/bulkhead/bench-smoke/bench.json with --smoke]
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Print the table as Markdown (for README.md)
+    #[arg(long)]
+    pub markdown: bool,
+    /// Re-render this JSON report without running anything
+    #[arg(long, value_name = "PATH")]
+    pub from: Option<PathBuf>,
+    /// QEMUs run at a time
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub jobs: usize,
 }
 
 /// The default JSON path (the smoke pass keeps its own).
@@ -602,24 +597,18 @@ fn default_json(smoke: bool) -> PathBuf {
 
 /// `cargo xtask bench ...`: prints the report; exits 0 whatever the goals
 /// say (a figure that could not be produced shows as "not measured").
-pub fn cmd(args: &[String]) -> Result<ExitCode, String> {
-    let a = parse(args)?;
+pub fn cmd(a: &Args) -> Result<ExitCode, String> {
     if let Some(from) = &a.from {
         let text = std::fs::read_to_string(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
         let doc: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", from.display()))?;
         print!("{}", render(&doc, a.markdown));
         return Ok(ExitCode::SUCCESS);
     }
-    // Kernel options (--jobs, --timeout ...) go through the common parser.
-    let mut common = vec!["--log-level".to_string(), LOG_LEVEL.to_string()];
-    common.extend(a.rest.iter().cloned());
-    let o = crate::parse(&common)?;
     crate::prereq::ensure_host_tools()?;
     let started = Instant::now();
-    let artifacts = crate::build_all(&o)?;
+    let artifacts = crate::build_all(&KernelOpts { log_level: LOG_LEVEL.into(), debug: false })?;
     let plan = if a.smoke { Plan::smoke() } else { Plan::full() };
-    let jobs = if args.iter().any(|x| x == "--jobs") { o.jobs } else { 1 };
-    let report = collect(&plan, &artifacts, jobs, &|l| eprintln!("{l}"))?;
+    let report = collect(&plan, &artifacts, a.jobs, &|l| eprintln!("{l}"))?;
     let doc = to_json(&plan, &report, started.elapsed());
     let path = a.json.clone().unwrap_or_else(|| default_json(a.smoke));
     let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;

@@ -42,66 +42,47 @@ use devicetree::memmap::{self, BootMap};
 use devicetree::{DeviceTree, DtError, Machine};
 use devicetree::pci::HostTopology;
 use devicetree::{PhysAddr, PhysRange};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-/// One line of usage, for errors.
-pub const USAGE: &str = "cargo xtask check --dtb BOARD.dtb|.dts --overlay A.dts|A.dtbo [--overlay ...] [--topology BOOT.LOG] \
-                         [--boot-cpu MPIDR] [--board qemu-virt|fvp-base] [--kernel ADDR,SIZE] [--dtb-at ADDR[,SIZE]] [--dot FILE.dot]";
-
-
-/// What to check.
-#[derive(Clone, Debug, Default)]
+/// What to check: the options of `cargo xtask check`.
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct Request {
-    /// The board's device tree (`.dtb`, or `.dts` to compile).
+    /// The board's device tree (`.dtb`, or `.dts` to compile)
+    #[arg(long, value_name = "BOARD.dtb|.dts")]
     pub dtb: PathBuf,
-    /// Overlays in the order they are applied (`.dts` to compile, or blobs).
+    /// An overlay (`.dts` to compile, or a blob); several are applied in the order given
+    #[arg(long = "overlay", value_name = "A.dts|A.dtbo", required = true)]
     pub overlays: Vec<PathBuf>,
-    /// A boot log with the kernel's PCI table.
+    /// A boot log of the same machine, with the kernel's PCI table
+    #[arg(long, value_name = "BOOT.LOG")]
     pub topology: Option<PathBuf>,
-    /// The boot CPU's MPIDR.
+    /// The boot CPU's MPIDR [default: the first CPU in /cpus]
+    #[arg(long, value_name = "MPIDR", value_parser = input::number)]
     pub boot_cpu: Option<u64>,
-    /// A board whose loader's placement to assume.
+    /// A board whose loader's placement of the kernel and DTB to assume: qemu-virt or fvp-base
+    #[arg(long, value_name = "BOARD", value_parser = board_name)]
     pub board: Option<String>,
-    /// The kernel image (address, size).
+    /// The kernel image: address and size
+    #[arg(long, value_name = "ADDR,SIZE", value_parser = kernel_range)]
     pub kernel: Option<(u64, u64)>,
-    /// The DTB's address and, optionally, its size at boot.
+    /// The DTB's address and, optionally, its size at boot
+    #[arg(long, value_name = "ADDR[,SIZE]", value_parser = |s: &str| input::addr_size(s, true))]
     pub dtb_at: Option<(u64, Option<u64>)>,
-    /// Where to write the Graphviz diagram.
+    /// Where to write the Graphviz diagram (and, next to it, its SVG)
+    #[arg(long, value_name = "FILE.dot")]
     pub dot: Option<PathBuf>,
 }
 
-/// Reads the command line after `check`.
-pub fn parse_args(args: &[String]) -> Result<Request, String> {
-    let mut r = Request::default();
-    let mut dtb = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--dtb" => dtb = Some(PathBuf::from(val("--dtb")?)),
-            "--overlay" => r.overlays.push(PathBuf::from(val("--overlay")?)),
-            "--topology" => r.topology = Some(PathBuf::from(val("--topology")?)),
-            "--boot-cpu" => r.boot_cpu = Some(input::number(&val("--boot-cpu")?)?),
-            "--board" => {
-                let b = val("--board")?;
-                input::board(&b)?;
-                r.board = Some(b);
-            }
-            "--kernel" => {
-                let (a, s) = input::addr_size(&val("--kernel")?, false)?;
-                r.kernel = Some((a, s.unwrap_or(0)));
-            }
-            "--dtb-at" => r.dtb_at = Some(input::addr_size(&val("--dtb-at")?, true)?),
-            "--dot" => r.dot = Some(PathBuf::from(val("--dot")?)),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    r.dtb = dtb.ok_or("--dtb BOARD is required")?;
-    if r.overlays.is_empty() {
-        return Err("at least one --overlay is required".into());
-    }
-    Ok(r)
+/// `--board`: a board [`input::board`] knows.
+fn board_name(s: &str) -> Result<String, String> {
+    input::board(s).map(|b| b.name.to_string())
+}
+
+/// `--kernel ADDR,SIZE`.
+fn kernel_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, size) = input::addr_size(s, false)?;
+    Ok((a, size.unwrap_or(0)))
 }
 
 /// How a check ended.
@@ -378,17 +359,21 @@ fn pci_topology(req: &Request, m: &Machine) -> Result<Vec<HostTopology>, String>
     Ok(out)
 }
 
+/// Renders the Graphviz file `dot` as SVG next to it (`FILE.svg`) with
+/// Graphviz's `dot`; returns the SVG's path.
+fn render_svg(dot: &Path) -> Result<PathBuf, String> {
+    let svg = dot.with_extension("svg");
+    match Command::new("dot").arg("-Tsvg").arg(dot).arg("-o").arg(&svg).output() {
+        Ok(o) if o.status.success() => Ok(svg),
+        Ok(o) => Err(format!("dot could not render it: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("cannot run Graphviz `dot` (apt-get install {}): {e}", crate::prereq::GRAPHVIZ_PACKAGE)),
+    }
+}
+
 /// `cargo xtask check ...`: prints the report, writes the diagram, and
 /// exits 0 (accepted), 1 (refused) or 2 (unusable input).
-pub fn cmd(args: &[String]) -> Result<ExitCode, String> {
-    let req = match parse_args(args) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("xtask check: {e}\nusage: {USAGE}");
-            return Ok(ExitCode::from(Verdict::Unusable.code()));
-        }
-    };
-    let report = check(&req);
+pub fn cmd(req: &Request) -> Result<ExitCode, String> {
+    let report = check(req);
     print!("{}", report.text);
     if let Some(e) = &report.error {
         eprintln!("{e}");
@@ -399,11 +384,11 @@ pub fn cmd(args: &[String]) -> Result<ExitCode, String> {
             return Ok(ExitCode::from(Verdict::Unusable.code()));
         }
         println!("diagram: {}", path.display());
-        let svg = path.with_extension("svg");
-        match Command::new("dot").arg("-Tsvg").arg(path).arg("-o").arg(&svg).output() {
-            Ok(o) if o.status.success() => println!("diagram: {}", svg.display()),
-            Ok(o) => eprintln!("xtask check: dot could not render {}: {}", svg.display(), String::from_utf8_lossy(&o.stderr).trim()),
-            Err(_) => println!("diagram: {} not written: Graphviz `dot` is not installed (apt-get install graphviz)", svg.display()),
+        // The SVG is a convenience: without Graphviz the check still
+        // stands, and says why there is no picture.
+        match crate::prereq::ensure_graphviz().and_then(|()| render_svg(path)) {
+            Ok(svg) => println!("diagram: {}", svg.display()),
+            Err(e) => println!("diagram: {} not written: {e}", path.with_extension("svg").display()),
         }
     } else if req.dot.is_some() {
         println!("diagram: not written, there is no plan to draw");
