@@ -1,6 +1,6 @@
 //! The boot path, from `_start` to partitions running.
 
-use crate::{dmatest, iommu, partition, Board};
+use crate::{dmatest, partition, smmus, Board};
 use platform::arch::{self, exit};
 use devicetree::machine::{Incomplete, ReadError};
 use devicetree::memmap::{self, BootMap, BootMapError, MemoryMap, Reservation};
@@ -128,7 +128,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     let smmus = dt.smmus().map_err(dt_err)?;
     let smmus_found = platform::time::ticks();
     for s in &smmus {
-        iommu::abort(s);
+        smmus::abort(s);
     }
     let aborting = platform::time::ticks();
 
@@ -137,9 +137,9 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     // the early arena, before anything else is read or set up. The kernel's
     // boot arguments are the loader's (`/chosen/bootargs` of its tree).
     let bootargs = dt.bootargs().map_err(dt_err)?;
-    let sizes = iommu::Sizes::from_bootargs(bootargs);
-    let mut iommus = iommu::Iommus::new();
-    iommu::bring_up(&smmus, sizes, &mut iommus)?;
+    let sizes = smmus::Sizes::from_bootargs(bootargs);
+    let mut instances = smmus::SmmuSlots::new();
+    smmus::bring_up(&smmus, sizes, &mut instances)?;
 
     if let Some(conduit) = dt.psci().map_err(dt_err)? {
         exit::configure(true, conduit);
@@ -174,7 +174,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     platform::memory::add_frames(early_frames);
     // SMMUs the arena had no room for, from those frames (with frames,
     // nothing is deferred again).
-    iommu::bring_up(&machine.smmus, sizes, &mut iommus)?;
+    smmus::bring_up(&machine.smmus, sizes, &mut instances)?;
     // From here on the kernel reads the DTB with those overlays merged in:
     // the rest of the machine, and what the overlays reserve.
     let merged = !machine.overlays.is_empty();
@@ -185,7 +185,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
 
     let memory_ready = platform::time::ticks();
     banner(board, &machine, &map, heap);
-    iommu::report(&iommus);
+    smmus::report(&instances);
     let bannered = platform::time::ticks();
 
     // 5-6. Discovery: PCI enumeration (bus mastering off everywhere) and
@@ -224,10 +224,10 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     milestone("discovered", discovered_at);
     milestone("configured", configured);
     milestone("frames-ready", frames_ready);
-    milestone("isolation", iommus.iter().map(|i| i.enabled_at).max().unwrap_or(aborting));
+    milestone("isolation", instances.iter().map(|i| i.enabled_at).max().unwrap_or(aborting));
     defmt::debug!("memory: heap peak {=usize} bytes at isolation", platform::memory::heap_peak());
 
-    selftest(bootargs, &layout, &discovered.machine.ram, &mut iommus, &discovered)?;
+    selftest(bootargs, &layout, &discovered.machine.ram, &mut instances, &discovered)?;
 
     // 8. Partitions on their CPUs; the boot CPU waits for them.
     if plan.partitions.is_empty() {
@@ -236,12 +236,12 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     }
     // The boot CPU sleeps in `partition::wait_all` until an SMMU interrupt
     // or the EL2 timer's tick wakes it.
-    interrupts(&discovered, &iommus)?;
-    partition::start(plan, iommus.into_iter().collect(), discovered)?;
+    interrupts(&discovered, &instances)?;
+    partition::start(plan, instances.into_iter().collect(), discovered)?;
     milestone("partitions-started", platform::time::ticks());
     fail_closed_selftest(bootargs);
     crate::ownership::with(|rt| {
-        for i in &rt.iommus {
+        for i in &rt.smmus {
             if let Some(smmu) = &i.smmu {
                 defmt::debug!(
                     "memory: SMMU {=str}: {=usize} bytes of DMA memory with partitions attached",
@@ -262,7 +262,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
 /// GICv3 on the boot CPU: the EL2 timer's PPI and every SMMU's eventq and
 /// gerror SPIs enabled and routed here. The handler only wakes the idle
 /// loop, which drains the event queues itself.
-fn interrupts(discovered: &crate::discover::Discovered, iommus: &[iommu::Iommu]) -> Result<(), ExitCode> {
+fn interrupts(discovered: &crate::discover::Discovered, instances: &[smmus::SmmuInstance]) -> Result<(), ExitCode> {
     use platform::arch::irq;
     use platform::gic::{Gic, GicError, Trigger, DEFAULT_PRIORITY};
     let gic_err = |e: GicError| {
@@ -289,7 +289,7 @@ fn interrupts(discovered: &crate::discover::Discovered, iommus: &[iommu::Iommu])
     irq::set_timer_intid(timer.intid);
     irq::init_cpu_interface().map_err(gic_err)?;
     // An SMMU out of use raises nothing the kernel would drain.
-    let lines = iommus.iter().filter(|i| i.smmu.is_some() && !i.failed).flat_map(|i| [i.node.eventq, i.node.gerror]);
+    let lines = instances.iter().filter(|i| i.smmu.is_some() && !i.failed).flat_map(|i| [i.node.eventq, i.node.gerror]);
     for line in lines.flatten().chain([timer]) {
         gic.configure(line.intid, Trigger::from_edge(line.edge), DEFAULT_PRIORITY).map_err(gic_err)?;
         gic.enable(line.intid).map_err(gic_err)?;
@@ -463,7 +463,7 @@ fn selftest(
     bootargs: &str,
     layout: &arch::boot::ImageLayout,
     ram: &[PhysRange],
-    iommus: &mut [iommu::Iommu],
+    instances: &mut [smmus::SmmuInstance],
     discovered: &crate::discover::Discovered,
 ) -> Result<(), ExitCode> {
     for arg in bootargs.split_ascii_whitespace() {
@@ -483,14 +483,14 @@ fn selftest(
                 let mut cs = discovered.config_space(h).ok_or_else(|| platform_err("no config space for edu's host"))?;
                 let (smmu_index, sid) = discovered.stream_id(h, f.rid()).ok_or_else(|| platform_err("edu has no StreamID"))?;
                 let bar = f.bars.first().ok_or_else(|| platform_err("edu has no BAR0"))?.cpu;
-                let smmu = iommus.get_mut(smmu_index).and_then(iommu::Iommu::usable).ok_or_else(|| platform_err("edu's SMMU was not brought up"))?;
+                let smmu = instances.get_mut(smmu_index).and_then(smmus::SmmuInstance::usable).ok_or_else(|| platform_err("edu's SMMU was not brought up"))?;
                 dmatest::dma_window(smmu, &mut cs, f.bdf, bar, sid, dmatest::DmaOptions::from_bootargs(bootargs), ram)?;
             }
             "irq" => {
-                crate::irqtest::run(iommus, discovered)?;
+                crate::irqtest::run(instances, discovered)?;
             }
             "cmdq-error" => {
-                let first = iommus.first_mut().and_then(iommu::Iommu::usable).ok_or_else(|| platform_err("no SMMU to test"))?;
+                let first = instances.first_mut().and_then(smmus::SmmuInstance::usable).ok_or_else(|| platform_err("no SMMU to test"))?;
                 dmatest::cmdq_error(first)?;
             }
             // Run once the partitions are (`fail_closed_selftest`).

@@ -16,7 +16,7 @@
 //!   command-queue error must be reported and repaired, and later commands
 //!   must still complete.
 
-use crate::iommu::KernelSmmu;
+use crate::smmus::SmmuDriver;
 use platform::pci::{self, Bdf, ConfigSpace};
 use platform::{ExitCode, PhysAddr};
 use smmu::{DomainConfig, EventType, Iova, Prot, StagePreference, StreamId};
@@ -139,7 +139,7 @@ fn fail(what: &'static str, e: smmu::Error) -> ExitCode {
 /// The DMA test on the edu at `bdf` (BAR0 at `bar`, StreamID `sid`);
 /// `ram` is what a nested test's stage 2 maps.
 pub fn dma_window(
-    smmu: &mut KernelSmmu,
+    smmu: &mut SmmuDriver,
     cs: &mut impl ConfigSpace,
     bdf: Bdf,
     bar: PhysAddr,
@@ -273,7 +273,7 @@ pub fn dma_window(
 }
 
 /// Injects an illegal command and shows the queue recovering.
-pub fn cmdq_error(smmu: &mut KernelSmmu) -> Result<(), ExitCode> {
+pub fn cmdq_error(smmu: &mut SmmuDriver) -> Result<(), ExitCode> {
     // Opcode 0x7f is not an architected command (IHI 0070 §4.1): CERROR_ILL.
     const ILLEGAL: [u64; 2] = [0x7f, 0];
     defmt::warn!("cmdq-test: injecting illegal command opcode 0x7f");

@@ -17,7 +17,7 @@
 //! with a message instead of hanging it.
 
 use crate::discover::Discovered;
-use crate::iommu::Iommu;
+use crate::smmus::SmmuInstance;
 use core::sync::atomic::{AtomicU32, Ordering};
 use platform::arch::{self, irq};
 use devicetree::Irq;
@@ -96,7 +96,7 @@ fn setup_line(gic: &mut KernelGic, irq: Irq) -> Result<(), ExitCode> {
 }
 
 /// Runs the test on the SMMU the first `edu` sits behind.
-pub fn run(iommus: &mut [Iommu], discovered: &Discovered) -> Result<(), ExitCode> {
+pub fn run(smmus: &mut [SmmuInstance], discovered: &Discovered) -> Result<(), ExitCode> {
     let g = discovered.machine.devices.gic.as_ref().ok_or_else(|| fail("the device tree has no arm,gic-v3"))?;
     // Boot identity-maps the `reg` of top-level nodes only
     // (`DeviceTree::mmio_regions`); a GIC deeper in the tree is not mapped.
@@ -109,10 +109,10 @@ pub fn run(iommus: &mut [Iommu], discovered: &Discovered) -> Result<(), ExitCode
     let mut cs = discovered.config_space(h).ok_or_else(|| fail("no config space for edu's host"))?;
     let (smmu_index, sid) = discovered.stream_id(h, f.rid()).ok_or_else(|| fail("edu has no StreamID"))?;
     let bar = f.bars.first().ok_or_else(|| fail("edu has no BAR0"))?.cpu;
-    let iommu = iommus.get_mut(smmu_index).ok_or_else(|| fail("edu's SMMU is not in the device tree"))?;
-    let eventq = iommu.node.eventq.ok_or_else(|| fail("the SMMU has no wired eventq interrupt"))?;
-    let gerror = iommu.node.gerror.ok_or_else(|| fail("the SMMU has no wired gerror interrupt"))?;
-    let (bdf, smmu) = (f.bdf, iommu.usable().ok_or_else(|| fail("edu's SMMU was not brought up"))?);
+    let instance = smmus.get_mut(smmu_index).ok_or_else(|| fail("edu's SMMU is not in the device tree"))?;
+    let eventq = instance.node.eventq.ok_or_else(|| fail("the SMMU has no wired eventq interrupt"))?;
+    let gerror = instance.node.gerror.ok_or_else(|| fail("the SMMU has no wired gerror interrupt"))?;
+    let (bdf, smmu) = (f.bdf, instance.usable().ok_or_else(|| fail("edu's SMMU was not brought up"))?);
 
     // SAFETY: the distributor and redistributor regions come from the
     // top-level GIC node, whose `reg` boot maps as Device memory; the boot
@@ -191,7 +191,7 @@ fn timer_test(gic: &mut KernelGic, timer: Irq) -> Result<(), ExitCode> {
 }
 
 /// GERROR's SPI: an illegal command raises GERROR.CMDQ_ERR.
-fn gerror_test(gic: &mut KernelGic, gerror: Irq, smmu: &mut crate::iommu::KernelSmmu) -> Result<(), ExitCode> {
+fn gerror_test(gic: &mut KernelGic, gerror: Irq, smmu: &mut crate::smmus::SmmuDriver) -> Result<(), ExitCode> {
     setup_line(gic, gerror)?;
     let before = count(gerror.intid);
     // Opcode 0x7f is not an architected command (IHI 0070 §4.1): CERROR_ILL.
@@ -213,7 +213,7 @@ fn gerror_test(gic: &mut KernelGic, gerror: Irq, smmu: &mut crate::iommu::Kernel
 fn eventq_test(
     gic: &mut KernelGic,
     eventq: Irq,
-    smmu: &mut crate::iommu::KernelSmmu,
+    smmu: &mut crate::smmus::SmmuDriver,
     cs: &mut impl pci::ConfigSpace,
     bdf: pci::Bdf,
     bar: PhysAddr,
@@ -234,7 +234,7 @@ fn eventq_test(
     let mut seen = count(eventq.intid);
     let (mut interrupts, mut drained, mut faults) = (0u32, 0u32, 0u32);
     let mut drain_error = None;
-    let mut drain = |smmu: &mut crate::iommu::KernelSmmu, faults: &mut u32| -> u32 {
+    let mut drain = |smmu: &mut crate::smmus::SmmuDriver, faults: &mut u32| -> u32 {
         let r = smmu.drain_events(DRAIN_LIMIT, |e| {
             if e.event_type == EventType::F_TRANSLATION && e.stream_id == sid {
                 *faults += 1;

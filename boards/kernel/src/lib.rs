@@ -14,7 +14,7 @@ mod boot;
 mod discover;
 mod dma;
 mod dmatest;
-mod iommu;
+mod smmus;
 mod irqtest;
 mod ownership;
 mod partition;

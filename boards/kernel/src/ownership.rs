@@ -5,7 +5,7 @@
 //! CPU that traps in and by the boot CPU that drains events.
 
 use crate::discover::Discovered;
-use crate::iommu::Iommu;
+use crate::smmus::SmmuInstance;
 use crate::partition::{describe_devices, part_name, Part};
 use alloc::vec::Vec;
 use partitions::faults::{FaultLedger, Verdict};
@@ -52,7 +52,7 @@ pub struct PartRt {
 /// Everything a group move touches.
 pub struct Runtime {
     /// The SMMUs.
-    pub iommus: Vec<Iommu>,
+    pub smmus: Vec<SmmuInstance>,
     /// Topology and groups.
     pub discovered: &'static Discovered,
     /// Who owns what.
@@ -96,14 +96,14 @@ pub fn attach(
     plan: &PartitionPlan,
     g: &Group,
     devs: &[crate::partition::OwnedDevice],
-    iommus: &mut [Iommu],
+    smmus: &mut [SmmuInstance],
     domains: &mut Vec<(usize, smmu::Domain)>,
 ) -> Result<(), AttachError> {
     let fail = |what: &'static str, e: smmu::Error| {
         defmt::error!("partition {=str}: {=str}: {}", plan.name.as_str(), what, e);
         Some(e)
     };
-    let Some(smmu) = iommus.get_mut(g.smmu.0).and_then(Iommu::usable) else {
+    let Some(smmu) = smmus.get_mut(g.smmu.0).and_then(SmmuInstance::usable) else {
         defmt::error!("partition {=str}: group {=u32}: its SMMU is out of use", plan.name.as_str(), g.id.0);
         return Err(None);
     };
@@ -244,7 +244,7 @@ fn execute(rt: &mut Runtime, plans: &[Part], c: &Change) -> Result<(), Failure> 
             Step::UnmapMmio(p) => revoke(rt, p, &devs, &mmio).map_err(|_| Failure::Step("unmapping MMIO"))?,
             Step::StopDevices => stop_devices(&devs, d).map_err(|_| Failure::Step("stopping devices"))?,
             Step::AbortStreams(_) => {
-                let smmu = rt.iommus.get_mut(g.smmu.0).and_then(Iommu::usable).ok_or(Failure::Step("no SMMU"))?;
+                let smmu = rt.smmus.get_mut(g.smmu.0).and_then(SmmuInstance::usable).ok_or(Failure::Step("no SMMU"))?;
                 let before = smmu.stats();
                 smmu.detach(&g.stream_ids).map_err(|e| Failure::of_smmu("aborting streams", &Some(e)))?;
                 let cost = smmu.stats() - before;
@@ -259,7 +259,7 @@ fn execute(rt: &mut Runtime, plans: &[Part], c: &Change) -> Result<(), Failure> 
             Step::AttachStreams(p) => {
                 let plan = &plans.get(usize::from(p.0)).ok_or(Failure::Step("unknown partition"))?.plan;
                 let part = rt.parts.get_mut(usize::from(p.0)).ok_or(Failure::Step("unknown partition"))?;
-                attach(plan, g, &owned, &mut rt.iommus, &mut part.domains).map_err(|e| Failure::of_smmu("attaching streams", &e))?;
+                attach(plan, g, &owned, &mut rt.smmus, &mut part.domains).map_err(|e| Failure::of_smmu("attaching streams", &e))?;
                 // The new owner's fault count starts now, from zero.
                 rt.faults.restart(g.id, p, platform::time::uptime_us());
             }
@@ -292,9 +292,9 @@ fn revoke(rt: &mut Runtime, p: PartitionId, devs: &[DeviceRef], mmio: &[PhysRang
 /// takes every group behind it to Blocked for good: their owners lose the
 /// devices' MMIO and bus mastering. Partitions keep their CPUs.
 pub fn fail_smmu(rt: &mut Runtime, si: usize, why: &'static str) {
-    let Some(iommu) = rt.iommus.get_mut(si) else { return };
-    let confirmed = iommu.fail_closed();
-    let name = iommu.node.name.as_str();
+    let Some(instance) = rt.smmus.get_mut(si) else { return };
+    let confirmed = instance.fail_closed();
+    let name = instance.node.name.as_str();
     defmt::error!(
         "SMMU {=str}: {=str}: failed closed{=str}; every stream of it aborts, its groups are Blocked; partitions keep their CPUs",
         name,
@@ -442,7 +442,7 @@ fn drain_smmu(rt: &mut Runtime, si: usize, parts: &[Part]) -> Vec<(GroupId, Part
     let d = rt.discovered;
     let mut over: Vec<(GroupId, PartitionId, u32)> = Vec::new();
     let (ownership, faults) = (&rt.ownership, &mut rt.faults);
-    let Some(Iommu { node, smmu: Some(smmu), failed: false, .. }) = rt.iommus.get_mut(si) else { return over };
+    let Some(SmmuInstance { node, smmu: Some(smmu), failed: false, .. }) = rt.smmus.get_mut(si) else { return over };
     let name = node.name.as_str();
     let mut last: Option<(u32, smmu::EventType, u64)> = None;
     let (mut printed, mut repeats) = (0u32, 0u32);
@@ -516,7 +516,7 @@ fn drain_smmu(rt: &mut Runtime, si: usize, parts: &[Part]) -> Vec<(GroupId, Part
 pub fn drain_events(parts: &'static [Part]) {
     let quarantine: Vec<(GroupId, PartitionId, u32)> = with(|rt| {
         let mut over = core::mem::take(&mut rt.pending_quarantine);
-        for si in 0..rt.iommus.len() {
+        for si in 0..rt.smmus.len() {
             for q in drain_smmu(rt, si, parts) {
                 if !over.iter().any(|(x, _, _)| *x == q.0) {
                     over.push(q);
@@ -550,7 +550,7 @@ pub fn drain_events(parts: &'static [Part]) {
 /// set OVFLG): events were lost, processing goes on. Any other
 /// EVENTQ_ABT_ERR, or SFM_ERR, means the SMMU cannot be trusted: returns
 /// why, and the caller fails it closed.
-fn global_errors(smmu: &mut crate::iommu::KernelSmmu, name: &str, queue_was_full: bool) -> Option<&'static str> {
+fn global_errors(smmu: &mut crate::smmus::SmmuDriver, name: &str, queue_was_full: bool) -> Option<&'static str> {
     let report = match smmu.handle_gerror() {
         Ok(r) => r,
         Err(e) => {

@@ -3,7 +3,7 @@
 //! A partition that faults is stopped alone; the others keep running.
 
 use crate::discover::Discovered;
-use crate::iommu::Iommu;
+use crate::smmus::SmmuInstance;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::vec;
@@ -172,13 +172,13 @@ fn devices_of(p: &PartitionPlan, d: &Discovered) -> Result<Vec<OwnedDevice>, Exi
 fn attach_groups(
     p: &PartitionPlan,
     devs: &[OwnedDevice],
-    iommus: &mut [Iommu],
+    smmus: &mut [SmmuInstance],
     d: &Discovered,
 ) -> Result<Vec<(usize, smmu::Domain)>, ExitCode> {
     let mut domains: Vec<(usize, smmu::Domain)> = Vec::new();
     for gid in &p.groups {
         let g = d.groups.get(*gid).ok_or_else(|| err("group vanished"))?;
-        crate::ownership::attach(p, g, devs, iommus, &mut domains).map_err(|_| ExitCode::SmmuError)?;
+        crate::ownership::attach(p, g, devs, smmus, &mut domains).map_err(|_| ExitCode::SmmuError)?;
     }
     // The STEs are live: now the devices may master, and the bridges above
     // them forward.
@@ -187,7 +187,7 @@ fn attach_groups(
 }
 
 /// Scrubs, loads and starts every partition of `plan`.
-pub fn start(plan: Plan, mut iommus: Vec<Iommu>, discovered: Discovered) -> Result<(), ExitCode> {
+pub fn start(plan: Plan, mut smmus: Vec<SmmuInstance>, discovered: Discovered) -> Result<(), ExitCode> {
     let discovered = &discovered_leak(discovered);
     let mut launches = Vec::new();
     let mut rts: Vec<crate::ownership::PartRt> = Vec::new();
@@ -215,7 +215,7 @@ pub fn start(plan: Plan, mut iommus: Vec<Iommu>, discovered: Discovered) -> Resu
         };
         let entry = PhysAddr(entry.0);
         let devs = devices_of(p, discovered)?;
-        let domains = attach_groups(p, &devs, &mut iommus, discovered)?;
+        let domains = attach_groups(p, &devs, &mut smmus, discovered)?;
         let guests: Vec<GuestDevice> = devs.iter().map(|x| x.guest.clone()).collect();
         let dtb = partitions::guest_dt::build(p, &guests);
         let dtb_at = PhysAddr((home.end() - DTB_ROOM + 7) & !7);
@@ -260,7 +260,7 @@ pub fn start(plan: Plan, mut iommus: Vec<Iommu>, discovered: Discovered) -> Resu
         discovered.groups.groups.len(),
     );
     let faults = partitions::faults::FaultLedger::new(discovered.groups.groups.len());
-    crate::ownership::install(crate::ownership::Runtime { iommus, discovered, ownership, parts: rts, faults, pending_quarantine: Vec::new() });
+    crate::ownership::install(crate::ownership::Runtime { smmus, discovered, ownership, parts: rts, faults, pending_quarantine: Vec::new() });
     // SAFETY: no partition CPU runs yet; see `table`.
     unsafe { *core::ptr::addr_of_mut!(TABLE) = Some(Box::leak(Box::new(t))) };
     platform::arch::exception::set_trap_handler(trap);

@@ -16,7 +16,7 @@ mod stes;
 use embedded_hal::delay::DelayNs;
 use tock_registers::LocalRegisterCopy;
 
-use crate::cmdq::{Command, CommandQueue, Hw};
+use crate::cmdq::{Command, CommandQueue, Io};
 use crate::domain::IdAllocator;
 use crate::error::{Error, WaitFor};
 use crate::evtq::EventQueue;
@@ -311,9 +311,9 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         &self.dma
     }
 
-    fn hw(&mut self) -> (Hw<'_, M, D, T>, &mut CommandQueue) {
+    fn hw(&mut self) -> (Io<'_, M, D, T>, &mut CommandQueue) {
         (
-            Hw {
+            Io {
                 mmio: &self.mmio,
                 dma: &mut self.dma,
                 delay: &mut self.delay,

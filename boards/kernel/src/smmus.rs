@@ -9,16 +9,16 @@ use platform::ExitCode;
 use smmu::hal::VolatileMmio;
 
 /// One SMMU brought up by the kernel.
-pub type KernelSmmu = smmu::Smmu<VolatileMmio, KernelDma, Delay>;
+pub type SmmuDriver = smmu::Smmu<VolatileMmio, KernelDma, Delay>;
 
 /// An SMMU of the DT, in DT order (groups name SMMUs by that index).
-pub struct Iommu {
+pub struct SmmuInstance {
     /// DT facts (name, base, interrupts).
     pub node: SmmuNode,
     /// The driver. `None` while deferred (aborting through GBPA until the
     /// frame allocator can hold its tables) or when bring-up failed (then
     /// `failed`, and the SMMU blocks every stream).
-    pub smmu: Option<KernelSmmu>,
+    pub smmu: Option<SmmuDriver>,
     /// It failed closed, or was never brought up: every stream aborts and
     /// nothing is attached through it again.
     pub failed: bool,
@@ -27,9 +27,9 @@ pub struct Iommu {
     pub enabled_at: u64,
 }
 
-impl Iommu {
+impl SmmuInstance {
     /// The driver, when the SMMU translates (brought up, not failed).
-    pub fn usable(&mut self) -> Option<&mut KernelSmmu> {
+    pub fn usable(&mut self) -> Option<&mut SmmuDriver> {
         if self.failed {
             return None;
         }
@@ -74,7 +74,7 @@ pub fn abort(s: &SmmuNode) {
 
 /// The SMMUs of the DT, one slot per node (held without the heap: the first
 /// bring-up runs before it exists).
-pub type Iommus = ArrayVec<Iommu, MAX_SMMUS>;
+pub type SmmuSlots = ArrayVec<SmmuInstance, MAX_SMMUS>;
 
 /// Sizes of the SMMUs' structures the loader's `/chosen/bootargs` may cap
 /// (tests and benchmarks use them; the defaults are the driver's).
@@ -108,10 +108,10 @@ impl Sizes {
 /// is kept out of use; one that cannot be made to block at all fails the
 /// boot — after every other SMMU was made safe. Logs only failures:
 /// [`report`] says what was brought up, once the banner is out.
-pub fn bring_up(nodes: &[SmmuNode], sizes: Sizes, out: &mut Iommus) -> Result<(), ExitCode> {
+pub fn bring_up(nodes: &[SmmuNode], sizes: Sizes, out: &mut SmmuSlots) -> Result<(), ExitCode> {
     if out.is_empty() {
         for s in nodes {
-            let slot = Iommu { node: s.clone(), smmu: None, failed: false, enabled_at: 0 };
+            let slot = SmmuInstance { node: s.clone(), smmu: None, failed: false, enabled_at: 0 };
             out.try_push(slot).map_err(|_| ExitCode::SmmuError)?;
         }
     }
@@ -169,8 +169,8 @@ pub fn bring_up(nodes: &[SmmuNode], sizes: Sizes, out: &mut Iommus) -> Result<()
 
 /// Logs what bring-up made of each SMMU: features, stream table, queues,
 /// the commands it took, and its DMA memory.
-pub fn report(iommus: &[Iommu]) {
-    for i in iommus {
+pub fn report(smmus: &[SmmuInstance]) {
+    for i in smmus {
         let Some(smmu) = &i.smmu else {
             defmt::info!("SMMU {=str}: not brought up; it blocks every stream", i.node.name.as_str());
             continue;
