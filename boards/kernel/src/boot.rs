@@ -1,6 +1,6 @@
 //! The boot path, from `_start` to partitions running.
 
-use crate::{dmatest, partition, smmus, Board};
+use crate::{dmatest, launch, smmus, Board};
 use platform::arch::{self, exit};
 use devicetree::machine::{Incomplete, ReadError};
 use devicetree::memmap::{self, BootMap, BootMapError, MemoryMap, Reservation};
@@ -195,7 +195,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
 
     // 7. Configuration → validated plan. Nothing starts on a refusal.
     let plan = configure(&dt, &map, &layout, dtb, heap, &discovered)?;
-    for (r, _) in partition::regions(&plan) {
+    for (r, _) in launch::regions(&plan) {
         map.reserve(r, Reservation::Other).map_err(|_| platform_err("too many memory reservations"))?;
     }
     let configured = platform::time::ticks();
@@ -234,14 +234,14 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
         defmt::info!("no partitions configured");
         return Ok(());
     }
-    // The boot CPU sleeps in `partition::wait_all` until an SMMU interrupt
+    // The boot CPU sleeps in `launch::wait_all` until an SMMU interrupt
     // or the EL2 timer's tick wakes it.
     interrupts(&discovered, &instances)?;
-    partition::start(plan, instances.into_iter().collect(), discovered)?;
+    launch::start(plan, instances.into_iter().collect(), discovered)?;
     milestone("partitions-started", platform::time::ticks());
     fail_closed_selftest(bootargs);
-    crate::ownership::with(|rt| {
-        for i in &rt.smmus {
+    if let Some(k) = crate::runtime::kernel() {
+        for i in &k.isolation.lock().smmus {
             if let Some(smmu) = &i.smmu {
                 defmt::debug!(
                     "memory: SMMU {=str}: {=usize} bytes of DMA memory with partitions attached",
@@ -250,8 +250,8 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
                 );
             }
         }
-    });
-    let code = partition::wait_all();
+    }
+    let code = launch::wait_all();
     defmt::debug!("memory: heap peak {=usize} bytes", platform::memory::heap_peak());
     match code {
         ExitCode::Success => Ok(()),
@@ -455,7 +455,9 @@ fn fail_closed_selftest(bootargs: &str) {
         core::hint::spin_loop();
     }
     defmt::warn!("selftest: SMMU {=u64} fails closed; every stream it serves aborts from now on", n);
-    crate::ownership::with(|rt| crate::ownership::fail_smmu(rt, n as usize, "selftest fail-closed"));
+    if let Some(k) = crate::runtime::kernel() {
+        crate::ownership::fail_smmu(k, &mut k.isolation.lock(), n as usize, "selftest fail-closed");
+    }
 }
 
 /// Boot-argument driven checks used by the test scenarios.

@@ -11,13 +11,18 @@
 extern crate alloc;
 
 mod boot;
+mod devices;
 mod discover;
 mod dma;
 mod dmatest;
-mod smmus;
+mod events;
 mod irqtest;
+mod launch;
 mod ownership;
-mod partition;
+mod runtime;
+mod smmus;
+mod stage2;
+mod trap;
 
 pub use boot::entry;
 use platform::console::Uart;
