@@ -1,4 +1,4 @@
-//! The partition binding (BINDING.md): `/partitions` and the
+//! The partition binding (boards/bindings/bulkhead,partitions.yaml): `/partitions` and the
 //! `bulkhead,partition` assignments, read from the merged device tree into a
 //! typed [`Config`]. Only the *shape* is checked here (properties present,
 //! cell counts, phandles resolving); whether the configuration is safe on
@@ -100,7 +100,7 @@ pub enum Target {
         /// Path of the host bridge node.
         host: String,
         /// Device/function steps from the host bridge down (bus number from
-        /// phys.hi, device, function; BINDING.md: `reg` phys.hi =
+        /// phys.hi, device, function; boards/bindings/bulkhead,partitions.yaml: `reg` phys.hi =
         /// bus<<16 | dev<<11 | fn<<8), outermost first.
         chain: Vec<Bdf>,
     },

@@ -87,7 +87,7 @@ fn refuse(node: &str, property: &'static str, message: String) -> ConfigError {
     ConfigError::new(node, property, message)
 }
 
-/// Checks every memory and CPU rule of BINDING.md and builds the plan.
+/// Checks every memory and CPU rule of boards/bindings/bulkhead,partitions.yaml and builds the plan.
 pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
     let mut plan = Plan::default();
     // Regions no partition memory may overlap, with the partition whose
