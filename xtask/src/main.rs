@@ -6,6 +6,7 @@
 mod bench;
 mod check;
 mod cli;
+mod lints;
 mod prereq;
 mod qemu_root;
 
@@ -240,6 +241,8 @@ fn cmd_test(o: &TestArgs) -> Result<ExitCode, String> {
     if let Err(e) = prereq::ensure_graphviz() {
         println!("note: {e}; check's SVG test runs without it");
     }
+    println!("== lints ==");
+    let (lp, lf) = lints::run()?;
     println!("== host tests ==");
     let (hp, hf) = host_tests()?;
     let (mut qp, mut qf) = (0, 0);
@@ -276,6 +279,7 @@ fn cmd_test(o: &TestArgs) -> Result<ExitCode, String> {
         }
     }
     println!("== summary ==");
+    println!("lints: {lp} passed, {lf} failed");
     println!("host tests: {hp} passed, {hf} failed");
     if let Some((p, f)) = images {
         println!("production images: {p} passed, {f} failed");
@@ -290,8 +294,8 @@ fn cmd_test(o: &TestArgs) -> Result<ExitCode, String> {
             took.as_secs_f64() / 60.0
         );
     }
-    println!("total: {} passed, {} failed", hp + qp, hf + qf);
-    Ok(if hf + qf == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!("total: {} passed, {} failed", lp + hp + qp, lf + hf + qf);
+    Ok(if lf + hf + qf == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Builds every board's production `Image` and selftest ELF and checks

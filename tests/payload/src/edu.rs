@@ -21,12 +21,12 @@ impl Edu {
 
     /// [`LEN`] bytes from RAM at `addr` into the device's buffer; true when
     /// the device finished in time.
-    pub fn from_ram(&self, addr: u64) -> bool {
+    pub fn copy_in(&self, addr: u64) -> bool {
         self.transfer(addr, false)
     }
 
     /// [`LEN`] bytes from the device's buffer to RAM at `addr`.
-    pub fn to_ram(&self, addr: u64) -> bool {
+    pub fn copy_out(&self, addr: u64) -> bool {
         self.transfer(addr, true)
     }
 

@@ -307,7 +307,7 @@ extern "C" fn payload_main(dtb: u64, entered: u64) -> ! {
                 while done < n {
                     let (_, count, bar) = hvc::devices();
                     let Some(e) = (count > 0).then(|| edu::Edu::new(bar)).flatten() else { break };
-                    e.to_ram(a);
+                    e.copy_out(a);
                     done += 1;
                 }
                 if done < n {
@@ -398,7 +398,7 @@ fn dma_loop(ms: u64, scratch: u64, l: &mut Line) {
         let pattern = 0x40 | (n & 0x3f);
         fill(scratch, pattern);
         fill(scratch + 0x1000, 0);
-        let done = edu::Edu::new(bar).is_some_and(|e| e.from_ram(scratch) && e.to_ram(scratch + 0x1000));
+        let done = edu::Edu::new(bar).is_some_and(|e| e.copy_in(scratch) && e.copy_out(scratch + 0x1000));
         let verified = done && bytes(scratch + 0x1000).iter().all(|&b| b == pattern);
         let (gen_after, _, _) = hvc::devices();
         if gen_after != gen {
@@ -419,7 +419,7 @@ fn dma_loop(ms: u64, scratch: u64, l: &mut Line) {
 fn dma_own(e: &edu::Edu, scratch: u64, l: &mut Line) {
     fill(scratch, PATTERN);
     fill(scratch + 0x1000, 0);
-    let ok = e.from_ram(scratch) && e.to_ram(scratch + 0x1000);
+    let ok = e.copy_in(scratch) && e.copy_out(scratch + 0x1000);
     if ok && bytes(scratch + 0x1000).iter().all(|&b| b == PATTERN) {
         l.push("dma own ").hex(scratch).push(": ok, 64 bytes verified").send();
     } else {
@@ -435,10 +435,10 @@ fn dma_own(e: &edu::Edu, scratch: u64, l: &mut Line) {
 /// else is data from the target.
 fn attack(e: &edu::Edu, what: &str, addr: u64, scratch: u64, l: &mut Line) {
     fill(scratch, 0x3c);
-    let write_done = e.from_ram(scratch) && e.to_ram(addr);
+    let write_done = e.copy_in(scratch) && e.copy_out(addr);
     fill(scratch, PATTERN);
     fill(scratch + 0x1000, 0);
-    let read_done = e.from_ram(scratch) && e.from_ram(addr) && e.to_ram(scratch + 0x1000);
+    let read_done = e.copy_in(scratch) && e.copy_in(addr) && e.copy_out(scratch + 0x1000);
     let got = bytes(scratch + 0x1000);
     let uniform = got.iter().all(|&b| b == got[0]);
     l.push("attack ").push(what).push(" ").hex(addr).push(": ");
