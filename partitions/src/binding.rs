@@ -83,6 +83,8 @@ pub struct PartitionConfig {
     pub manager: bool,
     /// Faults per window (count, window in ms) before quarantine.
     pub fault_limit: Option<(u32, u32)>,
+    /// What it may make the kernel print, per second.
+    pub log_limit: Option<crate::budget::LogLimit>,
     /// Own devices' BARs mapped in the partition's DMA space.
     pub dma_p2p: bool,
 }

@@ -30,6 +30,7 @@ mod dma;
 mod memory;
 mod reassign;
 mod scale;
+mod storm;
 
 use crate::cli::KernelOpts;
 use bulkhead_tests::qemu::{self, Outcome, QemuConfig};
@@ -364,6 +365,9 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
     }
     // The same board on a machine without the SMMU its early list names.
     runs.push(Run::new(&root, "boot-two-smmus", true, boot::setup_two_smmus));
+    // Availability: the same three partitions with net storming and not.
+    runs.push(Run::new(&root, "storm-on", false, |d| storm::setup(d, artifacts, true)));
+    runs.push(Run::new(&root, "storm-off", false, |d| storm::setup(d, artifacts, false)));
     let outcomes = run_all(artifacts, &decoders, &runs, jobs, log);
     let mut it = outcomes.into_iter();
     let mut report = Report::default();
@@ -384,6 +388,8 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
     dma::table(dma_rows, &mut report);
     let two = it.next().unwrap_or_else(|| Err("not run".into()));
     boot::report_boards(&demo, &two, &mut report);
+    let (on, off) = (it.next().unwrap_or_else(|| Err("not run".into())), it.next().unwrap_or_else(|| Err("not run".into())));
+    storm::report(&on, &off, &mut report);
     if plan.dma.iter().all(|c| c.stage != dma::Stage::Nested) {
         report.figures.push(Figure::missing("per-DMA", "Nested (stage 1 inside stage 2)", "left out of the smoke pass (the full bench measures it)"));
     }

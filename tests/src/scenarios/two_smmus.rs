@@ -378,7 +378,7 @@ fn check_release_both(o: &Outcome, c: &mut Checks) {
 fn storm(ctx: &Ctx) -> Result<QemuConfig, String> {
     // net's device (first SMMU) faults until quarantined; storage's
     // (second SMMU) keeps verifying DMA throughout.
-    let dts = demo_with("storm=0x70000000:40 wait=500 exit=0", &format!("canary={STORAGE_CANARY:#x} dma-loop=5000 check={STORAGE_CANARY:#x}"))?;
+    let dts = demo_with("fault-storm=0x70000000:40 wait=500 exit=0", &format!("canary={STORAGE_CANARY:#x} dma-loop=5000 check={STORAGE_CANARY:#x}"))?;
     let dts = add_property(&dts, "net", "bulkhead,fault-limit = <32 2000>;")?;
     ctx.with_overlay(base(90), &dts)
 }
