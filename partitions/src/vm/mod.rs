@@ -13,6 +13,8 @@
 //!   and which interrupts go into each vCPU's list registers.
 //! - [`vuart`]: the emulated SBSA UART (Arm DEN0094 / PL011 register
 //!   subset) its console is.
+//! - [`vpci`]: the virtual PCI host bridge (an emulated ECAM of its own
+//!   functions only).
 //! - [`image`]: the arm64 Linux `Image` header (Documentation/arch/arm64/
 //!   booting.rst) of a partition's image.
 //!
@@ -25,4 +27,5 @@ pub mod psci;
 pub mod sysreg;
 pub mod trap;
 pub mod vgic;
+pub mod vpci;
 pub mod vuart;

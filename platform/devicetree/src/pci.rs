@@ -9,6 +9,8 @@
 //! Architecture Specification 1.2 and the PCI Express Base Specification
 //! (§7.5.3 PCI Express Capability, §7.7.8 ACS Extended Capability).
 
+pub mod config;
+
 use crate::addr::{PhysAddr, PhysRange};
 use alloc::vec::Vec;
 use arrayvec::ArrayVec;
