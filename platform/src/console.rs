@@ -1,4 +1,5 @@
-//! The console the defmt logger writes to: an Arm PL011, a 16550-style
+//! The console the defmt logger writes to: an Arm PL011 (or the SBSA
+//! generic UART, its firmware-configured subset), a 16550-style
 //! UART (`ns16550a` and its relatives: Synopsys DesignWare, TI's 8250
 //! variants) or an NXP LPUART, whichever the DT's stdout-path names.
 //!
@@ -105,6 +106,10 @@ static BASE: AtomicUsize = AtomicUsize::new(0);
 static KIND: AtomicU8 = AtomicU8::new(0);
 /// [`KIND`] of an LPUART (no 16550 has width 0).
 const LPUART: u8 = 0xf0;
+/// [`KIND`] of an SBSA generic UART: a PL011 whose UARTDR and UARTFR are
+/// used, and nothing the firmware configured is written (Arm SBSA, "Generic
+/// UART": no UARTLCR_H or UARTCR).
+const SBSA: u8 = 0xf1;
 
 enum Regs {
     Pl011(&'static Pl011Regs),
@@ -119,8 +124,8 @@ fn regs() -> Option<Regs> {
     }
     match KIND.load(Ordering::Relaxed) {
         // SAFETY: `BASE` is only ever set by `init` to the address of a PL011
-        // register block that stays mapped (identity, Device) for the kernel's life.
-        0 => Some(Regs::Pl011(unsafe { &*(b as *const Pl011Regs) })),
+        // (or SBSA UART, whose registers are a subset at the same offsets) register block that stays mapped (identity, Device) for the kernel's life.
+        0 | SBSA => Some(Regs::Pl011(unsafe { &*(b as *const Pl011Regs) })),
         // SAFETY: `BASE` is set by `init` to an LPUART's BAUD register
         // (block + offset), mapped as Device memory for the kernel's life.
         LPUART => Some(Regs::Lpuart(unsafe { &*(b as *const LpuartRegs) })),
@@ -196,6 +201,7 @@ pub unsafe fn init(uart: Uart) {
     let mut base = uart.base.0;
     let kind = match uart.kind {
         UartKind::Pl011 => 0,
+        UartKind::SbsaUart => SBSA,
         UartKind::Lpuart { offset } => {
             base += u64::from(offset);
             LPUART
@@ -212,6 +218,7 @@ pub unsafe fn init(uart: Uart) {
     KIND.store(kind, Ordering::Relaxed);
     BASE.store(base as usize, Ordering::Relaxed);
     match regs() {
+        Some(Regs::Pl011(_)) if kind == SBSA => {}
         Some(Regs::Pl011(r)) => {
             r.lcr_h.write(UARTLCR_H::WLEN.val(0b11) + UARTLCR_H::FEN::SET);
             r.cr.write(UARTCR::UARTEN::SET + UARTCR::TXE::SET + UARTCR::RXE::SET);

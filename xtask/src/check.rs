@@ -4,8 +4,8 @@
 //! ```text
 //! cargo xtask check --dtb BOARD.dtb|BOARD.dts --overlay A.dts|A.dtbo [--overlay B ...]
 //!                   [--topology BOOT.LOG] [--boot-cpu MPIDR]
-//!                   [--board qemu-virt|fvp-base] [--kernel ADDR,SIZE] [--dtb-at ADDR[,SIZE]]
-//!                   [--dot FILE.dot]
+//!                   [--board BOARD] [--kernel ADDR,SIZE] [--dtb-at ADDR[,SIZE]]
+//!                   [--memory ADDR,SIZE ...] [--dot FILE.dot]
 //! ```
 //!
 //! The overlays are merged by `devicetree::overlay::apply` (what the kernel
@@ -72,6 +72,9 @@ pub struct Request {
     /// Where to write the Graphviz diagram (and, next to it, its SVG)
     #[arg(long, value_name = "FILE.dot")]
     pub dot: Option<PathBuf>,
+    /// RAM the bootloader puts in /memory (a tree that ships /memory absent or of size 0 needs it; replaces the tree's banks); repeatable
+    #[arg(long = "memory", value_name = "ADDR,SIZE", value_parser = kernel_range)]
+    pub memory: Vec<(u64, u64)>,
 }
 
 /// `--board`: a board [`input::board`] knows.
@@ -214,6 +217,23 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Known, Checked), Stop> {
     let smmus = dt.smmus().map_err(dt_err)?;
     dt.psci().map_err(dt_err)?;
     let mut machine = Machine::boot(&dt, smmus).map_err(|e| unusable(kernel_text::platform(&e.to_string())))?;
+    // RAM the bootloader fills in: many boards' trees ship /memory absent
+    // or of size 0.
+    if !req.memory.is_empty() {
+        let what = if machine.ram.is_empty() { "the tree has none: the bootloader fills /memory in" } else { "in place of the tree's /memory, as the bootloader would" };
+        machine.ram.clear();
+        for &(at, size) in &req.memory {
+            let r = PhysRange::new(at, size).filter(|r| !r.is_empty()).ok_or("--memory: the size must be > 0 and the range must not wrap".to_string()).map_err(unusable)?;
+            machine.ram.try_push(r).map_err(|_| unusable("--memory: too many banks".into()))?;
+            notes.assumed.push(format!("RAM {r} (--memory; {what})"));
+        }
+    } else if machine.ram.is_empty() {
+        return Err(unusable(
+            "cannot boot: the device tree describes no RAM: /memory is absent or of size 0 (its bootloader fills it in); \
+             pass the board's RAM as --memory ADDR,SIZE"
+                .into(),
+        ));
+    }
     let placed_kernel = kernel_placement(req, board, notes).map_err(unusable)?;
     if placed_kernel.is_none() {
         notes.not_made.push(
@@ -395,3 +415,5 @@ pub fn cmd(req: &Request) -> Result<ExitCode, String> {
     }
     Ok(ExitCode::from(report.verdict.code()))
 }
+#[cfg(test)]
+mod corpus;

@@ -1,7 +1,7 @@
 //! `/chosen` (Devicetree Specification v0.4, §3.6): the boot arguments
 //! and the console `stdout-path` names, directly or through `/aliases`
 //! (§3.3, `serial2:1500000n8`: the options after `:` are the firmware's),
-//! as a PL011, a 16550 (serial class binding, §4.2: `ns16550a`,
+//! as a PL011 (or the SBSA generic UART, its subset), a 16550 (serial class binding, §4.2: `ns16550a`,
 //! `snps,dw-apb-uart`, TI's 8250 variants) or NXP's LPUART, its `reg`
 //! translated through its parents' `ranges`.
 
@@ -13,6 +13,9 @@ use crate::addr::PhysAddr;
 pub enum UartKind {
     /// Arm PL011.
     Pl011,
+    /// The Arm SBSA generic UART (`arm,sbsa-uart`; HiSilicon hip07): the
+    /// PL011's data and flag registers only, configured by the firmware.
+    SbsaUart,
     /// 16550-compatible: registers `1 << shift` bytes apart, accessed
     /// `width` bytes wide (1 or 4).
     Ns16550 {
@@ -89,13 +92,15 @@ impl<'a> DeviceTree<'a> {
         self.find_with_ancestors(path)
     }
 
-    /// The console UART `/chosen/stdout-path` names: a PL011, a 16550
+    /// The console UART `/chosen/stdout-path` names: a PL011 or SBSA UART, a 16550
     /// (with its `reg-shift` and `reg-io-width`) or an LPUART; `None` for
     /// any other UART.
     pub fn stdout_uart(&self) -> Result<Option<Uart>, DtError> {
         let Some((uart, ancestors)) = self.stdout_node()? else { return Ok(None) };
         let kind = if uart.is_compatible("arm,pl011") {
             UartKind::Pl011
+        } else if uart.is_compatible("arm,sbsa-uart") {
+            UartKind::SbsaUart
         } else if let Some(ti) = NS16550_COMPATIBLES.iter().chain(&TI_8250_COMPATIBLES).find(|c| uart.is_compatible(c)) {
             let default_shift = if TI_8250_COMPATIBLES.contains(ti) { 2 } else { 0 };
             let shift = uart.u32_prop("reg-shift")?.unwrap_or(default_shift);

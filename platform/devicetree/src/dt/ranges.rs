@@ -63,10 +63,14 @@ where
     Ok(PhysRange::new(start, r.size()).unwrap_or(PhysRange::from_bounds(start, u64::MAX)))
 }
 
+/// What [`DeviceTree::walk_with_ancestors`] calls for each node: the node
+/// and its ancestors, root first.
+pub type WithAncestors<'f, 'a, E> = dyn FnMut(&DtNode<'a>, &[DtNode<'a>]) -> Result<(), E> + 'f;
+
 impl<'a> DeviceTree<'a> {
     /// Calls `f` for every node, depth first, parents first, with the
     /// node's ancestors (root first). Stops at the first error `f` returns.
-    pub fn walk_with_ancestors<E: From<DtError>>(&self, f: &mut dyn FnMut(&DtNode<'a>, &[DtNode<'a>]) -> Result<(), E>) -> Result<(), E> {
+    pub fn walk_with_ancestors<E: From<DtError>>(&self, f: &mut WithAncestors<'_, 'a, E>) -> Result<(), E> {
         let mut stack = Ancestors::new();
         self.walk::<E>(&mut |n| {
             stack.truncate(n.depth);
