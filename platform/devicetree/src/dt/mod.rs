@@ -295,3 +295,5 @@ mod equivalence;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod board_tests;
