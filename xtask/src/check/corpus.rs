@@ -139,6 +139,23 @@ fn cpu_paths(blob: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The path of every `arm,smmu-v3` node whose own `status` disables it.
+fn disabled_smmu_paths(blob: &[u8]) -> Vec<String> {
+    let dt = DeviceTree::parse(blob).expect("parsed before");
+    let mut out = Vec::new();
+    dt.walk_with_ancestors::<devicetree::DtError>(&mut |n, ancestors| {
+        if n.is_compatible(devicetree::dt::SMMU_V3) && !n.is_enabled() && ancestors.iter().all(|a| a.is_enabled()) {
+            let mut path: String = ancestors.iter().skip(1).map(|a| format!("/{}", a.name())).collect();
+            path.push('/');
+            path.push_str(n.name());
+            out.push(path);
+        }
+        Ok(())
+    })
+    .expect("walked before");
+    out
+}
+
 /// RAM to give the checker for a tree that leaves `/memory` to its
 /// bootloader: what the bootloader of the SoC's boards puts there.
 fn bootloader_memory(name: &str) -> Option<&'static str> {
@@ -211,7 +228,7 @@ fn smmu_listed(text: &str, name: &str, enabled: bool) -> bool {
 fn every_smmu_v3_board_is_accepted_by_the_checker() {
     let c = the_corpus();
     let dir = scratch();
-    let (mut boards, mut accepted, mut with_master, mut failures) = (0usize, 0usize, 0usize, Vec::new());
+    let (mut boards, mut accepted, mut with_master, mut enabled_by_overlay, mut failures) = (0usize, 0usize, 0usize, 0usize, Vec::new());
     let mut table = String::new();
     for (suite, name, path) in c.dtbs() {
         let blob = std::fs::read(path).expect("readable");
@@ -263,6 +280,20 @@ fn every_smmu_v3_board_is_accepted_by_the_checker() {
                 wrong.push(format!("master {p} with {want} not in the plan"));
             }
         }
+        let off = disabled_smmu_paths(&blob);
+        if !off.is_empty() {
+            // An overlay that sets status = "okay" enables them.
+            let on: String = off.iter().map(|p| format!("&{{{p}}} {{ status = \"okay\"; }};\n")).collect();
+            let enabling = file.with_extension("enabled.dts");
+            std::fs::write(&enabling, format!("{dts}{on}")).expect("write the overlay");
+            let e = check(&Request { overlays: vec![enabling.clone()], ..req.clone() });
+            let names: Vec<&str> = off.iter().map(|p| p.rsplit('/').next().unwrap_or(p)).collect();
+            if e.verdict != Verdict::Accepted || !names.iter().all(|n| smmu_listed(&e.text, n, true)) {
+                wrong.push(format!("with {} enabled ({}): {:?} {:?}\n{}", names.join(", "), enabling.display(), e.verdict, e.error, e.text));
+            } else {
+                enabled_by_overlay += names.len();
+            }
+        }
         if m.ram.is_empty() {
             // Without --memory the checker says the bootloader fills it in.
             let bare = check(&Request { memory: Vec::new(), ..req.clone() });
@@ -285,9 +316,10 @@ fn every_smmu_v3_board_is_accepted_by_the_checker() {
             failures.push(format!("{suite}/{name} ({}):\n    {}\n{}", file.display(), wrong.join("\n    "), r.text));
         }
     }
-    println!("SMMUv3 boards: {accepted} of {boards} accepted, {with_master} with a DMA master assigned\n{table}");
+    println!("SMMUv3 boards: {accepted} of {boards} accepted, {with_master} with a DMA master assigned, {enabled_by_overlay} disabled SMMUs enabled by an overlay\n{table}");
     assert!(boards >= 30, "only {boards} SMMUv3 boards found");
     assert!(with_master >= 2, "only {with_master} boards had a master assigned: the master search is broken");
+    assert!(enabled_by_overlay >= 30, "only {enabled_by_overlay} disabled SMMUs were enabled by an overlay");
     assert!(failures.is_empty(), "{} of {boards} SMMUv3 boards not accepted:\n{}", failures.len(), failures.join("\n"));
 }
 
