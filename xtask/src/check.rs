@@ -60,7 +60,7 @@ pub struct Request {
     /// The boot CPU's MPIDR [default: the first CPU in /cpus]
     #[arg(long, value_name = "MPIDR", value_parser = input::number)]
     pub boot_cpu: Option<u64>,
-    /// A board whose loader's placement of the kernel and DTB to assume: qemu-virt or fvp-base
+    /// A board whose loader's placement of the kernel and DTB to assume: qemu-virt, fvp-base, rock-5b, imx95-evk or j721e-sk
     #[arg(long, value_name = "BOARD", value_parser = board_name)]
     pub board: Option<String>,
     /// The kernel image: address and size
@@ -238,7 +238,7 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Known, Checked), Stop> {
     if placed_kernel.is_none() {
         notes.not_made.push(
             "partition memory and images against the kernel image and its heap: where the kernel runs is only known at boot; \
-             pass --board qemu-virt|fvp-base (with the kernel built) or --kernel ADDR,SIZE"
+             pass --board BOARD (with the kernel built) or --kernel ADDR,SIZE"
                 .into(),
         );
     }
@@ -264,7 +264,7 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Known, Checked), Stop> {
         Some((_, _, how)) => notes.assumed.push(format!("DTB {} ({how})", dtb.unwrap_or_default())),
         None => notes.not_made.push(
             "partition memory and images against the DTB: where the loader puts it is only known at boot; \
-             pass --board qemu-virt|fvp-base or --dtb-at ADDR[,SIZE]"
+             pass --board BOARD or --dtb-at ADDR[,SIZE]"
                 .into(),
         ),
     }

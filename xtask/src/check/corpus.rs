@@ -356,3 +356,76 @@ fn corrupted_real_blobs_never_panic_the_reader() {
     assert!(blobs >= 30 && refused > cases / 4, "the fuzz did not reach the reader's checks ({refused} of {cases} refused)");
     assert!(panics.is_empty(), "{} panics:\n{}", panics.len(), panics.join("\n"));
 }
+
+/// The board ports' overlays on the Debian DTBs their boards boot with:
+/// accepted with every check made (placement from `--board`, the kernel
+/// image at the board's link address), and what each partition is given.
+#[test]
+fn the_board_ports_overlays_pass_the_checker() {
+    let c = the_corpus();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // (board, DTB, overlay, --memory, link address, lines the plan must have)
+    type Port<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, u64, &'a [&'a str]);
+    let ports: [Port; 3] = [
+        (
+            "rock-5b",
+            "rockchip/rk3588-rock-5b.dtb",
+            "boards/rock-5b/overlays/nvme-net.dts",
+            bootloader_memory("rockchip/rk3588-rock-5b.dtb"),
+            0x0200_0000,
+            &[
+                "  SMMU      iommu@fc900000 at 0xfc900000: enabled, brought up with every stream aborting; event queue interrupt wired to the GIC",
+                "  SMMU      iommu@fcb00000 at 0xfcb00000: disabled in the tree",
+                "  partition storage (id 1)",
+                "    CPUs      0x400",
+                "  partition net (id 0)",
+                "    CPUs      0x600",
+            ],
+        ),
+        (
+            "imx95-evk",
+            "freescale/imx95-19x19-evk.dtb",
+            "boards/imx95-evk/overlays/usb-ctrl.dts",
+            None,
+            0x9040_0000,
+            &[
+                "  SMMU      iommu@490d0000 at 0x490d0000: enabled, brought up with every stream aborting; event queue interrupt wired to the GIC",
+                "  group 0: SMMU iommu@490d0000, StreamIDs 0xe, devices /soc/usb@4c010010/usb@4c100000; reasons: alone",
+                "    device    /soc/usb@4c010010/usb@4c100000 /soc/usb@4c010010/usb@4c100000, group 0",
+                "    group     0: SMMU iommu@490d0000, StreamIDs 0xe",
+            ],
+        ),
+        (
+            "j721e-sk",
+            "ti/k3-j721e-sk.dtb",
+            "boards/j721e-sk/overlays/control.dts",
+            None,
+            0x8200_0000,
+            &[
+                "  SMMU      iommu@36600000 at 0x36600000: enabled, brought up with every stream aborting; event queue interrupt wired to the GIC",
+                "  partition control (id 0)",
+                "    CPUs      0x1",
+                "    memory    [0xc0000000..0xd0000000) 256 MiB",
+            ],
+        ),
+    ];
+    let suite = &c.packages.last().expect("the backports package").suite;
+    for (board, dtb, overlay, memory, link, want) in ports {
+        let dtb = c.find(suite, dtb).unwrap_or_else(|| panic!("{dtb} is not in {suite}'s package"));
+        let req = Request {
+            dtb: dtb.to_path_buf(),
+            overlays: vec![root.join(overlay)],
+            board: Some(board.to_string()),
+            kernel: Some((link, 0x20_0000)),
+            memory: memory.map(|m| super::kernel_range(m).expect("a range")).into_iter().collect(),
+            ..Request::default()
+        };
+        let r = check(&req);
+        assert_eq!(r.verdict, Verdict::Accepted, "{board}: {:?}\n{}", r.error, r.text);
+        assert!(r.text.contains("result: accepted: the kernel would start"), "{board}: a check was not made:\n{}", r.text);
+        for line in want {
+            assert!(r.text.lines().any(|l| l.starts_with(line)), "{board}: no line {line:?} in\n{}", r.text);
+        }
+        println!("{board}: {}", r.text.lines().filter(|l| l.starts_with("  partition") || l.starts_with("    ")).collect::<Vec<_>>().join(" | "));
+    }
+}
