@@ -22,10 +22,10 @@
 //!
 //! [`Machine::read`] does both from one tree, as the offline checker does.
 //!
-//! Addresses are CPU physical addresses: discovery translates `reg` and
-//! `ranges` through every parent bus; the boot's own readers take the
-//! root's children only (DESIGN.md, "Boards and porting"), which is where a
-//! reader that translates through parents' `ranges` slots in.
+//! Addresses are CPU physical addresses: every reader (the boot's and
+//! discovery's) translates `reg` through every parent bus's `ranges`
+//! (`dt::ranges`), so SMMUs, the GIC, PCI hosts, the console and DMA
+//! masters may sit below `simple-bus`es as real SoCs put them.
 
 use crate::addr::PhysRange;
 use crate::discovery::{self, Discovery};
