@@ -90,7 +90,7 @@ pub struct Machine {
     /// MMIO regions the identity map holds as Device memory.
     pub mmio: ArrayVec<PhysRange, MAX_MMIO>,
     /// The console `/chosen/stdout-path` names, if it is one the kernel
-    /// drives (PL011 or 16550).
+    /// drives (PL011, SBSA UART, 16550, LPUART).
     pub console: Option<Uart>,
     /// The enabled `arm,smmu-v3` nodes; discovery's SMMU indices are
     /// positions here.

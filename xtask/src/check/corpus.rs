@@ -323,26 +323,37 @@ fn every_smmu_v3_board_is_accepted_by_the_checker() {
     assert!(failures.is_empty(), "{} of {boards} SMMUv3 boards not accepted:\n{}", failures.len(), failures.join("\n"));
 }
 
-/// Truncations and corruptions of every SMMUv3 board's blob, through the
-/// whole reader: a result or an error, never a panic.
+/// Truncations and corruptions of every DTB of the corpus (many of each
+/// SMMUv3 board's, a few of every other), through the whole reader: a
+/// result or an error, never a panic.
 #[test]
 fn corrupted_real_blobs_never_panic_the_reader() {
     /// Truncation points per blob (evenly spread, plus the header).
     const CUTS: usize = 96;
     /// Corruptions of each kind per blob.
     const CORRUPTIONS: usize = 320;
+    /// The same for every other DTB of the corpus, fewer of each.
+    const OTHER_CUTS: usize = 8;
+    const OTHER_CORRUPTIONS: usize = 8;
     let c = the_corpus();
-    let (mut blobs, mut cases, mut refused, mut panics) = (0usize, 0usize, 0usize, Vec::new());
+    let (mut blobs, mut smmu_blobs, mut cases, mut refused, mut panics) = (0usize, 0usize, 0usize, 0usize, Vec::new());
     for (suite, name, path) in c.dtbs() {
         let blob = std::fs::read(path).expect("readable");
-        if !names_smmu_v3(&blob) {
-            continue;
-        }
         blobs += 1;
+        let (cuts, corruptions, head) = if names_smmu_v3(&blob) {
+            smmu_blobs += 1;
+            (CUTS, CORRUPTIONS, 64)
+        } else {
+            (OTHER_CUTS, OTHER_CORRUPTIONS, 0)
+        };
         let seed = name.bytes().fold(0x2545_f491_4f6c_dd1d_u64, |s, b| s.rotate_left(5) ^ u64::from(b));
-        let cuts = (0..64).chain((1..CUTS).map(|i| i * blob.len() / CUTS));
-        let truncated = cuts.map(|n| blob[..n.min(blob.len())].to_vec());
-        let corrupted = devicetree::testutil::byte_corruptions(&blob, seed, CORRUPTIONS).chain(devicetree::testutil::value_corruptions(&blob, seed, CORRUPTIONS));
+        let cut_at = (0..head).chain((1..cuts).map(|i| i * blob.len() / cuts));
+        let truncated = cut_at.map(|n| blob[..n.min(blob.len())].to_vec());
+        // Value corruptions need a blob of many properties (a few DTBs
+        // are small); byte corruptions take any.
+        let values = if devicetree::testutil::property_values(&blob).len() > 100 { corruptions } else { 0 };
+        let corrupted = devicetree::testutil::byte_corruptions(&blob, seed, 2 * corruptions - values)
+            .chain((values > 0).then(|| devicetree::testutil::value_corruptions(&blob, seed, values)).into_iter().flatten());
         for (i, b) in truncated.chain(corrupted).enumerate() {
             cases += 1;
             match read_guarded(&b) {
@@ -352,8 +363,8 @@ fn corrupted_real_blobs_never_panic_the_reader() {
             }
         }
     }
-    println!("corpus fuzz: {cases} truncated or corrupted blobs of {blobs} SMMUv3 boards, {refused} refused, {} panics", panics.len());
-    assert!(blobs >= 30 && refused > cases / 4, "the fuzz did not reach the reader's checks ({refused} of {cases} refused)");
+    println!("corpus fuzz: {cases} truncated or corrupted blobs of {blobs} DTBs ({smmu_blobs} SMMUv3 boards, more of theirs), {refused} refused, {} panics", panics.len());
+    assert!(blobs >= 1000 && smmu_blobs >= 30 && refused > cases / 4, "the fuzz did not reach the reader's checks ({refused} of {cases} refused)");
     assert!(panics.is_empty(), "{} panics:\n{}", panics.len(), panics.join("\n"));
 }
 
