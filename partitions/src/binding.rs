@@ -1,4 +1,4 @@
-//! The partition binding (BINDING.md): `/partitions` and the
+//! The partition binding (boards/bindings/bulkhead,partitions.yaml): `/partitions` and the
 //! `bulkhead,partition` assignments, read from the merged device tree into a
 //! typed [`Config`]. Only the *shape* is checked here (properties present,
 //! cell counts, phandles resolving); whether the configuration is safe on
@@ -83,6 +83,8 @@ pub struct PartitionConfig {
     pub manager: bool,
     /// Faults per window (count, window in ms) before quarantine.
     pub fault_limit: Option<(u32, u32)>,
+    /// What it may make the kernel print, per second.
+    pub log_limit: Option<crate::budget::LogLimit>,
     /// Own devices' BARs mapped in the partition's DMA space.
     pub dma_p2p: bool,
 }
@@ -100,7 +102,7 @@ pub enum Target {
         /// Path of the host bridge node.
         host: String,
         /// Device/function steps from the host bridge down (bus number from
-        /// phys.hi, device, function; BINDING.md: `reg` phys.hi =
+        /// phys.hi, device, function; boards/bindings/bulkhead,partitions.yaml: `reg` phys.hi =
         /// bus<<16 | dev<<11 | fn<<8), outermost first.
         chain: Vec<Bdf>,
     },

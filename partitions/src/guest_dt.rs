@@ -103,6 +103,7 @@ mod tests {
             bootargs: String::from("hello exit=0"),
             manager: false,
             fault_limit: DEFAULT_FAULT_LIMIT,
+            log_limit: crate::budget::DEFAULT_LOG_LIMIT,
             dma_p2p: false,
             cpus: vec![1],
             groups: vec![],

@@ -5,6 +5,7 @@
 extern crate alloc;
 
 pub mod binding;
+pub mod budget;
 pub mod faults;
 pub mod groups;
 pub mod topology;

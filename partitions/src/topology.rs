@@ -77,7 +77,7 @@ impl Topology {
         }
     }
 
-    /// The function a PCI node of the overlay names (BINDING.md): the first
+    /// The function a PCI node of the overlay names (boards/bindings/bulkhead,partitions.yaml): the first
     /// step is matched by its bus, device and function (a node directly
     /// under the host bridge may name any bus, as bulkhead numbered them);
     /// each further step by device and function on the secondary bus of the

@@ -60,6 +60,8 @@ pub struct PartitionPlan {
     pub manager: bool,
     /// Fault policy (count, window ms).
     pub fault_limit: (u32, u32),
+    /// What it may make the kernel print.
+    pub log_limit: crate::budget::LogLimit,
     /// Own BARs in own DMA space.
     pub dma_p2p: bool,
     /// CPUs by MPIDR.
@@ -87,7 +89,7 @@ fn refuse(node: &str, property: &'static str, message: String) -> ConfigError {
     ConfigError::new(node, property, message)
 }
 
-/// Checks every memory and CPU rule of BINDING.md and builds the plan.
+/// Checks every memory and CPU rule of boards/bindings/bulkhead,partitions.yaml and builds the plan.
 pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
     let mut plan = Plan::default();
     // Regions no partition memory may overlap, with the partition whose
@@ -185,6 +187,7 @@ pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
             bootargs: p.bootargs.clone(),
             manager: p.manager,
             fault_limit: p.fault_limit.unwrap_or(DEFAULT_FAULT_LIMIT),
+            log_limit: p.log_limit.unwrap_or(crate::budget::DEFAULT_LOG_LIMIT),
             dma_p2p: p.dma_p2p,
             cpus: core::mem::take(&mut cpus[i]),
             groups: core::mem::take(&mut groups[i]),
@@ -382,6 +385,7 @@ mod tests {
             bootargs: String::new(),
             manager: false,
             fault_limit: None,
+            log_limit: None,
             dma_p2p: false,
         }
     }

@@ -662,7 +662,7 @@ impl CommandQueue {
 
     /// Writes raw command words behind the producer index, waiting (bounded)
     /// while the queue is full.
-    pub fn push_raw<M: Mmio, D: DmaMemory, T: DelayNs>(
+    pub(crate) fn push_raw<M: Mmio, D: DmaMemory, T: DelayNs>(
         &mut self,
         hw: &mut Io<'_, M, D, T>,
         words: [u64; 2],

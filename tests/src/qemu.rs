@@ -214,6 +214,9 @@ pub struct QemuConfig {
     pub firmware: Option<Firmware>,
     /// The QEMU to run (`None`: [`current`] when it runs).
     pub qemu: Option<Qemu>,
+    /// Which kernel image boots (the harness picks the ELF and its log
+    /// decoder; [`kernel`](Self::kernel) overrides the file booted).
+    pub image: crate::Image,
 }
 
 /// A firmware that runs first and talks on the same serial port as the
@@ -271,6 +274,7 @@ impl Default for QemuConfig {
             kernel: None,
             firmware: None,
             qemu: current().ok(),
+            image: crate::Image::Production,
         }
     }
 }

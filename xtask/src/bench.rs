@@ -30,9 +30,9 @@ mod dma;
 mod memory;
 mod reassign;
 mod scale;
+mod storm;
 
 use crate::cli::KernelOpts;
-use bulkhead_tests::log::Decoder;
 use bulkhead_tests::qemu::{self, Outcome, QemuConfig};
 use bulkhead_tests::Artifacts;
 use serde_json::{json, Value};
@@ -238,7 +238,7 @@ impl Run {
 }
 
 /// Runs every configured QEMU, `jobs` at a time; outcomes by run name.
-fn run_all(kernel: &Path, decoder: &Decoder, runs: &[Run], jobs: usize, log: &(dyn Fn(&str) + Sync)) -> Vec<Result<Outcome, String>> {
+fn run_all(artifacts: &Artifacts, decoders: &bulkhead_tests::Decoders, runs: &[Run], jobs: usize, log: &(dyn Fn(&str) + Sync)) -> Vec<Result<Outcome, String>> {
     let results: Vec<Mutex<Option<Result<Outcome, String>>>> = runs.iter().map(|_| Mutex::new(None)).collect();
     let next = Mutex::new(0usize);
     std::thread::scope(|s| {
@@ -253,7 +253,7 @@ fn run_all(kernel: &Path, decoder: &Decoder, runs: &[Run], jobs: usize, log: &(d
                 let Some(run) = runs.get(i) else { break };
                 let r = match &run.cfg {
                     Err(e) => Err(format!("setup: {e}")),
-                    Ok(cfg) => qemu::run(kernel, decoder, cfg, &mut |_| {}).and_then(|o| {
+                    Ok(cfg) => qemu::run(artifacts.kernel(cfg.image), decoders.get(cfg.image), cfg, &mut |_| {}).and_then(|o| {
                         let _ = std::fs::write(run.dir.join("kernel.log"), o.log_text());
                         if o.timed_out {
                             Err(format!("QEMU did not finish within {} s", cfg.timeout.as_secs()))
@@ -344,15 +344,15 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
     // under the log decoder.
     let root = bench_root(plan.smoke);
     std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    let artifacts = &Artifacts { kernel: root.join("kernel.elf"), payload: root.join("payload.bin") };
-    for (from, to) in [(&built.kernel, &artifacts.kernel), (&built.payload, &artifacts.payload)] {
+    let artifacts = &Artifacts { kernel: root.join("kernel.elf"), selftest_kernel: root.join("kernel-selftest.elf"), payload: root.join("payload.bin") };
+    for (from, to) in [(&built.kernel, &artifacts.kernel), (&built.selftest_kernel, &artifacts.selftest_kernel), (&built.payload, &artifacts.payload)] {
         std::fs::copy(from, to).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
     }
     let elf = std::fs::read(&artifacts.kernel).map_err(|e| format!("cannot read {}: {e}", artifacts.kernel.display()))?;
     if !elf.windows(16).any(|w| w == b"milestone {=str}") {
         return Err(format!("{} has no debug-level milestone lines: build it with DEFMT_LOG={LOG_LEVEL}", built.kernel.display()));
     }
-    let decoder = Decoder::from_elf(&elf)?;
+    let decoders = bulkhead_tests::Decoders::load(artifacts)?;
     let mut runs = vec![Run::new(&root, "boot-demo", true, |d| boot::setup(d, artifacts))];
     for &(k, f) in &plan.reassign {
         runs.push(Run::new(&root, &format!("reassign-{k}{}", f.suffix()), true, move |d| reassign::setup(d, artifacts, k, f, plan.round_trips)));
@@ -365,7 +365,10 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
     }
     // The same board on a machine without the SMMU its early list names.
     runs.push(Run::new(&root, "boot-two-smmus", true, boot::setup_two_smmus));
-    let outcomes = run_all(&artifacts.kernel, &decoder, &runs, jobs, log);
+    // Availability: the same three partitions with net storming and not.
+    runs.push(Run::new(&root, "storm-on", false, |d| storm::setup(d, artifacts, true)));
+    runs.push(Run::new(&root, "storm-off", false, |d| storm::setup(d, artifacts, false)));
+    let outcomes = run_all(artifacts, &decoders, &runs, jobs, log);
     let mut it = outcomes.into_iter();
     let mut report = Report::default();
 
@@ -385,6 +388,8 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
     dma::table(dma_rows, &mut report);
     let two = it.next().unwrap_or_else(|| Err("not run".into()));
     boot::report_boards(&demo, &two, &mut report);
+    let (on, off) = (it.next().unwrap_or_else(|| Err("not run".into())), it.next().unwrap_or_else(|| Err("not run".into())));
+    storm::report(&on, &off, &mut report);
     if plan.dma.iter().all(|c| c.stage != dma::Stage::Nested) {
         report.figures.push(Figure::missing("per-DMA", "Nested (stage 1 inside stage 2)", "left out of the smoke pass (the full bench measures it)"));
     }

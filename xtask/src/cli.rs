@@ -70,9 +70,13 @@ pub struct RunArgs {
     /// Which QEMU boots [default: the machine's, unless the flavour needs a newer one]
     #[arg(long, value_name = "QEMU")]
     pub qemu: Option<QemuPick>,
-    /// Boot arguments (/chosen/bootargs), e.g. bulkhead.selftest=data-abort
+    /// Boot arguments (/chosen/bootargs), e.g. bulkhead.selftest=data-abort (with --selftest)
     #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
     pub append: Option<String>,
+    /// Boot the kernel built with selftests (cargo feature `selftest`), which obeys
+    /// bulkhead.selftest= boot arguments; without it the production image boots
+    #[arg(long)]
+    pub selftest: bool,
     /// Stop QEMU after this long
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     pub timeout: u64,
@@ -184,10 +188,10 @@ mod tests {
     fn the_readme_invocations() {
         let Cmd::Run(r) = parse("cargo xtask run").unwrap() else { panic!() };
         assert_eq!(r.kernel, KernelOpts { log_level: "info".into(), debug: false });
-        assert_eq!((r.flavour, r.qemu, r.timeout, r.no_overlay), (Flavour::Virt, None, 120, false));
+        assert_eq!((r.flavour, r.qemu, r.timeout, r.no_overlay, r.selftest), (Flavour::Virt, None, 120, false, false));
 
         let Cmd::Run(r) = parse(
-            "cargo xtask run --log-level debug --flavour two-smmus --qemu 11.1 --append bulkhead.selftest=data-abort \
+            "cargo xtask run --log-level debug --flavour two-smmus --qemu 11.1 --selftest --append bulkhead.selftest=data-abort \
              --timeout 30 --overlay a.dts --debug --qemu-args \"-device edu,dma_mask=0xffffffffff\" -- -d guest_errors",
         )
         .unwrap() else {
@@ -195,7 +199,7 @@ mod tests {
         };
         assert_eq!(r.kernel, KernelOpts { log_level: "debug".into(), debug: true });
         assert_eq!((r.flavour, r.qemu, r.timeout), (Flavour::TwoSmmus, Some(QemuPick::Trixie), 30));
-        assert_eq!(r.append.as_deref(), Some("bulkhead.selftest=data-abort"));
+        assert_eq!((r.append.as_deref(), r.selftest), (Some("bulkhead.selftest=data-abort"), true));
         assert_eq!(r.overlay, Some(PathBuf::from("a.dts")));
         assert_eq!(r.qemu_extra(), ["-device", "edu,dma_mask=0xffffffffff", "-d", "guest_errors"]);
         let Cmd::Run(r) = parse("cargo xtask run --no-overlay --flavour nested").unwrap() else { panic!() };

@@ -6,16 +6,17 @@
 mod bench;
 mod check;
 mod cli;
+mod lints;
 mod prereq;
 mod qemu_root;
 
 use bulkhead_tests::log::Decoder;
 use bulkhead_tests::qemu::{self, Flavour, QemuConfig};
-use bulkhead_tests::Artifacts;
+use bulkhead_tests::{Artifacts, Image};
 use clap::Parser;
 use cli::{Cli, Cmd, ImageArgs, KernelOpts, QemuPick, RunArgs, TestArgs};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
@@ -61,8 +62,11 @@ fn board_crate(board: &str) -> Result<&'static str, String> {
     })
 }
 
-/// Builds the kernel for `board`; returns the ELF's path.
-fn build_kernel(board: &str, o: &KernelOpts) -> Result<PathBuf, String> {
+/// Builds the kernel for `board` as `image`; returns the ELF's path. The
+/// production ELF stays where cargo puts it; the selftest ELF is copied to
+/// `target/bulkhead/<crate>-selftest.elf`, since the next build of the
+/// same crate (another feature set) overwrites cargo's file.
+fn build_kernel(board: &str, o: &KernelOpts, image: Image) -> Result<PathBuf, String> {
     prereq::ensure_target()?;
     let krate = board_crate(board)?;
     let mut c = cargo();
@@ -72,12 +76,21 @@ fn build_kernel(board: &str, o: &KernelOpts) -> Result<PathBuf, String> {
     if !o.debug {
         c.arg("--release");
     }
+    if image == Image::Selftest {
+        c.args(["--features", "selftest"]);
+    }
     let st = c.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !st.success() {
         return Err("building the kernel failed".into());
     }
     let profile = if o.debug { "debug" } else { "release" };
-    Ok(bulkhead_tests::workspace_root().join("target").join(prereq::TARGET).join(profile).join(krate))
+    let built = bulkhead_tests::workspace_root().join("target").join(prereq::TARGET).join(profile).join(krate);
+    if image == Image::Production {
+        return Ok(built);
+    }
+    let copy = bulkhead_tests::work_dir().join(format!("{krate}-selftest.elf"));
+    std::fs::copy(&built, &copy).map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), copy.display()))?;
+    Ok(copy)
 }
 
 /// Builds the partition payload and writes its flat image. Like the kernel
@@ -100,14 +113,16 @@ fn build_payload() -> Result<PathBuf, String> {
     Ok(out)
 }
 
-/// The kernel for QEMU and the payload.
+/// Both kernels for QEMU (the selftest one first: see [`build_kernel`])
+/// and the payload.
 fn build_all(o: &KernelOpts) -> Result<Artifacts, String> {
-    Ok(Artifacts { kernel: build_kernel(BOARDS[0].0, o)?, payload: build_payload()? })
+    let selftest_kernel = build_kernel(BOARDS[0].0, o, Image::Selftest)?;
+    Ok(Artifacts { kernel: build_kernel(BOARDS[0].0, o, Image::Production)?, selftest_kernel, payload: build_payload()? })
 }
 
 fn cmd_build(o: &KernelOpts) -> Result<ExitCode, String> {
     let a = build_all(o)?;
-    println!("{}\n{}", a.kernel.display(), a.payload.display());
+    println!("{}\n{}\n{}", a.kernel.display(), a.selftest_kernel.display(), a.payload.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -122,7 +137,7 @@ fn cmd_image(o: &ImageArgs) -> Result<ExitCode, String> {
 
 /// Builds `board`'s ELF and its `Image`; returns both paths.
 fn build_image(board: &str, o: &KernelOpts) -> Result<(PathBuf, PathBuf), String> {
-    let elf = build_kernel(board, o)?;
+    let elf = build_kernel(board, o, Image::Production)?;
     let bytes = std::fs::read(&elf).map_err(|e| format!("cannot read {}: {e}", elf.display()))?;
     let image = bulkhead_tests::image::linux_image(&bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
     let header = bulkhead_tests::image::Arm64Header::parse(&image)?;
@@ -154,8 +169,9 @@ fn run_qemu(o: &RunArgs) -> Result<qemu::Qemu, String> {
 
 fn cmd_run(o: &RunArgs) -> Result<ExitCode, String> {
     prereq::ensure_host_tools()?;
-    let artifacts = build_all(&o.kernel)?;
-    let elf = artifacts.kernel.clone();
+    let image = if o.selftest { Image::Selftest } else { Image::Production };
+    let elf = build_kernel(BOARDS[0].0, &o.kernel, image)?;
+    let payload = build_payload()?;
     let bytes = std::fs::read(&elf).map_err(|e| format!("cannot read {}: {e}", elf.display()))?;
     let decoder = Decoder::from_elf(&bytes)?;
     let qemu = run_qemu(o)?;
@@ -165,6 +181,7 @@ fn cmd_run(o: &RunArgs) -> Result<ExitCode, String> {
         extra: o.qemu_extra(),
         timeout: Duration::from_secs(o.timeout),
         qemu: Some(qemu.clone()),
+        image,
         ..QemuConfig::default()
     };
     let dir = bulkhead_tests::work_dir().join("run");
@@ -174,7 +191,7 @@ fn cmd_run(o: &RunArgs) -> Result<ExitCode, String> {
         let path = o.overlay.clone().unwrap_or_else(|| bulkhead_tests::workspace_root().join(default));
         let dts = std::fs::read_to_string(&path).map_err(|e| format!("cannot read overlay {}: {e}", path.display()))?;
         eprintln!("xtask: overlay {}", path.display());
-        cfg = bulkhead_tests::dtb::with_overlay(cfg, &dts, &dir, &artifacts.payload)?;
+        cfg = bulkhead_tests::dtb::with_overlay(cfg, &dts, &dir, &payload)?;
     } else if o.flavour == Flavour::TwoSmmus {
         // QEMU's own DTB leaves the second SMMU out: boot the one that
         // describes the machine.
@@ -230,18 +247,19 @@ fn cmd_test(o: &TestArgs) -> Result<ExitCode, String> {
     if let Err(e) = prereq::ensure_graphviz() {
         println!("note: {e}; check's SVG test runs without it");
     }
+    println!("== lints ==");
+    let (lp, lf) = lints::run()?;
     println!("== host tests ==");
     let (hp, hf) = host_tests()?;
     let (mut qp, mut qf) = (0, 0);
     let mut passes = Vec::new();
+    let mut images = None;
     if !o.host_only {
-        println!("== QEMU scenarios ==");
         let build = KernelOpts { log_level: "debug".into(), debug: false };
-        // Every board must build, though only the first boots here.
-        for (board, _) in &BOARDS[1..] {
-            let (_, image) = build_image(board, &build)?;
-            println!("board {board}: {}", image.display());
-        }
+        // Every board builds both ways, though only the first boots here.
+        println!("== production images ==");
+        images = Some(production_images(&build)?);
+        println!("== QEMU scenarios ==");
         let artifacts = build_all(&build)?;
         let scenarios = bulkhead_tests::scenarios::all();
         for (qemu, dir) in test_qemus(o)? {
@@ -267,7 +285,12 @@ fn cmd_test(o: &TestArgs) -> Result<ExitCode, String> {
         }
     }
     println!("== summary ==");
+    println!("lints: {lp} passed, {lf} failed");
     println!("host tests: {hp} passed, {hf} failed");
+    if let Some((p, f)) = images {
+        println!("production images: {p} passed, {f} failed");
+        (qp, qf) = (qp + p, qf + f);
+    }
     for (label, r, took) in &passes {
         println!(
             "qemu scenarios on {label}: {} passed, {} failed, {} skipped ({:.1} min)",
@@ -277,8 +300,31 @@ fn cmd_test(o: &TestArgs) -> Result<ExitCode, String> {
             took.as_secs_f64() / 60.0
         );
     }
-    println!("total: {} passed, {} failed", hp + qp, hf + qf);
-    Ok(if hf + qf == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!("total: {} passed, {} failed", lp + hp + qp, lf + hf + qf);
+    Ok(if lf + hf + qf == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Builds every board's production `Image` and selftest ELF and checks
+/// the first holds none of the test code the second shows
+/// ([`bulkhead_tests::production::check`]); returns (passed, failed).
+fn production_images(o: &KernelOpts) -> Result<(usize, usize), String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let (mut passed, mut failed) = (0, 0);
+    for (board, _) in BOARDS {
+        let selftest = build_kernel(board, o, Image::Selftest)?;
+        let (production, image) = build_image(board, o)?;
+        match bulkhead_tests::production::check(&read(&production)?, &read(&selftest)?) {
+            Ok(what) => {
+                println!("image {board} ... ok: {} has {what}", image.display());
+                passed += 1;
+            }
+            Err(e) => {
+                println!("image {board} ... FAILED: {e}");
+                failed += 1;
+            }
+        }
+    }
+    Ok((passed, failed))
 }
 
 /// The QEMUs `test` runs the scenarios on, each with the directory its

@@ -1,6 +1,6 @@
 //! The boot path, from `_start` to partitions running.
 
-use crate::{dmatest, launch, smmus, Board};
+use crate::{launch, smmus, Board};
 use platform::arch::{self, exit};
 use devicetree::machine::{Incomplete, ReadError};
 use devicetree::memmap::{self, BootMap, BootMapError, MemoryMap, Reservation};
@@ -124,7 +124,8 @@ fn milestone(name: &str, at: u64) {
 }
 
 fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: u64) -> Result<(), ExitCode> {
-    // 2. Block all DMA before anything else: GBPA.ABORT on every SMMU.
+    // Boot step 3 (README "Boot path"; steps 1 and 2 are `_start` and
+    // `entry`). Block all DMA before anything else: GBPA.ABORT on every SMMU.
     let smmus = dt.smmus().map_err(dt_err)?;
     let smmus_found = platform::time::ticks();
     for s in &smmus {
@@ -132,7 +133,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     }
     let aborting = platform::time::ticks();
 
-    // 3. Isolation: every SMMU enabled with all streams aborting (stream
+    // 4. Isolation: every SMMU enabled with all streams aborting (stream
     // table, queues, invalidation, SMMUEN), still with the MMU off and from
     // the early arena, before anything else is read or set up. The kernel's
     // boot arguments are the loader's (`/chosen/bootargs` of its tree).
@@ -145,7 +146,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
         exit::configure(true, conduit);
     }
 
-    // 4. The machine description, read once: from the loader's tree now,
+    // 5. The machine description, read once: from the loader's tree now,
     // with no heap, what the MMU, the console and the memory map need; the
     // rest (CPUs, devices) from the tree with its overlays merged, below.
     let mut machine = Machine::boot(&dt, smmus).map_err(read_err)?;
@@ -185,7 +186,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     // SMMUs the arena had no room for, from those frames (with frames,
     // nothing is deferred again).
     smmus::bring_up(&machine.smmus, sizes, &mut instances)?;
-    // From here on the kernel reads the DTB with those overlays merged in:
+    // 6. From here on the kernel reads the DTB with those overlays merged in:
     // the rest of the machine, and what the overlays reserve.
     let merged = !machine.overlays.is_empty();
     let dt = apply_overlays(dt, &machine.overlays)?;
@@ -213,12 +214,12 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     smmus::report(&instances);
     let bannered = platform::time::ticks();
 
-    // 5-6. Discovery: PCI enumeration (bus mastering off everywhere) and
+    // 7. Discovery: PCI enumeration (bus mastering off everywhere) and
     // isolation groups.
     let discovered = crate::discover::run(machine)?;
     let discovered_at = platform::time::ticks();
 
-    // 7. Configuration → validated plan. Nothing starts on a refusal.
+    // Still 7: configuration → validated plan. Nothing starts on a refusal.
     let plan = configure(&dt, &map, &layout, dtb, heap, &discovered)?;
     for (r, _) in launch::regions(&plan) {
         map.reserve(r, Reservation::Other).map_err(|_| platform_err("too many memory reservations"))?;
@@ -252,9 +253,13 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     milestone("isolation", instances.iter().map(|i| i.enabled_at).max().unwrap_or(aborting));
     defmt::debug!("memory: heap peak {=usize} bytes at isolation", platform::memory::heap_peak());
 
-    selftest(bootargs, &layout, &discovered.machine.ram, &mut instances, &discovered)?;
+    #[cfg(feature = "selftest")]
+    crate::selftest::before_partitions(bootargs, &layout, &discovered.machine.ram, &mut instances, &discovered)?;
+    #[cfg(not(feature = "selftest"))]
+    refuse_selftests(bootargs);
 
-    // 8. Partitions on their CPUs; the boot CPU waits for them.
+    // 8 and 9. The GIC, then partitions on their CPUs; the boot CPU waits
+    // for them.
     if plan.partitions.is_empty() {
         defmt::info!("no partitions configured");
         return Ok(());
@@ -264,7 +269,8 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     interrupts(&discovered, &instances)?;
     launch::start(plan, instances.into_iter().collect(), discovered)?;
     milestone("partitions-started", platform::time::ticks());
-    fail_closed_selftest(bootargs);
+    #[cfg(feature = "selftest")]
+    crate::selftest::after_partitions_started(bootargs);
     if let Some(k) = crate::runtime::kernel() {
         for i in &k.isolation.lock().smmus {
             if let Some(smmu) = &i.smmu {
@@ -485,71 +491,11 @@ fn banner(board: &Board, machine: &Machine, map: &MemoryMap, heap: PhysRange) {
     }
 }
 
-/// `bulkhead.selftest=fail-closed:N:MS` (a test scenario's): MS
-/// milliseconds after the partitions started, SMMU N (in DT order) fails
-/// closed as after an error it cannot be trusted past — what the event
-/// loop does on SFM_ERR, which QEMU's SMMU never raises (the same
-/// `ownership::fail_smmu`: its groups go to Blocked for good). Partitions
-/// keep running; every stream of that SMMU aborts from then on.
-fn fail_closed_selftest(bootargs: &str) {
-    let Some(spec) = bootargs.split_ascii_whitespace().find_map(|a| a.strip_prefix("bulkhead.selftest=fail-closed:")) else { return };
-    let mut it = spec.split(':').map(|v| v.parse::<u64>().ok());
-    let (Some(Some(n)), Some(Some(ms))) = (it.next(), it.next()) else {
-        defmt::error!("selftest fail-closed: expected fail-closed:SMMU:MS, got {=str}", spec);
-        return;
-    };
-    let until = platform::time::ticks() + ms.saturating_mul(platform::time::frequency()) / 1000;
-    while platform::time::ticks() < until {
-        core::hint::spin_loop();
+/// A production image has no selftests: `bulkhead.selftest=` words from the
+/// loader's `/chosen/bootargs` do nothing but say so.
+#[cfg(not(feature = "selftest"))]
+fn refuse_selftests(bootargs: &str) {
+    for arg in bootargs.split_ascii_whitespace().filter(|a| a.starts_with("bulkhead.selftest=")) {
+        defmt::warn!("bootargs: {=str} ignored: this image was built without selftests (cargo feature `selftest`)", arg);
     }
-    defmt::warn!("selftest: SMMU {=u64} fails closed; every stream it serves aborts from now on", n);
-    if let Some(k) = crate::runtime::kernel() {
-        crate::ownership::fail_smmu(k, &mut k.isolation.lock(), n as usize, "selftest fail-closed");
-    }
-}
-
-/// Boot-argument driven checks used by the test scenarios.
-fn selftest(
-    bootargs: &str,
-    layout: &arch::boot::ImageLayout,
-    ram: &[PhysRange],
-    instances: &mut [smmus::SmmuInstance],
-    discovered: &crate::discover::Discovered,
-) -> Result<(), ExitCode> {
-    for arg in bootargs.split_ascii_whitespace() {
-        let Some(test) = arg.strip_prefix("bulkhead.selftest=") else { continue };
-        match test {
-            "data-abort" => {
-                let at = layout.stack_guard.start;
-                defmt::warn!("selftest: reading the unmapped stack guard page at {}", at);
-                // SAFETY: deliberately faults (the guard page is unmapped);
-                // the exception handler reports and stops the machine.
-                let v = unsafe { (at.0 as *const u64).read_volatile() };
-                defmt::error!("selftest: read of the guard page returned {=u64:#x}", v);
-                return Err(ExitCode::SelfTestFailed);
-            }
-            "dma" => {
-                let (h, f) = discovered.find_pci(dmatest::EDU_ID.0, dmatest::EDU_ID.1).ok_or_else(|| platform_err("no edu device"))?;
-                let mut cs = discovered.config_space(h).ok_or_else(|| platform_err("no config space for edu's host"))?;
-                let (smmu_index, sid) = discovered.stream_id(h, f.rid()).ok_or_else(|| platform_err("edu has no StreamID"))?;
-                let bar = f.bars.first().ok_or_else(|| platform_err("edu has no BAR0"))?.cpu;
-                let smmu = instances.get_mut(smmu_index).and_then(smmus::SmmuInstance::usable).ok_or_else(|| platform_err("edu's SMMU was not brought up"))?;
-                dmatest::dma_window(smmu, &mut cs, f.bdf, bar, sid, dmatest::DmaOptions::from_bootargs(bootargs), ram)?;
-            }
-            "irq" => {
-                crate::irqtest::run(instances, discovered)?;
-            }
-            "cmdq-error" => {
-                let first = instances.first_mut().and_then(smmus::SmmuInstance::usable).ok_or_else(|| platform_err("no SMMU to test"))?;
-                dmatest::cmdq_error(first)?;
-            }
-            // Run once the partitions are (`fail_closed_selftest`).
-            t if t.starts_with("fail-closed:") => {}
-            other => {
-                defmt::error!("unknown selftest {=str}", other);
-                return Err(ExitCode::SelfTestFailed);
-            }
-        }
-    }
-    Ok(())
 }

@@ -1,4 +1,4 @@
-//! Boot step 4 and 5 (DESIGN.md): discovery and isolation groups.
+//! Boot step 7 (README "Boot path"): discovery and isolation groups.
 //!
 //! The machine description (read once from the device tree) gives the GIC,
 //! the PCI host bridges and the platform DMA masters; every host bridge is

@@ -175,6 +175,9 @@ pub fn wait_all() -> ExitCode {
     let Some(k) = crate::runtime::kernel() else { return ExitCode::Success };
     loop {
         crate::ownership::drain_events(k);
+        for p in &k.partitions {
+            p.report_drops(p.life() != Life::Running);
+        }
         if k.partitions.iter().all(|p| p.life() != Life::Running) {
             crate::ownership::drain_events(k);
             let failed = k.partitions.iter().filter(|p| p.life() == Life::Failed).count();

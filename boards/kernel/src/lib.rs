@@ -14,12 +14,12 @@ mod boot;
 mod devices;
 mod discover;
 mod dma;
-mod dmatest;
 mod events;
-mod irqtest;
 mod launch;
 mod ownership;
 mod runtime;
+#[cfg(feature = "selftest")]
+mod selftest;
 mod smmus;
 mod stage2;
 mod trap;

@@ -17,6 +17,7 @@ use crate::smmus::SmmuInstance;
 use crate::stage2::Stage2Tables;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use partitions::budget::Budget;
 use partitions::faults::FaultLedger;
 use partitions::groups::GroupId;
 use partitions::ownership::Ownership;
@@ -61,12 +62,52 @@ pub struct Partition {
     status: AtomicU64,
     /// What changes while it runs.
     pub resources: SpinLock<Resources>,
+    /// What it may still make the kernel print (`bulkhead,log-limit`).
+    /// Held for one bucket step at a time, by its own CPUs and by the boot
+    /// CPU's report; never with another lock.
+    pub budget: SpinLock<Budget>,
 }
 
 impl Partition {
     /// A running partition of `plan` holding `resources`.
     pub fn new(plan: PartitionPlan, resources: Resources) -> Partition {
-        Partition { plan, life: AtomicU8::new(Life::Running as u8), status: AtomicU64::new(0), resources: SpinLock::new(resources) }
+        let budget = SpinLock::new(Budget::new(plan.log_limit, platform::time::uptime_us()));
+        Partition { plan, life: AtomicU8::new(Life::Running as u8), status: AtomicU64::new(0), resources: SpinLock::new(resources), budget }
+    }
+
+    /// Charges `kind` to its budget now: may the line be printed?
+    pub fn may_print(&self, kind: Charge) -> bool {
+        let now = platform::time::uptime_us();
+        let mut b = self.budget.lock();
+        match kind {
+            Charge::ConsoleBytes(n) => b.console(n, now),
+            Charge::RefusedCall => b.refused_call(now),
+        }
+    }
+
+    /// Counts an emulated access to a device window it lost.
+    pub fn count_lost_device_access(&self) {
+        self.budget.lock().lost_device_access();
+    }
+
+    /// Reports what its budget dropped, at most once a period (`flush`:
+    /// whatever is left, when it stopped).
+    pub fn report_drops(&self, flush: bool) {
+        let now = platform::time::uptime_us();
+        let d = {
+            let mut b = self.budget.lock();
+            if flush { b.flush(now) } else { b.report(now) }
+        };
+        if let Some(d) = d {
+            defmt::warn!(
+                "partition {=str}: over its log budget in the last {=u64} ms: {=u64} console bytes and {=u64} refused-call lines dropped; {=u64} accesses to lost device windows emulated",
+                self.name(),
+                d.over_us / 1000,
+                d.console_bytes,
+                d.refused_calls,
+                d.lost_device_accesses
+            );
+        }
     }
 
     /// Its name, for messages.
@@ -88,6 +129,15 @@ impl Partition {
         self.status.store(status, Ordering::Relaxed);
         self.life.store(life as u8, Ordering::Release);
     }
+}
+
+/// What a partition asks the kernel to print, charged to its budget.
+#[derive(Clone, Copy)]
+pub enum Charge {
+    /// The text of a console write.
+    ConsoleBytes(u64),
+    /// The line about a refused hypercall.
+    RefusedCall,
 }
 
 /// What every group move touches, under [`Kernel::isolation`].

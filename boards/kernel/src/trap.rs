@@ -4,7 +4,7 @@
 //! which stops the partition alone.
 
 use crate::ownership;
-use crate::runtime::{kernel, Kernel, Life, Partition};
+use crate::runtime::{kernel, Charge, Kernel, Life, Partition};
 use partitions::hypercall::{self, Call, Status};
 use partitions::vm::trap::MmioAccess;
 use platform::arch::exception::{ec_name, fsc_name, Frame, Syndrome, TrapAction, EC};
@@ -81,7 +81,9 @@ fn hypercall(k: &Kernel, p: &Partition, frame: &mut Frame) -> TrapAction {
     let call = match hypercall::decode(regs, &p.plan.memory) {
         Ok(c) => c,
         Err(e) => {
-            defmt::warn!("partition {=str}: hypercall {=u64:#x} refused: {=i64}", name, regs[0], e as i64);
+            if p.may_print(Charge::RefusedCall) {
+                defmt::warn!("partition {=str}: hypercall {=u64:#x} refused: {=i64}", name, regs[0], e as i64);
+            }
             frame.x[0] = e.code();
             return TrapAction::Resume;
         }
@@ -91,11 +93,13 @@ fn hypercall(k: &Kernel, p: &Partition, frame: &mut Frame) -> TrapAction {
             frame.x[1] = hypercall::ABI_VERSION;
         }
         Call::ConsoleWrite { at, len } => {
-            // SAFETY: `decode` checked the buffer lies in the caller's own
-            // memory, which the kernel identity-maps.
-            let bytes = unsafe { core::slice::from_raw_parts(at.0 as *const u8, len as usize) };
-            let text = core::str::from_utf8(bytes).unwrap_or("<not UTF-8>");
-            defmt::info!("[{=str}] {=str}", name, text.trim_end());
+            if p.may_print(Charge::ConsoleBytes(len)) {
+                // SAFETY: `decode` checked the buffer lies in the caller's
+                // own memory, which the kernel identity-maps.
+                let bytes = unsafe { core::slice::from_raw_parts(at.0 as *const u8, len as usize) };
+                let text = core::str::from_utf8(bytes).unwrap_or("<not UTF-8>");
+                defmt::info!("[{=str}] {=str}", name, text.trim_end());
+            }
         }
         Call::Exit { status } => {
             if status == 0 {
@@ -144,6 +148,7 @@ fn mmio_race(p: &Partition, s: &Syndrome, frame: &mut Frame) -> Option<TrapActio
     }
     // Emulating needs the syndrome to name the register (ISV).
     let access = MmioAccess::decode(s.iss(), ipa.0, &frame.x).ok()?;
+    p.count_lost_device_access();
     if access.write.is_none() {
         if let Some(x) = frame.x.get_mut(usize::from(access.reg)) {
             *x = access.load_result(u64::MAX);

@@ -5,6 +5,7 @@ use super::{PARTITIONS_COMPATIBLE, PARTITION_COMPATIBLE, PROP_ISOLATION_GROUP, P
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use crate::budget::LogLimit;
 use devicetree::{DeviceTree, DtError, DtNode};
 use devicetree::pci::Bdf;
 use devicetree::PhysAddr;
@@ -132,6 +133,16 @@ fn parse_partition(n: &DtNode<'_>, path: &str, ac: u32, sc: u32) -> Result<Parti
         Some(_) => return Err(ConfigError::new(path, "bulkhead,fault-limit", "expected <count window-ms> (two cells)")),
         None => None,
     };
+    let log_limit = match n.prop("bulkhead,log-limit") {
+        Some(v) if v.len() == 8 => {
+            let c: Vec<u32> = cells(v).collect();
+            Some(LogLimit { console_bytes: c[0], refused_calls: c[1] })
+        }
+        Some(_) => {
+            return Err(ConfigError::new(path, "bulkhead,log-limit", "expected <console-bytes refused-calls> per second (two cells)"))
+        }
+        None => None,
+    };
     Ok(PartitionConfig {
         name: n.name().to_string(),
         path: path.to_string(),
@@ -142,6 +153,7 @@ fn parse_partition(n: &DtNode<'_>, path: &str, ac: u32, sc: u32) -> Result<Parti
         bootargs: string_prop(n, path, "bulkhead,bootargs")?.unwrap_or_default(),
         manager: n.prop("bulkhead,manager").is_some(),
         fault_limit,
+        log_limit,
         dma_p2p: n.prop("bulkhead,dma-p2p").is_some(),
     })
 }
@@ -386,7 +398,7 @@ mod tests {
             bulkhead,image = <0x0 0x60000000 0x0 0x00100000>;
             bulkhead,entry = <0x0 0x48000000>;
             bulkhead,bootargs = "probe own";
-            bulkhead,manager; bulkhead,fault-limit = <64 1000>; };
+            bulkhead,manager; bulkhead,fault-limit = <64 1000>; bulkhead,log-limit = <512 0>; };
         storage: storage { compatible = "bulkhead,partition";
             memory = <0x0 0x4c000000 0x0 0x02000000 0x0 0x50000000 0x0 0x1000000>; bulkhead,dma-p2p; }; };
 };
@@ -404,6 +416,7 @@ mod tests {
         assert_eq!(net.bootargs, "probe own");
         assert!(net.manager && !net.dma_p2p);
         assert_eq!(net.fault_limit, Some((64, 1000)));
+        assert_eq!(net.log_limit, Some(LogLimit { console_bytes: 512, refused_calls: 0 }));
         let st = &cfg.partitions[1];
         assert_eq!(st.memory.len(), 2);
         assert!(st.dma_p2p && st.image.is_none());
@@ -445,6 +458,7 @@ mod tests {
             (("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x48000000>;"), "/partitions/net", "bulkhead,entry"),
             (("bulkhead,fault-limit = <64 1000>;", "bulkhead,fault-limit = <64>;"), "/partitions/net", "bulkhead,fault-limit"),
             (("bulkhead,fault-limit = <64 1000>;", "bulkhead,fault-limit = <0 1000>;"), "/partitions/net", "bulkhead,fault-limit"),
+            (("bulkhead,log-limit = <512 0>;", "bulkhead,log-limit = <512>;"), "/partitions/net", "bulkhead,log-limit"),
             (("storage: storage { compatible = \"bulkhead,partition\";", "storage: storage { compatible = \"foo\";"), "/partitions/storage", "compatible"),
             (("reg = <1>; bulkhead,partition = <&net>;", "reg = <1>; bulkhead,partition = <0x4242>;"), "/cpus/cpu@1", "bulkhead,partition"),
             (("reg = <1>; bulkhead,partition = <&net>;", "reg = <1>; bulkhead,partition = <&net &storage>;"), "/cpus/cpu@1", "bulkhead,partition"),

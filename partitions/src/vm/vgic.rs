@@ -636,12 +636,12 @@ impl Vgic {
         waiting.sort_unstable();
         let mut underflow = false;
         let mut next = waiting.into_iter();
-        for slot in 0..slots.len() {
-            if slots[slot].is_some() {
+        for (slot, held) in slots.iter_mut().enumerate() {
+            if held.is_some() {
                 continue;
             }
             let Some((_, intid)) = next.next() else { break };
-            slots[slot] = Some(intid);
+            *held = Some(intid);
             if let Some(irq) = self.irq_mut(v, intid) {
                 irq.latch = false;
                 irq.in_lr = Some((slot, LrState::Pending));

@@ -117,7 +117,7 @@ impl IdMap {
     }
 }
 
-/// A node below a host bridge naming a PCI function (BINDING.md: `reg`
+/// A node below a host bridge naming a PCI function (boards/bindings/bulkhead,partitions.yaml: `reg`
 /// phys.hi = bus<<16 | dev<<11 | fn<<8), as an overlay adds them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PciDtNode {

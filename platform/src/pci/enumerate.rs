@@ -2,7 +2,7 @@
 //! capabilities — and every function left unable to master the bus.
 //!
 //! The walk is depth first in device order, as Linux numbers buses, so the
-//! bus numbers match what the overlay binding (BINDING.md) and the boot
+//! bus numbers match what the overlay binding (boards/bindings/bulkhead,partitions.yaml) and the boot
 //! table name. On each bus, every function is found and quiesced (bus
 //! master, memory and I/O decode off — firmware may have left them on) and
 //! every bridge's stale bus numbers are cleared *before* any bridge on that

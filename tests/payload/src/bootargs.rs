@@ -33,8 +33,12 @@ pub enum Word<'a> {
     Release { group: u64, owner: u64 },
     /// `assign=GROUP:P`
     Assign { group: u64, to: u64 },
-    /// `storm=ADDR:N`
-    Storm { addr: u64, count: u64 },
+    /// `fault-storm=ADDR:N`
+    FaultStorm { addr: u64, count: u64 },
+    /// `fault-every=ADDR:MS:N`
+    FaultEvery { addr: u64, ms: u64, count: u64 },
+    /// `storm=MS`
+    Storm(u64),
     /// `dma-loop=MS`
     DmaLoop(u64),
     /// `wait=MS`
@@ -96,7 +100,9 @@ pub fn parse(word: &str) -> Option<Word<'_>> {
         ("try-move", Some(v)) => numbers(v).map(|[group, from, to]| Word::TryMove { group, from, to })?,
         ("release", Some(v)) => numbers(v).map(|[group, owner]| Word::Release { group, owner })?,
         ("assign", Some(v)) => numbers(v).map(|[group, to]| Word::Assign { group, to })?,
-        ("storm", Some(v)) => numbers(v).map(|[addr, count]| Word::Storm { addr, count })?,
+        ("fault-storm", Some(v)) => numbers(v).map(|[addr, count]| Word::FaultStorm { addr, count })?,
+        ("fault-every", Some(v)) => numbers(v).map(|[addr, ms, count]| Word::FaultEvery { addr, ms, count })?,
+        ("storm", Some(v)) => Word::Storm(number(v)?),
         ("watch", Some(v)) => numbers(v).map(|[addr, ms]| Word::Watch { addr, ms })?,
         ("attack", Some(v)) => {
             let (name, addr) = v.split_once(':')?;
@@ -126,7 +132,9 @@ mod tests {
         assert_eq!(parse("try-move=9:2:1"), Some(Word::TryMove { group: 9, from: 2, to: 1 }));
         assert_eq!(parse("release=6:1"), Some(Word::Release { group: 6, owner: 1 }));
         assert_eq!(parse("assign=1:2"), Some(Word::Assign { group: 1, to: 2 }));
-        assert_eq!(parse("storm=0x70000000:40"), Some(Word::Storm { addr: 0x7000_0000, count: 40 }));
+        assert_eq!(parse("fault-storm=0x70000000:40"), Some(Word::FaultStorm { addr: 0x7000_0000, count: 40 }));
+        assert_eq!(parse("fault-every=0x70000000:1000:6"), Some(Word::FaultEvery { addr: 0x7000_0000, ms: 1000, count: 6 }));
+        assert_eq!(parse("storm=6000"), Some(Word::Storm(6000)));
         assert_eq!(parse("watch=0x4c000100:9000"), Some(Word::Watch { addr: 0x4c00_0100, ms: 9000 }));
         assert_eq!(parse("attack=peer-ram:0x4c000100"), Some(Word::Attack { name: "peer-ram", addr: 0x4c00_0100 }));
         assert_eq!(parse("dma-at=0x10000000"), Some(Word::DmaAt(0x1000_0000)));
@@ -140,6 +148,7 @@ mod tests {
         for w in [
             "probe", "helo", "hello=1", "dma-own=1", "exit", "exit=", "exit=three", "touch=0xg", "move=1:1:2", "move=1:1:2:3:4",
             "try-move=1:1", "release=1", "assign=1:x", "attack=0x70000000", "attack=:0x1", "watch=0x10", "Hello", "wait=-1",
+            "storm=0x70000000:40", "storm", "fault-every=0x70000000:1000",
         ] {
             assert_eq!(parse(w), None, "{w}");
         }

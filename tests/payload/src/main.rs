@@ -21,8 +21,16 @@
 //! - `try-move=GROUP:A:B`: one release and assign attempt, statuses reported;
 //! - `release=GROUP:OWNER`, `assign=GROUP:P`: one release or assignment, status reported;
 //! - `info=GROUP`: GROUP_INFO, reported;
-//! - `storm=ADDR:N`: up to N DMAs of its device to ADDR (outside its memory),
-//!   stopping when the device is taken away;
+//! - `fault-storm=ADDR:N`: up to N DMAs of its device to ADDR (outside its
+//!   memory), stopping when the device is taken away;
+//! - `fault-every=ADDR:MS:N`: N DMAs of its device to ADDR, one every MS
+//!   milliseconds, each announced first (`fault N: DMA to ADDR`), for the
+//!   kernel's fault-report latency;
+//! - `storm=MS`: for MS milliseconds, as fast as it can, what a hostile
+//!   partition makes the kernel do without being stopped: refused
+//!   hypercalls with random arguments, maximal console writes, and reads
+//!   and writes of its device's window once it lost the device; then the
+//!   counts;
 //! - `dma-loop=MS`: for MS milliseconds, whenever it owns a device, round-trip
 //!   DMA through its own memory and verify it;
 //! - `ticks`: report the counter value at its first instruction (the boot
@@ -302,12 +310,27 @@ extern "C" fn payload_main(dtb: u64, entered: u64) -> ! {
                 let r = hvc::assign(group, to);
                 l.push("assign group ").hex(group).push(" to ").hex(to).push(": ").hex(r).send();
             }
-            Word::Storm { addr: a, count: n } => {
+            Word::Storm(ms) => storm(ms, edu, &mut l),
+            Word::FaultEvery { addr, ms, count } => {
+                for i in 1..=count {
+                    let (_, devices, bar) = hvc::devices();
+                    let Some(e) = (devices > 0).then(|| edu::Edu::new(bar)).flatten() else {
+                        l.push("fault-every: no device for fault ").hex(i).send();
+                        hvc::exit(4);
+                    };
+                    let (start, f) = counter();
+                    l.push("fault ").hex(i).push(": DMA to ").hex(addr).send();
+                    e.copy_out(addr);
+                    while counter().0.wrapping_sub(start) < ms * f / 1000 {}
+                }
+                l.push("fault-every: ").hex(count).push(" faulting DMAs done").send();
+            }
+            Word::FaultStorm { addr: a, count: n } => {
                 let mut done = 0;
                 while done < n {
                     let (_, count, bar) = hvc::devices();
                     let Some(e) = (count > 0).then(|| edu::Edu::new(bar)).flatten() else { break };
-                    e.dma(edu::BUFFER, a, true);
+                    e.copy_out(a);
                     done += 1;
                 }
                 if done < n {
@@ -387,6 +410,8 @@ fn dma_loop(ms: u64, scratch: u64, l: &mut Line) {
     let (start, f) = counter();
     let (mut ok, mut interrupted, mut bad, mut idle) = (0u64, 0u64, 0u64, 0u64);
     let mut n = 0u8;
+    // Round-trip times of the first verified transfers, in counter ticks.
+    let mut took = [0u64; 256];
     while counter().0.wrapping_sub(start) < ms * f / 1000 {
         let (gen, count, bar) = hvc::devices();
         if count == 0 {
@@ -398,28 +423,80 @@ fn dma_loop(ms: u64, scratch: u64, l: &mut Line) {
         let pattern = 0x40 | (n & 0x3f);
         fill(scratch, pattern);
         fill(scratch + 0x1000, 0);
-        let done = edu::Edu::new(bar).is_some_and(|e| e.dma(scratch, edu::BUFFER, false) && e.dma(edu::BUFFER, scratch + 0x1000, true));
+        let t0 = counter().0;
+        let done = edu::Edu::new(bar).is_some_and(|e| e.copy_in(scratch) && e.copy_out(scratch + 0x1000));
+        let t1 = counter().0;
         let verified = done && bytes(scratch + 0x1000).iter().all(|&b| b == pattern);
         let (gen_after, _, _) = hvc::devices();
         if gen_after != gen {
             interrupted += 1;
         } else if verified {
+            if let Some(slot) = took.get_mut(ok as usize) {
+                *slot = t1.wrapping_sub(t0);
+            }
             ok += 1;
         } else {
             bad += 1;
         }
     }
     l.push("dma-loop: verified ").hex(ok).push(", interrupted by a move ").hex(interrupted).push(", bad ").hex(bad).push(", idle ").hex(idle).send();
+    let samples = &mut took[..(ok as usize).min(256)];
+    if !samples.is_empty() {
+        samples.sort_unstable();
+        let us = |t: u64| t * 1_000_000 / f;
+        let (min, median, max) = (us(samples[0]), us(samples[samples.len() / 2]), us(samples[samples.len() - 1]));
+        l.push("dma-loop: round trip us min ").hex(min).push(" median ").hex(median).push(" max ").hex(max).send();
+    }
     if bad != 0 {
         hvc::exit(6);
     }
+}
+
+/// `storm=MS` (see the crate documentation). `bar`: its device's window
+/// from its DTB, touched only while the device is not its own.
+fn storm(ms: u64, bar: Option<u64>, l: &mut Line) {
+    let (start, f) = counter();
+    let mut seed = start | 1;
+    let mut random = move || {
+        // xorshift64: arguments nobody chose.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let text = [b'#'; 256];
+    let (mut refused, mut writes, mut touches) = (0u64, 0u64, 0u64);
+    while counter().0.wrapping_sub(start) < ms * f / 1000 {
+        // A function number no ABI version has, then a console write whose
+        // buffer is not its memory: both refused, neither stops it.
+        if hvc::raw(0x1000 + (random() & 0xfff), random(), random()) != 0 {
+            refused += 1;
+        }
+        if hvc::raw(1, random() | (1 << 47), 256) != 0 {
+            refused += 1;
+        }
+        hvc::console(&text);
+        writes += 1;
+        if let (Some(b), (_, 0, _)) = (bar, hvc::devices()) {
+            // SAFETY: the window of the device this partition was given (its
+            // DTB's); taken away, the kernel emulates it as removed.
+            unsafe {
+                let v = (b as *const u32).read_volatile();
+                (b as *mut u32).write_volatile(v);
+            }
+            touches += 2;
+        }
+    }
+    // A quiet moment refills its console budget for the summary.
+    delay_us(150_000);
+    l.push("storm: ").hex(refused).push(" refused calls, ").hex(writes).push(" console writes of 256 bytes, ").hex(touches).push(" lost-device accesses").send();
 }
 
 /// Own memory → device → own memory; the bytes must match.
 fn dma_own(e: &edu::Edu, scratch: u64, l: &mut Line) {
     fill(scratch, PATTERN);
     fill(scratch + 0x1000, 0);
-    let ok = e.dma(scratch, edu::BUFFER, false) && e.dma(edu::BUFFER, scratch + 0x1000, true);
+    let ok = e.copy_in(scratch) && e.copy_out(scratch + 0x1000);
     if ok && bytes(scratch + 0x1000).iter().all(|&b| b == PATTERN) {
         l.push("dma own ").hex(scratch).push(": ok, 64 bytes verified").send();
     } else {
@@ -435,10 +512,10 @@ fn dma_own(e: &edu::Edu, scratch: u64, l: &mut Line) {
 /// else is data from the target.
 fn attack(e: &edu::Edu, what: &str, addr: u64, scratch: u64, l: &mut Line) {
     fill(scratch, 0x3c);
-    let write_done = e.dma(scratch, edu::BUFFER, false) && e.dma(edu::BUFFER, addr, true);
+    let write_done = e.copy_in(scratch) && e.copy_out(addr);
     fill(scratch, PATTERN);
     fill(scratch + 0x1000, 0);
-    let read_done = e.dma(scratch, edu::BUFFER, false) && e.dma(addr, edu::BUFFER, false) && e.dma(edu::BUFFER, scratch + 0x1000, true);
+    let read_done = e.copy_in(scratch) && e.copy_in(addr) && e.copy_out(scratch + 0x1000);
     let got = bytes(scratch + 0x1000);
     let uniform = got.iter().all(|&b| b == got[0]);
     l.push("attack ").push(what).push(" ").hex(addr).push(": ");

@@ -209,6 +209,7 @@ pub fn machine(sids: usize, parts: usize) -> (Hardware, Config) {
             bootargs: String::new(),
             manager: false,
             fault_limit: None,
+            log_limit: None,
             dma_p2p: false,
         });
         cfg.assignments.push(Assignment {

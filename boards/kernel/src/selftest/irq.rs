@@ -106,7 +106,7 @@ pub fn run(smmus: &mut [SmmuInstance], discovered: &Discovered) -> Result<(), Ex
     }
     let timer = discovered.machine.devices.timer.as_ref().and_then(|t| t.el2_physical).ok_or_else(|| fail("the DT's /timer names no EL2 physical timer interrupt"))?;
 
-    let (h, f) = discovered.find_pci(crate::dmatest::EDU_ID.0, crate::dmatest::EDU_ID.1).ok_or_else(|| fail("no edu device"))?;
+    let (h, f) = discovered.find_pci(edu::VENDOR_ID, edu::DEVICE_ID).ok_or_else(|| fail("no edu device"))?;
     let mut cs = discovered.config_space(h).ok_or_else(|| fail("no config space for edu's host"))?;
     let (smmu_index, sid) = discovered.stream_id(h, f.rid()).ok_or_else(|| fail("edu has no StreamID"))?;
     let bar = f.bars.first().ok_or_else(|| fail("edu has no BAR0"))?.cpu;
@@ -230,7 +230,8 @@ fn eventq_test(
     pci::set_bus_master(cs, bdf, true).map_err(|_| fail("edu bus master"))?;
     defmt::info!("irq-test: edu {} StreamID {=u32:#x} attached to an empty domain; DMA to {=u64:#x}", bdf, sid.0, UNMAPPED_IOVA);
 
-    crate::dmatest::start_dma(bar, crate::dmatest::EDU_BUFFER, UNMAPPED_IOVA, true);
+    let device = super::edu_at(bar);
+    device.start_dma(UNMAPPED_IOVA, edu::BUFFER, super::dma::LEN, true);
 
     let mut seen = count(eventq.intid);
     let (mut interrupts, mut drained, mut faults) = (0u32, 0u32, 0u32);
@@ -256,7 +257,7 @@ fn eventq_test(
             seen = now;
             drained += drain(smmu, &mut faults);
         }
-        !crate::dmatest::dma_busy(bar) && interrupts > 0
+        !device.dma_busy() && interrupts > 0
     });
     // Records written after the last drain raised another interrupt, or
     // are about to: take it, then drain once more whatever is left.

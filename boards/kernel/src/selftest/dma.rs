@@ -21,58 +21,19 @@ use platform::pci::{self, Bdf, ConfigSpace};
 use platform::{ExitCode, PhysAddr};
 use smmu::{DomainConfig, EventType, Iova, Prot, StagePreference, StreamId};
 
-/// `edu` vendor:device.
-pub const EDU_ID: (u16, u16) = (0x1234, 0x11e8);
-/// edu registers (QEMU docs/specs/edu.rst).
-const EDU_IDENT: u64 = 0x00;
-const EDU_DMA_SRC: u64 = 0x80;
-const EDU_DMA_DST: u64 = 0x88;
-const EDU_DMA_COUNT: u64 = 0x90;
-const EDU_DMA_CMD: u64 = 0x98;
-const EDU_CMD_START: u64 = 1 << 0;
-/// Direction bit: set = from the device's buffer to RAM.
-const EDU_CMD_TO_RAM: u64 = 1 << 1;
-/// The device-internal DMA buffer.
-pub const EDU_BUFFER: u64 = 0x40000;
-/// edu's identification register value (major 1, minor 0, 0xed).
-const EDU_IDENT_VALUE: u32 = 0x0100_00ed;
-
 /// The DMA window the test maps (device address) and its size.
 const WINDOW: u64 = 0x8000_0000;
 const WINDOW_SIZE: u64 = 2 << 20;
 /// Bytes per transfer (QEMU records one event per 4 bytes of a fault).
 pub const LEN: u64 = 64;
 
-fn mmio_read(bar: PhysAddr, off: u64) -> u64 {
-    // SAFETY: `bar` is the edu's BAR0 as enumeration assigned it, inside a
-    // PCI window the identity map has as Device memory.
-    unsafe { ((bar.0 + off) as *const u64).read_volatile() }
-}
-
-fn mmio_write(bar: PhysAddr, off: u64, v: u64) {
-    // SAFETY: as in `mmio_read`.
-    unsafe { ((bar.0 + off) as *mut u64).write_volatile(v) }
-}
-
-/// Starts one edu transfer of [`LEN`] bytes (device buffer at [`EDU_BUFFER`]).
-pub fn start_dma(bar: PhysAddr, src: u64, dst: u64, to_ram: bool) {
-    mmio_write(bar, EDU_DMA_SRC, src);
-    mmio_write(bar, EDU_DMA_DST, dst);
-    mmio_write(bar, EDU_DMA_COUNT, LEN);
-    mmio_write(bar, EDU_DMA_CMD, EDU_CMD_START | if to_ram { EDU_CMD_TO_RAM } else { 0 });
-}
-
-/// Whether the edu is still transferring.
-pub fn dma_busy(bar: PhysAddr) -> bool {
-    mmio_read(bar, EDU_DMA_CMD) & EDU_CMD_START != 0
-}
-
 /// Runs one edu DMA and waits (bounded, with a back-off: a tight MMIO poll
 /// is slow under TCG) for the device to finish.
-fn dma(bar: PhysAddr, src: u64, dst: u64, to_ram: bool) -> Result<(), ExitCode> {
-    start_dma(bar, src, dst, to_ram);
+fn dma(bar: PhysAddr, ram: u64, to_ram: bool) -> Result<(), ExitCode> {
+    let device = super::edu_at(bar);
+    device.start_dma(ram, edu::BUFFER, LEN, to_ram);
     for _ in 0..2000 {
-        if !dma_busy(bar) {
+        if !device.dma_busy() {
             return Ok(());
         }
         platform::time::sleep_us(1000);
@@ -196,10 +157,8 @@ pub fn dma_window(
     // I4: bus mastering only once the STE is live.
     pci::set_memory_decode(cs, bdf, true).map_err(|_| ExitCode::SelfTestFailed)?;
     pci::set_bus_master(cs, bdf, true).map_err(|_| ExitCode::SelfTestFailed)?;
-    // SAFETY: as in `mmio_read`; the identification register is 32 bits wide.
-    let ident = unsafe { ((bar.0 + EDU_IDENT) as *const u32).read_volatile() };
-    if ident != EDU_IDENT_VALUE {
-        defmt::error!("dma-test: edu at {} reads ident {=u32:#x}", bar, ident);
+    if !super::edu_at(bar).is_edu() {
+        defmt::error!("dma-test: the device at {} does not identify as an edu", bar);
         return Err(ExitCode::SelfTestFailed);
     }
 
@@ -207,8 +166,8 @@ pub fn dma_window(
     // SAFETY: `buf` is ours (fresh frames, identity-mapped); the device
     // reaches it only through the window.
     unsafe { core::ptr::copy_nonoverlapping(pattern.as_ptr(), buf.0 as *mut u8, pattern.len()) };
-    dma(bar, WINDOW, EDU_BUFFER, false)?;
-    dma(bar, EDU_BUFFER, WINDOW + 0x1000, true)?;
+    dma(bar, WINDOW, false)?;
+    dma(bar, WINDOW + 0x1000, true)?;
     // SAFETY: as above; the device finished writing.
     let landed = unsafe { core::slice::from_raw_parts((buf.0 + 0x1000) as *const u8, LEN as usize) };
     if landed != pattern {
@@ -220,13 +179,13 @@ pub fn dma_window(
         // One device-to-RAM transfer per page, pages 2.. of the window: each
         // touches a page no earlier transfer did.
         for i in 0..opts.transfers {
-            dma(bar, EDU_BUFFER, WINDOW + (2 + i) * 0x1000, true)?;
+            dma(bar, WINDOW + (2 + i) * 0x1000, true)?;
         }
         defmt::info!("dma-bench: {=u64} transfers of {=u64} bytes to distinct 4 KiB pages done", opts.transfers, LEN);
     }
 
     let outside = WINDOW + WINDOW_SIZE + 0x1000;
-    dma(bar, EDU_BUFFER, outside, true)?;
+    dma(bar, outside, true)?;
     let mut translation_faults = 0u32;
     smmu.drain_events(256, |e| {
         if e.event_type == EventType::F_TRANSLATION && e.stream_id == sid && e.input_addr.is_some_and(|a| a.0 >= outside && a.0 < outside + LEN) {
