@@ -123,6 +123,7 @@ fn the_corpus_reader_would_see_a_refusal() {
     let blob = dtc(&broken, &scratch().join("rock-5b-broken.dts"));
     let got = read_guarded(&blob).expect("no panic").expect_err("refused");
     assert!(got.contains("iommu@fc900000") && got.contains("reg"), "{got}");
+    println!("the broken Rock 5B tree: {got}");
 }
 
 /// A DMA master's node path and StreamIDs.
