@@ -4,6 +4,8 @@
 //!
 //! `cargo xtask run` uses the same runner to boot the demo.
 
+pub mod corpus;
+pub mod debian;
 pub mod dtb;
 pub mod image;
 /// The payload's bootargs words (`tests/payload/src/bootargs.rs`): the
