@@ -114,6 +114,7 @@ mod tests {
             multifunction: false,
             flr: true,
             pcie_cap: None,
+            interrupt_pin: 0,
             bridge,
         };
         let bridge = devicetree::pci::BridgeInfo { primary: 0, secondary: 1, subordinate: 1, mem: None, pref: None };

@@ -314,7 +314,43 @@ fn assign_devices(cfg: &Config, hw: &Hardware) -> Result<(Vec<Vec<GroupId>>, Vec
         groups[part].push(g.id);
         devices[part].extend(members.iter().filter_map(|&i| named.get(i)).map(|(d, _, _)| *d));
     }
+    shared_intx(cfg, topo, &named)?;
     Ok((groups, devices))
+}
+
+/// Interrupt lines are resources like memory: two partitions never share
+/// one. Refuses the first PCI function (in assignment order) whose INTx
+/// line, through its host's `interrupt-map` and the swizzle, is another
+/// partition's function's.
+fn shared_intx(cfg: &Config, topo: &Topology, named: &[(DeviceRef, usize, &str)]) -> Result<(), ConfigError> {
+    let mut lines: BTreeMap<u32, (usize, DeviceRef, &str)> = BTreeMap::new();
+    for &(d, part, path) in named {
+        let DeviceRef::Pci { host, function } = d else { continue };
+        let Some(h) = topo.hosts.get(host) else { continue };
+        let Some(irq) = h.bus.intx(function, &h.bridge.intx) else { continue };
+        match lines.get(&irq.intid) {
+            Some(&(other, od, opath)) if other != part => {
+                let pin = h.bus.functions.get(function).map_or(0, |f| f.interrupt_pin);
+                return Err(refuse(
+                    path,
+                    "bulkhead,partition",
+                    format!(
+                        "{} raises INT{} on SPI {}, the line of {} (assigned to {} by {opath}): an interrupt line goes to one partition",
+                        describe(topo, d),
+                        char::from(b'A' + pin.saturating_sub(1)),
+                        irq.intid - 32,
+                        describe(topo, od),
+                        cfg.partitions[other].name
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                lines.insert(irq.intid, (part, d, path));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The functions of one host bridge by BDF, to resolve the configuration's
@@ -580,6 +616,48 @@ mod tests {
                 assert_eq!(e.node, node, "{e}");
                 assert!(e.to_string().contains(want), "{e} does not say {want:?}");
             }
+        }
+
+        /// The machine with QEMU virt's INTx map (SPI 3 + (slot & 3 + pin - 1) % 4),
+        /// every edu on INTA, and one more edu at 00:05.0 (slot 1 again).
+        fn with_intx(extra: Vec<Assignment>) -> Result<Plan, ConfigError> {
+            let mut m = machine();
+            let host = &mut m.topology.hosts[0];
+            host.bridge.intx = devicetree::dt::IntxMap {
+                mask: [0x1800, 0, 0, 7],
+                entries: (0..4u32)
+                    .flat_map(|slot| (1..=4u32).map(move |pin| ([slot << 11, 0, 0, pin], devicetree::dt::Irq::from_gic_cells(0, 3 + (slot + pin - 1) % 4, 4))))
+                    .collect(),
+            };
+            host.bus.functions.push(f((0, 5, 0), FunctionKind::Endpoint, None, None));
+            for f in &mut host.bus.functions {
+                f.interrupt_pin = if f.bridge.is_none() { 1 } else { 0 };
+            }
+            m.groups = crate::groups::compute(&m.topology);
+            let mut c = good();
+            c.assignments.extend(extra);
+            validate(&c, &m)
+        }
+
+        #[test]
+        fn an_interrupt_line_goes_to_one_partition() {
+            const EDU_E: &str = "/pcie@10000000/edu@5,0";
+            // 00:01.0 and 00:05.0 share SPI 4.
+            let e = with_intx(vec![pci_at(0, EDU_A, &[(0, 1, 0)]), pci_at(1, EDU_E, &[(0, 5, 0)])]).unwrap_err();
+            assert_eq!(e.node, EDU_E);
+            assert!(
+                e.to_string().contains("PCI 00:05.0 (1234:11e8) raises INTA on SPI 4, the line of PCI 00:01.0 (1234:11e8) (assigned to a by /pcie@10000000/edu@1,0): an interrupt line goes to one partition"),
+                "{e}"
+            );
+            // Both to one partition; or 01:01.0 behind the bridge at slot 2
+            // (INTA swizzled by device 1 to INTB: SPI 3 + (2 + 1) % 4 = 6).
+            assert!(with_intx(vec![pci_at(0, EDU_A, &[(0, 1, 0)]), pci_at(0, EDU_E, &[(0, 5, 0)])]).is_ok());
+            let plan = with_intx(vec![
+                pci_at(0, EDU_A, &[(0, 1, 0)]),
+                pci_at(1, EDU_B, &[(0, 2, 0), (0, 1, 0)]),
+                pci_at(1, EDU_C, &[(0, 2, 0), (0, 2, 0)]),
+            ]);
+            assert!(plan.is_ok(), "{plan:?}");
         }
     }
 

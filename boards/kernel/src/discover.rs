@@ -113,14 +113,15 @@ fn print_host(h: &discovery::PciHost, t: &HostTopology) {
     );
     for f in &t.functions {
         defmt::info!(
-            "  pci {} {=u16:04x}:{=u16:04x} class {=u32:06x} {}{=str}{=str}",
+            "  pci {} {=u16:04x}:{=u16:04x} class {=u32:06x} {}{=str}{=str}{=str}",
             f.bdf,
             f.vendor,
             f.device,
             f.class,
             f.kind,
             if f.multifunction { ", multifunction" } else { "" },
-            if f.flr { ", FLR" } else { "" }
+            if f.flr { ", FLR" } else { "" },
+            [", INTA", ", INTB", ", INTC", ", INTD"].get(usize::from(f.interrupt_pin).wrapping_sub(1)).copied().unwrap_or("")
         );
         if let Some(b) = f.bridge {
             defmt::info!("    buses {=u8:02x}..={=u8:02x}", b.secondary, b.subordinate);

@@ -39,8 +39,6 @@ use devicetree::pci::{Bar, Bdf, Function};
 pub const CAP_ID_MSI: u8 = 0x05;
 /// Capability ID: MSI-X (PCI 3.0 §6.8.2).
 pub const CAP_ID_MSIX: u8 = 0x11;
-/// Interrupt Line (8 bits; software's scratch register).
-const INTERRUPT_LINE: u16 = 0x3c;
 /// Expansion ROM base address.
 const ROM: u16 = 0x30;
 /// Command: INTx Emulation Disable.
@@ -393,6 +391,7 @@ mod tests {
             multifunction: true,
             flr: true,
             pcie_cap: Some(0x60),
+            interrupt_pin: 1,
             bridge: None,
         };
         (Space { bdf: PHYS, cfg, writes: vec![] }, f)

@@ -154,6 +154,8 @@ pub struct PciHost {
     pub msi_map: IdMap,
     /// `dma-coherent`.
     pub coherent: bool,
+    /// Its legacy interrupts (`interrupt-map`).
+    pub intx: crate::dt::IntxMap,
     /// PCI function nodes below it (from an overlay).
     pub nodes: Vec<PciDtNode>,
 }
@@ -578,6 +580,7 @@ fn pci_host<'a>(dt: &DeviceTree<'a>, stack: &[Seen<'a>], n: &DtNode<'a>) -> Resu
         iommu_map: IdMap::default(),
         msi_map: IdMap::default(),
         coherent: n.has("dma-coherent"),
+        intx: dt.intx_map(n)?,
         nodes: pci_nodes(dt, n, &path_of(stack, n))?,
     })
 }

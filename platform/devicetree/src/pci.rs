@@ -278,6 +278,8 @@ pub struct Function {
     pub flr: bool,
     /// Offset of the PCI Express capability, if any.
     pub pcie_cap: Option<u8>,
+    /// Interrupt Pin: 0 none, 1..=4 INTA..INTD.
+    pub interrupt_pin: u8,
     /// For bridges: bus numbers and windows.
     pub bridge: Option<BridgeInfo>,
 }
@@ -309,6 +311,7 @@ impl Function {
             multifunction: false,
             flr: false,
             pcie_cap: None,
+            interrupt_pin: 0,
             bridge: None,
         }
     }
@@ -335,6 +338,26 @@ impl HostTopology {
     /// The function at `bdf`.
     pub fn find(&self, bdf: Bdf) -> Option<&Function> {
         self.functions.iter().find(|f| f.bdf == bdf)
+    }
+
+    /// The GIC interrupt function `idx`'s INTx pin arrives on, through
+    /// `map` (the host bridge's `interrupt-map`): the pin swizzled through
+    /// every bridge above it to the root bus. `None`: it has no pin, or the
+    /// map does not reach the GIC for it.
+    pub fn intx(&self, idx: usize, map: &crate::dt::IntxMap) -> Option<crate::dt::Irq> {
+        let mut f = self.functions.get(idx)?;
+        let mut pin = f.interrupt_pin;
+        if !(1..=4).contains(&pin) {
+            return None;
+        }
+        // Parents come before their children: the walk ends within as many
+        // steps as there are functions, whatever the indices say.
+        for _ in 0..self.functions.len() {
+            let Some(p) = f.parent else { return map.lookup(f.bdf, pin) };
+            pin = crate::dt::swizzle(pin, f.bdf.dev);
+            f = self.functions.get(p)?;
+        }
+        None
     }
 }
 

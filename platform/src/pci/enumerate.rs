@@ -172,6 +172,10 @@ impl<C: ConfigSpace> Enumerator<'_, C> {
             multifunction,
             flr: caps.flr,
             pcie_cap: caps.pcie,
+            interrupt_pin: match self.cs.read8(bdf, INTERRUPT_PIN) {
+                p @ 1..=4 => p,
+                _ => 0,
+            },
             bridge: None,
         }
     }

@@ -184,6 +184,32 @@ pub fn scenarios() -> Vec<Scenario> {
             },
         },
         Scenario {
+            // storage's edu at 00:05.0: QEMU virt's interrupt-map sends its
+            // INTA to SPI 4, as net's at 00:01.0 (the map masks the device
+            // number to two bits).
+            name: "partitions-refuse-shared-intx",
+            setup: |ctx| {
+                let dts = DEMO.replace("addr=2.0", "addr=5.0").replace("edu@2,0 {                           /* 00:02.0 */\n        reg = <0x1000", "edu@5,0 {                           /* 00:05.0 */\n        reg = <0x2800");
+                ctx.with_overlay(QemuConfig::default(), &dts)
+            },
+            check: |o, c| {
+                c.exit(o, exit::CONFIG_REFUSED);
+                c.log(o, "pci 00:01.0 1234:11e8 class 00ff00 PCI device, INTA");
+                c.log(o, "pci 00:05.0 1234:11e8 class 00ff00 PCI device, INTA");
+                // Whichever assignment comes second is refused, naming the other.
+                let line = c.log(o, "(1234:11e8) raises INTA on SPI 4, the line of PCI 00:0").unwrap_or_default().to_string();
+                c.that(
+                    line.contains("edu@1,0: property bulkhead,partition: PCI 00:01.0 (1234:11e8) raises INTA on SPI 4, the line of PCI 00:05.0 (1234:11e8) (assigned to storage by")
+                        || line.contains("edu@5,0: property bulkhead,partition: PCI 00:05.0 (1234:11e8) raises INTA on SPI 4, the line of PCI 00:01.0 (1234:11e8) (assigned to net by"),
+                    format!("the refusal names the other function: {line}"),
+                );
+                c.log(o, "an interrupt line goes to one partition");
+                c.no_log(o, "[net]");
+                c.no_log(o, "[storage]");
+                c.none_of(o, kind::TRANSLATE_SUCCESS, "DMA translated although nothing was assigned", |_| true, Witness::Catalogue);
+            },
+        },
+        Scenario {
             name: "partitions-refuse-boot-cpu",
             setup: |ctx| ctx.with_overlay(QemuConfig::default(), &HELLO.replace("&{/cpus/cpu@2}", "&{/cpus/cpu@0}")),
             check: |o, c| {

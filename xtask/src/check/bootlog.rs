@@ -132,7 +132,7 @@ fn host_line(m: &str) -> Result<Option<HostLine>, String> {
     Ok(Some(HostLine { path: path.to_string(), ecam: range(ecam)?, root_bus: hex(first, "bus")?, last_bus: hex(last, "bus")?, functions: count }))
 }
 
-/// `pci BB:DD.F VVVV:DDDD class CCCCCC KIND[, multifunction][, FLR]`.
+/// `pci BB:DD.F VVVV:DDDD class CCCCCC KIND[, multifunction][, FLR][, INTx]`.
 fn function_line(m: &str) -> Result<Option<Function>, String> {
     let Some(rest) = m.strip_prefix("pci ") else { return Ok(None) };
     let mut it = rest.splitn(5, ' ');
@@ -143,6 +143,10 @@ fn function_line(m: &str) -> Result<Option<Function>, String> {
     let (dev, func) = devfn.split_once('.').ok_or(format!("{bdf:?} is not BB:DD.F"))?;
     let (vendor, device) = ids.split_once(':').ok_or(format!("{ids:?} is not VVVV:DDDD"))?;
     let mut kind = kind;
+    let interrupt_pin = ["INTA", "INTB", "INTC", "INTD"]
+        .iter()
+        .position(|p| kind.strip_suffix(&format!(", {p}")).inspect(|k| kind = k).is_some())
+        .map_or(0, |i| i as u8 + 1);
     let flr = kind.strip_suffix(", FLR").inspect(|k| kind = k).is_some();
     let multifunction = kind.strip_suffix(", multifunction").inspect(|k| kind = k).is_some();
     let kind = *KINDS.iter().find(|k| k.name() == kind).ok_or(format!("unknown function kind {kind:?}"))?;
@@ -164,6 +168,7 @@ fn function_line(m: &str) -> Result<Option<Function>, String> {
         multifunction,
         flr,
         pcie_cap: None,
+        interrupt_pin,
         bridge: None,
     }))
 }
@@ -284,7 +289,7 @@ mod tests {
     const SPLIT: &str = "\
 [    0.068690] INFO  PCI host /pcie@10000000: ECAM [0x4010000000..0x4020000000), buses 0x00..=0x02, 6 functions (bus master off on all)
 [    0.069851] INFO    pci 00:00.0 1b36:0008 class 060000 PCI device
-[    0.070260] INFO    pci 00:01.0 1234:11e8 class 00ff00 PCI device
+[    0.070260] INFO    pci 00:01.0 1234:11e8 class 00ff00 PCI device, INTA
 [    0.070397] INFO      BAR0 [0x10000000..0x10100000) 32-bit
 [    0.070488] INFO    pci 00:03.0 1b36:000c class 060400 root port, multifunction, FLR
 [    0.070552] INFO      buses 01..=02
@@ -297,7 +302,7 @@ mod tests {
 [    0.071031] INFO      BAR0 [0x10200000..0x10200100) 64-bit prefetchable
 [    0.071069] INFO    pci 02:01.0 1234:11e8 class 00ff00 PCI device
 [    0.071120] INFO      BAR0 [0x10300000..0x10400000) 32-bit
-[    0.071157] INFO    pci 02:02.0 1234:11e8 class 00ff00 PCI device
+[    0.071157] INFO    pci 02:02.0 1234:11e8 class 00ff00 PCI device, multifunction, FLR, INTD
 [    0.071208] INFO      I/O BARs 0x02 not assigned
 [    0.077625] INFO  isolation groups: 4
 ";
@@ -323,6 +328,8 @@ mod tests {
         assert_eq!(t.functions[4].bars[0].range(), PhysRange::from_bounds(0x1030_0000, 0x1040_0000));
         assert_eq!(t.functions[5].io_bars, 2);
         assert!(t.functions[1].parent.is_none());
+        assert_eq!(t.functions.iter().map(|f| f.interrupt_pin).collect::<Vec<_>>(), [0, 1, 0, 0, 0, 4]);
+        assert!(t.functions[5].multifunction && t.functions[5].flr);
     }
 
     #[test]
@@ -342,6 +349,7 @@ mod tests {
         let twice = format!("{SPLIT}{SPLIT}");
         assert!(parse(&twice).unwrap_err().contains("appears twice"));
         let kind = SPLIT.replace("PCI device\n[    0.070260]", "toaster\n[    0.070260]");
+        assert!(parse(&SPLIT.replace(", INTA", ", INTE")).unwrap_err().contains("unknown function kind \"PCI device, INTE\""));
         assert!(parse(&kind).unwrap_err().contains("unknown function kind \"toaster\""));
         assert_eq!(parse("no table here\n").unwrap(), []);
     }

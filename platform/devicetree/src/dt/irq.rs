@@ -201,3 +201,93 @@ impl<'a> DeviceTree<'a> {
         Ok(Ok(out))
     }
 }
+
+/// A PCI host bridge's legacy interrupts (INTx): its `interrupt-map` and
+/// `interrupt-map-mask` (Devicetree Specification v0.4 §2.4.3; PCI Bus
+/// Binding to IEEE 1275 §4.1.1, and the `pci-host-ecam-generic` binding).
+/// Each entry maps a function on the host's root bus (phys.hi phys.mid
+/// phys.lo: bus, device, function) and a pin (1 = INTA … 4 = INTD), both
+/// masked, to its interrupt parent's specifier. A function behind bridges
+/// reaches the map through the standard swizzle ([`swizzle`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntxMap {
+    /// `interrupt-map-mask` over (phys.hi, phys.mid, phys.lo, pin); all
+    /// ones when absent.
+    pub mask: [u32; 4],
+    /// Child (masked unit address and pin) → the GIC interrupt, `None`
+    /// where the entry's parent is another controller.
+    pub entries: alloc::vec::Vec<([u32; 4], Option<Irq>)>,
+}
+
+/// Most `interrupt-map` entries read (QEMU's `virt` has 16; real hosts 4).
+pub const MAX_INTX_ENTRIES: usize = 256;
+
+impl IntxMap {
+    /// The GIC interrupt of `pin` (1..=4) of the function at `bdf` on the
+    /// host's root bus: the first entry matching under the mask.
+    pub fn lookup(&self, bdf: crate::pci::Bdf, pin: u8) -> Option<Irq> {
+        let hi = u32::from(bdf.bus) << 16 | u32::from(bdf.dev) << 11 | u32::from(bdf.func) << 8;
+        let key = [hi & self.mask[0], 0, 0, u32::from(pin) & self.mask[3]];
+        self.entries.iter().find(|(child, _)| *child == key).and_then(|(_, irq)| *irq)
+    }
+}
+
+/// The pin a bridge's upstream side sees for `pin` (1..=4) of the device
+/// numbered `dev` on its secondary bus (PCI-to-PCI Bridge 1.2 §9.1).
+pub fn swizzle(pin: u8, dev: u8) -> u8 {
+    (pin.wrapping_sub(1).wrapping_add(dev) % 4) + 1
+}
+
+impl<'a> DeviceTree<'a> {
+    /// The INTx map of the PCI host bridge `n` (three address cells); an
+    /// empty map when it has no `interrupt-map`.
+    pub fn intx_map(&self, n: &DtNode<'a>) -> Result<IntxMap, DtError> {
+        let mut map = IntxMap { mask: [u32::MAX; 4], entries: alloc::vec::Vec::new() };
+        let Some(v) = n.prop("interrupt-map") else { return Ok(map) };
+        if n.u32_prop("#interrupt-cells")? != Some(1) {
+            return Err(n.bad("#interrupt-cells", "a PCI host bridge with an interrupt-map has one interrupt cell (the pin)"));
+        }
+        if let Some(m) = n.prop("interrupt-map-mask") {
+            if m.len() != 16 {
+                return Err(n.bad("interrupt-map-mask", "expected four cells (unit address and pin)"));
+            }
+            for (i, c) in map.mask.iter_mut().enumerate() {
+                *c = cell(m, i).unwrap_or(0);
+            }
+        }
+        if v.len() % 4 != 0 {
+            return Err(n.bad("interrupt-map", "not a list of cells"));
+        }
+        let total = v.len() / 4;
+        let mut i = 0;
+        while i < total {
+            if i + 5 > total {
+                return Err(n.bad("interrupt-map", "the last entry is cut short"));
+            }
+            let child = [0, 1, 2, 3].map(|k| cell(v, i + k).unwrap_or(0) & map.mask[k]);
+            let ph = cell(v, i + 4).unwrap_or(0);
+            let parent = self.by_phandle(ph)?.ok_or_else(|| n.bad("interrupt-map", "names a phandle no node has"))?;
+            // The parent's unit address is `#address-cells` of the parent (0
+            // when absent), its specifier `#interrupt-cells`.
+            let addr = parent.u32_prop("#address-cells")?.unwrap_or(0) as usize;
+            let cells = parent.u32_prop("#interrupt-cells")?.ok_or_else(|| n.bad("interrupt-map", "names a parent without #interrupt-cells"))? as usize;
+            let spec = i + 5 + addr;
+            if addr > 3 || cells > 4 || spec + cells > total {
+                return Err(n.bad("interrupt-map", "an entry is cut short or its parent's cells are too many"));
+            }
+            let irq = match Self::route_to(&parent)? {
+                Route::Gic { .. } if cells >= 3 => {
+                    let at = |k| cell(v, spec + k).unwrap_or(0);
+                    Irq::from_gic_cells(at(0), at(1), at(2))
+                }
+                _ => None,
+            };
+            if map.entries.len() == MAX_INTX_ENTRIES {
+                return Err(n.bad("interrupt-map", "more entries than the kernel reads (256)"));
+            }
+            map.entries.push((child, irq));
+            i = spec + cells;
+        }
+        Ok(map)
+    }
+}

@@ -46,7 +46,7 @@ mod smmu;
 
 pub use chosen::{Uart, UartKind};
 pub use cpus::{CpuNode, MAX_CPUS};
-pub use irq::{Irq, Route};
+pub use irq::{swizzle, IntxMap, Irq, Route, MAX_INTX_ENTRIES};
 pub use memory::{MAX_BANKS, MAX_RESERVED};
 pub use mmio::MAX_MMIO;
 pub use node::DtNode;
@@ -297,3 +297,5 @@ mod equivalence;
 mod tests;
 #[cfg(test)]
 mod board_tests;
+#[cfg(test)]
+mod intx_tests;

@@ -25,6 +25,10 @@ pub mod regs {
     pub const BAR0: u16 = 0x10;
     /// Capabilities Pointer (8 bits).
     pub const CAP_PTR: u16 = 0x34;
+    /// Interrupt Line (8 bits): software's scratch register.
+    pub const INTERRUPT_LINE: u16 = 0x3c;
+    /// Interrupt Pin (8 bits): 0 none, 1..=4 INTA..INTD.
+    pub const INTERRUPT_PIN: u16 = 0x3d;
 
     /// Type 1: Primary Bus Number (8 bits).
     pub const PRIMARY_BUS: u16 = 0x18;
