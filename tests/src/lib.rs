@@ -4,8 +4,10 @@
 //!
 //! `cargo xtask run` uses the same runner to boot the demo.
 
+pub mod debian;
 pub mod dtb;
 pub mod image;
+pub mod linux;
 pub mod log;
 pub mod machine;
 pub mod qemu;

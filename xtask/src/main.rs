@@ -8,6 +8,7 @@
 //! cargo xtask build [--log-level L] [--debug]
 //! cargo xtask image [--board qemu-virt|fvp-base] [--log-level L] [--debug]
 //! cargo xtask bench [--smoke] [--json PATH] [--markdown] [--from PATH] [--jobs N]
+//! cargo xtask linux-guest    (fetch Debian's arm64 Linux into the cache, build its helpers, print the paths)
 //! cargo xtask check --dtb BOARD.dtb|.dts --overlay A.dts|A.dtbo [--overlay ...] [--topology BOOT.LOG]
 //!                   [--boot-cpu MPIDR] [--board qemu-virt|fvp-base] [--kernel ADDR,SIZE] [--dtb-at ADDR[,SIZE]] [--dot FILE.dot]
 //! ```
@@ -314,6 +315,18 @@ fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
         }
         let artifacts = build_all(&build)?;
         let scenarios = bulkhead_tests::scenarios::all();
+        // Debian's Linux is fetched (the first time) and its helpers built
+        // before the passes start; a failure here fails those scenarios'
+        // setup with the same message, and the others still run.
+        let wants_linux = scenarios
+            .iter()
+            .any(|s| s.name.starts_with(bulkhead_tests::scenario::LINUX_PREFIX) && o.filter.as_deref().is_none_or(|f| s.name.contains(f)));
+        if wants_linux {
+            match bulkhead_tests::linux::guest() {
+                Ok(g) => println!("linux guest: {} ({} {}), busybox {}", g.release, g.package, g.version, g.busybox_version),
+                Err(e) => println!("linux guest: cannot be had: {e}"),
+            }
+        }
         for (qemu, dir) in test_qemus(o)? {
             println!("== QEMU scenarios on {} ==", qemu.label());
             let started = std::time::Instant::now();
@@ -385,6 +398,13 @@ fn main() -> ExitCode {
         "image" => cmd_image(&o),
         "check" => check::cmd(rest),
         "bench" => bench::cmd(rest),
+        "linux-guest" => bulkhead_tests::linux::guest().map(|g| {
+            println!("{} ({} {}), busybox-static {}, {} cross", g.release, g.package, g.version, g.busybox_version, g.gcc);
+            for (what, p) in [("image", &g.image), ("modules", &g.modules), ("busybox", &g.busybox), ("probe", &g.probe), ("ticks", &g.ticks)] {
+                println!("{what}: {}", p.display());
+            }
+            ExitCode::SUCCESS
+        }),
         "qemu-root" => qemu_root::ensure().map(|q| {
             println!("{}: {}", q.label(), q.command.join(" "));
             ExitCode::SUCCESS

@@ -1,6 +1,7 @@
 //! Checks the tools bulkhead needs and installs what is missing when it can
 //! (as root on Debian), otherwise says exactly what to install.
 
+use bulkhead_tests::debian::{debian_archive, os_release};
 use std::process::Command;
 
 /// Lowest QEMU with the SMMU flavours the tests use (stage 2, virt-9.1).
@@ -25,11 +26,6 @@ pub fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
 
-fn os_release(key: &str) -> Option<String> {
-    let text = std::fs::read_to_string("/etc/os-release").ok()?;
-    text.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(|v| v.trim_matches('"').to_string()))
-}
-
 fn apt(args: &[&str]) -> Result<(), String> {
     eprintln!("xtask: apt-get {}", args.join(" "));
     let st = Command::new("apt-get")
@@ -42,40 +38,6 @@ fn apt(args: &[&str]) -> Result<(), String> {
     } else {
         Err(format!("apt-get {} failed ({st})", args.join(" ")))
     }
-}
-
-/// The archive URI and keyring this machine already uses for `suite`, from
-/// its APT sources (one-line `.list` or deb822 `.sources`).
-pub fn debian_archive(suite: &str) -> Option<(String, Option<String>)> {
-    let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
-    if let Ok(d) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        files.extend(d.filter_map(|e| e.ok()).map(|e| e.path()));
-    }
-    for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else { continue };
-        if f.extension().is_some_and(|e| e == "sources") {
-            for stanza in text.split("\n\n") {
-                let field = |k: &str| {
-                    stanza.lines().find_map(|l| l.strip_prefix(&format!("{k}:")).map(|v| v.trim().to_string()))
-                };
-                let suites = field("Suites").unwrap_or_default();
-                if suites.split_whitespace().any(|s| s == suite) {
-                    if let Some(uri) = field("URIs").and_then(|u| u.split_whitespace().next().map(String::from)) {
-                        return Some((uri, field("Signed-By")));
-                    }
-                }
-            }
-        } else {
-            for l in text.lines().map(str::trim).filter(|l| l.starts_with("deb ")) {
-                let mut parts = l[4..].split_whitespace().filter(|p| !p.starts_with('['));
-                let (Some(uri), Some(s)) = (parts.next(), parts.next()) else { continue };
-                if s == suite {
-                    return Some((uri.to_string(), None));
-                }
-            }
-        }
-    }
-    None
 }
 
 /// Installs QEMU >= 10.0. On bookworm it comes from bookworm-backports:

@@ -14,9 +14,10 @@
 //! 60 MB of downloads), reused after.
 
 use crate::prereq;
+use bulkhead_tests::debian::{debian_archive, run_logged};
 use bulkhead_tests::qemu::Qemu;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// The suite and the backports suite QEMU comes from.
 const SUITE: &str = "trixie";
@@ -34,26 +35,6 @@ fn cache() -> PathBuf {
 /// The root.
 pub fn root() -> PathBuf {
     cache().join("trixie-qemu")
-}
-
-/// Runs `c`, its output to `log`; an error names `what` and the log.
-fn run_logged(what: &str, c: &mut Command, log: &Path) -> Result<(), String> {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| format!("cannot write {}: {e}", log.display()))?;
-    let err = file.try_clone().map_err(|e| e.to_string())?;
-    let st = c
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(err)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .map_err(|e| format!("{what}: cannot run {:?}: {e}", c.get_program()))?;
-    if st.success() {
-        Ok(())
-    } else {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-        Err(format!("{what} failed ({st}); the end of {}:\n  {}", log.display(), tail.join("\n  ")))
-    }
 }
 
 /// The shell script that enters `root` in a private mount namespace and
@@ -140,8 +121,8 @@ fn set_up() -> Result<(), String> {
             WANT.0, WANT.1
         ));
     }
-    let (mirror, _) = prereq::debian_archive("bookworm")
-        .or_else(|| prereq::debian_archive(SUITE))
+    let (mirror, _) = debian_archive("bookworm")
+        .or_else(|| debian_archive(SUITE))
         .ok_or("no Debian mirror in this machine's APT sources to debootstrap trixie from")?;
     std::fs::create_dir_all(cache()).map_err(|e| format!("cannot create {}: {e}", cache().display()))?;
     let log = cache().join("trixie-qemu.log");

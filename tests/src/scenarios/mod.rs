@@ -4,6 +4,7 @@ mod boot;
 mod discovery;
 mod image;
 mod irq;
+mod linux;
 mod ownership;
 mod partitions;
 mod smmu;
@@ -26,5 +27,6 @@ pub fn all() -> Vec<Scenario> {
     v.extend(ownership::scenarios());
     v.extend(uboot::scenarios());
     v.extend(two_smmus::scenarios());
+    v.extend(linux::scenarios());
     v
 }
