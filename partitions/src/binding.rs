@@ -1,4 +1,4 @@
-//! The partition binding (BINDING.md): `/partitions` and the
+//! The partition binding (boards/bindings/bulkhead,partitions.yaml): `/partitions` and the
 //! `bulkhead,partition` assignments, read from the merged device tree into a
 //! typed [`Config`]. Only the *shape* is checked here (properties present,
 //! cell counts, phandles resolving); whether the configuration is safe on
@@ -6,19 +6,17 @@
 //!
 //! Every error names the node (full path) and the property.
 //!
-//! The reading ([`parse`], [`parse_tree`]) goes through `platform::dt`, the
-//! kernel's own device-tree reader, so it comes with the `machine` feature
-//! (the kernel and the checker have it; the partition payload, which only
-//! needs the types, does not link `platform`).
+//! The reading ([`parse`], [`parse_tree`]) goes through `devicetree`, the
+//! kernel's own device-tree reader (pure: the partition payload links it
+//! with this crate, and never `platform`).
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
-use smmu::PhysAddr;
+use devicetree::pci::Bdf;
+use devicetree::PhysAddr;
 
-#[cfg(any(feature = "machine", test))]
 mod read;
-#[cfg(any(feature = "machine", test))]
 pub use read::{parse, parse_tree};
 
 /// Compatible of the container node.
@@ -85,6 +83,8 @@ pub struct PartitionConfig {
     pub manager: bool,
     /// Faults per window (count, window in ms) before quarantine.
     pub fault_limit: Option<(u32, u32)>,
+    /// What it may make the kernel print, per second.
+    pub log_limit: Option<crate::budget::LogLimit>,
     /// Own devices' BARs mapped in the partition's DMA space.
     pub dma_p2p: bool,
 }
@@ -102,23 +102,12 @@ pub enum Target {
         /// Path of the host bridge node.
         host: String,
         /// Device/function steps from the host bridge down (bus number from
-        /// phys.hi, device, function), outermost first.
-        chain: Vec<PciStep>,
+        /// phys.hi, device, function; boards/bindings/bulkhead,partitions.yaml: `reg` phys.hi =
+        /// bus<<16 | dev<<11 | fn<<8), outermost first.
+        chain: Vec<Bdf>,
     },
     /// Any other node: a platform DMA master.
     Platform,
-}
-
-/// One `dev,fn` level of a PCI path (BINDING.md: `reg` phys.hi =
-/// bus<<16 | dev<<11 | fn<<8).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PciStep {
-    /// Bus number field of phys.hi.
-    pub bus: u8,
-    /// Device number.
-    pub dev: u8,
-    /// Function number.
-    pub func: u8,
 }
 
 /// A node carrying `bulkhead,partition`.

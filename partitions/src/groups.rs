@@ -28,10 +28,11 @@
 //! ≥ 2^SIDSIZE — is not isolatable, and neither is any device sharing its
 //! group (the group cannot move whole).
 
-use crate::topology::{DeviceRef, PciHost, PciKind, SmmuIndex, Topology};
+use crate::topology::{DeviceRef, PciHost, SmmuIndex, Topology};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
+use devicetree::pci::{AcsFlags, FunctionKind as Kind};
 use smmu::StreamId;
 
 /// Names an isolation group.
@@ -208,20 +209,20 @@ impl Sets {
 /// Whether ACS isolation is in effect at a function, as Linux's
 /// `pci_acs_enabled(dev, REQ_ACS_FLAGS)` decides it (quirks aside).
 fn acs_enabled(host: &PciHost, i: usize) -> bool {
-    let Some(f) = host.functions.get(i) else { return false };
-    let flags_enabled = || f.acs.is_some_and(|a| a.enabled(crate::topology::Acs::ISOLATION));
+    let Some(f) = host.bus.functions.get(i) else { return false };
+    let flags_enabled = || f.acs.is_some_and(|a| a.enabled(AcsFlags::ISOLATION));
     match f.kind {
         // Conventional PCI: a shared bus, any device can see any request.
-        PciKind::PciDevice | PciKind::PciBridge => false,
+        Kind::PciDevice | Kind::PciBridge => false,
         // PCIe §6.12.1: ACS never applies to these; treat as not isolating.
-        PciKind::PciToPcieBridge | PciKind::PcieToPciBridge | PciKind::RcEventCollector => false,
+        Kind::PciToPcieBridge | Kind::PcieToPciBridge | Kind::RcEventCollector => false,
         // Ports must implement ACS to promise isolation between their children.
-        PciKind::RootPort | PciKind::DownstreamPort => flags_enabled(),
+        Kind::RootPort | Kind::DownstreamPort => flags_enabled(),
         // Other PCIe functions only route peer to peer inside a multi-function device.
-        PciKind::Endpoint | PciKind::UpstreamPort | PciKind::LegacyEndpoint | PciKind::RcIntegratedEndpoint => {
+        Kind::Endpoint | Kind::UpstreamPort | Kind::LegacyEndpoint | Kind::RcIntegratedEndpoint => {
             !f.multifunction || flags_enabled()
         }
-        PciKind::Other => true,
+        Kind::Reserved(_) => true,
     }
 }
 
@@ -230,32 +231,25 @@ fn acs_enabled(host: &PciHost, i: usize) -> bool {
 fn acs_path_enabled(host: &PciHost, i: usize) -> bool {
     let mut cur = Some(i);
     // Parents come before children, so the walk is at most as long as the list.
-    for _ in 0..=host.functions.len() {
+    for _ in 0..=host.bus.functions.len() {
         let Some(c) = cur else { return true };
         if !acs_enabled(host, c) {
             return false;
         }
-        cur = host.functions.get(c).and_then(|f| f.parent);
+        cur = host.bus.functions.get(c).and_then(|f| f.parent);
     }
     false
 }
 
 /// Maps a requester ID through a host bridge's `iommu-map`.
 fn map_rid(t: &Topology, host: &PciHost, rid: u16) -> Result<(SmmuIndex, u32), NotIsolatableReason> {
-    let map = &host.iommu_map;
+    let map = &host.bridge.iommu_map;
     if map.entries.is_empty() {
         return Err(NotIsolatableReason::NoIommuMap);
     }
-    let id = u32::from(rid) & map.mask.unwrap_or(u32::MAX);
-    let (e, sid) = map
-        .entries
-        .iter()
-        .find_map(|e| {
-            let off = id.checked_sub(e.rid_base)?;
-            (off < e.length).then(|| (e, u64::from(e.sid_base) + u64::from(off)))
-        })
-        .ok_or(NotIsolatableReason::RidNotCovered { rid: id })?;
-    let smmu = e.smmu.ok_or(NotIsolatableReason::MapTargetNotSmmu { rid: id, phandle: e.phandle })?;
+    let id = map.masked(u32::from(rid));
+    let (e, sid) = map.lookup(u32::from(rid)).ok_or(NotIsolatableReason::RidNotCovered { rid: id })?;
+    let smmu = e.target.map(SmmuIndex).ok_or(NotIsolatableReason::MapTargetNotSmmu { rid: id, phandle: e.phandle })?;
     check_sid(t, smmu, sid, e.phandle)
 }
 
@@ -275,7 +269,7 @@ pub fn compute(t: &Topology) -> Groups {
     let mut first_of_host = Vec::new();
     for (h, host) in t.hosts.iter().enumerate() {
         first_of_host.push(refs.len());
-        refs.extend((0..host.functions.len()).map(|f| DeviceRef::Pci { host: h, function: f }));
+        refs.extend((0..host.bus.functions.len()).map(|f| DeviceRef::Pci { host: h, function: f }));
     }
     let first_platform = refs.len();
     refs.extend((0..t.platform.len()).map(DeviceRef::Platform));
@@ -299,20 +293,21 @@ pub fn compute(t: &Topology) -> Groups {
         // Functions by (parent, bus, device): the candidates of rule 3,
         // found without scanning the host per function.
         type Slot = (Option<usize>, u8, u8);
+        let functions = &host.bus.functions;
         let slots: BTreeSet<(Slot, usize)> =
-            host.functions.iter().enumerate().map(|(j, s)| ((s.parent, s.bdf.bus, s.bdf.dev), j)).collect();
-        for (i, f) in host.functions.iter().enumerate() {
+            functions.iter().enumerate().map(|(j, s)| ((s.parent, s.bdf.bus, s.bdf.dev), j)).collect();
+        for (i, f) in functions.iter().enumerate() {
             let me = base + i;
             // 1. DMA aliases, walking up from the device (pci_for_each_dma_alias).
             let mut rids = Vec::from([f.rid()]);
             let mut top = i;
             let mut up = f.parent;
-            for _ in 0..host.functions.len() {
+            for _ in 0..functions.len() {
                 let Some(b) = up else { break };
-                let Some(bridge) = host.functions.get(b) else { break };
+                let Some(bridge) = functions.get(b) else { break };
                 let alias = match bridge.kind {
-                    PciKind::PcieToPciBridge => bridge.secondary_bus.map(|s| u16::from(s) << 8),
-                    PciKind::PciToPcieBridge | PciKind::PciBridge => Some(bridge.rid()),
+                    Kind::PcieToPciBridge => bridge.secondary_bus().map(|s| u16::from(s) << 8),
+                    Kind::PciToPcieBridge | Kind::PciBridge => Some(bridge.rid()),
                     // Ports pass requester IDs through unchanged.
                     _ => None,
                 };
@@ -326,18 +321,18 @@ pub fn compute(t: &Topology) -> Groups {
             // 2. Up from the topmost alias to the first port with ACS on the
             //    whole path to the root.
             let mut anchor = top;
-            let mut up = host.functions.get(top).and_then(|x| x.parent);
-            for _ in 0..host.functions.len() {
+            let mut up = functions.get(top).and_then(|x| x.parent);
+            for _ in 0..functions.len() {
                 let Some(b) = up else { break };
                 if acs_path_enabled(host, b) {
                     break;
                 }
                 join(&mut sets, me, base + b, GroupReason::NoAcs);
                 anchor = b;
-                up = host.functions.get(b).and_then(|x| x.parent);
+                up = functions.get(b).and_then(|x| x.parent);
             }
             // 3. Sibling functions without ACS (get_pci_function_alias_group).
-            if let Some(a) = host.functions.get(anchor) {
+            if let Some(a) = functions.get(anchor) {
                 if a.multifunction && !acs_enabled(host, anchor) {
                     let slot = (a.parent, a.bdf.bus, a.bdf.dev);
                     for &(_, j) in slots.range((slot, 0)..=(slot, usize::MAX)) {
@@ -353,13 +348,13 @@ pub fn compute(t: &Topology) -> Groups {
         }
     }
     for p in &t.platform {
-        let s = if p.streams.is_empty() {
+        let s = if p.iommus.is_empty() {
             Err(NotIsolatableReason::NoIommus)
         } else {
-            p.streams
+            p.iommus
                 .iter()
                 .map(|s| {
-                    let smmu = s.smmu.ok_or(NotIsolatableReason::IommusNotSmmu { phandle: s.phandle })?;
+                    let smmu = s.smmu.map(SmmuIndex).ok_or(NotIsolatableReason::IommusNotSmmu { phandle: s.phandle })?;
                     check_sid(t, smmu, u64::from(s.sid), s.phandle)
                 })
                 .collect()
@@ -384,10 +379,11 @@ pub fn compute(t: &Topology) -> Groups {
     let mut unmatched_hints = Vec::new();
     let mut hinted: Vec<(u32, usize)> = Vec::new();
     for (h, host) in t.hosts.iter().enumerate() {
-        for hint in &host.hints {
-            match t.resolve_pci(h, &hint.chain) {
-                Some(f) => hinted.push((hint.group, first_of_host.get(h).copied().unwrap_or(0) + f)),
-                None => unmatched_hints.push((hint.path.clone(), hint.group)),
+        for node in &host.bridge.nodes {
+            let Some(group) = node.isolation_group else { continue };
+            match t.resolve_pci(h, &node.chain) {
+                Some(f) => hinted.push((group, first_of_host.get(h).copied().unwrap_or(0) + f)),
+                None => unmatched_hints.push((node.path.clone(), group)),
             }
         }
     }

@@ -91,7 +91,7 @@ mod tests {
     use alloc::vec;
     use dtoolkit::fdt::Fdt;
     use dtoolkit::{Node, Property};
-    use smmu::PhysAddr;
+    use devicetree::PhysAddr;
 
     #[test]
     fn partition_dtb_has_memory_cpus_and_bootargs() {
@@ -103,6 +103,7 @@ mod tests {
             bootargs: String::from("hello exit=0"),
             manager: false,
             fault_limit: DEFAULT_FAULT_LIMIT,
+            log_limit: crate::budget::DEFAULT_LOG_LIMIT,
             dma_p2p: false,
             cpus: vec![1],
             groups: vec![],

@@ -6,7 +6,7 @@
 //! before anything happens: a bad call changes nothing.
 
 use crate::binding::Region;
-use smmu::PhysAddr;
+use devicetree::PhysAddr;
 
 /// ABI version returned by [`VERSION`]: major << 16 | minor.
 pub const ABI_VERSION: u64 = 1 << 16;

@@ -5,14 +5,13 @@
 extern crate alloc;
 
 pub mod binding;
+pub mod budget;
 pub mod faults;
 pub mod groups;
 pub mod topology;
 pub mod guest_dt;
 pub mod hypercall;
-#[cfg(any(feature = "machine", test))]
 pub mod machine;
 pub mod ownership;
 pub mod validate;
-#[cfg(test)]
-mod testutil;
+pub mod vm;

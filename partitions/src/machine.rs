@@ -1,114 +1,38 @@
-//! The machine as `platform` found it, turned into what the policy decides
-//! on: the isolation-group [`Topology`] and the [`Hardware`] a configuration
-//! is validated against.
+//! The [`Machine`] the device tree describes and what PCI enumeration
+//! found, turned into what the policy decides on: the isolation-group
+//! [`Topology`] and the [`Hardware`] a configuration is validated against.
 //!
-//! The kernel calls these at boot with what discovery, PCI enumeration and
-//! its own placement gave it; `cargo xtask check` calls the same functions
-//! on the host with a device tree and a PCI topology read back from a boot
-//! log, so the offline verdict is the kernel's verdict. Plain conversion:
-//! no register is touched here (`platform`'s types are data on the host).
+//! The kernel calls these at boot with its machine description, its
+//! enumeration and its own placement; `cargo xtask check` calls the same
+//! functions on the host with the machine of a device tree and a PCI
+//! topology read back from a boot log, so the offline verdict is the
+//! kernel's verdict. The topology is the machine's own types paired up,
+//! not a copy in other types.
 
-use crate::binding::{PciStep, Region};
+use crate::binding::Region;
 use crate::groups::Groups;
-use crate::topology::{self as model, SmmuIndex, Topology};
+use crate::topology::{self as model, Topology};
 use crate::validate::Hardware;
 use alloc::string::String;
-use platform::discovery::{Discovery, DEFAULT_SID_BITS};
-use platform::dt::{DeviceTree, DtError, SmmuNode};
-use platform::memmap::{MemoryMap, Reservation};
-use platform::pci::{FunctionKind, HostTopology};
-use platform::PhysRange;
+use devicetree::discovery::DEFAULT_SID_BITS;
+use devicetree::memmap::{MemoryMap, Reservation};
+use devicetree::pci::HostTopology;
+use devicetree::{Machine, PhysRange};
 
 /// A physical range as the configuration's [`Region`].
 pub fn region(r: &PhysRange) -> Region {
-    Region { base: smmu::PhysAddr(r.start.0), size: r.size() }
+    Region { base: r.start, size: r.size() }
 }
 
-fn kind(k: FunctionKind) -> model::PciKind {
-    use model::PciKind as M;
-    match k {
-        FunctionKind::PciDevice => M::PciDevice,
-        FunctionKind::PciBridge => M::PciBridge,
-        FunctionKind::Endpoint => M::Endpoint,
-        FunctionKind::LegacyEndpoint => M::LegacyEndpoint,
-        FunctionKind::RcIntegratedEndpoint => M::RcIntegratedEndpoint,
-        FunctionKind::RcEventCollector => M::RcEventCollector,
-        FunctionKind::RootPort => M::RootPort,
-        FunctionKind::UpstreamPort => M::UpstreamPort,
-        FunctionKind::DownstreamPort => M::DownstreamPort,
-        FunctionKind::PcieToPciBridge => M::PcieToPciBridge,
-        FunctionKind::PciToPcieBridge => M::PciToPcieBridge,
-        FunctionKind::Reserved(_) => M::Other,
-    }
-}
-
-/// Discovery's findings and one enumeration result per `d.pci_hosts` entry
-/// (same order) → the policy's model. SMMU indices are positions in
-/// `smmus` ([`DeviceTree::smmus`]).
-pub fn topology(d: &Discovery, pci: &[HostTopology], smmus: &[SmmuNode]) -> Topology {
+/// The machine's SMMUs and DMA masters and one enumeration result per host
+/// bridge (`m.devices.pci_hosts`, same order) → the policy's model. SMMU
+/// indices are positions in `m.smmus`.
+pub fn topology(m: &Machine, pci: &[HostTopology]) -> Topology {
     // SIDSIZE from the DT-less default until the SMMU driver's probe
     // (IDR1.SIDSIZE) is passed in.
-    let smmus = smmus.iter().map(|s| model::Smmu { name: String::from(s.name.as_str()), sid_bits: DEFAULT_SID_BITS }).collect();
-    let hosts = d
-        .pci_hosts
-        .iter()
-        .zip(pci)
-        .map(|(h, t)| model::PciHost {
-            path: h.path.clone(),
-            root_bus: t.root_bus,
-            iommu_map: model::IdMap {
-                entries: h
-                    .iommu_map
-                    .iter()
-                    .map(|e| model::IdMapEntry {
-                        rid_base: e.rid_base,
-                        length: e.length,
-                        smmu: e.target.map(SmmuIndex),
-                        phandle: e.phandle,
-                        sid_base: e.out_base,
-                    })
-                    .collect(),
-                mask: h.iommu_map_mask,
-            },
-            functions: t
-                .functions
-                .iter()
-                .map(|f| model::PciFunction {
-                    bdf: model::Bdf::new(f.bdf.bus, f.bdf.dev, f.bdf.func),
-                    vendor: f.vendor,
-                    device: f.device,
-                    class: f.class,
-                    kind: kind(f.kind),
-                    parent: f.parent,
-                    secondary_bus: f.bridge.map(|b| b.secondary),
-                    acs: f.acs.map(|a| model::Acs { cap: a.cap.0, ctrl: a.ctrl.0 }),
-                    multifunction: f.multifunction,
-                    flr: f.flr,
-                })
-                .collect(),
-            hints: h
-                .nodes
-                .iter()
-                .filter_map(|n| {
-                    Some(model::PciHint {
-                        path: n.path.clone(),
-                        chain: n.chain.iter().map(|b| PciStep { bus: b.bus, dev: b.dev, func: b.func }).collect(),
-                        group: n.isolation_group?,
-                    })
-                })
-                .collect(),
-        })
-        .collect();
-    let platform = d
-        .masters
-        .iter()
-        .map(|m| model::PlatformDevice {
-            path: m.path.clone(),
-            streams: m.iommus.iter().map(|i| model::PlatformStream { phandle: i.phandle, smmu: i.smmu.map(SmmuIndex), sid: i.sid }).collect(),
-            isolation_group: m.isolation_group,
-        })
-        .collect();
-    Topology { smmus, hosts, platform }
+    let smmus = m.smmus.iter().map(|s| model::Smmu { name: String::from(s.name.as_str()), sid_bits: DEFAULT_SID_BITS }).collect();
+    let hosts = m.devices.pci_hosts.iter().zip(pci).map(|(h, t)| model::PciHost { bridge: h.clone(), bus: t.clone() }).collect();
+    Topology { smmus, hosts, platform: m.devices.masters.clone() }
 }
 
 /// Where the kernel put itself; `None` where it is not known (offline,
@@ -124,42 +48,37 @@ pub struct Placement {
 }
 
 /// What validation checks a configuration against: RAM and the firmware's
-/// reservations (`/memreserve/`, `/reserved-memory`) from `map`, the CPUs
-/// of `/cpus`, where the kernel sits, the boot CPU, and the grouped
+/// reservations (`/memreserve/`, `/reserved-memory`) from `map`, the
+/// machine's CPUs, where the kernel sits, the boot CPU, and the grouped
 /// topology.
-pub fn hardware(
-    dt: &DeviceTree<'_>,
-    map: &MemoryMap,
-    placed: Placement,
-    boot_cpu: u64,
-    topology: Topology,
-    groups: Groups,
-) -> Result<Hardware, DtError> {
+pub fn hardware(m: &Machine, map: &MemoryMap, placed: Placement, boot_cpu: u64, topology: Topology, groups: Groups) -> Hardware {
     let reserved = map
         .reserved()
         .iter()
         .filter(|(_, why)| matches!(why, Reservation::MemReserve | Reservation::ReservedMemory))
         .map(|(r, _)| region(r))
         .collect();
-    Ok(Hardware {
+    Hardware {
         ram: map.ram().iter().map(region).collect(),
         kernel: placed.kernel.as_ref().map(region),
         dtb: placed.dtb.as_ref().map(region),
         heap: placed.heap.as_ref().map(region),
         reserved,
-        cpus: dt.cpus()?.iter().map(|c| c.mpidr).collect(),
+        cpus: m.cpus.iter().map(|c| c.mpidr).collect(),
         boot_cpu,
         topology,
         groups,
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use devicetree::pci::FunctionKind;
+    use devicetree::DeviceTree;
     extern crate std;
 
-    use crate::testutil::dtb;
+    use devicetree::testutil::dtb;
 
     /// The conversion keeps what grouping needs: the host's `iommu-map`,
     /// functions with their parents, and PCI hints by `dev,fn` chain.
@@ -176,10 +95,13 @@ mod tests {
     dma@9100000 { reg = <0 0x9100000 0 0x1000>; iommus = <&smmu 0x42>; };
 };"#);
         let dt = DeviceTree::parse(&blob).unwrap();
+        // The parts of the machine the topology takes (the tree has no
+        // /memory or /cpus).
         let smmus = dt.smmus().unwrap();
-        let d = platform::discovery::discover(&dt, &smmus).unwrap();
-        let f = |bus, dev, kind, parent, bridge| platform::pci::Function {
-            bdf: platform::pci::Bdf::new(bus, dev, 0),
+        let devices = devicetree::discovery::discover(&dt, &smmus).unwrap();
+        let m = Machine { smmus, devices, ..Machine::default() };
+        let f = |bus, dev, kind, parent, bridge| devicetree::pci::Function {
+            bdf: devicetree::pci::Bdf::new(bus, dev, 0),
             vendor: 0x1234,
             device: 0x11e8,
             class: 0xff00,
@@ -194,7 +116,7 @@ mod tests {
             pcie_cap: None,
             bridge,
         };
-        let bridge = platform::pci::BridgeInfo { primary: 0, secondary: 1, subordinate: 1, mem: None, pref: None };
+        let bridge = devicetree::pci::BridgeInfo { primary: 0, secondary: 1, subordinate: 1, mem: None, pref: None };
         let pci = [HostTopology {
             root_bus: 0,
             last_bus: 1,
@@ -204,16 +126,16 @@ mod tests {
                 f(1, 0, FunctionKind::PciDevice, Some(1), None)
             ],
         }];
-        let t = topology(&d, &pci, &smmus);
+        let t = topology(&m, &pci);
         assert_eq!(t.smmus, [model::Smmu { name: "iommu@9050000".into(), sid_bits: DEFAULT_SID_BITS }]);
         let h = &t.hosts[0];
-        assert_eq!(h.iommu_map.entries[0].smmu, Some(SmmuIndex(0)));
-        assert_eq!(h.functions[1].kind, model::PciKind::PcieToPciBridge);
-        assert_eq!(h.functions[1].secondary_bus, Some(1));
-        assert_eq!(h.functions[2].parent, Some(1));
-        assert!(h.functions[0].flr);
-        assert_eq!(h.hints[0].chain, [PciStep { bus: 0, dev: 1, func: 0 }]);
-        assert_eq!(t.platform[0].streams[0].sid, 0x42);
+        assert_eq!(h.bridge.iommu_map.entries[0].target, Some(0));
+        assert_eq!(h.bus.functions[1].kind, FunctionKind::PcieToPciBridge);
+        assert_eq!(h.bus.functions[1].secondary_bus(), Some(1));
+        assert_eq!(h.bus.functions[2].parent, Some(1));
+        assert!(h.bus.functions[0].flr);
+        assert_eq!(h.bridge.nodes[0].chain, [devicetree::pci::Bdf::new(0, 1, 0)]);
+        assert_eq!(t.platform[0].iommus[0].sid, 0x42);
         let g = crate::groups::compute(&t);
         assert_eq!(g.group_of(model::DeviceRef::Pci { host: 0, function: 2 }).map(|g| g.devices.len()), Some(2), "dma alias");
     }
@@ -227,15 +149,15 @@ mod tests {
     cpus { #address-cells = <1>; #size-cells = <0>;
         cpu@0 { device_type = "cpu"; reg = <0>; }; cpu@1 { device_type = "cpu"; reg = <1>; }; };
 };"#);
-        let dt = DeviceTree::parse(&blob).unwrap();
-        let mut map = MemoryMap::new(dt.memory().unwrap().iter().copied()).unwrap();
+        let m = Machine::read(&DeviceTree::parse(&blob).unwrap()).unwrap();
+        let mut map = MemoryMap::new(m.ram.iter().copied()).unwrap();
         let kernel = PhysRange::new(0x4020_0000, 0x10_0000).unwrap();
         map.reserve(kernel, Reservation::Kernel).unwrap();
-        for r in dt.memreserve() {
+        for r in &m.memreserve {
             map.reserve(r.grow_to(4096), Reservation::MemReserve).unwrap();
         }
         let placed = Placement { kernel: Some(kernel), ..Placement::default() };
-        let hw = hardware(&dt, &map, placed, 0, Topology::default(), Groups::default()).unwrap();
+        let hw = hardware(&m, &map, placed, 0, Topology::default(), Groups::default());
         assert_eq!(hw.ram, [region(&PhysRange::new(0x4000_0000, 0x1000_0000).unwrap())]);
         assert_eq!(hw.reserved, [region(&PhysRange::new(0x4000_0000, 0x1000).unwrap())], "only firmware reservations, page-rounded");
         assert_eq!(hw.kernel, Some(region(&kernel)));

@@ -242,6 +242,7 @@ mod tests {
             bootargs: String::new(),
             manager,
             fault_limit: DEFAULT_FAULT_LIMIT,
+            log_limit: crate::budget::DEFAULT_LOG_LIMIT,
             dma_p2p: false,
             cpus: vec![1],
             groups,

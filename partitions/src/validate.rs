@@ -2,14 +2,15 @@
 //! first rule the configuration breaks. Nothing runs until this succeeds,
 //! and the same code runs on the host (tests, the offline checker).
 
-use crate::binding::{Config, ConfigError, PciStep, Region, Target};
+use crate::binding::{Config, ConfigError, Region, Target};
 use crate::groups::{GroupId, Groups};
-use crate::topology::{Bdf, DeviceRef, PciHost, Topology};
+use crate::topology::{DeviceRef, PciHost, Topology};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use smmu::PhysAddr;
+use devicetree::pci::Bdf;
+use devicetree::PhysAddr;
 
 /// Stage-2 mappings are made of 4 KiB pages at least.
 pub const PAGE: u64 = 4096;
@@ -59,6 +60,8 @@ pub struct PartitionPlan {
     pub manager: bool,
     /// Fault policy (count, window ms).
     pub fault_limit: (u32, u32),
+    /// What it may make the kernel print.
+    pub log_limit: crate::budget::LogLimit,
     /// Own BARs in own DMA space.
     pub dma_p2p: bool,
     /// CPUs by MPIDR.
@@ -86,7 +89,7 @@ fn refuse(node: &str, property: &'static str, message: String) -> ConfigError {
     ConfigError::new(node, property, message)
 }
 
-/// Checks every memory and CPU rule of BINDING.md and builds the plan.
+/// Checks every memory and CPU rule of boards/bindings/bulkhead,partitions.yaml and builds the plan.
 pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
     let mut plan = Plan::default();
     // Regions no partition memory may overlap, with the partition whose
@@ -184,6 +187,7 @@ pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
             bootargs: p.bootargs.clone(),
             manager: p.manager,
             fault_limit: p.fault_limit.unwrap_or(DEFAULT_FAULT_LIMIT),
+            log_limit: p.log_limit.unwrap_or(crate::budget::DEFAULT_LOG_LIMIT),
             dma_p2p: p.dma_p2p,
             cpus: core::mem::take(&mut cpus[i]),
             groups: core::mem::take(&mut groups[i]),
@@ -207,7 +211,7 @@ fn describe(topo: &Topology, d: DeviceRef) -> String {
 /// Whether `d` is an endpoint (not a bridge or port): only endpoints are
 /// given to partitions; the bridges of a group stay with the kernel.
 fn is_endpoint(topo: &Topology, d: DeviceRef) -> bool {
-    topo.pci(d).is_none_or(|f| f.secondary_bus.is_none())
+    topo.pci(d).is_none_or(|f| f.secondary_bus().is_none())
 }
 
 /// Devices and groups per partition: every assigned node resolves to a
@@ -228,11 +232,11 @@ fn assign_devices(cfg: &Config, hw: &Hardware) -> Result<(Vec<Vec<GroupId>>, Vec
         let d = match &a.target {
             Target::Cpu { .. } => continue,
             Target::Pci { host, chain } => {
-                let hi = topo.hosts.iter().position(|h| &h.path == host).ok_or_else(|| {
+                let hi = topo.hosts.iter().position(|h| &h.bridge.path == host).ok_or_else(|| {
                     refuse(&a.path, "bulkhead,partition", format!("{host} is not a PCI host bridge bulkhead enumerated"))
                 })?;
                 let fi = pci_index.get(hi).and_then(|ix| ix.resolve(&topo.hosts[hi], chain)).ok_or_else(|| {
-                    let last = chain.last().copied().unwrap_or(crate::binding::PciStep { bus: 0, dev: 0, func: 0 });
+                    let last = chain.last().copied().unwrap_or(Bdf::new(0, 0, 0));
                     refuse(
                         &a.path,
                         "bulkhead,partition",
@@ -323,7 +327,7 @@ struct PciIndex {
 
 impl PciIndex {
     fn new(h: &PciHost) -> PciIndex {
-        PciIndex { by_bdf: h.functions.iter().enumerate().map(|(i, f)| (f.bdf, i)).collect() }
+        PciIndex { by_bdf: h.bus.functions.iter().enumerate().map(|(i, f)| (f.bdf, i)).collect() }
     }
 
     /// The functions at `bdf`, in enumeration order.
@@ -332,13 +336,14 @@ impl PciIndex {
     }
 
     /// Same answer as `Topology::resolve_pci` for this host.
-    fn resolve(&self, h: &PciHost, chain: &[PciStep]) -> Option<usize> {
+    fn resolve(&self, h: &PciHost, chain: &[Bdf]) -> Option<usize> {
+        let f = &h.bus.functions;
         let (first, rest) = chain.split_first()?;
-        let mut cur = self.at(Bdf::new(first.bus, first.dev, first.func)).next()?;
+        let mut cur = self.at(*first).next()?;
         for s in rest {
-            let sec = h.functions.get(cur)?.secondary_bus?;
+            let sec = f.get(cur)?.secondary_bus()?;
             let parent = Some(cur);
-            cur = self.at(Bdf::new(sec, s.dev, s.func)).find(|&i| h.functions.get(i).is_some_and(|f| f.parent == parent))?;
+            cur = self.at(Bdf::new(sec, s.dev, s.func)).find(|&i| f.get(i).is_some_and(|x| x.parent == parent))?;
         }
         Some(cur)
     }
@@ -380,6 +385,7 @@ mod tests {
             bootargs: String::new(),
             manager: false,
             fault_limit: None,
+            log_limit: None,
             dma_p2p: false,
         }
     }
@@ -456,21 +462,15 @@ mod tests {
 
     mod devices {
         use super::*;
-        use crate::binding::PciStep;
-        use crate::topology::{Bdf, IdMap, IdMapEntry, PciFunction, PciHost, PciKind, PlatformDevice, Smmu, SmmuIndex};
+        use crate::topology::{PciHost, Smmu};
+        use devicetree::discovery::{self, IdMap, IdMapEntry, IommuRef, PlatformMaster};
+        use devicetree::pci::{Function, FunctionKind, HostTopology};
 
-        fn f(bdf: (u8, u8, u8), kind: PciKind, parent: Option<usize>, secondary: Option<u8>) -> PciFunction {
-            PciFunction {
-                bdf: Bdf::new(bdf.0, bdf.1, bdf.2),
-                vendor: 0x1234,
-                device: 0x11e8,
-                class: 0,
-                kind,
-                parent,
-                secondary_bus: secondary,
-                acs: None,
-                multifunction: false,
-                flr: false,
+        fn f(bdf: (u8, u8, u8), kind: FunctionKind, parent: Option<usize>, secondary: Option<u8>) -> Function {
+            let f = Function { vendor: 0x1234, device: 0x11e8, parent, ..Function::new(Bdf::new(bdf.0, bdf.1, bdf.2), kind) };
+            match secondary {
+                Some(bus) => f.bridging(bus),
+                None => f,
             }
         }
 
@@ -479,30 +479,35 @@ mod tests {
         /// iommus; one without.
         fn machine() -> Hardware {
             let host = PciHost {
-                path: "/pcie@10000000".into(),
-                root_bus: 0,
-                iommu_map: IdMap {
-                    entries: vec![IdMapEntry { rid_base: 0, length: 0x10000, smmu: Some(SmmuIndex(0)), phandle: 1, sid_base: 0 }],
-                    mask: None,
+                bridge: discovery::PciHost {
+                    path: "/pcie@10000000".into(),
+                    iommu_map: IdMap {
+                        entries: vec![IdMapEntry { rid_base: 0, length: 0x10000, target: Some(0), phandle: 1, out_base: 0 }],
+                        mask: None,
+                    },
+                    ..discovery::PciHost::default()
                 },
-                functions: vec![
-                    f((0, 1, 0), PciKind::Endpoint, None, None),
-                    f((0, 2, 0), PciKind::PcieToPciBridge, None, Some(1)),
-                    f((1, 1, 0), PciKind::PciDevice, Some(1), None),
-                    f((1, 2, 0), PciKind::PciDevice, Some(1), None),
-                ],
-                hints: vec![],
+                bus: HostTopology {
+                    root_bus: 0,
+                    last_bus: 1,
+                    functions: vec![
+                        f((0, 1, 0), FunctionKind::Endpoint, None, None),
+                        f((0, 2, 0), FunctionKind::PcieToPciBridge, None, Some(1)),
+                        f((1, 1, 0), FunctionKind::PciDevice, Some(1), None),
+                        f((1, 2, 0), FunctionKind::PciDevice, Some(1), None),
+                    ],
+                },
             };
             let topology = Topology {
                 smmus: vec![Smmu { name: "smmu".into(), sid_bits: 16 }],
                 hosts: vec![host],
                 platform: vec![
-                    PlatformDevice {
+                    PlatformMaster {
                         path: "/dma@9100000".into(),
-                        streams: vec![crate::topology::PlatformStream { phandle: 1, smmu: Some(SmmuIndex(0)), sid: 0x9000 }],
+                        iommus: vec![IommuRef { phandle: 1, smmu: Some(0), sid: 0x9000 }],
                         isolation_group: None,
                     },
-                    PlatformDevice { path: "/virtio_mmio@a000000".into(), streams: vec![], isolation_group: None },
+                    PlatformMaster { path: "/virtio_mmio@a000000".into(), iommus: vec![], isolation_group: None },
                 ],
             };
             let groups = crate::groups::compute(&topology);
@@ -515,7 +520,7 @@ mod tests {
                 partition,
                 target: Target::Pci {
                     host: "/pcie@10000000".into(),
-                    chain: chain.iter().map(|&(bus, dev, func)| PciStep { bus, dev, func }).collect(),
+                    chain: chain.iter().map(|&(bus, dev, func)| Bdf::new(bus, dev, func)).collect(),
                 },
                 isolation_group: None,
             }
@@ -585,33 +590,28 @@ mod tests {
 
     #[test]
     fn pci_index_resolves_like_the_topology() {
-        use crate::topology::{IdMap, PciFunction, PciKind};
-        let f = |bdf: (u8, u8, u8), parent: Option<usize>, secondary_bus: Option<u8>| PciFunction {
-            bdf: Bdf::new(bdf.0, bdf.1, bdf.2),
-            vendor: 0,
-            device: 0,
-            class: 0,
-            kind: PciKind::Endpoint,
-            parent,
-            secondary_bus,
-            acs: None,
-            multifunction: false,
-            flr: false,
+        use devicetree::pci::{Function, FunctionKind, HostTopology};
+        let f = |bdf: (u8, u8, u8), parent: Option<usize>, secondary_bus: Option<u8>| {
+            let f = Function { parent, ..Function::new(Bdf::new(bdf.0, bdf.1, bdf.2), FunctionKind::Endpoint) };
+            match secondary_bus {
+                Some(bus) => f.bridging(bus),
+                None => f,
+            }
         };
         // The same BDF twice (under two bridges that both claim bus 1).
         let functions = vec![f((0, 1, 0), None, Some(1)), f((1, 0, 0), Some(0), None), f((0, 2, 0), None, Some(1)), f((1, 0, 0), Some(2), None)];
-        let host = PciHost { path: "/pcie".into(), root_bus: 0, iommu_map: IdMap::default(), functions, hints: vec![] };
+        let host = PciHost { bus: HostTopology { functions, ..HostTopology::default() }, ..PciHost::default() };
         let topo = Topology { hosts: vec![host], ..Topology::default() };
         let ix = PciIndex::new(&topo.hosts[0]);
         let steps = [(0, 1, 0), (0, 2, 0), (1, 0, 0), (0, 3, 0)];
         for a in steps {
             for b in steps {
                 for chain in [vec![a], vec![a, b], vec![a, b, b]] {
-                    let c: Vec<PciStep> = chain.iter().map(|&(bus, dev, func)| PciStep { bus, dev, func }).collect();
+                    let c: Vec<Bdf> = chain.iter().map(|&(bus, dev, func)| Bdf::new(bus, dev, func)).collect();
                     assert_eq!(ix.resolve(&topo.hosts[0], &c), topo.resolve_pci(0, &c), "{chain:?}");
                 }
             }
         }
-        assert_eq!(ix.resolve(&topo.hosts[0], &[PciStep { bus: 0, dev: 2, func: 0 }, PciStep { bus: 9, dev: 0, func: 0 }]), Some(3));
+        assert_eq!(ix.resolve(&topo.hosts[0], &[Bdf::new(0, 2, 0), Bdf::new(9, 0, 0)]), Some(3));
     }
 }

@@ -7,12 +7,15 @@
 //! is left as the firmware set it. Every wait on the FIFO is bounded: a
 //! wedged UART loses log bytes, it never stops the kernel.
 
-use crate::dt::{Uart, UartKind};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_bitfields;
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+
+/// Which UART the console drives and where: what the DT's stdout-path (or
+/// a board's early console) names.
+pub use devicetree::{Uart, UartKind};
 
 register_bitfields![u32,
     /// Flag register.

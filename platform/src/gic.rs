@@ -20,7 +20,7 @@
 //! - every wait on the hardware (RWP, ChildrenAsleep) is bounded and ends
 //!   in a [`GicError`].
 
-use crate::addr::{PhysAddr, PhysRange};
+use crate::{PhysAddr, PhysRange};
 use embedded_hal::delay::DelayNs;
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite};

@@ -5,8 +5,8 @@
 //! page goes to a buddy frame allocator, whose blocks are naturally aligned
 //! to their size.
 
-use crate::addr::{PhysAddr, PhysRange};
-use crate::memmap::MemoryMap;
+use crate::{PhysAddr, PhysRange};
+use devicetree::memmap::MemoryMap;
 use buddy_system_allocator::{LockedFrameAllocator, LockedHeap};
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -10,7 +10,7 @@
 //! Descriptor layout: Arm ARM D8.3 (translation table descriptor formats);
 //! AP/XN for a one-privilege-level regime: D8.4 (EL2 with HCR_EL2.E2H=0).
 
-use crate::addr::{PhysAddr, PhysRange};
+use crate::{PhysAddr, PhysRange};
 
 /// Translation granule.
 pub const PAGE_SIZE: u64 = 4096;

@@ -1,62 +1,15 @@
-//! A spin lock for kernel state shared between CPUs (the boot CPU and the
-//! CPUs that trap in from partitions). Holders never wait on hardware
-//! unbounded, so spinning is bounded by the longest critical section.
+//! The lock for kernel state shared between CPUs (the boot CPU and the
+//! CPUs that trap in from partitions): a ticket lock (`spin`'s
+//! `TicketMutex`), so CPUs get it in the order they asked. A partition
+//! whose CPUs trap in a loop cannot keep the boot CPU's event handling
+//! from the lock: the boot CPU waits for at most one critical section of
+//! each CPU ahead of it, and holders never wait on hardware unbounded.
 
-use core::cell::UnsafeCell;
-use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, Ordering};
-
-/// Mutual exclusion by spinning.
-pub struct SpinLock<T> {
-    locked: AtomicBool,
-    value: UnsafeCell<T>,
-}
-
-// SAFETY: access to `value` is serialised by `locked`.
-unsafe impl<T: Send> Sync for SpinLock<T> {}
-// SAFETY: moving the lock moves the value.
-unsafe impl<T: Send> Send for SpinLock<T> {}
-
-impl<T> SpinLock<T> {
-    /// An unlocked lock around `value`.
-    pub const fn new(value: T) -> SpinLock<T> {
-        SpinLock { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
-    }
-
-    /// Spins until the lock is free, then holds it until the guard drops.
-    pub fn lock(&self) -> SpinGuard<'_, T> {
-        while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            core::hint::spin_loop();
-        }
-        SpinGuard { lock: self }
-    }
-}
+/// Mutual exclusion by spinning, first come first served.
+pub type SpinLock<T> = spin::mutex::TicketMutex<T>;
 
 /// Holds a [`SpinLock`].
-pub struct SpinGuard<'a, T> {
-    lock: &'a SpinLock<T>,
-}
-
-impl<T> Deref for SpinGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the guard holds the lock.
-        unsafe { &*self.lock.value.get() }
-    }
-}
-
-impl<T> DerefMut for SpinGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the guard holds the lock, exclusively.
-        unsafe { &mut *self.lock.value.get() }
-    }
-}
-
-impl<T> Drop for SpinGuard<'_, T> {
-    fn drop(&mut self) {
-        self.lock.locked.store(false, Ordering::Release);
-    }
-}
+pub type SpinGuard<'a, T> = spin::mutex::TicketMutexGuard<'a, T>;
 
 #[cfg(test)]
 mod tests {
@@ -70,7 +23,7 @@ mod tests {
             .map(|_| {
                 let l = l.clone();
                 std::thread::spawn(move || {
-                    for _ in 0..10_000 {
+                    for _ in 0..1_000 {
                         *l.lock() += 1;
                     }
                 })
@@ -79,6 +32,26 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(*l.lock(), 40_000);
+        assert_eq!(*l.lock(), 4_000);
+    }
+
+    #[test]
+    fn waiters_are_served_in_order() {
+        // A thread that takes the lock over and over cannot overtake one
+        // that is already waiting: the waiter is served next.
+        let l = std::sync::Arc::new(SpinLock::new(std::vec::Vec::new()));
+        let g = l.lock();
+        let waiter = {
+            let l = l.clone();
+            std::thread::spawn(move || l.lock().push("waiter"))
+        };
+        // Time for the waiter to take its ticket.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(g);
+        for _ in 0..1000 {
+            l.lock().push("storm");
+        }
+        waiter.join().unwrap();
+        assert_eq!(l.lock()[0], "waiter");
     }
 }

@@ -456,8 +456,8 @@ pub struct CmdqCounters {
     pub errors: u64,
 }
 
-/// Hardware handles a queue operation needs.
-pub(crate) struct Hw<'a, M, D, T> {
+/// What a queue operation touches: the registers, the DMA memory, the delay and the bound on each wait.
+pub(crate) struct Io<'a, M, D, T> {
     pub mmio: &'a M,
     pub dma: &'a mut D,
     pub delay: &'a mut T,
@@ -525,7 +525,7 @@ impl CommandQueue {
 
     /// Publishes entries written since the last kick and moves
     /// SMMU_CMDQ_PROD so the SMMU starts consuming them.
-    fn kick<M: Mmio, D: DmaMemory, T>(&mut self, hw: &mut Hw<'_, M, D, T>) {
+    fn kick<M: Mmio, D: DmaMemory, T>(&mut self, hw: &mut Io<'_, M, D, T>) {
         let n = self.ring.used(self.prod, self.kicked);
         if n > 0 {
             let start = self.ring.index(self.kicked) as usize;
@@ -556,7 +556,7 @@ impl CommandQueue {
     /// GERROR.CMDQ_ERR and restarts consumption.
     fn recover<M: Mmio, D: DmaMemory, T>(
         &mut self,
-        hw: &mut Hw<'_, M, D, T>,
+        hw: &mut Io<'_, M, D, T>,
     ) -> Result<bool, Error> {
         let gerror = hw.mmio.read32(offset::GERROR);
         let gerrorn = hw.mmio.read32(offset::GERRORN);
@@ -603,7 +603,7 @@ impl CommandQueue {
     /// Repairs a pending command error now (from the GERROR handler).
     pub fn recover_now<M: Mmio, D: DmaMemory, T>(
         &mut self,
-        hw: &mut Hw<'_, M, D, T>,
+        hw: &mut Io<'_, M, D, T>,
     ) -> Result<bool, Error> {
         self.recover(hw)
     }
@@ -617,7 +617,7 @@ impl CommandQueue {
     /// command errors on the way, within the configured time budget.
     fn wait<M: Mmio, D: DmaMemory, T: DelayNs>(
         &mut self,
-        hw: &mut Hw<'_, M, D, T>,
+        hw: &mut Io<'_, M, D, T>,
         what: WaitFor,
         pred: fn(&Ring, u32, u32) -> bool,
     ) -> Result<(), Error> {
@@ -662,9 +662,9 @@ impl CommandQueue {
 
     /// Writes raw command words behind the producer index, waiting (bounded)
     /// while the queue is full.
-    pub fn push_raw<M: Mmio, D: DmaMemory, T: DelayNs>(
+    pub(crate) fn push_raw<M: Mmio, D: DmaMemory, T: DelayNs>(
         &mut self,
-        hw: &mut Hw<'_, M, D, T>,
+        hw: &mut Io<'_, M, D, T>,
         words: [u64; 2],
     ) -> Result<(), Error> {
         if self.ring.is_full(self.prod, self.read_cons(hw.mmio)) {
@@ -685,7 +685,7 @@ impl CommandQueue {
     /// Queues one command (no completion wait; see [`sync`](Self::sync)).
     pub fn push<M: Mmio, D: DmaMemory, T: DelayNs>(
         &mut self,
-        hw: &mut Hw<'_, M, D, T>,
+        hw: &mut Io<'_, M, D, T>,
         cmd: Command,
     ) -> Result<(), Error> {
         self.push_raw(hw, cmd.encode())
@@ -697,7 +697,7 @@ impl CommandQueue {
     /// previous sync.
     pub fn sync<M: Mmio, D: DmaMemory, T: DelayNs>(
         &mut self,
-        hw: &mut Hw<'_, M, D, T>,
+        hw: &mut Io<'_, M, D, T>,
     ) -> Result<(), Error> {
         self.push(hw, Command::Sync)?;
         self.counters.syncs += 1;

@@ -5,7 +5,7 @@
 
 use tock_registers::LocalRegisterCopy;
 
-use crate::cmdq::{Hw, Ring};
+use crate::cmdq::{Io, Ring};
 use crate::error::Error;
 use crate::features::Features;
 use crate::hal::{DmaMemory, DmaRegion, Mmio};
@@ -289,7 +289,7 @@ impl EventQueue {
     /// SMMU and acknowledges an overflow.
     pub fn drain<M: Mmio, D: DmaMemory, T>(
         &mut self,
-        hw: &mut Hw<'_, M, D, T>,
+        hw: &mut Io<'_, M, D, T>,
         limit: u32,
         mut f: impl FnMut(&Event),
     ) -> Result<DrainReport, Error> {

@@ -23,10 +23,10 @@ fn linear(f: Flavour) -> (std::rc::Rc<Model>, Config) {
 }
 
 /// 1. Installing an entry over an aborting one never lets a fetch combine
-/// the new dword 0 with older dwords (the model plays every such fetch),
-/// on either stream-table format and every stage; an aborted entry holds
-/// no table pointer once its abort is confirmed; and the cost is one
-/// CMD_SYNC per assignment with a two-level table, two with a linear one.
+///    the new dword 0 with older dwords (the model plays every such fetch),
+///    on either stream-table format and every stage; an aborted entry holds
+///    no table pointer once its abort is confirmed; and the cost is one
+///    CMD_SYNC per assignment with a two-level table, two with a linear one.
 #[test]
 fn no_torn_ste_fetch_on_install() {
     for f in Flavour::ALL {
@@ -65,8 +65,8 @@ fn no_torn_ste_fetch_on_install() {
 }
 
 /// 2. IDR1.TABLES_PRESET / QUEUES_PRESET: the driver cannot place its
-/// all-abort stream table (or its queues), so it refuses the SMMU, which
-/// stays disabled with GBPA aborting.
+///    all-abort stream table (or its queues), so it refuses the SMMU, which
+///    stays disabled with GBPA aborting.
 #[test]
 fn preset_tables_and_queues_are_refused() {
     for (bit, why) in [(30, Unsupported::TablesPreset), (29, Unsupported::QueuesPreset)] {
@@ -83,7 +83,7 @@ fn preset_tables_and_queues_are_refused() {
 }
 
 /// 3. An SMMU firmware left enabled on a bypassing stream table is turned
-/// off right after GBPA aborts, even when the driver then refuses it.
+///    off right after GBPA aborts, even when the driver then refuses it.
 #[test]
 fn firmware_enabled_smmu_is_disabled_even_when_refused() {
     let mut idr = Flavour::Nested.idr();
@@ -109,8 +109,8 @@ fn firmware_enabled_smmu_is_disabled_even_when_refused() {
 }
 
 /// 5. Stage 2 with an output size of 32..=48 bits: a legal starting level
-/// (level 1 with concatenated tables where level 0 is not allowed), so DMA
-/// translates instead of every access failing with C_BAD_STE.
+///    (level 1 with concatenated tables where level 0 is not allowed), so DMA
+///    translates instead of every access failing with C_BAD_STE.
 #[test]
 fn stage2_start_level_is_legal_for_every_output_size() {
     for (oas_field, bits) in [(0u32, 32u8), (1, 36), (2, 40), (3, 42), (4, 44), (5, 48)] {
@@ -149,9 +149,9 @@ fn stage2_start_level_is_legal_for_every_output_size() {
 }
 
 /// 6. Nested: the combined stage-1 entries are tagged with the stage-2
-/// VMID. Unmapping from the stage-2 domain drops them (TLBI_NH_ALL of the
-/// VMID: TLBI by IPA does not reach them), and unmapping from the stage-1
-/// domain invalidates under that VMID, not the plain stage-1 tag.
+///    VMID. Unmapping from the stage-2 domain drops them (TLBI_NH_ALL of the
+///    VMID: TLBI by IPA does not reach them), and unmapping from the stage-1
+///    domain invalidates under that VMID, not the plain stage-1 tag.
 #[test]
 fn nested_unmaps_drop_combined_entries() {
     let m = Model::new(Flavour::Nested);
@@ -189,7 +189,7 @@ fn nested_unmaps_drop_combined_entries() {
 }
 
 /// 8. CERROR_ABT: the command's fetch aborted, the command is valid; it is
-/// retried, not replaced by CMD_SYNC (which would drop a CFGI or TLBI).
+///    retried, not replaced by CMD_SYNC (which would drop a CFGI or TLBI).
 #[test]
 fn aborted_command_fetch_is_retried() {
     for f in Flavour::ALL {
@@ -215,8 +215,8 @@ fn aborted_command_fetch_is_retried() {
 }
 
 /// 9. More TLB tags than the driver tracks at once: the TLB invalidation
-/// still comes after the configuration invalidation of every stream that
-/// used them (before it, a still-cached STE could refill the TLB).
+///    still comes after the configuration invalidation of every stream that
+///    used them (before it, a still-cached STE could refill the TLB).
 #[test]
 fn tlbis_follow_cfgis_with_many_tags() {
     for f in Flavour::ALL {
@@ -241,8 +241,8 @@ fn tlbis_follow_cfgis_with_many_tags() {
 }
 
 /// 10a. A new level-1 descriptor is invalidated with Leaf = 0 (or a range):
-/// with Leaf = 1 a cached invalid descriptor would keep the stream
-/// terminated with C_BAD_STREAMID.
+///      with Leaf = 1 a cached invalid descriptor would keep the stream
+///      terminated with C_BAD_STREAMID.
 #[test]
 fn new_level1_descriptor_is_invalidated() {
     let m = Model::new(Flavour::S2Only);
@@ -258,8 +258,8 @@ fn new_level1_descriptor_is_invalidated() {
 }
 
 /// 10b. Context descriptors: a stream that leaves a stage-1 domain has its
-/// cached CDs invalidated (CFGI_CD_ALL; CFGI_STE does not drop them), so
-/// the next domain's CD — even in the freed CD's memory — is the one used.
+///      cached CDs invalidated (CFGI_CD_ALL; CFGI_STE does not drop them), so
+///      the next domain's CD — even in the freed CD's memory — is the one used.
 #[test]
 fn cached_cds_do_not_outlive_their_stream() {
     let m = Model::new(Flavour::S1Only);

@@ -1,31 +1,39 @@
 //! Flat images from ELF files: what a loader places in memory.
 
+use object::elf::{PT_LOAD, R_AARCH64_NONE, R_AARCH64_RELATIVE, SHF_ALLOC};
+use object::read::elf::{ElfFile64, FileHeader, ProgramHeader, Rela, SectionHeader};
+use object::LittleEndian;
+
+/// A little-endian ELF64 file, read by the `object` crate.
+pub type Elf<'a> = ElfFile64<'a, LittleEndian>;
+
+/// The largest flat image [`flat_binary`] lays out: far above any kernel or
+/// payload, and low enough that a corrupt segment address is refused
+/// rather than allocated.
+const MAX_IMAGE: u64 = 1 << 30;
+
+/// Parses `elf` as a little-endian ELF64 file.
+pub fn parse_elf(elf: &[u8]) -> Result<Elf<'_>, String> {
+    Elf::parse(elf).map_err(|e| format!("not a little-endian ELF64 file: {e}"))
+}
+
 /// The bytes of every PT_LOAD segment of a little-endian ELF64, laid out
 /// from the lowest segment address; returns (lowest address, image).
 pub fn flat_binary(elf: &[u8]) -> Result<(u64, Vec<u8>), String> {
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
-    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
-        return Err("not a little-endian ELF64 file".into());
-    }
-    let phoff = u64_at(0x20).ok_or("truncated header")? as usize;
-    let phentsize = u16_at(0x36).ok_or("truncated header")? as usize;
-    let phnum = u16_at(0x38).ok_or("truncated header")? as usize;
+    let file = parse_elf(elf)?;
+    let e = file.endian();
     let mut segs = Vec::new();
-    for i in 0..phnum {
-        let ph = phoff + i * phentsize;
-        if u32_at(ph).ok_or("truncated program header")? != 1 {
-            continue; // not PT_LOAD
-        }
-        let off = u64_at(ph + 8).ok_or("truncated program header")? as usize;
-        let paddr = u64_at(ph + 24).ok_or("truncated program header")?;
-        let filesz = u64_at(ph + 32).ok_or("truncated program header")? as usize;
-        let data = elf.get(off..off + filesz).ok_or("segment outside the file")?;
+    for ph in file.elf_program_headers().iter().filter(|ph| ph.p_type(e) == PT_LOAD) {
+        let data = ph.data(e, elf).map_err(|()| "segment outside the file")?;
+        let paddr = ph.p_paddr(e);
+        paddr.checked_add(data.len() as u64).ok_or(format!("segment at {paddr:#x} wraps around"))?;
         segs.push((paddr, data));
     }
     let base = segs.iter().map(|s| s.0).min().ok_or("no loadable segment")?;
     let end = segs.iter().map(|s| s.0 + s.1.len() as u64).max().unwrap_or(base);
+    if end - base > MAX_IMAGE {
+        return Err(format!("loadable segments span {:#x} bytes from {base:#x}: not an image", end - base));
+    }
     let mut out = vec![0u8; (end - base) as usize];
     for (addr, data) in segs {
         let at = (addr - base) as usize;
@@ -40,13 +48,6 @@ const ARM64_MAGIC_OFFSET: usize = 56;
 const ARM64_MAGIC: &[u8; 4] = b"ARM\x64";
 /// Size of the Linux arm64 image header.
 const ARM64_HEADER_SIZE: usize = 64;
-/// ELF section type of relocations with addends.
-const SHT_RELA: u32 = 4;
-/// ELF section flag: occupies memory at run time.
-const SHF_ALLOC: u64 = 2;
-/// `r_info` the kernel's `_start` applies (`R_AARCH64_RELATIVE`) or skips (`R_AARCH64_NONE`).
-const R_AARCH64_RELATIVE: u64 = 1027;
-const R_AARCH64_NONE: u64 = 0;
 
 /// The fields of a Linux arm64 image header (Documentation/arm64/booting.rst)
 /// that a loader acts on.
@@ -95,42 +96,32 @@ impl Arm64Header {
 /// relocation that the kernel's `_start` does not apply.
 pub fn linux_image(elf: &[u8]) -> Result<Vec<u8>, String> {
     let (base, image) = flat_binary(elf)?;
-    let entry = elf.get(0x18..0x20).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).ok_or("truncated header")?;
+    let file = parse_elf(elf)?;
+    let entry = file.elf_header().e_entry(file.endian());
     if entry != base {
         return Err(format!("entry point {entry:#x} is not the image start {base:#x} (the header must come first)"));
     }
     Arm64Header::parse(&image)?;
-    check_relocations(elf)?;
+    check_relocations(&file)?;
     Ok(image)
 }
 
-/// Every allocated RELA section holds only relocations `_start` applies.
+/// Every allocated RELA section holds only relocations `_start` applies
+/// (`R_AARCH64_RELATIVE`) or skips (`R_AARCH64_NONE`), with no symbol.
 /// (Relocations of data outside the image, like the pointer defmt keeps in
 /// its never-loaded `.defmt` section, are skipped by `_start` and only need
 /// the right type here.)
-fn check_relocations(elf: &[u8]) -> Result<(), String> {
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
-    let shoff = u64_at(0x28).ok_or("truncated header")? as usize;
-    let shentsize = u16_at(0x3a).ok_or("truncated header")? as usize;
-    let shnum = u16_at(0x3c).ok_or("truncated header")? as usize;
-    for i in 0..shnum {
-        let sh = shoff + i * shentsize;
-        let kind = u32_at(sh + 4).ok_or("truncated section header")?;
-        let flags = u64_at(sh + 8).ok_or("truncated section header")?;
-        if kind != SHT_RELA || flags & SHF_ALLOC == 0 {
-            continue;
-        }
-        let off = u64_at(sh + 24).ok_or("truncated section header")? as usize;
-        let size = u64_at(sh + 32).ok_or("truncated section header")? as usize;
-        let table = elf.get(off..off + size).ok_or("relocation table outside the file")?;
-        for rela in table.chunks_exact(24) {
-            let r_offset = u64::from_le_bytes(rela[0..8].try_into().unwrap_or([0; 8]));
-            let r_info = u64::from_le_bytes(rela[8..16].try_into().unwrap_or([0; 8]));
-            if r_info != R_AARCH64_RELATIVE && r_info != R_AARCH64_NONE {
+fn check_relocations(file: &Elf<'_>) -> Result<(), String> {
+    let e = file.endian();
+    for sh in file.elf_section_table().iter().filter(|sh| sh.sh_flags(e) & u64::from(SHF_ALLOC) != 0) {
+        let Some((table, _)) = sh.rela(e, file.data()).map_err(|_| "relocation table outside the file")? else { continue };
+        for rela in table {
+            let (sym, kind) = (rela.r_sym(e, false), rela.r_type(e, false));
+            if sym != 0 || !matches!(kind, R_AARCH64_RELATIVE | R_AARCH64_NONE) {
                 return Err(format!(
-                    "relocation with r_info {r_info:#x} at {r_offset:#x}: the kernel applies only R_AARCH64_RELATIVE"
+                    "relocation with r_info {:#x} at {:#x}: the kernel applies only R_AARCH64_RELATIVE",
+                    rela.r_info(e, false),
+                    rela.r_offset(e)
                 ));
             }
         }
@@ -141,6 +132,99 @@ fn check_relocations(elf: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object::elf::{EM_AARCH64, ET_EXEC, PF_R, PF_X, R_AARCH64_ABS64, SHT_RELA};
+    use object::write::elf::{FileHeader, ProgramHeader, Rel, SectionHeader, Writer};
+
+    /// A little-endian AArch64 ELF64 executable entered at `entry`: each of
+    /// `segments` (physical address, bytes) a PT_LOAD, and one allocated
+    /// `.rela.dyn` of `relocs` (offset, symbol, type).
+    fn elf(entry: u64, segments: &[(u64, &[u8])], relocs: &[(u64, u32, u32)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = Writer::new(object::Endianness::Little, true, &mut out);
+        w.reserve_file_header();
+        w.reserve_program_headers(segments.len() as u32);
+        let offsets: Vec<usize> = segments.iter().map(|(_, d)| w.reserve(d.len(), 8)).collect();
+        let rela_offset = w.reserve_relocations(relocs.len(), true);
+        let rela_name = w.add_section_name(b".rela.dyn");
+        w.reserve_null_section_index();
+        w.reserve_section_index();
+        w.reserve_shstrtab_section_index();
+        w.reserve_shstrtab();
+        w.reserve_section_headers();
+        w.write_file_header(&FileHeader { os_abi: 0, abi_version: 0, e_type: ET_EXEC, e_machine: EM_AARCH64, e_entry: entry, e_flags: 0 })
+            .expect("file header");
+        w.write_align_program_headers();
+        for (&(addr, data), &offset) in segments.iter().zip(&offsets) {
+            let (p_offset, size) = (offset as u64, data.len() as u64);
+            let (p_vaddr, p_paddr, p_filesz, p_memsz) = (addr, addr, size, size);
+            w.write_program_header(&ProgramHeader { p_type: PT_LOAD, p_flags: PF_R | PF_X, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align: 8 });
+        }
+        for (_, data) in segments {
+            w.write_align(8);
+            w.write(data);
+        }
+        w.write_align_relocation();
+        for &(r_offset, r_sym, r_type) in relocs {
+            w.write_relocation(true, &Rel { r_offset, r_sym, r_type, r_addend: 0 });
+        }
+        w.write_shstrtab();
+        w.write_null_section_header();
+        w.write_section_header(&SectionHeader {
+            name: Some(rela_name),
+            sh_type: SHT_RELA,
+            sh_flags: SHF_ALLOC.into(),
+            sh_addr: 0,
+            sh_offset: rela_offset as u64,
+            sh_size: (relocs.len() * 24) as u64,
+            sh_link: 0,
+            sh_info: 0,
+            sh_addralign: 8,
+            sh_entsize: 24,
+        });
+        w.write_shstrtab_section_header();
+        out
+    }
+
+    #[test]
+    fn lays_out_segments_from_the_lowest() {
+        let (base, image) = flat_binary(&elf(0x4020_0000, &[(0x4020_1000, b"cd"), (0x4020_0000, b"ab")], &[])).unwrap();
+        assert_eq!(base, 0x4020_0000);
+        assert_eq!(image.len(), 0x1002);
+        assert_eq!((&image[..2], &image[0x1000..]), (&b"ab"[..], &b"cd"[..]));
+        assert!(image[2..0x1000].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn refuses_what_is_no_image() {
+        assert!(flat_binary(b"\x7fELF").unwrap_err().contains("not a little-endian ELF64 file"));
+        assert!(flat_binary(&[0u8; 100]).is_err());
+        assert!(flat_binary(&elf(0, &[], &[])).unwrap_err().contains("no loadable segment"));
+        let far = elf(0, &[(0, b"a"), (1 << 40, b"b")], &[]);
+        assert!(flat_binary(&far).unwrap_err().contains("span"));
+        let wraps = elf(0, &[(u64::MAX, b"ab")], &[]);
+        assert!(flat_binary(&wraps).unwrap_err().contains("wraps"));
+        // Every prefix of a good file is refused or read, never a panic.
+        let good = elf(0x4020_0000, &[(0x4020_0000, &[1; 64])], &[(0x4020_0008, 0, R_AARCH64_RELATIVE)]);
+        for n in 0..good.len() {
+            let _ = linux_image(&good[..n]);
+        }
+    }
+
+    #[test]
+    fn an_image_needs_its_header_first_and_only_relocations_start_applies() {
+        let mut text = header(0, 0x1000, 0xa);
+        text.resize(0x100, 0);
+        let ok = [(0x4020_0010, 0, R_AARCH64_RELATIVE), (0, 0, R_AARCH64_NONE)];
+        assert_eq!(linux_image(&elf(0x4020_0000, &[(0x4020_0000, &text)], &ok)).unwrap(), text);
+        let abs = [(0x4020_0010, 0, R_AARCH64_RELATIVE), (0x4020_0018, 0, R_AARCH64_ABS64)];
+        let err = linux_image(&elf(0x4020_0000, &[(0x4020_0000, &text)], &abs)).unwrap_err();
+        assert_eq!(err, "relocation with r_info 0x101 at 0x40200018: the kernel applies only R_AARCH64_RELATIVE");
+        let with_symbol = [(0x4020_0010, 1, R_AARCH64_RELATIVE)];
+        assert!(linux_image(&elf(0x4020_0000, &[(0x4020_0000, &text)], &with_symbol)).unwrap_err().contains("r_info 0x100000403"));
+        let err = linux_image(&elf(0x4020_0040, &[(0x4020_0000, &text)], &[])).unwrap_err();
+        assert!(err.contains("entry point 0x40200040 is not the image start 0x40200000"), "{err}");
+        assert!(linux_image(&elf(0x4020_0000, &[(0x4020_0000, &[0; 0x100])], &[])).unwrap_err().contains("magic"));
+    }
 
     fn header(text_offset: u64, image_size: u64, flags: u64) -> Vec<u8> {
         let mut h = vec![0u8; 64];

@@ -8,6 +8,12 @@ pub mod debian;
 pub mod dtb;
 pub mod image;
 pub mod linux;
+/// The payload's bootargs words (`tests/payload/src/bootargs.rs`): the
+/// same file, built here so its tests run on the host and the scenarios
+/// know the payload's refusal.
+#[path = "../payload/src/bootargs.rs"]
+pub mod payload_bootargs;
+pub mod production;
 pub mod log;
 pub mod machine;
 pub mod qemu;
@@ -29,11 +35,59 @@ pub fn work_dir() -> PathBuf {
     d
 }
 
-/// What the scenarios boot: the kernel ELF and the partition payload image.
+/// Which kernel image a run boots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Image {
+    /// What ships: no `bulkhead.selftest=` checks, no raw SMMU commands.
+    #[default]
+    Production,
+    /// Built with the cargo feature `selftest` (`boards/kernel/src/selftest/`),
+    /// for the scenarios that drive those checks.
+    Selftest,
+}
+
+/// What the scenarios boot: the kernel ELFs and the partition payload image.
 #[derive(Clone, Debug)]
 pub struct Artifacts {
-    /// The kernel ELF (`-kernel`).
+    /// The production kernel ELF (`-kernel`).
     pub kernel: PathBuf,
+    /// The same board's kernel built with selftests.
+    pub selftest_kernel: PathBuf,
     /// The flat partition payload (loaded at each partition's `bulkhead,image`).
     pub payload: PathBuf,
+}
+
+impl Artifacts {
+    /// The ELF of `image`.
+    pub fn kernel(&self, image: Image) -> &Path {
+        match image {
+            Image::Production => &self.kernel,
+            Image::Selftest => &self.selftest_kernel,
+        }
+    }
+}
+
+/// The log decoders of both kernel images, read once per pass.
+pub struct Decoders {
+    production: log::Decoder,
+    selftest: log::Decoder,
+}
+
+impl Decoders {
+    /// Reads both ELFs' defmt tables.
+    pub fn load(a: &Artifacts) -> Result<Decoders, String> {
+        let read = |p: &Path| {
+            let elf = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            log::Decoder::from_elf(&elf)
+        };
+        Ok(Decoders { production: read(&a.kernel)?, selftest: read(&a.selftest_kernel)? })
+    }
+
+    /// The decoder of `image`.
+    pub fn get(&self, image: Image) -> &log::Decoder {
+        match image {
+            Image::Production => &self.production,
+            Image::Selftest => &self.selftest,
+        }
+    }
 }

@@ -223,6 +223,9 @@ pub struct QemuConfig {
     /// (FEAT_RNG, which feeds KASLR), no random seeds in the generated DTB
     /// (`dtb-randomness=off`), a fixed RTC on the virtual clock.
     pub deterministic: bool,
+    /// Which kernel image boots (the harness picks the ELF and its log
+    /// decoder; [`kernel`](Self::kernel) overrides the file booted).
+    pub image: crate::Image,
 }
 
 /// What the guest writes on the serial port.
@@ -298,6 +301,7 @@ impl Default for QemuConfig {
             initrd: None,
             console: Console::Defmt,
             deterministic: false,
+            image: crate::Image::Production,
         }
     }
 }

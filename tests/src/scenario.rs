@@ -1,7 +1,6 @@
 //! Scenarios: a QEMU configuration plus assertions on the kernel log and
 //! QEMU's trace, run in parallel, with a closing `N passed, N failed` line.
 
-use crate::log::Decoder;
 use crate::Artifacts;
 use crate::qemu::{self, Outcome, QemuConfig};
 use crate::trace::{kind, Kind, TraceEvent};
@@ -199,9 +198,7 @@ pub struct PassResult {
 /// each result and the pass's closing line. Scenarios that need a newer
 /// QEMU are skipped (and counted).
 pub fn run_all(artifacts: &Artifacts, scenarios: &[Scenario], filter: Option<&str>, jobs: usize, qemu: &crate::qemu::Qemu, dir: &str) -> Result<PassResult, String> {
-    let kernel = &artifacts.kernel;
-    let elf = std::fs::read(kernel).map_err(|e| format!("cannot read {}: {e}", kernel.display()))?;
-    let decoder = Decoder::from_elf(&elf)?;
+    let decoders = crate::Decoders::load(artifacts)?;
     let wanted: Vec<&Scenario> = scenarios.iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
     let (chosen, too_new): (Vec<&Scenario>, Vec<&Scenario>) = wanted.into_iter().partition(|s| {
         let (a, b) = s.min_qemu();
@@ -220,7 +217,7 @@ pub fn run_all(artifacts: &Artifacts, scenarios: &[Scenario], filter: Option<&st
         for _ in 0..jobs.max(1) {
             s.spawn(|| loop {
                 let Some(sc) = next.lock().expect("queue lock").next().copied() else { break };
-                let (ok, report) = run_one(artifacts, &decoder, sc, dir);
+                let (ok, report) = run_one(artifacts, &decoders, sc, dir);
                 let _g = print.lock().expect("print lock");
                 println!("{report}");
                 let mut r = results.lock().expect("results lock");
@@ -239,8 +236,7 @@ pub fn run_all(artifacts: &Artifacts, scenarios: &[Scenario], filter: Option<&st
     Ok(r)
 }
 
-fn run_one(artifacts: &Artifacts, decoder: &Decoder, sc: &Scenario, pass_dir: &str) -> (bool, String) {
-    let kernel = &artifacts.kernel;
+fn run_one(artifacts: &Artifacts, decoders: &crate::Decoders, sc: &Scenario, pass_dir: &str) -> (bool, String) {
     let dir = crate::work_dir().join(pass_dir).join(sc.name);
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -252,7 +248,8 @@ fn run_one(artifacts: &Artifacts, decoder: &Decoder, sc: &Scenario, pass_dir: &s
         Err(e) => return (false, format!("scenario {} ... FAILED\n  setup: {e}", sc.name)),
     };
     cfg.trace.get_or_insert_with(|| dir.join("trace.txt"));
-    let outcome = match qemu::run(kernel, decoder, &cfg, &mut |_| {}) {
+    let kernel = artifacts.kernel(cfg.image);
+    let outcome = match qemu::run(kernel, decoders.get(cfg.image), &cfg, &mut |_| {}) {
         Ok(o) => o,
         Err(e) => return (false, format!("scenario {} ... FAILED\n  {e}", sc.name)),
     };

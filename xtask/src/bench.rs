@@ -2,9 +2,7 @@
 //! reassignment costs, how much memory it takes, and how its policy code
 //! scales — measured deterministically and reported, never pass/fail.
 //!
-//! ```text
-//! cargo xtask bench [--smoke] [--json PATH] [--markdown] [--from PATH] [--jobs N]
-//! ```
+//! Options: [`Args`] (`cargo xtask bench --help`).
 //!
 //! Guest figures come from QEMU under `-icount shift=0,sleep=off`: virtual
 //! time advances one nanosecond per guest instruction, and with `-cpu max`
@@ -32,8 +30,9 @@ mod dma;
 mod memory;
 mod reassign;
 mod scale;
+mod storm;
 
-use bulkhead_tests::log::Decoder;
+use crate::cli::KernelOpts;
 use bulkhead_tests::qemu::{self, Outcome, QemuConfig};
 use bulkhead_tests::Artifacts;
 use serde_json::{json, Value};
@@ -239,7 +238,7 @@ impl Run {
 }
 
 /// Runs every configured QEMU, `jobs` at a time; outcomes by run name.
-fn run_all(kernel: &Path, decoder: &Decoder, runs: &[Run], jobs: usize, log: &(dyn Fn(&str) + Sync)) -> Vec<Result<Outcome, String>> {
+fn run_all(artifacts: &Artifacts, decoders: &bulkhead_tests::Decoders, runs: &[Run], jobs: usize, log: &(dyn Fn(&str) + Sync)) -> Vec<Result<Outcome, String>> {
     let results: Vec<Mutex<Option<Result<Outcome, String>>>> = runs.iter().map(|_| Mutex::new(None)).collect();
     let next = Mutex::new(0usize);
     std::thread::scope(|s| {
@@ -254,7 +253,7 @@ fn run_all(kernel: &Path, decoder: &Decoder, runs: &[Run], jobs: usize, log: &(d
                 let Some(run) = runs.get(i) else { break };
                 let r = match &run.cfg {
                     Err(e) => Err(format!("setup: {e}")),
-                    Ok(cfg) => qemu::run(kernel, decoder, cfg, &mut |_| {}).and_then(|o| {
+                    Ok(cfg) => qemu::run(artifacts.kernel(cfg.image), decoders.get(cfg.image), cfg, &mut |_| {}).and_then(|o| {
                         let _ = std::fs::write(run.dir.join("kernel.log"), o.log_text());
                         if o.timed_out {
                             Err(format!("QEMU did not finish within {} s", cfg.timeout.as_secs()))
@@ -345,15 +344,15 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
     // under the log decoder.
     let root = bench_root(plan.smoke);
     std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    let artifacts = &Artifacts { kernel: root.join("kernel.elf"), payload: root.join("payload.bin") };
-    for (from, to) in [(&built.kernel, &artifacts.kernel), (&built.payload, &artifacts.payload)] {
+    let artifacts = &Artifacts { kernel: root.join("kernel.elf"), selftest_kernel: root.join("kernel-selftest.elf"), payload: root.join("payload.bin") };
+    for (from, to) in [(&built.kernel, &artifacts.kernel), (&built.selftest_kernel, &artifacts.selftest_kernel), (&built.payload, &artifacts.payload)] {
         std::fs::copy(from, to).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
     }
     let elf = std::fs::read(&artifacts.kernel).map_err(|e| format!("cannot read {}: {e}", artifacts.kernel.display()))?;
     if !elf.windows(16).any(|w| w == b"milestone {=str}") {
         return Err(format!("{} has no debug-level milestone lines: build it with DEFMT_LOG={LOG_LEVEL}", built.kernel.display()));
     }
-    let decoder = Decoder::from_elf(&elf)?;
+    let decoders = bulkhead_tests::Decoders::load(artifacts)?;
     let mut runs = vec![Run::new(&root, "boot-demo", true, |d| boot::setup(d, artifacts))];
     for &(k, f) in &plan.reassign {
         runs.push(Run::new(&root, &format!("reassign-{k}{}", f.suffix()), true, move |d| reassign::setup(d, artifacts, k, f, plan.round_trips)));
@@ -366,7 +365,10 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
     }
     // The same board on a machine without the SMMU its early list names.
     runs.push(Run::new(&root, "boot-two-smmus", true, boot::setup_two_smmus));
-    let outcomes = run_all(&artifacts.kernel, &decoder, &runs, jobs, log);
+    // Availability: the same three partitions with net storming and not.
+    runs.push(Run::new(&root, "storm-on", false, |d| storm::setup(d, artifacts, true)));
+    runs.push(Run::new(&root, "storm-off", false, |d| storm::setup(d, artifacts, false)));
+    let outcomes = run_all(artifacts, &decoders, &runs, jobs, log);
     let mut it = outcomes.into_iter();
     let mut report = Report::default();
 
@@ -386,6 +388,8 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
     dma::table(dma_rows, &mut report);
     let two = it.next().unwrap_or_else(|| Err("not run".into()));
     boot::report_boards(&demo, &two, &mut report);
+    let (on, off) = (it.next().unwrap_or_else(|| Err("not run".into())), it.next().unwrap_or_else(|| Err("not run".into())));
+    storm::report(&on, &off, &mut report);
     if plan.dma.iter().all(|c| c.stage != dma::Stage::Nested) {
         report.figures.push(Figure::missing("per-DMA", "Nested (stage 1 inside stage 2)", "left out of the smoke pass (the full bench measures it)"));
     }
@@ -567,28 +571,24 @@ fn grid(cols: &[&str], rows: &[Vec<String>], markdown: bool) -> String {
 }
 
 /// Options of `cargo xtask bench`.
-#[derive(Debug, Default)]
-struct Args {
-    smoke: bool,
-    json: Option<PathBuf>,
-    markdown: bool,
-    from: Option<PathBuf>,
-    rest: Vec<String>,
-}
-
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args::default();
-    let mut it = args.iter();
-    while let Some(x) = it.next() {
-        match x.as_str() {
-            "--smoke" => a.smoke = true,
-            "--markdown" => a.markdown = true,
-            "--json" => a.json = Some(it.next().ok_or("--json needs a path")?.into()),
-            "--from" => a.from = Some(it.next().ok_or("--from needs a path")?.into()),
-            _ => a.rest.push(x.clone()),
-        }
-    }
-    Ok(a)
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The quick pass `cargo xtask test` runs: fewer sizes and repetitions, every kind of figure
+    #[arg(long)]
+    pub smoke: bool,
+    /// Where to write the JSON report [default: target/bulkhead/bench.json, or
+    /// target/bulkhead/bench-smoke/bench.json with --smoke]
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Print the table as Markdown (for README.md)
+    #[arg(long)]
+    pub markdown: bool,
+    /// Re-render this JSON report without running anything
+    #[arg(long, value_name = "PATH")]
+    pub from: Option<PathBuf>,
+    /// QEMUs run at a time
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub jobs: usize,
 }
 
 /// The default JSON path (the smoke pass keeps its own).
@@ -602,24 +602,18 @@ fn default_json(smoke: bool) -> PathBuf {
 
 /// `cargo xtask bench ...`: prints the report; exits 0 whatever the goals
 /// say (a figure that could not be produced shows as "not measured").
-pub fn cmd(args: &[String]) -> Result<ExitCode, String> {
-    let a = parse(args)?;
+pub fn cmd(a: &Args) -> Result<ExitCode, String> {
     if let Some(from) = &a.from {
         let text = std::fs::read_to_string(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
         let doc: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", from.display()))?;
         print!("{}", render(&doc, a.markdown));
         return Ok(ExitCode::SUCCESS);
     }
-    // Kernel options (--jobs, --timeout ...) go through the common parser.
-    let mut common = vec!["--log-level".to_string(), LOG_LEVEL.to_string()];
-    common.extend(a.rest.iter().cloned());
-    let o = crate::parse(&common)?;
     crate::prereq::ensure_host_tools()?;
     let started = Instant::now();
-    let artifacts = crate::build_all(&o)?;
+    let artifacts = crate::build_all(&KernelOpts { log_level: LOG_LEVEL.into(), debug: false })?;
     let plan = if a.smoke { Plan::smoke() } else { Plan::full() };
-    let jobs = if args.iter().any(|x| x == "--jobs") { o.jobs } else { 1 };
-    let report = collect(&plan, &artifacts, jobs, &|l| eprintln!("{l}"))?;
+    let report = collect(&plan, &artifacts, a.jobs, &|l| eprintln!("{l}"))?;
     let doc = to_json(&plan, &report, started.elapsed());
     let path = a.json.clone().unwrap_or_else(|| default_json(a.smoke));
     let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;

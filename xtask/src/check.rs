@@ -8,12 +8,12 @@
 //!                   [--dot FILE.dot]
 //! ```
 //!
-//! The overlays are merged by `platform::overlay::apply` (what the kernel
+//! The overlays are merged by `devicetree::overlay::apply` (what the kernel
 //! does with overlays a loader leaves in `/chosen`); the merged tree is read
-//! by the same `platform::dt` and `platform::discovery` calls, in the same
-//! order, as boot; `partitions::machine` turns it into the policy's model
-//! and `Hardware` exactly as the kernel does; `partitions::binding::parse`
-//! and `partitions::validate::validate` decide. A refusal prints the
+//! into the same `devicetree::Machine`, by the same calls in the same order,
+//! as boot; `partitions::machine` turns it into the policy's model and
+//! `Hardware` exactly as the kernel does; `partitions::binding::parse` and
+//! `partitions::validate::validate` decide. A refusal prints the
 //! kernel's own message and exits 1; input the kernel would not boot with
 //! (a malformed tree, an overlay that does not apply) exits 2 with the
 //! kernel's message; unusable files or options exit 2 too.
@@ -37,71 +37,52 @@ use partitions::groups::{self, Groups};
 use partitions::machine::{self, Placement};
 use partitions::topology::Topology;
 use partitions::validate::{Hardware, Plan};
-use platform::discovery::{self, Discovery};
-use platform::dt::{DeviceTree, DtError};
-use platform::memmap::{self, BootMap};
-use platform::pci::HostTopology;
-use platform::{PhysAddr, PhysRange};
-use std::path::PathBuf;
+use devicetree::machine::Incomplete;
+use devicetree::memmap::{self, BootMap};
+use devicetree::{DeviceTree, DtError, Machine};
+use devicetree::pci::HostTopology;
+use devicetree::{PhysAddr, PhysRange};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-/// One line of usage, for errors.
-pub const USAGE: &str = "cargo xtask check --dtb BOARD.dtb|.dts --overlay A.dts|A.dtbo [--overlay ...] [--topology BOOT.LOG] \
-                         [--boot-cpu MPIDR] [--board qemu-virt|fvp-base] [--kernel ADDR,SIZE] [--dtb-at ADDR[,SIZE]] [--dot FILE.dot]";
-
-
-/// What to check.
-#[derive(Clone, Debug, Default)]
+/// What to check: the options of `cargo xtask check`.
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct Request {
-    /// The board's device tree (`.dtb`, or `.dts` to compile).
+    /// The board's device tree (`.dtb`, or `.dts` to compile)
+    #[arg(long, value_name = "BOARD.dtb|.dts")]
     pub dtb: PathBuf,
-    /// Overlays in the order they are applied (`.dts` to compile, or blobs).
+    /// An overlay (`.dts` to compile, or a blob); several are applied in the order given
+    #[arg(long = "overlay", value_name = "A.dts|A.dtbo", required = true)]
     pub overlays: Vec<PathBuf>,
-    /// A boot log with the kernel's PCI table.
+    /// A boot log of the same machine, with the kernel's PCI table
+    #[arg(long, value_name = "BOOT.LOG")]
     pub topology: Option<PathBuf>,
-    /// The boot CPU's MPIDR.
+    /// The boot CPU's MPIDR [default: the first CPU in /cpus]
+    #[arg(long, value_name = "MPIDR", value_parser = input::number)]
     pub boot_cpu: Option<u64>,
-    /// A board whose loader's placement to assume.
+    /// A board whose loader's placement of the kernel and DTB to assume: qemu-virt or fvp-base
+    #[arg(long, value_name = "BOARD", value_parser = board_name)]
     pub board: Option<String>,
-    /// The kernel image (address, size).
+    /// The kernel image: address and size
+    #[arg(long, value_name = "ADDR,SIZE", value_parser = kernel_range)]
     pub kernel: Option<(u64, u64)>,
-    /// The DTB's address and, optionally, its size at boot.
+    /// The DTB's address and, optionally, its size at boot
+    #[arg(long, value_name = "ADDR[,SIZE]", value_parser = |s: &str| input::addr_size(s, true))]
     pub dtb_at: Option<(u64, Option<u64>)>,
-    /// Where to write the Graphviz diagram.
+    /// Where to write the Graphviz diagram (and, next to it, its SVG)
+    #[arg(long, value_name = "FILE.dot")]
     pub dot: Option<PathBuf>,
 }
 
-/// Reads the command line after `check`.
-pub fn parse_args(args: &[String]) -> Result<Request, String> {
-    let mut r = Request::default();
-    let mut dtb = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--dtb" => dtb = Some(PathBuf::from(val("--dtb")?)),
-            "--overlay" => r.overlays.push(PathBuf::from(val("--overlay")?)),
-            "--topology" => r.topology = Some(PathBuf::from(val("--topology")?)),
-            "--boot-cpu" => r.boot_cpu = Some(input::number(&val("--boot-cpu")?)?),
-            "--board" => {
-                let b = val("--board")?;
-                input::board(&b)?;
-                r.board = Some(b);
-            }
-            "--kernel" => {
-                let (a, s) = input::addr_size(&val("--kernel")?, false)?;
-                r.kernel = Some((a, s.unwrap_or(0)));
-            }
-            "--dtb-at" => r.dtb_at = Some(input::addr_size(&val("--dtb-at")?, true)?),
-            "--dot" => r.dot = Some(PathBuf::from(val("--dot")?)),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    r.dtb = dtb.ok_or("--dtb BOARD is required")?;
-    if r.overlays.is_empty() {
-        return Err("at least one --overlay is required".into());
-    }
-    Ok(r)
+/// `--board`: a board [`input::board`] knows.
+fn board_name(s: &str) -> Result<String, String> {
+    input::board(s).map(|b| b.name.to_string())
+}
+
+/// `--kernel ADDR,SIZE`.
+fn kernel_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, size) = input::addr_size(s, false)?;
+    Ok((a, size.unwrap_or(0)))
 }
 
 /// How a check ended.
@@ -156,14 +137,14 @@ struct Notes {
     not_made: Vec<String>,
 }
 
-/// What the kernel would know at the moment it configures.
-struct Machine {
+/// What the kernel would know at the moment it configures: its machine
+/// description and what it knows only at boot.
+struct Known {
+    machine: Machine,
+    /// RAM as the memory map holds it (banks sorted and merged).
     ram: Vec<PhysRange>,
-    cpus: Vec<u64>,
     boot_cpu: u64,
     placed: Placement,
-    smmus: Vec<String>,
-    discovery: Discovery,
     topology_from: Option<PathBuf>,
 }
 
@@ -201,7 +182,7 @@ pub fn check(req: &Request) -> Report {
     Report { verdict, text, error, dot }
 }
 
-fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
+fn run(req: &Request, notes: &mut Notes) -> Result<(Known, Checked), Stop> {
     let board = req.board.as_deref().map(input::board).transpose().map_err(unusable)?;
     let base = input::blob(&req.dtb).map_err(unusable)?;
     let mut overlays = Vec::new();
@@ -224,16 +205,15 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
         }));
     }
     let refs: Vec<&[u8]> = overlays.iter().map(Vec::as_slice).collect();
-    let merged = platform::overlay::apply(&base, &refs).map_err(|e| unusable(kernel_text::overlay(&e)))?;
+    let merged = devicetree::overlay::apply(&base, &refs).map_err(|e| unusable(kernel_text::overlay(&e)))?;
     let dt = DeviceTree::parse(&merged).map_err(|e| unusable(kernel_text::dt(&e)))?;
     let dt_err = |e: DtError| unusable(kernel_text::dt(&e));
 
-    // boot.rs `boot`, steps 2-3, in its order.
+    // boot.rs `boot`, steps 2-4, in its order: the SMMUs, PSCI, then the
+    // machine description's boot part.
     let smmus = dt.smmus().map_err(dt_err)?;
     dt.psci().map_err(dt_err)?;
-    dt.memory().map_err(dt_err)?;
-    let mmio = dt.mmio_regions().map_err(dt_err)?;
-    dt.stdout_uart().map_err(dt_err)?;
+    let mut machine = Machine::boot(&dt, smmus).map_err(|e| unusable(kernel_text::platform(&e.to_string())))?;
     let placed_kernel = kernel_placement(req, board, notes).map_err(unusable)?;
     if placed_kernel.is_none() {
         notes.not_made.push(
@@ -247,14 +227,14 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
         (None, Some(b)) => Some((b.dtb_at, (b.dtb_size)(merged.len() as u64), format!("--board {}", b.name))),
         (None, None) => None,
     };
-    let dtb = placed_dtb.as_ref().and_then(|(at, size, _)| PhysRange::new(*at, *size)).map(|r| r.grow_to(platform::pgtable::PAGE_SIZE));
-    // The same memory map boot makes (platform::memmap::boot_map).
-    let BootMap { map, overlays: chosen, heap } = memmap::boot_map(&dt, placed_kernel, dtb).map_err(|e| unusable(kernel_text::platform(&e.to_string())))?;
-    if !chosen.is_empty() {
+    let dtb = placed_dtb.as_ref().and_then(|(at, size, _)| PhysRange::new(*at, *size)).map(|r| r.grow_to(memmap::PAGE));
+    // The same memory map boot makes (devicetree::memmap::boot_map).
+    let BootMap { map, heap } = memmap::boot_map(&machine, placed_kernel, dtb).map_err(|e| unusable(kernel_text::platform(&e.to_string())))?;
+    if !machine.overlays.is_empty() {
         notes.not_made.push(format!(
             "the {} overlay(s) /chosen/{} names are in RAM only at boot: not applied here (give them as --overlay)",
-            chosen.len(),
-            platform::overlay::CHOSEN_PROPERTY
+            machine.overlays.len(),
+            devicetree::overlay::CHOSEN_PROPERTY
         ));
     }
     if let Some(heap) = heap {
@@ -269,35 +249,38 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
         ),
     }
 
-    // The banner's CPUs, then discovery (boot steps 4-5).
-    let cpus = dt.cpus().map_err(dt_err)?;
+    // The rest of the machine description (the tree is the merged one
+    // already), then discovery's check of each host bridge (boot steps 4-5).
+    machine.complete(&dt, false).map_err(|e| match e {
+        Incomplete::Tree(e) => dt_err(e),
+        Incomplete::Discovery(e) => unusable(kernel_text::discovery(&e)),
+    })?;
     let boot_cpu = match req.boot_cpu {
         Some(c) => c,
         None => {
-            let first = cpus.first().map(|c| c.mpidr).unwrap_or(0);
+            let first = machine.cpus.first().map(|c| c.mpidr).unwrap_or(0);
             notes.assumed.push(format!("boot CPU MPIDR {first:#x}: the first CPU in /cpus (pass --boot-cpu if the loader starts another)"));
             first
         }
     };
-    let d = discovery::discover(&dt, &smmus).map_err(|e| unusable(kernel_text::discovery(&e)))?;
-    for h in &d.pci_hosts {
-        if !mmio.iter().any(|r| r.covers(&h.ecam)) {
+    for h in &machine.devices.pci_hosts {
+        if !machine.mmio.iter().any(|r| r.covers(&h.ecam)) {
             return Err(unusable(kernel_text::ecam_unmapped(&h.path, h.ecam)));
         }
     }
-    let pci = pci_topology(req, &d).map_err(unusable)?;
-    let topology: Topology = machine::topology(&d, &pci, &smmus);
+    let pci = pci_topology(req, &machine).map_err(unusable)?;
+    let topology: Topology = machine::topology(&machine, &pci);
     let groups: Groups = groups::compute(&topology);
 
     // boot.rs `configure`.
     let mut cfg = partitions::binding::parse(&merged).map_err(|e| Stop(Verdict::Refused, kernel_text::refused(&e)))?;
     let placed = Placement { kernel: placed_kernel, dtb, heap };
-    let hw = machine::hardware(&dt, &map, placed, boot_cpu, topology, groups).map_err(dt_err)?;
+    let hw = machine::hardware(&machine, &map, placed, boot_cpu, topology, groups);
     let mut unchecked_pci = Vec::new();
     if req.topology.is_none() {
         // Functions exist only once enumerated: set aside every assignment
         // under a host bridge the kernel would enumerate, check the rest.
-        let hosts: Vec<&str> = d.pci_hosts.iter().map(|h| h.path.as_str()).collect();
+        let hosts: Vec<&str> = machine.devices.pci_hosts.iter().map(|h| h.path.as_str()).collect();
         cfg.assignments.retain(|a| match &a.target {
             Target::Pci { host, .. } if hosts.contains(&host.as_str()) => {
                 unchecked_pci.push((a.partition, a.path.clone()));
@@ -312,21 +295,13 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Machine, Checked), Stop> {
                  its StreamIDs, and that its group is given whole); pass --topology BOOT.LOG (the PCI table of a boot of this machine)",
                 paths.join(", ")
             ));
-        } else if !d.pci_hosts.is_empty() {
+        } else if !machine.devices.pci_hosts.is_empty() {
             notes.assumed.push("no PCI device is assigned; PCI functions and their groups are not shown (pass --topology BOOT.LOG)".into());
         }
     }
     let plan = partitions::validate::validate(&cfg, &hw).map_err(|e| Stop(Verdict::Refused, kernel_text::refused(&e)))?;
-    let machine = Machine {
-        ram: map.ram().to_vec(),
-        cpus: cpus.iter().map(|c| c.mpidr).collect(),
-        boot_cpu,
-        placed,
-        smmus: smmus.iter().map(|s| s.name.as_str().to_string()).collect(),
-        discovery: d,
-        topology_from: req.topology.clone(),
-    };
-    Ok((machine, Checked { cfg, hw, plan, unchecked_pci }))
+    let known = Known { machine, ram: map.ram().to_vec(), boot_cpu, placed, topology_from: req.topology.clone() };
+    Ok((known, Checked { cfg, hw, plan, unchecked_pci }))
 }
 
 /// The kernel image, from `--kernel` or the board's built ELF.
@@ -355,7 +330,8 @@ fn kernel_placement(req: &Request, board: Option<input::Board>, notes: &mut Note
 
 /// One enumeration result per host bridge discovery found: from the boot
 /// log, or nothing found (before enumeration).
-fn pci_topology(req: &Request, d: &Discovery) -> Result<Vec<HostTopology>, String> {
+fn pci_topology(req: &Request, m: &Machine) -> Result<Vec<HostTopology>, String> {
+    let d = &m.devices;
     let Some(path) = &req.topology else {
         return Ok(d.pci_hosts.iter().map(|h| HostTopology { root_bus: h.bus_start, last_bus: h.bus_start, functions: Vec::new() }).collect());
     };
@@ -383,17 +359,21 @@ fn pci_topology(req: &Request, d: &Discovery) -> Result<Vec<HostTopology>, Strin
     Ok(out)
 }
 
+/// Renders the Graphviz file `dot` as SVG next to it (`FILE.svg`) with
+/// Graphviz's `dot`; returns the SVG's path.
+fn render_svg(dot: &Path) -> Result<PathBuf, String> {
+    let svg = dot.with_extension("svg");
+    match Command::new("dot").arg("-Tsvg").arg(dot).arg("-o").arg(&svg).output() {
+        Ok(o) if o.status.success() => Ok(svg),
+        Ok(o) => Err(format!("dot could not render it: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("cannot run Graphviz `dot` (apt-get install {}): {e}", crate::prereq::GRAPHVIZ_PACKAGE)),
+    }
+}
+
 /// `cargo xtask check ...`: prints the report, writes the diagram, and
 /// exits 0 (accepted), 1 (refused) or 2 (unusable input).
-pub fn cmd(args: &[String]) -> Result<ExitCode, String> {
-    let req = match parse_args(args) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("xtask check: {e}\nusage: {USAGE}");
-            return Ok(ExitCode::from(Verdict::Unusable.code()));
-        }
-    };
-    let report = check(&req);
+pub fn cmd(req: &Request) -> Result<ExitCode, String> {
+    let report = check(req);
     print!("{}", report.text);
     if let Some(e) = &report.error {
         eprintln!("{e}");
@@ -404,11 +384,11 @@ pub fn cmd(args: &[String]) -> Result<ExitCode, String> {
             return Ok(ExitCode::from(Verdict::Unusable.code()));
         }
         println!("diagram: {}", path.display());
-        let svg = path.with_extension("svg");
-        match Command::new("dot").arg("-Tsvg").arg(path).arg("-o").arg(&svg).output() {
-            Ok(o) if o.status.success() => println!("diagram: {}", svg.display()),
-            Ok(o) => eprintln!("xtask check: dot could not render {}: {}", svg.display(), String::from_utf8_lossy(&o.stderr).trim()),
-            Err(_) => println!("diagram: {} not written: Graphviz `dot` is not installed (apt-get install graphviz)", svg.display()),
+        // The SVG is a convenience: without Graphviz the check still
+        // stands, and says why there is no picture.
+        match crate::prereq::ensure_graphviz().and_then(|()| render_svg(path)) {
+            Ok(svg) => println!("diagram: {}", svg.display()),
+            Err(e) => println!("diagram: {} not written: {e}", path.with_extension("svg").display()),
         }
     } else if req.dot.is_some() {
         println!("diagram: not written, there is no plan to draw");

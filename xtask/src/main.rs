@@ -1,28 +1,22 @@
 //! `cargo xtask`: the one door to building, running and testing bulkhead.
-//!
-//! ```text
-//! cargo xtask run  [--log-level L] [--flavour virt|stage1|stage2|two-smmus] [--qemu system|11.1] [--append TEXT]
-//!                  [--overlay FILE.dts | --no-overlay] [--qemu-args "ARGS"] [--timeout SECS] [--debug]
-//!                  [-- EXTRA-QEMU-ARGS...]
-//! cargo xtask test [--host-only] [--jobs N] [--qemu system|11.1] [FILTER]
-//! cargo xtask build [--log-level L] [--debug]
-//! cargo xtask image [--board qemu-virt|fvp-base] [--log-level L] [--debug]
-//! cargo xtask bench [--smoke] [--json PATH] [--markdown] [--from PATH] [--jobs N]
-//! cargo xtask linux-guest    (fetch Debian's arm64 Linux into the cache, build its helpers, print the paths)
-//! cargo xtask check --dtb BOARD.dtb|.dts --overlay A.dts|A.dtbo [--overlay ...] [--topology BOOT.LOG]
-//!                   [--boot-cpu MPIDR] [--board qemu-virt|fvp-base] [--kernel ADDR,SIZE] [--dtb-at ADDR[,SIZE]] [--dot FILE.dot]
-//! ```
+//! `cargo xtask --help` lists the commands, `cargo xtask <command> --help`
+//! their options (declared in `cli.rs`, and for `check` and `bench` beside
+//! their code).
 
 mod bench;
 mod check;
+mod cli;
+mod lints;
 mod prereq;
 mod qemu_root;
 
 use bulkhead_tests::log::Decoder;
 use bulkhead_tests::qemu::{self, Flavour, QemuConfig};
-use bulkhead_tests::Artifacts;
+use bulkhead_tests::{Artifacts, Image};
+use clap::Parser;
+use cli::{Cli, Cmd, ImageArgs, KernelOpts, QemuPick, RunArgs, TestArgs};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
@@ -35,80 +29,7 @@ const DEFAULT_OVERLAY: &str = "boards/qemu-virt/overlays/demo.dts";
 /// The overlay `cargo xtask run --flavour two-smmus` boots.
 const TWO_SMMUS_OVERLAY: &str = "boards/qemu-virt/overlays/two-smmus.dts";
 /// Host-side crates whose tests `cargo xtask test` runs.
-const HOST_CRATES: &[&str] = &["smmu", "partitions", "platform", "bulkhead-tests", "xtask"];
-
-#[derive(Clone)]
-struct Opts {
-    log_level: String,
-    release: bool,
-    flavour: Flavour,
-    append: Option<String>,
-    timeout: u64,
-    jobs: usize,
-    host_only: bool,
-    filter: Option<String>,
-    overlay: Option<PathBuf>,
-    no_overlay: bool,
-    qemu_args: Vec<String>,
-    board: String,
-    /// `--qemu`: which QEMU `run` boots (`None`: the machine's, unless the
-    /// flavour needs a newer one).
-    qemu: Option<String>,
-}
-
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        log_level: "info".into(),
-        release: true,
-        flavour: Flavour::Virt,
-        append: None,
-        timeout: 120,
-        jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        host_only: false,
-        filter: None,
-        overlay: None,
-        no_overlay: false,
-        qemu_args: Vec::new(),
-        board: "qemu-virt".into(),
-        qemu: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--log-level" => o.log_level = val("--log-level")?,
-            "--debug" => o.release = false,
-            "--flavour" => {
-                let v = val("--flavour")?;
-                o.flavour = Flavour::parse(&v).ok_or(format!("unknown flavour {v} (virt, stage1, stage2, two-smmus)"))?;
-            }
-            "--append" => o.append = Some(val("--append")?),
-            "--timeout" => o.timeout = val("--timeout")?.parse().map_err(|_| "--timeout takes seconds")?,
-            "--jobs" => o.jobs = val("--jobs")?.parse().map_err(|_| "--jobs takes a number")?,
-            "--host-only" => o.host_only = true,
-            "--overlay" => o.overlay = Some(PathBuf::from(val("--overlay")?)),
-            "--no-overlay" => o.no_overlay = true,
-            "--qemu-args" => o.qemu_args.extend(val("--qemu-args")?.split_whitespace().map(String::from)),
-            "--board" => o.board = val("--board")?,
-            "--qemu" => {
-                let v = val("--qemu")?;
-                if !["system", "11.1"].contains(&v.as_str()) {
-                    return Err(format!("unknown QEMU {v} (system: the machine's; 11.1: the trixie root xtask sets up)"));
-                }
-                o.qemu = Some(v);
-            }
-            "--" => {
-                o.qemu_args.extend(it.by_ref().cloned());
-            }
-            f if !f.starts_with('-') && o.filter.is_none() => o.filter = Some(f.to_string()),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if !["trace", "debug", "info", "warn", "error", "off"].contains(&o.log_level.as_str()) {
-        return Err(format!("unknown log level {} (trace, debug, info, warn, error, off)", o.log_level));
-    }
-    Ok(o)
-}
+const HOST_CRATES: &[&str] = &["smmu", "devicetree", "partitions", "platform", "bulkhead-tests", "xtask"];
 
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -135,23 +56,35 @@ fn board_crate(board: &str) -> Result<&'static str, String> {
     })
 }
 
-/// Builds the kernel for `o.board`; returns the ELF's path.
-fn build_kernel(o: &Opts) -> Result<PathBuf, String> {
+/// Builds the kernel for `board` as `image`; returns the ELF's path. The
+/// production ELF stays where cargo puts it; the selftest ELF is copied to
+/// `target/bulkhead/<crate>-selftest.elf`, since the next build of the
+/// same crate (another feature set) overwrites cargo's file.
+fn build_kernel(board: &str, o: &KernelOpts, image: Image) -> Result<PathBuf, String> {
     prereq::ensure_target()?;
-    let krate = board_crate(&o.board)?;
+    let krate = board_crate(board)?;
     let mut c = cargo();
     c.args(["build", "-p", krate, "--target", prereq::TARGET])
         .env("DEFMT_LOG", &o.log_level)
         .env("BULKHEAD_GIT", git_version());
-    if o.release {
+    if !o.debug {
         c.arg("--release");
+    }
+    if image == Image::Selftest {
+        c.args(["--features", "selftest"]);
     }
     let st = c.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !st.success() {
         return Err("building the kernel failed".into());
     }
-    let profile = if o.release { "release" } else { "debug" };
-    Ok(bulkhead_tests::workspace_root().join("target").join(prereq::TARGET).join(profile).join(krate))
+    let profile = if o.debug { "debug" } else { "release" };
+    let built = bulkhead_tests::workspace_root().join("target").join(prereq::TARGET).join(profile).join(krate);
+    if image == Image::Production {
+        return Ok(built);
+    }
+    let copy = bulkhead_tests::work_dir().join(format!("{krate}-selftest.elf"));
+    std::fs::copy(&built, &copy).map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), copy.display()))?;
+    Ok(copy)
 }
 
 /// Builds the partition payload and writes its flat image. Like the kernel
@@ -174,30 +107,31 @@ fn build_payload() -> Result<PathBuf, String> {
     Ok(out)
 }
 
-/// The kernel for QEMU (whatever `--board` says) and the payload.
-fn build_all(o: &Opts) -> Result<Artifacts, String> {
-    let qemu = Opts { board: BOARDS[0].0.into(), ..o.clone() };
-    Ok(Artifacts { kernel: build_kernel(&qemu)?, payload: build_payload()? })
+/// Both kernels for QEMU (the selftest one first: see [`build_kernel`])
+/// and the payload.
+fn build_all(o: &KernelOpts) -> Result<Artifacts, String> {
+    let selftest_kernel = build_kernel(BOARDS[0].0, o, Image::Selftest)?;
+    Ok(Artifacts { kernel: build_kernel(BOARDS[0].0, o, Image::Production)?, selftest_kernel, payload: build_payload()? })
 }
 
-fn cmd_build(o: &Opts) -> Result<ExitCode, String> {
+fn cmd_build(o: &KernelOpts) -> Result<ExitCode, String> {
     let a = build_all(o)?;
-    println!("{}\n{}", a.kernel.display(), a.payload.display());
+    println!("{}\n{}\n{}", a.kernel.display(), a.selftest_kernel.display(), a.payload.display());
     Ok(ExitCode::SUCCESS)
 }
 
 /// Builds the kernel for `--board` and writes the raw `Image` with the Linux
 /// arm64 header next to the ELF, for U-Boot `booti`, other Linux-protocol
 /// loaders and QEMU `-kernel Image`.
-fn cmd_image(o: &Opts) -> Result<ExitCode, String> {
-    let (elf, out) = build_image(o)?;
+fn cmd_image(o: &ImageArgs) -> Result<ExitCode, String> {
+    let (elf, out) = build_image(&o.board, &o.kernel)?;
     println!("{}\n{}", elf.display(), out.display());
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds `o.board`'s ELF and its `Image`; returns both paths.
-fn build_image(o: &Opts) -> Result<(PathBuf, PathBuf), String> {
-    let elf = build_kernel(o)?;
+/// Builds `board`'s ELF and its `Image`; returns both paths.
+fn build_image(board: &str, o: &KernelOpts) -> Result<(PathBuf, PathBuf), String> {
+    let elf = build_kernel(board, o, Image::Production)?;
     let bytes = std::fs::read(&elf).map_err(|e| format!("cannot read {}: {e}", elf.display()))?;
     let image = bulkhead_tests::image::linux_image(&bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
     let header = bulkhead_tests::image::Arm64Header::parse(&image)?;
@@ -215,11 +149,11 @@ fn build_image(o: &Opts) -> Result<(PathBuf, PathBuf), String> {
 
 /// The QEMU `run` boots: `--qemu`, else the machine's when it is new
 /// enough for the flavour, else the trixie root's.
-fn run_qemu(o: &Opts) -> Result<qemu::Qemu, String> {
+fn run_qemu(o: &RunArgs) -> Result<qemu::Qemu, String> {
     let (major, minor) = o.flavour.min_qemu();
-    match o.qemu.as_deref() {
-        Some("11.1") => qemu_root::ensure(),
-        Some(_) => qemu::Qemu::system(),
+    match o.qemu {
+        Some(QemuPick::Trixie) => qemu_root::ensure(),
+        Some(QemuPick::System) => qemu::Qemu::system(),
         None => {
             let system = qemu::Qemu::system()?;
             if system.at_least(major, minor) { Ok(system) } else { qemu_root::ensure() }
@@ -227,19 +161,21 @@ fn run_qemu(o: &Opts) -> Result<qemu::Qemu, String> {
     }
 }
 
-fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
+fn cmd_run(o: &RunArgs) -> Result<ExitCode, String> {
     prereq::ensure_host_tools()?;
-    let artifacts = build_all(o)?;
-    let elf = artifacts.kernel.clone();
+    let image = if o.selftest { Image::Selftest } else { Image::Production };
+    let elf = build_kernel(BOARDS[0].0, &o.kernel, image)?;
+    let payload = build_payload()?;
     let bytes = std::fs::read(&elf).map_err(|e| format!("cannot read {}: {e}", elf.display()))?;
     let decoder = Decoder::from_elf(&bytes)?;
     let qemu = run_qemu(o)?;
     let mut cfg = QemuConfig {
         flavour: o.flavour,
         append: o.append.clone(),
-        extra: o.qemu_args.clone(),
+        extra: o.qemu_extra(),
         timeout: Duration::from_secs(o.timeout),
         qemu: Some(qemu.clone()),
+        image,
         ..QemuConfig::default()
     };
     let dir = bulkhead_tests::work_dir().join("run");
@@ -249,7 +185,7 @@ fn cmd_run(o: &Opts) -> Result<ExitCode, String> {
         let path = o.overlay.clone().unwrap_or_else(|| bulkhead_tests::workspace_root().join(default));
         let dts = std::fs::read_to_string(&path).map_err(|e| format!("cannot read overlay {}: {e}", path.display()))?;
         eprintln!("xtask: overlay {}", path.display());
-        cfg = bulkhead_tests::dtb::with_overlay(cfg, &dts, &dir, &artifacts.payload)?;
+        cfg = bulkhead_tests::dtb::with_overlay(cfg, &dts, &dir, &payload)?;
     } else if o.flavour == Flavour::TwoSmmus {
         // QEMU's own DTB leaves the second SMMU out: boot the one that
         // describes the machine.
@@ -299,20 +235,25 @@ fn host_tests() -> Result<(usize, usize), String> {
     Ok((passed, failed))
 }
 
-fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
+fn cmd_test(o: &TestArgs) -> Result<ExitCode, String> {
     prereq::ensure_host_tools()?;
+    // For the host test of `check --dot`'s SVG; `check` works without it.
+    if let Err(e) = prereq::ensure_graphviz() {
+        println!("note: {e}; check's SVG test runs without it");
+    }
+    println!("== lints ==");
+    let (lp, lf) = lints::run()?;
     println!("== host tests ==");
     let (hp, hf) = host_tests()?;
     let (mut qp, mut qf) = (0, 0);
     let mut passes = Vec::new();
+    let mut images = None;
     if !o.host_only {
+        let build = KernelOpts { log_level: "debug".into(), debug: false };
+        // Every board builds both ways, though only the first boots here.
+        println!("== production images ==");
+        images = Some(production_images(&build)?);
         println!("== QEMU scenarios ==");
-        let build = Opts { log_level: "debug".into(), ..o.clone() };
-        // Every board must build, though only the first boots here.
-        for (board, _) in &BOARDS[1..] {
-            let (_, image) = build_image(&Opts { board: board.to_string(), ..build.clone() })?;
-            println!("board {board}: {}", image.display());
-        }
         let artifacts = build_all(&build)?;
         let scenarios = bulkhead_tests::scenarios::all();
         // Debian's Linux is fetched (the first time) and its helpers built
@@ -350,7 +291,12 @@ fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
         }
     }
     println!("== summary ==");
+    println!("lints: {lp} passed, {lf} failed");
     println!("host tests: {hp} passed, {hf} failed");
+    if let Some((p, f)) = images {
+        println!("production images: {p} passed, {f} failed");
+        (qp, qf) = (qp + p, qf + f);
+    }
     for (label, r, took) in &passes {
         println!(
             "qemu scenarios on {label}: {} passed, {} failed, {} skipped ({:.1} min)",
@@ -360,22 +306,45 @@ fn cmd_test(o: &Opts) -> Result<ExitCode, String> {
             took.as_secs_f64() / 60.0
         );
     }
-    println!("total: {} passed, {} failed", hp + qp, hf + qf);
-    Ok(if hf + qf == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!("total: {} passed, {} failed", lp + hp + qp, lf + hf + qf);
+    Ok(if lf + hf + qf == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Builds every board's production `Image` and selftest ELF and checks
+/// the first holds none of the test code the second shows
+/// ([`bulkhead_tests::production::check`]); returns (passed, failed).
+fn production_images(o: &KernelOpts) -> Result<(usize, usize), String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let (mut passed, mut failed) = (0, 0);
+    for (board, _) in BOARDS {
+        let selftest = build_kernel(board, o, Image::Selftest)?;
+        let (production, image) = build_image(board, o)?;
+        match bulkhead_tests::production::check(&read(&production)?, &read(&selftest)?) {
+            Ok(what) => {
+                println!("image {board} ... ok: {} has {what}", image.display());
+                passed += 1;
+            }
+            Err(e) => {
+                println!("image {board} ... FAILED: {e}");
+                failed += 1;
+            }
+        }
+    }
+    Ok((passed, failed))
 }
 
 /// The QEMUs `test` runs the scenarios on, each with the directory its
 /// scenarios keep their files in: the machine's, then QEMU 11.1 from the
 /// trixie root (set up when missing), unless the machine's is already
 /// 11.1 or later; `--qemu` picks one of the two.
-fn test_qemus(o: &Opts) -> Result<Vec<(qemu::Qemu, String)>, String> {
+fn test_qemus(o: &TestArgs) -> Result<Vec<(qemu::Qemu, String)>, String> {
     let system = qemu::Qemu::system()?;
     let (a, b) = qemu_root::WANT;
     let mut v = Vec::new();
-    if o.qemu.as_deref() != Some("11.1") {
+    if o.qemu != Some(QemuPick::Trixie) {
         v.push((system.clone(), "scenarios".to_string()));
     }
-    if o.qemu.as_deref() != Some("system") && (!system.at_least(a, b) || o.qemu.is_some()) {
+    if o.qemu != Some(QemuPick::System) && (!system.at_least(a, b) || o.qemu.is_some()) {
         let q = qemu_root::ensure()?;
         let dir = format!("scenarios-qemu-{}.{}", q.version.0, q.version.1);
         v.push((q, dir));
@@ -384,33 +353,27 @@ fn test_qemus(o: &Opts) -> Result<Vec<(qemu::Qemu, String)>, String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((cmd, rest)) = args.split_first() else {
-        eprintln!("usage: cargo xtask <run|test|build|image|check> [options]   (see xtask/src/main.rs)");
-        return ExitCode::FAILURE;
-    };
-    // `check` reads options of its own (xtask/src/check.rs).
-    let common: &[String] = if matches!(cmd.as_str(), "check" | "bench") { &[] } else { rest };
-    let result = parse(common).and_then(|o| match cmd.as_str() {
-        "run" => cmd_run(&o),
-        "test" => cmd_test(&o),
-        "build" => cmd_build(&o),
-        "image" => cmd_image(&o),
-        "check" => check::cmd(rest),
-        "bench" => bench::cmd(rest),
-        "linux-guest" => bulkhead_tests::linux::guest().map(|g| {
+    // A wrong option or command ends here with clap's message naming it
+    // (exit status 2); `--help` prints and exits 0.
+    let result = match Cli::parse().command {
+        Cmd::Run(o) => cmd_run(&o),
+        Cmd::Test(o) => cmd_test(&o),
+        Cmd::Build(o) => cmd_build(&o),
+        Cmd::Image(o) => cmd_image(&o),
+        Cmd::Check(r) => check::cmd(&r),
+        Cmd::Bench(a) => bench::cmd(&a),
+        Cmd::LinuxGuest => bulkhead_tests::linux::guest().map(|g| {
             println!("{} ({} {}), busybox-static {}, {} cross", g.release, g.package, g.version, g.busybox_version, g.gcc);
             for (what, p) in [("image", &g.image), ("modules", &g.modules), ("busybox", &g.busybox), ("probe", &g.probe), ("ticks", &g.ticks)] {
                 println!("{what}: {}", p.display());
             }
             ExitCode::SUCCESS
         }),
-        "qemu-root" => qemu_root::ensure().map(|q| {
+        Cmd::QemuRoot => qemu_root::ensure().map(|q| {
             println!("{}: {}", q.label(), q.command.join(" "));
             ExitCode::SUCCESS
         }),
-        other => Err(format!("unknown command {other} (run, test, build, image, check)")),
-    });
+    };
     match result {
         Ok(c) => c,
         Err(e) => {

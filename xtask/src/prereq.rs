@@ -28,9 +28,12 @@ pub fn is_root() -> bool {
 
 fn apt(args: &[&str]) -> Result<(), String> {
     eprintln!("xtask: apt-get {}", args.join(" "));
+    // Its progress goes to stderr: stdout is the command's own report
+    // (`check` prints the plan there).
     let st = Command::new("apt-get")
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(std::io::stderr())
         .status()
         .map_err(|e| format!("cannot run apt-get: {e}"))?;
     if st.success() {
@@ -125,6 +128,30 @@ pub fn ensure_host_tools() -> Result<(), String> {
         Some(v) if v >= QEMU_MIN => Ok(()),
         Some((a, b)) => Err(format!("qemu-system-aarch64 is {a}.{b} after installing; need {want}")),
         None => Err(format!("qemu-system-aarch64 still missing; install {want}")),
+    }
+}
+
+/// Debian's package with Graphviz's `dot`, which draws `check --dot`'s SVG.
+pub const GRAPHVIZ_PACKAGE: &str = "graphviz";
+
+/// Makes sure Graphviz's `dot` is present: installed when missing if it
+/// can be (as root on Debian); otherwise the error says what to install.
+pub fn ensure_graphviz() -> Result<(), String> {
+    if have("dot", "-V").is_some() {
+        return Ok(());
+    }
+    if !can_install() {
+        return Err(format!(
+            "Graphviz `dot` is not installed and cannot be installed here (need root on Debian): install Graphviz \
+             (`apt-get install {GRAPHVIZ_PACKAGE}`)"
+        ));
+    }
+    apt(&["update", "-q"])
+        .and_then(|()| apt(&["install", "-y", "-q", GRAPHVIZ_PACKAGE]))
+        .map_err(|e| format!("cannot install Debian's {GRAPHVIZ_PACKAGE} (for `dot`): {e}"))?;
+    match have("dot", "-V") {
+        Some(_) => Ok(()),
+        None => Err(format!("`dot` is still missing after installing {GRAPHVIZ_PACKAGE}")),
     }
 }
 

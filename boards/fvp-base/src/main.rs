@@ -10,7 +10,7 @@
 
 use bulkhead_kernel::Board;
 use platform::arch::boot::EarlySmmus;
-use platform::dt::Uart;
+use platform::console::Uart;
 use platform::PhysAddr;
 
 static BOARD: Board = Board {

@@ -1,9 +1,10 @@
 //! The boot path, from `_start` to partitions running.
 
-use crate::{dmatest, iommu, partition, Board};
+use crate::{launch, smmus, Board};
 use platform::arch::{self, exit};
-use platform::dt::{DeviceTree, PsciConduit};
-use platform::memmap::{self, BootMap, BootMapError, MemoryMap, Reservation};
+use devicetree::machine::{Incomplete, ReadError};
+use devicetree::memmap::{self, BootMap, BootMapError, MemoryMap, Reservation};
+use devicetree::{DeviceTree, Machine, PsciConduit};
 use platform::pgtable::{Access, IdentityMap, MemType, Table, PAGE_SIZE};
 use platform::{ExitCode, PhysAddr, PhysRange};
 
@@ -44,7 +45,7 @@ pub fn entry(board: &'static Board, x0: u64, el: u64) -> ! {
     // SAFETY: the boot protocol puts a DTB at x0, or the board's loader at
     // `dtb_when_x0_is_zero`; `at` reads 8 bytes, then only `totalsize` bytes
     // after checking the magic and a size limit. Nothing writes there.
-    let dt = match unsafe { DeviceTree::at(dtb_at) } {
+    let dt = match unsafe { platform::dtb::at(dtb_at) } {
         Ok(dt) => dt,
         Err(e) => {
             defmt::error!("cannot boot: device tree at {}: {}", dtb_at, e);
@@ -58,7 +59,7 @@ pub fn entry(board: &'static Board, x0: u64, el: u64) -> ! {
     }
 }
 
-fn overlay_err(e: platform::overlay::OverlayError) -> ExitCode {
+fn overlay_err(e: devicetree::overlay::OverlayError) -> ExitCode {
     defmt::error!("cannot boot: {}", e);
     ExitCode::BadDeviceTree
 }
@@ -77,7 +78,7 @@ fn apply_overlays(dt: DeviceTree<'static>, regions: &[PhysRange]) -> Result<Devi
         // them, and nothing writes them while they are read.
         .map(|r| unsafe { core::slice::from_raw_parts(r.start.0 as *const u8, r.size() as usize) })
         .collect();
-    let merged = platform::overlay::apply(dt.bytes(), &blobs).map_err(overlay_err)?;
+    let merged = devicetree::overlay::apply(dt.bytes(), &blobs).map_err(overlay_err)?;
     let merged: &'static [u8] = merged.leak();
     let dt = DeviceTree::parse(merged).map_err(dt_err)?;
     defmt::info!("overlays: {=usize} applied from /chosen/bulkhead,overlays, {=usize}-byte tree", regions.len(), merged.len());
@@ -89,12 +90,26 @@ fn apply_overlays(dt: DeviceTree<'static>, regions: &[PhysRange]) -> Result<Devi
 fn boot_map_err(e: BootMapError) -> ExitCode {
     defmt::error!("cannot boot: {}", defmt::Display2Format(&e));
     match e {
-        BootMapError::Dt(_) | BootMapError::Overlay(_) | BootMapError::ReservedInUse(_) => ExitCode::BadDeviceTree,
+        BootMapError::ReservedInUse(_) => ExitCode::BadDeviceTree,
         BootMapError::NoRam | BootMapError::TooManyReservations | BootMapError::NoHeap => ExitCode::PlatformError,
     }
 }
 
-fn dt_err(e: platform::dt::DtError) -> ExitCode {
+/// The tree cannot be read into the machine description.
+fn read_err(e: ReadError) -> ExitCode {
+    defmt::error!("cannot boot: {}", e);
+    ExitCode::BadDeviceTree
+}
+
+/// The merged tree cannot be read into the rest of the machine description.
+fn incomplete_err(e: Incomplete) -> ExitCode {
+    match e {
+        Incomplete::Tree(e) => dt_err(e),
+        Incomplete::Discovery(e) => crate::discover::dt_err(e),
+    }
+}
+
+fn dt_err(e: devicetree::DtError) -> ExitCode {
     defmt::error!("cannot boot: {}", e);
     ExitCode::BadDeviceTree
 }
@@ -109,35 +124,38 @@ fn milestone(name: &str, at: u64) {
 }
 
 fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: u64) -> Result<(), ExitCode> {
-    // 2. Block all DMA before anything else: GBPA.ABORT on every SMMU.
+    // Boot step 3 (README "Boot path"; steps 1 and 2 are `_start` and
+    // `entry`). Block all DMA before anything else: GBPA.ABORT on every SMMU.
     let smmus = dt.smmus().map_err(dt_err)?;
     let smmus_found = platform::time::ticks();
     for s in &smmus {
-        iommu::abort(s);
+        smmus::abort(s);
     }
     let aborting = platform::time::ticks();
 
-    // 3. Isolation: every SMMU enabled with all streams aborting (stream
+    // 4. Isolation: every SMMU enabled with all streams aborting (stream
     // table, queues, invalidation, SMMUEN), still with the MMU off and from
     // the early arena, before anything else is read or set up. The kernel's
     // boot arguments are the loader's (`/chosen/bootargs` of its tree).
     let bootargs = dt.bootargs().map_err(dt_err)?;
-    let sizes = iommu::Sizes::from_bootargs(bootargs);
-    let mut iommus = iommu::Iommus::new();
-    iommu::bring_up(&smmus, sizes, &mut iommus)?;
+    let sizes = smmus::Sizes::from_bootargs(bootargs);
+    let mut instances = smmus::SmmuSlots::new();
+    smmus::bring_up(&smmus, sizes, &mut instances)?;
 
     if let Some(conduit) = dt.psci().map_err(dt_err)? {
         exit::configure(true, conduit);
     }
 
-    // 4. MMU on with an identity map built from the DT, then the console the
-    // DT names, then memory.
+    // 5. The machine description, read once: from the loader's tree now,
+    // with no heap, what the MMU, the console and the memory map need; the
+    // rest (CPUs, devices) from the tree with its overlays merged, below.
+    let mut machine = Machine::boot(&dt, smmus).map_err(read_err)?;
+    // MMU on with an identity map of the machine's RAM and MMIO, then the
+    // console it names, then memory.
     let layout = arch::boot::image_layout();
-    let ram = dt.memory().map_err(dt_err)?;
-    let mmio = dt.mmio_regions().map_err(dt_err)?;
-    build_and_enable_mmu(&ram, &mmio, &layout)?;
+    build_and_enable_mmu(&machine.ram, &machine.mmio, &layout)?;
     let mmu_on = platform::time::ticks();
-    if let Some(uart) = dt.stdout_uart().map_err(dt_err)? {
+    if let Some(uart) = machine.console {
         if Some(uart) != board.early_uart {
             // SAFETY: the DT's stdout-path names a UART of this kind whose
             // `reg` is in the identity map as Device memory.
@@ -150,32 +168,35 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     // blobs /chosen names, then the heap right after the image, so a
     // configuration knows where the kernel's memory ends.
     let dtb = PhysRange::new(dtb_at.0, dt.bytes().len() as u64).unwrap_or_default().grow_to(PAGE_SIZE);
-    let BootMap { mut map, overlays, heap } = memmap::boot_map(&dt, Some(layout.image), Some(dtb)).map_err(boot_map_err)?;
+    let BootMap { mut map, heap } = memmap::boot_map(&machine, Some(layout.image), Some(dtb)).map_err(boot_map_err)?;
     let heap = heap.ok_or_else(|| platform_err("no room for the kernel heap"))?;
     let (heap_proper, early_frames) = memmap::split_heap(heap);
     platform::memory::init_heap(heap_proper);
     platform::memory::add_frames(early_frames);
     // SMMUs the arena had no room for, from those frames (with frames,
     // nothing is deferred again).
-    iommu::bring_up(&smmus, sizes, &mut iommus)?;
-    // From here on the kernel reads the DTB with those overlays merged in,
-    // and what they reserve is reserved too.
-    let dt = apply_overlays(dt, &overlays)?;
-    memmap::reserve_merged(&mut map, &dt, &[layout.image, heap]).map_err(boot_map_err)?;
+    smmus::bring_up(&machine.smmus, sizes, &mut instances)?;
+    // 6. From here on the kernel reads the DTB with those overlays merged in:
+    // the rest of the machine, and what the overlays reserve.
+    let merged = !machine.overlays.is_empty();
+    let dt = apply_overlays(dt, &machine.overlays)?;
+    machine.complete(&dt, merged).map_err(incomplete_err)?;
+    let machine_read = platform::time::ticks();
+    memmap::reserve_merged(&mut map, &machine.reserved, &[layout.image, heap]).map_err(boot_map_err)?;
 
     let memory_ready = platform::time::ticks();
-    banner(board, &dt, &map, &smmus, heap)?;
-    iommu::report(&iommus);
+    banner(board, &machine, &map, heap);
+    smmus::report(&instances);
     let bannered = platform::time::ticks();
 
-    // 5-6. Discovery: PCI enumeration (bus mastering off everywhere) and
+    // 7. Discovery: PCI enumeration (bus mastering off everywhere) and
     // isolation groups.
-    let discovered = crate::discover::run(&dt, &smmus)?;
+    let discovered = crate::discover::run(machine)?;
     let discovered_at = platform::time::ticks();
 
-    // 7. Configuration → validated plan. Nothing starts on a refusal.
+    // Still 7: configuration → validated plan. Nothing starts on a refusal.
     let plan = configure(&dt, &map, &layout, dtb, heap, &discovered)?;
-    for (r, _) in partition::regions(&plan) {
+    for (r, _) in launch::regions(&plan) {
         map.reserve(r, Reservation::Other).map_err(|_| platform_err("too many memory reservations"))?;
     }
     let configured = platform::time::ticks();
@@ -193,34 +214,40 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     milestone("smmus-found", smmus_found);
     // Every SMMU the DT names aborts from the board's early abort in
     // `_start` when the board listed it, else from the DT-driven one.
-    let all_early = smmus.iter().all(|s| arch::boot::early_abort(s.regs.start.0) == Some(arch::boot::EarlyAbort::Aborted));
+    let all_early = discovered.machine.smmus.iter().all(|s| arch::boot::early_abort(s.regs.start.0) == Some(arch::boot::EarlyAbort::Aborted));
     milestone("early-abort", ticks.early_abort);
     milestone("dt-abort", aborting);
     milestone("abort", if all_early { ticks.early_abort } else { aborting });
     milestone("mmu-on", mmu_on);
+    milestone("machine-read", machine_read);
     milestone("memory-ready", memory_ready);
     milestone("banner-logged", bannered);
     milestone("discovered", discovered_at);
     milestone("configured", configured);
     milestone("frames-ready", frames_ready);
-    milestone("isolation", iommus.iter().map(|i| i.enabled_at).max().unwrap_or(aborting));
+    milestone("isolation", instances.iter().map(|i| i.enabled_at).max().unwrap_or(aborting));
     defmt::debug!("memory: heap peak {=usize} bytes at isolation", platform::memory::heap_peak());
 
-    selftest(bootargs, &layout, &ram, &mut iommus, &discovered)?;
+    #[cfg(feature = "selftest")]
+    crate::selftest::before_partitions(bootargs, &layout, &discovered.machine.ram, &mut instances, &discovered)?;
+    #[cfg(not(feature = "selftest"))]
+    refuse_selftests(bootargs);
 
-    // 8. Partitions on their CPUs; the boot CPU waits for them.
+    // 8 and 9. The GIC, then partitions on their CPUs; the boot CPU waits
+    // for them.
     if plan.partitions.is_empty() {
         defmt::info!("no partitions configured");
         return Ok(());
     }
-    // The boot CPU sleeps in `partition::wait_all` until an SMMU interrupt
+    // The boot CPU sleeps in `launch::wait_all` until an SMMU interrupt
     // or the EL2 timer's tick wakes it.
-    interrupts(&discovered, &iommus)?;
-    partition::start(plan, iommus.into_iter().collect(), discovered)?;
+    interrupts(&discovered, &instances)?;
+    launch::start(plan, instances.into_iter().collect(), discovered)?;
     milestone("partitions-started", platform::time::ticks());
-    fail_closed_selftest(bootargs);
-    crate::ownership::with(|rt| {
-        for i in &rt.iommus {
+    #[cfg(feature = "selftest")]
+    crate::selftest::after_partitions_started(bootargs);
+    if let Some(k) = crate::runtime::kernel() {
+        for i in &k.isolation.lock().smmus {
             if let Some(smmu) = &i.smmu {
                 defmt::debug!(
                     "memory: SMMU {=str}: {=usize} bytes of DMA memory with partitions attached",
@@ -229,8 +256,8 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
                 );
             }
         }
-    });
-    let code = partition::wait_all();
+    }
+    let code = launch::wait_all();
     defmt::debug!("memory: heap peak {=usize} bytes", platform::memory::heap_peak());
     match code {
         ExitCode::Success => Ok(()),
@@ -241,20 +268,21 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
 /// GICv3 on the boot CPU: the EL2 timer's PPI and every SMMU's eventq and
 /// gerror SPIs enabled and routed here. The handler only wakes the idle
 /// loop, which drains the event queues itself.
-fn interrupts(discovered: &crate::discover::Discovered, iommus: &[iommu::Iommu]) -> Result<(), ExitCode> {
+fn interrupts(discovered: &crate::discover::Discovered, instances: &[smmus::SmmuInstance]) -> Result<(), ExitCode> {
     use platform::arch::irq;
     use platform::gic::{Gic, GicError, Trigger, DEFAULT_PRIORITY};
     let gic_err = |e: GicError| {
         defmt::error!("cannot boot: GICv3: {}", e);
         ExitCode::PlatformError
     };
-    let g = discovered.dt.gic.as_ref().ok_or_else(|| platform_err("no arm,gic-v3 in the device tree"))?;
+    let g = discovered.machine.devices.gic.as_ref().ok_or_else(|| platform_err("no arm,gic-v3 in the device tree"))?;
     // Boot maps the `reg` of top-level nodes only (`DeviceTree::mmio_regions`).
     if g.path.matches('/').count() != 1 {
         return Err(platform_err("the GIC is not a top-level node: its registers are not mapped"));
     }
     let timer = discovered
-        .dt
+        .machine
+        .devices
         .timer
         .as_ref()
         .and_then(|t| t.el2_physical)
@@ -267,7 +295,7 @@ fn interrupts(discovered: &crate::discover::Discovered, iommus: &[iommu::Iommu])
     irq::set_timer_intid(timer.intid);
     irq::init_cpu_interface().map_err(gic_err)?;
     // An SMMU out of use raises nothing the kernel would drain.
-    let lines = iommus.iter().filter(|i| i.smmu.is_some() && !i.failed).flat_map(|i| [i.node.eventq, i.node.gerror]);
+    let lines = instances.iter().filter(|i| i.smmu.is_some() && !i.failed).flat_map(|i| [i.node.eventq, i.node.gerror]);
     for line in lines.flatten().chain([timer]) {
         gic.configure(line.intid, Trigger::from_edge(line.edge), DEFAULT_PRIORITY).map_err(gic_err)?;
         gic.enable(line.intid).map_err(gic_err)?;
@@ -281,7 +309,7 @@ fn refused(e: partitions::binding::ConfigError) -> ExitCode {
 }
 
 /// Reads the partition configuration from the DT and validates it against
-/// what the kernel knows of the machine.
+/// the machine description and what discovery made of it.
 fn configure(
     dt: &DeviceTree<'static>,
     map: &MemoryMap,
@@ -294,7 +322,7 @@ fn configure(
     // The same conversion `cargo xtask check` makes offline.
     let placed = partitions::machine::Placement { kernel: Some(layout.image), dtb: Some(dtb), heap: Some(heap) };
     let (topology, groups) = (discovered.topology.clone(), discovered.groups.clone());
-    let hw = partitions::machine::hardware(dt, map, placed, arch::mpidr(), topology, groups).map_err(dt_err)?;
+    let hw = partitions::machine::hardware(&discovered.machine, map, placed, arch::mpidr(), topology, groups);
     let plan = partitions::validate::validate(&cfg, &hw).map_err(refused)?;
     if !plan.partitions.is_empty() {
         defmt::info!("configuration: {=usize} partitions", plan.partitions.len());
@@ -329,7 +357,7 @@ fn build_and_enable_mmu(ram: &[PhysRange], mmio: &[PhysRange], layout: &arch::bo
     m.map(layout.rodata, MemType::Normal, Access::ReadOnly).map_err(fail)?;
     m.map(layout.data, MemType::Normal, Access::ReadWrite).map_err(fail)?;
     m.map(layout.stack, MemType::Normal, Access::ReadWrite).map_err(fail)?;
-    let mmio: arrayvec::ArrayVec<PhysRange, { platform::dt::MAX_MMIO }> = platform::memmap::coalesce(mmio, PAGE_SIZE);
+    let mmio: arrayvec::ArrayVec<PhysRange, { devicetree::dt::MAX_MMIO }> = memmap::coalesce(mmio, PAGE_SIZE);
     for r in &mmio {
         m.map(*r, MemType::Device, Access::ReadWrite).map_err(fail)?;
     }
@@ -341,14 +369,8 @@ fn build_and_enable_mmu(ram: &[PhysRange], mmio: &[PhysRange], layout: &arch::bo
     Ok(())
 }
 
-fn banner(
-    board: &Board,
-    dt: &DeviceTree<'static>,
-    map: &MemoryMap,
-    smmus: &[platform::dt::SmmuNode],
-    heap: PhysRange,
-) -> Result<(), ExitCode> {
-    let cpus = dt.cpus().map_err(dt_err)?;
+fn banner(board: &Board, machine: &Machine, map: &MemoryMap, heap: PhysRange) {
+    let cpus = &machine.cpus;
     defmt::info!(
         "bulkhead {=str} ({=str}) on {=str}",
         env!("CARGO_PKG_VERSION"),
@@ -358,7 +380,7 @@ fn banner(
     defmt::info!("CurrentEL: EL{=u8}", arch::current_el());
     arch::boot::log_placement();
     defmt::info!("CPUs: {=usize} (boot CPU MPIDR {=u64:#x})", cpus.len(), arch::mpidr());
-    for c in &cpus {
+    for c in cpus {
         defmt::info!("  cpu MPIDR {=u64:#x} enable-method {=str}", c.mpidr, if c.psci { "psci" } else { "other" });
     }
     defmt::info!("memory: {=u64} MiB", map.ram_bytes() >> 20);
@@ -372,11 +394,11 @@ fn banner(
         defmt::info!("  free     {} {=u64} KiB", r, r.size() >> 10);
     }
     defmt::info!("heap: {} ({=u64} MiB)", heap, heap.size() >> 20);
-    defmt::info!("SMMUs: {=usize}", smmus.len());
+    defmt::info!("SMMUs: {=usize}", machine.smmus.len());
     // The board's early list against the machine: an SMMU it names that
     // is not there (a configurable machine) was found absent and left alone.
     for base in arch::boot::early_smmus().bases() {
-        if smmus.iter().any(|s| s.regs.start.0 == base) {
+        if machine.smmus.iter().any(|s| s.regs.start.0 == base) {
             continue;
         }
         match arch::boot::early_abort(base) {
@@ -392,7 +414,7 @@ fn banner(
             None => {}
         }
     }
-    for s in smmus {
+    for s in &machine.smmus {
         defmt::info!(
             "  SMMUv3 {=str} at {} size {=u64:#x}, {=str}{=str}",
             s.name.as_str(),
@@ -419,72 +441,13 @@ fn banner(
             }
         }
     }
-    Ok(())
 }
 
-/// `bulkhead.selftest=fail-closed:N:MS` (a test scenario's): MS
-/// milliseconds after the partitions started, SMMU N (in DT order) fails
-/// closed as after an error it cannot be trusted past — what the event
-/// loop does on SFM_ERR, which QEMU's SMMU never raises (the same
-/// `ownership::fail_smmu`: its groups go to Blocked for good). Partitions
-/// keep running; every stream of that SMMU aborts from then on.
-fn fail_closed_selftest(bootargs: &str) {
-    let Some(spec) = bootargs.split_ascii_whitespace().find_map(|a| a.strip_prefix("bulkhead.selftest=fail-closed:")) else { return };
-    let mut it = spec.split(':').map(|v| v.parse::<u64>().ok());
-    let (Some(Some(n)), Some(Some(ms))) = (it.next(), it.next()) else {
-        defmt::error!("selftest fail-closed: expected fail-closed:SMMU:MS, got {=str}", spec);
-        return;
-    };
-    let until = platform::time::ticks() + ms.saturating_mul(platform::time::frequency()) / 1000;
-    while platform::time::ticks() < until {
-        core::hint::spin_loop();
+/// A production image has no selftests: `bulkhead.selftest=` words from the
+/// loader's `/chosen/bootargs` do nothing but say so.
+#[cfg(not(feature = "selftest"))]
+fn refuse_selftests(bootargs: &str) {
+    for arg in bootargs.split_ascii_whitespace().filter(|a| a.starts_with("bulkhead.selftest=")) {
+        defmt::warn!("bootargs: {=str} ignored: this image was built without selftests (cargo feature `selftest`)", arg);
     }
-    defmt::warn!("selftest: SMMU {=u64} fails closed; every stream it serves aborts from now on", n);
-    crate::ownership::with(|rt| crate::ownership::fail_smmu(rt, n as usize, "selftest fail-closed"));
-}
-
-/// Boot-argument driven checks used by the test scenarios.
-fn selftest(
-    bootargs: &str,
-    layout: &arch::boot::ImageLayout,
-    ram: &[PhysRange],
-    iommus: &mut [iommu::Iommu],
-    discovered: &crate::discover::Discovered,
-) -> Result<(), ExitCode> {
-    for arg in bootargs.split_ascii_whitespace() {
-        let Some(test) = arg.strip_prefix("bulkhead.selftest=") else { continue };
-        match test {
-            "data-abort" => {
-                let at = layout.stack_guard.start;
-                defmt::warn!("selftest: reading the unmapped stack guard page at {}", at);
-                // SAFETY: deliberately faults (the guard page is unmapped);
-                // the exception handler reports and stops the machine.
-                let v = unsafe { (at.0 as *const u64).read_volatile() };
-                defmt::error!("selftest: read of the guard page returned {=u64:#x}", v);
-                return Err(ExitCode::SelfTestFailed);
-            }
-            "dma" => {
-                let (h, f) = discovered.find_pci(dmatest::EDU_ID.0, dmatest::EDU_ID.1).ok_or_else(|| platform_err("no edu device"))?;
-                let mut cs = discovered.config_space(h).ok_or_else(|| platform_err("no config space for edu's host"))?;
-                let (smmu_index, sid) = discovered.stream_id(h, f.rid()).ok_or_else(|| platform_err("edu has no StreamID"))?;
-                let bar = f.bars.first().ok_or_else(|| platform_err("edu has no BAR0"))?.cpu;
-                let smmu = iommus.get_mut(smmu_index).and_then(iommu::Iommu::usable).ok_or_else(|| platform_err("edu's SMMU was not brought up"))?;
-                dmatest::dma_window(smmu, &mut cs, f.bdf, bar, sid, dmatest::DmaOptions::from_bootargs(bootargs), ram)?;
-            }
-            "irq" => {
-                crate::irqtest::run(iommus, discovered)?;
-            }
-            "cmdq-error" => {
-                let first = iommus.first_mut().and_then(iommu::Iommu::usable).ok_or_else(|| platform_err("no SMMU to test"))?;
-                dmatest::cmdq_error(first)?;
-            }
-            // Run once the partitions are (`fail_closed_selftest`).
-            t if t.starts_with("fail-closed:") => {}
-            other => {
-                defmt::error!("unknown selftest {=str}", other);
-                return Err(ExitCode::SelfTestFailed);
-            }
-        }
-    }
-    Ok(())
 }

@@ -1,18 +1,18 @@
-//! Boot step 4 and 5 (DESIGN.md): discovery and isolation groups.
+//! Boot step 7 (README "Boot path"): discovery and isolation groups.
 //!
-//! The device tree gives the GIC, the PCI host bridges and the platform DMA
-//! masters; every host bridge is enumerated through its ECAM with bus
-//! mastering left off on every function; the result is converted into the
-//! policy's plain model by `partitions::machine` (the code `cargo xtask
-//! check` runs on the host too) and grouped. The boot table printed here is
-//! what the QEMU scenarios check, and what `cargo xtask check --topology`
-//! reads back.
+//! The machine description (read once from the device tree) gives the GIC,
+//! the PCI host bridges and the platform DMA masters; every host bridge is
+//! enumerated through its ECAM with bus mastering left off on every
+//! function; the result is paired into the policy's model by
+//! `partitions::machine` (the code `cargo xtask check` runs on the host
+//! too) and grouped. The boot table printed here is what the QEMU
+//! scenarios check, and what `cargo xtask check --topology` reads back.
 
 use alloc::vec::Vec;
 use partitions::groups::{self, GroupReason, Groups, NotIsolatableReason};
 use partitions::topology::{self as model, DeviceRef};
-use platform::discovery::{self, Discovery, DEFAULT_SID_BITS};
-use platform::dt::{DeviceTree, SmmuNode};
+use devicetree::discovery::{self, DEFAULT_SID_BITS};
+use devicetree::{Machine, SmmuNode};
 use platform::pci::{self, ecam::EcamConfigSpace, HostTopology};
 use platform::ExitCode;
 use smmu::StreamId;
@@ -20,9 +20,10 @@ use smmu::StreamId;
 /// What discovery found, enumerated and decided.
 #[allow(dead_code)] // read by the configuration and ownership steps as they are wired in
 pub struct Discovered {
-    /// Device-tree facts (GIC, ITSs, host bridges, platform masters).
-    pub dt: Discovery,
-    /// Enumeration results, one per `dt.pci_hosts` entry.
+    /// The machine description (RAM, CPUs, SMMUs, GIC, ITSs, timer, host
+    /// bridges, platform masters).
+    pub machine: Machine,
+    /// Enumeration results, one per `machine.devices.pci_hosts` entry.
     pub pci: Vec<HostTopology>,
     /// The policy's model of the machine (SMMU indices as in the SMMU list).
     pub topology: model::Topology,
@@ -34,10 +35,10 @@ pub struct Discovered {
 impl Discovered {
     /// Configuration space of host bridge `host`.
     pub fn config_space(&self, host: usize) -> Option<EcamConfigSpace> {
-        let h = self.dt.pci_hosts.get(host)?;
+        let h = self.machine.devices.pci_hosts.get(host)?;
         // SAFETY: `run` enumerated this host only after checking that its
         // ECAM window (from `reg`, sized for `bus_start..=bus_end`) lies in
-        // the DT's MMIO regions, which boot identity-maps as Device memory.
+        // the machine's MMIO regions, which boot identity-maps as Device memory.
         Some(unsafe { EcamConfigSpace::new(h.ecam.start, h.bus_start, h.bus_end) })
     }
 
@@ -49,19 +50,22 @@ impl Discovered {
     /// The SMMU (index in the SMMU list) and StreamID a requester ID of
     /// host bridge `host` reaches.
     pub fn stream_id(&self, host: usize, rid: u16) -> Option<(usize, StreamId)> {
-        let (smmu, sid) = self.dt.pci_hosts.get(host)?.rid_to_sid(rid, DEFAULT_SID_BITS).ok()?;
+        let (smmu, sid) = self.machine.devices.pci_hosts.get(host)?.rid_to_sid(rid, DEFAULT_SID_BITS).ok()?;
         Some((smmu, StreamId(sid)))
     }
 }
 
-fn dt_err(e: platform::dt::DtError) -> ExitCode {
+/// The device tree's devices cannot be read (boot.rs, as the machine
+/// description is completed).
+pub fn dt_err(e: devicetree::DtError) -> ExitCode {
     defmt::error!("cannot boot: discovery: {}", e);
     ExitCode::BadDeviceTree
 }
 
-/// Discovers, enumerates, groups and prints the boot table.
-pub fn run(dt: &DeviceTree<'static>, smmus: &[SmmuNode]) -> Result<Discovered, ExitCode> {
-    let d = discovery::discover(dt, smmus).map_err(dt_err)?;
+/// Enumerates the machine's PCI host bridges, groups, and prints the boot
+/// table.
+pub fn run(machine: Machine) -> Result<Discovered, ExitCode> {
+    let d = &machine.devices;
     if let Some(g) = &d.gic {
         defmt::info!("GICv3 {=str}: distributor {}, {=usize} redistributor region(s)", g.path.as_str(), g.distributor, g.redistributors.len());
     }
@@ -69,10 +73,9 @@ pub fn run(dt: &DeviceTree<'static>, smmus: &[SmmuNode]) -> Result<Discovered, E
         defmt::info!("  ITS {=str} at {}", its.path.as_str(), its.regs);
     }
 
-    let mapped = dt.mmio_regions().map_err(dt_err)?;
     let mut topologies = Vec::new();
     for h in &d.pci_hosts {
-        if !mapped.iter().any(|r| r.covers(&h.ecam)) {
+        if !machine.mmio.iter().any(|r| r.covers(&h.ecam)) {
             // Only windows the identity map holds may be touched.
             defmt::error!("cannot boot: PCI host {=str}: ECAM {} is not in the kernel's MMIO map", h.path.as_str(), h.ecam);
             return Err(ExitCode::PlatformError);
@@ -81,8 +84,8 @@ pub fn run(dt: &DeviceTree<'static>, smmus: &[SmmuNode]) -> Result<Discovered, E
             defmt::warn!("PCI host {=str}: bus-range reduced to the buses its ECAM window holds", h.path.as_str());
         }
         // SAFETY: `h.ecam` is the host bridge's ECAM window from its `reg`,
-        // inside the DT's MMIO regions that boot identity-maps as Device
-        // memory (checked above), and holds buses bus_start..=bus_end
+        // inside the machine's MMIO regions that boot identity-maps as
+        // Device memory (checked above), and holds buses bus_start..=bus_end
         // (discovery reduced bus-range to the window's size).
         let mut cs = unsafe { EcamConfigSpace::new(h.ecam.start, h.bus_start, h.bus_end) };
         let t = pci::enumerate(&mut cs, h.bus_start, h.bus_end, &h.windows).map_err(|e| {
@@ -93,10 +96,10 @@ pub fn run(dt: &DeviceTree<'static>, smmus: &[SmmuNode]) -> Result<Discovered, E
         topologies.push(t);
     }
 
-    let topology = partitions::machine::topology(&d, &topologies, smmus);
+    let topology = partitions::machine::topology(&machine, &topologies);
     let groups = groups::compute(&topology);
-    print_groups(&topology, &groups, smmus);
-    Ok(Discovered { dt: d, pci: topologies, topology, groups })
+    print_groups(&topology, &groups, &machine.smmus);
+    Ok(Discovered { machine, pci: topologies, topology, groups })
 }
 
 fn print_host(h: &discovery::PciHost, t: &HostTopology) {

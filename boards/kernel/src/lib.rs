@@ -11,16 +11,21 @@
 extern crate alloc;
 
 mod boot;
+mod devices;
 mod discover;
 mod dma;
-mod dmatest;
-mod iommu;
-mod irqtest;
+mod events;
+mod launch;
 mod ownership;
-mod partition;
+mod runtime;
+#[cfg(feature = "selftest")]
+mod selftest;
+mod smmus;
+mod stage2;
+mod trap;
 
 pub use boot::entry;
-use platform::dt::Uart;
+use platform::console::Uart;
 use platform::PhysAddr;
 
 /// What a board crate tells the kernel; everything else comes from the DT.

@@ -1,14 +1,20 @@
 //! The grouping rules, one topology each.
 
 use super::*;
-use crate::binding::PciStep;
-use crate::topology::{Acs, Bdf, IdMap, IdMapEntry, PciFunction, PciHint, PlatformDevice, PlatformStream, Smmu};
+use crate::topology::Smmu;
+use devicetree::discovery::{self, IdMap, IdMapEntry, IommuRef, PciDtNode, PlatformMaster};
+use devicetree::pci::{Acs, AcsFlags, Bdf, Function, FunctionKind, HostTopology};
 use alloc::string::ToString;
 use alloc::vec;
 
 const EDU: (u16, u16) = (0x1234, 0x11e8);
+/// An ACS capability with these Capability and Control registers.
+const fn acs(cap: u16, ctrl: u16) -> Acs {
+    Acs { offset: 0x100, cap: AcsFlags(cap), ctrl: AcsFlags(ctrl) }
+}
+
 /// ACS with the isolation controls implemented and enabled.
-const ACS_ON: Option<Acs> = Some(Acs { cap: Acs::ISOLATION | Acs::TB, ctrl: Acs::ISOLATION | Acs::TB });
+const ACS_ON: Option<Acs> = Some(acs(AcsFlags::ENABLE, AcsFlags::ENABLE));
 
 fn smmu(name: &str, sid_bits: u8) -> Smmu {
     Smmu { name: name.to_string(), sid_bits }
@@ -16,45 +22,54 @@ fn smmu(name: &str, sid_bits: u8) -> Smmu {
 
 /// `iommu-map = <0 &smmu 0 0x10000>`: StreamID = requester ID.
 fn identity_map(smmu: usize) -> IdMap {
-    IdMap { entries: vec![IdMapEntry { rid_base: 0, length: 0x1_0000, smmu: Some(SmmuIndex(smmu)), phandle: 0x8000 + smmu as u32, sid_base: 0 }], mask: None }
+    IdMap { entries: vec![IdMapEntry { rid_base: 0, length: 0x1_0000, target: Some(smmu), phandle: 0x8000 + smmu as u32, out_base: 0 }], mask: None }
 }
+
+/// A function node's path, its (bus, dev, fn) chain and its group number.
+type Hint<'a> = (&'a str, &'a [(u8, u8, u8)], u32);
 
 /// Builds a host bridge function by function.
 struct Host(PciHost);
 
 impl Host {
     fn new(path: &str, map: IdMap) -> Host {
-        Host(PciHost { path: path.to_string(), root_bus: 0, iommu_map: map, functions: vec![], hints: vec![] })
+        Host(PciHost {
+            bridge: discovery::PciHost { path: path.to_string(), iommu_map: map, ..discovery::PciHost::default() },
+            bus: HostTopology::default(),
+        })
     }
-    fn add(&mut self, parent: Option<usize>, bdf: (u8, u8, u8), kind: PciKind) -> usize {
-        self.0.functions.push(PciFunction {
-            bdf: Bdf::new(bdf.0, bdf.1, bdf.2),
-            vendor: EDU.0,
-            device: EDU.1,
-            class: 0x00ff00,
-            kind,
-            parent,
-            secondary_bus: None,
-            acs: None,
-            multifunction: false,
-            flr: false,
-        });
-        self.0.functions.len() - 1
+    fn add(&mut self, parent: Option<usize>, bdf: (u8, u8, u8), kind: FunctionKind) -> usize {
+        let f = Function::new(Bdf::new(bdf.0, bdf.1, bdf.2), kind);
+        self.0.bus.functions.push(Function { vendor: EDU.0, device: EDU.1, class: 0x00ff00, parent, ..f });
+        self.0.bus.functions.len() - 1
     }
     /// A bridge-type function with its secondary bus.
-    fn bridge(&mut self, parent: Option<usize>, bdf: (u8, u8, u8), kind: PciKind, secondary: u8, acs: Option<Acs>) -> usize {
+    fn bridge(&mut self, parent: Option<usize>, bdf: (u8, u8, u8), kind: FunctionKind, secondary: u8, acs: Option<Acs>) -> usize {
         let i = self.add(parent, bdf, kind);
-        self.0.functions[i].secondary_bus = Some(secondary);
-        self.0.functions[i].acs = acs;
+        let f = &mut self.0.bus.functions[i];
+        *f = f.clone().bridging(secondary);
+        f.acs = acs;
         i
     }
     fn multifunction(&mut self, i: usize, acs: Option<Acs>) {
-        self.0.functions[i].multifunction = true;
-        self.0.functions[i].acs = acs;
+        self.0.bus.functions[i].multifunction = true;
+        self.0.bus.functions[i].acs = acs;
+    }
+    /// Function nodes of the tree below the host bridge that carry
+    /// `bulkhead,isolation-group`: (path, chain, group).
+    fn hints(&mut self, hints: &[Hint<'_>]) {
+        self.0.bridge.nodes = hints
+            .iter()
+            .map(|&(path, chain, group)| PciDtNode {
+                path: path.into(),
+                chain: chain.iter().map(|&(b, d, f)| Bdf::new(b, d, f)).collect(),
+                isolation_group: Some(group),
+            })
+            .collect();
     }
 }
 
-fn topo(hosts: Vec<Host>, platform: Vec<PlatformDevice>, smmus: Vec<Smmu>) -> Topology {
+fn topo(hosts: Vec<Host>, platform: Vec<PlatformMaster>, smmus: Vec<Smmu>) -> Topology {
     Topology { smmus, hosts: hosts.into_iter().map(|h| h.0).collect(), platform }
 }
 
@@ -70,7 +85,7 @@ fn sids(g: &Group) -> Vec<u32> {
 fn check_partition(t: &Topology, g: &Groups) {
     let mut all: Vec<DeviceRef> = vec![];
     for (h, host) in t.hosts.iter().enumerate() {
-        all.extend((0..host.functions.len()).map(|f| pci(h, f)));
+        all.extend((0..host.bus.functions.len()).map(|f| pci(h, f)));
     }
     all.extend((0..t.platform.len()).map(DeviceRef::Platform));
     for d in all {
@@ -92,9 +107,9 @@ fn run(t: &Topology) -> Groups {
 #[test]
 fn root_bus_devices_are_alone() {
     let mut h = Host::new("/pcie@10000000", identity_map(0));
-    h.add(None, (0, 0, 0), PciKind::PciDevice);
-    h.add(None, (0, 1, 0), PciKind::PciDevice);
-    h.add(None, (0, 2, 0), PciKind::Endpoint);
+    h.add(None, (0, 0, 0), FunctionKind::PciDevice);
+    h.add(None, (0, 1, 0), FunctionKind::PciDevice);
+    h.add(None, (0, 2, 0), FunctionKind::Endpoint);
     let t = topo(vec![h], vec![], vec![smmu("smmu", 16)]);
     let g = run(&t);
     assert_eq!(g.groups.len(), 3);
@@ -108,10 +123,10 @@ fn root_bus_devices_are_alone() {
 #[test]
 fn devices_behind_a_pcie_to_pci_bridge_share_its_group_and_alias() {
     let mut h = Host::new("/pcie@10000000", identity_map(0));
-    let rp = h.bridge(None, (0, 2, 0), PciKind::RootPort, 1, ACS_ON);
-    let br = h.bridge(Some(rp), (1, 0, 0), PciKind::PcieToPciBridge, 2, None);
-    let a = h.add(Some(br), (2, 1, 0), PciKind::PciDevice);
-    let b = h.add(Some(br), (2, 2, 0), PciKind::PciDevice);
+    let rp = h.bridge(None, (0, 2, 0), FunctionKind::RootPort, 1, ACS_ON);
+    let br = h.bridge(Some(rp), (1, 0, 0), FunctionKind::PcieToPciBridge, 2, None);
+    let a = h.add(Some(br), (2, 1, 0), FunctionKind::PciDevice);
+    let b = h.add(Some(br), (2, 2, 0), FunctionKind::PciDevice);
     let t = topo(vec![h], vec![], vec![smmu("smmu", 16)]);
     let g = run(&t);
     assert_eq!(g.groups.len(), 2);
@@ -125,11 +140,11 @@ fn devices_behind_a_pcie_to_pci_bridge_share_its_group_and_alias() {
 #[test]
 fn conventional_and_reverse_bridges_alias_to_their_own_requester_id() {
     let mut h = Host::new("/pcie@10000000", identity_map(0));
-    let pb = h.bridge(None, (0, 3, 0), PciKind::PciBridge, 1, None);
-    let a = h.add(Some(pb), (1, 0, 0), PciKind::PciDevice);
-    h.add(Some(pb), (1, 1, 0), PciKind::PciDevice);
-    let rb = h.bridge(None, (0, 4, 0), PciKind::PciToPcieBridge, 2, None);
-    let c = h.add(Some(rb), (2, 0, 0), PciKind::Endpoint);
+    let pb = h.bridge(None, (0, 3, 0), FunctionKind::PciBridge, 1, None);
+    let a = h.add(Some(pb), (1, 0, 0), FunctionKind::PciDevice);
+    h.add(Some(pb), (1, 1, 0), FunctionKind::PciDevice);
+    let rb = h.bridge(None, (0, 4, 0), FunctionKind::PciToPcieBridge, 2, None);
+    let c = h.add(Some(rb), (2, 0, 0), FunctionKind::Endpoint);
     let t = topo(vec![h], vec![], vec![smmu("smmu", 16)]);
     let g = run(&t);
     assert_eq!(sids(g.group_of(pci(0, a)).unwrap()), [0x18, 0x100, 0x108]);
@@ -140,10 +155,10 @@ fn conventional_and_reverse_bridges_alias_to_their_own_requester_id() {
 #[test]
 fn nested_bridges_add_every_alias_on_the_way_up() {
     let mut h = Host::new("/pcie@10000000", identity_map(0));
-    let rp = h.bridge(None, (0, 1, 0), PciKind::RootPort, 1, ACS_ON);
-    let br = h.bridge(Some(rp), (1, 0, 0), PciKind::PcieToPciBridge, 2, None);
-    let pb = h.bridge(Some(br), (2, 1, 0), PciKind::PciBridge, 3, None);
-    let d = h.add(Some(pb), (3, 0, 0), PciKind::PciDevice);
+    let rp = h.bridge(None, (0, 1, 0), FunctionKind::RootPort, 1, ACS_ON);
+    let br = h.bridge(Some(rp), (1, 0, 0), FunctionKind::PcieToPciBridge, 2, None);
+    let pb = h.bridge(Some(br), (2, 1, 0), FunctionKind::PciBridge, 3, None);
+    let d = h.add(Some(pb), (3, 0, 0), FunctionKind::PciDevice);
     let t = topo(vec![h], vec![], vec![smmu("smmu", 16)]);
     let g = run(&t);
     let grp = g.group_of(pci(0, d)).unwrap();
@@ -155,29 +170,29 @@ fn nested_bridges_add_every_alias_on_the_way_up() {
 fn multifunction_devices_without_acs_are_one_group() {
     let mut h = Host::new("/pcie@10000000", identity_map(0));
     // Conventional functions never have ACS.
-    let a0 = h.add(None, (0, 3, 0), PciKind::PciDevice);
-    let a1 = h.add(None, (0, 3, 1), PciKind::PciDevice);
+    let a0 = h.add(None, (0, 3, 0), FunctionKind::PciDevice);
+    let a1 = h.add(None, (0, 3, 1), FunctionKind::PciDevice);
     h.multifunction(a0, None);
     h.multifunction(a1, None);
     // PCIe functions with ACS isolation enabled stay apart.
-    let b0 = h.add(None, (0, 4, 0), PciKind::Endpoint);
-    let b1 = h.add(None, (0, 4, 1), PciKind::Endpoint);
+    let b0 = h.add(None, (0, 4, 0), FunctionKind::Endpoint);
+    let b1 = h.add(None, (0, 4, 1), FunctionKind::Endpoint);
     h.multifunction(b0, ACS_ON);
     h.multifunction(b1, ACS_ON);
     // ACS implemented but not enabled: together.
-    let c0 = h.add(None, (0, 5, 0), PciKind::Endpoint);
-    let c1 = h.add(None, (0, 5, 1), PciKind::Endpoint);
-    h.multifunction(c0, Some(Acs { cap: Acs::ISOLATION, ctrl: 0 }));
-    h.multifunction(c1, Some(Acs { cap: Acs::ISOLATION, ctrl: 0 }));
+    let c0 = h.add(None, (0, 5, 0), FunctionKind::Endpoint);
+    let c1 = h.add(None, (0, 5, 1), FunctionKind::Endpoint);
+    h.multifunction(c0, Some(acs(AcsFlags::ISOLATION, 0)));
+    h.multifunction(c1, Some(acs(AcsFlags::ISOLATION, 0)));
     // ACS capability present with nothing to control: nothing can be
     // turned off, so isolation holds (as in Linux).
-    let d0 = h.add(None, (0, 6, 0), PciKind::Endpoint);
-    let d1 = h.add(None, (0, 6, 1), PciKind::Endpoint);
-    h.multifunction(d0, Some(Acs { cap: 0, ctrl: 0 }));
-    h.multifunction(d1, Some(Acs { cap: 0, ctrl: 0 }));
+    let d0 = h.add(None, (0, 6, 0), FunctionKind::Endpoint);
+    let d1 = h.add(None, (0, 6, 1), FunctionKind::Endpoint);
+    h.multifunction(d0, Some(acs(0, 0)));
+    h.multifunction(d1, Some(acs(0, 0)));
     // No ACS capability at all on PCIe functions: together.
-    let e0 = h.add(None, (0, 7, 0), PciKind::Endpoint);
-    let e1 = h.add(None, (0, 7, 1), PciKind::Endpoint);
+    let e0 = h.add(None, (0, 7, 0), FunctionKind::Endpoint);
+    let e1 = h.add(None, (0, 7, 1), FunctionKind::Endpoint);
     h.multifunction(e0, None);
     h.multifunction(e1, None);
     let t = topo(vec![h], vec![], vec![smmu("smmu", 16)]);
@@ -196,12 +211,12 @@ fn multifunction_devices_without_acs_are_one_group() {
 #[test]
 fn below_a_root_port_without_acs_the_port_and_its_devices_are_one_group() {
     let mut h = Host::new("/pcie@10000000", identity_map(0));
-    let rp1 = h.bridge(None, (0, 1, 0), PciKind::RootPort, 1, None);
-    let a = h.add(Some(rp1), (1, 0, 0), PciKind::Endpoint);
-    let rp2 = h.bridge(None, (0, 2, 0), PciKind::RootPort, 2, Some(Acs { cap: Acs::ISOLATION, ctrl: Acs::SV | Acs::RR }));
-    let b = h.add(Some(rp2), (2, 0, 0), PciKind::Endpoint);
-    let rp3 = h.bridge(None, (0, 3, 0), PciKind::RootPort, 3, ACS_ON);
-    let c = h.add(Some(rp3), (3, 0, 0), PciKind::Endpoint);
+    let rp1 = h.bridge(None, (0, 1, 0), FunctionKind::RootPort, 1, None);
+    let a = h.add(Some(rp1), (1, 0, 0), FunctionKind::Endpoint);
+    let rp2 = h.bridge(None, (0, 2, 0), FunctionKind::RootPort, 2, Some(acs(AcsFlags::ISOLATION, AcsFlags::SV | AcsFlags::RR)));
+    let b = h.add(Some(rp2), (2, 0, 0), FunctionKind::Endpoint);
+    let rp3 = h.bridge(None, (0, 3, 0), FunctionKind::RootPort, 3, ACS_ON);
+    let c = h.add(Some(rp3), (3, 0, 0), FunctionKind::Endpoint);
     let t = topo(vec![h], vec![], vec![smmu("smmu", 16)]);
     let g = run(&t);
     let ga = g.group_of(pci(0, a)).unwrap();
@@ -217,12 +232,12 @@ fn below_a_root_port_without_acs_the_port_and_its_devices_are_one_group() {
 fn a_switch_isolates_only_when_the_whole_path_has_acs() {
     let build = |rp_acs: Option<Acs>| {
         let mut h = Host::new("/pcie@10000000", identity_map(0));
-        let rp = h.bridge(None, (0, 1, 0), PciKind::RootPort, 1, rp_acs);
-        let usp = h.bridge(Some(rp), (1, 0, 0), PciKind::UpstreamPort, 2, None);
-        let d0 = h.bridge(Some(usp), (2, 0, 0), PciKind::DownstreamPort, 3, ACS_ON);
-        let d1 = h.bridge(Some(usp), (2, 1, 0), PciKind::DownstreamPort, 4, ACS_ON);
-        h.add(Some(d0), (3, 0, 0), PciKind::Endpoint);
-        h.add(Some(d1), (4, 0, 0), PciKind::Endpoint);
+        let rp = h.bridge(None, (0, 1, 0), FunctionKind::RootPort, 1, rp_acs);
+        let usp = h.bridge(Some(rp), (1, 0, 0), FunctionKind::UpstreamPort, 2, None);
+        let d0 = h.bridge(Some(usp), (2, 0, 0), FunctionKind::DownstreamPort, 3, ACS_ON);
+        let d1 = h.bridge(Some(usp), (2, 1, 0), FunctionKind::DownstreamPort, 4, ACS_ON);
+        h.add(Some(d0), (3, 0, 0), FunctionKind::Endpoint);
+        h.add(Some(d1), (4, 0, 0), FunctionKind::Endpoint);
         topo(vec![h], vec![], vec![smmu("smmu", 16)])
     };
     let g = run(&build(ACS_ON));
@@ -235,12 +250,12 @@ fn a_switch_isolates_only_when_the_whole_path_has_acs() {
 
 #[test]
 fn a_requester_id_outside_iommu_map_is_not_isolatable() {
-    let map = IdMap { entries: vec![IdMapEntry { rid_base: 0, length: 0x200, smmu: Some(SmmuIndex(0)), phandle: 1, sid_base: 0 }], mask: None };
+    let map = IdMap { entries: vec![IdMapEntry { rid_base: 0, length: 0x200, target: Some(0), phandle: 1, out_base: 0 }], mask: None };
     let mut h = Host::new("/pcie@10000000", map);
-    let rp = h.bridge(None, (0, 2, 0), PciKind::RootPort, 1, ACS_ON);
-    let br = h.bridge(Some(rp), (1, 0, 0), PciKind::PcieToPciBridge, 2, None);
-    let a = h.add(Some(br), (2, 1, 0), PciKind::PciDevice);
-    let b = h.add(Some(br), (2, 2, 0), PciKind::PciDevice);
+    let rp = h.bridge(None, (0, 2, 0), FunctionKind::RootPort, 1, ACS_ON);
+    let br = h.bridge(Some(rp), (1, 0, 0), FunctionKind::PcieToPciBridge, 2, None);
+    let a = h.add(Some(br), (2, 1, 0), FunctionKind::PciDevice);
+    let b = h.add(Some(br), (2, 2, 0), FunctionKind::PciDevice);
     let t = topo(vec![h], vec![], vec![smmu("smmu", 16)]);
     let g = run(&t);
     assert_eq!(g.groups.len(), 1);
@@ -251,13 +266,13 @@ fn a_requester_id_outside_iommu_map_is_not_isolatable() {
     assert_eq!(g.why_not_isolatable(pci(0, br)), Some(NotIsolatableReason::GroupedWith(pci(0, a))));
     // No iommu-map at all.
     let mut h = Host::new("/pcie@20000000", IdMap::default());
-    h.add(None, (0, 1, 0), PciKind::Endpoint);
+    h.add(None, (0, 1, 0), FunctionKind::Endpoint);
     let g = run(&topo(vec![h], vec![], vec![]));
     assert_eq!(g.why_not_isolatable(pci(0, 0)), Some(NotIsolatableReason::NoIommuMap));
     // An entry naming something that is not an SMMU.
-    let map = IdMap { entries: vec![IdMapEntry { rid_base: 0, length: 0x100, smmu: None, phandle: 0x42, sid_base: 0 }], mask: None };
+    let map = IdMap { entries: vec![IdMapEntry { rid_base: 0, length: 0x100, target: None, phandle: 0x42, out_base: 0 }], mask: None };
     let mut h = Host::new("/pcie@30000000", map);
-    h.add(None, (0, 1, 0), PciKind::Endpoint);
+    h.add(None, (0, 1, 0), FunctionKind::Endpoint);
     let g = run(&topo(vec![h], vec![], vec![]));
     assert_eq!(g.why_not_isolatable(pci(0, 0)), Some(NotIsolatableReason::MapTargetNotSmmu { rid: 8, phandle: 0x42 }));
 }
@@ -266,13 +281,13 @@ fn a_requester_id_outside_iommu_map_is_not_isolatable() {
 fn iommu_map_offsets_and_mask() {
     // Requester IDs 0x100.. become StreamIDs 0x1000..; the mask folds the
     // functions of one device onto one StreamID, so they cannot be told apart.
-    let map = IdMap { entries: vec![IdMapEntry { rid_base: 0, length: 0x1_0000, smmu: Some(SmmuIndex(0)), phandle: 1, sid_base: 0x1000 }], mask: Some(0xfff8) };
+    let map = IdMap { entries: vec![IdMapEntry { rid_base: 0, length: 0x1_0000, target: Some(0), phandle: 1, out_base: 0x1000 }], mask: Some(0xfff8) };
     let mut h = Host::new("/pcie@10000000", map);
-    let f0 = h.add(None, (0, 3, 0), PciKind::Endpoint);
-    let f1 = h.add(None, (0, 3, 1), PciKind::Endpoint);
+    let f0 = h.add(None, (0, 3, 0), FunctionKind::Endpoint);
+    let f1 = h.add(None, (0, 3, 1), FunctionKind::Endpoint);
     h.multifunction(f0, ACS_ON);
     h.multifunction(f1, ACS_ON);
-    let o = h.add(None, (0, 4, 0), PciKind::Endpoint);
+    let o = h.add(None, (0, 4, 0), FunctionKind::Endpoint);
     let g = run(&topo(vec![h], vec![], vec![smmu("smmu", 16)]));
     let grp = g.group_of(pci(0, f0)).unwrap();
     assert_eq!(grp.devices, [pci(0, f0), pci(0, f1)]);
@@ -283,10 +298,10 @@ fn iommu_map_offsets_and_mask() {
 
 #[test]
 fn a_stream_id_beyond_sidsize_is_not_isolatable() {
-    let map = IdMap { entries: vec![IdMapEntry { rid_base: 0, length: 0x1_0000, smmu: Some(SmmuIndex(0)), phandle: 1, sid_base: 0xff00 }], mask: None };
+    let map = IdMap { entries: vec![IdMapEntry { rid_base: 0, length: 0x1_0000, target: Some(0), phandle: 1, out_base: 0xff00 }], mask: None };
     let mut h = Host::new("/pcie@10000000", map);
-    let ok = h.add(None, (0, 1, 0), PciKind::Endpoint);
-    let big = h.add(None, (1, 0, 0), PciKind::Endpoint);
+    let ok = h.add(None, (0, 1, 0), FunctionKind::Endpoint);
+    let big = h.add(None, (1, 0, 0), FunctionKind::Endpoint);
     let g = run(&topo(vec![h], vec![], vec![smmu("smmu", 16)]));
     assert_eq!(sids(g.group_of(pci(0, ok)).unwrap()), [0xff08]);
     assert_eq!(
@@ -298,27 +313,27 @@ fn a_stream_id_beyond_sidsize_is_not_isolatable() {
 #[test]
 fn two_host_bridges_on_two_smmus_keep_the_same_ids_apart() {
     let mut a = Host::new("/pcie@10000000", identity_map(0));
-    a.add(None, (0, 1, 0), PciKind::PciDevice);
+    a.add(None, (0, 1, 0), FunctionKind::PciDevice);
     let mut b = Host::new("/pcie@20000000", identity_map(1));
-    b.add(None, (0, 1, 0), PciKind::PciDevice);
+    b.add(None, (0, 1, 0), FunctionKind::PciDevice);
     let g = run(&topo(vec![a, b], vec![], vec![smmu("smmu0", 16), smmu("smmu1", 16)]));
     assert_eq!(g.groups.len(), 2);
     assert_eq!((g.groups[0].smmu, sids(&g.groups[0])), (SmmuIndex(0), vec![8]));
     assert_eq!((g.groups[1].smmu, sids(&g.groups[1])), (SmmuIndex(1), vec![8]));
     // The same two hosts mapped onto one SMMU: the IDs collide.
     let mut a = Host::new("/pcie@10000000", identity_map(0));
-    a.add(None, (0, 1, 0), PciKind::PciDevice);
+    a.add(None, (0, 1, 0), FunctionKind::PciDevice);
     let mut b = Host::new("/pcie@20000000", identity_map(0));
-    b.add(None, (0, 1, 0), PciKind::PciDevice);
+    b.add(None, (0, 1, 0), FunctionKind::PciDevice);
     let g = run(&topo(vec![a, b], vec![], vec![smmu("smmu0", 16)]));
     assert_eq!(g.groups.len(), 1);
     assert_eq!(g.groups[0].reasons, [GroupReason::SharedStreamId]);
 }
 
-fn master(path: &str, streams: &[(Option<usize>, u32)], group: Option<u32>) -> PlatformDevice {
-    PlatformDevice {
+fn master(path: &str, streams: &[(Option<usize>, u32)], group: Option<u32>) -> PlatformMaster {
+    PlatformMaster {
         path: path.to_string(),
-        streams: streams.iter().map(|&(s, sid)| PlatformStream { phandle: 0x8000, smmu: s.map(SmmuIndex), sid }).collect(),
+        iommus: streams.iter().map(|&(smmu, sid)| IommuRef { phandle: 0x8000, smmu, sid }).collect(),
         isolation_group: group,
     }
 }
@@ -355,21 +370,20 @@ fn platform_masters_sharing_a_stream_id_are_one_group() {
 #[test]
 fn isolation_group_property_merges_and_never_splits() {
     let mut h = Host::new("/pcie@10000000", identity_map(0));
-    let rp = h.bridge(None, (0, 2, 0), PciKind::RootPort, 1, ACS_ON);
-    let a = h.add(Some(rp), (1, 0, 0), PciKind::Endpoint);
-    let b = h.add(None, (0, 3, 0), PciKind::PciDevice);
-    let c0 = h.add(None, (0, 4, 0), PciKind::PciDevice);
-    let c1 = h.add(None, (0, 4, 1), PciKind::PciDevice);
+    let rp = h.bridge(None, (0, 2, 0), FunctionKind::RootPort, 1, ACS_ON);
+    let a = h.add(Some(rp), (1, 0, 0), FunctionKind::Endpoint);
+    let b = h.add(None, (0, 3, 0), FunctionKind::PciDevice);
+    let c0 = h.add(None, (0, 4, 0), FunctionKind::PciDevice);
+    let c1 = h.add(None, (0, 4, 1), FunctionKind::PciDevice);
     h.multifunction(c0, None);
     h.multifunction(c1, None);
-    let step = |bus, dev, func| PciStep { bus, dev, func };
-    h.0.hints = vec![
-        PciHint { path: "/pcie@10000000/port@2,0/edu@0,0".into(), chain: vec![step(0, 2, 0), step(1, 0, 0)], group: 7 },
-        PciHint { path: "/pcie@10000000/edu@3,0".into(), chain: vec![step(0, 3, 0)], group: 7 },
+    h.hints(&[
+        ("/pcie@10000000/port@2,0/edu@0,0", &[(0, 2, 0), (1, 0, 0)], 7),
+        ("/pcie@10000000/edu@3,0", &[(0, 3, 0)], 7),
         // Only one function of a multi-function group carries the hint: the group stays whole.
-        PciHint { path: "/pcie@10000000/edu@4,1".into(), chain: vec![step(0, 4, 1)], group: 9 },
-        PciHint { path: "/pcie@10000000/edu@9,0".into(), chain: vec![step(0, 9, 0)], group: 7 },
-    ];
+        ("/pcie@10000000/edu@4,1", &[(0, 4, 1)], 9),
+        ("/pcie@10000000/edu@9,0", &[(0, 9, 0)], 7),
+    ]);
     let t = topo(vec![h], vec![master("/dma@1", &[(Some(0), 0x4000)], Some(7))], vec![smmu("smmu", 16)]);
     let g = run(&t);
     let merged = g.group_of(pci(0, a)).unwrap();
@@ -382,8 +396,8 @@ fn isolation_group_property_merges_and_never_splits() {
 
     // A merge across SMMUs cannot be one group.
     let mut h = Host::new("/pcie@10000000", identity_map(0));
-    h.add(None, (0, 1, 0), PciKind::PciDevice);
-    h.0.hints = vec![PciHint { path: "/pcie@10000000/edu@1,0".into(), chain: vec![step(0, 1, 0)], group: 1 }];
+    h.add(None, (0, 1, 0), FunctionKind::PciDevice);
+    h.hints(&[("/pcie@10000000/edu@1,0", &[(0, 1, 0)], 1)]);
     let t = topo(vec![h], vec![master("/dma@1", &[(Some(1), 0x5)], Some(1))], vec![smmu("a", 16), smmu("b", 16)]);
     let g = run(&t);
     assert!(g.groups.is_empty());
@@ -394,12 +408,12 @@ fn isolation_group_property_merges_and_never_splits() {
 #[test]
 fn overlay_pci_paths_resolve_as_the_binding_says() {
     let mut h = Host::new("/pcie@10000000", identity_map(0));
-    let rp = h.bridge(None, (0, 2, 0), PciKind::RootPort, 1, ACS_ON);
-    let usp = h.bridge(Some(rp), (1, 0, 0), PciKind::UpstreamPort, 2, None);
-    let dsp = h.bridge(Some(usp), (2, 1, 0), PciKind::DownstreamPort, 3, ACS_ON);
-    let ep = h.add(Some(dsp), (3, 0, 0), PciKind::Endpoint);
+    let rp = h.bridge(None, (0, 2, 0), FunctionKind::RootPort, 1, ACS_ON);
+    let usp = h.bridge(Some(rp), (1, 0, 0), FunctionKind::UpstreamPort, 2, None);
+    let dsp = h.bridge(Some(usp), (2, 1, 0), FunctionKind::DownstreamPort, 3, ACS_ON);
+    let ep = h.add(Some(dsp), (3, 0, 0), FunctionKind::Endpoint);
     let t = topo(vec![h], vec![], vec![smmu("smmu", 16)]);
-    let step = |bus, dev, func| PciStep { bus, dev, func };
+    let step = Bdf::new;
     // Nested nodes: the bus field of inner steps is not needed.
     assert_eq!(t.resolve_pci(0, &[step(0, 2, 0), step(0, 0, 0), step(0, 1, 0), step(0, 0, 0)]), Some(ep));
     // A node directly under the host bridge naming a bus by number.
@@ -413,9 +427,9 @@ fn overlay_pci_paths_resolve_as_the_binding_says() {
 
 #[test]
 fn acs_rules_follow_linux() {
-    let a = Acs { cap: Acs::ISOLATION | Acs::EC, ctrl: Acs::ISOLATION };
-    assert!(a.enabled(Acs::ISOLATION));
-    assert!(!a.enabled(Acs::ISOLATION | Acs::EC), "egress control only counts when enabled");
-    assert!(Acs { cap: Acs::SV, ctrl: Acs::SV }.enabled(Acs::ISOLATION), "unimplemented controls cannot be off");
-    assert!(!Acs { cap: Acs::ISOLATION, ctrl: Acs::SV | Acs::RR | Acs::CR }.enabled(Acs::ISOLATION));
+    let a = acs(AcsFlags::ISOLATION | AcsFlags::EC, AcsFlags::ISOLATION);
+    assert!(a.enabled(AcsFlags::ISOLATION));
+    assert!(!a.enabled(AcsFlags::ISOLATION | AcsFlags::EC), "egress control only counts when enabled");
+    assert!(acs(AcsFlags::SV, AcsFlags::SV).enabled(AcsFlags::ISOLATION), "unimplemented controls cannot be off");
+    assert!(!acs(AcsFlags::ISOLATION, AcsFlags::SV | AcsFlags::RR | AcsFlags::CR).enabled(AcsFlags::ISOLATION));
 }

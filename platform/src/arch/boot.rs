@@ -502,7 +502,7 @@ pub fn log_placement() {
 #[unsafe(no_mangle)]
 extern "C" fn bulkhead_bad_image(bias: u64, r_info: u64) -> ! {
     let _ = (bias, r_info);
-    super::exit::configure(true, crate::dt::PsciConduit::Smc);
+    super::exit::configure(true, devicetree::PsciConduit::Smc);
     super::exit::exit_quiet(crate::ExitCode::PlatformError)
 }
 

@@ -6,8 +6,8 @@
 //! (0x20026), status}. PSCI: [`super::psci`].
 
 use super::psci;
-use crate::dt::PsciConduit;
 use core::sync::atomic::{AtomicBool, Ordering};
+use devicetree::PsciConduit;
 
 const SYS_EXIT: u64 = 0x18;
 const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x20026;

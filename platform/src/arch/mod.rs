@@ -11,6 +11,7 @@ pub mod irq;
 pub mod mmu;
 pub mod psci;
 pub mod smp;
+pub mod vgic;
 
 use aarch64_cpu::registers::{Readable, CurrentEL, MPIDR_EL1};
 

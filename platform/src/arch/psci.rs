@@ -5,7 +5,7 @@
 //! `smccc` crate's (no_std, both conduits); partitions' own PSCI calls are
 //! decoded against the same constants (`smccc::psci::PSCI_*`).
 
-use crate::dt::PsciConduit;
+use devicetree::PsciConduit;
 use core::sync::atomic::{AtomicU8, Ordering};
 use smccc::psci;
 use smccc::{Hvc, Smc};

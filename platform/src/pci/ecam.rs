@@ -3,7 +3,7 @@
 //! `base + (bus - bus_start) << 20 | dev << 15 | func << 12`.
 
 use super::{Bdf, ConfigSpace, CONFIG_SPACE_SIZE};
-use crate::addr::PhysAddr;
+use crate::PhysAddr;
 
 /// Configuration space through an identity-mapped ECAM window.
 pub struct EcamConfigSpace {

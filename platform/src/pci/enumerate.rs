@@ -2,7 +2,7 @@
 //! capabilities — and every function left unable to master the bus.
 //!
 //! The walk is depth first in device order, as Linux numbers buses, so the
-//! bus numbers match what the overlay binding (BINDING.md) and the boot
+//! bus numbers match what the overlay binding (boards/bindings/bulkhead,partitions.yaml) and the boot
 //! table name. On each bus, every function is found and quiesced (bus
 //! master, memory and I/O decode off — firmware may have left them on) and
 //! every bridge's stale bus numbers are cleared *before* any bridge on that
@@ -13,8 +13,8 @@
 
 use super::caps::{enable_acs, read_caps};
 use super::regs::*;
-use super::{Acs, Bar, Bdf, BridgeInfo, ConfigSpace, Function, FunctionKind, HostTopology, PciError};
-use crate::addr::{PhysAddr, PhysRange};
+use super::{Acs, Bar, Bdf, BridgeInfo, ConfigSpace, Function, FunctionKind, HostTopology, PciError, Window};
+use crate::PhysAddr;
 use alloc::vec::Vec;
 use arrayvec::ArrayVec;
 
@@ -28,36 +28,6 @@ pub const BRIDGE_WINDOW_ALIGN: u64 = 1 << 20;
 /// Deepest bridge nesting followed; bounds the recursion (and kernel stack).
 pub const MAX_BRIDGE_DEPTH: usize = 32;
 const FOUR_GIB: u64 = 1 << 32;
-
-/// A memory window of the host bridge, from its `ranges`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Window {
-    /// Where the CPU reaches the window's first byte.
-    pub cpu: PhysAddr,
-    /// The window's first address on the PCI bus.
-    pub pci: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Marked prefetchable (phys.hi bit 30).
-    pub prefetchable: bool,
-    /// Declared as 64-bit memory space (phys.hi space code 11).
-    pub mem64: bool,
-}
-
-impl Window {
-    /// One past the last PCI address.
-    pub fn pci_end(&self) -> u64 {
-        self.pci.saturating_add(self.size)
-    }
-    /// The CPU address of PCI address `pci` (inside the window).
-    pub fn cpu_of(&self, pci: u64) -> PhysAddr {
-        PhysAddr(self.cpu.0.wrapping_add(pci.wrapping_sub(self.pci)))
-    }
-    /// The CPU range of `[start, end)` in PCI addresses.
-    fn cpu_range(&self, start: u64, end: u64) -> PhysRange {
-        PhysRange::from_bounds(self.cpu_of(start).0, self.cpu_of(end).0)
-    }
-}
 
 fn align_up(v: u64, align: u64) -> Option<u64> {
     Some(v.checked_add(align - 1)? & !(align - 1))

@@ -3,6 +3,7 @@
 use super::regs::*;
 use super::synthetic::{BarKind, FlrBehaviour, Model, SynthFn, ACS_AT};
 use super::*;
+use crate::PhysAddr;
 extern crate std;
 use std::vec;
 use std::vec::Vec;

@@ -4,7 +4,7 @@
 use embedded_hal::delay::DelayNs;
 
 use super::{write_cr0, Smmu};
-use crate::cmdq::Hw;
+use crate::cmdq::Io;
 use crate::driver::gbpa_abort_with_timeout;
 use crate::error::Error;
 use crate::evtq::{DrainReport, Event};
@@ -31,7 +31,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         limit: u32,
         f: impl FnMut(&Event),
     ) -> Result<DrainReport, Error> {
-        let mut hw = Hw {
+        let mut hw = Io {
             mmio: &self.mmio,
             dma: &mut self.dma,
             delay: &mut self.delay,

@@ -16,7 +16,7 @@ mod stes;
 use embedded_hal::delay::DelayNs;
 use tock_registers::LocalRegisterCopy;
 
-use crate::cmdq::{Command, CommandQueue, Hw};
+use crate::cmdq::{Command, CommandQueue, Io};
 use crate::domain::IdAllocator;
 use crate::error::{Error, WaitFor};
 use crate::evtq::EventQueue;
@@ -311,9 +311,9 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         &self.dma
     }
 
-    fn hw(&mut self) -> (Hw<'_, M, D, T>, &mut CommandQueue) {
+    fn hw(&mut self) -> (Io<'_, M, D, T>, &mut CommandQueue) {
         (
-            Hw {
+            Io {
                 mmio: &self.mmio,
                 dma: &mut self.dma,
                 delay: &mut self.delay,
@@ -341,7 +341,9 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
     ///
     /// **Diagnostic only** (QEMU scenarios use it to inject an illegal
     /// opcode and show recovery): the words are not checked. A command error
-    /// comes back as [`Error::Command`] after the queue was repaired.
+    /// comes back as [`Error::Command`] after the queue was repaired. Built
+    /// only with the `diagnostics` feature, never into a production image.
+    #[cfg(feature = "diagnostics")]
     pub fn diagnostic_submit_raw(&mut self, words: [u64; 2]) -> Result<(), Error> {
         let (mut hw, q) = self.hw();
         q.push_raw(&mut hw, words)?;

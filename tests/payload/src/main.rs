@@ -21,19 +21,34 @@
 //! - `try-move=GROUP:A:B`: one release and assign attempt, statuses reported;
 //! - `release=GROUP:OWNER`, `assign=GROUP:P`: one release or assignment, status reported;
 //! - `info=GROUP`: GROUP_INFO, reported;
-//! - `storm=ADDR:N`: up to N DMAs of its device to ADDR (outside its memory),
-//!   stopping when the device is taken away;
+//! - `fault-storm=ADDR:N`: up to N DMAs of its device to ADDR (outside its
+//!   memory), stopping when the device is taken away;
+//! - `fault-every=ADDR:MS:N`: N DMAs of its device to ADDR, one every MS
+//!   milliseconds, each announced first (`fault N: DMA to ADDR`), for the
+//!   kernel's fault-report latency;
+//! - `storm=MS`: for MS milliseconds, as fast as it can, what a hostile
+//!   partition makes the kernel do without being stopped: refused
+//!   hypercalls with random arguments, maximal console writes, and reads
+//!   and writes of its device's window once it lost the device; then the
+//!   counts;
 //! - `dma-loop=MS`: for MS milliseconds, whenever it owns a device, round-trip
 //!   DMA through its own memory and verify it;
 //! - `ticks`: report the counter value at its first instruction (the boot
 //!   benchmark's "partition running" milestone). `move=` also reports the
-//!   counter ticks each release and assignment hypercall took.
+//!   counter ticks each release and assignment hypercall took;
+//! - `dma-at=BAR`: `dma-own` through an edu given after it started, at BAR.
+//!
+//! Any other word, or one whose numbers do not read, is refused before
+//! anything is done: the payload says which and exits with status
+//! [`bootargs::REFUSED`].
 #![no_std]
 #![no_main]
 
+mod bootargs;
 mod edu;
 mod hvc;
 
+use bootargs::Word;
 use dtoolkit::fdt::Fdt;
 use dtoolkit::{Node, Property};
 
@@ -165,13 +180,6 @@ impl Ticks {
 const CANARY: u64 = 0xc0ff_ee00_dead_beef;
 const PATTERN: u8 = 0xa5;
 
-fn parse_u64(s: &str) -> Option<u64> {
-    match s.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16).ok(),
-        None => s.parse().ok(),
-    }
-}
-
 #[unsafe(no_mangle)]
 extern "C" fn payload_main(dtb: u64, entered: u64) -> ! {
     let mut l = Line::new();
@@ -210,149 +218,174 @@ extern "C" fn payload_main(dtb: u64, entered: u64) -> ! {
     });
     // Scratch space for DMA: 1 MiB into its own memory (clear of the image).
     let scratch = mem[0] + 0x10_0000;
-    for arg in bootargs.split_ascii_whitespace() {
-        if arg == "ticks" {
-            l.push("entered at counter ").hex(entered).send();
-        } else if arg == "hello" {
-            l.push("hello from ").push(name).push(" at EL1, dtb ").hex(dtb).send();
-            for n in root.children().filter(|c| c.name().starts_with("memory")) {
-                if let Some(reg) = n.property("reg") {
-                    let mut it = cells(reg.value());
-                    while let (Some(base), Some(size)) = (it.next(), it.next()) {
-                        l.push("memory ").hex(base).push(" size ").hex(size).send();
+    // Every word is read before any is acted on: a word it does not know
+    // stops it with nothing done.
+    if let Some(word) = bootargs::first_refused(bootargs) {
+        l.push("payload: bootargs word \"").push(word).push("\" not understood: refusing to run").send();
+        hvc::exit(bootargs::REFUSED);
+    }
+    for word in bootargs.split_ascii_whitespace().filter_map(bootargs::parse) {
+        match word {
+            Word::Ticks => {
+                l.push("entered at counter ").hex(entered).send();
+            }
+            Word::Hello => {
+                l.push("hello from ").push(name).push(" at EL1, dtb ").hex(dtb).send();
+                for n in root.children().filter(|c| c.name().starts_with("memory")) {
+                    if let Some(reg) = n.property("reg") {
+                        let mut it = cells(reg.value());
+                        while let (Some(base), Some(size)) = (it.next(), it.next()) {
+                            l.push("memory ").hex(base).push(" size ").hex(size).send();
+                        }
                     }
                 }
+                let (id, cpus) = hvc::whoami();
+                l.push("whoami: partition ").hex(id).push(", cpus ").hex(cpus).send();
             }
-            let (id, cpus) = hvc::whoami();
-            l.push("whoami: partition ").hex(id).push(", cpus ").hex(cpus).send();
-        } else if let Some(a) = arg.strip_prefix("touch=").and_then(parse_u64) {
-            l.push("touching ").hex(a).send();
-            // SAFETY: deliberately reads an address this partition does not
-            // own; the kernel is expected to stop the partition here.
-            let v = unsafe { (a as *const u64).read_volatile() };
-            l.push("read returned ").hex(v).push(" (isolation broken)").send();
-            hvc::exit(2);
-        } else if let Some(n) = arg.strip_prefix("exit=").and_then(parse_u64) {
-            hvc::exit(n);
-        } else if arg == "sysreg" {
-            l.push("reading PMCR_EL0").send();
-            let v: u64;
-            // SAFETY: a register read; the kernel traps it and stops us.
-            unsafe { core::arch::asm!("mrs {}, pmcr_el0", out(reg) v, options(nostack)) };
-            l.push("PMCR_EL0 read returned ").hex(v).push(" (not trapped)").send();
-            hvc::exit(2);
-        } else if arg == "badcalls" {
-            let r = hvc::raw(partitions::hypercall::CONSOLE_WRITE, 0x4020_0000, 16);
-            l.push("console-write of kernel memory: ").hex(r).send();
-            let r = hvc::raw(partitions::hypercall::CONSOLE_WRITE, mem[0], 100_000);
-            l.push("console-write of 100000 bytes: ").hex(r).send();
-            let r = hvc::raw(partitions::hypercall::CONSOLE_WRITE, mem[0] + mem[1] - 8, 16);
-            l.push("console-write across my end: ").hex(r).send();
-            let r = hvc::raw(0x77, 0, 0);
-            l.push("unknown call 0x77: ").hex(r).send();
-        } else if let Some(spec) = arg.strip_prefix("move=") {
-            let v: [u64; 4] = core::array::from_fn(|i| spec.split(':').nth(i).and_then(parse_u64).unwrap_or(0));
-            let (g, a, b, n) = (v[0], v[1], v[2], v[3]);
-            let mut failures = 0;
-            let (mut rel, mut asg) = (Ticks::new(), Ticks::new());
-            for i in 0..n {
-                for (from, to) in [(a, b), (b, a)] {
-                    let t0 = counter().0;
-                    let r = hvc::release(g, from);
-                    let t1 = counter().0;
-                    let s = hvc::assign(g, to);
-                    let t2 = counter().0;
-                    rel.add(t1 - t0);
-                    asg.add(t2 - t1);
-                    if r != 0 || s != 0 {
-                        failures += 1;
-                        l.push("move ").hex(i).push(": release ").hex(r).push(" assign ").hex(s).send();
+            Word::Touch(a) => {
+                l.push("touching ").hex(a).send();
+                // SAFETY: deliberately reads an address this partition does not
+                // own; the kernel is expected to stop the partition here.
+                let v = unsafe { (a as *const u64).read_volatile() };
+                l.push("read returned ").hex(v).push(" (isolation broken)").send();
+                hvc::exit(2);
+            }
+            Word::Exit(n) => hvc::exit(n),
+            Word::Sysreg => {
+                l.push("reading PMCR_EL0").send();
+                let v: u64;
+                // SAFETY: a register read; the kernel traps it and stops us.
+                unsafe { core::arch::asm!("mrs {}, pmcr_el0", out(reg) v, options(nostack)) };
+                l.push("PMCR_EL0 read returned ").hex(v).push(" (not trapped)").send();
+                hvc::exit(2);
+            }
+            Word::Badcalls => {
+                let r = hvc::raw(partitions::hypercall::CONSOLE_WRITE, 0x4020_0000, 16);
+                l.push("console-write of kernel memory: ").hex(r).send();
+                let r = hvc::raw(partitions::hypercall::CONSOLE_WRITE, mem[0], 100_000);
+                l.push("console-write of 100000 bytes: ").hex(r).send();
+                let r = hvc::raw(partitions::hypercall::CONSOLE_WRITE, mem[0] + mem[1] - 8, 16);
+                l.push("console-write across my end: ").hex(r).send();
+                let r = hvc::raw(0x77, 0, 0);
+                l.push("unknown call 0x77: ").hex(r).send();
+            }
+            Word::Move { group: g, a, b, round_trips: n } => {
+                let mut failures = 0;
+                let (mut rel, mut asg) = (Ticks::new(), Ticks::new());
+                for i in 0..n {
+                    for (from, to) in [(a, b), (b, a)] {
+                        let t0 = counter().0;
+                        let r = hvc::release(g, from);
+                        let t1 = counter().0;
+                        let s = hvc::assign(g, to);
+                        let t2 = counter().0;
+                        rel.add(t1 - t0);
+                        asg.add(t2 - t1);
+                        if r != 0 || s != 0 {
+                            failures += 1;
+                            l.push("move ").hex(i).push(": release ").hex(r).push(" assign ").hex(s).send();
+                        }
+                        delay_us(20_000);
                     }
-                    delay_us(20_000);
+                }
+                l.push("moves: ").hex(n).push(" round trips of group ").hex(g).push(", failures ").hex(failures).send();
+                for (what, t) in [("release", &mut rel), ("assign", &mut asg)] {
+                    l.push("move ticks: ").push(what).push(" min ").hex(t.min).push(" median ").hex(t.median()).push(" max ").hex(t.max).push(" of ").hex(t.n as u64).send();
                 }
             }
-            l.push("moves: ").hex(n).push(" round trips of group ").hex(g).push(", failures ").hex(failures).send();
-            for (what, t) in [("release", &mut rel), ("assign", &mut asg)] {
-                l.push("move ticks: ").push(what).push(" min ").hex(t.min).push(" median ").hex(t.median()).push(" max ").hex(t.max).push(" of ").hex(t.n as u64).send();
+            Word::Info(g) => {
+                let r = hvc::group_info(g);
+                l.push("group ").hex(g).push(": status ").hex(r[0]).push(" owner ").hex(r[1]).push(" devices|sids ").hex(r[2]).push(" rid|sid ").hex(r[3]).send();
             }
-        } else if let Some(g) = arg.strip_prefix("info=").and_then(parse_u64) {
-            let r = hvc::group_info(g);
-            l.push("group ").hex(g).push(": status ").hex(r[0]).push(" owner ").hex(r[1]).push(" devices|sids ").hex(r[2]).push(" rid|sid ").hex(r[3]).send();
-        } else if let Some(spec) = arg.strip_prefix("try-move=") {
-            let v: [u64; 3] = core::array::from_fn(|i| spec.split(':').nth(i).and_then(parse_u64).unwrap_or(u64::MAX));
-            let r = hvc::release(v[0], v[1]);
-            let s = hvc::assign(v[0], v[2]);
-            l.push("try-move group ").hex(v[0]).push(": release ").hex(r).push(" assign ").hex(s).send();
-        } else if let Some((g, from)) = arg.strip_prefix("release=").and_then(|a| a.split_once(':')) {
-            let (g, from) = (parse_u64(g).unwrap_or(u64::MAX), parse_u64(from).unwrap_or(u64::MAX));
-            let r = hvc::release(g, from);
-            l.push("release group ").hex(g).push(" from ").hex(from).push(": ").hex(r).send();
-        } else if let Some((g, to)) = arg.strip_prefix("assign=").and_then(|a| a.split_once(':')) {
-            let (g, to) = (parse_u64(g).unwrap_or(u64::MAX), parse_u64(to).unwrap_or(u64::MAX));
-            let r = hvc::assign(g, to);
-            l.push("assign group ").hex(g).push(" to ").hex(to).push(": ").hex(r).send();
-        } else if let Some((a, n)) = arg.strip_prefix("storm=").and_then(|x| x.split_once(':')) {
-            let (a, n) = (parse_u64(a).unwrap_or(0), parse_u64(n).unwrap_or(0));
-            let mut done = 0;
-            while done < n {
-                let (_, count, bar) = hvc::devices();
-                let Some(e) = (count > 0).then(|| edu::Edu::new(bar)).flatten() else { break };
-                e.dma(edu::BUFFER, a, true);
-                done += 1;
+            Word::TryMove { group, from, to } => {
+                let r = hvc::release(group, from);
+                let s = hvc::assign(group, to);
+                l.push("try-move group ").hex(group).push(": release ").hex(r).push(" assign ").hex(s).send();
             }
-            if done < n {
-                l.push("storm: device taken away after ").hex(done).push(" faulting DMAs").send();
-            } else {
-                l.push("storm: ").hex(done).push(" faulting DMAs and the device is still mine").send();
+            Word::Release { group, owner } => {
+                let r = hvc::release(group, owner);
+                l.push("release group ").hex(group).push(" from ").hex(owner).push(": ").hex(r).send();
             }
-        } else if let Some(ms) = arg.strip_prefix("dma-loop=").and_then(parse_u64) {
-            dma_loop(ms, scratch, &mut l);
-        } else if let Some(ms) = arg.strip_prefix("wait=").and_then(parse_u64) {
-            delay_us(ms * 1000);
-        } else if let Some(a) = arg.strip_prefix("canary=").and_then(parse_u64) {
-            // SAFETY: the test names an address in this partition's memory.
-            unsafe { (a as *mut u64).write_volatile(CANARY) };
-            l.push("canary set at ").hex(a).send();
-        } else if let Some(a) = arg.strip_prefix("check=").and_then(parse_u64) {
-            // SAFETY: as for `canary=`.
-            let v = unsafe { (a as *const u64).read_volatile() };
-            if v == CANARY {
-                l.push("canary at ").hex(a).push(" intact").send();
-            } else {
-                l.push("canary at ").hex(a).push(" CHANGED to ").hex(v).send();
-                hvc::exit(3);
+            Word::Assign { group, to } => {
+                let r = hvc::assign(group, to);
+                l.push("assign group ").hex(group).push(" to ").hex(to).push(": ").hex(r).send();
             }
-        } else if let Some((a, ms)) = arg.strip_prefix("watch=").and_then(|w| w.split_once(':')) {
-            // Checks the canary every 50 ms for `ms` milliseconds.
-            let (a, ms) = (parse_u64(a).unwrap_or(0), parse_u64(ms).unwrap_or(0));
-            for _ in 0..ms / 50 {
+            Word::Storm(ms) => storm(ms, edu, &mut l),
+            Word::FaultEvery { addr, ms, count } => {
+                for i in 1..=count {
+                    let (_, devices, bar) = hvc::devices();
+                    let Some(e) = (devices > 0).then(|| edu::Edu::new(bar)).flatten() else {
+                        l.push("fault-every: no device for fault ").hex(i).send();
+                        hvc::exit(4);
+                    };
+                    let (start, f) = counter();
+                    l.push("fault ").hex(i).push(": DMA to ").hex(addr).send();
+                    e.copy_out(addr);
+                    while counter().0.wrapping_sub(start) < ms * f / 1000 {}
+                }
+                l.push("fault-every: ").hex(count).push(" faulting DMAs done").send();
+            }
+            Word::FaultStorm { addr: a, count: n } => {
+                let mut done = 0;
+                while done < n {
+                    let (_, count, bar) = hvc::devices();
+                    let Some(e) = (count > 0).then(|| edu::Edu::new(bar)).flatten() else { break };
+                    e.copy_out(a);
+                    done += 1;
+                }
+                if done < n {
+                    l.push("storm: device taken away after ").hex(done).push(" faulting DMAs").send();
+                } else {
+                    l.push("storm: ").hex(done).push(" faulting DMAs and the device is still mine").send();
+                }
+            }
+            Word::DmaLoop(ms) => dma_loop(ms, scratch, &mut l),
+            Word::Wait(ms) => delay_us(ms * 1000),
+            Word::Canary(a) => {
+                // SAFETY: the test names an address in this partition's memory.
+                unsafe { (a as *mut u64).write_volatile(CANARY) };
+                l.push("canary set at ").hex(a).send();
+            }
+            Word::Check(a) => {
                 // SAFETY: as for `canary=`.
                 let v = unsafe { (a as *const u64).read_volatile() };
-                if v != CANARY {
+                if v == CANARY {
+                    l.push("canary at ").hex(a).push(" intact").send();
+                } else {
                     l.push("canary at ").hex(a).push(" CHANGED to ").hex(v).send();
                     hvc::exit(3);
                 }
-                delay_us(50_000);
             }
-            l.push("canary at ").hex(a).push(" intact after ").hex(ms).push(" ms").send();
-        } else if let Some(bar) = arg.strip_prefix("dma-at=").and_then(parse_u64) {
-            // An edu this partition was given after it started (its DTB
-            // lists only those it had then), at its BAR 0 (MMIO IPA == PA).
-            match edu::Edu::new(bar) {
-                Some(e) => dma_own(&e, scratch, &mut l),
-                None => l.push("no edu at ").hex(bar).send(),
+            Word::Watch { addr: a, ms } => {
+                // Checks the canary every 50 ms for `ms` milliseconds.
+                for _ in 0..ms / 50 {
+                    // SAFETY: as for `canary=`.
+                    let v = unsafe { (a as *const u64).read_volatile() };
+                    if v != CANARY {
+                        l.push("canary at ").hex(a).push(" CHANGED to ").hex(v).send();
+                        hvc::exit(3);
+                    }
+                    delay_us(50_000);
+                }
+                l.push("canary at ").hex(a).push(" intact after ").hex(ms).push(" ms").send();
             }
-        } else if arg == "dma-own" || arg.starts_with("attack=") {
-            let Some(e) = edu.and_then(edu::Edu::new) else {
-                l.push("no edu device in my DTB").send();
-                hvc::exit(4);
-            };
-            if arg == "dma-own" {
-                dma_own(&e, scratch, &mut l);
-            } else {
-                let spec = &arg["attack=".len()..];
-                let (what, addr) = spec.split_once(':').unwrap_or(("?", spec));
-                attack(&e, what, parse_u64(addr).unwrap_or(0), scratch, &mut l);
+            Word::DmaAt(bar) => {
+                // An edu this partition was given after it started (its DTB
+                // lists only those it had then), at its BAR 0 (MMIO IPA == PA).
+                match edu::Edu::new(bar) {
+                    Some(e) => dma_own(&e, scratch, &mut l),
+                    None => l.push("no edu at ").hex(bar).send(),
+                }
+            }
+            Word::DmaOwn | Word::Attack { .. } => {
+                let Some(e) = edu.and_then(edu::Edu::new) else {
+                    l.push("no edu device in my DTB").send();
+                    hvc::exit(4);
+                };
+                match word {
+                    Word::Attack { name, addr } => attack(&e, name, addr, scratch, &mut l),
+                    _ => dma_own(&e, scratch, &mut l),
+                }
             }
         }
     }
@@ -377,6 +410,8 @@ fn dma_loop(ms: u64, scratch: u64, l: &mut Line) {
     let (start, f) = counter();
     let (mut ok, mut interrupted, mut bad, mut idle) = (0u64, 0u64, 0u64, 0u64);
     let mut n = 0u8;
+    // Round-trip times of the first verified transfers, in counter ticks.
+    let mut took = [0u64; 256];
     while counter().0.wrapping_sub(start) < ms * f / 1000 {
         let (gen, count, bar) = hvc::devices();
         if count == 0 {
@@ -388,28 +423,80 @@ fn dma_loop(ms: u64, scratch: u64, l: &mut Line) {
         let pattern = 0x40 | (n & 0x3f);
         fill(scratch, pattern);
         fill(scratch + 0x1000, 0);
-        let done = edu::Edu::new(bar).is_some_and(|e| e.dma(scratch, edu::BUFFER, false) && e.dma(edu::BUFFER, scratch + 0x1000, true));
+        let t0 = counter().0;
+        let done = edu::Edu::new(bar).is_some_and(|e| e.copy_in(scratch) && e.copy_out(scratch + 0x1000));
+        let t1 = counter().0;
         let verified = done && bytes(scratch + 0x1000).iter().all(|&b| b == pattern);
         let (gen_after, _, _) = hvc::devices();
         if gen_after != gen {
             interrupted += 1;
         } else if verified {
+            if let Some(slot) = took.get_mut(ok as usize) {
+                *slot = t1.wrapping_sub(t0);
+            }
             ok += 1;
         } else {
             bad += 1;
         }
     }
     l.push("dma-loop: verified ").hex(ok).push(", interrupted by a move ").hex(interrupted).push(", bad ").hex(bad).push(", idle ").hex(idle).send();
+    let samples = &mut took[..(ok as usize).min(256)];
+    if !samples.is_empty() {
+        samples.sort_unstable();
+        let us = |t: u64| t * 1_000_000 / f;
+        let (min, median, max) = (us(samples[0]), us(samples[samples.len() / 2]), us(samples[samples.len() - 1]));
+        l.push("dma-loop: round trip us min ").hex(min).push(" median ").hex(median).push(" max ").hex(max).send();
+    }
     if bad != 0 {
         hvc::exit(6);
     }
+}
+
+/// `storm=MS` (see the crate documentation). `bar`: its device's window
+/// from its DTB, touched only while the device is not its own.
+fn storm(ms: u64, bar: Option<u64>, l: &mut Line) {
+    let (start, f) = counter();
+    let mut seed = start | 1;
+    let mut random = move || {
+        // xorshift64: arguments nobody chose.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let text = [b'#'; 256];
+    let (mut refused, mut writes, mut touches) = (0u64, 0u64, 0u64);
+    while counter().0.wrapping_sub(start) < ms * f / 1000 {
+        // A function number no ABI version has, then a console write whose
+        // buffer is not its memory: both refused, neither stops it.
+        if hvc::raw(0x1000 + (random() & 0xfff), random(), random()) != 0 {
+            refused += 1;
+        }
+        if hvc::raw(1, random() | (1 << 47), 256) != 0 {
+            refused += 1;
+        }
+        hvc::console(&text);
+        writes += 1;
+        if let (Some(b), (_, 0, _)) = (bar, hvc::devices()) {
+            // SAFETY: the window of the device this partition was given (its
+            // DTB's); taken away, the kernel emulates it as removed.
+            unsafe {
+                let v = (b as *const u32).read_volatile();
+                (b as *mut u32).write_volatile(v);
+            }
+            touches += 2;
+        }
+    }
+    // A quiet moment refills its console budget for the summary.
+    delay_us(150_000);
+    l.push("storm: ").hex(refused).push(" refused calls, ").hex(writes).push(" console writes of 256 bytes, ").hex(touches).push(" lost-device accesses").send();
 }
 
 /// Own memory → device → own memory; the bytes must match.
 fn dma_own(e: &edu::Edu, scratch: u64, l: &mut Line) {
     fill(scratch, PATTERN);
     fill(scratch + 0x1000, 0);
-    let ok = e.dma(scratch, edu::BUFFER, false) && e.dma(edu::BUFFER, scratch + 0x1000, true);
+    let ok = e.copy_in(scratch) && e.copy_out(scratch + 0x1000);
     if ok && bytes(scratch + 0x1000).iter().all(|&b| b == PATTERN) {
         l.push("dma own ").hex(scratch).push(": ok, 64 bytes verified").send();
     } else {
@@ -425,10 +512,10 @@ fn dma_own(e: &edu::Edu, scratch: u64, l: &mut Line) {
 /// else is data from the target.
 fn attack(e: &edu::Edu, what: &str, addr: u64, scratch: u64, l: &mut Line) {
     fill(scratch, 0x3c);
-    let write_done = e.dma(scratch, edu::BUFFER, false) && e.dma(edu::BUFFER, addr, true);
+    let write_done = e.copy_in(scratch) && e.copy_out(addr);
     fill(scratch, PATTERN);
     fill(scratch + 0x1000, 0);
-    let read_done = e.dma(scratch, edu::BUFFER, false) && e.dma(addr, edu::BUFFER, false) && e.dma(edu::BUFFER, scratch + 0x1000, true);
+    let read_done = e.copy_in(scratch) && e.copy_in(addr) && e.copy_out(scratch + 0x1000);
     let got = bytes(scratch + 0x1000);
     let uniform = got.iter().all(|&b| b == got[0]);
     l.push("attack ").push(what).push(" ").hex(addr).push(": ");

@@ -1,8 +1,10 @@
 //! Boot: the banner's facts, faults reported and refused input.
 
 use crate::dtb;
+use crate::Image;
 use crate::qemu::{Flavour, Outcome, QemuConfig};
-use crate::scenario::{exit, Checks, Ctx, Scenario};
+use crate::scenario::{exit, Checks, Ctx, Scenario, Witness};
+use crate::trace::kind;
 
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -10,8 +12,21 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario { name: "boot-banner", setup: |_| Ok(QemuConfig::default()), check: check_banner },
         Scenario {
             name: "boot-data-abort",
-            setup: |_| Ok(QemuConfig { append: Some("bulkhead.selftest=data-abort".into()), ..QemuConfig::default() }),
+            setup: |_| Ok(QemuConfig { append: Some("bulkhead.selftest=data-abort".into()), image: Image::Selftest, ..QemuConfig::default() }),
             check: check_data_abort,
+        },
+        Scenario {
+            // The production image: what a loader's bootargs ask of
+            // selftests is refused, nothing is done to the edu.
+            name: "boot-selftests-refused",
+            setup: |_| {
+                Ok(QemuConfig {
+                    append: Some(format!("{REFUSED_DATA_ABORT} {REFUSED_DMA}")),
+                    extra: vec!["-device".into(), "edu,dma_mask=0xffffffffff".into()],
+                    ..QemuConfig::default()
+                })
+            },
+            check: check_selftests_refused,
         },
         Scenario { name: "boot-malformed-dtb", setup: malformed_dtb, check: check_malformed_dtb },
         Scenario {
@@ -61,6 +76,25 @@ fn check_data_abort(o: &Outcome, c: &mut Checks) {
         c.log(o, &format!("FAR=0x{addr:0>16}"));
     }
     c.no_log(o, "read of the guard page returned");
+}
+
+const REFUSED_DATA_ABORT: &str = "bulkhead.selftest=data-abort";
+const REFUSED_DMA: &str = "bulkhead.selftest=dma";
+
+fn check_selftests_refused(o: &Outcome, c: &mut Checks) {
+    c.exit(o, exit::SUCCESS);
+    c.clean_log(o);
+    for arg in [REFUSED_DATA_ABORT, REFUSED_DMA] {
+        c.log(o, &format!("bootargs: {arg} ignored: this image was built without selftests (cargo feature `selftest`)"));
+    }
+    c.no_log(o, "selftest:");
+    c.no_log(o, "dma-test:");
+    c.log(o, &format!("pci 00:01.0 {}", edu::PCI_ID));
+    // No DMA was started: nothing reached the SMMU from the edu, though
+    // its trace points are there.
+    for kind in [kind::TRANSLATE_SUCCESS, kind::TRANSLATE_ABORT] {
+        c.none_of(o, kind, "DMA from the edu", |_| true, Witness::Catalogue);
+    }
 }
 
 fn malformed_dtb(ctx: &Ctx) -> Result<QemuConfig, String> {

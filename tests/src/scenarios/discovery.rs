@@ -11,7 +11,7 @@ use crate::scenario::{exit, Checks, Scenario};
 /// Every `edu` gets a 40-bit DMA mask (the default clamps RAM addresses into low MMIO).
 const EDU: &str = "edu,dma_mask=0xffffffffff";
 /// `edu` vendor:device as the boot table prints it.
-const EDU_ID: &str = "1234:11e8";
+const EDU_ID: &str = edu::PCI_ID;
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![

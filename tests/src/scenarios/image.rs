@@ -16,6 +16,7 @@
 //! `/chosen/bulkhead,overlays`, and the kernel merges it.
 
 use crate::image::linux_image;
+use crate::Image;
 use crate::qemu::{Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Ctx, Scenario, GBPA, GBPA_ABORT, GBPA_UPDATE};
 use std::process::Command;
@@ -97,16 +98,16 @@ const RESERVES_STORAGE: &str = r#"
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
-        Scenario { name: "image-boot", setup: |ctx| image_config(ctx, None), check: check_image_boot },
+        Scenario { name: "image-boot", setup: |ctx| image_config(ctx, None, Image::Production), check: check_image_boot },
         Scenario {
             name: "image-relocated",
-            setup: |ctx| image_config(ctx, Some(RELOCATED_OFFSET)),
+            setup: |ctx| image_config(ctx, Some(RELOCATED_OFFSET), Image::Production),
             check: check_relocated,
         },
         Scenario {
             name: "image-relocated-data-abort",
             setup: |ctx| {
-                let cfg = image_config(ctx, Some(RELOCATED_OFFSET))?;
+                let cfg = image_config(ctx, Some(RELOCATED_OFFSET), Image::Selftest)?;
                 Ok(QemuConfig { append: Some("bulkhead.selftest=data-abort".into()), ..cfg })
             },
             check: check_relocated_data_abort,
@@ -115,7 +116,7 @@ pub fn scenarios() -> Vec<Scenario> {
             // 4 KiB off a 64 KiB boundary: the identity map would still
             // work, defmt's string indices would not; `_start` must stop.
             name: "image-misplaced",
-            setup: |ctx| image_config(ctx, Some(RELOCATED_OFFSET + 0x1000)),
+            setup: |ctx| image_config(ctx, Some(RELOCATED_OFFSET + 0x1000), Image::Production),
             check: |o, c| {
                 c.exit(o, PLATFORM_ERROR);
                 c.that(o.log.is_empty(), format!("a misplaced image logged {} lines", o.log.len()));
@@ -153,7 +154,7 @@ pub fn scenarios() -> Vec<Scenario> {
 /// `/chosen/bulkhead,overlays` naming it (as U-Boot's `fdt set` would add
 /// it), and the payload goes to every partition's image address.
 fn overlay_for_the_kernel(ctx: &Ctx, dts: &str) -> Result<QemuConfig, String> {
-    let mut cfg = image_config(ctx, None)?;
+    let mut cfg = image_config(ctx, None, Image::Production)?;
     let src = ctx.file("overlay.dts");
     std::fs::write(&src, dts).map_err(|e| format!("cannot write {}: {e}", src.display()))?;
     let dtbo = ctx.file("overlay.dtbo");
@@ -182,8 +183,8 @@ fn overlay_for_the_kernel(ctx: &Ctx, dts: &str) -> Result<QemuConfig, String> {
 
 /// Writes the `Image` of the kernel under test (with text_offset replaced
 /// when given) and boots it with `-kernel`.
-fn image_config(ctx: &Ctx, text_offset: Option<u64>) -> Result<QemuConfig, String> {
-    let elf_path = &ctx.artifacts.kernel;
+fn image_config(ctx: &Ctx, text_offset: Option<u64>, which: Image) -> Result<QemuConfig, String> {
+    let elf_path = ctx.artifacts.kernel(which);
     let elf = std::fs::read(elf_path).map_err(|e| format!("cannot read {}: {e}", elf_path.display()))?;
     let mut image = linux_image(&elf)?;
     if let Some(off) = text_offset {
@@ -191,7 +192,7 @@ fn image_config(ctx: &Ctx, text_offset: Option<u64>) -> Result<QemuConfig, Strin
     }
     let path = ctx.file("Image");
     std::fs::write(&path, &image).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(QemuConfig { kernel: Some(path), ..QemuConfig::default() })
+    Ok(QemuConfig { kernel: Some(path), image: which, ..QemuConfig::default() })
 }
 
 

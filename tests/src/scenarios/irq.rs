@@ -4,6 +4,7 @@
 //! trace (the line levels, every acknowledge and end of interrupt) and SMMU
 //! trace (the interrupts the SMMU raised, the events it recorded).
 
+use crate::Image;
 use crate::qemu::{Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Scenario};
 use crate::trace::{kind, TraceEvent};
@@ -40,7 +41,7 @@ fn cfg() -> QemuConfig {
     for t in GIC_TRACE {
         extra.extend(["-trace".into(), (*t).into()]);
     }
-    QemuConfig { append: Some("bulkhead.selftest=irq".into()), extra, ..QemuConfig::default() }
+    QemuConfig { append: Some("bulkhead.selftest=irq".into()), extra, image: Image::Selftest, ..QemuConfig::default() }
 }
 
 /// The GIC's trace events, in order. `Trace` keeps only the SMMU's as

@@ -8,6 +8,7 @@ mod linux;
 mod ownership;
 mod partitions;
 mod smmu;
+pub mod storm;
 mod two_smmus;
 mod uboot;
 
@@ -25,6 +26,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(irq::scenarios());
     v.extend(partitions::scenarios());
     v.extend(ownership::scenarios());
+    v.extend(storm::scenarios());
     v.extend(uboot::scenarios());
     v.extend(two_smmus::scenarios());
     v.extend(linux::scenarios());

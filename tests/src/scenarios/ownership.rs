@@ -183,7 +183,7 @@ fn check_overflow(o: &Outcome, c: &mut Checks) {
 }
 
 fn storm(ctx: &Ctx, flavour: Flavour) -> Result<QemuConfig, String> {
-    let dts = with_args("exit=0", "storm=0x70000000:40 wait=500 exit=0", "canary=0x4c000100 dma-loop=5000 check=0x4c000100")?;
+    let dts = with_args("exit=0", "fault-storm=0x70000000:40 wait=500 exit=0", "canary=0x4c000100 dma-loop=5000 check=0x4c000100")?;
     let dts = add_property(&dts, "net", "bulkhead,fault-limit = <32 2000>;")?;
     ctx.with_overlay(QemuConfig { flavour, timeout: std::time::Duration::from_secs(60), ..QemuConfig::default() }, &dts)
 }

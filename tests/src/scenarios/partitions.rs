@@ -147,6 +147,21 @@ pub fn scenarios() -> Vec<Scenario> {
             },
         },
         Scenario {
+            // A misspelt scenario cannot pass by doing nothing: the payload
+            // reads every word first and refuses one it does not know.
+            name: "partitions-bootargs-refused",
+            setup: |ctx| hello_with(ctx, "hello probe own", "hello"),
+            check: |o, c| {
+                c.exit(o, exit::PARTITION_FAILED);
+                c.log(o, "[net] payload: bootargs word \"probe\" not understood: refusing to run");
+                c.log(o, &format!("partition net: exited with status {}", crate::payload_bootargs::REFUSED));
+                c.no_log(o, "[net] hello from net");
+                c.log(o, "[storage] hello from storage at EL1");
+                c.log(o, "partition storage: exited with status 0");
+                c.log(o, "all 2 partitions stopped, 1 failed");
+            },
+        },
+        Scenario {
             name: "partitions-refuse-split-group",
             setup: |ctx| {
                 let dts = DEMO

@@ -1,6 +1,7 @@
 //! The SMMU driver on each QEMU flavour: bring-up order seen in QEMU's own
 //! trace, and the features the kernel read.
 
+use crate::Image;
 use crate::qemu::{Flavour, Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Scenario, GBPA, GBPA_ABORT};
 use crate::trace::{kind, TraceEvent};
@@ -31,7 +32,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "smmu-cmdq-error",
-            setup: |_| Ok(QemuConfig { append: Some("bulkhead.selftest=cmdq-error".into()), ..cfg(Flavour::Virt) }),
+            setup: |_| Ok(QemuConfig { append: Some("bulkhead.selftest=cmdq-error".into()), image: Image::Selftest, ..cfg(Flavour::Virt) }),
             check: check_cmdq_error,
         },
     ]
@@ -140,7 +141,7 @@ fn check_cmdq_error(o: &Outcome, c: &mut Checks) {
 }
 
 fn dma(flavour: Flavour) -> QemuConfig {
-    QemuConfig { append: Some("bulkhead.selftest=dma".into()), ..cfg(flavour) }
+    QemuConfig { append: Some("bulkhead.selftest=dma".into()), image: Image::Selftest, ..cfg(flavour) }
 }
 
 /// The edu's StreamID on the root bus at 00:01.0, and the test's window.

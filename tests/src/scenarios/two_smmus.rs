@@ -18,6 +18,7 @@
 
 use crate::dtb::{add_property, set_bootargs};
 use crate::machine::Machine;
+use crate::Image;
 use crate::qemu::{Flavour, Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Ctx, Scenario, Witness, GBPA, GBPA_ABORT};
 use crate::trace::{kind, TraceEvent};
@@ -377,7 +378,7 @@ fn check_release_both(o: &Outcome, c: &mut Checks) {
 fn storm(ctx: &Ctx) -> Result<QemuConfig, String> {
     // net's device (first SMMU) faults until quarantined; storage's
     // (second SMMU) keeps verifying DMA throughout.
-    let dts = demo_with("storm=0x70000000:40 wait=500 exit=0", &format!("canary={STORAGE_CANARY:#x} dma-loop=5000 check={STORAGE_CANARY:#x}"))?;
+    let dts = demo_with("fault-storm=0x70000000:40 wait=500 exit=0", &format!("canary={STORAGE_CANARY:#x} dma-loop=5000 check={STORAGE_CANARY:#x}"))?;
     let dts = add_property(&dts, "net", "bulkhead,fault-limit = <32 2000>;")?;
     ctx.with_overlay(base(90), &dts)
 }
@@ -419,7 +420,7 @@ fn fail_closed(ctx: &Ctx) -> Result<QemuConfig, String> {
         &format!("canary={NET_CANARY:#x} dma-loop=3000 check={NET_CANARY:#x}"),
         &format!("canary={STORAGE_CANARY:#x} dma-loop=3000 check={STORAGE_CANARY:#x}"),
     )?;
-    let cfg = QemuConfig { append: Some(format!("bulkhead.selftest=fail-closed:1:{FAIL_CLOSED_AFTER_MS}")), ..base(90) };
+    let cfg = QemuConfig { append: Some(format!("bulkhead.selftest=fail-closed:1:{FAIL_CLOSED_AFTER_MS}")), image: Image::Selftest, ..base(90) };
     ctx.with_overlay(cfg, &dts)
 }
 

@@ -6,6 +6,7 @@
 
 use super::{Figure, Report, Table};
 use bulkhead_tests::qemu::{Flavour, Outcome, QemuConfig};
+use bulkhead_tests::Image;
 use bulkhead_tests::trace::kind;
 use bulkhead_tests::trace::Trace;
 use std::time::Duration;
@@ -76,6 +77,7 @@ impl Case {
                 if self.pages { "page" } else { "block" }
             )),
             timeout: Duration::from_secs(240),
+            image: Image::Selftest,
             ..QemuConfig::default()
         }
     }

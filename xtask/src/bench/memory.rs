@@ -4,6 +4,8 @@
 //! regions — the last two with the `smmu` crate's own code over a host
 //! [`DmaMemory`].
 
+use object::elf::{SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_NOBITS};
+use object::read::elf::SectionHeader;
 use smmu::hal::{DmaMemory, DmaRegion};
 use smmu::pgtable::{PageTable, Stage};
 use smmu::strtab::{Format, StreamTable, L2_STES, SPLIT};
@@ -34,61 +36,26 @@ pub struct ImageSizes {
     pub stack: u64,
 }
 
-const SHT_NOBITS: u32 = 8;
-const SHF_WRITE: u64 = 1;
-const SHF_ALLOC: u64 = 2;
-const SHF_EXECINSTR: u64 = 4;
-
-fn u16_at(b: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
-}
-fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
-}
-fn u64_at(b: &[u8], o: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
-}
-
 /// Sums the allocated sections of a little-endian ELF64 by kind.
 pub fn image_sizes(elf: &[u8]) -> Result<ImageSizes, String> {
-    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
-        return Err("not a little-endian ELF64 file".into());
-    }
-    let bad = || "truncated ELF section headers".to_string();
-    let shoff = u64_at(elf, 0x28).ok_or_else(bad)? as usize;
-    let shentsize = u16_at(elf, 0x3a).ok_or_else(bad)? as usize;
-    let shnum = u16_at(elf, 0x3c).ok_or_else(bad)? as usize;
-    let shstrndx = u16_at(elf, 0x3e).ok_or_else(bad)? as usize;
-    let sh = |i: usize| shoff + i * shentsize;
-    let strtab = u64_at(elf, sh(shstrndx) + 0x18).ok_or_else(bad)? as usize;
-    let name_of = |off: usize| -> String {
-        let s = elf.get(strtab + off..).unwrap_or(&[]);
-        String::from_utf8_lossy(&s[..s.iter().position(|&c| c == 0).unwrap_or(0)]).into_owned()
-    };
+    let file = bulkhead_tests::image::parse_elf(elf)?;
+    let (e, sections) = (file.endian(), file.elf_section_table());
     let mut out = ImageSizes::default();
-    for i in 0..shnum {
-        let h = sh(i);
-        let name = name_of(u32_at(elf, h).ok_or_else(bad)? as usize);
-        let ty = u32_at(elf, h + 4).ok_or_else(bad)?;
-        let flags = u64_at(elf, h + 8).ok_or_else(bad)?;
-        let size = u64_at(elf, h + 0x20).ok_or_else(bad)?;
-        if flags & SHF_ALLOC == 0 {
+    for sh in sections.iter() {
+        let flags = sh.sh_flags(e);
+        if flags & u64::from(SHF_ALLOC) == 0 {
             continue;
         }
-        let slot = if name == ".stack" {
-            &mut out.stack
-        } else if name == ".noinit" {
-            &mut out.noinit
-        } else if ty == SHT_NOBITS {
-            &mut out.bss
-        } else if flags & SHF_EXECINSTR != 0 {
-            &mut out.text
-        } else if flags & SHF_WRITE != 0 && !matches!(name.as_str(), ".data.rel.ro" | ".got") {
-            &mut out.data
-        } else {
-            &mut out.rodata
+        let name = sections.section_name(e, sh).map_err(|err| format!("section name: {err}"))?;
+        let slot = match name {
+            b".stack" => &mut out.stack,
+            b".noinit" => &mut out.noinit,
+            _ if sh.sh_type(e) == SHT_NOBITS => &mut out.bss,
+            _ if flags & u64::from(SHF_EXECINSTR) != 0 => &mut out.text,
+            _ if flags & u64::from(SHF_WRITE) != 0 && !matches!(name, b".data.rel.ro" | b".got") => &mut out.data,
+            _ => &mut out.rodata,
         };
-        *slot += size;
+        *slot += sh.sh_size(e);
     }
     Ok(out)
 }
@@ -266,6 +233,39 @@ pub fn minimum_tables(regions: &[(u64, u64)], input_bits: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object::write::Object;
+    use object::{Architecture, BinaryFormat, Endianness, SectionFlags, SectionKind};
+
+    #[test]
+    fn image_sizes_by_kind_of_section() {
+        let mut o = Object::new(BinaryFormat::Elf, Architecture::Aarch64, Endianness::Little);
+        let (x, w, a) = (u64::from(SHF_EXECINSTR), u64::from(SHF_WRITE), u64::from(SHF_ALLOC));
+        for (name, sh_flags, size) in [
+            (".text", x | a, 16),
+            (".rodata", a, 8),
+            (".data", w | a, 32),
+            (".data.rel.ro", w | a, 4),
+            (".got", w | a, 8),
+            (".bss", w | a, 64),
+            (".noinit", w | a, 128),
+            (".stack", w | a, 4096),
+            (".comment", 0, 100),
+        ] {
+            let bss = matches!(name, ".bss" | ".noinit" | ".stack");
+            let id = o.add_section(Vec::new(), name.as_bytes().to_vec(), if bss { SectionKind::UninitializedData } else { SectionKind::Data });
+            let section = o.section_mut(id);
+            section.flags = SectionFlags::Elf { sh_flags };
+            if bss {
+                section.append_bss(size, 8);
+            } else {
+                section.set_data(vec![0u8; size as usize], 8);
+            }
+        }
+        let elf = o.write().unwrap();
+        let want = ImageSizes { text: 16, rodata: 8 + 4 + 8, data: 32, bss: 64, noinit: 128, stack: 4096 };
+        assert_eq!(image_sizes(&elf), Ok(want));
+        assert!(image_sizes(&elf[..40]).unwrap_err().contains("not a little-endian ELF64 file"));
+    }
 
     #[test]
     fn minimum_tables_by_hand() {

@@ -12,9 +12,12 @@
 //! given to a partition, round robin; ports and the host bridge stay
 //! Blocked. 65,536 StreamIDs = 1 + 255 ports + 255 × 256 endpoints.
 
-use partitions::binding::{Assignment, Config, PartitionConfig, PciStep, Region, Target};
+use devicetree::discovery::{self, IdMap, IdMapEntry};
+use devicetree::pci::{Acs, AcsFlags, Bdf, Function, FunctionKind, HostTopology};
+use devicetree::PhysAddr;
+use partitions::binding::{Assignment, Config, PartitionConfig, Region, Target};
 use partitions::groups;
-use partitions::topology::{Acs, Bdf, IdMap, IdMapEntry, PciFunction, PciHost, PciKind, Smmu, SmmuIndex, Topology};
+use partitions::topology::{PciHost, Smmu, Topology};
 use partitions::validate::{self, Hardware};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -116,7 +119,7 @@ const HOST: &str = "/pcie@0";
 /// Endpoint functions per secondary bus (32 devices × 8 functions).
 const PER_BUS: usize = 256;
 /// ACS with the isolation controls implemented and enabled.
-const ACS_ON: Acs = Acs { cap: Acs::ISOLATION, ctrl: Acs::ISOLATION };
+const ACS_ON: Acs = Acs { offset: 0x100, cap: AcsFlags(AcsFlags::ISOLATION), ctrl: AcsFlags(AcsFlags::ISOLATION) };
 
 /// Endpoints and root ports for `sids` StreamIDs (host bridge included).
 fn shape(sids: usize) -> (usize, usize) {
@@ -129,26 +132,15 @@ fn shape(sids: usize) -> (usize, usize) {
     (endpoints, endpoints.div_ceil(PER_BUS))
 }
 
-fn function(bdf: Bdf, kind: PciKind, parent: Option<usize>) -> PciFunction {
-    PciFunction {
-        bdf,
-        vendor: 0x1234,
-        device: 0x11e8,
-        class: 0x00ff00,
-        kind,
-        parent,
-        secondary_bus: None,
-        acs: None,
-        multifunction: false,
-        flr: false,
-    }
+fn function(bdf: Bdf, kind: FunctionKind, parent: Option<usize>) -> Function {
+    Function { vendor: 0x1234, device: 0x11e8, class: 0x00ff00, parent, ..Function::new(bdf, kind) }
 }
 
 /// The synthetic topology with `sids` StreamIDs, and the `dev,fn` chain of
 /// every endpoint (for the configuration's assignments).
-pub fn topology(sids: usize) -> (Topology, Vec<(usize, Vec<PciStep>)>) {
+pub fn topology(sids: usize) -> (Topology, Vec<(usize, Vec<Bdf>)>) {
     let (endpoints, ports) = shape(sids);
-    let mut fns = vec![function(Bdf::new(0, 0, 0), PciKind::RcIntegratedEndpoint, None)];
+    let mut fns = vec![function(Bdf::new(0, 0, 0), FunctionKind::RcIntegratedEndpoint, None)];
     let mut chains = Vec::with_capacity(endpoints);
     let mut left = endpoints;
     for p in 0..ports {
@@ -156,30 +148,30 @@ pub fn topology(sids: usize) -> (Topology, Vec<(usize, Vec<PciStep>)>) {
         let slot = p + 1;
         let (dev, func) = ((slot / 8) as u8, (slot % 8) as u8);
         let bus = (p + 1) as u8;
-        let mut port = function(Bdf::new(0, dev, func), PciKind::RootPort, None);
-        port.secondary_bus = Some(bus);
+        let mut port = function(Bdf::new(0, dev, func), FunctionKind::RootPort, None).bridging(bus);
         port.acs = Some(ACS_ON);
         fns.push(port);
         let port_index = fns.len() - 1;
         for e in 0..left.min(PER_BUS) {
             let (d, f) = ((e / 8) as u8, (e % 8) as u8);
-            let mut ep = function(Bdf::new(bus, d, f), PciKind::Endpoint, Some(port_index));
+            let mut ep = function(Bdf::new(bus, d, f), FunctionKind::Endpoint, Some(port_index));
             ep.multifunction = true;
             ep.acs = (d % 2 == 0).then_some(ACS_ON);
             fns.push(ep);
-            chains.push((fns.len() - 1, vec![PciStep { bus: 0, dev, func }, PciStep { bus, dev: d, func: f }]));
+            chains.push((fns.len() - 1, vec![Bdf::new(0, dev, func), Bdf::new(bus, d, f)]));
         }
         left = left.saturating_sub(PER_BUS);
     }
     let host = PciHost {
-        path: HOST.into(),
-        root_bus: 0,
-        iommu_map: IdMap {
-            entries: vec![IdMapEntry { rid_base: 0, length: 0x1_0000, smmu: Some(SmmuIndex(0)), phandle: 1, sid_base: 0 }],
-            mask: None,
+        bridge: discovery::PciHost {
+            path: HOST.into(),
+            iommu_map: IdMap {
+                entries: vec![IdMapEntry { rid_base: 0, length: 0x1_0000, target: Some(0), phandle: 1, out_base: 0 }],
+                mask: None,
+            },
+            ..discovery::PciHost::default()
         },
-        functions: fns,
-        hints: Vec::new(),
+        bus: HostTopology { root_bus: 0, last_bus: ports as u8, functions: fns },
     };
     let t = Topology { smmus: vec![Smmu { name: "smmu".into(), sid_bits: 16 }], hosts: vec![host], platform: Vec::new() };
     (t, chains)
@@ -194,7 +186,7 @@ pub fn machine(sids: usize, parts: usize) -> (Hardware, Config) {
     let (topology, chains) = topology(sids);
     let g = groups::compute(&topology);
     let hw = Hardware {
-        ram: vec![Region { base: smmu::PhysAddr(0x4000_0000), size: 0x1_0000_0000 }],
+        ram: vec![Region { base: PhysAddr(0x4000_0000), size: 0x1_0000_0000 }],
         kernel: None,
         dtb: None,
         heap: None,
@@ -211,12 +203,13 @@ pub fn machine(sids: usize, parts: usize) -> (Hardware, Config) {
             path: format!("/partitions/{name}"),
             name,
             phandle: Some(i as u32 + 1),
-            memory: vec![Region { base: smmu::PhysAddr(0x8000_0000 + i as u64 * PART_MEM), size: PART_MEM }],
+            memory: vec![Region { base: PhysAddr(0x8000_0000 + i as u64 * PART_MEM), size: PART_MEM }],
             image: None,
             entry: None,
             bootargs: String::new(),
             manager: false,
             fault_limit: None,
+            log_limit: None,
             dma_p2p: false,
         });
         cfg.assignments.push(Assignment {
@@ -227,10 +220,10 @@ pub fn machine(sids: usize, parts: usize) -> (Hardware, Config) {
         });
     }
     // Endpoint function index → its chain.
-    let chain_of: std::collections::HashMap<usize, &Vec<PciStep>> = chains.iter().map(|(f, c)| (*f, c)).collect();
+    let chain_of: std::collections::HashMap<usize, &Vec<Bdf>> = chains.iter().map(|(f, c)| (*f, c)).collect();
     let mut next = 0;
     for grp in &hw.groups.groups {
-        let eps: Vec<&Vec<PciStep>> = grp
+        let eps: Vec<&Vec<Bdf>> = grp
             .devices
             .iter()
             .filter_map(|d| match d {
@@ -242,7 +235,7 @@ pub fn machine(sids: usize, parts: usize) -> (Hardware, Config) {
             continue; // the host bridge, ports: Blocked
         }
         for c in eps {
-            let last = c.last().copied().unwrap_or(PciStep { bus: 0, dev: 0, func: 0 });
+            let last = c.last().copied().unwrap_or(Bdf::new(0, 0, 0));
             cfg.assignments.push(Assignment {
                 path: format!("{HOST}/pci@{:x},{:x}/dev@{:x},{:x}", c[0].dev, c[0].func, last.dev, last.func),
                 partition: next % parts,

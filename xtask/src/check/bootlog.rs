@@ -21,8 +21,8 @@
 //! offsets, a reserved PCIe type's number, bus addresses of BARs (the CPU
 //! address is used) — grouping does not use.
 
-use platform::pci::{Acs, AcsFlags, Bar, Bdf, BridgeInfo, Function, FunctionKind, HostTopology};
-use platform::PhysRange;
+use devicetree::pci::{Acs, AcsFlags, Bar, Bdf, BridgeInfo, Function, FunctionKind, HostTopology};
+use devicetree::PhysRange;
 
 /// One host bridge's table.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,13 +5,13 @@
 //! have a `Display` in the kernel's own crates (`ConfigError`,
 //! `OverlayError`, `DtError` — whose log text is that `Display` —,
 //! `PhysAddr`, `PhysRange`, whose log and `Display` texts are held together
-//! by platform's tests). Only the prefixes the kernel's boot code adds are
+//! by devicetree's tests). Only the prefixes the kernel's boot code adds are
 //! restated here; the test at the end checks they are still in its source.
 
 use partitions::binding::ConfigError;
-use platform::dt::DtError;
-use platform::overlay::OverlayError;
-use platform::{PhysAddr, PhysRange};
+use devicetree::DtError;
+use devicetree::overlay::OverlayError;
+use devicetree::{PhysAddr, PhysRange};
 
 /// The kernel's format strings with only `{}` placeholders, by name; each
 /// is checked to appear verbatim in the named kernel source.

@@ -2,7 +2,7 @@
 //! groups, the plan partition by partition, what was assumed and which
 //! checks could not be made.
 
-use super::{Checked, Machine, Notes};
+use super::{Checked, Known, Notes};
 use partitions::binding::{Config, Target};
 use partitions::groups::{GroupReason, Groups};
 use partitions::topology::{DeviceRef, Topology};
@@ -28,7 +28,7 @@ pub fn node_of<'c>(cfg: &'c Config, t: &Topology, d: DeviceRef) -> Option<&'c st
         .find(|a| {
             let found = match &a.target {
                 Target::Pci { host, chain } => {
-                    t.hosts.iter().position(|h| &h.path == host).and_then(|h| Some(DeviceRef::Pci { host: h, function: t.resolve_pci(h, chain)? }))
+                    t.hosts.iter().position(|h| &h.bridge.path == host).and_then(|h| Some(DeviceRef::Pci { host: h, function: t.resolve_pci(h, chain)? }))
                 }
                 Target::Platform => t.platform.iter().position(|p| p.path == a.path).map(DeviceRef::Platform),
                 Target::Cpu { .. } => None,
@@ -98,7 +98,7 @@ fn groups(out: &mut String, t: &Topology, g: &Groups) {
 }
 
 /// The whole report of an accepted configuration.
-pub fn write(out: &mut String, m: &Machine, c: &Checked, notes: &Notes) {
+pub fn write(out: &mut String, m: &Known, c: &Checked, notes: &Notes) {
     let hw: &Hardware = &c.hw;
     let t = &hw.topology;
     let _ = writeln!(out, "machine (as the kernel reads the merged device tree)");
@@ -108,7 +108,7 @@ pub fn write(out: &mut String, m: &Machine, c: &Checked, notes: &Notes) {
     for r in &hw.reserved {
         let _ = writeln!(out, "  reserved  {r} (/memreserve/, /reserved-memory)");
     }
-    let cpus: Vec<String> = m.cpus.iter().map(|c| format!("{c:#x}")).collect();
+    let cpus: Vec<String> = m.machine.cpus.iter().map(|c| format!("{:#x}", c.mpidr)).collect();
     let _ = writeln!(out, "  CPUs      {} (boot CPU {:#x})", cpus.join(" "), m.boot_cpu);
     for (what, r) in [("kernel", m.placed.kernel), ("heap", m.placed.heap), ("DTB", m.placed.dtb)] {
         match r {
@@ -117,10 +117,11 @@ pub fn write(out: &mut String, m: &Machine, c: &Checked, notes: &Notes) {
         }
         .unwrap_or(());
     }
-    let _ = writeln!(out, "  SMMUs     {}", if m.smmus.is_empty() { "none".into() } else { m.smmus.join(", ") });
-    for (h, host) in m.discovery.pci_hosts.iter().zip(&t.hosts) {
+    let smmus: Vec<&str> = m.machine.smmus.iter().map(|s| s.name.as_str()).collect();
+    let _ = writeln!(out, "  SMMUs     {}", if smmus.is_empty() { "none".into() } else { smmus.join(", ") });
+    for (h, host) in m.machine.devices.pci_hosts.iter().zip(&t.hosts) {
         match &m.topology_from {
-            Some(from) => writeln!(out, "  PCI host  {}: {} functions (from {})", h.path, host.functions.len(), from.display()),
+            Some(from) => writeln!(out, "  PCI host  {}: {} functions (from {})", h.path, host.bus.functions.len(), from.display()),
             None => writeln!(out, "  PCI host  {}: not enumerated (only at boot)", h.path),
         }
         .unwrap_or(());

@@ -9,8 +9,20 @@
 //! `split-group-boot.log` the kernel log of the scenario
 //! partitions-refuse-split-group: their PCI tables are the topologies.
 
-use super::{check, parse_args, Report, Request, Verdict};
+use super::{check, Report, Request, Verdict};
+use crate::cli::{Cli, Cmd};
+use clap::Parser;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The command line after `cargo xtask check`, read as `main` reads it.
+fn parse_args(args: &[String]) -> Result<Request, String> {
+    let words = ["cargo xtask", "check"].into_iter().map(String::from).chain(args.iter().cloned());
+    match Cli::try_parse_from(words).map_err(|e| e.to_string())?.command {
+        Cmd::Check(r) => Ok(r),
+        other => Err(format!("parsed as {other:?}")),
+    }
+}
 
 /// Placement, boot CPU and topology every corpus case gets unless it says
 /// otherwise: QEMU's ELF path with the kernel image and boot CPU of
@@ -310,6 +322,28 @@ fn the_diagram_has_partitions_groups_devices_and_streamids() {
     assert_eq!(edges.iter().filter(|(a, _)| a.starts_with("partition:")).count(), 2);
 }
 
+#[test]
+fn the_diagram_renders_as_svg_or_says_why_not() {
+    let dir = scratch("svg");
+    let path = dir.join("demo.dot");
+    let words = format!(
+        "--dtb qemu-virt.dtb --overlay ../../boards/qemu-virt/overlays/demo.dts --topology demo-boot.log --kernel 0x40200000,0xee000 --dot {}",
+        path.display()
+    );
+    std::fs::write(&path, accepted(&words).dot.expect("a diagram")).expect("write the diagram");
+    // `cargo xtask test` installs Graphviz before the host tests where it can.
+    let graphviz = Command::new("dot").arg("-V").output().is_ok_and(|o| o.status.success());
+    match super::render_svg(&path) {
+        Ok(svg) => {
+            assert_eq!(svg, dir.join("demo.svg"));
+            let text = std::fs::read_to_string(&svg).expect("the SVG");
+            assert!(text.contains("<svg") && text.contains("partition net") && text.contains("StreamID 0x10"), "{text}");
+        }
+        Err(e) => assert!(!graphviz && e.contains("cannot run Graphviz `dot` (apt-get install graphviz)"), "{e}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A scratch directory of this test process.
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("bulkhead-check-{}-{name}", std::process::id()));
@@ -431,7 +465,7 @@ fn the_command_line() {
     assert!(parse_args(&words("--dtb a.dtb")).unwrap_err().contains("--overlay"));
     assert!(parse_args(&words("--dtb a.dtb --overlay b.dts --board rpi")).unwrap_err().contains("unknown board rpi"));
     assert!(parse_args(&words("--dtb a.dtb --overlay b.dts --kernel 0x40200000")).is_err());
-    assert!(parse_args(&words("--dtb a.dtb --overlay b.dts --frobnicate")).unwrap_err().contains("unknown option"));
+    assert!(parse_args(&words("--dtb a.dtb --overlay b.dts --frobnicate")).unwrap_err().contains("unexpected argument '--frobnicate'"));
     let r =
         parse_args(&words("--dtb a.dtb --overlay b.dts --overlay c.dtbo --boot-cpu 0x100 --dtb-at 0x82000000 --kernel 0x80200000,0x100000")).unwrap();
     assert_eq!((r.overlays.len(), r.boot_cpu, r.dtb_at, r.kernel), (2, Some(0x100), Some((0x8200_0000, None)), Some((0x8020_0000, 0x10_0000))));

@@ -1,0 +1,205 @@
+//! Partitions launched: memory scrubbed, image copied, a DTB of their own,
+//! their groups attached, their stage 2 built, the run-time table
+//! published, CPUs started at EL1; then the boot CPU drains SMMU events
+//! until every partition has stopped. A partition that faults is stopped
+//! alone; the others keep running.
+
+use crate::devices::{self, OwnedDevice};
+use crate::discover::Discovered;
+use crate::runtime::{Isolation, Kernel, Life, Partition, Resources};
+use crate::smmus::SmmuInstance;
+use crate::stage2::Stage2Tables;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use partitions::binding::Region;
+use partitions::guest_dt::GuestDevice;
+use partitions::validate::{PartitionId, PartitionPlan, Plan};
+use platform::arch::guest::{self, Stage2};
+use platform::arch::smp::{self, CpuStart};
+use platform::pgtable::PAGE_SIZE;
+use platform::{ExitCode, PhysAddr, PhysRange};
+
+/// Per-CPU EL2 stack for partition CPUs (traps run on it).
+const CPU_STACK: u64 = 64 << 10;
+/// Room kept at the top of the entry region for the partition's DTB.
+const DTB_ROOM: u64 = 64 << 10;
+
+/// Launch parameters of one partition CPU.
+struct Launch {
+    s2: Stage2,
+    entry: PhysAddr,
+    dtb: PhysAddr,
+}
+
+extern "C" fn partition_cpu(arg: u64) -> ! {
+    // SAFETY: `arg` is the address of a leaked `Launch` made by `start`.
+    let l = unsafe { &*(arg as *const Launch) };
+    // SAFETY: the stage 2 maps only the partition's memory (built by
+    // `Stage2Tables::build`), and the entry lies inside it (validated).
+    unsafe { guest::enter(&l.s2, l.entry, l.dtb.0) }
+}
+
+fn err(what: &'static str) -> ExitCode {
+    defmt::error!("cannot start partitions: {=str}", what);
+    ExitCode::PlatformError
+}
+
+/// The DMA side of a partition (DESIGN.md I4, I5): for each SMMU its groups
+/// sit behind, a domain mapping only the partition's RAM (and its own BARs
+/// with `bulkhead,dma-p2p`); every StreamID of every group attached (one
+/// CMD_SYNC per group); only then memory decode and bus mastering on.
+fn attach_groups(
+    p: &PartitionPlan,
+    devs: &[OwnedDevice],
+    smmus: &mut [SmmuInstance],
+    d: &Discovered,
+) -> Result<Vec<(usize, smmu::Domain)>, ExitCode> {
+    let mut domains: Vec<(usize, smmu::Domain)> = Vec::new();
+    for gid in &p.groups {
+        let g = d.groups.get(*gid).ok_or_else(|| err("group vanished"))?;
+        crate::ownership::attach(p, g, devs, smmus, &mut domains).map_err(|_| ExitCode::SmmuError)?;
+    }
+    // The STEs are live: now the devices may master, and the bridges above
+    // them forward.
+    devices::start(&p.devices, d).map_err(|_| err("enabling devices"))?;
+    Ok(domains)
+}
+
+/// Scrubs and loads `p`, attaches its groups and builds its stage 2.
+/// Returns its resources and the launch of each of its CPUs.
+fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result<(Resources, Launch), ExitCode> {
+    for m in &p.memory {
+        // SAFETY: the plan was validated: the region is RAM owned by this
+        // partition only, reserved from the kernel's allocators and
+        // identity-mapped read-write.
+        unsafe { core::ptr::write_bytes(m.base.0 as *mut u8, 0, m.size as usize) };
+    }
+    let entry_region = *p.memory.first().ok_or_else(|| err("partition without memory"))?;
+    let (entry, home) = match p.image {
+        Some((img, entry)) => {
+            let home = p.memory.iter().find(|m| m.contains(entry)).copied().unwrap_or(entry_region);
+            if entry.0 + img.size > home.end() - DTB_ROOM {
+                defmt::error!("partition {=str}: image leaves no room for its DTB", p.name.as_str());
+                return Err(ExitCode::ConfigRefused);
+            }
+            // SAFETY: validated: the image and the destination are RAM,
+            // do not overlap, and the destination is this partition's.
+            unsafe { core::ptr::copy_nonoverlapping(img.base.0 as *const u8, entry.0 as *mut u8, img.size as usize) };
+            (entry, home)
+        }
+        None => (entry_region.base, entry_region),
+    };
+    let entry = PhysAddr(entry.0);
+    let devs = devices::describe(p.name.as_str(), &p.devices, d).map_err(|_| err("device vanished"))?;
+    let domains = attach_groups(p, &devs, smmus, d)?;
+    let guests: Vec<GuestDevice> = devs.iter().map(|x| x.guest.clone()).collect();
+    let dtb = partitions::guest_dt::build(p, &guests);
+    let dtb_at = PhysAddr((home.end() - DTB_ROOM + 7) & !7);
+    if dtb.len() as u64 > DTB_ROOM {
+        return Err(err("partition DTB too large"));
+    }
+    // SAFETY: the top DTB_ROOM bytes of the partition's own region,
+    // checked above not to overlap the image.
+    unsafe { core::ptr::copy_nonoverlapping(dtb.as_ptr(), dtb_at.0 as *mut u8, dtb.len()) };
+    let mmio: Vec<PhysRange> = devs.iter().flat_map(|x| x.mmio.iter().copied()).collect();
+    let stage2 = Stage2Tables::build(p, &mmio).map_err(|e| {
+        defmt::error!("partition {=str}: stage 2: {}", p.name.as_str(), e);
+        ExitCode::PlatformError
+    })?;
+    for m in &p.memory {
+        // The partition starts with its caches off: make the scrub, the
+        // image and the DTB visible to it.
+        platform::arch::cache::clean(PhysRange::new(m.base.0, m.size).unwrap_or_default());
+    }
+    let s2 = stage2.s2;
+    defmt::info!(
+        "partition {=str}: id {=u16}, VMID {=u16}, entry {=u64:#x}, DTB at {=u64:#x} ({=usize} bytes), CPUs {=[?]}",
+        p.name.as_str(),
+        p.id.0,
+        s2.vmid,
+        entry.0,
+        dtb_at.0,
+        dtb.len(),
+        p.cpus.as_slice()
+    );
+    let resources = Resources { stage2, domains, devices: p.devices.clone(), generation: 0, revoked: Vec::new() };
+    Ok((resources, Launch { s2, entry, dtb: dtb_at }))
+}
+
+/// Scrubs, loads and starts every partition of `plan`.
+pub fn start(plan: Plan, mut smmus: Vec<SmmuInstance>, discovered: Discovered) -> Result<(), ExitCode> {
+    let discovered: &'static Discovered = Box::leak(Box::new(discovered));
+    let mut partitions = Vec::new();
+    let mut cpus: Vec<(u64, PartitionId, &'static Launch)> = Vec::new();
+    let ownership = partitions::ownership::Ownership::from_plan(&plan, discovered.groups.groups.len());
+    for p in plan.partitions {
+        let (resources, launch) = load(&p, &mut smmus, discovered)?;
+        let launch: &'static Launch = Box::leak(Box::new(launch));
+        cpus.extend(p.cpus.iter().map(|&mpidr| (mpidr, p.id, launch)));
+        partitions.push(Partition::new(p, resources));
+    }
+    let isolation = Isolation {
+        smmus,
+        ownership,
+        faults: partitions::faults::FaultLedger::new(discovered.groups.groups.len()),
+        pending_quarantine: Vec::new(),
+    };
+    Kernel::install(Kernel::new(partitions, cpus.iter().map(|&(m, p, _)| (m, p)).collect(), discovered, isolation));
+    platform::arch::exception::set_trap_handler(crate::trap::handle);
+    platform::log::enable_smp();
+    for (mpidr, _, launch) in cpus {
+        let stack = platform::memory::alloc_zeroed(CPU_STACK, PAGE_SIZE).ok_or_else(|| err("out of frames for CPU stacks"))?;
+        let block: &'static mut CpuStart = Box::leak(Box::new(CpuStart {
+            stack_top: 0,
+            vbar: 0,
+            mair: 0,
+            tcr: 0,
+            ttbr: 0,
+            sctlr: 0,
+            hcr: 0,
+            entry: partition_cpu,
+            arg: 0,
+        }));
+        smp::prepare(block, PhysRange::new(stack.0, CPU_STACK).unwrap_or_default(), partition_cpu, launch as *const Launch as u64);
+        smp::start(mpidr, block).map_err(|e| {
+            defmt::error!("CPU {=u64:#x} did not start: {}", mpidr, e);
+            ExitCode::PlatformError
+        })?;
+    }
+    Ok(())
+}
+
+/// Waits until every partition has stopped, draining SMMU events meanwhile;
+/// the status says whether any partition failed.
+pub fn wait_all() -> ExitCode {
+    let Some(k) = crate::runtime::kernel() else { return ExitCode::Success };
+    loop {
+        crate::ownership::drain_events(k);
+        for p in &k.partitions {
+            p.report_drops(p.life() != Life::Running);
+        }
+        if k.partitions.iter().all(|p| p.life() != Life::Running) {
+            crate::ownership::drain_events(k);
+            let failed = k.partitions.iter().filter(|p| p.life() == Life::Failed).count();
+            defmt::info!("all {=usize} partitions stopped, {=usize} failed", k.partitions.len(), failed);
+            return if failed == 0 { ExitCode::Success } else { ExitCode::PartitionFailed };
+        }
+        // Sleep until an SMMU interrupt (eventq, gerror) or the 10 ms tick:
+        // a partition stopping interrupts nobody, so the tick bounds how
+        // late the loop notices.
+        platform::arch::irq::arm_timer_us(10_000);
+        platform::arch::irq::wait_for_interrupt();
+    }
+}
+
+/// The plan's regions as the memory map's ranges (for reservations):
+/// `true` for an image to be copied in.
+pub fn regions(plan: &Plan) -> impl Iterator<Item = (PhysRange, bool)> + '_ {
+    plan.partitions.iter().flat_map(|p| {
+        p.memory
+            .iter()
+            .map(|m| (m, false))
+            .chain(p.image.iter().map(|(img, _)| (img, true)))
+            .filter_map(|(r, image): (&Region, bool)| PhysRange::new(r.base.0, r.size).map(|x| (x, image)))
+    })
+}
