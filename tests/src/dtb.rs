@@ -86,10 +86,34 @@ pub fn overlay_qemu_args(dts: &str) -> Vec<String> {
 /// `dtc -@`, applies it with `fdtoverlay`, and adds a `-device loader` of
 /// `payload` at every partition's `bulkhead,image`. Returns the new config.
 pub fn with_overlay(
+    cfg: crate::qemu::QemuConfig,
+    dts: &str,
+    dir: &Path,
+    payload: &Path,
+) -> Result<crate::qemu::QemuConfig, String> {
+    with_overlay_files(cfg, dts, dir, payload, &[])
+}
+
+/// What a partition boots instead of the payload: its image file, and an
+/// initrd loaded at its `bulkhead,initrd`.
+#[derive(Clone, Debug)]
+pub struct Boot {
+    /// The partition's name.
+    pub partition: String,
+    /// Loaded at its `bulkhead,image`.
+    pub image: PathBuf,
+    /// Loaded at its `bulkhead,initrd`.
+    pub initrd: Option<PathBuf>,
+}
+
+/// As [`with_overlay`], with the partitions in `boots` loading their own
+/// image (and initrd) instead of the payload.
+pub fn with_overlay_files(
     mut cfg: crate::qemu::QemuConfig,
     dts: &str,
     dir: &Path,
     payload: &Path,
+    boots: &[Boot],
 ) -> Result<crate::qemu::QemuConfig, String> {
     cfg.extra.extend(overlay_qemu_args(dts));
     let base = dir.join("base.dtb");
@@ -105,14 +129,22 @@ pub fn with_overlay(
     let blob = std::fs::read(&out).map_err(|e| format!("cannot read {}: {e}", out.display()))?;
     // The same binding code as the kernel's says where the images go.
     let config = partitions::binding::parse(&blob).map_err(|e| format!("overlay: {e}"))?;
+    let mut load = |file: &Path, at: partitions::binding::Region, what: &str, name: &str| -> Result<(), String> {
+        let size = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?.len();
+        if size > at.size {
+            return Err(format!("{} ({size} bytes) does not fit {name}'s {what}", file.display()));
+        }
+        cfg.extra.push("-device".into());
+        cfg.extra.push(format!("loader,file={},addr={:#x},force-raw=on", file.display(), at.base.0));
+        Ok(())
+    };
     for p in &config.partitions {
+        let boot = boots.iter().find(|b| b.partition == p.name);
         if let Some(img) = p.image {
-            let size = std::fs::metadata(payload).map_err(|e| format!("{}: {e}", payload.display()))?.len();
-            if size > img.size {
-                return Err(format!("payload ({size} bytes) does not fit {}'s bulkhead,image", p.name));
-            }
-            cfg.extra.push("-device".into());
-            cfg.extra.push(format!("loader,file={},addr={:#x},force-raw=on", payload.display(), img.base.0));
+            load(boot.map_or(payload, |b| b.image.as_path()), img, "bulkhead,image", &p.name)?;
+        }
+        if let (Some(rd), Some(file)) = (p.initrd, boot.and_then(|b| b.initrd.as_ref())) {
+            load(file, rd, "bulkhead,initrd", &p.name)?;
         }
     }
     cfg.dtb = Some(out);

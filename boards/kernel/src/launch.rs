@@ -24,19 +24,78 @@ const CPU_STACK: u64 = 64 << 10;
 /// Room kept at the top of the entry region for the partition's DTB.
 const DTB_ROOM: u64 = 64 << 10;
 
-/// Launch parameters of one partition CPU.
+/// Launch parameters of one partition's CPUs.
 struct Launch {
     s2: Stage2,
     entry: PhysAddr,
     dtb: PhysAddr,
+    /// Only the first vCPU enters the image; the others wait for the
+    /// partition's PSCI CPU_ON (a Linux `Image`). Otherwise every CPU
+    /// enters it (the bulkhead payload).
+    boots_one: bool,
 }
 
 extern "C" fn partition_cpu(arg: u64) -> ! {
     // SAFETY: `arg` is the address of a leaked `Launch` made by `start`.
     let l = unsafe { &*(arg as *const Launch) };
+    let Some(p) = crate::runtime::kernel().and_then(|k| k.this_cpu()) else { smp::halt_this_cpu() };
+    if let Err(e) = crate::vgic::cpu_init() {
+        defmt::error!("partition {=str}: CPU {=u64:#x}: GIC: {}", p.name(), platform::arch::mpidr(), e);
+        p.stop(crate::runtime::Life::Failed, u64::MAX);
+        smp::halt_this_cpu();
+    }
+    let v = crate::vm::this_vcpu(p);
+    let (entry, x0) = if v == 0 || !l.boots_one {
+        p.vcpus[v].set_on();
+        (l.entry.0, l.dtb.0)
+    } else {
+        match p.vcpus[v].wait_for_start(p) {
+            Some(start) => start,
+            None => smp::halt_this_cpu(),
+        }
+    };
     // SAFETY: the stage 2 maps only the partition's memory (built by
-    // `Stage2Tables::build`), and the entry lies inside it (validated).
-    unsafe { guest::enter(&l.s2, l.entry, l.dtb.0) }
+    // `Stage2Tables::build`), and the entry lies inside it (validated, or
+    // checked by the PSCI CPU_ON that asked for it).
+    unsafe { guest::enter(&l.s2, PhysAddr(entry), x0) }
+}
+
+/// What the partition's image is: an arm64 Linux `Image` (its header
+/// checked against where it runs: Documentation/arch/arm64/booting.rst),
+/// or a flat image entered at its first byte. The bytes it needs at the
+/// entry (a Linux Image's `image_size` includes its bss).
+fn image_kind(p: &PartitionPlan, img: Region, entry: PhysAddr) -> Result<(bool, u64), ExitCode> {
+    use partitions::vm::image::{Header, ImageError, HEADER_SIZE};
+    let len = (img.size as usize).min(HEADER_SIZE);
+    // SAFETY: validated: the image region is RAM the loader filled, not
+    // any partition's memory, identity-mapped.
+    let head = unsafe { core::slice::from_raw_parts(img.base.0 as *const u8, len) };
+    match Header::parse(head) {
+        Ok(h) => {
+            if !h.fits_at(entry.0) {
+                defmt::error!(
+                    "partition {=str}: bulkhead,entry {=u64:#x} is not a 2 MiB-aligned base plus the Image's text_offset {=u64:#x} (boards/bindings/bulkhead,partitions.yaml)",
+                    p.name.as_str(),
+                    entry.0,
+                    h.text_offset
+                );
+                return Err(ExitCode::ConfigRefused);
+            }
+            defmt::info!(
+                "partition {=str}: arm64 Linux Image: text_offset {=u64:#x}, image_size {=u64:#x}, {=u64} KiB pages",
+                p.name.as_str(),
+                h.text_offset,
+                h.image_size,
+                h.page_size.unwrap_or(0) >> 10
+            );
+            Ok((true, h.image_size.max(img.size)))
+        }
+        Err(ImageError::NotAnImage | ImageError::Truncated) => Ok((false, img.size)),
+        Err(e) => {
+            defmt::error!("partition {=str}: bulkhead,image: {}", p.name.as_str(), defmt::Display2Format(&e));
+            Err(ExitCode::ConfigRefused)
+        }
+    }
 }
 
 fn err(what: &'static str) -> ExitCode {
@@ -75,10 +134,36 @@ fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result
         unsafe { core::ptr::write_bytes(m.base.0 as *mut u8, 0, m.size as usize) };
     }
     let entry_region = *p.memory.first().ok_or_else(|| err("partition without memory"))?;
+    let mut boots_one = false;
+    let mut initrd = None;
     let (entry, home) = match p.image {
         Some((img, entry)) => {
             let home = p.memory.iter().find(|m| m.contains(entry)).copied().unwrap_or(entry_region);
-            if entry.0 + img.size > home.end() - DTB_ROOM {
+            let (linux, need) = image_kind(p, img, PhysAddr(entry.0))?;
+            boots_one = linux;
+            // The DTB at the top of the region, the initrd below it, page
+            // aligned; the image (its bss included) must end below both.
+            let mut top = home.end() - DTB_ROOM;
+            if let Some(rd) = p.initrd {
+                let at = top.saturating_sub(rd.size) & !(PAGE_SIZE - 1);
+                if at < entry.0 + need {
+                    defmt::error!(
+                        "partition {=str}: bulkhead,initrd of {=u64:#x} bytes does not fit between its image and its DTB in {=u64:#x}..{=u64:#x}",
+                        p.name.as_str(),
+                        rd.size,
+                        home.base.0,
+                        home.end()
+                    );
+                    return Err(ExitCode::ConfigRefused);
+                }
+                // SAFETY: validated: the initrd region is RAM outside every
+                // partition's memory; the destination is this partition's
+                // own, above the image and below the DTB.
+                unsafe { core::ptr::copy_nonoverlapping(rd.base.0 as *const u8, at as *mut u8, rd.size as usize) };
+                initrd = Some((at, at + rd.size));
+                top = at;
+            }
+            if entry.0 + need > top {
                 defmt::error!("partition {=str}: image leaves no room for its DTB", p.name.as_str());
                 return Err(ExitCode::ConfigRefused);
             }
@@ -93,7 +178,7 @@ fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result
     let devs = devices::describe(p.name.as_str(), &p.devices, d).map_err(|_| err("device vanished"))?;
     let domains = attach_groups(p, &devs, smmus, d)?;
     let guests: Vec<GuestDevice> = devs.iter().map(|x| x.guest.clone()).collect();
-    let dtb = partitions::guest_dt::build(p, &guests);
+    let dtb = partitions::guest_dt::build(p, &guests, initrd);
     let dtb_at = PhysAddr((home.end() - DTB_ROOM + 7) & !7);
     if dtb.len() as u64 > DTB_ROOM {
         return Err(err("partition DTB too large"));
@@ -123,7 +208,7 @@ fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result
         p.cpus.as_slice()
     );
     let resources = Resources { stage2, domains, devices: p.devices.clone(), generation: 0, revoked: Vec::new() };
-    Ok((resources, Launch { s2, entry, dtb: dtb_at }))
+    Ok((resources, Launch { s2, entry, dtb: dtb_at, boots_one }))
 }
 
 /// Scrubs, loads and starts every partition of `plan`.
@@ -146,6 +231,8 @@ pub fn start(plan: Plan, mut smmus: Vec<SmmuInstance>, discovered: Discovered) -
     };
     Kernel::install(Kernel::new(partitions, cpus.iter().map(|&(m, p, _)| (m, p)).collect(), discovered, isolation));
     platform::arch::exception::set_trap_handler(crate::trap::handle);
+    platform::arch::exception::set_resume_hook(crate::vgic::before_resume);
+    platform::arch::irq::set_guest_irq_handler(crate::vgic::guest_irq);
     platform::log::enable_smp();
     for (mpidr, _, launch) in cpus {
         let stack = platform::memory::alloc_zeroed(CPU_STACK, PAGE_SIZE).ok_or_else(|| err("out of frames for CPU stacks"))?;

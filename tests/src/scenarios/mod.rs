@@ -5,6 +5,7 @@ mod discovery;
 mod image;
 mod irq;
 mod linux;
+mod linux_partition;
 mod ownership;
 mod partitions;
 mod smmu;
@@ -30,5 +31,10 @@ pub fn all() -> Vec<Scenario> {
     v.extend(uboot::scenarios());
     v.extend(two_smmus::scenarios());
     v.extend(linux::scenarios());
+    v.extend(linux_partition::scenarios());
+    // Written but not passing yet: only when asked for by name.
+    if std::env::var_os("BULKHEAD_UNFINISHED").is_some() {
+        v.extend(linux_partition::unfinished());
+    }
     v
 }
