@@ -29,6 +29,8 @@ pub struct Vm {
     pub vgic: Vgic,
     /// Its console.
     pub uart: Vuart,
+    /// The RAZ/WI registers it touched so far (each logged once).
+    raz_wi_seen: Vec<&'static str>,
 }
 
 impl Vm {
@@ -39,7 +41,7 @@ impl Vm {
     pub fn new(mpidrs: &[u64], lrs: usize, limit: LogLimit) -> Vm {
         let cfg = VgicConfig { vcpus: mpidrs.to_vec(), spis: alloc::vec![Spi { intid: board::UART_INTID, hw: false }] };
         let lines = (limit.console_bytes / LINE_BYTES).max(vuart::LINES_PER_SECOND);
-        Vm { vgic: Vgic::new(&cfg, lrs), uart: Vuart::with_limit(lines.max(vuart::BURST_LINES), lines) }
+        Vm { vgic: Vgic::new(&cfg, lrs), uart: Vuart::with_limit(lines.max(vuart::BURST_LINES), lines), raz_wi_seen: Vec::new() }
     }
 }
 
@@ -174,7 +176,18 @@ pub fn sysreg_access(p: &Partition, frame: &mut Frame, iss: u32) -> TrapAction {
             }
             TrapAction::Skip
         }
-        Class::RazWi(_) => {
+        Class::RazWi(name) => {
+            let first = {
+                let mut vm = p.vm.lock();
+                let first = !vm.raz_wi_seen.contains(&name);
+                if first {
+                    vm.raz_wi_seen.push(name);
+                }
+                first
+            };
+            if first {
+                defmt::info!("partition {=str}: {=str} reads as zero, writes ignored (RAZ/WI; logged once)", p.name(), name);
+            }
             if a.read {
                 put(frame, 0);
             }
@@ -215,7 +228,7 @@ pub fn sysreg_access(p: &Partition, frame: &mut Frame, iss: u32) -> TrapAction {
 /// A stage-2 data abort of `p` at `ipa` that falls in its virtual board:
 /// the access emulated (`None`: not an emulated device's address).
 pub fn mmio(p: &Partition, frame: &mut Frame, iss: u32, ipa: u64) -> Option<TrapAction> {
-    let dev = board::decode(ipa, p.vcpus.len())?;
+    let dev = board::decode(ipa)?;
     let Ok(a) = MmioAccess::decode(iss, ipa, &frame.x) else {
         defmt::error!(
             "partition {=str}: access to emulated register {=u64:#x} the syndrome does not describe (a load/store pair?): stopping this partition",

@@ -36,9 +36,12 @@ pub enum Emulated {
     Uart(u64),
 }
 
-/// The emulated device `ipa` addresses in a partition with `vcpus` vCPUs.
-pub fn decode(ipa: u64, vcpus: usize) -> Option<Emulated> {
-    let gicr_size = GICR_STRIDE * vcpus.min(MAX_VCPUS) as u64;
+/// The emulated device `ipa` addresses. The whole redistributor window
+/// (room for [`MAX_VCPUS`]) is emulated whatever the partition's vCPU
+/// count: frames of vCPUs it does not have read as zero and ignore writes,
+/// rather than stopping it.
+pub fn decode(ipa: u64) -> Option<Emulated> {
+    let gicr_size = GICR_STRIDE * MAX_VCPUS as u64;
     if (GICD_BASE..GICD_BASE + GICD_SIZE).contains(&ipa) {
         Some(Emulated::Gicd(ipa - GICD_BASE))
     } else if (GICR_BASE..GICR_BASE + gicr_size).contains(&ipa) {
@@ -56,10 +59,11 @@ mod tests {
 
     #[test]
     fn windows() {
-        assert_eq!(decode(0x0800_0004, 2), Some(Emulated::Gicd(4)));
-        assert_eq!(decode(0x080a_0000 + 0x2_0008, 2), Some(Emulated::Gicr(0x2_0008)));
-        assert_eq!(decode(0x080a_0000 + 0x4_0008, 2), None, "no third redistributor");
-        assert_eq!(decode(0x0900_0018, 1), Some(Emulated::Uart(0x18)));
-        assert_eq!(decode(0x0901_0000, 1), None);
+        assert_eq!(decode(0x0800_0004), Some(Emulated::Gicd(4)));
+        assert_eq!(decode(0x080a_0000 + 0x2_0008), Some(Emulated::Gicr(0x2_0008)));
+        assert_eq!(decode(0x080a_0000 + 0x4_0008), Some(Emulated::Gicr(0x4_0008)), "a frame of no vCPU: RAZ/WI");
+        assert_eq!(decode(0x0900_0018), Some(Emulated::Uart(0x18)));
+        assert_eq!(decode(0x0901_0000), None);
+        assert_eq!(decode(0x0801_0000), None, "between the distributor and the redistributors");
     }
 }

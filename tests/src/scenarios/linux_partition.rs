@@ -8,6 +8,16 @@
 //!   init powers off (PSCI SYSTEM_OFF) and the kernel logs the partition
 //!   stopped, while the payload partition verified its DMA and QEMU's trace
 //!   shows its translations through the SMMU.
+//! - `linux-hostile`: from Linux (busybox `devmem` with `iomem=relaxed`,
+//!   and the probe module's HVC/SMC), writes to distributor registers of
+//!   SPIs it does not own, to a redistributor of a vCPU it does not have,
+//!   PSCI CPU_ON and AFFINITY_INFO of CPUs that are not its own (the
+//!   payload's, the kernel's), SMCCC calls with random function IDs on both
+//!   conduits: each ignored or refused, Linux carries on to its power-off,
+//!   the payload partition verifies its DMA, the kernel logs no fault.
+//! - `linux-reset`: Linux's `reboot` (PSCI SYSTEM_RESET) stops the
+//!   partition (restarts are not implemented: the kernel says so); the
+//!   payload partition is unaffected.
 
 use crate::dtb::Boot;
 use crate::linux::console;
@@ -80,20 +90,90 @@ echo "bulkhead-init: timer-before $(grep arch_timer /proc/interrupts)"
 sleep 1
 echo "bulkhead-init: timer-after $(grep arch_timer /proc/interrupts)""#;
 
-fn setup(ctx: &Ctx, body: &str) -> Result<QemuConfig, String> {
+/// The virtual board's GIC (partitions::vm::board): distributor, first
+/// redistributor, and the SGI_base frame offset in a redistributor.
+const GICD: u64 = 0x0800_0000;
+const GICR: u64 = 0x080a_0000;
+const GICR_STRIDE: u64 = 0x2_0000;
+const SGI_BASE: u64 = 0x1_0000;
+/// GICD_ISENABLER1 (SPIs 32..63), GICD_IROUTER<n> (IHI 0069 §12.9).
+const ISENABLER1: u64 = GICD + 0x104;
+const fn irouter(intid: u64) -> u64 {
+    GICD + 0x6000 + intid * 8
+}
+/// The console UART's SPI (the partition's own) and one it does not own.
+const UART_SPI: u64 = 33;
+const FOREIGN_SPI: u64 = 40;
+/// The partition's vCPUs (MPIDRs), the payload's CPU and the kernel's.
+const OWN_CPU: u64 = 0x3;
+const PAYLOAD_CPU: u64 = 0x1;
+const KERNEL_CPU: u64 = 0x0;
+/// Random SMCCC calls the probe makes on each conduit.
+const RANDOM_CALLS: usize = 12;
+
+fn hostile_body() -> String {
+    use crate::linux::console::fid;
+    use crate::linux::initramfs::PROBE_PATH;
+    let third_gicr = GICR + 2 * GICR_STRIDE;
+    let calls = [
+        format!("hvc:{:#x}:{PAYLOAD_CPU:#x}:0x50000000:0x0", fid::CPU_ON),
+        format!("hvc:{:#x}:{KERNEL_CPU:#x}:0x50000000:0x0", fid::CPU_ON),
+        format!("smc:{:#x}:{PAYLOAD_CPU:#x}:0x50000000:0x0", fid::CPU_ON),
+        format!("hvc:{:#x}:{OWN_CPU:#x}:0x50000000:0x0", fid::CPU_ON),
+        format!("hvc:{AFFINITY_INFO:#x}:{PAYLOAD_CPU:#x}:0x0"),
+        format!("hvc:{AFFINITY_INFO:#x}:{OWN_CPU:#x}:0x0"),
+    ]
+    .join(",");
+    format!(
+        r#"devmem {ISENABLER1:#x} 32 0xffffffff
+echo "bulkhead-init: isenabler1 $(devmem {ISENABLER1:#x} 32)"
+devmem {foreign:#x} 64 0x2
+echo "bulkhead-init: irouter-foreign $(devmem {foreign:#x} 64)"
+echo "bulkhead-init: irouter-own $(devmem {own:#x} 64)"
+devmem {gicr2_en:#x} 32 0xffffffff
+echo "bulkhead-init: gicr2-isenabler0 $(devmem {gicr2_en:#x} 32)"
+echo "bulkhead-init: gicr2-typer $(devmem {gicr2_typer:#x} 32)"
+echo "bulkhead-init: gicr0-isenabler0 $(devmem {gicr0_en:#x} 32)"
+insmod {PROBE_PATH} call={calls} random={RANDOM_CALLS} conduit=hvc seed=7
+echo "bulkhead-init: insmod-hvc $?"
+rmmod bulkhead_probe
+insmod {PROBE_PATH} random={RANDOM_CALLS} conduit=smc seed=11
+echo "bulkhead-init: insmod-smc $?"
+echo "bulkhead-init: alive $(nproc)""#,
+        foreign = irouter(FOREIGN_SPI),
+        own = irouter(UART_SPI),
+        gicr2_en = third_gicr + SGI_BASE + 0x100,
+        gicr2_typer = third_gicr + 0x8,
+        gicr0_en = GICR + SGI_BASE + 0x100,
+    )
+}
+
+/// PSCI AFFINITY_INFO (SMC64).
+const AFFINITY_INFO: u64 = 0xc400_0004;
+
+fn setup(ctx: &Ctx, body: &str, bootargs: &str) -> Result<QemuConfig, String> {
     let guest = crate::linux::guest()?;
     let initrd = ctx.file("initramfs.cpio");
     guest.initramfs(body)?.write(&initrd)?;
     let size = std::fs::metadata(&initrd).map_err(|e| format!("{}: {e}", initrd.display()))?.len();
     let boot = Boot { partition: "linux".into(), image: guest.image.clone(), initrd: Some(initrd) };
     let cfg = QemuConfig { smp: 4, memory: "2G".into(), timeout: Duration::from_secs(400), ..QemuConfig::default() };
-    crate::dtb::with_overlay_files(cfg, &overlay(size), &ctx.dir, &ctx.artifacts.payload, &[boot])
+    let dts = overlay(size).replace("console=ttyAMA0 earlycon printk.devkmsg=on", &format!("console=ttyAMA0 earlycon printk.devkmsg=on{bootargs}"));
+    crate::dtb::with_overlay_files(cfg, &dts, &ctx.dir, &ctx.artifacts.payload, &[boot])
 }
 
 /// Scenarios that pass; the lead's CI runs these.
 pub fn scenarios() -> Vec<Scenario> {
-    vec![Scenario { name: "linux-boot", setup: |ctx| setup(ctx, BOOT_BODY), check: check_boot }]
+    vec![
+        Scenario { name: "linux-boot", setup: |ctx| setup(ctx, BOOT_BODY, ""), check: check_boot },
+        Scenario { name: "linux-hostile", setup: |ctx| setup(ctx, &hostile_body(), " iomem=relaxed"), check: check_hostile },
+        Scenario { name: "linux-reset", setup: |ctx| setup(ctx, RESET_BODY, ""), check: check_reset },
+    ]
 }
+
+/// init: reboot (PSCI SYSTEM_RESET) instead of powering off.
+const RESET_BODY: &str = r#"echo "bulkhead-init: rebooting"
+reboot -f"#;
 
 /// Scenarios written but not passing yet (see the issue-16 note): run by
 /// name with `BULKHEAD_UNFINISHED=1`.
@@ -110,19 +190,16 @@ fn guest_lines(o: &Outcome) -> impl Iterator<Item = &str> + Clone {
     lines(o).filter_map(|l| l.strip_prefix("[linux] "))
 }
 
-fn check_boot(o: &Outcome, c: &mut Checks) {
-    c.exit(o, 0);
+/// What every Linux scenario shows: the Image taken, Linux's banner and
+/// init on the tagged console, the payload's DMA loop across Linux's boot
+/// and its own check, QEMU's trace with the payload's translations, no
+/// kernel fault, no console line dropped.
+fn check_common(o: &Outcome, c: &mut Checks) {
     c.log(o, "partition linux: arm64 Linux Image");
     if let Ok(g) = crate::linux::guest() {
         c.that(guest_lines(o).any(|l| l.contains(&format!("Linux version {} ", g.release))), "no tagged Linux banner on the console");
     }
     c.that(guest_lines(o).any(|l| l.contains("Run /init as init process")), "Linux did not reach init");
-    let cpus = console::init_line(guest_lines(o), "cpus");
-    c.that(cpus == Some("2"), format!("init counted {cpus:?} CPUs, expected 2"));
-    let before = console::interrupt_counts(console::init_line(guest_lines(o), "timer-before").unwrap_or(""));
-    let after = console::interrupt_counts(console::init_line(guest_lines(o), "timer-after").unwrap_or(""));
-    c.that(before.len() == 2 && before.iter().zip(&after).all(|(b, a)| a > b), format!("the timer did not tick on both vCPUs: {before:?} -> {after:?}"));
-    c.log(o, "partition linux: PSCI SYSTEM_OFF, stopping it");
     // The payload partition kept doing DMA while Linux booted: its loop
     // ends after Linux's banner, with nothing bad, then its own check.
     let banner = lines(o).position(|l| l.starts_with("[linux]") && l.contains("Linux version"));
@@ -134,9 +211,76 @@ fn check_boot(o: &Outcome, c: &mut Checks) {
     c.log(o, "[storage] dma own 0x4c100000: ok");
     c.log(o, "partition storage: exited with status 0");
     c.no_log(o, "dropped (rate limit)");
-    c.no_log(o, "hypercall 0x8600ff01 refused");
-    c.log(o, "all 2 partitions stopped, 0 failed");
     c.no_log(o, "EXCEPTION");
+    c.no_log(o, "stopping this partition");
+    c.log(o, "all 2 partitions stopped, 0 failed");
     // The payload's DMA went through the SMMU while Linux ran.
     c.that(o.trace.events.iter().any(|e| kind::TRANSLATE_SUCCESS.matches(e)), "QEMU's trace has no successful SMMU translation of the payload's DMA");
+}
+
+fn check_boot(o: &Outcome, c: &mut Checks) {
+    c.exit(o, 0);
+    check_common(o, c);
+    c.no_log(o, "hypercall 0x8600ff01 refused");
+    let cpus = console::init_line(guest_lines(o), "cpus");
+    c.that(cpus == Some("2"), format!("init counted {cpus:?} CPUs, expected 2"));
+    let before = console::interrupt_counts(console::init_line(guest_lines(o), "timer-before").unwrap_or(""));
+    let after = console::interrupt_counts(console::init_line(guest_lines(o), "timer-after").unwrap_or(""));
+    c.that(before.len() == 2 && before.iter().zip(&after).all(|(b, a)| a > b), format!("the timer did not tick on both vCPUs: {before:?} -> {after:?}"));
+    c.log(o, "partition linux: PSCI SYSTEM_OFF, stopping it");
+}
+
+fn check_hostile(o: &Outcome, c: &mut Checks) {
+    use crate::linux::console::{fid, probe_call, probe_calls, ret, ProbeCall};
+    c.exit(o, 0);
+    check_common(o, c);
+    let init = |name: &str| console::init_line(guest_lines(o), name).map(str::to_string);
+    let hex = |v: Option<String>| v.and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok());
+    // Of SPIs 32..63 only the console's (33) can be enabled; that one
+    // reads as set in the same register (the write reached the vGIC).
+    let en = hex(init("isenabler1"));
+    c.that(en == Some(1 << (UART_SPI - 32)), format!("GICD_ISENABLER1 reads {en:#x?} after writing all ones: only SPI {UART_SPI}'s bit may stick"));
+    let foreign = hex(init("irouter-foreign"));
+    c.that(foreign == Some(0), format!("GICD_IROUTER{FOREIGN_SPI} (not the partition's) reads {foreign:#x?} after a write"));
+    let own = hex(init("irouter-own"));
+    c.that(own.is_some_and(|r| r == 0x2 || r == OWN_CPU), format!("GICD_IROUTER{UART_SPI} (its own) reads {own:#x?}, not one of its vCPUs"));
+    let gicr2 = hex(init("gicr2-isenabler0"));
+    c.that(gicr2 == Some(0), format!("a redistributor of no vCPU reads {gicr2:#x?} after a write"));
+    c.that(hex(init("gicr2-typer")) == Some(0), format!("GICR_TYPER of a redistributor of no vCPU reads {:?}", init("gicr2-typer")));
+    let gicr0 = hex(init("gicr0-isenabler0"));
+    c.that(gicr0.is_some_and(|v| v & (1 << 27) != 0), format!("its own redistributor's ISENABLER0 reads {gicr0:#x?}: the virtual timer (27) should be enabled"));
+    c.that(init("insmod-hvc").as_deref() == Some("0") && init("insmod-smc").as_deref() == Some("0"), format!("insmod of the probe: {:?} {:?}", init("insmod-hvc"), init("insmod-smc")));
+    let calls = probe_calls(guest_lines(o));
+    let status = |cd: &str, f: u64, x1: u64| probe_call(&calls, cd, f, Some(x1)).map(ProbeCall::status);
+    for (cd, cpu) in [("hvc", PAYLOAD_CPU), ("hvc", KERNEL_CPU), ("smc", PAYLOAD_CPU)] {
+        let s = status(cd, fid::CPU_ON, cpu);
+        c.that(s == Some(ret::INVALID_PARAMETERS), format!("{cd} CPU_ON of CPU {cpu:#x} (not its own) returned {s:?}, expected INVALID_PARAMETERS"));
+    }
+    let s = status("hvc", fid::CPU_ON, OWN_CPU);
+    c.that(s == Some(ret::ALREADY_ON), format!("CPU_ON of its own running vCPU {OWN_CPU:#x} returned {s:?}, expected ALREADY_ON"));
+    let s = status("hvc", AFFINITY_INFO, PAYLOAD_CPU);
+    c.that(s == Some(ret::INVALID_PARAMETERS), format!("AFFINITY_INFO of the payload's CPU returned {s:?}"));
+    let s = status("hvc", AFFINITY_INFO, OWN_CPU);
+    c.that(s == Some(0), format!("AFFINITY_INFO of its own vCPU returned {s:?}, expected ON (0)"));
+    // Only the boot-time CPU_ON of its second vCPU started anything.
+    let starts = lines(o).filter(|l| l.contains("partition linux: PSCI CPU_ON of vCPU")).count();
+    c.that(starts == 1, format!("{starts} vCPU starts logged, expected the one at Linux's SMP boot"));
+    for cd in ["hvc", "smc"] {
+        let known = [fid::CPU_ON, AFFINITY_INFO];
+        let random: Vec<&ProbeCall> = calls.iter().filter(|k| k.conduit == cd && !known.contains(&k.args[0])).collect();
+        c.that(random.len() == RANDOM_CALLS, format!("{} random {cd} calls returned, expected {RANDOM_CALLS}", random.len()));
+        if let Some(bad) = random.iter().find(|k| k.status() >= 0) {
+            c.that(false, format!("a random {cd} call was not refused: {bad:?}"));
+        }
+    }
+    c.that(console::init_line(guest_lines(o), "alive") == Some("2"), "Linux did not carry on with its 2 vCPUs after the probes");
+    c.log(o, "partition linux: PSCI SYSTEM_OFF, stopping it");
+}
+
+fn check_reset(o: &Outcome, c: &mut Checks) {
+    c.exit(o, 0);
+    check_common(o, c);
+    c.log(o, "[linux] bulkhead-init: rebooting");
+    c.log(o, "partition linux: PSCI SYSTEM_RESET: restarts are not implemented, stopping it");
+    c.no_log(o, "partition linux: PSCI SYSTEM_OFF");
 }
