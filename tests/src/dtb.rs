@@ -106,6 +106,31 @@ pub struct Boot {
     pub initrd: Option<PathBuf>,
 }
 
+/// The init script of a Linux partition an overlay names with a
+/// `linux-guest: NAME` comment line (`cargo xtask run`): what the machine
+/// looks like from inside, then power off.
+pub const DEMO_INIT: &str = r#"echo "bulkhead-init: $(uname -sr) on $(nproc) CPUs"
+cat /proc/cpuinfo | grep -c processor
+grep -E "arch_timer|uart|IPI0" /proc/interrupts
+cat /proc/iomem
+sleep 1
+echo "bulkhead-init: timer $(grep arch_timer /proc/interrupts)""#;
+
+/// The Linux partitions an overlay names (`linux-guest: NAME` comment
+/// lines): each boots Debian's Linux ([`crate::linux::guest`]) with an
+/// initramfs running [`DEMO_INIT`], written into `dir`.
+pub fn overlay_linux_boots(dts: &str, dir: &Path) -> Result<Vec<Boot>, String> {
+    let names: Vec<&str> = dts.lines().filter_map(|l| l.split_once("linux-guest:").map(|(_, n)| n.trim())).filter(|n| !n.is_empty()).collect();
+    let mut boots = Vec::new();
+    for name in names {
+        let guest = crate::linux::guest()?;
+        let initrd = dir.join(format!("initramfs-{name}.cpio"));
+        guest.initramfs(DEMO_INIT)?.write(&initrd)?;
+        boots.push(Boot { partition: name.to_string(), image: guest.image.clone(), initrd: Some(initrd) });
+    }
+    Ok(boots)
+}
+
 /// As [`with_overlay`], with the partitions in `boots` loading their own
 /// image (and initrd) instead of the payload.
 pub fn with_overlay_files(

@@ -152,14 +152,59 @@ echo "bulkhead-init: alive $(nproc)""#,
 const AFFINITY_INFO: u64 = 0xc400_0004;
 
 fn setup(ctx: &Ctx, body: &str, bootargs: &str) -> Result<QemuConfig, String> {
+    setup_with(ctx, body, bootargs, "hello dma-loop=9000 dma-own")
+}
+
+fn setup_with(ctx: &Ctx, body: &str, bootargs: &str, payload_args: &str) -> Result<QemuConfig, String> {
     let guest = crate::linux::guest()?;
     let initrd = ctx.file("initramfs.cpio");
     guest.initramfs(body)?.write(&initrd)?;
     let size = std::fs::metadata(&initrd).map_err(|e| format!("{}: {e}", initrd.display()))?.len();
     let boot = Boot { partition: "linux".into(), image: guest.image.clone(), initrd: Some(initrd) };
     let cfg = QemuConfig { smp: 4, memory: "2G".into(), timeout: Duration::from_secs(400), ..QemuConfig::default() };
-    let dts = overlay(size).replace("console=ttyAMA0 earlycon printk.devkmsg=on", &format!("console=ttyAMA0 earlycon printk.devkmsg=on{bootargs}"));
+    let dts = overlay(size)
+        .replace("console=ttyAMA0 earlycon printk.devkmsg=on", &format!("console=ttyAMA0 earlycon printk.devkmsg=on{bootargs}"))
+        .replace("hello dma-loop=9000 dma-own", payload_args);
     crate::dtb::with_overlay_files(cfg, &dts, &ctx.dir, &ctx.artifacts.payload, &[boot])
+}
+
+/// The bench's init: marks at init and at power-off only.
+const BENCH_BODY: &str = "echo \"bulkhead-init: cpus $(nproc)\"";
+
+/// The bench's machine (`cargo xtask bench`, section linux): the same
+/// partitions with the payload only saying hello, so Linux's boot is what
+/// the run measures; deterministic (the bench adds `-icount`).
+pub fn bench_partition(dir: &std::path::Path, artifacts: &crate::Artifacts) -> Result<QemuConfig, String> {
+    let ctx = Ctx { dir: dir.to_path_buf(), artifacts };
+    let mut cfg = setup_with(&ctx, BENCH_BODY, "", "hello")?;
+    cfg.deterministic = true;
+    Ok(cfg)
+}
+
+/// The same Linux kernel and initramfs booted on the same QEMU without
+/// bulkhead: at EL1 (no EL2, as in a partition), 2 CPUs, 256 MiB.
+pub fn bench_bare(dir: &std::path::Path) -> Result<QemuConfig, String> {
+    let guest = crate::linux::guest()?;
+    let initrd = dir.join("initramfs.cpio");
+    guest.initramfs(BENCH_BODY)?.write(&initrd)?;
+    Ok(QemuConfig {
+        flavour: crate::qemu::Flavour::NoVirtualization,
+        smp: 2,
+        memory: "256M".into(),
+        kernel: Some(guest.image.clone()),
+        initrd: Some(initrd),
+        console: crate::qemu::Console::Text,
+        append: Some("console=ttyAMA0 earlycon printk.devkmsg=on".into()),
+        deterministic: true,
+        timeout: Duration::from_secs(300),
+        ..QemuConfig::default()
+    })
+}
+
+/// The counter value at the init script's `mark NAME` (guest counter
+/// ticks: ns at 1 GHz), in a partition's log (tagged) or a bare boot's.
+pub fn mark(o: &Outcome, name: &str) -> Option<u64> {
+    console::mark(lines(o).map(|l| l.strip_prefix("[linux] ").unwrap_or(l)), name)
 }
 
 /// Scenarios that pass; the lead's CI runs these.

@@ -5,7 +5,7 @@ mod discovery;
 mod image;
 mod irq;
 mod linux;
-mod linux_partition;
+pub mod linux_partition;
 mod ownership;
 mod partitions;
 mod smmu;
