@@ -464,6 +464,26 @@ mod tests {
     }
 
     #[test]
+    fn initrd_rules() {
+        let mut c = good();
+        c.partitions[0].initrd = Some(r(0x6200_0000, 0x10_0000));
+        assert_eq!(validate(&c, &hw()).unwrap().partitions[0].initrd, Some(r(0x6200_0000, 0x10_0000)));
+        let with = |rd: Region| move |c: &mut Config| c.partitions[0].initrd = Some(rd);
+        let cases: Vec<(ConfigError, &str)> = vec![
+            (refused(with(r(0xc000_0000, 0x1000))), "initrd [0xc0000000..0xc0001000) is not inside /memory"),
+            (refused(with(r(0x4020_0000, 0x1000))), "overlaps the kernel image"),
+            (refused(with(r(0x6000_0000, 0x1000))), "overlaps the image of partition a"),
+        ];
+        // Another partition's memory over the initrd: refused on that memory.
+        let e = refused(with(r(0x4c00_0000, 0x1000)));
+        assert!(e.to_string().contains("overlaps the initrd of partition a") && e.property == "memory", "{e}");
+        for (e, want) in cases {
+            assert!(e.to_string().contains(want), "{e} does not say {want:?}");
+            assert_eq!((e.node.as_str(), e.property), ("/partitions/a", "bulkhead,initrd"), "{e}");
+        }
+    }
+
+    #[test]
     fn cpu_rules() {
         let e = refused(|c| c.assignments[0] = cpu(0, 0));
         assert!(e.to_string().contains("boot CPU"), "{e}");
