@@ -73,8 +73,9 @@ fn board_nodes(p: &PartitionPlan, root: &mut DeviceTreeNode) {
 }
 
 /// Serialises the partition's DTB; `initrd` is where its initial ramdisk
-/// was copied (start, end).
-pub fn build(p: &PartitionPlan, devices: &[GuestDevice], initrd: Option<(u64, u64)>) -> Vec<u8> {
+/// was copied (start, end); `restarts` how often it was restarted by its
+/// own PSCI SYSTEM_RESET (`/chosen/bulkhead,restarts`).
+pub fn build(p: &PartitionPlan, devices: &[GuestDevice], initrd: Option<(u64, u64)>, restarts: u32) -> Vec<u8> {
     let mut t = DeviceTree::new();
     let root = &mut t.root;
     root.add_property(prop("#address-cells", 2u32));
@@ -126,6 +127,7 @@ pub fn build(p: &PartitionPlan, devices: &[GuestDevice], initrd: Option<(u64, u6
     root.add_child(bus);
     let mut chosen = DeviceTreeNode::new_unchecked("chosen");
     chosen.add_property(prop("bootargs", p.bootargs.as_str()));
+    chosen.add_property(prop("bulkhead,restarts", restarts));
     chosen.add_property(prop("stdout-path", format!("/uart@{:x}", crate::vm::board::UART_BASE).as_str()));
     if let Some((start, end)) = initrd {
         chosen.add_property(prop("linux,initrd-start", u64_cells(&[start])));
@@ -169,13 +171,14 @@ mod tests {
             reg: vec![(0x1000_0000, 0x10_0000)],
             pci: Some((0, 1, 0)),
         };
-        let blob = build(&p, &[edu], Some((0x4900_0000, 0x4910_0000)));
+        let blob = build(&p, &[edu], Some((0x4900_0000, 0x4910_0000)), 1);
         let fdt = Fdt::new(&blob).unwrap();
         let root = fdt.root();
         let mem = root.child("memory@48000000").unwrap();
         assert_eq!(mem.property("reg").unwrap().value(), &[0, 0, 0, 0, 0x48, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0]);
         let chosen = root.child("chosen").unwrap();
         assert_eq!(chosen.property("bootargs").unwrap().value_as::<&str>().unwrap(), "hello exit=0");
+        assert_eq!(chosen.property("bulkhead,restarts").unwrap().value(), &[0, 0, 0, 1]);
         assert_eq!(chosen.property("stdout-path").unwrap().value_as::<&str>().unwrap(), "/uart@9000000");
         assert_eq!(chosen.property("linux,initrd-start").unwrap().value(), &[0, 0, 0, 0, 0x49, 0, 0, 0]);
         assert_eq!(chosen.property("linux,initrd-end").unwrap().value(), &[0, 0, 0, 0, 0x49, 0x10, 0, 0]);

@@ -35,9 +35,41 @@ struct Launch {
     boots_one: bool,
 }
 
+/// What one partition CPU starts with: its partition's launch and the top
+/// of its own EL2 stack (it starts over there after a partition reset).
+pub struct CpuLaunch {
+    launch: &'static Launch,
+    /// Top of this CPU's EL2 stack.
+    pub stack_top: u64,
+}
+
+/// The stack top of the `CpuLaunch` at `arg`.
+pub fn stack_top(arg: u64) -> u64 {
+    // SAFETY: `arg` is the address of a leaked `CpuLaunch` (vCPU slots
+    // hold only those, set by `partition_cpu`).
+    unsafe { (*(arg as *const CpuLaunch)).stack_top }
+}
+
+/// Where a partition CPU starts over after its partition's SYSTEM_RESET:
+/// the virtual interface emptied, then parked until the vCPU is started.
+pub extern "C" fn restart_cpu(arg: u64) -> ! {
+    // SAFETY: `arg` is the address of a leaked `CpuLaunch` made by `start`.
+    let c = unsafe { &*(arg as *const CpuLaunch) };
+    let Some(p) = crate::runtime::kernel().and_then(|k| k.this_cpu()) else { smp::halt_this_cpu() };
+    platform::arch::vgic::reset();
+    let v = crate::vm::this_vcpu(p);
+    match p.vcpus[v].wait_for_start(p) {
+        // SAFETY: as in `partition_cpu`: the partition's own stage 2, an
+        // entry in its memory (the image's, or its PSCI CPU_ON's, checked).
+        Some((entry, x0)) => unsafe { guest::enter(&c.launch.s2, PhysAddr(entry), x0) },
+        None => smp::halt_this_cpu(),
+    }
+}
+
 extern "C" fn partition_cpu(arg: u64) -> ! {
-    // SAFETY: `arg` is the address of a leaked `Launch` made by `start`.
-    let l = unsafe { &*(arg as *const Launch) };
+    // SAFETY: `arg` is the address of a leaked `CpuLaunch` made by `start`.
+    let c = unsafe { &*(arg as *const CpuLaunch) };
+    let l = c.launch;
     let Some(p) = crate::runtime::kernel().and_then(|k| k.this_cpu()) else { smp::halt_this_cpu() };
     if let Err(e) = crate::vgic::cpu_init() {
         defmt::error!("partition {=str}: CPU {=u64:#x}: GIC: {}", p.name(), platform::arch::mpidr(), e);
@@ -45,6 +77,7 @@ extern "C" fn partition_cpu(arg: u64) -> ! {
         smp::halt_this_cpu();
     }
     let v = crate::vm::this_vcpu(p);
+    p.vcpus[v].set_launch(arg);
     let (entry, x0) = if v == 0 || !l.boots_one {
         p.vcpus[v].set_on();
         (l.entry.0, l.dtb.0)
@@ -124,9 +157,21 @@ fn attach_groups(
     Ok(domains)
 }
 
-/// Scrubs and loads `p`, attaches its groups and builds its stage 2.
-/// Returns its resources and the launch of each of its CPUs.
-fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result<(Resources, Launch), ExitCode> {
+/// A partition's memory as loaded: where it is entered, its region, its
+/// initrd, and whether only its first vCPU starts.
+pub struct Loaded {
+    /// Where its first instruction is.
+    pub entry: PhysAddr,
+    /// The memory region holding the entry (the DTB sits at its top).
+    pub home: Region,
+    /// Where its initrd was copied (start, end).
+    pub initrd: Option<(u64, u64)>,
+    /// A Linux `Image`: only the first vCPU enters it.
+    pub boots_one: bool,
+}
+
+/// Scrubs `p`'s memory and copies its image and initrd in.
+pub fn fill_memory(p: &PartitionPlan) -> Result<Loaded, ExitCode> {
     for m in &p.memory {
         // SAFETY: the plan was validated: the region is RAM owned by this
         // partition only, reserved from the kernel's allocators and
@@ -174,41 +219,55 @@ fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result
         }
         None => (entry_region.base, entry_region),
     };
-    let entry = PhysAddr(entry.0);
-    let devs = devices::describe(p.name.as_str(), &p.devices, d).map_err(|_| err("device vanished"))?;
-    let domains = attach_groups(p, &devs, smmus, d)?;
-    let guests: Vec<GuestDevice> = devs.iter().map(|x| x.guest.clone()).collect();
-    let dtb = partitions::guest_dt::build(p, &guests, initrd);
-    let dtb_at = PhysAddr((home.end() - DTB_ROOM + 7) & !7);
+    Ok(Loaded { entry: PhysAddr(entry.0), home, initrd, boots_one })
+}
+
+/// Writes `p`'s DTB (its devices `guests`, restarted `restarts` times) at
+/// the top of its entry region and makes its memory visible to it with
+/// its caches off; returns where and how long the DTB is.
+pub fn write_dtb(p: &PartitionPlan, l: &Loaded, guests: &[GuestDevice], restarts: u32) -> Result<(PhysAddr, usize), ExitCode> {
+    let dtb = partitions::guest_dt::build(p, guests, l.initrd, restarts);
+    let dtb_at = PhysAddr((l.home.end() - DTB_ROOM + 7) & !7);
     if dtb.len() as u64 > DTB_ROOM {
         return Err(err("partition DTB too large"));
     }
     // SAFETY: the top DTB_ROOM bytes of the partition's own region,
-    // checked above not to overlap the image.
+    // checked by `fill_memory` not to overlap the image or the initrd.
     unsafe { core::ptr::copy_nonoverlapping(dtb.as_ptr(), dtb_at.0 as *mut u8, dtb.len()) };
-    let mmio: Vec<PhysRange> = devs.iter().flat_map(|x| x.mmio.iter().copied()).collect();
-    let stage2 = Stage2Tables::build(p, &mmio).map_err(|e| {
-        defmt::error!("partition {=str}: stage 2: {}", p.name.as_str(), e);
-        ExitCode::PlatformError
-    })?;
     for m in &p.memory {
         // The partition starts with its caches off: make the scrub, the
         // image and the DTB visible to it.
         platform::arch::cache::clean(PhysRange::new(m.base.0, m.size).unwrap_or_default());
     }
+    Ok((dtb_at, dtb.len()))
+}
+
+/// Scrubs and loads `p`, attaches its groups and builds its stage 2.
+/// Returns its resources and the launch of each of its CPUs.
+fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result<(Resources, Launch), ExitCode> {
+    let loaded = fill_memory(p)?;
+    let devs = devices::describe(p.name.as_str(), &p.devices, d).map_err(|_| err("device vanished"))?;
+    let domains = attach_groups(p, &devs, smmus, d)?;
+    let guests: Vec<GuestDevice> = devs.iter().map(|x| x.guest.clone()).collect();
+    let mmio: Vec<PhysRange> = devs.iter().flat_map(|x| x.mmio.iter().copied()).collect();
+    let stage2 = Stage2Tables::build(p, &mmio).map_err(|e| {
+        defmt::error!("partition {=str}: stage 2: {}", p.name.as_str(), e);
+        ExitCode::PlatformError
+    })?;
+    let (dtb_at, dtb_len) = write_dtb(p, &loaded, &guests, 0)?;
     let s2 = stage2.s2;
     defmt::info!(
         "partition {=str}: id {=u16}, VMID {=u16}, entry {=u64:#x}, DTB at {=u64:#x} ({=usize} bytes), CPUs {=[?]}",
         p.name.as_str(),
         p.id.0,
         s2.vmid,
-        entry.0,
+        loaded.entry.0,
         dtb_at.0,
-        dtb.len(),
+        dtb_len,
         p.cpus.as_slice()
     );
     let resources = Resources { stage2, domains, devices: p.devices.clone(), generation: 0, revoked: Vec::new() };
-    Ok((resources, Launch { s2, entry, dtb: dtb_at, boots_one }))
+    Ok((resources, Launch { s2, entry: loaded.entry, dtb: dtb_at, boots_one: loaded.boots_one }))
 }
 
 /// Scrubs, loads and starts every partition of `plan`.
@@ -247,7 +306,8 @@ pub fn start(plan: Plan, mut smmus: Vec<SmmuInstance>, discovered: Discovered) -
             entry: partition_cpu,
             arg: 0,
         }));
-        smp::prepare(block, PhysRange::new(stack.0, CPU_STACK).unwrap_or_default(), partition_cpu, launch as *const Launch as u64);
+        let cpu: &'static CpuLaunch = Box::leak(Box::new(CpuLaunch { launch, stack_top: stack.0 + CPU_STACK }));
+        smp::prepare(block, PhysRange::new(stack.0, CPU_STACK).unwrap_or_default(), partition_cpu, cpu as *const CpuLaunch as u64);
         smp::start(mpidr, block).map_err(|e| {
             defmt::error!("CPU {=u64:#x} did not start: {}", mpidr, e);
             ExitCode::PlatformError

@@ -70,6 +70,10 @@ pub struct Partition {
     pub vm: SpinLock<crate::vm::Vm>,
     /// Its vCPUs, one per CPU of the plan, in plan order.
     pub vcpus: Vec<crate::vm::VcpuSlot>,
+    /// A PSCI SYSTEM_RESET is under way: its other vCPUs park.
+    pub resetting: core::sync::atomic::AtomicBool,
+    /// How often it restarted itself.
+    pub restarts: core::sync::atomic::AtomicU32,
 }
 
 impl Partition {
@@ -86,6 +90,8 @@ impl Partition {
             budget,
             vm,
             vcpus,
+            resetting: core::sync::atomic::AtomicBool::new(false),
+            restarts: core::sync::atomic::AtomicU32::new(0),
         }
     }
 

@@ -89,6 +89,10 @@ fn to_hw(l: Lr) -> ListRegister {
 pub fn before_resume() {
     let Some(p) = kernel().and_then(|k| k.this_cpu()) else { return };
     let v = this_vcpu(p);
+    if p.resetting.load(core::sync::atomic::Ordering::Acquire) {
+        // Another vCPU resets the partition: this one waits at EL2.
+        crate::vm::park_this_cpu(p, v);
+    }
     let n = hw::list_registers().min(16);
     let now: Vec<Option<Lr>> = (0..n).map(|i| ListRegister::decode(hw::read_lr(i)).map(to_model)).collect();
     let flush = {

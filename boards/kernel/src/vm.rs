@@ -53,6 +53,8 @@ pub struct VcpuSlot {
     state: AtomicU8,
     entry: AtomicU64,
     context: AtomicU64,
+    /// Its CPU's `launch::CpuLaunch` (0 until the CPU runs).
+    launch: AtomicU64,
 }
 
 const OFF: u8 = 0;
@@ -62,7 +64,7 @@ const ON: u8 = 2;
 impl VcpuSlot {
     /// A vCPU powered off.
     pub fn new(mpidr: u64) -> VcpuSlot {
-        VcpuSlot { mpidr, state: AtomicU8::new(OFF), entry: AtomicU64::new(0), context: AtomicU64::new(0) }
+        VcpuSlot { mpidr, state: AtomicU8::new(OFF), entry: AtomicU64::new(0), context: AtomicU64::new(0), launch: AtomicU64::new(0) }
     }
 
     /// Its state as PSCI reports it.
@@ -72,6 +74,11 @@ impl VcpuSlot {
             ON => VcpuState::On,
             _ => VcpuState::Off,
         }
+    }
+
+    /// Records the address of its CPU's `launch::CpuLaunch`.
+    pub fn set_launch(&self, arg: u64) {
+        self.launch.store(arg, Ordering::Release);
     }
 
     /// Marks it running (the boot vCPU, or a started one entering).
@@ -134,8 +141,8 @@ pub fn psci_call(p: &Partition, frame: &mut Frame, done: TrapAction) -> TrapActi
             let others_on = p.vcpus.iter().enumerate().any(|(i, s)| i != me && s.state() != VcpuState::Off);
             if others_on {
                 defmt::info!("partition {=str}: PSCI CPU_OFF of vCPU {=usize}", p.name(), me);
-                p.vcpus[me].state.store(OFF, Ordering::Release);
-                return TrapAction::Halt;
+                // Parked, not powered off: a later CPU_ON starts it again.
+                park_this_cpu(p, me);
             }
             defmt::info!("partition {=str}: PSCI CPU_OFF of its last vCPU, stopping it", p.name());
             p.stop(Life::Exited, 0);
@@ -146,14 +153,98 @@ pub fn psci_call(p: &Partition, frame: &mut Frame, done: TrapAction) -> TrapActi
             p.stop(Life::Exited, 0);
             TrapAction::Halt
         }
-        Action::SystemReset => {
-            // Restarting from the image with the memory scrubbed is not
-            // implemented yet: the partition stops, as for SYSTEM_OFF.
-            defmt::info!("partition {=str}: PSCI SYSTEM_RESET: restarts are not implemented, stopping it", p.name());
-            p.stop(Life::Exited, 0);
-            TrapAction::Halt
+        Action::SystemReset => system_reset(p),
+    }
+}
+
+/// How long a SYSTEM_RESET waits for the partition's other vCPUs to come
+/// back to EL2 (each is kicked; one that does not come stops the
+/// partition).
+const RESET_WAIT_US: u64 = 500_000;
+
+/// PSCI SYSTEM_RESET: the partition restarts from its image with its
+/// memory scrubbed — every other vCPU brought back to EL2 and parked, the
+/// memory scrubbed, the image and initrd copied in again, a new DTB
+/// (`/chosen/bulkhead,restarts` counts), the virtual GIC and UART reset,
+/// then its first vCPU (every vCPU, for an image that is not a Linux
+/// `Image`) entered at the entry again. A partition that owns devices
+/// stops instead: resetting them is not implemented.
+fn system_reset(p: &Partition) -> TrapAction {
+    let me = this_vcpu(p);
+    if !p.plan.devices.is_empty() || p.plan.image.is_none() {
+        defmt::info!("partition {=str}: PSCI SYSTEM_RESET: restarting a partition with devices or without an image is not implemented, stopping it", p.name());
+        p.stop(Life::Exited, 0);
+        return TrapAction::Halt;
+    }
+    p.resetting.store(true, Ordering::SeqCst);
+    let others_on = |p: &Partition| p.vcpus.iter().enumerate().filter(|&(i, s)| i != me && s.state() != VcpuState::Off).map(|(i, _)| i).next();
+    let deadline = platform::time::uptime_us() + RESET_WAIT_US;
+    let mut kicked = 0u64;
+    while let Some(v) = others_on(p) {
+        let now = platform::time::uptime_us();
+        if now > deadline {
+            defmt::error!("partition {=str}: PSCI SYSTEM_RESET: vCPU {=usize} did not come back within {=u64} ms: stopping this partition", p.name(), v, RESET_WAIT_US / 1000);
+            p.stop(Life::Failed, u64::MAX);
+            return TrapAction::Halt;
+        }
+        // Kick it again every millisecond (an SGI may find it between
+        // traps, already on its way back).
+        if now / 1000 != kicked {
+            kicked = now / 1000;
+            platform::arch::irq::send_sgi(crate::vgic::KICK_SGI, p.vcpus[v].mpidr);
+        }
+        core::hint::spin_loop();
+    }
+    let restarts = p.restarts.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+    let loaded = match crate::launch::fill_memory(&p.plan).and_then(|l| crate::launch::write_dtb(&p.plan, &l, &[], restarts).map(|d| (l, d))) {
+        Ok(x) => x,
+        Err(_) => {
+            defmt::error!("partition {=str}: PSCI SYSTEM_RESET: its image could not be loaded again: stopping this partition", p.name());
+            p.stop(Life::Failed, u64::MAX);
+            return TrapAction::Halt;
+        }
+    };
+    let (l, (dtb, _)) = loaded;
+    *p.vm.lock() = Vm::new(&p.plan.cpus, platform::arch::vgic::list_registers(), p.plan.log_limit);
+    defmt::info!("partition {=str}: PSCI SYSTEM_RESET: restarting from its image, memory scrubbed (restart {=u32})", p.name(), restarts);
+    for s in &p.vcpus {
+        s.state.store(OFF, Ordering::Release);
+    }
+    p.resetting.store(false, Ordering::SeqCst);
+    for (i, s) in p.vcpus.iter().enumerate() {
+        if i == 0 || !l.boots_one {
+            s.request(l.entry.0, dtb.0);
         }
     }
+    park_this_cpu(p, me)
+}
+
+/// Takes this CPU out of its partition for now: a physical interrupt still
+/// forwarded (active, waiting for the partition's deactivation) is
+/// deactivated, the virtual interface emptied, the vCPU marked off, and
+/// the CPU starts over on its own stack, parked until the vCPU is started
+/// (`launch::restart_cpu`).
+pub fn park_this_cpu(p: &Partition, v: usize) -> ! {
+    use platform::arch::vgic as hw;
+    for i in 0..hw::list_registers().min(16) {
+        if let Some(pintid) = hw::ListRegister::decode(hw::read_lr(i)).and_then(|lr| lr.pintid) {
+            platform::arch::irq::deactivate(pintid);
+        }
+    }
+    hw::reset();
+    if let Some(s) = p.vcpus.get(v) {
+        if s.state() != VcpuState::OnPending {
+            s.state.store(OFF, Ordering::Release);
+        }
+    }
+    let arg = p.vcpus.get(v).map_or(0, |s| s.launch.load(Ordering::Acquire));
+    if arg == 0 {
+        platform::arch::smp::halt_this_cpu();
+    }
+    let top = crate::launch::stack_top(arg);
+    // SAFETY: `top` is this CPU's own EL2 stack (its `CpuLaunch`); nothing
+    // on the current stack is used again: the CPU starts over.
+    unsafe { platform::arch::smp::run_on_stack(top, crate::launch::restart_cpu, arg) }
 }
 
 /// A trapped MSR/MRS (EC 0x18) from `p`: an ID register shows what the

@@ -115,8 +115,9 @@ pub fn send_sgi(intid: u32, mpidr: u64) {
     unsafe { core::arch::asm!("dsb ishst", "msr icc_sgi1r_el1, {}", "isb", in(reg) v, options(nostack)) };
 }
 
-/// Deactivates `intid` (ICC_DIR_EL1; with EOImode 1 after its EOI).
-fn deactivate(intid: u32) {
+/// Deactivates `intid` (ICC_DIR_EL1; with EOImode 1 after its EOI): an
+/// interrupt forwarded to a partition that will not deactivate it.
+pub fn deactivate(intid: u32) {
     // SAFETY: writes ICC_DIR_EL1 of this CPU's interface (§12.2.8).
     unsafe { core::arch::asm!("msr icc_dir_el1, {}", "isb", in(reg) u64::from(intid), options(nostack)) };
 }
