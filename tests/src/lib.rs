@@ -4,6 +4,7 @@
 //!
 //! `cargo xtask run` uses the same runner to boot the demo.
 
+pub mod corpus;
 pub mod debian;
 pub mod dtb;
 pub mod image;

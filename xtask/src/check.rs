@@ -4,8 +4,8 @@
 //! ```text
 //! cargo xtask check --dtb BOARD.dtb|BOARD.dts --overlay A.dts|A.dtbo [--overlay B ...]
 //!                   [--topology BOOT.LOG] [--boot-cpu MPIDR]
-//!                   [--board qemu-virt|fvp-base] [--kernel ADDR,SIZE] [--dtb-at ADDR[,SIZE]]
-//!                   [--dot FILE.dot]
+//!                   [--board BOARD] [--kernel ADDR,SIZE] [--dtb-at ADDR[,SIZE]]
+//!                   [--memory ADDR,SIZE ...] [--dot FILE.dot]
 //! ```
 //!
 //! The overlays are merged by `devicetree::overlay::apply` (what the kernel
@@ -60,7 +60,7 @@ pub struct Request {
     /// The boot CPU's MPIDR [default: the first CPU in /cpus]
     #[arg(long, value_name = "MPIDR", value_parser = input::number)]
     pub boot_cpu: Option<u64>,
-    /// A board whose loader's placement of the kernel and DTB to assume: qemu-virt or fvp-base
+    /// A board whose loader's placement of the kernel and DTB to assume: qemu-virt, fvp-base, rock-5b, imx95-evk or j721e-sk
     #[arg(long, value_name = "BOARD", value_parser = board_name)]
     pub board: Option<String>,
     /// The kernel image: address and size
@@ -72,6 +72,9 @@ pub struct Request {
     /// Where to write the Graphviz diagram (and, next to it, its SVG)
     #[arg(long, value_name = "FILE.dot")]
     pub dot: Option<PathBuf>,
+    /// RAM the bootloader puts in /memory (a tree that ships /memory absent or of size 0 needs it; replaces the tree's banks); repeatable
+    #[arg(long = "memory", value_name = "ADDR,SIZE", value_parser = kernel_range)]
+    pub memory: Vec<(u64, u64)>,
 }
 
 /// `--board`: a board [`input::board`] knows.
@@ -214,11 +217,28 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Known, Checked), Stop> {
     let smmus = dt.smmus().map_err(dt_err)?;
     dt.psci().map_err(dt_err)?;
     let mut machine = Machine::boot(&dt, smmus).map_err(|e| unusable(kernel_text::platform(&e.to_string())))?;
+    // RAM the bootloader fills in: many boards' trees ship /memory absent
+    // or of size 0.
+    if !req.memory.is_empty() {
+        let what = if machine.ram.is_empty() { "the tree has none: the bootloader fills /memory in" } else { "in place of the tree's /memory, as the bootloader would" };
+        machine.ram.clear();
+        for &(at, size) in &req.memory {
+            let r = PhysRange::new(at, size).filter(|r| !r.is_empty()).ok_or("--memory: the size must be > 0 and the range must not wrap".to_string()).map_err(unusable)?;
+            machine.ram.try_push(r).map_err(|_| unusable("--memory: too many banks".into()))?;
+            notes.assumed.push(format!("RAM {r} (--memory; {what})"));
+        }
+    } else if machine.ram.is_empty() {
+        return Err(unusable(
+            "cannot boot: the device tree describes no RAM: /memory is absent or of size 0 (its bootloader fills it in); \
+             pass the board's RAM as --memory ADDR,SIZE"
+                .into(),
+        ));
+    }
     let placed_kernel = kernel_placement(req, board, notes).map_err(unusable)?;
     if placed_kernel.is_none() {
         notes.not_made.push(
             "partition memory and images against the kernel image and its heap: where the kernel runs is only known at boot; \
-             pass --board qemu-virt|fvp-base (with the kernel built) or --kernel ADDR,SIZE"
+             pass --board BOARD (with the kernel built) or --kernel ADDR,SIZE"
                 .into(),
         );
     }
@@ -244,7 +264,7 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Known, Checked), Stop> {
         Some((_, _, how)) => notes.assumed.push(format!("DTB {} ({how})", dtb.unwrap_or_default())),
         None => notes.not_made.push(
             "partition memory and images against the DTB: where the loader puts it is only known at boot; \
-             pass --board qemu-virt|fvp-base or --dtb-at ADDR[,SIZE]"
+             pass --board BOARD or --dtb-at ADDR[,SIZE]"
                 .into(),
         ),
     }
@@ -395,3 +415,5 @@ pub fn cmd(req: &Request) -> Result<ExitCode, String> {
     }
     Ok(ExitCode::from(report.verdict.code()))
 }
+#[cfg(test)]
+mod corpus;

@@ -22,7 +22,13 @@ use std::time::Duration;
 
 /// The boards (`--board`) and the crate that builds each; the first is the
 /// one `run`, `test` and `build` boot under QEMU.
-const BOARDS: &[(&str, &str)] = &[("qemu-virt", "bulkhead-qemu-virt"), ("fvp-base", "bulkhead-fvp-base")];
+const BOARDS: &[(&str, &str)] = &[
+    ("qemu-virt", "bulkhead-qemu-virt"),
+    ("fvp-base", "bulkhead-fvp-base"),
+    ("rock-5b", "bulkhead-rock-5b"),
+    ("imx95-evk", "bulkhead-imx95-evk"),
+    ("j721e-sk", "bulkhead-j721e-sk"),
+];
 const PAYLOAD_CRATE: &str = "bulkhead-payload";
 /// The overlay `cargo xtask run` boots unless told otherwise.
 const DEFAULT_OVERLAY: &str = "boards/qemu-virt/overlays/demo.dts";

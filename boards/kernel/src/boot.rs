@@ -150,10 +150,20 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     // with no heap, what the MMU, the console and the memory map need; the
     // rest (CPUs, devices) from the tree with its overlays merged, below.
     let mut machine = Machine::boot(&dt, smmus).map_err(read_err)?;
-    // MMU on with an identity map of the machine's RAM and MMIO, then the
-    // console it names, then memory.
+    if machine.ram.is_empty() {
+        defmt::error!("cannot boot: the device tree describes no RAM (/memory is absent or of size 0: the bootloader fills it in; boot through one that does)");
+        return Err(ExitCode::BadDeviceTree);
+    }
+    // MMU on with an identity map of the machine's RAM and MMIO (what the
+    // kernel touches, wherever it sits in the tree), then the console it
+    // names, then memory. The board's early UART stays mapped too: it is
+    // the console when the tree names none the kernel drives.
     let layout = arch::boot::image_layout();
-    build_and_enable_mmu(&machine.ram, &machine.mmio, &layout)?;
+    let mut mmio = machine.mmio.clone();
+    if let Some(r) = board.early_uart.and_then(|u| PhysRange::new(u.base.0, PAGE_SIZE)) {
+        let _ = mmio.try_push(r);
+    }
+    build_and_enable_mmu(&machine.ram, &mmio, &layout)?;
     let mmu_on = platform::time::ticks();
     if let Some(uart) = machine.console {
         if Some(uart) != board.early_uart {
@@ -180,6 +190,21 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     // the rest of the machine, and what the overlays reserve.
     let merged = !machine.overlays.is_empty();
     let dt = apply_overlays(dt, &machine.overlays)?;
+    if merged {
+        // An overlay may enable an SMMU the loader's tree disables
+        // (`status = "okay"`): it aborts now, before discovery touches any
+        // device, and is brought up with the others. (Its registers are in
+        // the identity map: `mmio_regions` maps disabled SMMUs too.)
+        for s in dt.smmus().map_err(dt_err)? {
+            if machine.smmus.iter().any(|m| m.regs == s.regs) {
+                continue;
+            }
+            smmus::abort(&s);
+            defmt::info!("SMMU {=str} at {}: enabled by an overlay; DMA aborted (GBPA.ABORT) since the overlays were merged", s.name.as_str(), s.regs.start);
+            machine.smmus.try_push(s).map_err(|_| platform_err("more SMMUs than the kernel holds"))?;
+        }
+        smmus::bring_up(&machine.smmus, sizes, &mut instances)?;
+    }
     machine.complete(&dt, merged).map_err(incomplete_err)?;
     let machine_read = platform::time::ticks();
     memmap::reserve_merged(&mut map, &machine.reserved, &[layout.image, heap]).map_err(boot_map_err)?;
@@ -276,9 +301,10 @@ fn interrupts(discovered: &crate::discover::Discovered, instances: &[smmus::Smmu
         ExitCode::PlatformError
     };
     let g = discovered.machine.devices.gic.as_ref().ok_or_else(|| platform_err("no arm,gic-v3 in the device tree"))?;
-    // Boot maps the `reg` of top-level nodes only (`DeviceTree::mmio_regions`).
-    if g.path.matches('/').count() != 1 {
-        return Err(platform_err("the GIC is not a top-level node: its registers are not mapped"));
+    // The GIC's registers are in the identity map wherever the tree puts
+    // it (`DeviceTree::mmio_regions`, through its parents' `ranges`).
+    if !discovered.machine.mmio.iter().any(|r| r.covers(&g.distributor)) {
+        return Err(platform_err("the GIC's distributor is not in the identity map"));
     }
     let timer = discovered
         .machine
@@ -440,6 +466,28 @@ fn banner(board: &Board, machine: &Machine, map: &MemoryMap, heap: PhysRange) {
                 defmt::info!("    interrupt {=str}: {}", name, irq);
             }
         }
+        match &s.irqs {
+            devicetree::dt::SmmuIrqs::NotWired(via) => defmt::info!(
+                "    interrupts go to {=str}, not the GIC: the event queue and global errors are polled on every timer tick{=str}",
+                via.as_str(),
+                if s.msi { " (it has an msi-parent; MSIs are not used)" } else { "" }
+            ),
+            devicetree::dt::SmmuIrqs::None => defmt::info!(
+                "    no interrupts in the device tree: the event queue and global errors are polled on every timer tick{=str}",
+                if s.msi { " (it has an msi-parent; MSIs are not used)" } else { "" }
+            ),
+            devicetree::dt::SmmuIrqs::Wired if s.eventq.is_none() => {
+                defmt::info!("    no wired eventq interrupt: the event queue is polled on every timer tick")
+            }
+            devicetree::dt::SmmuIrqs::Wired => {}
+        }
+    }
+    for s in &machine.disabled_smmus {
+        defmt::info!(
+            "  SMMUv3 {=str}: disabled in the device tree ({=str}): not touched; the devices behind it cannot be isolated (an overlay with status = \"okay\" enables it)",
+            s.name.as_str(),
+            s.why
+        );
     }
 }
 

@@ -34,7 +34,7 @@ use platform::PhysAddr;
 pub struct Board {
     /// Name in the banner.
     pub name: &'static str,
-    /// A UART (PL011 or 16550) the kernel may write to before it has read
+    /// A UART (any [`platform::console::UartKind`]) the kernel may write to before it has read
     /// the DT's `/chosen/stdout-path` (and to report a DT it cannot read at
     /// all); `None` when the board has no UART at a fixed address, so
     /// nothing is printed until the DT names one.

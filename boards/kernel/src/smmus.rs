@@ -97,8 +97,9 @@ impl Sizes {
 }
 
 /// Brings each SMMU up with all streams aborting and SMMUEN=1; `sizes`
-/// caps its structures (tests use a small event queue). The first call (`out`
-/// empty) makes one slot per node of `nodes`, in DT order; it runs right
+/// caps its structures (tests use a small event queue). Each call makes a
+/// slot for each node of `nodes` past the slots `out` has, in DT order
+/// (the first call one per node, a later one for SMMUs an overlay enabled); it runs right
 /// after the abort with the MMU off and no heap, from the early arena: an
 /// SMMU whose stream table and queues do not fit stays deferred, aborting
 /// through GBPA, and a later call (with frames) brings it up.
@@ -109,11 +110,11 @@ impl Sizes {
 /// boot — after every other SMMU was made safe. Logs only failures:
 /// [`report`] says what was brought up, once the banner is out.
 pub fn bring_up(nodes: &[SmmuNode], sizes: Sizes, out: &mut SmmuSlots) -> Result<(), ExitCode> {
-    if out.is_empty() {
-        for s in nodes {
-            let slot = SmmuInstance { node: s.clone(), smmu: None, failed: false, enabled_at: 0 };
-            out.try_push(slot).map_err(|_| ExitCode::SmmuError)?;
-        }
+    // Nodes past the slots made so far (the first call's, then any an
+    // overlay enabled) get theirs, in order.
+    for s in nodes.iter().skip(out.len()) {
+        let slot = SmmuInstance { node: s.clone(), smmu: None, failed: false, enabled_at: 0 };
+        out.try_push(slot).map_err(|_| ExitCode::SmmuError)?;
     }
     let mut unsafe_smmus = 0usize;
     for slot in out.iter_mut().filter(|i| i.smmu.is_none() && !i.failed) {

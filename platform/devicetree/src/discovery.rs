@@ -17,7 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::addr::{PhysAddr, PhysRange};
-use crate::dt::{DeviceTree, DtError, DtNode, Irq, SmmuNode};
+use crate::dt::{ranges, DeviceTree, DtError, DtNode, Irq, SmmuNode};
 use crate::pci::{Bdf, Window};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -396,42 +396,14 @@ fn path_of(stack: &[Seen<'_>], n: &DtNode<'_>) -> String {
     p
 }
 
-/// Translates `[addr, addr + size)` from the address space of the children
-/// of `stack.last()` up to the CPU's, through every ancestor's `ranges`.
+/// Translates an address of the children of `stack.last()` to the CPU's
+/// (`dt::ranges::translate`).
 fn to_cpu(stack: &[Seen<'_>], addr: u64, size: u64) -> Result<u64, DtError> {
-    let mut a = addr;
-    // stack[0] is the root, whose children's addresses are CPU addresses.
-    for bus in stack.iter().skip(1).rev().map(|s| &s.node) {
-        let Some(v) = bus.prop("ranges") else {
-            return Err(bus.bad("ranges", "missing: the addresses of its children do not reach the CPU"));
-        };
-        if v.is_empty() {
-            continue; // identity
-        }
-        let (ca, pa, sc) = (bus.own_addr_cells()? as usize, bus.addr_cells as usize, bus.own_size_cells()? as usize);
-        let entry = ca + pa + sc;
-        if ca > 2 || pa > 2 || ca == 0 || v.len() % (entry * 4) != 0 {
-            return Err(bus.bad("ranges", "length is not a multiple of (child + parent address + size) cells"));
-        }
-        let mut hit = None;
-        for i in 0..v.len() / (entry * 4) {
-            let at = i * entry;
-            let bad = || bus.bad("ranges", "bad cells");
-            let (cb, pb, sz) = (cells(v, at, ca).ok_or_else(bad)?, cells(v, at + ca, pa).ok_or_else(bad)?, cells(v, at + ca + pa, sc).ok_or_else(bad)?);
-            let inside = a >= cb && a.checked_add(size).zip(cb.checked_add(sz)).is_some_and(|(e, ce)| e <= ce);
-            if inside {
-                hit = Some((a - cb).checked_add(pb).ok_or_else(|| bus.bad("ranges", "translated address overflows"))?);
-                break;
-            }
-        }
-        a = hit.ok_or_else(|| bus.bad("ranges", "does not cover a child's address"))?;
-    }
-    Ok(a)
+    ranges::translate(stack.iter().map(|s| &s.node), addr, size)
 }
 
 fn translate_range(stack: &[Seen<'_>], r: PhysRange) -> Result<PhysRange, DtError> {
-    let start = to_cpu(stack, r.start.0, r.size())?;
-    Ok(PhysRange::new(start, r.size()).unwrap_or(PhysRange::from_bounds(start, u64::MAX)))
+    ranges::translate_range(stack.iter().map(|s| &s.node), r)
 }
 
 /// A one-cell property that must be present with exactly one cell, or absent.
@@ -484,7 +456,7 @@ pub fn discover(dt: &DeviceTree<'_>, smmus: &[SmmuNode]) -> Result<Discovery, Dt
                 if out.timer.is_some() {
                     return Err(DtError::TooMany("arm,armv8-timer nodes"));
                 }
-                out.timer = Some(arch_timer(&stack, n)?);
+                out.timer = Some(arch_timer(dt, &stack, n)?);
             } else if p.compatible.its || (p.msi_controller && parent.is_some_and(|p| p.gic)) {
                 let regs = *n.reg()?.first().ok_or_else(|| n.bad("reg", "missing"))?;
                 out.its.push(Its { path: path_of(&stack, n), regs: translate_range(&stack, regs)?, phandle: n.phandle()? });
@@ -547,22 +519,21 @@ fn gic(stack: &[Seen<'_>], n: &DtNode<'_>) -> Result<Gic, DtError> {
     Ok(Gic { path: path_of(stack, n), distributor, redistributors })
 }
 
-/// The timer's PPIs. Its `interrupts` are GIC specifiers of three cells
-/// (type, number, flags; the GICv3 binding): type 1 = PPI, INTID 16 + number;
-/// flags \[3:0\] 1 or 2 = edge, 4 or 8 = level.
-fn arch_timer(stack: &[Seen<'_>], n: &DtNode<'_>) -> Result<ArchTimer, DtError> {
-    let v = n.prop("interrupts").unwrap_or(&[]);
-    if !v.len().is_multiple_of(12) {
-        return Err(n.bad("interrupts", "not a list of 3-cell GIC specifiers"));
-    }
+/// The timer's PPIs. Its `interrupts` are GIC specifiers (the GICv3
+/// binding's three cells: type, number, flags; or four, with a PPI
+/// partition): type 1 = PPI, INTID 16 + number; flags \[3:0\] 1 or 2 = edge,
+/// 4 or 8 = level.
+fn arch_timer<'a>(dt: &DeviceTree<'a>, stack: &[Seen<'a>], n: &DtNode<'a>) -> Result<ArchTimer, DtError> {
+    let ancestors: Vec<DtNode<'a>> = stack.iter().map(|s| s.node).collect();
+    // Interrupts that go elsewhere than a GIC name no PPI (the kernel then
+    // says the timer has no EL2 PPI, when it needs one).
+    let irqs = dt.irqs::<8>(n, &ancestors, None)?.unwrap_or_default();
     let ppi = |i: usize| -> Result<Option<Irq>, DtError> {
-        let (Some(kind), Some(num), Some(flags)) = (cell(v, 3 * i), cell(v, 3 * i + 1), cell(v, 3 * i + 2)) else {
-            return Ok(None);
-        };
-        if kind != 1 || num >= 16 {
-            return Err(n.bad("interrupts", "a timer interrupt that is not a GIC PPI"));
+        match irqs.get(i) {
+            None => Ok(None),
+            Some(Some(irq)) if (16..32).contains(&irq.intid) => Ok(Some(*irq)),
+            Some(_) => Err(n.bad("interrupts", "a timer interrupt that is not a GIC PPI")),
         }
-        Ok(Some(Irq { intid: 16 + num, edge: flags & 0x3 != 0 }))
     };
     Ok(ArchTimer { path: path_of(stack, n), el1_physical: ppi(1)?, el1_virtual: ppi(2)?, el2_physical: ppi(3)? })
 }
@@ -637,11 +608,12 @@ fn pci_ranges(stack: &[Seen<'_>], n: &DtNode<'_>) -> Result<Vec<Window>, DtError
         if pci.checked_add(size).is_none() || parent.checked_add(size).is_none() {
             return Err(n.bad("ranges", "window wraps around"));
         }
-        if space == 2 && pci + size > 1 << 32 {
-            return Err(n.bad("ranges", "32-bit memory window extends beyond 4 GiB"));
-        }
         let cpu = to_cpu(stack, parent, size)?;
-        out.push(Window { cpu: PhysAddr(cpu), pci, size, prefetchable: hi & (1 << 30) != 0, mem64: space == 3 });
+        // A 32-bit space code with PCI addresses above 4 GiB (NXP LS1028A's
+        // integrated endpoints, Arm Juno): Linux takes the window as the
+        // addresses say, and so does bulkhead — it is a 64-bit window.
+        let mem64 = space == 3 || pci + size > 1 << 32;
+        out.push(Window { cpu: PhysAddr(cpu), pci, size, prefetchable: hi & (1 << 30) != 0, mem64 });
     }
     Ok(out)
 }
@@ -654,7 +626,12 @@ fn pci_nodes<'a>(dt: &DeviceTree<'a>, host: &DtNode<'a>, host_path: &str) -> Res
                 continue;
             }
             let Some(reg) = c.prop("reg") else { continue };
-            if c.addr_cells != 3 || reg.len() < 12 {
+            // Below a function, nodes of its own buses (an MDIO bus's PHYs):
+            // not PCI functions.
+            if c.addr_cells != 3 {
+                continue;
+            }
+            if reg.len() < 12 {
                 return Err(c.bad("reg", "a PCI function's reg needs 3 address cells (phys.hi phys.mid phys.lo)"));
             }
             let hi = cell(reg, 0).unwrap_or(0);

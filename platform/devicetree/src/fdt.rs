@@ -57,9 +57,6 @@ pub const FDT_TOKEN: usize = 4;
 /// Token, `len` and `nameoff` of an `FDT_PROP` (§5.4.1).
 pub const FDT_PROP_HEADER: usize = 12;
 
-/// Longest node name (before the `@`) and property name (§2.2.1, §2.2.4).
-pub const MAX_NAME: usize = 31;
-
 /// Rounds a structure-block offset up to the next token boundary (§5.4.1:
 /// names and values are padded to 4 bytes).
 pub const fn align4(at: usize) -> usize {

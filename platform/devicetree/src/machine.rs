@@ -22,23 +22,20 @@
 //!
 //! [`Machine::read`] does both from one tree, as the offline checker does.
 //!
-//! Addresses are CPU physical addresses: discovery translates `reg` and
-//! `ranges` through every parent bus; the boot's own readers take the
-//! root's children only (DESIGN.md, "Boards and porting"), which is where a
-//! reader that translates through parents' `ranges` slots in.
+//! Addresses are CPU physical addresses: every reader (the boot's and
+//! discovery's) translates `reg` through every parent bus's `ranges`
+//! (`dt::ranges`), so SMMUs, the GIC, PCI hosts, the console and DMA
+//! masters may sit below `simple-bus`es as real SoCs put them.
 
 use crate::addr::PhysRange;
 use crate::discovery::{self, Discovery};
-use crate::dt::{CpuNode, DeviceTree, DtError, SmmuNode, Uart, MAX_CPUS, MAX_MMIO, MAX_SMMUS};
+use crate::dt::{CpuNode, DeviceTree, DisabledSmmu, DtError, SmmuNode, Uart, MAX_CPUS, MAX_MMIO, MAX_SMMUS};
 use crate::memmap::MAX_REGIONS;
 use crate::overlay::{self, OverlayError, MAX_OVERLAYS};
 use arrayvec::ArrayVec;
 use core::fmt;
 
-/// Most RAM banks (`/memory` `reg` entries) the machine holds.
-pub const MAX_BANKS: usize = 16;
-/// Most `/reserved-memory` regions the machine holds.
-pub const MAX_RESERVED: usize = 16;
+pub use crate::dt::{MAX_BANKS, MAX_RESERVED};
 
 /// Why the machine cannot be read: the tree's fault either way (the kernel
 /// stops with `cannot boot: {this}`).
@@ -75,7 +72,8 @@ impl defmt::Format for ReadError {
 /// The machine, as typed data.
 #[derive(Clone, Debug, Default)]
 pub struct Machine {
-    /// RAM banks: `reg` of the enabled `device_type = "memory"` nodes.
+    /// RAM banks: `reg` of the enabled `device_type = "memory"` nodes
+    /// (empty when the tree leaves `/memory` to the bootloader).
     pub ram: ArrayVec<PhysRange, MAX_BANKS>,
     /// The header's memory reservations (`/memreserve/`). One more than
     /// the memory map holds is kept, so a list too long for it is refused
@@ -92,11 +90,17 @@ pub struct Machine {
     /// MMIO regions the identity map holds as Device memory.
     pub mmio: ArrayVec<PhysRange, MAX_MMIO>,
     /// The console `/chosen/stdout-path` names, if it is one the kernel
-    /// drives (PL011 or 16550).
+    /// drives (PL011, SBSA UART, 16550, LPUART).
     pub console: Option<Uart>,
     /// The enabled `arm,smmu-v3` nodes; discovery's SMMU indices are
     /// positions here.
     pub smmus: ArrayVec<SmmuNode, MAX_SMMUS>,
+    /// The `arm,smmu-v3` nodes the tree disables (known after
+    /// [`complete`]): never touched; masters behind them cannot be
+    /// isolated.
+    ///
+    /// [`complete`]: Machine::complete
+    pub disabled_smmus: ArrayVec<DisabledSmmu, MAX_SMMUS>,
     /// The enabled CPUs under `/cpus` (known after [`complete`]).
     ///
     /// [`complete`]: Machine::complete
@@ -133,6 +137,7 @@ impl Machine {
             mmio,
             console,
             smmus,
+            disabled_smmus: ArrayVec::new(),
             cpus: ArrayVec::new(),
             devices: Discovery::default(),
         })
@@ -149,6 +154,7 @@ impl Machine {
             self.reserved = dt.reserved_memory().map_err(Incomplete::Tree)?;
         }
         self.cpus = dt.cpus().map_err(Incomplete::Tree)?;
+        self.disabled_smmus = dt.disabled_smmus().map_err(Incomplete::Tree)?;
         self.devices = discovery::discover(dt, &self.smmus).map_err(Incomplete::Discovery)?;
         Ok(())
     }

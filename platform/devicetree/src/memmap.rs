@@ -20,7 +20,7 @@ pub const EARLY_FRAMES: u64 = 1 << 20;
 pub const PAGE: u64 = 4096;
 
 /// Most RAM banks / reservations / free ranges the map tracks.
-pub const MAX_REGIONS: usize = 32;
+pub const MAX_REGIONS: usize = 128;
 
 /// Why a range of RAM is not free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -61,10 +61,10 @@
 //!   sign or leading blanks).
 //! - An alias used in a path must name an absolute path (libfdt would
 //!   follow a chain of aliases, and loop forever on a cycle).
-//! - Blobs whose node or property names break the Devicetree
-//!   Specification's character set or 31-character limit (dtoolkit refuses
-//!   them; dtc accepts longer labels), or that nest deeper than
-//!   [`MAX_DEPTH`], are refused.
+//! - Blobs whose node or property names are not UTF-8 text (libfdt takes
+//!   any bytes), or that nest deeper than [`MAX_DEPTH`], are refused.
+//!   Names longer than the Devicetree Specification's 31 characters, which
+//!   real boards' trees have and libfdt takes, are merged like any other.
 //! - Two sibling nodes with the same name (which dtc never produces) are
 //!   merged into one.
 
@@ -294,9 +294,16 @@ fn parse_blob(bytes: &[u8]) -> Result<DeviceTree, Problem> {
         return Err(Problem::Header(format!("truncated: header says {total} bytes, {} available", bytes.len())));
     }
     let blob = &bytes[..total];
-    let fdt = Fdt::new(blob).map_err(|e| Problem::Malformed(e.to_string()))?;
+    // The reader's check (which takes every name that is text, as libfdt
+    // does; `dtoolkit`'s own refuses names longer than 31 characters) and
+    // then `dtoolkit`'s tree of the blob it passed: every token, length,
+    // offset and name is known good, which is all `new_unchecked` needs.
+    crate::dt::DeviceTree::parse(blob).map_err(|e| match e {
+        crate::dt::DtError::Malformed(t) => Problem::Malformed(t.as_str().to_string()),
+        e => Problem::Malformed(e.to_string()),
+    })?;
     check_depth(blob)?;
-    Ok(DeviceTree::from_fdt(&fdt))
+    Ok(DeviceTree::from_fdt(&Fdt::new_unchecked(blob)))
 }
 
 /// Walks the (already validated) structure block without recursion and
@@ -1214,7 +1221,7 @@ mod tests {
             }
             match apply(&base, &[&blob]) {
                 Ok(out) => {
-                    assert!(Fdt::new(&out).is_ok(), "round {round}: the merged blob does not parse");
+                    assert!(crate::dt::DeviceTree::parse(&out).is_ok(), "round {round}: the merged blob does not parse");
                     applied += 1;
                 }
                 Err(e) => {

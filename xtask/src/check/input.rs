@@ -65,7 +65,7 @@ fn qemu_dtb_copy(len: u64) -> u64 {
 }
 
 /// The boards `--board` knows.
-pub const BOARDS: [Board; 2] = [
+pub const BOARDS: [Board; 5] = [
     Board {
         name: "qemu-virt",
         krate: "bulkhead-qemu-virt",
@@ -80,7 +80,37 @@ pub const BOARDS: [Board; 2] = [
         dtb_size: |len| len,
         how: "TF-A's preloaded BL33 at the kernel's link address and its DTB at 0x82000000 (boards/fvp-base/link.ld)",
     },
+    Board {
+        name: "rock-5b",
+        krate: "bulkhead-rock-5b",
+        dtb_at: 0x1200_0000,
+        dtb_size: uboot_dtb_copy,
+        how: UBOOT_HOW,
+    },
+    Board {
+        name: "imx95-evk",
+        krate: "bulkhead-imx95-evk",
+        dtb_at: 0x9300_0000,
+        dtb_size: uboot_dtb_copy,
+        how: UBOOT_HOW,
+    },
+    Board {
+        name: "j721e-sk",
+        krate: "bulkhead-j721e-sk",
+        dtb_at: 0x8800_0000,
+        dtb_size: uboot_dtb_copy,
+        how: UBOOT_HOW,
+    },
 ];
+
+/// What the U-Boot boards' placement is (README, "Boards and porting").
+const UBOOT_HOW: &str = "U-Boot's `booti` at kernel_addr_r (the kernel's link address) with the DTB left at fdt_addr_r (fdt_high = all ones)";
+
+/// U-Boot's copy at fdt_addr_r: the blob grown by the boot commands'
+/// `fdt resize 65536` (room for the overlay and booti's fix-ups).
+fn uboot_dtb_copy(len: u64) -> u64 {
+    len + 65_536
+}
 
 /// The board named `name`.
 pub fn board(name: &str) -> Result<Board, String> {

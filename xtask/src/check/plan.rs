@@ -97,6 +97,34 @@ fn groups(out: &mut String, t: &Topology, g: &Groups) {
     }
 }
 
+/// Every SMMU of the tree: enabled ones with how the kernel learns of
+/// their events, disabled ones with why and what that means.
+fn smmus(out: &mut String, m: &devicetree::Machine) {
+    use devicetree::dt::SmmuIrqs;
+    if m.smmus.is_empty() && m.disabled_smmus.is_empty() {
+        let _ = writeln!(out, "  SMMUs     none");
+    }
+    for s in &m.smmus {
+        let irqs = match &s.irqs {
+            SmmuIrqs::Wired if s.eventq.is_some() => "event queue interrupt wired to the GIC".to_string(),
+            SmmuIrqs::Wired if s.combined.is_some() => "one combined interrupt wired to the GIC".to_string(),
+            SmmuIrqs::Wired => "no wired eventq interrupt: the event queue is polled".to_string(),
+            SmmuIrqs::NotWired(via) => format!("interrupts go to {via}, not the GIC: the event queue is polled"),
+            SmmuIrqs::None => "no interrupts in the tree: the event queue is polled".to_string(),
+        };
+        let msi = if s.msi { " (msi-parent: MSIs not used)" } else { "" };
+        let _ = writeln!(out, "  SMMU      {} at {}: enabled, brought up with every stream aborting; {irqs}{msi}", s.name, s.regs.start);
+    }
+    for s in &m.disabled_smmus {
+        let at = s.regs.map(|r| format!(" at {}", r.start)).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  SMMU      {}{at}: disabled in the tree ({}): not brought up; its masters cannot be isolated (an overlay setting status = \"okay\" enables it)",
+            s.name, s.why
+        );
+    }
+}
+
 /// The whole report of an accepted configuration.
 pub fn write(out: &mut String, m: &Known, c: &Checked, notes: &Notes) {
     let hw: &Hardware = &c.hw;
@@ -117,8 +145,7 @@ pub fn write(out: &mut String, m: &Known, c: &Checked, notes: &Notes) {
         }
         .unwrap_or(());
     }
-    let smmus: Vec<&str> = m.machine.smmus.iter().map(|s| s.name.as_str()).collect();
-    let _ = writeln!(out, "  SMMUs     {}", if smmus.is_empty() { "none".into() } else { smmus.join(", ") });
+    smmus(out, &m.machine);
     for (h, host) in m.machine.devices.pci_hosts.iter().zip(&t.hosts) {
         match &m.topology_from {
             Some(from) => writeln!(out, "  PCI host  {}: {} functions (from {})", h.path, host.bus.functions.len(), from.display()),

@@ -208,7 +208,10 @@ fn the_two_smmu_machine_shows_each_smmus_groups() {
         "--dtb two-smmus.dtb --overlay ../../boards/qemu-virt/overlays/two-smmus.dts --topology two-smmus-boot.log \
          --board qemu-virt --kernel 0x40200000,0x107000 --boot-cpu 0",
     );
-    assert!(r.text.contains("  SMMUs     smmuv3@c000000, smmuv3@c020000\n"), "{}", r.text);
+    for (name, at) in [("smmuv3@c000000", "0xc000000"), ("smmuv3@c020000", "0xc020000")] {
+        let line = format!("  SMMU      {name} at {at}: enabled, brought up with every stream aborting; event queue interrupt wired to the GIC\n");
+        assert!(r.text.contains(&line), "{}", r.text);
+    }
     assert!(r.text.contains("  PCI host  /pcie@4018000000: 2 functions"), "{}", r.text);
     assert!(r.text.contains("  group 1: SMMU smmuv3@c000000, StreamIDs 0x8, devices 00:01.0 1234:11e8; reasons: alone\n"), "{}", r.text);
     assert!(r.text.contains("  group 4: SMMU smmuv3@c020000, StreamIDs 0x8100, devices 81:00.0 1234:11e8; reasons: alone\n"), "{}", r.text);

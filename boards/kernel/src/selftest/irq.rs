@@ -98,10 +98,11 @@ fn setup_line(gic: &mut KernelGic, irq: Irq) -> Result<(), ExitCode> {
 /// Runs the test on the SMMU the first `edu` sits behind.
 pub fn run(smmus: &mut [SmmuInstance], discovered: &Discovered) -> Result<(), ExitCode> {
     let g = discovered.machine.devices.gic.as_ref().ok_or_else(|| fail("the device tree has no arm,gic-v3"))?;
-    // Boot identity-maps the `reg` of top-level nodes only
-    // (`DeviceTree::mmio_regions`); a GIC deeper in the tree is not mapped.
-    if g.path.matches('/').count() != 1 {
-        return Err(fail("the GIC is not a top-level node: its registers are not in the kernel's map"));
+    // Boot identity-maps the GIC's `reg` wherever the tree puts it
+    // (`DeviceTree::mmio_regions`, through its parents' `ranges`).
+    let mapped = |r: &platform::PhysRange| discovered.machine.mmio.iter().any(|m| m.covers(r));
+    if !mapped(&g.distributor) || !g.redistributors.iter().all(mapped) {
+        return Err(fail("the GIC's registers are not in the kernel's map"));
     }
     let timer = discovered.machine.devices.timer.as_ref().and_then(|t| t.el2_physical).ok_or_else(|| fail("the DT's /timer names no EL2 physical timer interrupt"))?;
 
@@ -114,8 +115,8 @@ pub fn run(smmus: &mut [SmmuInstance], discovered: &Discovered) -> Result<(), Ex
     let gerror = instance.node.gerror.ok_or_else(|| fail("the SMMU has no wired gerror interrupt"))?;
     let (bdf, smmu) = (f.bdf, instance.usable().ok_or_else(|| fail("edu's SMMU was not brought up"))?);
 
-    // SAFETY: the distributor and redistributor regions come from the
-    // top-level GIC node, whose `reg` boot maps as Device memory; the boot
+    // SAFETY: the distributor and redistributor regions come from the GIC
+    // node, whose `reg` boot maps as Device memory (checked above); the boot
     // CPU is the only one that programs the GIC.
     let mut gic = unsafe { Gic::new(g.distributor, &g.redistributors, arch::mpidr(), Delay) }.map_err(|e| gic_fail("probe", e))?;
     gic.init().map_err(|e| gic_fail("distributor/redistributor init", e))?;

@@ -4,58 +4,25 @@
 //! node and property name rules of §2.2.1 and §2.2.4.
 
 use super::blob::Blob;
-use crate::fdt::{header as field, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_HEADER_SIZE, FDT_MAGIC, FDT_NOP, FDT_PROP, FDT_RESERVE_ENTRY, FDT_TOKEN, FDT_VERSION, MAX_NAME};
+use crate::fdt::{header as field, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_HEADER_SIZE, FDT_MAGIC, FDT_NOP, FDT_PROP, FDT_RESERVE_ENTRY, FDT_TOKEN, FDT_VERSION};
 
-/// `NAME_CHARS[b]`: `b` may appear in a node name or unit address (§2.2.1).
-const NODE_CHAR: u8 = 1;
-/// `NAME_CHARS[b]`: `b` may appear in a property name (§2.2.4).
-const PROP_CHAR: u8 = 2;
-/// The characters of names, by byte: a table makes the check one load per
-/// byte.
-static NAME_CHARS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        if c.is_ascii_alphanumeric() || matches!(c, b',' | b'.' | b'_' | b'+' | b'-') {
-            t[b] = NODE_CHAR | PROP_CHAR;
-        } else if matches!(c, b'?' | b'#') {
-            t[b] = PROP_CHAR;
-        }
-        b += 1;
-    }
-    t
-};
-
-/// A valid non-root node name: `name[@unit]`, 1..=31 characters before the
-/// `@`, a non-empty unit address, no second `@` (§2.2.1).
-pub(super) fn is_node_name(name: &[u8]) -> bool {
-    let mut base = name.len();
-    for (i, &b) in name.iter().enumerate() {
-        if b == b'@' {
-            if base != name.len() {
-                return false; // a second '@'
-            }
-            base = i;
-        } else if NAME_CHARS[b as usize] & NODE_CHAR == 0 {
-            return false;
-        }
-    }
-    (1..=MAX_NAME).contains(&base) && (base == name.len() || base + 1 < name.len())
+/// Whether `name` (a node's, without its NUL) is one the reader takes:
+/// any UTF-8 text. libfdt (`fdt_check_full`) takes any bytes up to the
+/// NUL, dtc writes names longer than the Devicetree Specification's 31
+/// characters (§2.2.1, §2.2.4) and Linux reads them: real boards ship such
+/// names (`snps,dis-u2-freeclk-exists-quirk`, long `__symbols__` labels), so
+/// neither the length nor the specification's character set is enforced.
+/// Names stay text because the readers, the overlay merge and the messages
+/// hand them out as `&str`.
+pub(super) fn is_name(name: &[u8]) -> bool {
+    // ASCII is the case on every real tree: one pass, no decoding.
+    name.is_ascii() || core::str::from_utf8(name).is_ok()
 }
 
-/// Whether the strings block from a property's `nameoff` on starts with a
-/// valid property name (§2.2.4): 1..=31 characters, then a NUL.
+/// Whether the strings block from a property's `nameoff` on holds a name
+/// the reader takes: UTF-8 text ended by a NUL inside the block.
 pub(super) fn is_prop_name(from: &[u8]) -> bool {
-    for (i, &b) in from[..from.len().min(MAX_NAME + 1)].iter().enumerate() {
-        if b == 0 {
-            return i > 0;
-        }
-        if NAME_CHARS[b as usize] & PROP_CHAR == 0 {
-            return false;
-        }
-    }
-    false
+    from.iter().position(|&b| b == 0).is_some_and(|end| is_name(&from[..end]))
 }
 
 /// Header word `field` (0-based, §5.2), or 0 past the blob's end.
@@ -187,7 +154,9 @@ impl Layout {
                         top.note(at);
                     }
                     let (name, after) = blob.node_name(at)?;
-                    if !(if depth == 1 { name.is_empty() } else { is_node_name(name) }) {
+                    // The root is unnamed (§5.4.1); libfdt does not look, but
+                    // `dtoolkit`, whose tree the overlay merge uses, needs it.
+                    if !(if depth == 1 { name.is_empty() } else { is_name(name) }) {
                         return None;
                     }
                     at = after;

@@ -1,15 +1,20 @@
 //! The one-pass check and the token reader against `dtoolkit`, on a real
 //! QEMU `virt` DTB and a tree compiled here, and on every corruption the
 //! crate's fuzz tests feed plus corruptions aimed at each part of the blob:
-//! [`Layout::check`] accepts exactly the blobs `Fdt::new` accepts (so
-//! `DeviceTree::parse` refuses what it always refused, with `dtoolkit`'s
-//! words), and on every accepted blob the reader sees the nodes, properties,
-//! reservations, walk order and cells that `dtoolkit` sees.
+//! [`Layout::check`] accepts every blob `Fdt::new` accepts, refuses every
+//! blob it refuses for anything but a name (`DeviceTree::parse` then gives
+//! `dtoolkit`'s words), and takes the names `dtoolkit` refuses that libfdt
+//! takes (longer than 31 characters, outside the specification's character
+//! set) as long as they are text; on every accepted blob the reader sees
+//! the nodes, properties, reservations, walk order and cells that
+//! `dtoolkit`'s reader sees (`Fdt::new_unchecked` where its own check
+//! refused a name: its reader panics on anything malformed).
 
 use super::*;
 use crate::addr::PhysRange;
 use crate::fdt::*;
 extern crate std;
+use dtoolkit::error::FdtErrorKind;
 use dtoolkit::fdt::FdtNode;
 use dtoolkit::{Node, Property};
 use std::collections::BTreeMap;
@@ -231,7 +236,7 @@ fn their_walk(n: &FdtNode<'_>, depth: usize, cells: (u32, u32), out: &mut Vec<(u
 /// Everything the reader gives agrees with `dtoolkit` on `blob`, which both
 /// checks accept.
 fn same_view(blob: &[u8]) {
-    let fdt = Fdt::new(blob).unwrap();
+    let fdt = Fdt::new_unchecked(blob);
     let dt = DeviceTree::parse(blob).unwrap();
     let (mut a, mut b) = (View::new(), View::new());
     theirs(&fdt.root(), 0, &mut a);
@@ -270,12 +275,16 @@ fn agree(blob: &[u8], what: &str) -> bool {
 /// [`agree`], comparing what the readers see only when `view`.
 fn agree_and_view(blob: &[u8], what: &str, view: bool) -> bool {
     let ok = Layout::check(blob).is_some();
-    assert_eq!(ok, Fdt::new(blob).is_ok(), "{what}: the check and Fdt::new disagree");
+    let theirs = Fdt::new(blob);
+    let name_refused = matches!(&theirs, Err(e) if matches!(e.kind, FdtErrorKind::InvalidNodeName | FdtErrorKind::InvalidPropertyName));
+    if !name_refused {
+        assert_eq!(ok, theirs.is_ok(), "{what}: the check and Fdt::new disagree");
+    }
     if ok {
-        if view {
+        if view || name_refused {
             same_view(blob);
         }
-    } else if blob.get(..4) == Some(&FDT_MAGIC.to_be_bytes()[..]) {
+    } else if blob.get(..4) == Some(&FDT_MAGIC.to_be_bytes()[..]) && !name_refused {
         // Refused with dtoolkit's words, as before.
         let e = DeviceTree::parse(blob).err().unwrap();
         let DtError::Malformed(t) = &e else { panic!("{what}: {e:?}") };
@@ -362,4 +371,27 @@ fn a_repeated_property_name_reads_the_first() {
         put(&mut b, at + 8, nameoff(&base, first) as u32);
     }
     assert!(agree(&b, "repeated names"));
+}
+
+/// Names longer than the specification's 31 characters, which dtc writes,
+/// libfdt takes and real boards' trees carry: read, found and merged.
+#[test]
+fn long_names_are_taken() {
+    let long_prop = "snps,dis-u2-freeclk-exists-quirk-and-then-some";
+    let long_node = "a-node-name-longer-than-thirty-one-characters@1000";
+    let blob = dtb(&format!(
+        "/dts-v1/;\n/ {{ #address-cells = <1>; #size-cells = <1>; {long_node} {{ reg = <0x1000 0x10>; {long_prop}; }}; }};"
+    ));
+    assert!(Fdt::new(&blob).is_err(), "dtoolkit's own check refuses these names");
+    assert!(agree(&blob, "long names"));
+    let dt = DeviceTree::parse(&blob).unwrap();
+    let n = dt.find(&format!("/{long_node}")).unwrap().unwrap();
+    assert!(n.has(long_prop));
+    assert_eq!(n.reg().unwrap()[0], PhysRange::new(0x1000, 0x10).unwrap());
+    // Not text: refused, by name.
+    let mut bad = blob.clone();
+    let at = bad.windows(long_prop.len()).position(|w| w == long_prop.as_bytes()).unwrap();
+    bad[at + 3] = 0xff;
+    let e = DeviceTree::parse(&bad).err().expect("a name that is not UTF-8 is refused");
+    assert!(format!("{e}").contains("not UTF-8"), "{e}");
 }

@@ -1,9 +1,17 @@
-//! Interrupts (Devicetree Specification v0.4, §2.4) as the GICv3 binding
-//! specifies them: three-cell specifiers (type, number, flags).
+//! Interrupts (Devicetree Specification v0.4, §2.4): a node's
+//! `interrupts` are specifiers of its interrupt parent — `interrupt-parent`
+//! on the node or its nearest ancestor that has one, else the parent node —
+//! in that controller's `#interrupt-cells`; `interrupts-extended` names
+//! the controller per entry. The GICv3 binding's specifiers are three
+//! cells (type, number, flags) or four (the fourth a PPI partition's
+//! phandle, 0 for none). Interrupts routed to any other controller (a
+//! message-based converter such as HiSilicon's mbigen, a GPIO block) are
+//! not the kernel's to take: they are read as not wired to the GIC, and
+//! said so, rather than refused.
 
-use super::{DeviceTree, DtError, DtNode};
+use super::{text, DeviceTree, DtError, DtNode, Text};
 
-/// A GIC interrupt decoded from a three-cell specifier.
+/// A GIC interrupt decoded from a three- or four-cell specifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Irq {
     /// GIC INTID (SPI n → 32 + n, PPI n → 16 + n).
@@ -20,24 +28,176 @@ impl defmt::Format for Irq {
     }
 }
 
+/// Most interrupt controllers a reader indexes by phandle on its walk
+/// (more are found by walking the tree again).
+pub const MAX_CONTROLLERS: usize = 32;
+
+/// Arm GIC compatibles whose specifiers are the GIC binding's (type,
+/// number, flags[, partition]): the GICv3 the kernel drives, and the GICv2
+/// family (GIC-400 and the Cortex-A GICs), whose trees are read the same
+/// way though the kernel drives no GICv2.
+const GICS: [&str; 7] = ["arm,gic-v3", "arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a9-gic", "arm,cortex-a7-gic", "arm,gic-v2", "qcom,msm-qgic2"];
+
+impl Irq {
+    /// Decodes one GIC specifier (type, number, flags[, partition]): type
+    /// 0 = SPI (INTID 32 + number, below 1020), 1 = PPI (16 + number,
+    /// below 32); flags \[3:0\] 1 or 2 = edge. `None` for another type
+    /// (the GICv3 binding's extended SPI and PPI ranges, 2 and 3, are not
+    /// used by the kernel).
+    pub fn from_gic_cells(kind: u32, number: u32, flags: u32) -> Option<Irq> {
+        let intid = match kind {
+            0 => number.checked_add(32).filter(|&i| i < 1020),
+            1 => number.checked_add(16).filter(|&i| i < 32),
+            _ => None,
+        }?;
+        Some(Irq { intid, edge: flags & 0x3 != 0 })
+    }
+}
+
+/// Where a node's interrupts go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// To an Arm GIC, in specifiers of `cells` cells (3 or 4).
+    Gic {
+        /// `#interrupt-cells` of the GIC.
+        cells: u32,
+    },
+    /// To another interrupt controller (the name of its node): not wired
+    /// to the GIC.
+    Other(Text),
+    /// The node has no interrupts, or no interrupt parent can be found.
+    None,
+}
+
+/// A node's interrupt parent.
+enum Parent<'a> {
+    /// This controller.
+    Node(DtNode<'a>),
+    /// None named: the GIC binding's three cells are assumed.
+    Assumed,
+    /// `interrupt-parent` names a phandle no node has.
+    Missing,
+}
+
+/// Finds a node by phandle from an index the caller keeps: `None` from
+/// the function means "not in the index" (then the tree is walked).
+pub type Lookup<'l, 'a> = Option<&'l dyn Fn(u32) -> Option<DtNode<'a>>>;
+
+fn cell(v: &[u8], i: usize) -> Option<u32> {
+    let b = v.get(i * 4..i * 4 + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
 
 impl<'a> DeviceTree<'a> {
-    /// Decodes the `index`-th interrupt of `n` against its GIC parent
-    /// (three-cell specifiers: type, number, flags).
-    pub(super) fn irq(&self, n: &DtNode<'a>, index: usize) -> Result<Option<Irq>, DtError> {
-        let Some(v) = n.prop("interrupts") else { return Ok(None) };
-        if v.len() % 12 != 0 {
-            return Err(n.bad("interrupts", "not a list of 3-cell GIC specifiers"));
+    /// The node whose phandle is `ph`, from `lookup` or by a walk.
+    fn node_of(&self, ph: u32, lookup: Lookup<'_, 'a>) -> Result<Option<DtNode<'a>>, DtError> {
+        match lookup.and_then(|l| l(ph)) {
+            Some(n) => Ok(Some(n)),
+            None => self.by_phandle(ph),
         }
-        let Some(spec) = v.chunks_exact(12).nth(index) else { return Ok(None) };
-        let cell = |i: usize| u32::from_be_bytes([spec[i * 4], spec[i * 4 + 1], spec[i * 4 + 2], spec[i * 4 + 3]]);
-        let intid = match cell(0) {
-            0 => cell(1).checked_add(32).filter(|&i| i < 1020),
-            1 => cell(1).checked_add(16).filter(|&i| i < 32),
-            _ => None,
+    }
+
+    /// The interrupt controller `n`'s `interrupts` refer to: the phandle of
+    /// `interrupt-parent` on `n` or its nearest ancestor (root first in
+    /// `ancestors`), else `n`'s parent node.
+    fn interrupt_parent(&self, n: &DtNode<'a>, ancestors: &[DtNode<'a>], lookup: Lookup<'_, 'a>) -> Result<Parent<'a>, DtError> {
+        for m in core::iter::once(n).chain(ancestors.iter().rev()) {
+            if let Some(ph) = m.u32_prop("interrupt-parent")? {
+                return Ok(match self.node_of(ph, lookup)? {
+                    Some(c) => Parent::Node(c),
+                    None => Parent::Missing,
+                });
+            }
         }
-        .ok_or_else(|| n.bad("interrupts", "not a GIC SPI or PPI"))?;
-        let edge = cell(2) & 0x3 != 0;
-        Ok(Some(Irq { intid, edge }))
+        // No `interrupt-parent` on the way up: the parent node, when it is
+        // an interrupt controller; otherwise the GIC binding the kernel has
+        // always assumed (trees written for it, such as partial test trees,
+        // name no controller).
+        Ok(match ancestors.last() {
+            Some(p) if p.has("interrupt-controller") => Parent::Node(*p),
+            _ => Parent::Assumed,
+        })
+    }
+
+    /// How a controller node takes specifiers: the GIC's cells, or another.
+    fn route_to(c: &DtNode<'a>) -> Result<Route, DtError> {
+        if !GICS.iter().any(|g| c.is_compatible(g)) {
+            return Ok(Route::Other(text(c.name())));
+        }
+        match c.u32_prop("#interrupt-cells")? {
+            Some(cells @ (3 | 4)) => Ok(Route::Gic { cells }),
+            _ => Err(c.bad("#interrupt-cells", "a GIC takes specifiers of 3 or 4 cells")),
+        }
+    }
+
+    /// Where `n`'s `interrupts` go (`ancestors` root first), and the raw
+    /// property; `interrupts-extended` is read per entry by [`irqs`].
+    ///
+    /// [`irqs`]: DeviceTree::irqs
+    pub fn interrupt_route(&self, n: &DtNode<'a>, ancestors: &[DtNode<'a>], lookup: Lookup<'_, 'a>) -> Result<Route, DtError> {
+        if n.prop("interrupts").is_none() {
+            return Ok(Route::None);
+        }
+        match self.interrupt_parent(n, ancestors, lookup)? {
+            Parent::Node(c) => Self::route_to(&c),
+            Parent::Assumed => Ok(Route::Gic { cells: 3 }),
+            Parent::Missing => Ok(Route::None),
+        }
+    }
+
+    /// `n`'s interrupts decoded against the GIC, in order (at most `N`):
+    /// `Ok(Err(route))` when they do not go to the GIC (the route says
+    /// where); an entry the kernel does not decode is `None`. A list that
+    /// is not whole specifiers is an error naming the node. `lookup`
+    /// finds a node by phandle faster than a walk where the caller has an
+    /// index (`None`: a walk of the tree).
+    #[allow(clippy::type_complexity)]
+    pub fn irqs<const N: usize>(
+        &self,
+        n: &DtNode<'a>,
+        ancestors: &[DtNode<'a>],
+        lookup: Lookup<'_, 'a>,
+    ) -> Result<Result<arrayvec::ArrayVec<Option<Irq>, N>, Route>, DtError> {
+        let mut out = arrayvec::ArrayVec::new();
+        if let Some(v) = n.prop("interrupts-extended") {
+            // <phandle specifier...> per entry, each in its controller's cells.
+            let mut i = 0;
+            let total = v.len() / 4;
+            if v.len() % 4 != 0 {
+                return Err(n.bad("interrupts-extended", "not a list of cells"));
+            }
+            while i < total {
+                let ph = cell(v, i).unwrap_or(0);
+                let c = self.node_of(ph, lookup)?.ok_or_else(|| n.bad("interrupts-extended", "names a phandle no node has"))?;
+                let cells = c.u32_prop("#interrupt-cells")?.ok_or_else(|| n.bad("interrupts-extended", "names a node without #interrupt-cells"))? as usize;
+                if i + 1 + cells > total {
+                    return Err(n.bad("interrupts-extended", "the last specifier is cut short"));
+                }
+                match Self::route_to(&c)? {
+                    Route::Gic { .. } if cells >= 3 => {
+                        let at = |k| cell(v, i + 1 + k).unwrap_or(0);
+                        let _ = out.try_push(Irq::from_gic_cells(at(0), at(1), at(2)));
+                    }
+                    route => return Ok(Err(route)),
+                }
+                i += 1 + cells;
+            }
+            return Ok(Ok(out));
+        }
+        let Some(v) = n.prop("interrupts") else { return Ok(Ok(out)) };
+        let cells = match self.interrupt_route(n, ancestors, lookup)? {
+            Route::Gic { cells } => cells as usize,
+            route => return Ok(Err(route)),
+        };
+        if v.len() % (cells * 4) != 0 {
+            return Err(n.bad("interrupts", "not a list of whole GIC specifiers (#interrupt-cells of its GIC)"));
+        }
+        for spec in v.chunks_exact(cells * 4) {
+            let at = |k| cell(spec, k).unwrap_or(0);
+            if out.try_push(Irq::from_gic_cells(at(0), at(1), at(2))).is_err() {
+                break;
+            }
+        }
+        Ok(Ok(out))
     }
 }

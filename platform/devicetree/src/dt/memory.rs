@@ -9,8 +9,11 @@ use crate::fdt::FDT_RESERVE_ENTRY;
 use arrayvec::ArrayVec;
 
 impl<'a> DeviceTree<'a> {
-    /// RAM banks: `reg` of every enabled `device_type = "memory"` node.
-    pub fn memory(&self) -> Result<ArrayVec<PhysRange, 16>, DtError> {
+    /// RAM banks: `reg` of every enabled `device_type = "memory"` node,
+    /// banks of size 0 left out. Empty when the tree has none: many boards'
+    /// trees leave `/memory` to the bootloader (absent, or `reg` of size
+    /// 0), which fills it in before it starts the kernel.
+    pub fn memory(&self) -> Result<ArrayVec<PhysRange, MAX_BANKS>, DtError> {
         let mut out = ArrayVec::new();
         let root = self.root();
         let (ac, sc, _) = root.scan();
@@ -21,13 +24,13 @@ impl<'a> DeviceTree<'a> {
             let n = DtNode { blob: self.blob, place, addr_cells: ac.clone()?, size_cells: sc.clone()?, depth: 1 };
             let [device_type, status, reg] = n.first_of(["device_type", "status", "reg"]);
             if n.str_value("device_type", device_type)? == Some("memory") && DtNode::enabled(status) {
-                for r in n.reg_of(reg)? {
-                    out.try_push(r).map_err(|_| DtError::TooMany("memory banks"))?;
+                for r in n.regs_of(reg) {
+                    let r = r?;
+                    if !r.is_empty() {
+                        out.try_push(r).map_err(|_| DtError::TooMany("memory banks"))?;
+                    }
                 }
             }
-        }
-        if out.is_empty() {
-            return Err(DtError::MissingNode("/memory"));
         }
         Ok(out)
     }
@@ -45,8 +48,9 @@ impl<'a> DeviceTree<'a> {
         .filter_map(|(base, size)| PhysRange::new(base, size))
     }
 
-    /// Static `/reserved-memory` regions (children with `reg`).
-    pub fn reserved_memory(&self) -> Result<ArrayVec<PhysRange, 16>, DtError> {
+    /// Static `/reserved-memory` regions (children with `reg`), all of
+    /// them: real boards reserve dozens (TI's J721E boards 20 and more).
+    pub fn reserved_memory(&self) -> Result<ArrayVec<PhysRange, MAX_RESERVED>, DtError> {
         let mut out = ArrayVec::new();
         if let Some(rm) = self.find("/reserved-memory")? {
             for c in rm.children_from(rm.layout()?) {
@@ -54,11 +58,17 @@ impl<'a> DeviceTree<'a> {
                 if !DtNode::enabled(status) {
                     continue;
                 }
-                for r in c.reg_of(reg)? {
-                    out.try_push(r).map_err(|_| DtError::TooMany("reserved-memory regions"))?;
+                for r in c.regs_of(reg) {
+                    out.try_push(r?).map_err(|_| DtError::TooMany("reserved-memory regions"))?;
                 }
             }
         }
         Ok(out)
     }
 }
+
+/// Most RAM banks (`/memory` `reg` entries) the machine holds.
+pub const MAX_BANKS: usize = 16;
+/// Most `/reserved-memory` regions the machine holds: more than any tree of
+/// the real-board corpus has (its tests check each fits).
+pub const MAX_RESERVED: usize = 64;

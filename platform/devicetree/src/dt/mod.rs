@@ -30,6 +30,7 @@
 //! | `psci.rs` | `/psci` (Linux binding `arm/psci.yaml`) | |
 //! | `smmu.rs` | `arm,smmu-v3` nodes (Linux binding `iommu/arm,smmu-v3.yaml`) | |
 //! | `mmio.rs` | the MMIO regions the identity map holds | §2.3.6, §2.3.8 |
+//! | `ranges.rs` | addresses through buses' `ranges`, walks with ancestors | §2.3.8 |
 
 mod blob;
 mod check;
@@ -40,15 +41,17 @@ mod memory;
 mod mmio;
 mod node;
 mod psci;
+pub mod ranges;
 mod smmu;
 
 pub use chosen::{Uart, UartKind};
 pub use cpus::{CpuNode, MAX_CPUS};
-pub use irq::Irq;
+pub use irq::{Irq, Route};
+pub use memory::{MAX_BANKS, MAX_RESERVED};
 pub use mmio::MAX_MMIO;
 pub use node::DtNode;
 pub use psci::PsciConduit;
-pub use smmu::{SmmuNode, MAX_SMMUS};
+pub use smmu::{DisabledSmmu, SmmuIrqs, SmmuNode, MAX_SMMUS, SMMU_V3};
 
 use crate::addr::PhysAddr;
 use crate::fdt::{FDT_BEGIN_NODE, FDT_END_NODE, FDT_MAGIC, FDT_NOP, FDT_TOKEN};
@@ -56,6 +59,7 @@ use arrayvec::ArrayString;
 use blob::{Blob, Place};
 use check::{Layout, TopIndex};
 use core::fmt::{self, Write};
+use dtoolkit::error::FdtErrorKind;
 use dtoolkit::fdt::Fdt;
 
 /// Largest DTB the kernel accepts (QEMU's is 1 MiB).
@@ -152,12 +156,22 @@ impl<'a> DeviceTree<'a> {
         let (layout, top) = match Layout::check(bytes) {
             Some(checked) => checked,
             // Refused: `dtoolkit` says why, in the words the log and the
-            // checker have always shown. (It refuses every blob `check`
-            // refuses; should it not, the blob is read as it accepts it.)
+            // checker have always shown, unless what it names is a name
+            // the check takes (longer than 31 characters, or outside the
+            // specification's character set): then the check's own words.
+            // (`dtoolkit` refuses every blob `check` refuses; should it
+            // not, the blob is read as it accepts it.)
             None => match Fdt::new(bytes) {
                 Err(e) => {
                     let mut t = Text::new();
-                    let _ = write!(t, "{e}");
+                    match e.kind {
+                        FdtErrorKind::InvalidNodeName | FdtErrorKind::InvalidPropertyName => {
+                            let _ = write!(t, "a name is not UTF-8 text, or the structure is bad ({e})");
+                        }
+                        _ => {
+                            let _ = write!(t, "{e}");
+                        }
+                    }
                     return Err(DtError::Malformed(t));
                 }
                 Ok(_) => (Layout::of(bytes), TopIndex::NONE),
@@ -194,22 +208,11 @@ impl<'a> DeviceTree<'a> {
         DtNode { blob: self.blob, place, addr_cells: 2, size_cells: 1, depth: 0 }
     }
 
-    /// The node at an absolute `path`, with its parent's cells.
+    /// The node at an absolute `path`, with its parent's cells. A
+    /// component without a unit address matches the first child of that
+    /// name with any unit address.
     pub fn find(&self, path: &str) -> Result<Option<DtNode<'a>>, DtError> {
-        let mut cur = self.root();
-        for comp in path.split('/').filter(|c| !c.is_empty()) {
-            let (want, any_unit) = (comp.as_bytes(), !comp.contains('@'));
-            let is = |c: &DtNode<'a>| {
-                let n = c.blob.name(c.place);
-                n == want || (any_unit && n.split(|&b| b == b'@').next() == Some(want))
-            };
-            let next = if cur.depth == 0 { self.top_level()?.find(is) } else { cur.children_from(cur.layout()?).find(is) };
-            match next {
-                Some(n) => cur = n,
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(cur))
+        Ok(self.find_with_ancestors(path)?.map(|(n, _)| n))
     }
 
     /// Where the root's children are, in blob order: from the index the
@@ -292,3 +295,5 @@ mod equivalence;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod board_tests;

@@ -203,33 +203,48 @@ impl<'a> DtNode<'a> {
         let (blob, depth) = (self.blob, self.depth + 1);
         self.child_places(first).map(move |place| DtNode { blob, place, addr_cells: ac, size_cells: sc, depth })
     }
-    /// The `reg` entries decoded with the parent's cells, as CPU physical
-    /// ranges. Only meaningful for nodes whose parent bus maps 1:1 to the
-    /// CPU's address space (root children and simple buses with empty `ranges`).
-    pub fn reg(&self) -> Result<ArrayVec<PhysRange, 8>, DtError> {
+    /// The `reg` entries decoded with the parent's cells: addresses in the
+    /// parent bus's space (the CPU's for root children and buses with an
+    /// empty `ranges`; `ranges::translate` takes them further). At most 16
+    /// entries: [`regs_of`] reads any number.
+    ///
+    /// [`regs_of`]: DtNode::regs_of
+    pub fn reg(&self) -> Result<ArrayVec<PhysRange, 16>, DtError> {
         self.reg_of(self.prop("reg"))
     }
     /// [`reg`] from its value `v`.
     ///
     /// [`reg`]: DtNode::reg
-    pub(super) fn reg_of(&self, v: Option<&[u8]>) -> Result<ArrayVec<PhysRange, 8>, DtError> {
+    pub(super) fn reg_of(&self, v: Option<&[u8]>) -> Result<ArrayVec<PhysRange, 16>, DtError> {
         let mut out = ArrayVec::new();
-        let Some(v) = v else { return Ok(out) };
-        let (ac, sc) = (self.addr_cells as usize, self.size_cells as usize);
-        if ac > 2 || sc > 2 || ac == 0 {
-            return Err(self.bad("reg", "parent's #address-cells/#size-cells are not 1 or 2"));
-        }
-        let entry = (ac + sc) * 4;
-        if v.is_empty() || v.len() % entry != 0 {
-            return Err(self.bad("reg", "length is not a multiple of the parent's (#address-cells + #size-cells)"));
-        }
-        for e in v.chunks_exact(entry) {
-            let base = be_cells(e, ac).ok_or_else(|| self.bad("reg", "bad address cells"))?;
-            let size = be_cells(&e[ac * 4..], sc).ok_or_else(|| self.bad("reg", "bad size cells"))?;
-            let r = PhysRange::new(base, size).ok_or_else(|| self.bad("reg", "base + size overflows"))?;
-            out.try_push(r).map_err(|_| self.bad("reg", "more than 8 entries"))?;
+        for r in self.regs_of(v) {
+            out.try_push(r?).map_err(|_| self.bad("reg", "more than 16 entries"))?;
         }
         Ok(out)
+    }
+    /// Every `reg` entry of the value `v` (of this node's `reg`), decoded
+    /// with the parent's cells; a malformed value gives one error.
+    pub fn regs_of(&self, v: Option<&'a [u8]>) -> impl Iterator<Item = Result<PhysRange, DtError>> + '_ {
+        let (ac, sc) = (self.addr_cells as usize, self.size_cells as usize);
+        let entry = (ac + sc) * 4;
+        let shape = match v {
+            None => Ok(&[][..]),
+            Some(_) if ac > 2 || sc > 2 || ac == 0 => Err(self.bad("reg", "parent's #address-cells/#size-cells are not 1 or 2")),
+            Some(v) if v.is_empty() || v.len() % entry != 0 => {
+                Err(self.bad("reg", "length is not a multiple of the parent's (#address-cells + #size-cells)"))
+            }
+            Some(v) => Ok(v),
+        };
+        let (entries, err) = match shape {
+            Ok(v) => (v, None),
+            Err(e) => (&[][..], Some(e)),
+        };
+        let decode = move |e: &[u8]| {
+            let base = be_cells(e, ac).ok_or_else(|| self.bad("reg", "bad address cells"))?;
+            let size = be_cells(&e[ac * 4..], sc).ok_or_else(|| self.bad("reg", "bad size cells"))?;
+            PhysRange::new(base, size).ok_or_else(|| self.bad("reg", "base + size overflows"))
+        };
+        err.map(Err).into_iter().chain(entries.chunks_exact(entry.max(1)).map(decode))
     }
     /// The node's `phandle`, if any.
     pub fn phandle(&self) -> Result<Option<u32>, DtError> {
