@@ -224,12 +224,6 @@ echo "bulkhead-init: restarts-seen $r"
 if [ "$r" = 0 ]; then echo "bulkhead-init: rebooting"; reboot -f; sleep 10; fi
 echo "bulkhead-init: after-reset cpus $(nproc)""#;
 
-/// Scenarios written but not passing yet (see the issue-16 note): run by
-/// name with `BULKHEAD_UNFINISHED=1`.
-pub fn unfinished() -> Vec<Scenario> {
-    Vec::new()
-}
-
 fn lines(o: &Outcome) -> impl Iterator<Item = &str> + Clone {
     o.log.iter().map(|l| l.message.as_str())
 }
