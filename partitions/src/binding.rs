@@ -77,6 +77,9 @@ pub struct PartitionConfig {
     pub image: Option<Region>,
     /// Where the image is copied and entered.
     pub entry: Option<PhysAddr>,
+    /// Where the loader put an initial ramdisk (`bulkhead,initrd`): copied
+    /// into the partition's memory and named in its `/chosen`.
+    pub initrd: Option<Region>,
     /// Becomes `/chosen/bootargs` of the partition.
     pub bootargs: String,
     /// May move groups at run time.

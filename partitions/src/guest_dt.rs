@@ -1,5 +1,8 @@
-//! The device tree a partition boots with: its memory, its CPUs, its
-//! bootargs, and how to reach the kernel. Built from the [`PartitionPlan`]
+//! The device tree a partition boots with: its memory, its CPUs (started
+//! through PSCI), its virtual board ([`crate::vm::board`]: a GICv3 with one
+//! redistributor per vCPU, the architected timer, PSCI on the `hvc`
+//! conduit, an SBSA UART as its console), its devices, its bootargs and
+//! initrd, and how to reach the kernel. Built from the [`PartitionPlan`]
 //! alone, so a partition learns nothing about the rest of the machine.
 
 use crate::validate::PartitionPlan;
@@ -28,8 +31,51 @@ pub struct GuestDevice {
     pub pci: Option<(u8, u8, u8)>,
 }
 
-/// Serialises the partition's DTB.
-pub fn build(p: &PartitionPlan, devices: &[GuestDevice]) -> Vec<u8> {
+/// The GIC's phandle (the root's `interrupt-parent`).
+const GIC_PHANDLE: u32 = 1;
+/// `#interrupt-cells` = 3 (GIC binding): type, number, flags.
+const GIC_SPI: u32 = 0;
+const GIC_PPI: u32 = 1;
+/// IRQ_TYPE_LEVEL_HIGH, IRQ_TYPE_LEVEL_LOW.
+const LEVEL_HIGH: u32 = 4;
+const LEVEL_LOW: u32 = 8;
+
+fn board_nodes(p: &PartitionPlan, root: &mut DeviceTreeNode) {
+    use crate::vm::board::*;
+    use crate::vm::vgic::{GICD_SIZE, GICR_STRIDE};
+    let mut gic = DeviceTreeNode::new_unchecked(format!("interrupt-controller@{GICD_BASE:x}"));
+    gic.add_property(prop("compatible", "arm,gic-v3"));
+    gic.add_property(prop("#interrupt-cells", 3u32));
+    gic.add_property(prop("#address-cells", 2u32));
+    gic.add_property(prop("#size-cells", 2u32));
+    gic.add_property(prop("interrupt-controller", Vec::<u8>::new()));
+    let gicr = GICR_STRIDE * p.cpus.len().min(MAX_VCPUS) as u64;
+    gic.add_property(prop("reg", u64_cells(&[GICD_BASE, GICD_SIZE, GICR_BASE, gicr])));
+    gic.add_property(prop("interrupts", [GIC_PPI, MAINTENANCE_INTID - 16, LEVEL_HIGH]));
+    gic.add_property(prop("phandle", GIC_PHANDLE));
+    root.add_child(gic);
+    let mut timer = DeviceTreeNode::new_unchecked("timer");
+    timer.add_property(prop("compatible", "arm,armv8-timer"));
+    let ppis: Vec<u32> = TIMER_PPIS.iter().flat_map(|&i| [GIC_PPI, i - 16, LEVEL_LOW]).collect();
+    timer.add_property(prop("interrupts", ppis));
+    timer.add_property(prop("always-on", Vec::<u8>::new()));
+    root.add_child(timer);
+    let mut psci = DeviceTreeNode::new_unchecked("psci");
+    psci.add_property(prop("compatible", ["arm,psci-1.0", "arm,psci-0.2"].as_slice()));
+    psci.add_property(prop("method", "hvc"));
+    root.add_child(psci);
+    let mut uart = DeviceTreeNode::new_unchecked(format!("uart@{UART_BASE:x}"));
+    uart.add_property(prop("compatible", "arm,sbsa-uart"));
+    uart.add_property(prop("reg", u64_cells(&[UART_BASE, crate::vm::vuart::WINDOW])));
+    uart.add_property(prop("interrupts", [GIC_SPI, UART_INTID - 32, LEVEL_HIGH]));
+    uart.add_property(prop("current-speed", 115_200u32));
+    root.add_child(uart);
+}
+
+/// Serialises the partition's DTB; `initrd` is where its initial ramdisk
+/// was copied (start, end); `restarts` how often it was restarted by its
+/// own PSCI SYSTEM_RESET (`/chosen/bulkhead,restarts`).
+pub fn build(p: &PartitionPlan, devices: &[GuestDevice], initrd: Option<(u64, u64)>, restarts: u32) -> Vec<u8> {
     let mut t = DeviceTree::new();
     let root = &mut t.root;
     root.add_property(prop("#address-cells", 2u32));
@@ -37,6 +83,7 @@ pub fn build(p: &PartitionPlan, devices: &[GuestDevice]) -> Vec<u8> {
     root.add_property(prop("compatible", "bulkhead,partition-vm"));
     root.add_property(prop("model", "bulkhead partition"));
     root.add_property(prop("bulkhead,partition-name", p.name.as_str()));
+    root.add_property(prop("interrupt-parent", GIC_PHANDLE));
     for m in &p.memory {
         let mut n = DeviceTreeNode::new_unchecked(format!("memory@{:x}", m.base.0));
         n.add_property(prop("device_type", "memory"));
@@ -51,9 +98,11 @@ pub fn build(p: &PartitionPlan, devices: &[GuestDevice]) -> Vec<u8> {
         n.add_property(prop("device_type", "cpu"));
         n.add_property(prop("compatible", "arm,armv8"));
         n.add_property(prop("reg", u64_cells(&[*c])));
+        n.add_property(prop("enable-method", "psci"));
         cpus.add_child(n);
     }
     root.add_child(cpus);
+    board_nodes(p, root);
     let mut hv = DeviceTreeNode::new_unchecked("hypervisor");
     hv.add_property(prop("compatible", "bulkhead,hypercalls"));
     hv.add_property(prop("bulkhead,abi-version", crate::hypercall::ABI_VERSION as u32));
@@ -78,6 +127,12 @@ pub fn build(p: &PartitionPlan, devices: &[GuestDevice]) -> Vec<u8> {
     root.add_child(bus);
     let mut chosen = DeviceTreeNode::new_unchecked("chosen");
     chosen.add_property(prop("bootargs", p.bootargs.as_str()));
+    chosen.add_property(prop("bulkhead,restarts", restarts));
+    chosen.add_property(prop("stdout-path", format!("/uart@{:x}", crate::vm::board::UART_BASE).as_str()));
+    if let Some((start, end)) = initrd {
+        chosen.add_property(prop("linux,initrd-start", u64_cells(&[start])));
+        chosen.add_property(prop("linux,initrd-end", u64_cells(&[end])));
+    }
     root.add_child(chosen);
     t.to_dtb()
 }
@@ -100,6 +155,7 @@ mod tests {
             name: "net".into(),
             memory: vec![Region { base: PhysAddr(0x4800_0000), size: 0x400_0000 }],
             image: None,
+            initrd: None,
             bootargs: String::from("hello exit=0"),
             manager: false,
             fault_limit: DEFAULT_FAULT_LIMIT,
@@ -115,13 +171,24 @@ mod tests {
             reg: vec![(0x1000_0000, 0x10_0000)],
             pci: Some((0, 1, 0)),
         };
-        let blob = build(&p, &[edu]);
+        let blob = build(&p, &[edu], Some((0x4900_0000, 0x4910_0000)), 1);
         let fdt = Fdt::new(&blob).unwrap();
         let root = fdt.root();
         let mem = root.child("memory@48000000").unwrap();
         assert_eq!(mem.property("reg").unwrap().value(), &[0, 0, 0, 0, 0x48, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0]);
         let chosen = root.child("chosen").unwrap();
         assert_eq!(chosen.property("bootargs").unwrap().value_as::<&str>().unwrap(), "hello exit=0");
+        assert_eq!(chosen.property("bulkhead,restarts").unwrap().value(), &[0, 0, 0, 1]);
+        assert_eq!(chosen.property("stdout-path").unwrap().value_as::<&str>().unwrap(), "/uart@9000000");
+        assert_eq!(chosen.property("linux,initrd-start").unwrap().value(), &[0, 0, 0, 0, 0x49, 0, 0, 0]);
+        assert_eq!(chosen.property("linux,initrd-end").unwrap().value(), &[0, 0, 0, 0, 0x49, 0x10, 0, 0]);
+        let gic = root.child("interrupt-controller@8000000").unwrap();
+        // One redistributor (one vCPU): 0x20000 bytes at 0x80a0000.
+        assert_eq!(&gic.property("reg").unwrap().value()[16..], &[0, 0, 0, 0, 0x08, 0x0a, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0]);
+        assert_eq!(root.child("psci").unwrap().property("method").unwrap().value_as::<&str>().unwrap(), "hvc");
+        let timer = root.child("timer").unwrap().property("interrupts").unwrap().value().to_vec();
+        assert_eq!(timer[28..32], [0, 0, 0, 11], "the virtual timer: PPI 11 (INTID 27)");
+        assert!(root.child("cpus").unwrap().child("cpu@1").unwrap().property("enable-method").is_some());
         assert!(root.child("cpus").unwrap().child("cpu@1").is_some());
         assert_eq!(root.property("bulkhead,partition-name").unwrap().value_as::<&str>().unwrap(), "net");
         let edu = root.child("devices").unwrap().child("edu@10000000").unwrap();

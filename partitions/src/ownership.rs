@@ -239,6 +239,7 @@ mod tests {
             name: String::from("p"),
             memory: vec![],
             image: None,
+            initrd: None,
             bootargs: String::new(),
             manager,
             fault_limit: DEFAULT_FAULT_LIMIT,

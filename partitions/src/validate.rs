@@ -54,6 +54,8 @@ pub struct PartitionPlan {
     pub memory: Vec<Region>,
     /// Image to copy, and where.
     pub image: Option<(Region, PhysAddr)>,
+    /// Initial ramdisk to copy in (where the loader put it).
+    pub initrd: Option<Region>,
     /// `/chosen/bootargs` for the partition.
     pub bootargs: String,
     /// May manage groups.
@@ -111,6 +113,9 @@ pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
         if let Some(img) = p.image {
             fixed.push((img, format!("the image of partition {}", p.name), Some(i)));
         }
+        if let Some(rd) = p.initrd {
+            fixed.push((rd, format!("the initrd of partition {}", p.name), Some(i)));
+        }
     }
     // Memory: inside RAM, page aligned, clear of everything fixed and of
     // every other partition.
@@ -153,6 +158,16 @@ pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
             }
         }
     }
+    for (i, p) in cfg.partitions.iter().enumerate() {
+        let Some(rd) = p.initrd else { continue };
+        if !hw.ram.iter().any(|r| r.covers(&rd)) {
+            return Err(refuse(&p.path, "bulkhead,initrd", format!("initrd {rd} is not inside /memory")));
+        }
+        let clash = fixed.iter().find(|(f, what, owner)| f.overlaps(&rd) && !(*owner == Some(i) && what.starts_with("the initrd")));
+        if let Some((_, what, _)) = clash {
+            return Err(refuse(&p.path, "bulkhead,initrd", format!("initrd {rd} overlaps {what}")));
+        }
+    }
     // CPUs: present, not the boot CPU, one partition each; every partition has one.
     let mut cpus: Vec<Vec<u64>> = alloc::vec![Vec::new(); cfg.partitions.len()];
     let mut seen: Vec<(u64, &str)> = Vec::new();
@@ -184,6 +199,7 @@ pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
             name: p.name.clone(),
             memory,
             image: p.image.zip(p.entry),
+            initrd: p.initrd,
             bootargs: p.bootargs.clone(),
             manager: p.manager,
             fault_limit: p.fault_limit.unwrap_or(DEFAULT_FAULT_LIMIT),
@@ -418,6 +434,7 @@ mod tests {
             memory: vec![mem],
             image: None,
             entry: None,
+            initrd: None,
             bootargs: String::new(),
             manager: false,
             fault_limit: None,
@@ -479,6 +496,26 @@ mod tests {
         for (e, want) in cases {
             assert!(e.to_string().contains(want), "{e} does not say {want:?}");
             assert!(e.node.starts_with("/partitions/"), "{e}");
+        }
+    }
+
+    #[test]
+    fn initrd_rules() {
+        let mut c = good();
+        c.partitions[0].initrd = Some(r(0x6200_0000, 0x10_0000));
+        assert_eq!(validate(&c, &hw()).unwrap().partitions[0].initrd, Some(r(0x6200_0000, 0x10_0000)));
+        let with = |rd: Region| move |c: &mut Config| c.partitions[0].initrd = Some(rd);
+        let cases: Vec<(ConfigError, &str)> = vec![
+            (refused(with(r(0xc000_0000, 0x1000))), "initrd [0xc0000000..0xc0001000) is not inside /memory"),
+            (refused(with(r(0x4020_0000, 0x1000))), "overlaps the kernel image"),
+            (refused(with(r(0x6000_0000, 0x1000))), "overlaps the image of partition a"),
+        ];
+        // Another partition's memory over the initrd: refused on that memory.
+        let e = refused(with(r(0x4c00_0000, 0x1000)));
+        assert!(e.to_string().contains("overlaps the initrd of partition a") && e.property == "memory", "{e}");
+        for (e, want) in cases {
+            assert!(e.to_string().contains(want), "{e} does not say {want:?}");
+            assert_eq!((e.node.as_str(), e.property), ("/partitions/a", "bulkhead,initrd"), "{e}");
         }
     }
 

@@ -614,6 +614,16 @@ impl<'a, D: DelayNs> Gic<'a, D> {
         Ok(())
     }
 
+    /// Lets SGI `intid` (0..16) of this CPU be forwarded (GICR_ISENABLER0;
+    /// SGIs are always edge-triggered, Group 1 from `init_redistributor`).
+    pub fn enable_sgi(&mut self, intid: u32) -> Result<(), GicError> {
+        if intid >= FIRST_PPI {
+            return Err(GicError::BadIntid { intid });
+        }
+        self.sgi.ISENABLER0.set(1 << intid);
+        Ok(())
+    }
+
     /// Lets the interrupt be forwarded (ISENABLER).
     pub fn enable(&mut self, intid: u32) -> Result<(), GicError> {
         let (i, m) = bit_position(intid);

@@ -86,10 +86,59 @@ pub fn overlay_qemu_args(dts: &str) -> Vec<String> {
 /// `dtc -@`, applies it with `fdtoverlay`, and adds a `-device loader` of
 /// `payload` at every partition's `bulkhead,image`. Returns the new config.
 pub fn with_overlay(
+    cfg: crate::qemu::QemuConfig,
+    dts: &str,
+    dir: &Path,
+    payload: &Path,
+) -> Result<crate::qemu::QemuConfig, String> {
+    with_overlay_files(cfg, dts, dir, payload, &[])
+}
+
+/// What a partition boots instead of the payload: its image file, and an
+/// initrd loaded at its `bulkhead,initrd`.
+#[derive(Clone, Debug)]
+pub struct Boot {
+    /// The partition's name.
+    pub partition: String,
+    /// Loaded at its `bulkhead,image`.
+    pub image: PathBuf,
+    /// Loaded at its `bulkhead,initrd`.
+    pub initrd: Option<PathBuf>,
+}
+
+/// The init script of a Linux partition an overlay names with a
+/// `linux-guest: NAME` comment line (`cargo xtask run`): what the machine
+/// looks like from inside, then power off.
+pub const DEMO_INIT: &str = r#"echo "bulkhead-init: $(uname -sr) on $(nproc) CPUs"
+cat /proc/cpuinfo | grep -c processor
+grep -E "arch_timer|uart|IPI0" /proc/interrupts
+cat /proc/iomem
+sleep 1
+echo "bulkhead-init: timer $(grep arch_timer /proc/interrupts)""#;
+
+/// The Linux partitions an overlay names (`linux-guest: NAME` comment
+/// lines): each boots Debian's Linux ([`crate::linux::guest`]) with an
+/// initramfs running [`DEMO_INIT`], written into `dir`.
+pub fn overlay_linux_boots(dts: &str, dir: &Path) -> Result<Vec<Boot>, String> {
+    let names: Vec<&str> = dts.lines().filter_map(|l| l.split_once("linux-guest:").map(|(_, n)| n.trim())).filter(|n| !n.is_empty()).collect();
+    let mut boots = Vec::new();
+    for name in names {
+        let guest = crate::linux::guest()?;
+        let initrd = dir.join(format!("initramfs-{name}.cpio"));
+        guest.initramfs(DEMO_INIT)?.write(&initrd)?;
+        boots.push(Boot { partition: name.to_string(), image: guest.image.clone(), initrd: Some(initrd) });
+    }
+    Ok(boots)
+}
+
+/// As [`with_overlay`], with the partitions in `boots` loading their own
+/// image (and initrd) instead of the payload.
+pub fn with_overlay_files(
     mut cfg: crate::qemu::QemuConfig,
     dts: &str,
     dir: &Path,
     payload: &Path,
+    boots: &[Boot],
 ) -> Result<crate::qemu::QemuConfig, String> {
     cfg.extra.extend(overlay_qemu_args(dts));
     let base = dir.join("base.dtb");
@@ -105,14 +154,22 @@ pub fn with_overlay(
     let blob = std::fs::read(&out).map_err(|e| format!("cannot read {}: {e}", out.display()))?;
     // The same binding code as the kernel's says where the images go.
     let config = partitions::binding::parse(&blob).map_err(|e| format!("overlay: {e}"))?;
+    let mut load = |file: &Path, at: partitions::binding::Region, what: &str, name: &str| -> Result<(), String> {
+        let size = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?.len();
+        if size > at.size {
+            return Err(format!("{} ({size} bytes) does not fit {name}'s {what}", file.display()));
+        }
+        cfg.extra.push("-device".into());
+        cfg.extra.push(format!("loader,file={},addr={:#x},force-raw=on", file.display(), at.base.0));
+        Ok(())
+    };
     for p in &config.partitions {
+        let boot = boots.iter().find(|b| b.partition == p.name);
         if let Some(img) = p.image {
-            let size = std::fs::metadata(payload).map_err(|e| format!("{}: {e}", payload.display()))?.len();
-            if size > img.size {
-                return Err(format!("payload ({size} bytes) does not fit {}'s bulkhead,image", p.name));
-            }
-            cfg.extra.push("-device".into());
-            cfg.extra.push(format!("loader,file={},addr={:#x},force-raw=on", payload.display(), img.base.0));
+            load(boot.map_or(payload, |b| b.image.as_path()), img, "bulkhead,image", &p.name)?;
+        }
+        if let (Some(rd), Some(file)) = (p.initrd, boot.and_then(|b| b.initrd.as_ref())) {
+            load(file, rd, "bulkhead,initrd", &p.name)?;
         }
     }
     cfg.dtb = Some(out);

@@ -8,6 +8,7 @@ pub mod corpus;
 pub mod debian;
 pub mod dtb;
 pub mod image;
+pub mod linux;
 /// The payload's bootargs words (`tests/payload/src/bootargs.rs`): the
 /// same file, built here so its tests run on the host and the scenarios
 /// know the payload's refusal.

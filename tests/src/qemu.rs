@@ -214,10 +214,34 @@ pub struct QemuConfig {
     pub firmware: Option<Firmware>,
     /// The QEMU to run (`None`: [`current`] when it runs).
     pub qemu: Option<Qemu>,
+    /// `-initrd`: an initramfs for a Linux `kernel`.
+    pub initrd: Option<PathBuf>,
+    /// What the serial port carries: the kernel's defmt stream, or text.
+    pub console: Console,
+    /// Take every other source of variation out, so the same guest boots
+    /// the same way twice (what Linux needs on top of `icount`): `-seed 1`
+    /// (FEAT_RNG, which feeds KASLR), no random seeds in the generated DTB
+    /// (`dtb-randomness=off`), a fixed RTC on the virtual clock.
+    pub deterministic: bool,
     /// Which kernel image boots (the harness picks the ELF and its log
     /// decoder; [`kernel`](Self::kernel) overrides the file booted).
     pub image: crate::Image,
 }
+
+/// What the guest writes on the serial port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Console {
+    /// bulkhead's defmt frames (after a [`Firmware`]'s text, if any).
+    #[default]
+    Defmt,
+    /// Plain text (a Linux booted bare): each line becomes a [`LogLine`] of
+    /// level `TEXT`, with a printk timestamp when it starts with one; all
+    /// of it is also kept in [`Outcome::console`].
+    Text,
+}
+
+/// The RTC a deterministic run starts from.
+const RTC_BASE: &str = "2025-01-01T00:00:00";
 
 /// A firmware that runs first and talks on the same serial port as the
 /// kernel (U-Boot): booted with `-bios`, driven through its prompt, and its
@@ -274,6 +298,9 @@ impl Default for QemuConfig {
             kernel: None,
             firmware: None,
             qemu: current().ok(),
+            initrd: None,
+            console: Console::Defmt,
+            deterministic: false,
             image: crate::Image::Production,
         }
     }
@@ -290,9 +317,10 @@ impl QemuConfig {
 
     /// The machine-describing arguments, shared by boots and DTB dumps.
     fn machine_args(&self, machine_suffix: &str) -> Vec<String> {
+        let randomness = if self.deterministic { ",dtb-randomness=off" } else { "" };
         let mut a: Vec<String> = vec![
             "-machine".into(),
-            format!("{}{}", self.flavour.machine(), machine_suffix),
+            format!("{}{randomness}{}", self.flavour.machine(), machine_suffix),
             "-cpu".into(),
             "max".into(),
             "-smp".into(),
@@ -326,6 +354,12 @@ impl QemuConfig {
         }
         if let Some(dtb) = &self.dtb {
             a.extend(["-dtb".into(), dtb.display().to_string()]);
+        }
+        if let Some(initrd) = &self.initrd {
+            a.extend(["-initrd".into(), initrd.display().to_string()]);
+        }
+        if self.deterministic {
+            a.extend(["-seed".into(), "1".into(), "-rtc".into(), format!("base={RTC_BASE},clock=vm")]);
         }
         a.extend(
             ["-serial", "stdio", "-monitor", "none", "-semihosting-config", "enable=on,target=native", "-no-reboot"]
@@ -427,10 +461,14 @@ struct Serial<'d> {
     handover_within: Duration,
     /// The current step's text is searched from here (after the last input).
     search_from: usize,
+    /// [`Console::Text`]: every byte is text, cut into lines.
+    text_console: bool,
+    /// Where in `text` the line not yet complete starts.
+    line_start: usize,
 }
 
 impl<'d> Serial<'d> {
-    fn new(decoder: &'d Decoder, firmware: Option<&Firmware>) -> Serial<'d> {
+    fn new(decoder: &'d Decoder, firmware: Option<&Firmware>, console: Console) -> Serial<'d> {
         let script: std::collections::VecDeque<Expect> = firmware.map(|f| f.script.iter().cloned().collect()).unwrap_or_default();
         let handover_within = firmware.map_or(Duration::ZERO, |f| f.handover_within);
         let deadline = Instant::now() + script.front().map_or(handover_within, |e| e.within);
@@ -442,11 +480,23 @@ impl<'d> Serial<'d> {
             deadline,
             handover_within,
             search_from: 0,
+            text_console: console == Console::Text,
+            line_start: 0,
         }
+    }
+
+    /// [`Console::Text`]: the complete lines received so far and not yet
+    /// returned (all of them, the last one too, when `flush`).
+    fn text_lines(&mut self, flush: bool) -> Vec<LogLine> {
+        split_lines(&self.text, &mut self.line_start, flush)
     }
 
     /// Takes received bytes; returns complete log lines.
     fn feed(&mut self, bytes: &[u8]) -> Vec<LogLine> {
+        if self.text_console {
+            self.text.extend_from_slice(bytes);
+            return self.text_lines(false);
+        }
         let Some(marker) = &self.handover else { return self.stream.feed(bytes) };
         let Some(rest) = append_until(&mut self.text, bytes, marker) else { return Vec::new() };
         self.handover = None;
@@ -489,6 +539,36 @@ impl<'d> Serial<'d> {
             self.deadline = Instant::now() + self.script.front().map_or(self.handover_within, |e| e.within);
         }
         Ok(())
+    }
+}
+
+/// The complete lines of `text` from `*start` on (and the incomplete last
+/// one when `flush`); moves `*start` past them.
+fn split_lines(text: &[u8], start: &mut usize, flush: bool) -> Vec<LogLine> {
+    let mut out = Vec::new();
+    while let Some(n) = text[*start..].iter().position(|b| *b == b'\n') {
+        out.push(text_line(&text[*start..*start + n]));
+        *start += n + 1;
+    }
+    if flush && *start < text.len() {
+        out.push(text_line(&text[*start..]));
+        *start = text.len();
+    }
+    out
+}
+
+/// One line of a [`Console::Text`] console: `[    0.196587] message`
+/// (Linux's printk time) gets its timestamp.
+fn text_line(bytes: &[u8]) -> LogLine {
+    let line = String::from_utf8_lossy(bytes).trim_end_matches('\r').to_string();
+    let stamped = line.strip_prefix('[').and_then(|r| r.split_once("] ")).and_then(|(t, rest)| {
+        let (secs, frac) = t.trim().split_once('.')?;
+        let frac: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+        Some((secs.parse::<u64>().ok()? * 1_000_000 + frac.parse::<u64>().ok()?, rest.to_string()))
+    });
+    match stamped {
+        Some((micros, message)) => LogLine { micros: Some(micros), level: "TEXT".into(), message },
+        None => LogLine { micros: None, level: "TEXT".into(), message: line },
     }
 }
 
@@ -542,7 +622,7 @@ pub fn run(kernel: &Path, decoder: &Decoder, cfg: &QemuConfig, on_line: &mut dyn
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let mut serial = Serial::new(decoder, cfg.firmware.as_ref());
+    let mut serial = Serial::new(decoder, cfg.firmware.as_ref(), cfg.console);
     let mut out = Outcome::default();
     let deadline = start + cfg.timeout;
     loop {
@@ -576,6 +656,13 @@ pub fn run(kernel: &Path, decoder: &Decoder, cfg: &QemuConfig, on_line: &mut dyn
             out.log.push(line);
         }
     }
+    if serial.text_console {
+        for line in serial.text_lines(true) {
+            on_line(&line);
+            out.log.push(line);
+        }
+        out.console = String::from_utf8_lossy(&serial.text).into_owned();
+    }
     out.status = if out.timed_out || out.console_error.is_some() { None } else { status.code() };
     out.malformed_frames = serial.stream.malformed;
     if let Some(fw) = &cfg.firmware {
@@ -607,6 +694,34 @@ mod tests {
         assert_eq!(append_until(&mut text, b"nel ...\r\n\r", marker), None);
         assert_eq!(append_until(&mut text, b"\n\x00\x21frame", marker), Some(b"\x00\x21frame".to_vec()));
         assert_eq!(text, b"=> booti\r\n\r\nStarting kernel ...\r\n\r\n");
+    }
+
+    #[test]
+    fn a_text_console_becomes_lines_with_printk_times() {
+        let mut text = b"[    0.196587] Trying to unpack".to_vec();
+        let mut start = 0;
+        assert!(split_lines(&text, &mut start, false).is_empty());
+        text.extend_from_slice(b" rootfs\r\nbulkhead-init: init ticks=5\npartial");
+        let l = split_lines(&text, &mut start, false);
+        assert_eq!(l.len(), 2);
+        assert_eq!((l[0].micros, l[0].message.as_str()), (Some(196_587), "Trying to unpack rootfs"));
+        assert_eq!((l[1].micros, l[1].message.as_str(), l[1].level.as_str()), (None, "bulkhead-init: init ticks=5", "TEXT"));
+        let rest = split_lines(&text, &mut start, true);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].message, "partial");
+        assert!(split_lines(&text, &mut start, true).is_empty());
+    }
+
+    #[test]
+    fn a_linux_boot_gets_its_initrd_and_deterministic_flags() {
+        let cfg = QemuConfig { initrd: Some("initramfs.cpio".into()), deterministic: true, ..QemuConfig::default() };
+        let a = cfg.args(Path::new("Image"));
+        assert!(a.windows(2).any(|w| w[0] == "-initrd" && w[1] == "initramfs.cpio"));
+        assert!(a.windows(2).any(|w| w[0] == "-seed" && w[1] == "1"));
+        assert!(a.iter().any(|x| x.contains("dtb-randomness=off")));
+        assert!(a.iter().any(|x| x.contains("clock=vm")));
+        let plain = QemuConfig::default().args(Path::new("Image"));
+        assert!(!plain.iter().any(|x| x == "-seed" || x == "-initrd" || x.contains("dtb-randomness")));
     }
 
     #[test]

@@ -164,6 +164,10 @@ pub enum Witness<'a> {
     Catalogue,
 }
 
+/// Scenarios named so boot Debian's Linux ([`crate::linux::guest`]): the
+/// runner's caller fetches it before they start.
+pub const LINUX_PREFIX: &str = "linux-";
+
 /// Scenarios named so need [`crate::qemu::Flavour::TwoSmmus`], so QEMU ≥ 10.2.
 pub const TWO_SMMUS_PREFIX: &str = "two-smmus-";
 

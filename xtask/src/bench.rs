@@ -30,6 +30,7 @@ mod dma;
 mod memory;
 mod reassign;
 mod scale;
+mod linux;
 mod storm;
 
 use crate::cli::KernelOpts;
@@ -368,6 +369,9 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
     // Availability: the same three partitions with net storming and not.
     runs.push(Run::new(&root, "storm-on", false, |d| storm::setup(d, artifacts, true)));
     runs.push(Run::new(&root, "storm-off", false, |d| storm::setup(d, artifacts, false)));
+    // Debian's Linux in a partition and bare (guest time under -icount).
+    runs.push(Run::new(&root, "linux-partition", true, |d| bulkhead_tests::scenarios::linux_partition::bench_partition(d, artifacts)));
+    runs.push(Run::new(&root, "linux-bare", true, bulkhead_tests::scenarios::linux_partition::bench_bare));
     let outcomes = run_all(artifacts, &decoders, &runs, jobs, log);
     let mut it = outcomes.into_iter();
     let mut report = Report::default();
@@ -390,6 +394,8 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
     boot::report_boards(&demo, &two, &mut report);
     let (on, off) = (it.next().unwrap_or_else(|| Err("not run".into())), it.next().unwrap_or_else(|| Err("not run".into())));
     storm::report(&on, &off, &mut report);
+    let (lp, lb) = (it.next().unwrap_or_else(|| Err("not run".into())), it.next().unwrap_or_else(|| Err("not run".into())));
+    linux::report(&lp, &lb, &mut report);
     if plan.dma.iter().all(|c| c.stage != dma::Stage::Nested) {
         report.figures.push(Figure::missing("per-DMA", "Nested (stage 1 inside stage 2)", "left out of the smoke pass (the full bench measures it)"));
     }

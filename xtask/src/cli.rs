@@ -34,6 +34,8 @@ pub enum Cmd {
     Bench(crate::bench::Args),
     /// Set up QEMU 11.1 in a trixie root under target/ (`test` does this itself when needed)
     QemuRoot,
+    /// Fetch Debian's arm64 Linux into the cache, build its guest helpers, print the paths
+    LinuxGuest,
 }
 
 /// How the kernel is built (`run`, `build`, `image`).

@@ -191,7 +191,9 @@ fn cmd_run(o: &RunArgs) -> Result<ExitCode, String> {
         let path = o.overlay.clone().unwrap_or_else(|| bulkhead_tests::workspace_root().join(default));
         let dts = std::fs::read_to_string(&path).map_err(|e| format!("cannot read overlay {}: {e}", path.display()))?;
         eprintln!("xtask: overlay {}", path.display());
-        cfg = bulkhead_tests::dtb::with_overlay(cfg, &dts, &dir, &payload)?;
+        // Partitions the overlay names with `linux-guest:` boot Debian's Linux.
+        let boots = bulkhead_tests::dtb::overlay_linux_boots(&dts, &dir)?;
+        cfg = bulkhead_tests::dtb::with_overlay_files(cfg, &dts, &dir, &payload, &boots)?;
     } else if o.flavour == Flavour::TwoSmmus {
         // QEMU's own DTB leaves the second SMMU out: boot the one that
         // describes the machine.
@@ -262,6 +264,18 @@ fn cmd_test(o: &TestArgs) -> Result<ExitCode, String> {
         println!("== QEMU scenarios ==");
         let artifacts = build_all(&build)?;
         let scenarios = bulkhead_tests::scenarios::all();
+        // Debian's Linux is fetched (the first time) and its helpers built
+        // before the passes start; a failure here fails those scenarios'
+        // setup with the same message, and the others still run.
+        let wants_linux = scenarios
+            .iter()
+            .any(|s| s.name.starts_with(bulkhead_tests::scenario::LINUX_PREFIX) && o.filter.as_deref().is_none_or(|f| s.name.contains(f)));
+        if wants_linux {
+            match bulkhead_tests::linux::guest() {
+                Ok(g) => println!("linux guest: {} ({} {}), busybox {}", g.release, g.package, g.version, g.busybox_version),
+                Err(e) => println!("linux guest: cannot be had: {e}"),
+            }
+        }
         for (qemu, dir) in test_qemus(o)? {
             println!("== QEMU scenarios on {} ==", qemu.label());
             let started = std::time::Instant::now();
@@ -356,6 +370,13 @@ fn main() -> ExitCode {
         Cmd::Image(o) => cmd_image(&o),
         Cmd::Check(r) => check::cmd(&r),
         Cmd::Bench(a) => bench::cmd(&a),
+        Cmd::LinuxGuest => bulkhead_tests::linux::guest().map(|g| {
+            println!("{} ({} {}), busybox-static {}, {} cross", g.release, g.package, g.version, g.busybox_version, g.gcc);
+            for (what, p) in [("image", &g.image), ("modules", &g.modules), ("busybox", &g.busybox), ("probe", &g.probe), ("ticks", &g.ticks)] {
+                println!("{what}: {}", p.display());
+            }
+            ExitCode::SUCCESS
+        }),
         Cmd::QemuRoot => qemu_root::ensure().map(|q| {
             println!("{}: {}", q.label(), q.command.join(" "));
             ExitCode::SUCCESS

@@ -24,19 +24,111 @@ const CPU_STACK: u64 = 64 << 10;
 /// Room kept at the top of the entry region for the partition's DTB.
 const DTB_ROOM: u64 = 64 << 10;
 
-/// Launch parameters of one partition CPU.
+/// Launch parameters of one partition's CPUs.
 struct Launch {
     s2: Stage2,
     entry: PhysAddr,
     dtb: PhysAddr,
+    /// Only the first vCPU enters the image; the others wait for the
+    /// partition's PSCI CPU_ON (a Linux `Image`). Otherwise every CPU
+    /// enters it (the bulkhead payload).
+    boots_one: bool,
+}
+
+/// What one partition CPU starts with: its partition's launch and the top
+/// of its own EL2 stack (it starts over there after a partition reset).
+pub struct CpuLaunch {
+    launch: &'static Launch,
+    /// Top of this CPU's EL2 stack.
+    pub stack_top: u64,
+}
+
+/// The stack top of the `CpuLaunch` at `arg`.
+pub fn stack_top(arg: u64) -> u64 {
+    // SAFETY: `arg` is the address of a leaked `CpuLaunch` (vCPU slots
+    // hold only those, set by `partition_cpu`).
+    unsafe { (*(arg as *const CpuLaunch)).stack_top }
+}
+
+/// Where a partition CPU starts over after its partition's SYSTEM_RESET:
+/// the virtual interface emptied, then parked until the vCPU is started.
+pub extern "C" fn restart_cpu(arg: u64) -> ! {
+    // SAFETY: `arg` is the address of a leaked `CpuLaunch` made by `start`.
+    let c = unsafe { &*(arg as *const CpuLaunch) };
+    let Some(p) = crate::runtime::kernel().and_then(|k| k.this_cpu()) else { smp::halt_this_cpu() };
+    platform::arch::vgic::reset();
+    let v = crate::vm::this_vcpu(p);
+    match p.vcpus[v].wait_for_start(p) {
+        // SAFETY: as in `partition_cpu`: the partition's own stage 2, an
+        // entry in its memory (the image's, or its PSCI CPU_ON's, checked).
+        Some((entry, x0)) => unsafe { guest::enter(&c.launch.s2, PhysAddr(entry), x0) },
+        None => smp::halt_this_cpu(),
+    }
 }
 
 extern "C" fn partition_cpu(arg: u64) -> ! {
-    // SAFETY: `arg` is the address of a leaked `Launch` made by `start`.
-    let l = unsafe { &*(arg as *const Launch) };
+    // SAFETY: `arg` is the address of a leaked `CpuLaunch` made by `start`.
+    let c = unsafe { &*(arg as *const CpuLaunch) };
+    let l = c.launch;
+    let Some(p) = crate::runtime::kernel().and_then(|k| k.this_cpu()) else { smp::halt_this_cpu() };
+    if let Err(e) = crate::vgic::cpu_init() {
+        defmt::error!("partition {=str}: CPU {=u64:#x}: GIC: {}", p.name(), platform::arch::mpidr(), e);
+        p.stop(crate::runtime::Life::Failed, u64::MAX);
+        smp::halt_this_cpu();
+    }
+    let v = crate::vm::this_vcpu(p);
+    p.vcpus[v].set_launch(arg);
+    let (entry, x0) = if v == 0 || !l.boots_one {
+        p.vcpus[v].set_on();
+        (l.entry.0, l.dtb.0)
+    } else {
+        match p.vcpus[v].wait_for_start(p) {
+            Some(start) => start,
+            None => smp::halt_this_cpu(),
+        }
+    };
     // SAFETY: the stage 2 maps only the partition's memory (built by
-    // `Stage2Tables::build`), and the entry lies inside it (validated).
-    unsafe { guest::enter(&l.s2, l.entry, l.dtb.0) }
+    // `Stage2Tables::build`), and the entry lies inside it (validated, or
+    // checked by the PSCI CPU_ON that asked for it).
+    unsafe { guest::enter(&l.s2, PhysAddr(entry), x0) }
+}
+
+/// What the partition's image is: an arm64 Linux `Image` (its header
+/// checked against where it runs: Documentation/arch/arm64/booting.rst),
+/// or a flat image entered at its first byte. The bytes it needs at the
+/// entry (a Linux Image's `image_size` includes its bss).
+fn image_kind(p: &PartitionPlan, img: Region, entry: PhysAddr) -> Result<(bool, u64), ExitCode> {
+    use partitions::vm::image::{Header, ImageError, HEADER_SIZE};
+    let len = (img.size as usize).min(HEADER_SIZE);
+    // SAFETY: validated: the image region is RAM the loader filled, not
+    // any partition's memory, identity-mapped.
+    let head = unsafe { core::slice::from_raw_parts(img.base.0 as *const u8, len) };
+    match Header::parse(head) {
+        Ok(h) => {
+            if !h.fits_at(entry.0) {
+                defmt::error!(
+                    "partition {=str}: bulkhead,entry {=u64:#x} is not a 2 MiB-aligned base plus the Image's text_offset {=u64:#x} (boards/bindings/bulkhead,partitions.yaml)",
+                    p.name.as_str(),
+                    entry.0,
+                    h.text_offset
+                );
+                return Err(ExitCode::ConfigRefused);
+            }
+            defmt::info!(
+                "partition {=str}: arm64 Linux Image: text_offset {=u64:#x}, image_size {=u64:#x}, {=u64} KiB pages",
+                p.name.as_str(),
+                h.text_offset,
+                h.image_size,
+                h.page_size.unwrap_or(0) >> 10
+            );
+            Ok((true, h.image_size.max(img.size)))
+        }
+        Err(ImageError::NotAnImage | ImageError::Truncated) => Ok((false, img.size)),
+        Err(e) => {
+            defmt::error!("partition {=str}: bulkhead,image: {}", p.name.as_str(), defmt::Display2Format(&e));
+            Err(ExitCode::ConfigRefused)
+        }
+    }
 }
 
 fn err(what: &'static str) -> ExitCode {
@@ -65,9 +157,21 @@ fn attach_groups(
     Ok(domains)
 }
 
-/// Scrubs and loads `p`, attaches its groups and builds its stage 2.
-/// Returns its resources and the launch of each of its CPUs.
-fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result<(Resources, Launch), ExitCode> {
+/// A partition's memory as loaded: where it is entered, its region, its
+/// initrd, and whether only its first vCPU starts.
+pub struct Loaded {
+    /// Where its first instruction is.
+    pub entry: PhysAddr,
+    /// The memory region holding the entry (the DTB sits at its top).
+    pub home: Region,
+    /// Where its initrd was copied (start, end).
+    pub initrd: Option<(u64, u64)>,
+    /// A Linux `Image`: only the first vCPU enters it.
+    pub boots_one: bool,
+}
+
+/// Scrubs `p`'s memory and copies its image and initrd in.
+pub fn fill_memory(p: &PartitionPlan) -> Result<Loaded, ExitCode> {
     for m in &p.memory {
         // SAFETY: the plan was validated: the region is RAM owned by this
         // partition only, reserved from the kernel's allocators and
@@ -75,10 +179,36 @@ fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result
         unsafe { core::ptr::write_bytes(m.base.0 as *mut u8, 0, m.size as usize) };
     }
     let entry_region = *p.memory.first().ok_or_else(|| err("partition without memory"))?;
+    let mut boots_one = false;
+    let mut initrd = None;
     let (entry, home) = match p.image {
         Some((img, entry)) => {
             let home = p.memory.iter().find(|m| m.contains(entry)).copied().unwrap_or(entry_region);
-            if entry.0 + img.size > home.end() - DTB_ROOM {
+            let (linux, need) = image_kind(p, img, PhysAddr(entry.0))?;
+            boots_one = linux;
+            // The DTB at the top of the region, the initrd below it, page
+            // aligned; the image (its bss included) must end below both.
+            let mut top = home.end() - DTB_ROOM;
+            if let Some(rd) = p.initrd {
+                let at = top.saturating_sub(rd.size) & !(PAGE_SIZE - 1);
+                if at < entry.0 + need {
+                    defmt::error!(
+                        "partition {=str}: bulkhead,initrd of {=u64:#x} bytes does not fit between its image and its DTB in {=u64:#x}..{=u64:#x}",
+                        p.name.as_str(),
+                        rd.size,
+                        home.base.0,
+                        home.end()
+                    );
+                    return Err(ExitCode::ConfigRefused);
+                }
+                // SAFETY: validated: the initrd region is RAM outside every
+                // partition's memory; the destination is this partition's
+                // own, above the image and below the DTB.
+                unsafe { core::ptr::copy_nonoverlapping(rd.base.0 as *const u8, at as *mut u8, rd.size as usize) };
+                initrd = Some((at, at + rd.size));
+                top = at;
+            }
+            if entry.0 + need > top {
                 defmt::error!("partition {=str}: image leaves no room for its DTB", p.name.as_str());
                 return Err(ExitCode::ConfigRefused);
             }
@@ -89,41 +219,55 @@ fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result
         }
         None => (entry_region.base, entry_region),
     };
-    let entry = PhysAddr(entry.0);
-    let devs = devices::describe(p.name.as_str(), &p.devices, d).map_err(|_| err("device vanished"))?;
-    let domains = attach_groups(p, &devs, smmus, d)?;
-    let guests: Vec<GuestDevice> = devs.iter().map(|x| x.guest.clone()).collect();
-    let dtb = partitions::guest_dt::build(p, &guests);
-    let dtb_at = PhysAddr((home.end() - DTB_ROOM + 7) & !7);
+    Ok(Loaded { entry: PhysAddr(entry.0), home, initrd, boots_one })
+}
+
+/// Writes `p`'s DTB (its devices `guests`, restarted `restarts` times) at
+/// the top of its entry region and makes its memory visible to it with
+/// its caches off; returns where and how long the DTB is.
+pub fn write_dtb(p: &PartitionPlan, l: &Loaded, guests: &[GuestDevice], restarts: u32) -> Result<(PhysAddr, usize), ExitCode> {
+    let dtb = partitions::guest_dt::build(p, guests, l.initrd, restarts);
+    let dtb_at = PhysAddr((l.home.end() - DTB_ROOM + 7) & !7);
     if dtb.len() as u64 > DTB_ROOM {
         return Err(err("partition DTB too large"));
     }
     // SAFETY: the top DTB_ROOM bytes of the partition's own region,
-    // checked above not to overlap the image.
+    // checked by `fill_memory` not to overlap the image or the initrd.
     unsafe { core::ptr::copy_nonoverlapping(dtb.as_ptr(), dtb_at.0 as *mut u8, dtb.len()) };
-    let mmio: Vec<PhysRange> = devs.iter().flat_map(|x| x.mmio.iter().copied()).collect();
-    let stage2 = Stage2Tables::build(p, &mmio).map_err(|e| {
-        defmt::error!("partition {=str}: stage 2: {}", p.name.as_str(), e);
-        ExitCode::PlatformError
-    })?;
     for m in &p.memory {
         // The partition starts with its caches off: make the scrub, the
         // image and the DTB visible to it.
         platform::arch::cache::clean(PhysRange::new(m.base.0, m.size).unwrap_or_default());
     }
+    Ok((dtb_at, dtb.len()))
+}
+
+/// Scrubs and loads `p`, attaches its groups and builds its stage 2.
+/// Returns its resources and the launch of each of its CPUs.
+fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result<(Resources, Launch), ExitCode> {
+    let loaded = fill_memory(p)?;
+    let devs = devices::describe(p.name.as_str(), &p.devices, d).map_err(|_| err("device vanished"))?;
+    let domains = attach_groups(p, &devs, smmus, d)?;
+    let guests: Vec<GuestDevice> = devs.iter().map(|x| x.guest.clone()).collect();
+    let mmio: Vec<PhysRange> = devs.iter().flat_map(|x| x.mmio.iter().copied()).collect();
+    let stage2 = Stage2Tables::build(p, &mmio).map_err(|e| {
+        defmt::error!("partition {=str}: stage 2: {}", p.name.as_str(), e);
+        ExitCode::PlatformError
+    })?;
+    let (dtb_at, dtb_len) = write_dtb(p, &loaded, &guests, 0)?;
     let s2 = stage2.s2;
     defmt::info!(
         "partition {=str}: id {=u16}, VMID {=u16}, entry {=u64:#x}, DTB at {=u64:#x} ({=usize} bytes), CPUs {=[?]}",
         p.name.as_str(),
         p.id.0,
         s2.vmid,
-        entry.0,
+        loaded.entry.0,
         dtb_at.0,
-        dtb.len(),
+        dtb_len,
         p.cpus.as_slice()
     );
     let resources = Resources { stage2, domains, devices: p.devices.clone(), generation: 0, revoked: Vec::new() };
-    Ok((resources, Launch { s2, entry, dtb: dtb_at }))
+    Ok((resources, Launch { s2, entry: loaded.entry, dtb: dtb_at, boots_one: loaded.boots_one }))
 }
 
 /// Scrubs, loads and starts every partition of `plan`.
@@ -146,6 +290,8 @@ pub fn start(plan: Plan, mut smmus: Vec<SmmuInstance>, discovered: Discovered) -
     };
     Kernel::install(Kernel::new(partitions, cpus.iter().map(|&(m, p, _)| (m, p)).collect(), discovered, isolation));
     platform::arch::exception::set_trap_handler(crate::trap::handle);
+    platform::arch::exception::set_resume_hook(crate::vgic::before_resume);
+    platform::arch::irq::set_guest_irq_handler(crate::vgic::guest_irq);
     platform::log::enable_smp();
     for (mpidr, _, launch) in cpus {
         let stack = platform::memory::alloc_zeroed(CPU_STACK, PAGE_SIZE).ok_or_else(|| err("out of frames for CPU stacks"))?;
@@ -160,7 +306,8 @@ pub fn start(plan: Plan, mut smmus: Vec<SmmuInstance>, discovered: Discovered) -
             entry: partition_cpu,
             arg: 0,
         }));
-        smp::prepare(block, PhysRange::new(stack.0, CPU_STACK).unwrap_or_default(), partition_cpu, launch as *const Launch as u64);
+        let cpu: &'static CpuLaunch = Box::leak(Box::new(CpuLaunch { launch, stack_top: stack.0 + CPU_STACK }));
+        smp::prepare(block, PhysRange::new(stack.0, CPU_STACK).unwrap_or_default(), partition_cpu, cpu as *const CpuLaunch as u64);
         smp::start(mpidr, block).map_err(|e| {
             defmt::error!("CPU {=u64:#x} did not start: {}", mpidr, e);
             ExitCode::PlatformError

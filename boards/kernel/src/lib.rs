@@ -23,6 +23,8 @@ mod selftest;
 mod smmus;
 mod stage2;
 mod trap;
+mod vgic;
+mod vm;
 
 pub use boot::entry;
 use platform::console::Uart;

@@ -66,13 +66,33 @@ pub struct Partition {
     /// Held for one bucket step at a time, by its own CPUs and by the boot
     /// CPU's report; never with another lock.
     pub budget: SpinLock<Budget>,
+    /// Its emulated devices (virtual GIC, console UART): a leaf lock.
+    pub vm: SpinLock<crate::vm::Vm>,
+    /// Its vCPUs, one per CPU of the plan, in plan order.
+    pub vcpus: Vec<crate::vm::VcpuSlot>,
+    /// A PSCI SYSTEM_RESET is under way: its other vCPUs park.
+    pub resetting: core::sync::atomic::AtomicBool,
+    /// How often it restarted itself.
+    pub restarts: core::sync::atomic::AtomicU32,
 }
 
 impl Partition {
     /// A running partition of `plan` holding `resources`.
     pub fn new(plan: PartitionPlan, resources: Resources) -> Partition {
         let budget = SpinLock::new(Budget::new(plan.log_limit, platform::time::uptime_us()));
-        Partition { plan, life: AtomicU8::new(Life::Running as u8), status: AtomicU64::new(0), resources: SpinLock::new(resources), budget }
+        let vm = SpinLock::new(crate::vm::Vm::new(&plan.cpus, platform::arch::vgic::list_registers(), plan.log_limit));
+        let vcpus = plan.cpus.iter().map(|&m| crate::vm::VcpuSlot::new(m)).collect();
+        Partition {
+            plan,
+            life: AtomicU8::new(Life::Running as u8),
+            status: AtomicU64::new(0),
+            resources: SpinLock::new(resources),
+            budget,
+            vm,
+            vcpus,
+            resetting: core::sync::atomic::AtomicBool::new(false),
+            restarts: core::sync::atomic::AtomicU32::new(0),
+        }
     }
 
     /// Charges `kind` to its budget now: may the line be printed?

@@ -10,7 +10,6 @@ use partitions::vm::trap::MmioAccess;
 use platform::arch::exception::{ec_name, fsc_name, Frame, Syndrome, TrapAction, EC};
 use platform::pgtable::PAGE_SIZE;
 use platform::PhysAddr;
-use smccc::psci;
 
 /// Stops `p` with `life` and `status`; its CPU halts.
 fn stop(p: &Partition, life: Life, status: u64) -> TrapAction {
@@ -24,25 +23,24 @@ pub fn handle(frame: &mut Frame, s: &Syndrome) -> TrapAction {
     let Some(p) = k.this_cpu() else { return TrapAction::Halt };
     let name = p.name();
     match s.class() {
+        // HVC: SMCCC fast calls (DEN0028 §2.5: bit 31 of W0; PSCI, the
+        // architecture calls, any other service answered NOT_SUPPORTED) on
+        // the conduit the partition's DT names; the bulkhead ABI's IDs are
+        // small numbers. ELR already points past an HVC.
+        Some(EC::Value::HVC64) if partitions::vm::psci::is_fast_call(frame.x[0] as u32) => {
+            crate::vm::psci_call(p, frame, TrapAction::Resume)
+        }
         Some(EC::Value::HVC64) => hypercall(k, p, frame),
-        // SMC: PSCI (DEN0022); the function ID is W0 (DEN0028).
-        Some(EC::Value::SMC64) => match frame.x[0] as u32 {
-            psci::PSCI_VERSION => {
-                frame.x[0] = 1 << 16;
-                TrapAction::Skip
-            }
-            psci::PSCI_SYSTEM_OFF | psci::PSCI_SYSTEM_RESET | psci::PSCI_CPU_OFF => {
-                defmt::info!("partition {=str}: PSCI power-off, stopping it", name);
-                stop(p, Life::Exited, 0)
-            }
-            _ => {
-                frame.x[0] = i64::from(psci::error::NOT_SUPPORTED) as u64;
-                TrapAction::Skip
-            }
-        },
+        // SMC (trapped by HCR_EL2.TSC; ELR points at it): the same calls;
+        // no secure service is reachable.
+        Some(EC::Value::SMC64) => crate::vm::psci_call(p, frame, TrapAction::Skip),
+        Some(EC::Value::TrappedMsrMrs) => crate::vm::sysreg_access(p, frame, s.iss()),
         Some(class @ (EC::Value::InstrAbortLowerEL | EC::Value::DataAbortLowerEL)) => {
             let data = class == EC::Value::DataAbortLowerEL;
             if data {
+                if let Some(action) = crate::vm::mmio(p, frame, s.iss(), s.fault_ipa()) {
+                    return action;
+                }
                 if let Some(action) = mmio_race(p, s, frame) {
                     return action;
                 }

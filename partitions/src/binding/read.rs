@@ -111,6 +111,18 @@ fn parse_partition(n: &DtNode<'_>, path: &str, ac: u32, sc: u32) -> Result<Parti
         }
         None => None,
     };
+    // boards/bindings/bulkhead,partitions.yaml: bulkhead,initrd, where the
+    // loader put an initial ramdisk the kernel copies in and describes.
+    let initrd = match n.prop("bulkhead,initrd") {
+        Some(v) => {
+            let r = regions(v, path, "bulkhead,initrd", ac, sc)?;
+            if r.len() != 1 || r[0].size == 0 {
+                return Err(ConfigError::new(path, "bulkhead,initrd", "expected exactly one non-empty (address, size)"));
+            }
+            Some(r[0])
+        }
+        None => None,
+    };
     let entry = match n.prop("bulkhead,entry") {
         Some(v) if v.len() == ac as usize * 4 => Some(PhysAddr(number(&cells(v).collect::<Vec<_>>()))),
         Some(v) => {
@@ -121,6 +133,9 @@ fn parse_partition(n: &DtNode<'_>, path: &str, ac: u32, sc: u32) -> Result<Parti
     if image.is_some() != entry.is_some() {
         let missing = if image.is_some() { "bulkhead,entry" } else { "bulkhead,image" };
         return Err(ConfigError::new(path, missing, "missing (bulkhead,image and bulkhead,entry go together)"));
+    }
+    if initrd.is_some() && image.is_none() {
+        return Err(ConfigError::new(path, "bulkhead,initrd", "an initrd needs a bulkhead,image to boot it"));
     }
     let fault_limit = match n.prop("bulkhead,fault-limit") {
         Some(v) if v.len() == 8 => {
@@ -150,6 +165,7 @@ fn parse_partition(n: &DtNode<'_>, path: &str, ac: u32, sc: u32) -> Result<Parti
         memory,
         image,
         entry,
+        initrd,
         bootargs: string_prop(n, path, "bulkhead,bootargs")?.unwrap_or_default(),
         manager: n.prop("bulkhead,manager").is_some(),
         fault_limit,
@@ -456,6 +472,9 @@ mod tests {
             (("memory = <0x0 0x48000000 0x0 0x04000000>;", "memory = <0x0 0x48000000 0x0 0x0>;"), "/partitions/net", "memory"),
             (("bulkhead,entry = <0x0 0x48000000>;", ""), "/partitions/net", "bulkhead,entry"),
             (("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x48000000>;"), "/partitions/net", "bulkhead,entry"),
+            (("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x0 0x48000000>; bulkhead,initrd = <0x0 0x62000000 0x0>;"), "/partitions/net", "bulkhead,initrd"),
+            (("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x0 0x48000000>; bulkhead,initrd = <0x0 0x62000000 0x0 0x0>;"), "/partitions/net", "bulkhead,initrd"),
+            (("storage: storage { compatible = \"bulkhead,partition\";", "storage: storage { compatible = \"bulkhead,partition\"; bulkhead,initrd = <0x0 0x62000000 0x0 0x1000>;"), "/partitions/storage", "bulkhead,initrd"),
             (("bulkhead,fault-limit = <64 1000>;", "bulkhead,fault-limit = <64>;"), "/partitions/net", "bulkhead,fault-limit"),
             (("bulkhead,fault-limit = <64 1000>;", "bulkhead,fault-limit = <0 1000>;"), "/partitions/net", "bulkhead,fault-limit"),
             (("bulkhead,log-limit = <512 0>;", "bulkhead,log-limit = <512>;"), "/partitions/net", "bulkhead,log-limit"),

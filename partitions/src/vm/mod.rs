@@ -2,6 +2,8 @@
 //! decided here, on the host-testable side; the kernel reads and writes the
 //! registers these decisions name.
 //!
+//! - [`board`]: where the emulated devices sit in the partition's IPA
+//!   space and the INTIDs they use.
 //! - [`trap`]: the syndromes of the traps a partition takes to EL2 (data
 //!   aborts on emulated MMIO, system-register accesses), decoded once.
 //! - [`sysreg`]: what each trapped system register reads as (ID registers
@@ -22,6 +24,7 @@
 //! vCPUs' SGIs and PPIs, the SPIs of its own devices and console, nothing of
 //! another partition or of the kernel (DESIGN.md I8).
 
+pub mod board;
 pub mod image;
 pub mod psci;
 pub mod sysreg;

@@ -31,6 +31,14 @@ pub fn is_standard(function: u32) -> bool {
     matches!(function & 0xbf00_0000, 0x8000_0000 | 0x8400_0000)
 }
 
+/// Whether `function` is an SMCCC fast call (bit 31 of W0, DEN0028 §2.5):
+/// answered by [`decide`] (NOT_SUPPORTED unless it is one of the calls
+/// implemented), never passed to the bulkhead hypercall ABI, whose
+/// function numbers are small.
+pub fn is_fast_call(function: u32) -> bool {
+    function & 0x8000_0000 != 0
+}
+
 /// State of one of the partition's vCPUs, as PSCI reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VcpuState {
@@ -193,5 +201,8 @@ mod tests {
         }
         assert!(is_standard(PSCI_CPU_ON_64) && is_standard(SMCCC_VERSION) && is_standard(0x8400_0050));
         assert!(!is_standard(0x10) && !is_standard(0xc300_0001));
+        // KVM's vendor-hypervisor UID query, as Linux makes it at boot.
+        assert!(is_fast_call(0x8600_ff01) && !is_fast_call(0x13));
+        assert_eq!(call([0x8600_ff01, 0, 0, 0], &s), Action::Return(NS));
     }
 }

@@ -58,11 +58,13 @@ pub struct Vuart {
     tokens: u32,
     refilled_us: u64,
     dropped: u32,
+    burst: u32,
+    per_second: u32,
 }
 
 impl Default for Vuart {
     fn default() -> Self {
-        Vuart { imsc: 0, tx_raised: false, line: Vec::new(), tokens: BURST_LINES, refilled_us: 0, dropped: 0 }
+        Vuart::with_limit(BURST_LINES, LINES_PER_SECOND)
     }
 }
 
@@ -70,6 +72,13 @@ impl Vuart {
     /// A reset UART (interrupts masked, nothing buffered).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A reset UART logging at most `burst` lines at once and
+    /// `per_second` sustained (each at least 1).
+    pub fn with_limit(burst: u32, per_second: u32) -> Self {
+        let burst = burst.max(1);
+        Vuart { imsc: 0, tx_raised: false, line: Vec::new(), tokens: burst, refilled_us: 0, dropped: 0, burst, per_second: per_second.max(1) }
     }
 
     /// UARTRIS.
@@ -120,9 +129,9 @@ impl Vuart {
     fn flush(&mut self, now_us: u64, out: &mut Outcome) {
         let line = core::mem::take(&mut self.line);
         // Token bucket: LINES_PER_SECOND, up to BURST_LINES at once.
-        let earned = now_us.saturating_sub(self.refilled_us) * u64::from(LINES_PER_SECOND) / 1_000_000;
+        let earned = now_us.saturating_sub(self.refilled_us) * u64::from(self.per_second) / 1_000_000;
         if earned > 0 {
-            self.tokens = (u64::from(self.tokens) + earned).min(u64::from(BURST_LINES)) as u32;
+            self.tokens = (u64::from(self.tokens) + earned).min(u64::from(self.burst)) as u32;
             self.refilled_us = now_us;
         }
         if self.tokens == 0 {
@@ -190,5 +199,7 @@ mod tests {
         };
         assert_eq!(o.line.as_deref(), Some(&b"late"[..]));
         assert_eq!(o.dropped, 100);
+        let mut big = Vuart::with_limit(1000, 1000);
+        assert_eq!((0..500).map(|_| write(&mut big, b"boot\n", 5).len()).sum::<usize>(), 500, "a larger limit");
     }
 }

@@ -244,6 +244,29 @@ fn dispatch(frame: &mut Frame, s: &Syndrome) -> Option<TrapAction> {
     Some(h(frame, s))
 }
 
+/// Called before every return to a partition (after a trap or an
+/// interrupt it took): the kernel loads the vCPU's list registers.
+pub type ResumeHook = fn();
+
+static RESUME: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the hook run before every return to a partition.
+pub fn set_resume_hook(h: ResumeHook) {
+    RESUME.store(h as usize, Ordering::Release);
+}
+
+fn before_resume() {
+    match RESUME.load(Ordering::Acquire) {
+        0 => {}
+        h => {
+            // SAFETY: RESUME only ever holds a `ResumeHook` stored by
+            // `set_resume_hook`.
+            let h: ResumeHook = unsafe { core::mem::transmute::<usize, ResumeHook>(h) };
+            h()
+        }
+    }
+}
+
 /// Set while an exception report is being produced: a second fault
 /// inside the report must not recurse.
 static IN_REPORT: AtomicBool = AtomicBool::new(false);
@@ -256,7 +279,12 @@ extern "C" fn bulkhead_exception(frame: &mut Frame, kind: u64) {
     // acknowledge, handle, EOI, resume. Before the syndrome is read: ESR
     // means nothing for an interrupt, and the guest-trap path must not see it.
     if kind.0 % 4 == 1 {
-        super::irq::dispatch();
+        if kind.0 >= 8 {
+            super::irq::dispatch_from_partition();
+            before_resume();
+        } else {
+            super::irq::dispatch();
+        }
         return;
     }
     let s = read_syndrome();
@@ -271,9 +299,13 @@ extern "C" fn bulkhead_exception(frame: &mut Frame, kind: u64) {
     if kind.0 >= 8 && s.el == 2 {
         // From a partition: the kernel's handler decides.
         match dispatch(frame, &s) {
-            Some(TrapAction::Resume) => return,
+            Some(TrapAction::Resume) => {
+                before_resume();
+                return;
+            }
             Some(TrapAction::Skip) => {
                 write_elr(s.el, s.elr + 4);
+                before_resume();
                 return;
             }
             Some(TrapAction::Halt) => super::smp::halt_this_cpu(),

@@ -11,9 +11,16 @@ use aarch64_cpu::registers::*;
 
 /// HCR_EL2 for a running partition: stage 2 on (VM), set/way invalidation
 /// as clean+invalidate (SWIO), physical FIQ/IRQ/SError to EL2 (FMO/IMO/AMO),
-/// SMC trapped (TSC) so PSCI calls come to the kernel, EL1 is AArch64 (RW).
+/// SMC trapped (TSC) so PSCI calls come to the kernel, EL1 is AArch64 (RW),
+/// the ID registers trapped (TID3) so the partition sees only the features
+/// it may use (`partitions::vm::sysreg`), pointer authentication not
+/// trapped (API, APK: its keys are EL1 registers of the partition's own
+/// CPU, which no other partition shares).
 fn hcr_guest() -> u64 {
     (HCR_EL2::VM::Enable
+        + HCR_EL2::TID3::SET
+        + HCR_EL2::API::DisableTrapPointerAuthInstToEl2
+        + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2
         + HCR_EL2::SWIO::SET
         + HCR_EL2::FMO::EnableVirtualFIQ
         + HCR_EL2::IMO::EnableVirtualIRQ
@@ -52,9 +59,11 @@ fn spsr_el1h_masked() -> u64 {
     (SPSR_EL2::D::Masked + SPSR_EL2::A::Masked + SPSR_EL2::I::Masked + SPSR_EL2::F::Masked + SPSR_EL2::M::EL1h).value
 }
 
-/// CNTHCTL_EL2: EL1 may read the physical counter and use the physical timer.
+/// CNTHCTL_EL2: EL1 may read the physical counter; its physical timer
+/// traps (EL1PCEN = 0: the partition has the virtual timer, and the
+/// physical one reads as zero, `partitions::vm::sysreg`).
 fn cnthctl_el1_access() -> u64 {
-    (CNTHCTL_EL2::EL1PCEN::SET + CNTHCTL_EL2::EL1PCTEN::SET).value
+    (CNTHCTL_EL2::EL1PCEN::CLEAR + CNTHCTL_EL2::EL1PCTEN::SET).value
 }
 
 /// A partition CPU's stage-2 translation.
@@ -121,6 +130,11 @@ pub unsafe fn enter(s2: &Stage2, entry: PhysAddr, x0: u64) -> ! {
     CNTHCTL_EL2.set(cnthctl_el1_access());
     CNTVOFF_EL2.set(0);
     VMPIDR_EL2.set(MPIDR_EL1.get());
+    // VPIDR_EL2 resets to an UNKNOWN value: the partition reads its CPU's
+    // own MIDR_EL1 through it.
+    // SAFETY: writes the MIDR_EL1 value EL1 reads; affects only EL1.
+    unsafe { core::arch::asm!("msr vpidr_el2, {}", in(reg) MIDR_EL1.get(), options(nostack)) };
+    CNTV_CTL_EL0.set(0);
     SCTLR_EL1.set(SCTLR_EL1_OFF);
     SPSR_EL2.set(spsr_el1h_masked());
     ELR_EL2.set(entry.0);

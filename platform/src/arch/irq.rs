@@ -51,6 +51,101 @@ const IGRPEN1_ENABLE: u64 = 1;
 /// ICC_IAR1_EL1.INTID is bits \[23:0\] (§12.2.11).
 const IAR_INTID_MASK: u64 = 0xff_ffff;
 
+tock_registers::register_bitfields! {u64,
+    /// ICC_SGI1R_EL1 (IHI 0069 §12.2.22): generates a Group 1 SGI.
+    ICC_SGI1R [
+        /// Aff0 values (0..15) of the targets in the cluster.
+        TargetList OFFSET(0) NUMBITS(16) [],
+        /// Aff1 of the targets.
+        Aff1 OFFSET(16) NUMBITS(8) [],
+        /// The SGI.
+        INTID OFFSET(24) NUMBITS(4) [],
+        /// Aff2 of the targets.
+        Aff2 OFFSET(32) NUMBITS(8) [],
+        /// Range selector: TargetList covers Aff0 16*RS..16*RS+15.
+        RS OFFSET(44) NUMBITS(4) [],
+        /// Aff3 of the targets.
+        Aff3 OFFSET(48) NUMBITS(8) []
+    ]
+}
+
+/// A partition CPU's handler: called for an interrupt taken while the
+/// partition ran; `true` when the interrupt was forwarded to the partition
+/// (linked through a list register), so the partition's deactivation
+/// completes it and the kernel only drops its priority.
+pub type GuestIrqHandler = fn(intid: u32) -> bool;
+
+static GUEST_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the handler of interrupts taken from partitions.
+pub fn set_guest_irq_handler(h: GuestIrqHandler) {
+    GUEST_HANDLER.store(h as usize, Ordering::Release);
+}
+
+/// Sets up the CPU interface of a partition CPU: as [`init_cpu_interface`],
+/// but with EOImode 1 (§12.2.6): ICC_EOIR1_EL1 only drops the priority and
+/// ICC_DIR_EL1 deactivates, so an interrupt forwarded to the partition
+/// stays active until the partition's own deactivation (the list
+/// register's HW bit) ends it.
+pub fn init_partition_cpu_interface() -> Result<(), GicError> {
+    init_cpu_interface()?;
+    // SAFETY: SRE = 1 (checked by init_cpu_interface); sets EOImode of this
+    // CPU's interface only.
+    unsafe {
+        let ctlr: u64;
+        core::arch::asm!("mrs {}, icc_ctlr_el1", out(reg) ctlr, options(nostack));
+        core::arch::asm!("msr icc_ctlr_el1, {}", "isb", in(reg) ctlr | ICC_CTLR_EOIMODE, options(nostack));
+    }
+    Ok(())
+}
+
+/// Sends Group 1 SGI `intid` to the CPU with affinity `mpidr`.
+pub fn send_sgi(intid: u32, mpidr: u64) {
+    let aff0 = mpidr & 0xff;
+    let v = (ICC_SGI1R::TargetList.val(1 << (aff0 % 16))
+        + ICC_SGI1R::RS.val(aff0 / 16)
+        + ICC_SGI1R::Aff1.val((mpidr >> 8) & 0xff)
+        + ICC_SGI1R::Aff2.val((mpidr >> 16) & 0xff)
+        + ICC_SGI1R::Aff3.val((mpidr >> 32) & 0xff)
+        + ICC_SGI1R::INTID.val(u64::from(intid & 0xf)))
+    .value;
+    // SAFETY: ICC_SGI1R_EL1 at EL2 raises a physical SGI; the DSB makes
+    // earlier memory writes visible to the target before it takes the SGI
+    // (as Linux's gic_send_sgi), the ISB issues it.
+    unsafe { core::arch::asm!("dsb ishst", "msr icc_sgi1r_el1, {}", "isb", in(reg) v, options(nostack)) };
+}
+
+/// Deactivates `intid` (ICC_DIR_EL1; with EOImode 1 after its EOI): an
+/// interrupt forwarded to a partition that will not deactivate it.
+pub fn deactivate(intid: u32) {
+    // SAFETY: writes ICC_DIR_EL1 of this CPU's interface (§12.2.8).
+    unsafe { core::arch::asm!("msr icc_dir_el1, {}", "isb", in(reg) u64::from(intid), options(nostack)) };
+}
+
+/// An IRQ taken while a partition ran (its CPU's interface is in EOImode
+/// 1): acknowledge, offer it to the guest handler, drop the priority, and
+/// deactivate it unless it was forwarded.
+pub(super) fn dispatch_from_partition() {
+    let Some(intid) = acknowledge() else {
+        SPURIOUS.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    TAKEN.fetch_add(1, Ordering::Relaxed);
+    let forwarded = match GUEST_HANDLER.load(Ordering::Acquire) {
+        0 => false,
+        h => {
+            // SAFETY: GUEST_HANDLER only ever holds a `GuestIrqHandler`
+            // stored by `set_guest_irq_handler`.
+            let h: GuestIrqHandler = unsafe { core::mem::transmute::<usize, GuestIrqHandler>(h) };
+            h(intid)
+        }
+    };
+    end_of_interrupt(intid);
+    if !forwarded {
+        deactivate(intid);
+    }
+}
+
 /// Installs the handler every IRQ goes to. Install it before enabling any
 /// interrupt in the GIC: without one, an interrupt is only counted
 /// ([`IrqStats::unhandled`]) and completed.

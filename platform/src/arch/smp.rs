@@ -116,3 +116,16 @@ pub fn halt_this_cpu() -> ! {
 pub fn entry_address() -> PhysAddr {
     PhysAddr(__bulkhead_secondary as *const () as u64)
 }
+
+/// Abandons the current stack: continues in `f(arg)` on the stack whose
+/// top is `stack_top` (a CPU's own EL2 stack, everything on it given up:
+/// a partition CPU going back to its start after its partition reset).
+///
+/// # Safety
+/// `stack_top` must be the top of this CPU's own stack, nothing on which
+/// is used again; `f` must not return.
+pub unsafe fn run_on_stack(stack_top: u64, f: extern "C" fn(u64) -> !, arg: u64) -> ! {
+    // SAFETY: the caller gives up the current stack; SP moves to the top
+    // of this CPU's own one and `f` runs there with x0 = `arg`.
+    unsafe { core::arch::asm!("mov sp, x2", "br x1", in("x0") arg, in("x1") f, in("x2") stack_top, options(noreturn)) }
+}

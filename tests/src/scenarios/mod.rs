@@ -4,6 +4,8 @@ mod boot;
 mod discovery;
 mod image;
 mod irq;
+mod linux;
+pub mod linux_partition;
 mod ownership;
 mod partitions;
 mod smmu;
@@ -28,5 +30,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(storm::scenarios());
     v.extend(uboot::scenarios());
     v.extend(two_smmus::scenarios());
+    v.extend(linux::scenarios());
+    v.extend(linux_partition::scenarios());
     v
 }

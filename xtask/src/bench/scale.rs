@@ -206,6 +206,7 @@ pub fn machine(sids: usize, parts: usize) -> (Hardware, Config) {
             memory: vec![Region { base: PhysAddr(0x8000_0000 + i as u64 * PART_MEM), size: PART_MEM }],
             image: None,
             entry: None,
+            initrd: None,
             bootargs: String::new(),
             manager: false,
             fault_limit: None,

@@ -166,6 +166,12 @@ pub fn write(out: &mut String, m: &Known, c: &Checked, notes: &Notes) {
             None => writeln!(out, "    image     none (bulkhead,image not set)"),
         }
         .unwrap_or(());
+        if let Some(rd) = p.initrd {
+            // Where it lands (the top of the entry's region, below the DTB)
+            // and whether a Linux Image's image_size fits are decided at
+            // launch, from the image's header.
+            let _ = writeln!(out, "    initrd    {rd} copied below the partition's DTB at launch");
+        }
         let cpus: Vec<String> = p.cpus.iter().map(|c| format!("{c:#x}")).collect();
         let _ = writeln!(out, "    CPUs      {}", cpus.join(" "));
         for d in &p.devices {

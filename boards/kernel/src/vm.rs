@@ -1,0 +1,368 @@
+//! A partition's virtual machine at run time: its vCPUs (which PSCI starts
+//! and stops), its emulated GICv3 and console UART, and the traps that
+//! reach them — PSCI and SMCCC calls, trapped system registers, MMIO to the
+//! virtual board ([`partitions::vm::board`]). What each access means is
+//! decided by `partitions::vm`; this module applies it to the partition's
+//! state and to the CPU it runs on.
+//!
+//! Locks: [`Vm`] sits under the partition's own `vm` lock, a leaf: nothing
+//! else is taken while it is held.
+
+use crate::runtime::{Charge, Life, Partition};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use partitions::vm::board::{self, Emulated};
+use partitions::vm::psci::{self, Action, VcpuState};
+use partitions::vm::sysreg::{self, Class};
+use partitions::vm::trap::{MmioAccess, SysregAccess};
+use partitions::vm::vgic::{Spi, Vgic, VgicConfig};
+use partitions::budget::LogLimit;
+use partitions::vm::vuart::{self, Vuart};
+
+/// Console bytes a UART line is counted as against the log limit.
+pub const LINE_BYTES: u32 = 32;
+use platform::arch::exception::{Frame, TrapAction};
+
+/// The emulated devices of one partition.
+pub struct Vm {
+    /// Its virtual GICv3.
+    pub vgic: Vgic,
+    /// Its console.
+    pub uart: Vuart,
+    /// The RAZ/WI registers it touched so far (each logged once).
+    raz_wi_seen: Vec<&'static str>,
+}
+
+impl Vm {
+    /// The devices at reset for a partition with vCPUs `mpidrs`, each CPU
+    /// having `lrs` list registers, logging console lines within `limit`
+    /// (its `bulkhead,log-limit`: a line counted as [`LINE_BYTES`], a
+    /// second's worth allowed at once, never less than the UART's default).
+    pub fn new(mpidrs: &[u64], lrs: usize, limit: LogLimit) -> Vm {
+        let cfg = VgicConfig { vcpus: mpidrs.to_vec(), spis: alloc::vec![Spi { intid: board::UART_INTID, hw: false }] };
+        let lines = (limit.console_bytes / LINE_BYTES).max(vuart::LINES_PER_SECOND);
+        Vm { vgic: Vgic::new(&cfg, lrs), uart: Vuart::with_limit(lines.max(vuart::BURST_LINES), lines), raz_wi_seen: Vec::new() }
+    }
+}
+
+/// One vCPU's power state, shared between the CPU it runs on (parked
+/// until started) and the vCPU that starts it.
+pub struct VcpuSlot {
+    /// Its MPIDR (the physical CPU's: VMPIDR_EL2 = MPIDR_EL1).
+    pub mpidr: u64,
+    state: AtomicU8,
+    entry: AtomicU64,
+    context: AtomicU64,
+    /// Its CPU's `launch::CpuLaunch` (0 until the CPU runs).
+    launch: AtomicU64,
+}
+
+const OFF: u8 = 0;
+const ON_PENDING: u8 = 1;
+const ON: u8 = 2;
+
+impl VcpuSlot {
+    /// A vCPU powered off.
+    pub fn new(mpidr: u64) -> VcpuSlot {
+        VcpuSlot { mpidr, state: AtomicU8::new(OFF), entry: AtomicU64::new(0), context: AtomicU64::new(0), launch: AtomicU64::new(0) }
+    }
+
+    /// Its state as PSCI reports it.
+    pub fn state(&self) -> VcpuState {
+        match self.state.load(Ordering::Acquire) {
+            ON_PENDING => VcpuState::OnPending,
+            ON => VcpuState::On,
+            _ => VcpuState::Off,
+        }
+    }
+
+    /// Records the address of its CPU's `launch::CpuLaunch`.
+    pub fn set_launch(&self, arg: u64) {
+        self.launch.store(arg, Ordering::Release);
+    }
+
+    /// Marks it running (the boot vCPU, or a started one entering).
+    pub fn set_on(&self) {
+        self.state.store(ON, Ordering::Release);
+    }
+
+    /// Asks its CPU to enter at `entry` with x0 = `context`.
+    fn request(&self, entry: u64, context: u64) {
+        self.entry.store(entry, Ordering::Relaxed);
+        self.context.store(context, Ordering::Relaxed);
+        self.state.store(ON_PENDING, Ordering::Release);
+        platform::arch::send_event();
+    }
+
+    /// Waits (parked in WFE; a CPU_ON wakes it with SEV) until it is asked
+    /// to start or its partition stops: the entry and x0, or `None`.
+    pub fn wait_for_start(&self, p: &Partition) -> Option<(u64, u64)> {
+        loop {
+            if p.life() != Life::Running {
+                return None;
+            }
+            if self.state.load(Ordering::Acquire) == ON_PENDING {
+                let start = (self.entry.load(Ordering::Relaxed), self.context.load(Ordering::Relaxed));
+                self.set_on();
+                return Some(start);
+            }
+            platform::arch::wait_for_event();
+        }
+    }
+}
+
+/// The index of this CPU's vCPU in `p`.
+pub fn this_vcpu(p: &Partition) -> usize {
+    let me = platform::arch::mpidr();
+    p.vcpus.iter().position(|s| s.mpidr == me).unwrap_or(0)
+}
+
+/// A PSCI or SMCCC call (DEN0022, DEN0028) from `p` on either conduit:
+/// answered in x0, or a vCPU started, or the partition (or this vCPU)
+/// stopped. `done` is how the call returns (HVC: Resume, SMC: Skip).
+pub fn psci_call(p: &Partition, frame: &mut Frame, done: TrapAction) -> TrapAction {
+    let mpidrs: Vec<u64> = p.vcpus.iter().map(|s| s.mpidr).collect();
+    let states: Vec<VcpuState> = p.vcpus.iter().map(VcpuSlot::state).collect();
+    let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
+    let inside = |a: u64| p.plan.memory.iter().any(|m| a >= m.base.0 && a < m.end());
+    match psci::decide(x, &mpidrs, &states, inside) {
+        Action::Return(v) => {
+            frame.x[0] = v;
+            done
+        }
+        Action::Start { vcpu, entry, context } => {
+            defmt::info!("partition {=str}: PSCI CPU_ON of vCPU {=usize} (MPIDR {=u64:#x}) at {=u64:#x}", p.name(), vcpu, mpidrs[vcpu], entry);
+            p.vcpus[vcpu].request(entry, context);
+            frame.x[0] = 0;
+            done
+        }
+        Action::CpuOff => {
+            let me = this_vcpu(p);
+            let others_on = p.vcpus.iter().enumerate().any(|(i, s)| i != me && s.state() != VcpuState::Off);
+            if others_on {
+                defmt::info!("partition {=str}: PSCI CPU_OFF of vCPU {=usize}", p.name(), me);
+                // Parked, not powered off: a later CPU_ON starts it again.
+                park_this_cpu(p, me);
+            }
+            defmt::info!("partition {=str}: PSCI CPU_OFF of its last vCPU, stopping it", p.name());
+            p.stop(Life::Exited, 0);
+            TrapAction::Halt
+        }
+        Action::SystemOff => {
+            defmt::info!("partition {=str}: PSCI SYSTEM_OFF, stopping it", p.name());
+            p.stop(Life::Exited, 0);
+            TrapAction::Halt
+        }
+        Action::SystemReset => system_reset(p),
+    }
+}
+
+/// How long a SYSTEM_RESET waits for the partition's other vCPUs to come
+/// back to EL2 (each is kicked; one that does not come stops the
+/// partition).
+const RESET_WAIT_US: u64 = 500_000;
+
+/// PSCI SYSTEM_RESET: the partition restarts from its image with its
+/// memory scrubbed — every other vCPU brought back to EL2 and parked, the
+/// memory scrubbed, the image and initrd copied in again, a new DTB
+/// (`/chosen/bulkhead,restarts` counts), the virtual GIC and UART reset,
+/// then its first vCPU (every vCPU, for an image that is not a Linux
+/// `Image`) entered at the entry again. A partition that owns devices
+/// stops instead: resetting them is not implemented.
+fn system_reset(p: &Partition) -> TrapAction {
+    let me = this_vcpu(p);
+    if !p.plan.devices.is_empty() || p.plan.image.is_none() {
+        defmt::info!("partition {=str}: PSCI SYSTEM_RESET: restarting a partition with devices or without an image is not implemented, stopping it", p.name());
+        p.stop(Life::Exited, 0);
+        return TrapAction::Halt;
+    }
+    p.resetting.store(true, Ordering::SeqCst);
+    let others_on = |p: &Partition| p.vcpus.iter().enumerate().filter(|&(i, s)| i != me && s.state() != VcpuState::Off).map(|(i, _)| i).next();
+    let deadline = platform::time::uptime_us() + RESET_WAIT_US;
+    let mut kicked = 0u64;
+    while let Some(v) = others_on(p) {
+        let now = platform::time::uptime_us();
+        if now > deadline {
+            defmt::error!("partition {=str}: PSCI SYSTEM_RESET: vCPU {=usize} did not come back within {=u64} ms: stopping this partition", p.name(), v, RESET_WAIT_US / 1000);
+            p.stop(Life::Failed, u64::MAX);
+            return TrapAction::Halt;
+        }
+        // Kick it again every millisecond (an SGI may find it between
+        // traps, already on its way back).
+        if now / 1000 != kicked {
+            kicked = now / 1000;
+            platform::arch::irq::send_sgi(crate::vgic::KICK_SGI, p.vcpus[v].mpidr);
+        }
+        core::hint::spin_loop();
+    }
+    let restarts = p.restarts.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+    let loaded = match crate::launch::fill_memory(&p.plan).and_then(|l| crate::launch::write_dtb(&p.plan, &l, &[], restarts).map(|d| (l, d))) {
+        Ok(x) => x,
+        Err(_) => {
+            defmt::error!("partition {=str}: PSCI SYSTEM_RESET: its image could not be loaded again: stopping this partition", p.name());
+            p.stop(Life::Failed, u64::MAX);
+            return TrapAction::Halt;
+        }
+    };
+    let (l, (dtb, _)) = loaded;
+    *p.vm.lock() = Vm::new(&p.plan.cpus, platform::arch::vgic::list_registers(), p.plan.log_limit);
+    defmt::info!("partition {=str}: PSCI SYSTEM_RESET: restarting from its image, memory scrubbed (restart {=u32})", p.name(), restarts);
+    for s in &p.vcpus {
+        s.state.store(OFF, Ordering::Release);
+    }
+    p.resetting.store(false, Ordering::SeqCst);
+    for (i, s) in p.vcpus.iter().enumerate() {
+        if i == 0 || !l.boots_one {
+            s.request(l.entry.0, dtb.0);
+        }
+    }
+    park_this_cpu(p, me)
+}
+
+/// Takes this CPU out of its partition for now: a physical interrupt still
+/// forwarded (active, waiting for the partition's deactivation) is
+/// deactivated, the virtual interface emptied, the vCPU marked off, and
+/// the CPU starts over on its own stack, parked until the vCPU is started
+/// (`launch::restart_cpu`).
+pub fn park_this_cpu(p: &Partition, v: usize) -> ! {
+    use platform::arch::vgic as hw;
+    for i in 0..hw::list_registers().min(16) {
+        if let Some(pintid) = hw::ListRegister::decode(hw::read_lr(i)).and_then(|lr| lr.pintid) {
+            platform::arch::irq::deactivate(pintid);
+        }
+    }
+    hw::reset();
+    if let Some(s) = p.vcpus.get(v) {
+        if s.state() != VcpuState::OnPending {
+            s.state.store(OFF, Ordering::Release);
+        }
+    }
+    let arg = p.vcpus.get(v).map_or(0, |s| s.launch.load(Ordering::Acquire));
+    if arg == 0 {
+        platform::arch::smp::halt_this_cpu();
+    }
+    let top = crate::launch::stack_top(arg);
+    // SAFETY: `top` is this CPU's own EL2 stack (its `CpuLaunch`); nothing
+    // on the current stack is used again: the CPU starts over.
+    unsafe { platform::arch::smp::run_on_stack(top, crate::launch::restart_cpu, arg) }
+}
+
+/// A trapped MSR/MRS (EC 0x18) from `p`: an ID register shows what the
+/// partition may use, debug/PMU/physical-timer registers read as zero and
+/// ignore writes, SGI generation reaches its own vCPUs only; any other
+/// register stops the partition with the decoded syndrome.
+pub fn sysreg_access(p: &Partition, frame: &mut Frame, iss: u32) -> TrapAction {
+    let a = SysregAccess::decode(iss);
+    let put = |frame: &mut Frame, v: u64| {
+        if let Some(x) = frame.x.get_mut(usize::from(a.rt)) {
+            *x = v;
+        }
+    };
+    let written = frame.x.get(usize::from(a.rt)).copied().unwrap_or(0);
+    match sysreg::classify(a.reg) {
+        Class::Id(r) => {
+            if a.read {
+                let real = platform::arch::idreg::read(r.crm, r.op2).unwrap_or(0);
+                put(frame, sysreg::sanitize_id(r, real));
+            }
+            TrapAction::Skip
+        }
+        Class::RazWi(name) => {
+            let first = {
+                let mut vm = p.vm.lock();
+                let first = !vm.raz_wi_seen.contains(&name);
+                if first {
+                    vm.raz_wi_seen.push(name);
+                }
+                first
+            };
+            if first {
+                defmt::info!("partition {=str}: {=str} reads as zero, writes ignored (RAZ/WI; logged once)", p.name(), name);
+            }
+            if a.read {
+                put(frame, 0);
+            }
+            TrapAction::Skip
+        }
+        Class::Sgi1 => {
+            if !a.read {
+                let me = this_vcpu(p);
+                let mpidrs: Vec<u64> = p.vcpus.iter().map(|s| s.mpidr).collect();
+                let (intid, targets) = sysreg::sgi_targets(written, &mpidrs, me);
+                let kick = p.vm.lock().vgic.raise_sgi(intid, targets);
+                crate::vgic::kick(p, kick);
+            } else {
+                put(frame, 0);
+            }
+            TrapAction::Skip
+        }
+        Class::Sgi0 => TrapAction::Skip,
+        Class::Unknown => {
+            let r = a.reg;
+            defmt::error!(
+                "partition {=str}: trapped {=str} of system register op0={=u8} op1={=u8} CRn={=u8} CRm={=u8} op2={=u8} (x{=u8}) that is not emulated: stopping this partition",
+                p.name(),
+                if a.read { "MRS" } else { "MSR" },
+                r.op0,
+                r.op1,
+                r.crn,
+                r.crm,
+                r.op2,
+                a.rt
+            );
+            p.stop(Life::Failed, u64::MAX);
+            TrapAction::Halt
+        }
+    }
+}
+
+/// A stage-2 data abort of `p` at `ipa` that falls in its virtual board:
+/// the access emulated (`None`: not an emulated device's address).
+pub fn mmio(p: &Partition, frame: &mut Frame, iss: u32, ipa: u64) -> Option<TrapAction> {
+    let dev = board::decode(ipa)?;
+    let Ok(a) = MmioAccess::decode(iss, ipa, &frame.x) else {
+        defmt::error!(
+            "partition {=str}: access to emulated register {=u64:#x} the syndrome does not describe (a load/store pair?): stopping this partition",
+            p.name(),
+            ipa
+        );
+        p.stop(Life::Failed, u64::MAX);
+        return Some(TrapAction::Halt);
+    };
+    let me = this_vcpu(p);
+    let (value, kick, line) = {
+        let mut vm = p.vm.lock();
+        match dev {
+            Emulated::Gicd(off) => {
+                let r = vm.vgic.gicd(me, off, a.size, a.write);
+                (r.value, r.kick, None)
+            }
+            Emulated::Gicr(off) => {
+                let r = vm.vgic.gicr(me, off, a.size, a.write);
+                (r.value, r.kick, None)
+            }
+            Emulated::Uart(off) => {
+                let out = vm.uart.access(off, a.write, platform::time::uptime_us());
+                let level = vm.uart.irq_level();
+                let kick = vm.vgic.set_level(board::UART_INTID, level);
+                (out.value, kick, out.line.map(|l| (l, out.dropped)))
+            }
+        }
+    };
+    if let Some((line, dropped)) = line {
+        if dropped > 0 {
+            defmt::warn!("partition {=str}: {=u32} console lines dropped (rate limit)", p.name(), dropped);
+        }
+        if p.may_print(Charge::ConsoleBytes(line.len() as u64)) {
+            let text = core::str::from_utf8(&line).unwrap_or("<not UTF-8>");
+            defmt::info!("[{=str}] {=str}", p.name(), text);
+        }
+    }
+    crate::vgic::kick(p, kick);
+    if a.write.is_none() {
+        if let Some(x) = frame.x.get_mut(usize::from(a.reg)) {
+            *x = a.load_result(value);
+        }
+    }
+    Some(TrapAction::Skip)
+}

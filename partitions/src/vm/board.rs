@@ -1,0 +1,69 @@
+//! The virtual board every partition runs on: where its emulated GICv3
+//! distributor, redistributors and console UART sit in its IPA space, and
+//! the INTIDs they use. The addresses are QEMU `virt`'s (hw/arm/virt.c),
+//! so a Linux built for that machine finds familiar values, but nothing of
+//! the host is behind them: stage 2 leaves them unmapped and every access
+//! traps to the kernel, which emulates the device (DESIGN.md I8).
+
+use super::vgic::{GICD_SIZE, GICR_STRIDE};
+
+/// The emulated GIC distributor (64 KiB).
+pub const GICD_BASE: u64 = 0x0800_0000;
+/// The first emulated redistributor; one [`GICR_STRIDE`] per vCPU.
+pub const GICR_BASE: u64 = 0x080a_0000;
+/// Most vCPUs the redistributor window has room for below the UART.
+pub const MAX_VCPUS: usize = ((UART_BASE - GICR_BASE) / GICR_STRIDE) as usize;
+const _: () = assert!(MAX_VCPUS >= 8, "room for at least 8 redistributors");
+/// The emulated SBSA UART (the partition's console).
+pub const UART_BASE: u64 = 0x0900_0000;
+/// The console UART's interrupt: SPI 1 (INTID 33), level-sensitive. A
+/// virtual interrupt: no physical line is behind it.
+pub const UART_INTID: u32 = 33;
+/// The architected timer PPIs (INTIDs) as the DT names them: secure and
+/// non-secure physical, virtual, hypervisor.
+pub const TIMER_PPIS: [u32; 4] = [29, 30, 27, 26];
+/// The GIC maintenance interrupt (PPI 9 = INTID 25).
+pub const MAINTENANCE_INTID: u32 = 25;
+
+/// Which emulated device an IPA falls in, and the offset inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emulated {
+    /// The distributor, at this offset.
+    Gicd(u64),
+    /// The redistributor region, at this offset from its start.
+    Gicr(u64),
+    /// The console UART.
+    Uart(u64),
+}
+
+/// The emulated device `ipa` addresses. The whole redistributor window
+/// (room for [`MAX_VCPUS`]) is emulated whatever the partition's vCPU
+/// count: frames of vCPUs it does not have read as zero and ignore writes,
+/// rather than stopping it.
+pub fn decode(ipa: u64) -> Option<Emulated> {
+    let gicr_size = GICR_STRIDE * MAX_VCPUS as u64;
+    if (GICD_BASE..GICD_BASE + GICD_SIZE).contains(&ipa) {
+        Some(Emulated::Gicd(ipa - GICD_BASE))
+    } else if (GICR_BASE..GICR_BASE + gicr_size).contains(&ipa) {
+        Some(Emulated::Gicr(ipa - GICR_BASE))
+    } else if (UART_BASE..UART_BASE + super::vuart::WINDOW).contains(&ipa) {
+        Some(Emulated::Uart(ipa - UART_BASE))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows() {
+        assert_eq!(decode(0x0800_0004), Some(Emulated::Gicd(4)));
+        assert_eq!(decode(0x080a_0000 + 0x2_0008), Some(Emulated::Gicr(0x2_0008)));
+        assert_eq!(decode(0x080a_0000 + 0x4_0008), Some(Emulated::Gicr(0x4_0008)), "a frame of no vCPU: RAZ/WI");
+        assert_eq!(decode(0x0900_0018), Some(Emulated::Uart(0x18)));
+        assert_eq!(decode(0x0901_0000), None);
+        assert_eq!(decode(0x0801_0000), None, "between the distributor and the redistributors");
+    }
+}
