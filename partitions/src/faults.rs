@@ -100,10 +100,7 @@ impl FaultLedger {
 
     /// Faults counted against `owner` for `group` in its current window.
     pub fn count(&self, group: GroupId, owner: PartitionId) -> u32 {
-        self.windows
-            .get(group.0 as usize)
-            .and_then(|ws| ws.iter().find(|w| w.owner == owner))
-            .map_or(0, |w| w.count)
+        self.windows.get(group.0 as usize).and_then(|ws| ws.iter().find(|w| w.owner == owner)).map_or(0, |w| w.count)
     }
 }
 

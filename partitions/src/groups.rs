@@ -219,9 +219,7 @@ fn acs_enabled(host: &PciHost, i: usize) -> bool {
         // Ports must implement ACS to promise isolation between their children.
         Kind::RootPort | Kind::DownstreamPort => flags_enabled(),
         // Other PCIe functions only route peer to peer inside a multi-function device.
-        Kind::Endpoint | Kind::UpstreamPort | Kind::LegacyEndpoint | Kind::RcIntegratedEndpoint => {
-            !f.multifunction || flags_enabled()
-        }
+        Kind::Endpoint | Kind::UpstreamPort | Kind::LegacyEndpoint | Kind::RcIntegratedEndpoint => !f.multifunction || flags_enabled(),
         Kind::Reserved(_) => true,
     }
 }
@@ -294,8 +292,7 @@ pub fn compute(t: &Topology) -> Groups {
         // found without scanning the host per function.
         type Slot = (Option<usize>, u8, u8);
         let functions = &host.bus.functions;
-        let slots: BTreeSet<(Slot, usize)> =
-            functions.iter().enumerate().map(|(j, s)| ((s.parent, s.bdf.bus, s.bdf.dev), j)).collect();
+        let slots: BTreeSet<(Slot, usize)> = functions.iter().enumerate().map(|(j, s)| ((s.parent, s.bdf.bus, s.bdf.dev), j)).collect();
         for (i, f) in functions.iter().enumerate() {
             let me = base + i;
             // 1. DMA aliases, walking up from the device (pci_for_each_dma_alias).
@@ -431,8 +428,7 @@ pub fn compute(t: &Topology) -> Groups {
     // Filled group by group; sorted into discovery order at the end.
     for (slot, devs) in members.iter().enumerate() {
         let refs_of = |ds: &[usize]| ds.iter().filter_map(|&d| refs.get(d).copied()).collect::<Vec<_>>();
-        let failed: Vec<(usize, NotIsolatableReason)> =
-            devs.iter().filter_map(|&d| streams.get(d).and_then(|s| s.as_ref().err()).map(|e| (d, *e))).collect();
+        let failed: Vec<(usize, NotIsolatableReason)> = devs.iter().filter_map(|&d| streams.get(d).and_then(|s| s.as_ref().err()).map(|e| (d, *e))).collect();
         let mut ids: Vec<(SmmuIndex, u32)> = devs.iter().filter_map(|&d| streams.get(d)?.as_ref().ok()).flatten().copied().collect();
         ids.sort_unstable();
         ids.dedup();

@@ -144,9 +144,9 @@ mod tests {
     use crate::validate::{PartitionId, DEFAULT_FAULT_LIMIT};
     use alloc::string::String;
     use alloc::vec;
+    use devicetree::PhysAddr;
     use dtoolkit::fdt::Fdt;
     use dtoolkit::{Node, Property};
-    use devicetree::PhysAddr;
 
     #[test]
     fn partition_dtb_has_memory_cpus_and_bootargs() {
@@ -165,12 +165,8 @@ mod tests {
             groups: vec![],
             devices: vec![],
         };
-        let edu = GuestDevice {
-            name: "edu@10000000".into(),
-            compatible: vec!["pci1234,11e8".into()],
-            reg: vec![(0x1000_0000, 0x10_0000)],
-            pci: Some((0, 1, 0)),
-        };
+        let edu =
+            GuestDevice { name: "edu@10000000".into(), compatible: vec!["pci1234,11e8".into()], reg: vec![(0x1000_0000, 0x10_0000)], pci: Some((0, 1, 0)) };
         let blob = build(&p, &[edu], Some((0x4900_0000, 0x4910_0000)), 1);
         let fdt = Fdt::new(&blob).unwrap();
         let root = fdt.root();

@@ -171,10 +171,7 @@ mod tests {
 
     #[test]
     fn console_write_checks_the_buffer() {
-        assert_eq!(
-            decode([CONSOLE_WRITE, 0x4800_0ff0, 16, 0, 0], &MEM),
-            Ok(Call::ConsoleWrite { at: PhysAddr(0x4800_0ff0), len: 16 })
-        );
+        assert_eq!(decode([CONSOLE_WRITE, 0x4800_0ff0, 16, 0, 0], &MEM), Ok(Call::ConsoleWrite { at: PhysAddr(0x4800_0ff0), len: 16 }));
         assert_eq!(decode([CONSOLE_WRITE, 0x4800_0ff0, 17, 0, 0], &MEM), Err(Status::BadAddress));
         assert_eq!(decode([CONSOLE_WRITE, 0x4000_0000, 8, 0, 0], &MEM), Err(Status::BadAddress));
         assert_eq!(decode([CONSOLE_WRITE, u64::MAX - 2, 8, 0, 0], &MEM), Err(Status::BadAddress));

@@ -52,12 +52,8 @@ pub struct Placement {
 /// machine's CPUs, where the kernel sits, the boot CPU, and the grouped
 /// topology.
 pub fn hardware(m: &Machine, map: &MemoryMap, placed: Placement, boot_cpu: u64, topology: Topology, groups: Groups) -> Hardware {
-    let reserved = map
-        .reserved()
-        .iter()
-        .filter(|(_, why)| matches!(why, Reservation::MemReserve | Reservation::ReservedMemory))
-        .map(|(r, _)| region(r))
-        .collect();
+    let reserved =
+        map.reserved().iter().filter(|(_, why)| matches!(why, Reservation::MemReserve | Reservation::ReservedMemory)).map(|(r, _)| region(r)).collect();
     Hardware {
         ram: map.ram().iter().map(region).collect(),
         kernel: placed.kernel.as_ref().map(region),

@@ -90,8 +90,7 @@ pub enum Step {
 }
 
 /// The steps of a release, in the order I3 requires.
-pub const RELEASE_STEPS: [fn(PartitionId) -> Step; 5] =
-    [Step::UnmapMmio, |_| Step::StopDevices, Step::AbortStreams, Step::DrainEvents, |_| Step::ResetDevices];
+pub const RELEASE_STEPS: [fn(PartitionId) -> Step; 5] = [Step::UnmapMmio, |_| Step::StopDevices, Step::AbortStreams, Step::DrainEvents, |_| Step::ResetDevices];
 /// The steps of an assignment, in the order I4 requires.
 pub const ASSIGN_STEPS: [fn(PartitionId) -> Step; 3] = [Step::AttachStreams, |_| Step::StartDevices, Step::MapMmio];
 
@@ -264,13 +263,7 @@ mod tests {
         let c = o.release(MGR, GroupId(2), PartitionId(1)).unwrap();
         assert_eq!(
             c.steps,
-            [
-                Step::UnmapMmio(PartitionId(1)),
-                Step::StopDevices,
-                Step::AbortStreams(PartitionId(1)),
-                Step::DrainEvents(PartitionId(1)),
-                Step::ResetDevices
-            ]
+            [Step::UnmapMmio(PartitionId(1)), Step::StopDevices, Step::AbortStreams(PartitionId(1)), Step::DrainEvents(PartitionId(1)), Step::ResetDevices]
         );
         assert_eq!(o.state(GroupId(2)), Some(State::Releasing(PartitionId(1))));
         assert_eq!(o.release(MGR, GroupId(2), PartitionId(1)), Err(Refusal::Busy), "one change at a time");

@@ -248,36 +248,24 @@ fn assign_devices(cfg: &Config, hw: &Hardware) -> Result<(Vec<Vec<GroupId>>, Vec
         let d = match &a.target {
             Target::Cpu { .. } => continue,
             Target::Pci { host, chain } => {
-                let hi = topo.hosts.iter().position(|h| &h.bridge.path == host).ok_or_else(|| {
-                    refuse(&a.path, "bulkhead,partition", format!("{host} is not a PCI host bridge bulkhead enumerated"))
-                })?;
+                let hi = topo
+                    .hosts
+                    .iter()
+                    .position(|h| &h.bridge.path == host)
+                    .ok_or_else(|| refuse(&a.path, "bulkhead,partition", format!("{host} is not a PCI host bridge bulkhead enumerated")))?;
                 let fi = pci_index.get(hi).and_then(|ix| ix.resolve(&topo.hosts[hi], chain)).ok_or_else(|| {
                     let last = chain.last().copied().unwrap_or(Bdf::new(0, 0, 0));
-                    refuse(
-                        &a.path,
-                        "bulkhead,partition",
-                        format!("no PCI function {:02x}.{} there on the bus (see the boot table)", last.dev, last.func),
-                    )
+                    refuse(&a.path, "bulkhead,partition", format!("no PCI function {:02x}.{} there on the bus (see the boot table)", last.dev, last.func))
                 })?;
                 DeviceRef::Pci { host: hi, function: fi }
             }
             Target::Platform => match topo.platform.iter().position(|p| p.path == a.path) {
                 Some(i) => DeviceRef::Platform(i),
-                None => {
-                    return Err(refuse(
-                        &a.path,
-                        "bulkhead,partition",
-                        "not a DMA master behind an SMMU (no iommus): it cannot be isolated".into(),
-                    ))
-                }
+                None => return Err(refuse(&a.path, "bulkhead,partition", "not a DMA master behind an SMMU (no iommus): it cannot be isolated".into())),
             },
         };
         if let Some(&why) = not_isolatable.get(&d) {
-            return Err(refuse(
-                &a.path,
-                "bulkhead,partition",
-                format!("{} cannot be isolated: {}", describe(topo, d), why.name()),
-            ));
+            return Err(refuse(&a.path, "bulkhead,partition", format!("{} cannot be isolated: {}", describe(topo, d), why.name())));
         }
         if let Some((_, other, path)) = named_at.get(&d).and_then(|&i| named.get(i)) {
             let whom = &cfg.partitions[*other].name;
@@ -554,10 +542,7 @@ mod tests {
             let host = PciHost {
                 bridge: discovery::PciHost {
                     path: "/pcie@10000000".into(),
-                    iommu_map: IdMap {
-                        entries: vec![IdMapEntry { rid_base: 0, length: 0x10000, target: Some(0), phandle: 1, out_base: 0 }],
-                        mask: None,
-                    },
+                    iommu_map: IdMap { entries: vec![IdMapEntry { rid_base: 0, length: 0x10000, target: Some(0), phandle: 1, out_base: 0 }], mask: None },
                     ..discovery::PciHost::default()
                 },
                 bus: HostTopology {
@@ -575,11 +560,7 @@ mod tests {
                 smmus: vec![Smmu { name: "smmu".into(), sid_bits: 16 }],
                 hosts: vec![host],
                 platform: vec![
-                    PlatformMaster {
-                        path: "/dma@9100000".into(),
-                        iommus: vec![IommuRef { phandle: 1, smmu: Some(0), sid: 0x9000 }],
-                        isolation_group: None,
-                    },
+                    PlatformMaster { path: "/dma@9100000".into(), iommus: vec![IommuRef { phandle: 1, smmu: Some(0), sid: 0x9000 }], isolation_group: None },
                     PlatformMaster { path: "/virtio_mmio@a000000".into(), iommus: vec![], isolation_group: None },
                 ],
             };
@@ -591,10 +572,7 @@ mod tests {
             Assignment {
                 path: path.into(),
                 partition,
-                target: Target::Pci {
-                    host: "/pcie@10000000".into(),
-                    chain: chain.iter().map(|&(bus, dev, func)| Bdf::new(bus, dev, func)).collect(),
-                },
+                target: Target::Pci { host: "/pcie@10000000".into(), chain: chain.iter().map(|&(bus, dev, func)| Bdf::new(bus, dev, func)).collect() },
                 isolation_group: None,
             }
         }
@@ -615,12 +593,8 @@ mod tests {
 
         #[test]
         fn whole_groups_are_planned_and_the_rest_blocked() {
-            let plan = with(vec![
-                pci_at(0, EDU_A, &[(0, 1, 0)]),
-                pci_at(1, EDU_B, &[(0, 2, 0), (0, 1, 0)]),
-                pci_at(1, EDU_C, &[(0, 2, 0), (0, 2, 0)]),
-            ])
-            .unwrap();
+            let plan =
+                with(vec![pci_at(0, EDU_A, &[(0, 1, 0)]), pci_at(1, EDU_B, &[(0, 2, 0), (0, 1, 0)]), pci_at(1, EDU_C, &[(0, 2, 0), (0, 2, 0)])]).unwrap();
             let m = machine();
             let ga = m.groups.group_of(DeviceRef::Pci { host: 0, function: 0 }).unwrap().id;
             let gb = m.groups.group_of(DeviceRef::Pci { host: 0, function: 2 }).unwrap().id;
@@ -641,11 +615,7 @@ mod tests {
                     "/pcie@10000000/again@1,0",
                     "already assigned to a by /pcie@10000000/edu@1,0",
                 ),
-                (
-                    vec![pci_at(0, EDU_B, &[(0, 2, 0), (0, 1, 0)]), pci_at(1, EDU_C, &[(0, 2, 0), (0, 2, 0)])],
-                    EDU_C,
-                    "a group goes to one partition",
-                ),
+                (vec![pci_at(0, EDU_B, &[(0, 2, 0), (0, 1, 0)]), pci_at(1, EDU_C, &[(0, 2, 0), (0, 2, 0)])], EDU_C, "a group goes to one partition"),
                 (vec![pci_at(1, EDU_B, &[(0, 2, 0), (0, 1, 0)])], EDU_B, "also holds PCI 01:02.0 (1234:11e8), which is not assigned"),
             ];
             for (extra, node, want) in cases {
@@ -689,11 +659,7 @@ mod tests {
             // Both to one partition; or 01:01.0 behind the bridge at slot 2
             // (INTA swizzled by device 1 to INTB: SPI 3 + (2 + 1) % 4 = 6).
             assert!(with_intx(vec![pci_at(0, EDU_A, &[(0, 1, 0)]), pci_at(0, EDU_E, &[(0, 5, 0)])]).is_ok());
-            let plan = with_intx(vec![
-                pci_at(0, EDU_A, &[(0, 1, 0)]),
-                pci_at(1, EDU_B, &[(0, 2, 0), (0, 1, 0)]),
-                pci_at(1, EDU_C, &[(0, 2, 0), (0, 2, 0)]),
-            ]);
+            let plan = with_intx(vec![pci_at(0, EDU_A, &[(0, 1, 0)]), pci_at(1, EDU_B, &[(0, 2, 0), (0, 1, 0)]), pci_at(1, EDU_C, &[(0, 2, 0), (0, 2, 0)])]);
             assert!(plan.is_ok(), "{plan:?}");
         }
     }

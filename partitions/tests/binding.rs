@@ -138,10 +138,8 @@ fn tree(name: &str) -> Vec<u8> {
     };
     let mut blob = if let Some(base) = directive("base:").first() {
         let base = std::fs::read(workspace().join(base)).expect("base blob");
-        let overlays: Vec<Vec<u8>> = directive("overlay:")
-            .iter()
-            .map(|o| dtc(&["-@"], &std::fs::read_to_string(workspace().join(o)).expect("overlay")))
-            .collect();
+        let overlays: Vec<Vec<u8>> =
+            directive("overlay:").iter().map(|o| dtc(&["-@"], &std::fs::read_to_string(workspace().join(o)).expect("overlay"))).collect();
         let refs: Vec<&[u8]> = overlays.iter().map(Vec::as_slice).collect();
         devicetree::overlay::apply(&base, &refs).expect("the overlays apply")
     } else if let Some(from) = directive("from:").first() {
@@ -214,11 +212,8 @@ fn render(r: &Result<Config, ConfigError>) -> String {
 #[test]
 fn every_case_reads_as_expected() {
     let bless = std::env::var_os("BULKHEAD_BLESS").is_some();
-    let mut names: Vec<String> = std::fs::read_dir(cases_dir())
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".dts"))
-        .collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(cases_dir()).unwrap().filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.ends_with(".dts")).collect();
     names.sort();
     assert!(names.len() >= 10, "{names:?}");
     let mut failed = Vec::new();

@@ -6,10 +6,10 @@
 //! to their size.
 
 use crate::{PhysAddr, PhysRange};
-use devicetree::memmap::MemoryMap;
 use buddy_system_allocator::{LockedFrameAllocator, LockedHeap};
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use devicetree::memmap::MemoryMap;
 
 /// Frame size.
 pub const FRAME_SIZE: u64 = 4096;
@@ -41,8 +41,7 @@ unsafe impl GlobalAlloc for TrackingHeap {
 }
 
 #[global_allocator]
-static HEAP: TrackingHeap =
-    TrackingHeap { heap: LockedHeap::empty(), in_use: AtomicUsize::new(0), peak: AtomicUsize::new(0) };
+static HEAP: TrackingHeap = TrackingHeap { heap: LockedHeap::empty(), in_use: AtomicUsize::new(0), peak: AtomicUsize::new(0) };
 
 static FRAMES: LockedFrameAllocator<32> = LockedFrameAllocator::new();
 /// Set once the frame allocator was given frames.

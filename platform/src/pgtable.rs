@@ -391,10 +391,7 @@ mod tests {
         m.map(r(0x4021_0000, 0x4022_0000), MemType::Normal, Access::ReadOnly).unwrap();
         assert_eq!(m.translate(0x4020_0004).unwrap().2, Access::Execute);
         assert_eq!(m.translate(0x4021_0004).unwrap().2, Access::ReadOnly);
-        assert_eq!(
-            m.map(r(0x4000_0000, 0x8000_0000), MemType::Normal, Access::ReadWrite),
-            Err(MapError::Overlap(r(0x4020_0000, 0x4020_1000)))
-        );
+        assert_eq!(m.map(r(0x4000_0000, 0x8000_0000), MemType::Normal, Access::ReadWrite), Err(MapError::Overlap(r(0x4020_0000, 0x4020_1000))));
         assert!(matches!(m.map(r(0x4020_0800, 0x4021_0000), MemType::Normal, Access::ReadWrite), Err(MapError::Unaligned(_))));
         assert!(matches!(m.map(r(0, 1 << 49), MemType::Device, Access::ReadWrite), Err(MapError::OutOfRange(_))));
     }

@@ -237,15 +237,9 @@ fn op(code: u8) -> tock_registers::fields::FieldValue<u64, CMD0::Register> {
 
 fn range_fields(
     range: Option<TlbiRange>,
-) -> (
-    tock_registers::fields::FieldValue<u64, CMD0::Register>,
-    tock_registers::fields::FieldValue<u64, CMD1::Register>,
-) {
+) -> (tock_registers::fields::FieldValue<u64, CMD0::Register>, tock_registers::fields::FieldValue<u64, CMD1::Register>) {
     match range {
-        Some(r) => (
-            CMD0::NUM.val(u64::from(r.num)) + CMD0::SCALE.val(u64::from(r.scale)),
-            CMD1::TG::Gran4K,
-        ),
+        Some(r) => (CMD0::NUM.val(u64::from(r.num)) + CMD0::SCALE.val(u64::from(r.scale)), CMD1::TG::Gran4K),
         None => (CMD0::NUM.val(0), CMD1::TG::None),
     }
 }
@@ -275,38 +269,19 @@ impl Command {
         let code = op(self.opcode());
         match *self {
             Command::PrefetchConfig { sid } => [w0(code + CMD0::SID.val(u64::from(sid.0))), 0],
-            Command::CfgiSte { sid, leaf } => [
-                w0(code + CMD0::SID.val(u64::from(sid.0))),
-                w1(CMD1::LEAF.val(u64::from(leaf))),
-            ],
-            Command::CfgiSteRange { sid, range } => [
-                w0(code + CMD0::SID.val(u64::from(sid.0))),
-                w1(CMD1::Range.val(u64::from(range.min(31)))),
-            ],
+            Command::CfgiSte { sid, leaf } => [w0(code + CMD0::SID.val(u64::from(sid.0))), w1(CMD1::LEAF.val(u64::from(leaf)))],
+            Command::CfgiSteRange { sid, range } => [w0(code + CMD0::SID.val(u64::from(sid.0))), w1(CMD1::Range.val(u64::from(range.min(31))))],
             Command::CfgiAll => [w0(code), w1(CMD1::Range.val(31))],
-            Command::CfgiCd { sid, ssid, leaf } => [
-                w0(code + CMD0::SSID.val(u64::from(ssid.0)) + CMD0::SID.val(u64::from(sid.0))),
-                w1(CMD1::LEAF.val(u64::from(leaf))),
-            ],
+            Command::CfgiCd { sid, ssid, leaf } => {
+                [w0(code + CMD0::SSID.val(u64::from(ssid.0)) + CMD0::SID.val(u64::from(sid.0))), w1(CMD1::LEAF.val(u64::from(leaf)))]
+            }
             Command::CfgiCdAll { sid } => [w0(code + CMD0::SID.val(u64::from(sid.0))), 0],
             Command::TlbiNhAll { vmid } => [w0(code + CMD0::VMID.val(u64::from(vmid.0))), 0],
-            Command::TlbiNhAsid { asid, vmid } => [
-                w0(code + CMD0::VMID.val(u64::from(vmid.0)) + CMD0::ASID.val(u64::from(asid.0))),
-                0,
-            ],
-            Command::TlbiNhVa {
-                asid,
-                vmid,
-                addr,
-                leaf,
-                range,
-            } => {
+            Command::TlbiNhAsid { asid, vmid } => [w0(code + CMD0::VMID.val(u64::from(vmid.0)) + CMD0::ASID.val(u64::from(asid.0))), 0],
+            Command::TlbiNhVa { asid, vmid, addr, leaf, range } => {
                 let (r0, r1) = range_fields(range);
                 [
-                    w0(code
-                        + r0
-                        + CMD0::VMID.val(u64::from(vmid.0))
-                        + CMD0::ASID.val(u64::from(asid.0))),
+                    w0(code + r0 + CMD0::VMID.val(u64::from(vmid.0)) + CMD0::ASID.val(u64::from(asid.0))),
                     w1(r1 + CMD1::LEAF.val(u64::from(leaf)) + CMD1::Address.val(addr.0 >> 12)),
                 ]
             }
@@ -315,19 +290,12 @@ impl Command {
                 [w0(code), 0]
             }
             Command::TlbiS12Vmall { vmid } => [w0(code + CMD0::VMID.val(u64::from(vmid.0))), 0],
-            Command::TlbiS2Ipa {
-                vmid,
-                ipa,
-                leaf,
-                range,
-            } => {
+            Command::TlbiS2Ipa { vmid, ipa, leaf, range } => {
                 let (r0, r1) = range_fields(range);
                 [
                     w0(code + r0 + CMD0::VMID.val(u64::from(vmid.0))),
                     // IPA is bits [51:12].
-                    w1(r1
-                        + CMD1::LEAF.val(u64::from(leaf))
-                        + CMD1::Address.val((ipa.0 & ((1 << 52) - 1)) >> 12)),
+                    w1(r1 + CMD1::LEAF.val(u64::from(leaf)) + CMD1::Address.val((ipa.0 & ((1 << 52) - 1)) >> 12)),
                 ]
             }
         }
@@ -345,22 +313,12 @@ pub fn tlbi_ranges(addr: u64, pages: u64) -> impl Iterator<Item = (u64, TlbiRang
             return None;
         }
         let scale = left.trailing_zeros().min(31);
-        let num = if scale < 31 {
-            (left >> scale) & 0x1f
-        } else {
-            (left >> 31).min(32)
-        };
+        let num = if scale < 31 { (left >> scale) & 0x1f } else { (left >> 31).min(32) };
         let pieces = num << scale;
         let here = addr;
         addr = addr.wrapping_add(pieces << 12);
         left -= pieces;
-        Some((
-            here,
-            TlbiRange {
-                num: (num - 1) as u8,
-                scale: scale as u8,
-            },
-        ))
+        Some((here, TlbiRange { num: (num - 1) as u8, scale: scale as u8 }))
     })
 }
 
@@ -376,10 +334,7 @@ impl Ring {
     /// `region` (§6.3): address, LOG2SIZE, and read-allocate when coherent.
     pub(crate) fn base_register(&self, region: &DmaRegion, coherent: bool) -> u64 {
         let mut r = LocalRegisterCopy::<u64, Q_BASE::Register>::new(0);
-        r.write(
-            Q_BASE::ADDR.val(region.phys().as_u64() >> 5)
-                + Q_BASE::LOG2SIZE.val(u64::from(self.log2())),
-        );
+        r.write(Q_BASE::ADDR.val(region.phys().as_u64() >> 5) + Q_BASE::LOG2SIZE.val(u64::from(self.log2())));
         if coherent {
             r.modify(Q_BASE::ALLOC::SET);
         }
@@ -388,9 +343,7 @@ impl Ring {
 
     /// A ring of `2^log2` entries (`log2` ≤ 19 for SMMUv3 queues).
     pub const fn new(log2: u8) -> Ring {
-        Ring {
-            log2: if log2 > 30 { 30 } else { log2 },
-        }
+        Ring { log2: if log2 > 30 { 30 } else { log2 } }
     }
 
     /// log2 of the number of entries.
@@ -485,24 +438,10 @@ const MAX_FETCH_RETRIES: u32 = 8;
 
 impl CommandQueue {
     /// Allocates a queue of `2^log2` commands.
-    pub fn new<D: DmaMemory>(
-        dma: &mut D,
-        features: &Features,
-        log2: u8,
-        coherent: bool,
-    ) -> Result<Self, Error> {
+    pub fn new<D: DmaMemory>(dma: &mut D, features: &Features, log2: u8, coherent: bool) -> Result<Self, Error> {
         let size = (CMD_SIZE << log2).max(32);
         let region = alloc_checked(dma, size, size, features)?;
-        Ok(CommandQueue {
-            region,
-            ring: Ring::new(log2),
-            prod: 0,
-            kicked: 0,
-            coherent,
-            error: None,
-            fetch_retries: 0,
-            counters: CmdqCounters::default(),
-        })
+        Ok(CommandQueue { region, ring: Ring::new(log2), prod: 0, kicked: 0, coherent, error: None, fetch_retries: 0, counters: CmdqCounters::default() })
     }
 
     /// Value for SMMU_CMDQ_BASE.
@@ -530,19 +469,9 @@ impl CommandQueue {
         if n > 0 {
             let start = self.ring.index(self.kicked) as usize;
             let first = (n as usize).min(self.ring.entries() as usize - start);
-            hw.dma.publish(
-                &self.region,
-                start * CMD_SIZE,
-                first * CMD_SIZE,
-                self.coherent,
-            );
+            hw.dma.publish(&self.region, start * CMD_SIZE, first * CMD_SIZE, self.coherent);
             if first < n as usize {
-                hw.dma.publish(
-                    &self.region,
-                    0,
-                    (n as usize - first) * CMD_SIZE,
-                    self.coherent,
-                );
+                hw.dma.publish(&self.region, 0, (n as usize - first) * CMD_SIZE, self.coherent);
             }
         }
         // The publish above is the barrier ordering the entries before this
@@ -554,10 +483,7 @@ impl CommandQueue {
     /// If a command error is pending, repairs the queue: remembers the error,
     /// overwrites the faulty command with CMD_SYNC, acknowledges
     /// GERROR.CMDQ_ERR and restarts consumption.
-    fn recover<M: Mmio, D: DmaMemory, T>(
-        &mut self,
-        hw: &mut Io<'_, M, D, T>,
-    ) -> Result<bool, Error> {
+    fn recover<M: Mmio, D: DmaMemory, T>(&mut self, hw: &mut Io<'_, M, D, T>) -> Result<bool, Error> {
         let gerror = hw.mmio.read32(offset::GERROR);
         let gerrorn = hw.mmio.read32(offset::GERRORN);
         let bit = GERROR::CMDQ_ERR.mask << GERROR::CMDQ_ERR.shift;
@@ -565,15 +491,10 @@ impl CommandQueue {
             return Ok(false);
         }
         let cons_raw = hw.mmio.read32(offset::CMDQ_CONS);
-        let code =
-            LocalRegisterCopy::<u32, CMDQ_CONS::Register>::new(cons_raw).read(CMDQ_CONS::ERR) as u8;
+        let code = LocalRegisterCopy::<u32, CMDQ_CONS::Register>::new(cons_raw).read(CMDQ_CONS::ERR) as u8;
         let at = self.slot_offset(cons_raw);
         let bad = hw.dma.read64(&self.region, at)?;
-        let err = CommandError {
-            kind: CommandErrorKind::from_code(code),
-            opcode: (bad & 0xff) as u8,
-            index: self.ring.index(cons_raw),
-        };
+        let err = CommandError { kind: CommandErrorKind::from_code(code), opcode: (bad & 0xff) as u8, index: self.ring.index(cons_raw) };
         self.counters.errors += 1;
         let retry = matches!(err.kind, CommandErrorKind::Abt) && self.fetch_retries < MAX_FETCH_RETRIES;
         if retry {
@@ -601,10 +522,7 @@ impl CommandQueue {
     }
 
     /// Repairs a pending command error now (from the GERROR handler).
-    pub fn recover_now<M: Mmio, D: DmaMemory, T>(
-        &mut self,
-        hw: &mut Io<'_, M, D, T>,
-    ) -> Result<bool, Error> {
+    pub fn recover_now<M: Mmio, D: DmaMemory, T>(&mut self, hw: &mut Io<'_, M, D, T>) -> Result<bool, Error> {
         self.recover(hw)
     }
 
@@ -615,12 +533,7 @@ impl CommandQueue {
 
     /// Polls SMMU_CMDQ_CONS until `pred(ring, prod, cons)` holds, repairing
     /// command errors on the way, within the configured time budget.
-    fn wait<M: Mmio, D: DmaMemory, T: DelayNs>(
-        &mut self,
-        hw: &mut Io<'_, M, D, T>,
-        what: WaitFor,
-        pred: fn(&Ring, u32, u32) -> bool,
-    ) -> Result<(), Error> {
+    fn wait<M: Mmio, D: DmaMemory, T: DelayNs>(&mut self, hw: &mut Io<'_, M, D, T>, what: WaitFor, pred: fn(&Ring, u32, u32) -> bool) -> Result<(), Error> {
         let mut budget = hw.timeout_us;
         // Each recovery turns one command into CMD_SYNC, so more recoveries
         // than slots means the SMMU is not making progress.
@@ -631,48 +544,31 @@ impl CommandQueue {
             let mmio = hw.mmio;
             let mut halted = false;
             let mut spent = 0u32;
-            let done = poll(
-                &mut CountingDelay {
-                    inner: &mut *hw.delay,
-                    spent: &mut spent,
-                },
-                budget,
-                || {
-                    let cons = mmio.read32(offset::CMDQ_CONS) & ring.mask();
-                    if pred(&ring, prod, cons) {
-                        return true;
-                    }
-                    halted = cmdq_err_active(mmio);
-                    halted
-                },
-            );
+            let done = poll(&mut CountingDelay { inner: &mut *hw.delay, spent: &mut spent }, budget, || {
+                let cons = mmio.read32(offset::CMDQ_CONS) & ring.mask();
+                if pred(&ring, prod, cons) {
+                    return true;
+                }
+                halted = cmdq_err_active(mmio);
+                halted
+            });
             budget = budget.saturating_sub(spent);
             if halted && recoveries > 0 {
                 recoveries -= 1;
                 self.recover(hw)?;
                 continue;
             }
-            return if done && !halted {
-                Ok(())
-            } else {
-                Err(Error::Timeout(what))
-            };
+            return if done && !halted { Ok(()) } else { Err(Error::Timeout(what)) };
         }
     }
 
     /// Writes raw command words behind the producer index, waiting (bounded)
     /// while the queue is full.
-    pub(crate) fn push_raw<M: Mmio, D: DmaMemory, T: DelayNs>(
-        &mut self,
-        hw: &mut Io<'_, M, D, T>,
-        words: [u64; 2],
-    ) -> Result<(), Error> {
+    pub(crate) fn push_raw<M: Mmio, D: DmaMemory, T: DelayNs>(&mut self, hw: &mut Io<'_, M, D, T>, words: [u64; 2]) -> Result<(), Error> {
         if self.ring.is_full(self.prod, self.read_cons(hw.mmio)) {
             // Let the SMMU consume what is queued, then wait for a slot.
             self.kick(hw);
-            self.wait(hw, WaitFor::CmdqSpace, |ring, prod, cons| {
-                !ring.is_full(prod, cons)
-            })?;
+            self.wait(hw, WaitFor::CmdqSpace, |ring, prod, cons| !ring.is_full(prod, cons))?;
         }
         let at = self.slot_offset(self.prod);
         hw.dma.write64(&self.region, at, words[0])?;
@@ -683,11 +579,7 @@ impl CommandQueue {
     }
 
     /// Queues one command (no completion wait; see [`sync`](Self::sync)).
-    pub fn push<M: Mmio, D: DmaMemory, T: DelayNs>(
-        &mut self,
-        hw: &mut Io<'_, M, D, T>,
-        cmd: Command,
-    ) -> Result<(), Error> {
+    pub fn push<M: Mmio, D: DmaMemory, T: DelayNs>(&mut self, hw: &mut Io<'_, M, D, T>, cmd: Command) -> Result<(), Error> {
         self.push_raw(hw, cmd.encode())
     }
 
@@ -695,18 +587,13 @@ impl CommandQueue {
     /// until CONS passed the CMD_SYNC, i.e. every earlier command has
     /// completed (ch. 4). Returns the first command error seen since the
     /// previous sync.
-    pub fn sync<M: Mmio, D: DmaMemory, T: DelayNs>(
-        &mut self,
-        hw: &mut Io<'_, M, D, T>,
-    ) -> Result<(), Error> {
+    pub fn sync<M: Mmio, D: DmaMemory, T: DelayNs>(&mut self, hw: &mut Io<'_, M, D, T>) -> Result<(), Error> {
         self.push(hw, Command::Sync)?;
         self.counters.syncs += 1;
         self.kick(hw);
         // We are the only producer and CMD_SYNC is the last entry: it has
         // been consumed exactly when the queue is empty.
-        let waited = self.wait(hw, WaitFor::CmdqSync, |ring, prod, cons| {
-            ring.is_empty(prod, cons)
-        });
+        let waited = self.wait(hw, WaitFor::CmdqSync, |ring, prod, cons| ring.is_empty(prod, cons));
         let err = self.error.take();
         self.fetch_retries = 0;
         waited?;

@@ -159,10 +159,7 @@ impl Domain {
 
     fn kind_tag(&self) -> Tag {
         match self.kind {
-            Kind::Stage1 { asid, .. } => Tag::S1 {
-                asid,
-                vmid: STAGE1_VMID,
-            },
+            Kind::Stage1 { asid, .. } => Tag::S1 { asid, vmid: STAGE1_VMID },
             Kind::Stage2 { vmid } => Tag::S2 { vmid },
         }
     }
@@ -183,11 +180,7 @@ impl Domain {
     pub(crate) fn ste(&self, features: &Features, coherent: bool) -> Result<Ste, Error> {
         match &self.kind {
             Kind::Stage2 { vmid } => Ste::stage2(&self.stage2_fields(*vmid, features, coherent)),
-            Kind::Stage1 { cd, .. } => Ste::stage1(&Stage1Fields {
-                cd_table: cd.phys(),
-                vmid: STAGE1_VMID,
-                coherent,
-            }),
+            Kind::Stage1 { cd, .. } => Ste::stage1(&Stage1Fields { cd_table: cd.phys(), vmid: STAGE1_VMID, coherent }),
         }
     }
 
@@ -208,12 +201,8 @@ impl Domain {
     pub(crate) fn is_target_of(&self, info: &crate::ste::SteInfo) -> bool {
         use crate::ste::SteConfig;
         match (&self.kind, info.config) {
-            (Kind::Stage2 { .. }, SteConfig::Stage2 | SteConfig::Nested) => {
-                info.s2ttb == self.pgtable.root()
-            }
-            (Kind::Stage1 { cd, .. }, SteConfig::Stage1 | SteConfig::Nested) => {
-                info.cd_table == cd.phys()
-            }
+            (Kind::Stage2 { .. }, SteConfig::Stage2 | SteConfig::Nested) => info.s2ttb == self.pgtable.root(),
+            (Kind::Stage1 { cd, .. }, SteConfig::Stage1 | SteConfig::Nested) => info.cd_table == cd.phys(),
             _ => false,
         }
     }
@@ -229,13 +218,7 @@ pub(crate) fn write_cd<D: DmaMemory>(
     features: &Features,
     coherent: bool,
 ) -> Result<(), Error> {
-    let cd = Cd::stage1(&Stage1Cd {
-        asid,
-        ttb0: pgtable.root(),
-        t0sz: 64 - pgtable.input_bits(),
-        ips: features.effective_oas_field(),
-        coherent,
-    })?;
+    let cd = Cd::stage1(&Stage1Cd { asid, ttb0: pgtable.root(), t0sz: 64 - pgtable.input_bits(), ips: features.effective_oas_field(), coherent })?;
     for (i, w) in cd.words().iter().enumerate().skip(1) {
         dma.write64(region, i * 8, *w)?;
     }
@@ -256,10 +239,7 @@ impl IdAllocator {
     /// Ids `1..min(2^width, 4096)`.
     pub fn new(width: u8) -> Self {
         let limit = (1u32 << width.min(12)).min(4096);
-        IdAllocator {
-            bits: [0; 64],
-            limit,
-        }
+        IdAllocator { bits: [0; 64], limit }
     }
 
     pub fn alloc(&mut self) -> Option<u16> {
@@ -310,11 +290,7 @@ mod tests {
     #[test]
     fn id_allocator() {
         let mut ids = IdAllocator::new(8);
-        let first: [u16; 3] = [
-            ids.alloc().unwrap(),
-            ids.alloc().unwrap(),
-            ids.alloc().unwrap(),
-        ];
+        let first: [u16; 3] = [ids.alloc().unwrap(), ids.alloc().unwrap(), ids.alloc().unwrap()];
         assert_eq!(first, [1, 2, 3], "0 is reserved");
         ids.free(2);
         assert_eq!(ids.alloc(), Some(2));

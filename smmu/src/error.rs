@@ -116,11 +116,7 @@ impl Error {
     pub fn leaves_smmu_untrusted(&self) -> bool {
         matches!(
             self,
-            Error::Timeout(WaitFor::CmdqSync | WaitFor::CmdqSpace)
-                | Error::Command(_)
-                | Error::QueueAbort
-                | Error::DmaOutOfBounds
-                | Error::UnexpectedSte(_)
+            Error::Timeout(WaitFor::CmdqSync | WaitFor::CmdqSpace) | Error::Command(_) | Error::QueueAbort | Error::DmaOutOfBounds | Error::UnexpectedSte(_)
         )
     }
 }

@@ -187,16 +187,12 @@ impl Event {
         // What each record type carries (§7.3).
         let (has_ssid, access, addr, s2_class, fetch, ipa) = match event_type {
             F_UUT | F_BAD_ATS_TREQ | E_PAGE_REQUEST => (true, true, true, false, false, false),
-            C_BAD_STREAMID | C_BAD_STE | F_STREAM_DISABLED | C_BAD_CD | F_CFG_CONFLICT => {
-                (true, false, false, false, false, false)
-            }
+            C_BAD_STREAMID | C_BAD_STE | F_STREAM_DISABLED | C_BAD_CD | F_CFG_CONFLICT => (true, false, false, false, false, false),
             F_STE_FETCH | F_CD_FETCH => (true, false, false, false, true, false),
             F_TRANSL_FORBIDDEN => (false, true, true, false, false, false),
             C_BAD_SUBSTREAMID => (true, false, false, false, false, false),
             F_WALK_EABT => (true, true, true, true, true, false),
-            F_TRANSLATION | F_ADDR_SIZE | F_ACCESS | F_PERMISSION => {
-                (true, true, true, true, false, true)
-            }
+            F_TRANSLATION | F_ADDR_SIZE | F_ACCESS | F_PERMISSION => (true, true, true, true, false, true),
             F_TLB_CONFLICT => (true, true, true, true, false, false),
             F_VMS_FETCH => (false, false, false, false, true, false),
             IMPDEF(_) | Reserved(_) => (false, false, false, false, false, false),
@@ -206,11 +202,7 @@ impl Event {
         Event {
             event_type,
             stream_id: StreamId(w0.read(EVT0::StreamID) as u32),
-            substream_id: if has_ssid && (ssv || event_type == C_BAD_SUBSTREAMID) {
-                Some(ssid)
-            } else {
-                None
-            },
+            substream_id: if has_ssid && (ssv || event_type == C_BAD_SUBSTREAMID) { Some(ssid) } else { None },
             read: access.then(|| w1.is_set(EVT1::RnW)),
             instruction: access.then(|| w1.is_set(EVT1::InD)),
             privileged: access.then(|| w1.is_set(EVT1::PnU)),
@@ -255,24 +247,13 @@ pub(crate) struct EventQueue {
 
 impl EventQueue {
     /// Allocates a queue of `2^log2` records.
-    pub fn new<D: DmaMemory>(
-        dma: &mut D,
-        features: &Features,
-        log2: u8,
-        coherent: bool,
-    ) -> Result<Self, Error> {
+    pub fn new<D: DmaMemory>(dma: &mut D, features: &Features, log2: u8, coherent: bool) -> Result<Self, Error> {
         let size = (EVT_SIZE << log2).max(32);
         let region = alloc_checked(dma, size, size, features)?;
         // The SMMU writes here: no dirty CPU line may linger to be evicted
         // over its records later.
         dma.publish(&region, 0, size, coherent);
-        Ok(EventQueue {
-            region,
-            ring: Ring::new(log2),
-            cons: 0,
-            ovack: false,
-            coherent,
-        })
+        Ok(EventQueue { region, ring: Ring::new(log2), cons: 0, ovack: false, coherent })
     }
 
     /// Value for SMMU_EVENTQ_BASE.
@@ -287,20 +268,11 @@ impl EventQueue {
 
     /// Hands up to `limit` records to `f`, then returns the slots to the
     /// SMMU and acknowledges an overflow.
-    pub fn drain<M: Mmio, D: DmaMemory, T>(
-        &mut self,
-        hw: &mut Io<'_, M, D, T>,
-        limit: u32,
-        mut f: impl FnMut(&Event),
-    ) -> Result<DrainReport, Error> {
+    pub fn drain<M: Mmio, D: DmaMemory, T>(&mut self, hw: &mut Io<'_, M, D, T>, limit: u32, mut f: impl FnMut(&Event)) -> Result<DrainReport, Error> {
         let prod_raw = hw.mmio.read32(offset::EVENTQ_PROD);
-        let ovflg = LocalRegisterCopy::<u32, EVENTQ_PROD::Register>::new(prod_raw)
-            .is_set(EVENTQ_PROD::OVFLG);
+        let ovflg = LocalRegisterCopy::<u32, EVENTQ_PROD::Register>::new(prod_raw).is_set(EVENTQ_PROD::OVFLG);
         let prod = prod_raw & self.ring.mask();
-        let mut report = DrainReport {
-            lost_events: ovflg != self.ovack,
-            ..DrainReport::default()
-        };
+        let mut report = DrainReport { lost_events: ovflg != self.ovack, ..DrainReport::default() };
         while !self.ring.is_empty(prod, self.cons) && report.events < limit {
             let at = self.ring.index(self.cons) as usize * EVT_SIZE;
             hw.dma.acquire(&self.region, at, EVT_SIZE, self.coherent);

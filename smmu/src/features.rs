@@ -260,10 +260,7 @@ impl Features {
         if !self.stage1 && !self.stage2 {
             return Err(Unsupported::NoTranslationStage);
         }
-        if !matches!(
-            self.table_formats,
-            TableFormats::AArch64 | TableFormats::Both
-        ) {
+        if !matches!(self.table_formats, TableFormats::AArch64 | TableFormats::Both) {
             return Err(Unsupported::NoAArch64Tables);
         }
         if !self.gran4k {

@@ -81,10 +81,7 @@ impl VolatileMmio {
 
     fn ptr<T>(&self, offset: usize) -> Option<*mut T> {
         let size = core::mem::size_of::<T>();
-        if self.base.is_null()
-            || !offset.is_multiple_of(size)
-            || offset.checked_add(size)? > MMIO_WINDOW_SIZE
-        {
+        if self.base.is_null() || !offset.is_multiple_of(size) || offset.checked_add(size)? > MMIO_WINDOW_SIZE {
             return None;
         }
         // `wrapping_add` keeps pointer arithmetic defined; bounds were checked.
@@ -179,10 +176,7 @@ impl DmaRegion {
 
     fn word(&self, offset: usize) -> Result<*mut u64, Error> {
         let end = offset.checked_add(8).ok_or(Error::DmaOutOfBounds)?;
-        if !offset.is_multiple_of(8)
-            || end > self.len
-            || !(self.virt.as_ptr() as usize).is_multiple_of(8)
-        {
+        if !offset.is_multiple_of(8) || end > self.len || !(self.virt.as_ptr() as usize).is_multiple_of(8) {
             return Err(Error::DmaOutOfBounds);
         }
         Ok(self.virt.as_ptr().wrapping_add(offset).cast::<u64>())

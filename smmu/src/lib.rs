@@ -43,9 +43,7 @@ pub mod types;
 mod wait;
 
 pub use domain::{Domain, DomainConfig, DomainStage, StagePreference};
-pub use driver::{
-    gbpa_abort, gbpa_abort_with_timeout, is_blocking, probe, Config, Smmu, Stats, DEFAULT_TIMEOUT_US,
-};
+pub use driver::{gbpa_abort, gbpa_abort_with_timeout, is_blocking, probe, Config, Smmu, Stats, DEFAULT_TIMEOUT_US};
 pub use error::{Error, Unsupported, WaitFor};
 pub use evtq::DrainReport;
 pub use evtq::{Event, EventType, FaultClass};

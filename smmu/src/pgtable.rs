@@ -117,20 +117,11 @@ pub struct Prot {
 
 impl Prot {
     /// Read/write RAM.
-    pub const RAM_RW: Prot = Prot {
-        perm: Perm::ReadWrite,
-        mem: MemType::Normal,
-    };
+    pub const RAM_RW: Prot = Prot { perm: Perm::ReadWrite, mem: MemType::Normal };
     /// Read-only RAM.
-    pub const RAM_RO: Prot = Prot {
-        perm: Perm::ReadOnly,
-        mem: MemType::Normal,
-    };
+    pub const RAM_RO: Prot = Prot { perm: Perm::ReadOnly, mem: MemType::Normal };
     /// Read/write MMIO.
-    pub const MMIO_RW: Prot = Prot {
-        perm: Perm::ReadWrite,
-        mem: MemType::Device,
-    };
+    pub const MMIO_RW: Prot = Prot { perm: Perm::ReadWrite, mem: MemType::Device };
 }
 
 /// Bit position of the lowest address bit a level resolves
@@ -188,11 +179,7 @@ pub const fn sl0_for_level(level: u8) -> u8 {
 /// A table descriptor pointing at the next-level table `next`.
 pub fn table_descriptor(next: PhysAddr) -> u64 {
     let mut r = LocalRegisterCopy::<u64, TABLE_DESC::Register>::new(0);
-    r.write(
-        TABLE_DESC::VALID::SET
-            + TABLE_DESC::TYPE::Table
-            + TABLE_DESC::NextLevel.val(next.as_u64() >> 12),
-    );
+    r.write(TABLE_DESC::VALID::SET + TABLE_DESC::TYPE::Table + TABLE_DESC::NextLevel.val(next.as_u64() >> 12));
     r.get()
 }
 
@@ -205,18 +192,10 @@ pub fn leaf_descriptor(stage: Stage, level: u8, pa: PhysAddr, prot: Prot) -> u64
             let mut r = LocalRegisterCopy::<u64, S1_DESC::Register>::new(0);
             r.write(
                 S1_DESC::VALID::SET
-                    + if page {
-                        S1_DESC::TYPE::Page
-                    } else {
-                        S1_DESC::TYPE::Block
-                    }
+                    + if page { S1_DESC::TYPE::Page } else { S1_DESC::TYPE::Block }
                     + match prot.mem {
-                        MemType::Normal => {
-                            S1_DESC::AttrIndx.val(u64::from(ATTR_IDX_NORMAL)) + S1_DESC::SH::Inner
-                        }
-                        MemType::Device => {
-                            S1_DESC::AttrIndx.val(u64::from(ATTR_IDX_DEVICE)) + S1_DESC::SH::Outer
-                        }
+                        MemType::Normal => S1_DESC::AttrIndx.val(u64::from(ATTR_IDX_NORMAL)) + S1_DESC::SH::Inner,
+                        MemType::Device => S1_DESC::AttrIndx.val(u64::from(ATTR_IDX_DEVICE)) + S1_DESC::SH::Outer,
                     }
                     + match prot.perm {
                         Perm::ReadOnly => S1_DESC::AP::ReadOnly,
@@ -234,11 +213,7 @@ pub fn leaf_descriptor(stage: Stage, level: u8, pa: PhysAddr, prot: Prot) -> u64
             let mut r = LocalRegisterCopy::<u64, S2_DESC::Register>::new(0);
             r.write(
                 S2_DESC::VALID::SET
-                    + if page {
-                        S2_DESC::TYPE::Page
-                    } else {
-                        S2_DESC::TYPE::Block
-                    }
+                    + if page { S2_DESC::TYPE::Page } else { S2_DESC::TYPE::Block }
                     + match prot.mem {
                         MemType::Normal => S2_DESC::MemAttr::NormalWriteBack + S2_DESC::SH::Inner,
                         MemType::Device => S2_DESC::MemAttr::DeviceNGnRE + S2_DESC::SH::Outer,
@@ -281,31 +256,15 @@ fn prot_of(stage: Stage, desc: u64) -> Prot {
         Stage::Stage1 => {
             let r = LocalRegisterCopy::<u64, S1_DESC::Register>::new(desc);
             Prot {
-                perm: if r.read(S1_DESC::AP) & 0b10 != 0 {
-                    Perm::ReadOnly
-                } else {
-                    Perm::ReadWrite
-                },
-                mem: if r.read(S1_DESC::AttrIndx) == u64::from(ATTR_IDX_DEVICE) {
-                    MemType::Device
-                } else {
-                    MemType::Normal
-                },
+                perm: if r.read(S1_DESC::AP) & 0b10 != 0 { Perm::ReadOnly } else { Perm::ReadWrite },
+                mem: if r.read(S1_DESC::AttrIndx) == u64::from(ATTR_IDX_DEVICE) { MemType::Device } else { MemType::Normal },
             }
         }
         Stage::Stage2 => {
             let r = LocalRegisterCopy::<u64, S2_DESC::Register>::new(desc);
             Prot {
-                perm: if r.read(S2_DESC::S2AP) & 0b10 != 0 {
-                    Perm::ReadWrite
-                } else {
-                    Perm::ReadOnly
-                },
-                mem: if r.read(S2_DESC::MemAttr) & 0b1100 == 0 {
-                    MemType::Device
-                } else {
-                    MemType::Normal
-                },
+                perm: if r.read(S2_DESC::S2AP) & 0b10 != 0 { Perm::ReadWrite } else { Perm::ReadOnly },
+                mem: if r.read(S2_DESC::MemAttr) & 0b1100 == 0 { MemType::Device } else { MemType::Normal },
             }
         }
     }
@@ -391,13 +350,7 @@ pub struct PageTable {
 impl PageTable {
     /// Allocates an empty tree translating `input_bits` of input address
     /// (25..=48) to at most the SMMU's output size.
-    pub fn new<D: DmaMemory>(
-        dma: &mut D,
-        features: &Features,
-        stage: Stage,
-        input_bits: u8,
-        coherent: bool,
-    ) -> Result<Self, Error> {
+    pub fn new<D: DmaMemory>(dma: &mut D, features: &Features, stage: Stage, input_bits: u8, coherent: bool) -> Result<Self, Error> {
         if !(25..=48).contains(&input_bits) {
             return Err(Error::BadInputSize(input_bits));
         }
@@ -410,17 +363,7 @@ impl PageTable {
         let root_len = concat * TABLE_SIZE;
         let root = alloc_checked(dma, root_len, root_len, features)?;
         dma.publish(&root, 0, root_len, coherent);
-        Ok(PageTable {
-            stage,
-            root,
-            input_bits,
-            start,
-            concat,
-            oas_bits,
-            coherent,
-            tables: 1,
-            rollback: None,
-        })
+        Ok(PageTable { stage, root, input_bits, start, concat, oas_bits, coherent, tables: 1, rollback: None })
     }
 
     /// Stage served.
@@ -492,15 +435,7 @@ impl PageTable {
 
     /// Maps `[iova, iova + size)` to `[pa, pa + size)`. The whole range must
     /// be unmapped; on failure nothing stays mapped.
-    pub fn map<D: DmaMemory>(
-        &mut self,
-        dma: &mut D,
-        features: &Features,
-        iova: Iova,
-        pa: PhysAddr,
-        size: u64,
-        prot: Prot,
-    ) -> Result<(), Error> {
+    pub fn map<D: DmaMemory>(&mut self, dma: &mut D, features: &Features, iova: Iova, pa: PhysAddr, size: u64, prot: Prot) -> Result<(), Error> {
         let end = self.check_input(iova, size)?;
         if !pa.is_aligned(GRANULE) {
             return Err(Error::Misaligned(iova));
@@ -511,33 +446,43 @@ impl PageTable {
         }
         let span = Span { start: iova.0, end };
         // Nothing may be mapped in the range yet.
-        self.walk_span(dma, span, &mut |_, _, slot| match slot.desc {
-            Desc::Invalid => Ok(Act::Skip),
-            Desc::Leaf => Err(Error::Overlap(Iova(slot.start))),
-            Desc::Table(t) => Ok(Act::Into(t)),
-        }, &mut |_, _, _, _| Ok(None))?;
+        self.walk_span(
+            dma,
+            span,
+            &mut |_, _, slot| match slot.desc {
+                Desc::Invalid => Ok(Act::Skip),
+                Desc::Leaf => Err(Error::Overlap(Iova(slot.start))),
+                Desc::Table(t) => Ok(Act::Into(t)),
+            },
+            &mut |_, _, _, _| Ok(None),
+        )?;
         let delta = pa.0.wrapping_sub(iova.0);
         let features = *features;
         let stage = self.stage;
-        let mapped = self.walk_span(dma, span, &mut |pt, dma, slot| {
-            let block = slot.next - slot.first;
-            let out = slot.start.wrapping_add(delta);
-            let leaf_ok = slot.level >= 1 && slot.stop - slot.start == block && out.is_multiple_of(block);
-            match slot.desc {
-                Desc::Invalid if leaf_ok => Ok(Act::Set(leaf_descriptor(stage, slot.level, PhysAddr(out), prot))),
-                // Unreachable with 4 KiB-aligned inputs: never below level 3.
-                _ if slot.level == 3 => Err(Error::Misaligned(Iova(slot.start))),
-                Desc::Invalid => {
-                    let t = alloc_checked(dma, TABLE_SIZE, TABLE_SIZE, &features)?;
-                    pt.tables += 1;
-                    // The zeroed table must be visible before the link.
-                    dma.publish(&t, 0, TABLE_SIZE, pt.coherent);
-                    Ok(Act::Link(t.phys()))
+        let mapped = self.walk_span(
+            dma,
+            span,
+            &mut |pt, dma, slot| {
+                let block = slot.next - slot.first;
+                let out = slot.start.wrapping_add(delta);
+                let leaf_ok = slot.level >= 1 && slot.stop - slot.start == block && out.is_multiple_of(block);
+                match slot.desc {
+                    Desc::Invalid if leaf_ok => Ok(Act::Set(leaf_descriptor(stage, slot.level, PhysAddr(out), prot))),
+                    // Unreachable with 4 KiB-aligned inputs: never below level 3.
+                    _ if slot.level == 3 => Err(Error::Misaligned(Iova(slot.start))),
+                    Desc::Invalid => {
+                        let t = alloc_checked(dma, TABLE_SIZE, TABLE_SIZE, &features)?;
+                        pt.tables += 1;
+                        // The zeroed table must be visible before the link.
+                        dma.publish(&t, 0, TABLE_SIZE, pt.coherent);
+                        Ok(Act::Link(t.phys()))
+                    }
+                    Desc::Table(t) => Ok(Act::Into(t)),
+                    Desc::Leaf => Err(Error::Overlap(Iova(slot.start))),
                 }
-                Desc::Table(t) => Ok(Act::Into(t)),
-                Desc::Leaf => Err(Error::Overlap(Iova(slot.start))),
-            }
-        }, &mut |_, _, _, _| Ok(None));
+            },
+            &mut |_, _, _, _| Ok(None),
+        );
         match mapped {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -557,21 +502,21 @@ impl PageTable {
     /// and no block may extend outside it; otherwise nothing changes. Tables
     /// that became empty are unlinked and returned: release them with
     /// [`release`](Self::release) after the TLB invalidation completed.
-    pub fn unmap<D: DmaMemory>(
-        &mut self,
-        dma: &mut D,
-        iova: Iova,
-        size: u64,
-    ) -> Result<FreeList, Error> {
+    pub fn unmap<D: DmaMemory>(&mut self, dma: &mut D, iova: Iova, size: u64) -> Result<FreeList, Error> {
         let end = self.check_input(iova, size)?;
         let span = Span { start: iova.0, end };
         // Every page mapped, no block reaching outside the range.
-        self.walk_span(dma, span, &mut |_, _, slot| match slot.desc {
-            Desc::Invalid => Err(Error::NotMapped(Iova(slot.start))),
-            Desc::Leaf if slot.first < span.start || slot.next > span.end => Err(Error::SplitsBlock(Iova(slot.first))),
-            Desc::Leaf => Ok(Act::Skip),
-            Desc::Table(t) => Ok(Act::Into(t)),
-        }, &mut |_, _, _, _| Ok(None))?;
+        self.walk_span(
+            dma,
+            span,
+            &mut |_, _, slot| match slot.desc {
+                Desc::Invalid => Err(Error::NotMapped(Iova(slot.start))),
+                Desc::Leaf if slot.first < span.start || slot.next > span.end => Err(Error::SplitsBlock(Iova(slot.first))),
+                Desc::Leaf => Ok(Act::Skip),
+                Desc::Table(t) => Ok(Act::Into(t)),
+            },
+            &mut |_, _, _, _| Ok(None),
+        )?;
         let mut freed = FreeList::default();
         self.clear(dma, span, &mut freed)?;
         Ok(freed)
@@ -580,23 +525,28 @@ impl PageTable {
     /// Clears every valid leaf inside `span` (which must not split blocks)
     /// and unlinks tables that became empty onto `freed`.
     fn clear<D: DmaMemory>(&mut self, dma: &mut D, span: Span, freed: &mut FreeList) -> Result<(), Error> {
-        self.walk_span(dma, span, &mut |_, _, slot| match slot.desc {
-            Desc::Invalid => Ok(Act::Skip),
-            Desc::Leaf => Ok(Act::Set(0)),
-            Desc::Table(t) => Ok(Act::Into(t)),
-        }, &mut |pt, dma, _, child| {
-            if !pt.is_empty_table(dma, child)? {
-                return Ok(None);
-            }
-            let link = match freed.head {
-                Some(h) => h.as_u64() | CHAIN_LINK,
-                None => 0,
-            };
-            dma.write64(child, 0, link)?;
-            freed.head = Some(child.phys());
-            freed.count += 1;
-            Ok(Some(0))
-        })
+        self.walk_span(
+            dma,
+            span,
+            &mut |_, _, slot| match slot.desc {
+                Desc::Invalid => Ok(Act::Skip),
+                Desc::Leaf => Ok(Act::Set(0)),
+                Desc::Table(t) => Ok(Act::Into(t)),
+            },
+            &mut |pt, dma, _, child| {
+                if !pt.is_empty_table(dma, child)? {
+                    return Ok(None);
+                }
+                let link = match freed.head {
+                    Some(h) => h.as_u64() | CHAIN_LINK,
+                    None => 0,
+                };
+                dma.write64(child, 0, link)?;
+                freed.head = Some(child.phys());
+                freed.count += 1;
+                Ok(Some(0))
+            },
+        )
     }
 
     /// Walks `span` from the root (see [`walk`](Self::walk)).
@@ -612,15 +562,7 @@ impl PageTable {
     /// descend — and after a descent asks `post` whether to rewrite it (an
     /// emptied table unlinked). Writes are published table by table, in
     /// one range each.
-    fn walk<D: DmaMemory>(
-        &mut self,
-        dma: &mut D,
-        table: &DmaRegion,
-        level: u8,
-        span: Span,
-        pre: &mut Pre<'_, D>,
-        post: &mut Post<'_, D>,
-    ) -> Result<(), Error> {
+    fn walk<D: DmaMemory>(&mut self, dma: &mut D, table: &DmaRegion, level: u8, span: Span, pre: &mut Pre<'_, D>, post: &mut Post<'_, D>) -> Result<(), Error> {
         let shift = level_shift(level);
         let mut va = span.start;
         let mut dirty: Option<(usize, usize)> = None;
@@ -746,11 +688,7 @@ impl PageTable {
                 Desc::Leaf => {
                     let size = 1u64 << shift;
                     let base = desc & 0x0000_FFFF_FFFF_F000 & !(size - 1);
-                    return Some((
-                        PhysAddr(base | (iova.0 & (size - 1))),
-                        prot_of(self.stage, desc),
-                        size,
-                    ));
+                    return Some((PhysAddr(base | (iova.0 & (size - 1))), prot_of(self.stage, desc), size));
                 }
             }
         }

@@ -205,13 +205,7 @@ impl Stage1Fields {
     }
 
     fn word0(&self, config: FieldValue<u64, STE0::Register>) -> u64 {
-        word(
-            STE0::V::SET
-                + config
-                + STE0::S1Fmt::Linear
-                + STE0::S1ContextPtr.val(self.cd_table.as_u64() >> 6)
-                + STE0::S1CDMax.val(0),
-        )
+        word(STE0::V::SET + config + STE0::S1Fmt::Linear + STE0::S1ContextPtr.val(self.cd_table.as_u64() >> 6) + STE0::S1CDMax.val(0))
     }
 
     fn word1(&self) -> u64 {
@@ -220,13 +214,7 @@ impl Stage1Fields {
         } else {
             STE1::S1CIR::NonCacheable + STE1::S1COR::NonCacheable + STE1::S1CSH::Outer
         };
-        word(
-            STE1::S1DSS::Substream0
-                + cache
-                + STE1::EATS::Abort
-                + STE1::STRW::NsEl1
-                + STE1::SHCFG::Incoming,
-        )
+        word(STE1::S1DSS::Substream0 + cache + STE1::EATS::Abort + STE1::STRW::NsEl1 + STE1::SHCFG::Incoming)
     }
 }
 
@@ -235,9 +223,7 @@ impl Ste {
     /// recorded (§5.2, Config).
     pub const fn abort() -> Ste {
         // V (bit 0) = 1, Config (bits 3:1) = 0b000.
-        Ste {
-            words: [1, 0, 0, 0, 0, 0, 0, 0],
-        }
+        Ste { words: [1, 0, 0, 0, 0, 0, 0, 0] }
     }
 
     /// Stage-2-only translation (`Config = 0b110`).

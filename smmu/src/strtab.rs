@@ -85,18 +85,9 @@ impl StreamTable {
     /// StreamID bits, every entry aborting: linear when that is at most
     /// [`SPLIT`] bits or the SMMU has no two-level support, two-level
     /// otherwise.
-    pub fn new<D: DmaMemory>(
-        dma: &mut D,
-        features: &Features,
-        max_sid_bits: u8,
-        coherent: bool,
-    ) -> Result<Self, Error> {
+    pub fn new<D: DmaMemory>(dma: &mut D, features: &Features, max_sid_bits: u8, coherent: bool) -> Result<Self, Error> {
         let sid_bits = features.sid_bits.min(max_sid_bits).min(32);
-        let format = if features.two_level_strtab && sid_bits > SPLIT {
-            Format::TwoLevel
-        } else {
-            Format::Linear
-        };
+        let format = if features.two_level_strtab && sid_bits > SPLIT { Format::TwoLevel } else { Format::Linear };
         let size = match format {
             Format::Linear => STE_SIZE << sid_bits,
             Format::TwoLevel => (L1_DESC_SIZE << (sid_bits - SPLIT)).max(64),
@@ -112,12 +103,7 @@ impl StreamTable {
         // Linear: the abort entries; two-level: the zeroed (invalid) level-1
         // descriptors. Either way the SMMU must not see stale memory.
         dma.publish(&table, 0, size, coherent);
-        Ok(StreamTable {
-            format,
-            table,
-            sid_bits,
-            coherent,
-        })
+        Ok(StreamTable { format, table, sid_bits, coherent })
     }
 
     /// Layout in use.
@@ -162,26 +148,18 @@ impl StreamTable {
 
     /// Where the STE for `sid` lives, or `None` when its level-2 table has
     /// not been allocated (the stream is then terminated by the SMMU).
-    fn locate<D: DmaMemory>(
-        &self,
-        dma: &D,
-        sid: StreamId,
-    ) -> Result<Option<(DmaRegion, usize)>, Error> {
+    fn locate<D: DmaMemory>(&self, dma: &D, sid: StreamId) -> Result<Option<(DmaRegion, usize)>, Error> {
         if !self.covers(sid) {
             return Err(Error::StreamIdOutOfRange(sid));
         }
         let sid = sid.0 as usize;
         match self.format {
             Format::Linear => {
-                let r = dma
-                    .region(self.table.phys(), self.table.len())
-                    .ok_or(Error::DmaOutOfBounds)?;
+                let r = dma.region(self.table.phys(), self.table.len()).ok_or(Error::DmaOutOfBounds)?;
                 Ok(Some((r, sid * STE_SIZE)))
             }
             Format::TwoLevel => {
-                let desc = LocalRegisterCopy::<u64, L1STD::Register>::new(
-                    dma.read64(&self.table, (sid >> SPLIT) * L1_DESC_SIZE)?,
-                );
+                let desc = LocalRegisterCopy::<u64, L1STD::Register>::new(dma.read64(&self.table, (sid >> SPLIT) * L1_DESC_SIZE)?);
                 if desc.read(L1STD::Span) == 0 {
                     return Ok(None);
                 }
@@ -202,12 +180,7 @@ impl StreamTable {
     /// (all abort) and publishing it before the level-1 descriptor that makes
     /// it reachable. Returns `true` when it wrote a level-1 descriptor: the
     /// caller must then invalidate it (CFGI with Leaf = 0, or a range).
-    pub(crate) fn ensure<D: DmaMemory>(
-        &mut self,
-        dma: &mut D,
-        features: &Features,
-        sid: StreamId,
-    ) -> Result<bool, Error> {
+    pub(crate) fn ensure<D: DmaMemory>(&mut self, dma: &mut D, features: &Features, sid: StreamId) -> Result<bool, Error> {
         if self.locate(dma, sid)?.is_some() {
             return Ok(false);
         }
@@ -219,12 +192,7 @@ impl StreamTable {
     /// A fresh level-2 table for `span` holding a copy of the current one
     /// (all abort when the span has none yet), not yet reachable by the
     /// SMMU: edit it with [`StagedSpan::write`], then [`swap_in`](Self::swap_in).
-    pub(crate) fn stage_span<D: DmaMemory>(
-        &self,
-        dma: &mut D,
-        features: &Features,
-        span: u32,
-    ) -> Result<StagedSpan, Error> {
+    pub(crate) fn stage_span<D: DmaMemory>(&self, dma: &mut D, features: &Features, span: u32) -> Result<StagedSpan, Error> {
         let first = StreamId(span << SPLIT);
         if self.format != Format::TwoLevel || !self.covers(first) {
             return Err(Error::StreamIdOutOfRange(first));
@@ -248,18 +216,12 @@ impl StreamTable {
     /// 64-bit write of its level-1 descriptor. Returns the table it
     /// replaced, which the SMMU may still be reading: free it only once the
     /// descriptor's invalidation (Leaf = 0) has completed.
-    pub(crate) fn swap_in<D: DmaMemory>(
-        &mut self,
-        dma: &mut D,
-        staged: StagedSpan,
-    ) -> Result<Option<DmaRegion>, Error> {
+    pub(crate) fn swap_in<D: DmaMemory>(&mut self, dma: &mut D, staged: StagedSpan) -> Result<Option<DmaRegion>, Error> {
         let StagedSpan { span, table } = staged;
         let old = self.locate(dma, StreamId(span << SPLIT))?.map(|(r, _)| r);
         dma.publish(&table, 0, l2_size(), self.coherent);
         let mut desc = LocalRegisterCopy::<u64, L1STD::Register>::new(0);
-        desc.write(
-            L1STD::L2Ptr.val(table.phys().as_u64() >> 6) + L1STD::Span.val(u64::from(SPLIT) + 1),
-        );
+        desc.write(L1STD::L2Ptr.val(table.phys().as_u64() >> 6) + L1STD::Span.val(u64::from(SPLIT) + 1));
         let off = span as usize * L1_DESC_SIZE;
         dma.write64(&self.table, off, desc.get())?;
         dma.publish(&self.table, off, L1_DESC_SIZE, self.coherent);
@@ -269,11 +231,7 @@ impl StreamTable {
     }
 
     /// Reads the STE of `sid`; `None` when it does not exist in memory.
-    pub fn read<D: DmaMemory>(
-        &self,
-        dma: &D,
-        sid: StreamId,
-    ) -> Result<Option<[u64; STE_WORDS]>, Error> {
+    pub fn read<D: DmaMemory>(&self, dma: &D, sid: StreamId) -> Result<Option<[u64; STE_WORDS]>, Error> {
         match self.locate(dma, sid)? {
             Some((r, off)) => read_words(dma, &r, off).map(Some),
             None => Ok(None),
@@ -291,11 +249,7 @@ impl StreamTable {
     /// Makes the STE of `sid` abort by rewriting word 0 only (`V = 1,
     /// Config = abort`): whatever mix of dwords a fetch reads, it
     /// terminates.
-    pub(crate) fn write_abort<D: DmaMemory>(
-        &mut self,
-        dma: &mut D,
-        sid: StreamId,
-    ) -> Result<(), Error> {
+    pub(crate) fn write_abort<D: DmaMemory>(&mut self, dma: &mut D, sid: StreamId) -> Result<(), Error> {
         let (r, off) = self.locate_existing(dma, sid)?;
         dma.write64(&r, off, Ste::abort().words()[0])?;
         dma.publish(&r, off, 8, self.coherent);
@@ -325,12 +279,7 @@ impl StreamTable {
     /// (dword 0 keeps aborting): step one of an in-place install. Returns
     /// whether anything changed (then invalidate and synchronise before
     /// [`write_head`](Self::write_head)).
-    pub(crate) fn write_tail<D: DmaMemory>(
-        &mut self,
-        dma: &mut D,
-        sid: StreamId,
-        ste: &Ste,
-    ) -> Result<bool, Error> {
+    pub(crate) fn write_tail<D: DmaMemory>(&mut self, dma: &mut D, sid: StreamId, ste: &Ste) -> Result<bool, Error> {
         let (r, off) = self.locate_existing(dma, sid)?;
         let cur = read_words(dma, &r, off)?;
         if cur == *ste.words() {
@@ -355,12 +304,7 @@ impl StreamTable {
     /// `ste`'s and visible to the SMMU (after [`write_tail`](Self::write_tail)
     /// and its invalidation): step two of an in-place install. Returns
     /// whether anything changed.
-    pub(crate) fn write_head<D: DmaMemory>(
-        &mut self,
-        dma: &mut D,
-        sid: StreamId,
-        ste: &Ste,
-    ) -> Result<bool, Error> {
+    pub(crate) fn write_head<D: DmaMemory>(&mut self, dma: &mut D, sid: StreamId, ste: &Ste) -> Result<bool, Error> {
         let (r, off) = self.locate_existing(dma, sid)?;
         let cur = read_words(dma, &r, off)?;
         if cur == *ste.words() {
@@ -375,11 +319,7 @@ impl StreamTable {
     }
 
     /// Calls `f` for every STE present in memory until it returns `Some`.
-    pub(crate) fn find_map<D: DmaMemory, T>(
-        &self,
-        dma: &D,
-        mut f: impl FnMut(StreamId, &[u64; STE_WORDS]) -> Option<T>,
-    ) -> Result<Option<T>, Error> {
+    pub(crate) fn find_map<D: DmaMemory, T>(&self, dma: &D, mut f: impl FnMut(StreamId, &[u64; STE_WORDS]) -> Option<T>) -> Result<Option<T>, Error> {
         let spans: usize = match self.format {
             Format::Linear => 1,
             Format::TwoLevel => 1 << (self.sid_bits - SPLIT),
@@ -451,12 +391,7 @@ fn read_words<D: DmaMemory>(dma: &D, r: &DmaRegion, off: usize) -> Result<[u64; 
 /// Allocates DMA memory and checks the allocator kept its promises:
 /// alignment, length, and an address the SMMU can emit (below its output
 /// address size).
-pub(crate) fn alloc_checked<D: DmaMemory>(
-    dma: &mut D,
-    size: usize,
-    align: usize,
-    features: &Features,
-) -> Result<DmaRegion, Error> {
+pub(crate) fn alloc_checked<D: DmaMemory>(dma: &mut D, size: usize, align: usize, features: &Features) -> Result<DmaRegion, Error> {
     let r = dma.alloc(size, align).ok_or(Error::OutOfMemory)?;
     let limit = 1u64 << features.effective_oas_bits();
     let end = r.phys().as_u64().checked_add(size as u64);

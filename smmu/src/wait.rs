@@ -10,11 +10,7 @@ const MAX_STEP_US: u32 = 64;
 
 /// Polls `done` until it returns `true` or about `timeout_us` microseconds of
 /// delay have been spent. Returns whether `done` succeeded.
-pub(crate) fn poll(
-    delay: &mut impl DelayNs,
-    timeout_us: u32,
-    mut done: impl FnMut() -> bool,
-) -> bool {
+pub(crate) fn poll(delay: &mut impl DelayNs, timeout_us: u32, mut done: impl FnMut() -> bool) -> bool {
     let mut waited: u32 = 0;
     let mut step: u32 = 1;
     loop {

@@ -31,11 +31,7 @@ fn linear(f: Flavour) -> (std::rc::Rc<Model>, Config) {
 fn no_torn_ste_fetch_on_install() {
     for f in Flavour::ALL {
         for two_level in [true, false] {
-            let (m, cfg) = if two_level {
-                (Model::new(f), Config { dma_coherent: true, ..Config::default() })
-            } else {
-                linear(f)
-            };
+            let (m, cfg) = if two_level { (Model::new(f), Config { dma_coherent: true, ..Config::default() }) } else { linear(f) };
             let mut s = bring_up_with(&m, cfg);
             let mut a = s.create_domain(DomainConfig::default()).unwrap();
             let mut b = s.create_domain(DomainConfig::default()).unwrap();
@@ -125,11 +121,7 @@ fn stage2_start_level_is_legal_for_every_output_size() {
         s.map(&mut d, Iova(top), PhysAddr(MB2), MB2, Prot::RAM_RW).unwrap();
         s.map(&mut d, Iova(0), PhysAddr(0), MB2, Prot::RAM_RW).unwrap();
         s.attach(&d, &sids(&[0x40])).unwrap();
-        assert_eq!(
-            m.translate(0x40, top + 8, Access::WRITE),
-            Outcome::Ok { pa: MB2 + 8, writable: true, device: false },
-            "OAS {bits}"
-        );
+        assert_eq!(m.translate(0x40, top + 8, Access::WRITE), Outcome::Ok { pa: MB2 + 8, writable: true, device: false }, "OAS {bits}");
         assert_eq!(m.translate(0x40, 8, Access::READ), Outcome::Ok { pa: 8, writable: true, device: false });
         s.detach(&sids(&[0x40])).unwrap();
         s.destroy_domain(d).unwrap();

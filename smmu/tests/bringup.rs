@@ -26,10 +26,7 @@ fn qemu_flavours_decode() {
         assert!(f.two_level_strtab);
         assert_eq!(f.sid_bits, 16);
         assert_eq!(f.ssid_bits, 0);
-        assert_eq!(
-            (f.cmdq_log2_max, f.evtq_log2_max, f.priq_log2_max),
-            (19, 19, 0)
-        );
+        assert_eq!((f.cmdq_log2_max, f.evtq_log2_max, f.priq_log2_max), (19, 19, 0));
         assert_eq!(f.oas_bits, 44);
         assert!(f.gran4k && f.gran16k && f.gran64k);
         assert!(f.ril);
@@ -53,36 +50,16 @@ fn refusals() {
     assert_eq!(with(0, 0b1100, 0b0100), Err(Unsupported::NoAArch64Tables));
     assert_eq!(with(5, 1 << 4, 0), Err(Unsupported::No4KGranule));
     assert_eq!(with(5, 0b111, 0b111), Err(Unsupported::ReservedOas(7)));
-    assert_eq!(
-        with(0, 0b11 << 21, 0b11 << 21),
-        Err(Unsupported::NoLittleEndian)
-    );
-    assert_eq!(
-        with(0, 0b11 << 24, 0b10 << 24),
-        Err(Unsupported::StallForced)
-    );
+    assert_eq!(with(0, 0b11 << 21, 0b11 << 21), Err(Unsupported::NoLittleEndian));
+    assert_eq!(with(0, 0b11 << 24, 0b10 << 24), Err(Unsupported::StallForced));
     // Through the driver: probe and new refuse too.
     let mut idr = base;
     idr[0] &= !0b11;
     let m = Model::with_idr(idr, 1 << 20);
-    assert_eq!(
-        smmu::probe(&*m),
-        Err(Error::Unsupported(Unsupported::NoTranslationStage))
-    );
-    assert_eq!(
-        Smmu::probe(&*m),
-        Err(Error::Unsupported(Unsupported::NoTranslationStage))
-    );
-    let r = Smmu::new(
-        &*m,
-        TestDma::new(&m),
-        FakeDelay::default(),
-        Config::default(),
-    );
-    assert!(matches!(
-        r,
-        Err(Error::Unsupported(Unsupported::NoTranslationStage))
-    ));
+    assert_eq!(smmu::probe(&*m), Err(Error::Unsupported(Unsupported::NoTranslationStage)));
+    assert_eq!(Smmu::probe(&*m), Err(Error::Unsupported(Unsupported::NoTranslationStage)));
+    let r = Smmu::new(&*m, TestDma::new(&m), FakeDelay::default(), Config::default());
+    assert!(matches!(r, Err(Error::Unsupported(Unsupported::NoTranslationStage))));
     // GBPA was still set to abort first.
     assert_ne!(m.gbpa() & (1 << 20), 0);
 }
@@ -99,13 +76,7 @@ fn bring_up_each_flavour() {
         assert_eq!(s.stats().syncs, 1);
         assert_eq!(s.stream_table().format(), Format::TwoLevel);
         // Nothing translates yet: level-1 descriptors invalid.
-        assert_eq!(
-            m.translate(0x10, 0x1000, Access::READ),
-            Outcome::Fault {
-                kind: FaultKind::BadStreamId,
-                stage2: false
-            }
-        );
+        assert_eq!(m.translate(0x10, 0x1000, Access::READ), Outcome::Fault { kind: FaultKind::BadStreamId, stage2: false });
         m.check_quiescent();
         m.assert_clean();
     }
@@ -130,13 +101,7 @@ fn linear_table_when_small_or_no_two_level() {
     assert_eq!(s.stream_table().format(), Format::Linear);
     assert_eq!(s.stream_table().sid_bits(), 8);
     assert_eq!(m.translate(3, 0, Access::READ), Outcome::Abort);
-    assert_eq!(
-        m.translate(256, 0, Access::READ),
-        Outcome::Fault {
-            kind: FaultKind::BadStreamId,
-            stage2: false
-        }
-    );
+    assert_eq!(m.translate(256, 0, Access::READ), Outcome::Fault { kind: FaultKind::BadStreamId, stage2: false });
     // No two-level support and SIDSIZE 12: linear over 12 bits.
     let mut idr = Flavour::S1Only.idr();
     idr[0] &= !(0b11 << 27);
@@ -154,11 +119,7 @@ fn gbpa_abort_standalone() {
     assert_eq!(m.gbpa(), 0x1000, "QEMU resets GBPA to bypass");
     assert_eq!(m.translate(1, 0x1000, Access::READ), Outcome::Bypass);
     smmu::gbpa_abort(&*m, &mut FakeDelay::default()).unwrap();
-    assert_eq!(
-        m.gbpa(),
-        0x1000 | (1 << 20),
-        "other fields kept, UPDATE clear"
-    );
+    assert_eq!(m.gbpa(), 0x1000 | (1 << 20), "other fields kept, UPDATE clear");
     assert_eq!(m.translate(1, 0x1000, Access::READ), Outcome::Abort);
     m.assert_clean();
 }
@@ -188,16 +149,9 @@ fn timeouts_are_typed_errors() {
         let m = Model::new(Flavour::Nested);
         knob(&mut m.state());
         let mut delay = FakeDelay::default();
-        let cfg = Config {
-            timeout_us: 1000,
-            ..Config::default()
-        };
+        let cfg = Config { timeout_us: 1000, ..Config::default() };
         let r = Smmu::new(&*m, TestDma::new(&m), &mut delay, cfg);
-        assert!(
-            matches!(r, Err(Error::Timeout(w)) if w == want),
-            "{want:?}: {:?}",
-            r.err()
-        );
+        assert!(matches!(r, Err(Error::Timeout(w)) if w == want), "{want:?}: {:?}", r.err());
         // Bounded: about the timeout's worth of delay was spent per wait.
         assert!(delay.ns <= 3 * 1000 * 1000 + 1000, "{} ns", delay.ns);
         assert!(!m.smmuen(), "left disabled after {want:?}");
@@ -216,21 +170,11 @@ fn standalone_gbpa_timeout() {
 fn bad_allocator_is_refused() {
     let m = Model::new(Flavour::S2Only);
     m.arena.misalign_next();
-    let r = Smmu::new(
-        &*m,
-        TestDma::new(&m),
-        FakeDelay::default(),
-        Config::default(),
-    );
+    let r = Smmu::new(&*m, TestDma::new(&m), FakeDelay::default(), Config::default());
     assert!(matches!(r, Err(Error::BadDmaMemory(_))));
     let m = Model::new(Flavour::S2Only);
     m.arena.set_fail_after(Some(1));
-    let r = Smmu::new(
-        &*m,
-        TestDma::new(&m),
-        FakeDelay::default(),
-        Config::default(),
-    );
+    let r = Smmu::new(&*m, TestDma::new(&m), FakeDelay::default(), Config::default());
     assert!(matches!(r, Err(Error::OutOfMemory)));
     assert!(!m.smmuen());
 }
@@ -247,20 +191,8 @@ fn instances_are_independent() {
     sb.attach(&db, &[StreamId(1)]).unwrap();
     // A domain of one SMMU is refused by the other.
     assert_eq!(sa.attach(&db, &[StreamId(2)]), Err(Error::ForeignDomain));
-    assert_eq!(
-        a.translate(1, 0, Access::READ),
-        Outcome::Fault {
-            kind: FaultKind::Translation,
-            stage2: true
-        }
-    );
-    assert_eq!(
-        b.translate(1, 0, Access::READ),
-        Outcome::Fault {
-            kind: FaultKind::Translation,
-            stage2: false
-        }
-    );
+    assert_eq!(a.translate(1, 0, Access::READ), Outcome::Fault { kind: FaultKind::Translation, stage2: true });
+    assert_eq!(b.translate(1, 0, Access::READ), Outcome::Fault { kind: FaultKind::Translation, stage2: false });
     a.assert_clean();
     b.assert_clean();
 }
@@ -270,27 +202,13 @@ fn failing_closed_aborts_every_stream() {
     let m = Model::new(Flavour::Nested);
     let mut s = bring_up(&m);
     let mut d = s.create_domain(smmu::DomainConfig::default()).unwrap();
-    s.map(
-        &mut d,
-        smmu::Iova(0x1000),
-        smmu::PhysAddr(0x8010_0000),
-        0x1000,
-        smmu::Prot::RAM_RW,
-    )
-    .unwrap();
+    s.map(&mut d, smmu::Iova(0x1000), smmu::PhysAddr(0x8010_0000), 0x1000, smmu::Prot::RAM_RW).unwrap();
     s.attach(&d, &[smmu::StreamId(3)]).unwrap();
-    assert!(matches!(
-        m.translate(3, 0x1000, Access::READ),
-        Outcome::Ok { .. }
-    ));
+    assert!(matches!(m.translate(3, 0x1000, Access::READ), Outcome::Ok { .. }));
     s.fail_closed().unwrap();
     assert!(!m.smmuen());
     assert_ne!(m.gbpa() & (1 << 20), 0, "GBPA.ABORT");
     for sid in [0, 3, 0xffff] {
-        assert_eq!(
-            m.translate(sid, 0x1000, Access::READ),
-            Outcome::Abort,
-            "StreamID {sid}"
-        );
+        assert_eq!(m.translate(sid, 0x1000, Access::READ), Outcome::Abort, "StreamID {sid}");
     }
 }

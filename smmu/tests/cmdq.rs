@@ -28,10 +28,7 @@ fn ring_wrap_arithmetic() {
 fn tlbi_ranges_cover_exactly() {
     // 0x2345 pages: pieces of (num+1) << scale pages, 5 bits at a time.
     let pieces: Vec<_> = tlbi_ranges(0x1000, 0x2345).collect();
-    let total: u64 = pieces
-        .iter()
-        .map(|(_, r)| (u64::from(r.num) + 1) << r.scale)
-        .sum();
+    let total: u64 = pieces.iter().map(|(_, r)| (u64::from(r.num) + 1) << r.scale).sum();
     assert_eq!(total, 0x2345);
     let mut next = 0x1000;
     for (addr, r) in &pieces {
@@ -40,19 +37,11 @@ fn tlbi_ranges_cover_exactly() {
         assert!(r.num <= 31 && r.scale <= 31);
     }
     assert_eq!(tlbi_ranges(0, 1).count(), 1);
-    assert_eq!(
-        tlbi_ranges(0, 1 << 36).count(),
-        1,
-        "whole 48-bit space in one piece"
-    );
+    assert_eq!(tlbi_ranges(0, 1 << 36).count(), 1, "whole 48-bit space in one piece");
 }
 
 fn small_queue() -> Config {
-    Config {
-        cmdq_log2_max: 2,
-        dma_coherent: true,
-        ..Config::default()
-    }
+    Config { cmdq_log2_max: 2, dma_coherent: true, ..Config::default() }
 }
 
 #[test]
@@ -73,40 +62,22 @@ fn full_queue_waits_for_space() {
     m.assert_clean();
     // Many wraps of a 4-entry queue later, everything was consumed in order.
     let ops = m.opcodes();
-    assert_eq!(
-        ops.iter().filter(|o| **o == 0x46).count() as u64,
-        s.stats().syncs
-    );
+    assert_eq!(ops.iter().filter(|o| **o == 0x46).count() as u64, s.stats().syncs);
 }
 
 #[test]
 fn stuck_queue_times_out() {
     let m = Model::new(Flavour::S2Only);
-    let mut s = bring_up_with(
-        &m,
-        Config {
-            timeout_us: 2000,
-            ..small_queue()
-        },
-    );
+    let mut s = bring_up_with(&m, Config { timeout_us: 2000, ..small_queue() });
     let d = s.create_domain(DomainConfig::default()).unwrap();
     m.state().knobs.cmdq_mode = CmdqMode::Never;
     let list: Vec<_> = (0..8).map(|i| StreamId(2 * i + 1)).collect();
     assert_eq!(s.attach(&d, &list), Err(Error::Timeout(WaitFor::CmdqSpace)));
     let m2 = Model::new(Flavour::S2Only);
-    let mut s2 = bring_up_with(
-        &m2,
-        Config {
-            timeout_us: 2000,
-            ..Config::default()
-        },
-    );
+    let mut s2 = bring_up_with(&m2, Config { timeout_us: 2000, ..Config::default() });
     let d2 = s2.create_domain(DomainConfig::default()).unwrap();
     m2.state().knobs.cmdq_mode = CmdqMode::Never;
-    assert_eq!(
-        s2.attach(&d2, &[StreamId(1)]),
-        Err(Error::Timeout(WaitFor::CmdqSync))
-    );
+    assert_eq!(s2.attach(&d2, &[StreamId(1)]), Err(Error::Timeout(WaitFor::CmdqSync)));
 }
 
 #[test]
@@ -117,26 +88,13 @@ fn illegal_command_is_recovered() {
         let before = s.stats();
         // Opcode 0xff does not exist: CERROR_ILL.
         let r = s.diagnostic_submit_raw([0xff, 0]);
-        assert!(
-            matches!(
-                r,
-                Err(Error::Command(CommandError {
-                    kind: CommandErrorKind::Ill,
-                    opcode: 0xff,
-                    ..
-                }))
-            ),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(Error::Command(CommandError { kind: CommandErrorKind::Ill, opcode: 0xff, .. }))), "{r:?}");
         assert_eq!((s.stats() - before).command_errors, 1);
         assert_eq!(m.gerror_active(), 0, "CMDQ_ERR acknowledged");
         // The queue keeps working.
         let d = s.create_domain(DomainConfig::default()).unwrap();
         s.attach(&d, &[StreamId(4)]).unwrap();
-        assert!(matches!(
-            m.translate(4, 0, Access::READ),
-            Outcome::Fault { .. }
-        ));
+        assert!(matches!(m.translate(4, 0, Access::READ), Outcome::Fault { .. }));
         // A command for a stage the SMMU lacks is illegal too (QEMU: ILL).
         let wrong = if f == Flavour::S1Only {
             [0x28, 0]
@@ -145,13 +103,7 @@ fn illegal_command_is_recovered() {
         } else {
             [0x20, 0]
         };
-        assert!(matches!(
-            s.diagnostic_submit_raw(wrong),
-            Err(Error::Command(CommandError {
-                kind: CommandErrorKind::Ill,
-                ..
-            }))
-        ));
+        assert!(matches!(s.diagnostic_submit_raw(wrong), Err(Error::Command(CommandError { kind: CommandErrorKind::Ill, .. }))));
         s.detach(&[StreamId(4)]).unwrap();
         m.check_quiescent();
         m.assert_clean();
@@ -164,12 +116,8 @@ fn illegal_command_in_a_batch_with_slow_consumer() {
     let mut s = bring_up_with(&m, small_queue());
     m.state().knobs.cmdq_mode = CmdqMode::PerConsRead(1);
     for _ in 0..3 {
-        assert!(matches!(
-            s.diagnostic_submit_raw([0x77, 0]),
-            Err(Error::Command(_))
-        ));
-        s.diagnostic_submit_raw(smmu::cmdq::Command::TlbiNsnhAll.encode())
-            .unwrap();
+        assert!(matches!(s.diagnostic_submit_raw([0x77, 0]), Err(Error::Command(_))));
+        s.diagnostic_submit_raw(smmu::cmdq::Command::TlbiNsnhAll.encode()).unwrap();
     }
     assert_eq!(s.stats().command_errors, 3);
     m.assert_clean();
@@ -188,27 +136,16 @@ fn gerror_handler_acknowledges() {
     assert_eq!(m.gerror_active(), 0);
     // A CMDQ_ERR found by the interrupt handler rather than during a sync.
     m.state().knobs.cmdq_mode = CmdqMode::Never;
-    assert_eq!(
-        s.diagnostic_submit_raw([0x99, 0]),
-        Err(Error::Timeout(WaitFor::CmdqSync))
-    );
+    assert_eq!(s.diagnostic_submit_raw([0x99, 0]), Err(Error::Timeout(WaitFor::CmdqSync)));
     m.state().knobs.cmdq_mode = CmdqMode::Immediate;
     m.run_cmdq(); // the SMMU stops at the bad command
     assert_eq!(m.gerror_active(), 1);
     assert_eq!(m.cmdq_cons() >> 24, 1, "CONS.ERR = CERROR_ILL");
     let r = s.handle_gerror().unwrap();
     assert!(r.errors.cmdq_err());
-    assert!(matches!(
-        r.command,
-        Some(CommandError {
-            kind: CommandErrorKind::Ill,
-            opcode: 0x99,
-            ..
-        })
-    ));
+    assert!(matches!(r.command, Some(CommandError { kind: CommandErrorKind::Ill, opcode: 0x99, .. })));
     assert_eq!(m.gerror_active(), 0);
     // Resumed: the CMD_SYNC behind it was consumed, and new work goes through.
-    s.diagnostic_submit_raw(smmu::cmdq::Command::TlbiNsnhAll.encode())
-        .unwrap();
+    s.diagnostic_submit_raw(smmu::cmdq::Command::TlbiNsnhAll.encode()).unwrap();
     m.assert_clean();
 }

@@ -3,10 +3,7 @@
 mod model;
 use model::*;
 
-use smmu::{
-    DomainConfig, DomainStage, Error, Iova, MemType, Perm, PhysAddr, Prot, StagePreference,
-    StreamId,
-};
+use smmu::{DomainConfig, DomainStage, Error, Iova, MemType, Perm, PhysAddr, Prot, StagePreference, StreamId};
 
 const KB4: u64 = 4 << 10;
 const MB2: u64 = 2 << 20;
@@ -18,11 +15,7 @@ fn sids(list: &[u32]) -> Vec<StreamId> {
 
 #[test]
 fn stage_follows_features() {
-    for (f, want) in [
-        (Flavour::Nested, DomainStage::Stage2),
-        (Flavour::S2Only, DomainStage::Stage2),
-        (Flavour::S1Only, DomainStage::Stage1),
-    ] {
+    for (f, want) in [(Flavour::Nested, DomainStage::Stage2), (Flavour::S2Only, DomainStage::Stage2), (Flavour::S1Only, DomainStage::Stage1)] {
         let m = Model::new(f);
         let mut s = bring_up(&m);
         let d = s.create_domain(DomainConfig::default()).unwrap();
@@ -38,40 +31,15 @@ fn stage_follows_features() {
     // Asking for a stage the SMMU lacks is refused.
     let m = Model::new(Flavour::S1Only);
     let mut s = bring_up(&m);
-    let r = s.create_domain(DomainConfig {
-        stage: StagePreference::Stage2,
-        input_bits: None,
-        tag: None,
-    });
+    let r = s.create_domain(DomainConfig { stage: StagePreference::Stage2, input_bits: None, tag: None });
     assert!(matches!(r, Err(Error::Unsupported(_))));
     let m = Model::new(Flavour::Nested);
     let mut s = bring_up(&m);
-    let d = s
-        .create_domain(DomainConfig {
-            stage: StagePreference::Stage1,
-            input_bits: Some(39),
-            tag: None,
-        })
-        .unwrap();
+    let d = s.create_domain(DomainConfig { stage: StagePreference::Stage1, input_bits: Some(39), tag: None }).unwrap();
     assert_eq!((d.stage(), d.input_bits()), (DomainStage::Stage1, 39));
     // Input sizes: stage 2 limited by OAS, both by T0SZ range.
-    assert_eq!(
-        s.create_domain(DomainConfig {
-            stage: StagePreference::Stage2,
-            input_bits: Some(48),
-            tag: None,
-        })
-        .err(),
-        Some(Error::BadInputSize(48))
-    );
-    assert_eq!(
-        s.create_domain(DomainConfig {
-            input_bits: Some(24),
-            ..Default::default()
-        })
-        .err(),
-        Some(Error::BadInputSize(24))
-    );
+    assert_eq!(s.create_domain(DomainConfig { stage: StagePreference::Stage2, input_bits: Some(48), tag: None }).err(), Some(Error::BadInputSize(48)));
+    assert_eq!(s.create_domain(DomainConfig { input_bits: Some(24), ..Default::default() }).err(), Some(Error::BadInputSize(24)));
 }
 
 fn setup(f: Flavour) -> (std::rc::Rc<Model>, ()) {
@@ -94,58 +62,20 @@ fn largest_blocks_and_translation() {
         assert_eq!(s.lookup(&d, Iova(2 * GB1 + MB2)).map(|l| l.2), Some(KB4));
         assert_eq!(s.lookup(&d, Iova(2 * GB1 + MB2 + KB4)), None);
         // Misaligned pa forces smaller blocks.
-        s.map(
-            &mut d,
-            Iova(8 * GB1),
-            PhysAddr(5 * GB1 + KB4),
-            MB2,
-            Prot::RAM_RO,
-        )
-        .unwrap();
+        s.map(&mut d, Iova(8 * GB1), PhysAddr(5 * GB1 + KB4), MB2, Prot::RAM_RO).unwrap();
         assert_eq!(s.lookup(&d, Iova(8 * GB1)).map(|l| l.2), Some(KB4));
 
         s.attach(&d, &sids(&[0x18])).unwrap();
-        let ok = |pa: u64, writable| Outcome::Ok {
-            pa,
-            writable,
-            device: false,
-        };
-        assert_eq!(
-            m.translate(0x18, GB1 + 0x1234, Access::WRITE),
-            ok(4 * GB1 + 0x1234, true)
-        );
-        assert_eq!(
-            m.translate(0x18, 2 * GB1 + MB2 + 8, Access::READ),
-            ok(5 * GB1 + MB2 + 8, true)
-        );
-        assert_eq!(
-            m.translate(0x18, 8 * GB1 + 0x10, Access::READ),
-            ok(5 * GB1 + KB4 + 0x10, false)
-        );
+        let ok = |pa: u64, writable| Outcome::Ok { pa, writable, device: false };
+        assert_eq!(m.translate(0x18, GB1 + 0x1234, Access::WRITE), ok(4 * GB1 + 0x1234, true));
+        assert_eq!(m.translate(0x18, 2 * GB1 + MB2 + 8, Access::READ), ok(5 * GB1 + MB2 + 8, true));
+        assert_eq!(m.translate(0x18, 8 * GB1 + 0x10, Access::READ), ok(5 * GB1 + KB4 + 0x10, false));
         let stage2 = f != Flavour::S1Only;
-        assert_eq!(
-            m.translate(0x18, 8 * GB1 + 0x10, Access::WRITE),
-            Outcome::Fault {
-                kind: FaultKind::Permission,
-                stage2
-            }
-        );
-        assert_eq!(
-            m.translate(0x18, 0x1000, Access::READ),
-            Outcome::Fault {
-                kind: FaultKind::Translation,
-                stage2
-            }
-        );
+        assert_eq!(m.translate(0x18, 8 * GB1 + 0x10, Access::WRITE), Outcome::Fault { kind: FaultKind::Permission, stage2 });
+        assert_eq!(m.translate(0x18, 0x1000, Access::READ), Outcome::Fault { kind: FaultKind::Translation, stage2 });
         // Other streams still fail closed.
         assert_eq!(m.translate(0x19, GB1, Access::READ), Outcome::Abort);
-        assert_eq!(
-            m.translate(0x118, GB1, Access::READ),
-            Outcome::Fault {
-                kind: FaultKind::BadStreamId,
-                stage2: false
-            }
-        );
+        assert_eq!(m.translate(0x118, GB1, Access::READ), Outcome::Fault { kind: FaultKind::BadStreamId, stage2: false });
         m.check_quiescent();
         m.assert_clean();
     }
@@ -157,30 +87,10 @@ fn device_memory_type() {
         let m = Model::new(f);
         let mut s = bring_up(&m);
         let mut d = s.create_domain(DomainConfig::default()).unwrap();
-        s.map(
-            &mut d,
-            Iova(0x1000_0000),
-            PhysAddr(0x10_0000_0000),
-            0x4000,
-            Prot::MMIO_RW,
-        )
-        .unwrap();
+        s.map(&mut d, Iova(0x1000_0000), PhysAddr(0x10_0000_0000), 0x4000, Prot::MMIO_RW).unwrap();
         s.attach(&d, &sids(&[7])).unwrap();
-        assert_eq!(
-            m.translate(7, 0x1000_0008, Access::WRITE),
-            Outcome::Ok {
-                pa: 0x10_0000_0008,
-                writable: true,
-                device: true
-            }
-        );
-        assert_eq!(
-            s.lookup(&d, Iova(0x1000_0000)).unwrap().1,
-            Prot {
-                perm: Perm::ReadWrite,
-                mem: MemType::Device
-            }
-        );
+        assert_eq!(m.translate(7, 0x1000_0008, Access::WRITE), Outcome::Ok { pa: 0x10_0000_0008, writable: true, device: true });
+        assert_eq!(s.lookup(&d, Iova(0x1000_0000)).unwrap().1, Prot { perm: Perm::ReadWrite, mem: MemType::Device });
     }
 }
 
@@ -189,60 +99,22 @@ fn map_refusals_change_nothing() {
     let m = Model::new(Flavour::Nested);
     let mut s = bring_up(&m);
     let mut d = s.create_domain(DomainConfig::default()).unwrap();
-    s.map(&mut d, Iova(MB2), PhysAddr(GB1), MB2, Prot::RAM_RW)
-        .unwrap();
+    s.map(&mut d, Iova(MB2), PhysAddr(GB1), MB2, Prot::RAM_RW).unwrap();
     let tables = m.arena.live_allocations();
     let rw = Prot::RAM_RW;
-    assert_eq!(
-        s.map(&mut d, Iova(0x1001), PhysAddr(0), KB4, rw),
-        Err(Error::Misaligned(Iova(0x1001)))
-    );
-    assert_eq!(
-        s.map(&mut d, Iova(0x1000), PhysAddr(0x10), KB4, rw),
-        Err(Error::Misaligned(Iova(0x1000)))
-    );
-    assert_eq!(
-        s.map(&mut d, Iova(0x1000), PhysAddr(0), 100, rw),
-        Err(Error::Misaligned(Iova(0x1000)))
-    );
-    assert_eq!(
-        s.map(&mut d, Iova(0x1000), PhysAddr(0), 0, rw),
-        Err(Error::EmptyRange)
-    );
-    assert_eq!(
-        s.map(&mut d, Iova(MB2 - KB4), PhysAddr(0), 2 * KB4, rw),
-        Err(Error::Overlap(Iova(MB2)))
-    );
-    assert_eq!(
-        s.map(&mut d, Iova(1 << 44), PhysAddr(0), KB4, rw),
-        Err(Error::OutOfRange(Iova(1 << 44)))
-    );
-    assert_eq!(
-        s.map(&mut d, Iova((1 << 44) - KB4), PhysAddr(0), 2 * KB4, rw),
-        Err(Error::OutOfRange(Iova((1 << 44) - KB4)))
-    );
-    assert_eq!(
-        s.map(&mut d, Iova(0), PhysAddr((1 << 44) - KB4), 2 * KB4, rw),
-        Err(Error::OutputOutOfRange(PhysAddr((1 << 44) - KB4)))
-    );
-    assert_eq!(
-        m.arena.live_allocations(),
-        tables,
-        "no table allocated by a refused map"
-    );
+    assert_eq!(s.map(&mut d, Iova(0x1001), PhysAddr(0), KB4, rw), Err(Error::Misaligned(Iova(0x1001))));
+    assert_eq!(s.map(&mut d, Iova(0x1000), PhysAddr(0x10), KB4, rw), Err(Error::Misaligned(Iova(0x1000))));
+    assert_eq!(s.map(&mut d, Iova(0x1000), PhysAddr(0), 100, rw), Err(Error::Misaligned(Iova(0x1000))));
+    assert_eq!(s.map(&mut d, Iova(0x1000), PhysAddr(0), 0, rw), Err(Error::EmptyRange));
+    assert_eq!(s.map(&mut d, Iova(MB2 - KB4), PhysAddr(0), 2 * KB4, rw), Err(Error::Overlap(Iova(MB2))));
+    assert_eq!(s.map(&mut d, Iova(1 << 44), PhysAddr(0), KB4, rw), Err(Error::OutOfRange(Iova(1 << 44))));
+    assert_eq!(s.map(&mut d, Iova((1 << 44) - KB4), PhysAddr(0), 2 * KB4, rw), Err(Error::OutOfRange(Iova((1 << 44) - KB4))));
+    assert_eq!(s.map(&mut d, Iova(0), PhysAddr((1 << 44) - KB4), 2 * KB4, rw), Err(Error::OutputOutOfRange(PhysAddr((1 << 44) - KB4))));
+    assert_eq!(m.arena.live_allocations(), tables, "no table allocated by a refused map");
     // Unmap refusals.
-    assert_eq!(
-        s.unmap(&mut d, Iova(0), KB4),
-        Err(Error::NotMapped(Iova(0)))
-    );
-    assert_eq!(
-        s.unmap(&mut d, Iova(MB2), KB4),
-        Err(Error::SplitsBlock(Iova(MB2)))
-    );
-    assert_eq!(
-        s.unmap(&mut d, Iova(MB2), MB2 + KB4),
-        Err(Error::NotMapped(Iova(2 * MB2)))
-    );
+    assert_eq!(s.unmap(&mut d, Iova(0), KB4), Err(Error::NotMapped(Iova(0))));
+    assert_eq!(s.unmap(&mut d, Iova(MB2), KB4), Err(Error::SplitsBlock(Iova(MB2))));
+    assert_eq!(s.unmap(&mut d, Iova(MB2), MB2 + KB4), Err(Error::NotMapped(Iova(2 * MB2))));
     assert!(s.lookup(&d, Iova(MB2)).is_some());
     m.assert_clean();
 }
@@ -255,20 +127,10 @@ fn unmap_frees_empty_tables_and_invalidates() {
         let mut d = s.create_domain(DomainConfig::default()).unwrap();
         s.attach(&d, &sids(&[1])).unwrap();
         let before = m.arena.live_allocations();
-        s.map(
-            &mut d,
-            Iova(0x40_0000_0000),
-            PhysAddr(0x8000_0000),
-            3 * KB4,
-            Prot::RAM_RW,
-        )
-        .unwrap();
+        s.map(&mut d, Iova(0x40_0000_0000), PhysAddr(0x8000_0000), 3 * KB4, Prot::RAM_RW).unwrap();
         // Level 1, 2 and 3 tables under a level-0 root.
         assert_eq!(m.arena.live_allocations(), before + 3);
-        assert!(matches!(
-            m.translate(1, 0x40_0000_1000, Access::READ),
-            Outcome::Ok { .. }
-        ));
+        assert!(matches!(m.translate(1, 0x40_0000_1000, Access::READ), Outcome::Ok { .. }));
         assert!(m.tlb_len() > 0);
         let st0 = s.stats();
         s.unmap(&mut d, Iova(0x40_0000_1000), KB4).unwrap();
@@ -276,24 +138,11 @@ fn unmap_frees_empty_tables_and_invalidates() {
         // RIL: one range TLBI + CMD_SYNC.
         assert_eq!((st1.commands, st1.syncs), (2, 1));
         m.check_quiescent();
-        assert!(matches!(
-            m.translate(1, 0x40_0000_1000, Access::READ),
-            Outcome::Fault {
-                kind: FaultKind::Translation,
-                ..
-            }
-        ));
-        assert!(matches!(
-            m.translate(1, 0x40_0000_2000, Access::READ),
-            Outcome::Ok { .. }
-        ));
+        assert!(matches!(m.translate(1, 0x40_0000_1000, Access::READ), Outcome::Fault { kind: FaultKind::Translation, .. }));
+        assert!(matches!(m.translate(1, 0x40_0000_2000, Access::READ), Outcome::Ok { .. }));
         s.unmap(&mut d, Iova(0x40_0000_0000), KB4).unwrap();
         s.unmap(&mut d, Iova(0x40_0000_2000), KB4).unwrap();
-        assert_eq!(
-            m.arena.live_allocations(),
-            before,
-            "tables that became empty were freed"
-        );
+        assert_eq!(m.arena.live_allocations(), before, "tables that became empty were freed");
         m.check_quiescent();
         m.assert_clean();
     }
@@ -307,16 +156,11 @@ fn unmap_without_ril_uses_page_or_full_tlbi() {
         let m = Model::with_idr(idr, 16 << 20);
         let mut s = bring_up(&m);
         let mut d = s.create_domain(DomainConfig::default()).unwrap();
-        s.map(&mut d, Iova(0), PhysAddr(GB1), 4 * MB2, Prot::RAM_RW)
-            .unwrap();
-        s.map(&mut d, Iova(GB1), PhysAddr(2 * GB1), 16 * KB4, Prot::RAM_RW)
-            .unwrap();
+        s.map(&mut d, Iova(0), PhysAddr(GB1), 4 * MB2, Prot::RAM_RW).unwrap();
+        s.map(&mut d, Iova(GB1), PhysAddr(2 * GB1), 16 * KB4, Prot::RAM_RW).unwrap();
         s.attach(&d, &sids(&[2])).unwrap();
         for off in [0, MB2, 2 * MB2, 3 * MB2, GB1, GB1 + 8 * KB4] {
-            assert!(matches!(
-                m.translate(2, off, Access::READ),
-                Outcome::Ok { .. }
-            ));
+            assert!(matches!(m.translate(2, off, Access::READ), Outcome::Ok { .. }));
         }
         // 8 pages: 8 per-page TLBIs + CMD_SYNC.
         m.clear_opcodes();
@@ -329,14 +173,8 @@ fn unmap_without_ril_uses_page_or_full_tlbi() {
         let all = if f == Flavour::S1Only { 0x11 } else { 0x28 };
         assert_eq!(m.opcodes(), vec![all, 0x46]);
         m.check_quiescent();
-        assert!(matches!(
-            m.translate(2, MB2, Access::READ),
-            Outcome::Fault { .. }
-        ));
-        assert!(matches!(
-            m.translate(2, 0, Access::READ),
-            Outcome::Ok { .. }
-        ));
+        assert!(matches!(m.translate(2, MB2, Access::READ), Outcome::Fault { .. }));
+        assert!(matches!(m.translate(2, 0, Access::READ), Outcome::Ok { .. }));
         m.assert_clean();
     }
 }
@@ -356,19 +194,10 @@ fn lazily_allocated_level2_spans() {
     assert!(!s.stream_table().is_present(s.dma(), StreamId(0x0200)));
     // Its other entries abort; other spans report a bad StreamID.
     assert_eq!(m.translate(0x0180, 0, Access::READ), Outcome::Abort);
-    assert_eq!(
-        m.translate(0x0200, 0, Access::READ),
-        Outcome::Fault {
-            kind: FaultKind::BadStreamId,
-            stage2: false
-        }
-    );
+    assert_eq!(m.translate(0x0200, 0, Access::READ), Outcome::Fault { kind: FaultKind::BadStreamId, stage2: false });
     s.attach(&d, &sids(&[0xffff])).unwrap();
     assert_eq!(m.arena.live_allocations(), before + 2);
-    assert_eq!(
-        s.attach(&d, &sids(&[0x1_0000])),
-        Err(Error::StreamIdOutOfRange(StreamId(0x1_0000)))
-    );
+    assert_eq!(s.attach(&d, &sids(&[0x1_0000])), Err(Error::StreamIdOutOfRange(StreamId(0x1_0000))));
     // Detaching a stream whose span was never allocated costs nothing.
     let st0 = s.stats();
     s.detach(&sids(&[0x0300])).unwrap();
@@ -399,15 +228,10 @@ fn attach_detach_costs() {
             let mut rows = Vec::new();
             for (n, list) in [
                 (1, sids(&[0x10])),
-                (2, sids(&[0x20, 0x21])), // aligned pair → CFGI_STE_RANGE
-                (2, sids(&[0x31, 0x32])), // unaligned → CFGI_STE each
+                (2, sids(&[0x20, 0x21])),                            // aligned pair → CFGI_STE_RANGE
+                (2, sids(&[0x31, 0x32])),                            // unaligned → CFGI_STE each
                 (8, (0x40..0x48).map(StreamId).collect::<Vec<_>>()), // aligned block
-                (
-                    8,
-                    [0x50, 0x52, 0x54, 0x56, 0x58, 0x5a, 0x5c, 0x5e]
-                        .map(StreamId)
-                        .to_vec(),
-                ),
+                (8, [0x50, 0x52, 0x54, 0x56, 0x58, 0x5a, 0x5c, 0x5e].map(StreamId).to_vec()),
             ] {
                 let st0 = s.stats();
                 s.attach(&a, &list).unwrap();
@@ -418,48 +242,20 @@ fn attach_detach_costs() {
                 let st0 = s.stats();
                 s.detach(&list).unwrap();
                 let detach = s.stats() - st0;
-                rows.push((
-                    n,
-                    attach.commands,
-                    attach.syncs,
-                    move_.commands,
-                    move_.syncs,
-                    detach.commands,
-                    detach.syncs,
-                ));
+                rows.push((n, attach.commands, attach.syncs, move_.commands, move_.syncs, detach.commands, detach.syncs));
                 m.check_quiescent();
                 m.assert_clean();
             }
             // n, attach cmds/syncs, re-attach cmds/syncs, detach cmds/syncs
             let expected = match (f, two_level) {
-                (Flavour::S1Only, true) => vec![
-                    (1, 2, 1, 6, 2, 4, 1),
-                    (2, 2, 1, 7, 2, 5, 1),
-                    (2, 3, 1, 9, 2, 6, 1),
-                    (8, 2, 1, 13, 2, 11, 1),
-                    (8, 9, 1, 27, 2, 18, 1),
-                ],
-                (Flavour::S1Only, false) => vec![
-                    (1, 4, 2, 8, 3, 4, 1),
-                    (2, 4, 2, 9, 3, 5, 1),
-                    (2, 6, 2, 12, 3, 6, 1),
-                    (8, 4, 2, 15, 3, 11, 1),
-                    (8, 18, 2, 36, 3, 18, 1),
-                ],
-                (_, true) => vec![
-                    (1, 2, 1, 5, 2, 3, 1),
-                    (2, 2, 1, 5, 2, 3, 1),
-                    (2, 3, 1, 7, 2, 4, 1),
-                    (8, 2, 1, 5, 2, 3, 1),
-                    (8, 9, 1, 19, 2, 10, 1),
-                ],
-                (_, false) => vec![
-                    (1, 4, 2, 7, 3, 3, 1),
-                    (2, 4, 2, 7, 3, 3, 1),
-                    (2, 6, 2, 10, 3, 4, 1),
-                    (8, 4, 2, 7, 3, 3, 1),
-                    (8, 18, 2, 28, 3, 10, 1),
-                ],
+                (Flavour::S1Only, true) => {
+                    vec![(1, 2, 1, 6, 2, 4, 1), (2, 2, 1, 7, 2, 5, 1), (2, 3, 1, 9, 2, 6, 1), (8, 2, 1, 13, 2, 11, 1), (8, 9, 1, 27, 2, 18, 1)]
+                }
+                (Flavour::S1Only, false) => {
+                    vec![(1, 4, 2, 8, 3, 4, 1), (2, 4, 2, 9, 3, 5, 1), (2, 6, 2, 12, 3, 6, 1), (8, 4, 2, 15, 3, 11, 1), (8, 18, 2, 36, 3, 18, 1)]
+                }
+                (_, true) => vec![(1, 2, 1, 5, 2, 3, 1), (2, 2, 1, 5, 2, 3, 1), (2, 3, 1, 7, 2, 4, 1), (8, 2, 1, 5, 2, 3, 1), (8, 9, 1, 19, 2, 10, 1)],
+                (_, false) => vec![(1, 4, 2, 7, 3, 3, 1), (2, 4, 2, 7, 3, 3, 1), (2, 6, 2, 10, 3, 4, 1), (8, 4, 2, 7, 3, 3, 1), (8, 18, 2, 28, 3, 10, 1)],
             };
             assert_eq!(rows, expected, "{f:?}, two-level {two_level}");
         }
@@ -473,42 +269,14 @@ fn attach_then_detach_isolates() {
         let mut s = bring_up(&m);
         let mut a = s.create_domain(DomainConfig::default()).unwrap();
         let mut b = s.create_domain(DomainConfig::default()).unwrap();
-        s.map(
-            &mut a,
-            Iova(0x10_0000),
-            PhysAddr(0x1_0000_0000),
-            MB2,
-            Prot::RAM_RW,
-        )
-        .unwrap();
-        s.map(
-            &mut b,
-            Iova(0x10_0000),
-            PhysAddr(0x2_0000_0000),
-            MB2,
-            Prot::RAM_RW,
-        )
-        .unwrap();
+        s.map(&mut a, Iova(0x10_0000), PhysAddr(0x1_0000_0000), MB2, Prot::RAM_RW).unwrap();
+        s.map(&mut b, Iova(0x10_0000), PhysAddr(0x2_0000_0000), MB2, Prot::RAM_RW).unwrap();
         s.attach(&a, &sids(&[5])).unwrap();
-        assert_eq!(
-            m.translate(5, 0x10_0000, Access::READ),
-            Outcome::Ok {
-                pa: 0x1_0000_0000,
-                writable: true,
-                device: false
-            }
-        );
+        assert_eq!(m.translate(5, 0x10_0000, Access::READ), Outcome::Ok { pa: 0x1_0000_0000, writable: true, device: false });
         // Move to b: the TLB entry of a must not be used.
         s.attach(&b, &sids(&[5])).unwrap();
         m.check_quiescent();
-        assert_eq!(
-            m.translate(5, 0x10_0000, Access::READ),
-            Outcome::Ok {
-                pa: 0x2_0000_0000,
-                writable: true,
-                device: false
-            }
-        );
+        assert_eq!(m.translate(5, 0x10_0000, Access::READ), Outcome::Ok { pa: 0x2_0000_0000, writable: true, device: false });
         s.detach(&sids(&[5])).unwrap();
         m.check_quiescent();
         assert_eq!(m.translate(5, 0x10_0000, Access::READ), Outcome::Abort);
@@ -524,13 +292,7 @@ fn attach_then_detach_isolates() {
         // The ids come back, and no stale entry survives under them.
         let c = s.create_domain(DomainConfig::default()).unwrap();
         s.attach(&c, &sids(&[5])).unwrap();
-        assert!(matches!(
-            m.translate(5, 0x10_0000, Access::READ),
-            Outcome::Fault {
-                kind: FaultKind::Translation,
-                ..
-            }
-        ));
+        assert!(matches!(m.translate(5, 0x10_0000, Access::READ), Outcome::Fault { kind: FaultKind::Translation, .. }));
         m.check_quiescent();
         m.assert_clean();
     }
@@ -541,47 +303,20 @@ fn stage1_domains_do_not_share_tlb_entries() {
     // Two stage-1 domains, same IOVA, different ASIDs.
     let m = Model::new(Flavour::Nested);
     let mut s = bring_up(&m);
-    let cfg = DomainConfig {
-        stage: StagePreference::Stage1,
-        input_bits: None,
-        tag: None,
-    };
+    let cfg = DomainConfig { stage: StagePreference::Stage1, input_bits: None, tag: None };
     let mut a = s.create_domain(cfg).unwrap();
     let mut b = s.create_domain(cfg).unwrap();
     assert_ne!(a.asid(), b.asid());
-    s.map(&mut a, Iova(0), PhysAddr(0x1000_0000), KB4, Prot::RAM_RW)
-        .unwrap();
-    s.map(&mut b, Iova(0), PhysAddr(0x2000_0000), KB4, Prot::RAM_RW)
-        .unwrap();
+    s.map(&mut a, Iova(0), PhysAddr(0x1000_0000), KB4, Prot::RAM_RW).unwrap();
+    s.map(&mut b, Iova(0), PhysAddr(0x2000_0000), KB4, Prot::RAM_RW).unwrap();
     s.attach(&a, &sids(&[1])).unwrap();
     s.attach(&b, &sids(&[2])).unwrap();
-    assert!(matches!(
-        m.translate(1, 0, Access::READ),
-        Outcome::Ok {
-            pa: 0x1000_0000,
-            ..
-        }
-    ));
-    assert!(matches!(
-        m.translate(2, 0, Access::READ),
-        Outcome::Ok {
-            pa: 0x2000_0000,
-            ..
-        }
-    ));
+    assert!(matches!(m.translate(1, 0, Access::READ), Outcome::Ok { pa: 0x1000_0000, .. }));
+    assert!(matches!(m.translate(2, 0, Access::READ), Outcome::Ok { pa: 0x2000_0000, .. }));
     s.unmap(&mut a, Iova(0), KB4).unwrap();
     m.check_quiescent();
-    assert!(matches!(
-        m.translate(1, 0, Access::READ),
-        Outcome::Fault { .. }
-    ));
-    assert!(matches!(
-        m.translate(2, 0, Access::READ),
-        Outcome::Ok {
-            pa: 0x2000_0000,
-            ..
-        }
-    ));
+    assert!(matches!(m.translate(1, 0, Access::READ), Outcome::Fault { .. }));
+    assert!(matches!(m.translate(2, 0, Access::READ), Outcome::Ok { pa: 0x2000_0000, .. }));
     m.assert_clean();
 }
 
@@ -598,11 +333,7 @@ fn map_failure_rolls_back() {
     m.arena.set_fail_after(None);
     assert_eq!(r, Err(Error::OutOfMemory));
     assert_eq!(s.lookup(&d, Iova(0)), None, "partial mapping removed");
-    assert_eq!(
-        m.arena.live_allocations(),
-        before,
-        "its tables freed after invalidation"
-    );
+    assert_eq!(m.arena.live_allocations(), before, "its tables freed after invalidation");
     m.check_quiescent();
     m.assert_clean();
 }
@@ -611,30 +342,11 @@ fn map_failure_rolls_back() {
 fn domains_take_the_requested_tag() {
     let m = Model::new(Flavour::Nested);
     let mut s = bring_up(&m);
-    let a = s
-        .create_domain(DomainConfig {
-            tag: Some(7),
-            ..Default::default()
-        })
-        .unwrap();
+    let a = s.create_domain(DomainConfig { tag: Some(7), ..Default::default() }).unwrap();
     assert_eq!(a.vmid(), Some(smmu::Vmid(7)));
-    assert_eq!(
-        s.create_domain(DomainConfig {
-            tag: Some(7),
-            ..Default::default()
-        })
-        .err(),
-        Some(Error::IdsExhausted),
-        "VMID 7 is taken"
-    );
+    assert_eq!(s.create_domain(DomainConfig { tag: Some(7), ..Default::default() }).err(), Some(Error::IdsExhausted), "VMID 7 is taken");
     s.destroy_domain(a).unwrap();
-    let b = s
-        .create_domain(DomainConfig {
-            stage: StagePreference::Stage1,
-            tag: Some(9),
-            ..Default::default()
-        })
-        .unwrap();
+    let b = s.create_domain(DomainConfig { stage: StagePreference::Stage1, tag: Some(9), ..Default::default() }).unwrap();
     assert_eq!(b.asid(), Some(smmu::Asid(9)));
 }
 
@@ -642,38 +354,18 @@ fn domains_take_the_requested_tag() {
 fn nested_attach_translates_through_both_stages() {
     let m = Model::new(Flavour::Nested);
     let mut s = bring_up(&m);
-    let mut s1 = s
-        .create_domain(DomainConfig {
-            stage: StagePreference::Stage1,
-            ..Default::default()
-        })
-        .unwrap();
-    let mut s2 = s
-        .create_domain(DomainConfig {
-            stage: StagePreference::Stage2,
-            ..Default::default()
-        })
-        .unwrap();
+    let mut s1 = s.create_domain(DomainConfig { stage: StagePreference::Stage1, ..Default::default() }).unwrap();
+    let mut s2 = s.create_domain(DomainConfig { stage: StagePreference::Stage2, ..Default::default() }).unwrap();
     // Stage 1: IOVA 1 GiB -> IPA 2 GiB; stage 2: that IPA -> PA 5 GiB, and
     // the driver's own memory (CD, stage-1 tables) identity-mapped.
-    s.map(&mut s1, Iova(GB1), PhysAddr(2 * GB1), MB2, Prot::RAM_RW)
-        .unwrap();
-    s.map(&mut s2, Iova(2 * GB1), PhysAddr(5 * GB1), MB2, Prot::RAM_RW)
-        .unwrap();
+    s.map(&mut s1, Iova(GB1), PhysAddr(2 * GB1), MB2, Prot::RAM_RW).unwrap();
+    s.map(&mut s2, Iova(2 * GB1), PhysAddr(5 * GB1), MB2, Prot::RAM_RW).unwrap();
     let arena = m.arena.base;
-    s.map(&mut s2, Iova(arena), PhysAddr(arena), 4 << 20, Prot::RAM_RW)
-        .unwrap();
+    s.map(&mut s2, Iova(arena), PhysAddr(arena), 4 << 20, Prot::RAM_RW).unwrap();
     let before = s.stats();
     s.attach_nested(&mut s1, &mut s2, &sids(&[0x18])).unwrap();
     assert_eq!((s.stats() - before).syncs, 1);
-    assert_eq!(
-        m.translate(0x18, GB1 + 0x10, Access::WRITE),
-        Outcome::Ok {
-            pa: 5 * GB1 + 0x10,
-            writable: true,
-            device: false
-        }
-    );
+    assert_eq!(m.translate(0x18, GB1 + 0x10, Access::WRITE), Outcome::Ok { pa: 5 * GB1 + 0x10, writable: true, device: false });
     // Wrong kinds are refused, nothing changes.
     assert!(s.attach_nested(&mut s2, &mut s1, &sids(&[0x19])).is_err());
     assert_eq!(m.translate(0x19, GB1, Access::READ), Outcome::Abort);

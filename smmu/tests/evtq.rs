@@ -4,10 +4,7 @@
 mod model;
 use model::*;
 
-use smmu::{
-    Config, DomainConfig, Event, EventType, FaultClass, Iova, Ipa, PhysAddr, Prot, StreamId,
-    SubstreamId,
-};
+use smmu::{Config, DomainConfig, Event, EventType, FaultClass, Iova, Ipa, PhysAddr, Prot, StreamId, SubstreamId};
 
 fn drain_all(s: &mut TestSmmu<'_>) -> (Vec<Event>, smmu::DrainReport) {
     let mut v = Vec::new();
@@ -75,8 +72,7 @@ fn every_event_type_decodes() {
             F_STE_FETCH | F_CD_FETCH | F_VMS_FETCH => {
                 assert_eq!(e.fetch_addr, Some(PhysAddr(0x1234_5678)))
             }
-            C_BAD_STE | C_BAD_STREAMID | C_BAD_CD | C_BAD_SUBSTREAMID | F_CFG_CONFLICT
-            | F_STREAM_DISABLED => {
+            C_BAD_STE | C_BAD_STREAMID | C_BAD_CD | C_BAD_SUBSTREAMID | F_CFG_CONFLICT | F_STREAM_DISABLED => {
                 assert_eq!(e.substream_id, Some(SubstreamId(0x55)));
                 assert_eq!(e.input_addr, None);
             }
@@ -95,14 +91,7 @@ fn faulting_dma_burst() {
         let m = Model::new(f);
         let mut s = bring_up(&m);
         let mut d = s.create_domain(DomainConfig::default()).unwrap();
-        s.map(
-            &mut d,
-            Iova(0x10000),
-            PhysAddr(0x4000_0000),
-            0x1000,
-            Prot::RAM_RO,
-        )
-        .unwrap();
+        s.map(&mut d, Iova(0x10000), PhysAddr(0x4000_0000), 0x1000, Prot::RAM_RO).unwrap();
         s.attach(&d, &[StreamId(0x08)]).unwrap();
         // A 64-byte device write to an unmapped page: QEMU reports one
         // F_TRANSLATION per 4 bytes.
@@ -140,14 +129,7 @@ fn faulting_dma_burst() {
 #[test]
 fn overflow_is_reported_and_acknowledged() {
     let m = Model::new(Flavour::S2Only);
-    let mut s = bring_up_with(
-        &m,
-        Config {
-            evtq_log2_max: 3,
-            dma_coherent: true,
-            ..Config::default()
-        },
-    );
+    let mut s = bring_up_with(&m, Config { evtq_log2_max: 3, dma_coherent: true, ..Config::default() });
     assert_eq!(s.queue_log2().1, 3);
     let d = s.create_domain(DomainConfig::default()).unwrap();
     s.attach(&d, &[StreamId(1)]).unwrap();

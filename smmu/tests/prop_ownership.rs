@@ -20,26 +20,11 @@ const SIDS: [u32; 8] = [0x10, 0x11, 0x14, 0x15, 0x16, 0x17, 0x1_23, 0x2_00];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Attach {
-        dom: usize,
-        mask: u8,
-    },
-    Detach {
-        mask: u8,
-    },
-    Map {
-        dom: usize,
-        slot: u64,
-        block: bool,
-        rw: bool,
-    },
-    Unmap {
-        dom: usize,
-        pick: usize,
-    },
-    Recreate {
-        dom: usize,
-    },
+    Attach { dom: usize, mask: u8 },
+    Detach { mask: u8 },
+    Map { dom: usize, slot: u64, block: bool, rw: bool },
+    Unmap { dom: usize, pick: usize },
+    Recreate { dom: usize },
     Probe,
 }
 
@@ -77,12 +62,7 @@ fn mask_sids(mask: u8) -> Vec<usize> {
 /// Checks every stream against the reference, warming the caches on the way.
 fn probe_all(m: &Model, w: &World) -> Result<(), TestCaseError> {
     // Addresses mapped in any domain: a stream must reach only its owner's.
-    let mut addrs: Vec<u64> = w
-        .maps
-        .iter()
-        .flatten()
-        .map(|mp| mp.iova + mp.size / 2)
-        .collect();
+    let mut addrs: Vec<u64> = w.maps.iter().flatten().map(|mp| mp.iova + mp.size / 2).collect();
     addrs.push(0x7_0000_0000);
     for (i, sid) in SIDS.iter().enumerate() {
         for &a in &addrs {
@@ -91,32 +71,14 @@ fn probe_all(m: &Model, w: &World) -> Result<(), TestCaseError> {
                 let want = match w.owner[i] {
                     None if w.span_live[i] => Some(Outcome::Abort),
                     None => None, // C_BAD_STREAMID: level-1 descriptor invalid
-                    Some(d) => Some(
-                        match w.maps[d]
-                            .iter()
-                            .find(|mp| a >= mp.iova && a < mp.iova + mp.size)
-                        {
-                            Some(mp) if access.write && !mp.rw => Outcome::Fault {
-                                kind: FaultKind::Permission,
-                                stage2: false,
-                            },
-                            Some(mp) => Outcome::Ok {
-                                pa: mp.pa + (a - mp.iova),
-                                writable: mp.rw,
-                                device: false,
-                            },
-                            None => Outcome::Fault {
-                                kind: FaultKind::Translation,
-                                stage2: false,
-                            },
-                        },
-                    ),
+                    Some(d) => Some(match w.maps[d].iter().find(|mp| a >= mp.iova && a < mp.iova + mp.size) {
+                        Some(mp) if access.write && !mp.rw => Outcome::Fault { kind: FaultKind::Permission, stage2: false },
+                        Some(mp) => Outcome::Ok { pa: mp.pa + (a - mp.iova), writable: mp.rw, device: false },
+                        None => Outcome::Fault { kind: FaultKind::Translation, stage2: false },
+                    }),
                 };
                 let got_norm = match got {
-                    Outcome::Fault { kind, .. } => Outcome::Fault {
-                        kind,
-                        stage2: false,
-                    },
+                    Outcome::Fault { kind, .. } => Outcome::Fault { kind, stage2: false },
                     o => o,
                 };
                 match want {
@@ -124,13 +86,7 @@ fn probe_all(m: &Model, w: &World) -> Result<(), TestCaseError> {
                         prop_assert_eq!(got_norm, want, "sid {:#x} addr {:#x} {:?}", sid, a, access)
                     }
                     None => {
-                        let closed = matches!(
-                            got,
-                            Outcome::Fault {
-                                kind: FaultKind::BadStreamId,
-                                ..
-                            }
-                        );
+                        let closed = matches!(got, Outcome::Fault { kind: FaultKind::BadStreamId, .. });
                         prop_assert!(closed, "sid {:#x}: {:?}", sid, got);
                     }
                 }
@@ -141,11 +97,7 @@ fn probe_all(m: &Model, w: &World) -> Result<(), TestCaseError> {
 }
 
 fn flavour() -> impl Strategy<Value = Flavour> {
-    prop_oneof![
-        Just(Flavour::Nested),
-        Just(Flavour::S1Only),
-        Just(Flavour::S2Only)
-    ]
+    prop_oneof![Just(Flavour::Nested), Just(Flavour::S1Only), Just(Flavour::S2Only)]
 }
 
 proptest! {

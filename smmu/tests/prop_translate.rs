@@ -7,10 +7,7 @@ mod model;
 use model::*;
 
 use proptest::prelude::*;
-use smmu::{
-    DomainConfig, DomainStage, Error, Iova, MemType, Perm, PhysAddr, Prot, StagePreference,
-    StreamId,
-};
+use smmu::{DomainConfig, DomainStage, Error, Iova, MemType, Perm, PhysAddr, Prot, StagePreference, StreamId};
 
 const PAGE: u64 = 4096;
 const MB2: u64 = 2 << 20;
@@ -25,46 +22,22 @@ struct MapReq {
 }
 
 fn prot() -> impl Strategy<Value = Prot> {
-    (any::<bool>(), any::<bool>()).prop_map(|(rw, dev)| Prot {
-        perm: if rw { Perm::ReadWrite } else { Perm::ReadOnly },
-        mem: if dev {
-            MemType::Device
-        } else {
-            MemType::Normal
-        },
-    })
+    (any::<bool>(), any::<bool>())
+        .prop_map(|(rw, dev)| Prot { perm: if rw { Perm::ReadWrite } else { Perm::ReadOnly }, mem: if dev { MemType::Device } else { MemType::Normal } })
 }
 
 /// Mappings that like to be block aligned, sometimes overlap, sometimes
 /// leave the input range.
 fn map_req(input_bits: u8) -> impl Strategy<Value = MapReq> {
     let top = 1u64 << input_bits;
-    (
-        0u32..3,
-        0u32..3,
-        1u64..5,
-        0u64..64,
-        0u64..64,
-        prot(),
-        0u8..20,
-    )
-        .prop_map(move |(ia, pa_al, n, islot, pslot, prot, edge)| {
-            let align = [PAGE, MB2, GB1][ia as usize];
-            let pa_align = [PAGE, MB2, GB1][pa_al as usize];
-            let size = n * [PAGE, MB2, PAGE][ia as usize] + if ia == 2 { MB2 } else { 0 };
-            let iova = if edge == 0 {
-                top - size / 2 / PAGE * PAGE
-            } else {
-                (islot * align * 3) % (top / 2)
-            };
-            let pa = (pslot * pa_align * 5) % (1 << 43);
-            MapReq {
-                iova,
-                pa,
-                size,
-                prot,
-            }
-        })
+    (0u32..3, 0u32..3, 1u64..5, 0u64..64, 0u64..64, prot(), 0u8..20).prop_map(move |(ia, pa_al, n, islot, pslot, prot, edge)| {
+        let align = [PAGE, MB2, GB1][ia as usize];
+        let pa_align = [PAGE, MB2, GB1][pa_al as usize];
+        let size = n * [PAGE, MB2, PAGE][ia as usize] + if ia == 2 { MB2 } else { 0 };
+        let iova = if edge == 0 { top - size / 2 / PAGE * PAGE } else { (islot * align * 3) % (top / 2) };
+        let pa = (pslot * pa_align * 5) % (1 << 43);
+        MapReq { iova, pa, size, prot }
+    })
 }
 
 fn overlaps(a: &MapReq, b: &MapReq) -> bool {
@@ -72,32 +45,21 @@ fn overlaps(a: &MapReq, b: &MapReq) -> bool {
 }
 
 fn expect(maps: &[MapReq], addr: u64, access: Access) -> Result<(u64, bool, bool), FaultKind> {
-    match maps
-        .iter()
-        .find(|m| addr >= m.iova && addr < m.iova + m.size)
-    {
+    match maps.iter().find(|m| addr >= m.iova && addr < m.iova + m.size) {
         None => Err(FaultKind::Translation),
         Some(m) => {
             let writable = m.prot.perm == Perm::ReadWrite;
             if access.write && !writable {
                 Err(FaultKind::Permission)
             } else {
-                Ok((
-                    m.pa + (addr - m.iova),
-                    writable,
-                    m.prot.mem == MemType::Device,
-                ))
+                Ok((m.pa + (addr - m.iova), writable, m.prot.mem == MemType::Device))
             }
         }
     }
 }
 
 fn flavour() -> impl Strategy<Value = Flavour> {
-    prop_oneof![
-        Just(Flavour::Nested),
-        Just(Flavour::S1Only),
-        Just(Flavour::S2Only)
-    ]
+    prop_oneof![Just(Flavour::Nested), Just(Flavour::S1Only), Just(Flavour::S2Only)]
 }
 
 proptest! {

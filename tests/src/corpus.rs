@@ -133,8 +133,10 @@ fn fetch(dir: &Path, suite: &str) -> Result<String, String> {
     let meta = format!("{META}:{ARCH}");
     let stanza = apt.show(&meta).ok_or_else(|| format!("{META} is not in {suite}'s package lists"))?;
     // linux-image-arm64 depends on exactly the current image package.
-    let image = stanza.depends().into_iter().find(|d| d.starts_with("linux-image-")).ok_or_else(|| format!("{META} in {suite}: no linux-image-* in its Depends"))?;
-    let version = apt.show(&format!("{image}:{ARCH}")).and_then(|s| s.field("Version").map(String::from)).ok_or_else(|| format!("{image} in {suite}: no Version"))?;
+    let image =
+        stanza.depends().into_iter().find(|d| d.starts_with("linux-image-")).ok_or_else(|| format!("{META} in {suite}: no linux-image-* in its Depends"))?;
+    let version =
+        apt.show(&format!("{image}:{ARCH}")).and_then(|s| s.field("Version").map(String::from)).ok_or_else(|| format!("{image} in {suite}: no Version"))?;
     let downloads = cache.join("download").join(suite);
     let _ = std::fs::remove_dir_all(&downloads);
     apt.download(&[format!("{image}:{ARCH}={version}")], &downloads)?;
@@ -160,14 +162,8 @@ fn unpack_dtbs(deb: &Path, dir: &Path) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
     let tar_in = dpkg.stdout.take().ok_or("no pipe from dpkg-deb")?;
-    let tar = Command::new("tar")
-        .arg("-x")
-        .arg("-C")
-        .arg(dir)
-        .args(["--wildcards", "*.dtb"])
-        .stdin(tar_in)
-        .output()
-        .map_err(|e| format!("cannot run tar: {e}"))?;
+    let tar =
+        Command::new("tar").arg("-x").arg("-C").arg(dir).args(["--wildcards", "*.dtb"]).stdin(tar_in).output().map_err(|e| format!("cannot run tar: {e}"))?;
     let dpkg = dpkg.wait_with_output().map_err(|e| format!("dpkg-deb: {e}"))?;
     if !dpkg.status.success() || !tar.status.success() {
         return Err(format!(

@@ -185,7 +185,8 @@ impl PrivateApt {
 
     /// Every package name in this state's lists that starts with `prefix`.
     pub fn names(&self, prefix: &str) -> Result<Vec<String>, String> {
-        let o = self.command("apt-cache", "/dev/null", &["pkgnames", prefix]).stdin(Stdio::null()).output().map_err(|e| format!("cannot run apt-cache: {e}"))?;
+        let o =
+            self.command("apt-cache", "/dev/null", &["pkgnames", prefix]).stdin(Stdio::null()).output().map_err(|e| format!("cannot run apt-cache: {e}"))?;
         if !o.status.success() {
             return Err(format!("apt-cache pkgnames {prefix} failed: {}", String::from_utf8_lossy(&o.stderr).trim()));
         }

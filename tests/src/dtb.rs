@@ -75,22 +75,14 @@ pub fn corrupt_property_name(blob: &mut [u8], node: &str) -> Result<(), String> 
 /// The QEMU arguments an overlay says it needs (`qemu-args:` lines in its
 /// comments, e.g. the devices it assigns).
 pub fn overlay_qemu_args(dts: &str) -> Vec<String> {
-    dts.lines()
-        .filter_map(|l| l.split_once("qemu-args:").map(|(_, a)| a))
-        .flat_map(|a| a.split_whitespace().map(String::from))
-        .collect()
+    dts.lines().filter_map(|l| l.split_once("qemu-args:").map(|(_, a)| a)).flat_map(|a| a.split_whitespace().map(String::from)).collect()
 }
 
 /// Builds the DTB QEMU boots with for `cfg` plus the overlay source `dts`:
 /// dumps QEMU's own DTB for the same command line, compiles the overlay with
 /// `dtc -@`, applies it with `fdtoverlay`, and adds a `-device loader` of
 /// `payload` at every partition's `bulkhead,image`. Returns the new config.
-pub fn with_overlay(
-    cfg: crate::qemu::QemuConfig,
-    dts: &str,
-    dir: &Path,
-    payload: &Path,
-) -> Result<crate::qemu::QemuConfig, String> {
+pub fn with_overlay(cfg: crate::qemu::QemuConfig, dts: &str, dir: &Path, payload: &Path) -> Result<crate::qemu::QemuConfig, String> {
     with_overlay_files(cfg, dts, dir, payload, &[])
 }
 
@@ -133,13 +125,7 @@ pub fn overlay_linux_boots(dts: &str, dir: &Path) -> Result<Vec<Boot>, String> {
 
 /// As [`with_overlay`], with the partitions in `boots` loading their own
 /// image (and initrd) instead of the payload.
-pub fn with_overlay_files(
-    mut cfg: crate::qemu::QemuConfig,
-    dts: &str,
-    dir: &Path,
-    payload: &Path,
-    boots: &[Boot],
-) -> Result<crate::qemu::QemuConfig, String> {
+pub fn with_overlay_files(mut cfg: crate::qemu::QemuConfig, dts: &str, dir: &Path, payload: &Path, boots: &[Boot]) -> Result<crate::qemu::QemuConfig, String> {
     cfg.extra.extend(overlay_qemu_args(dts));
     let base = dir.join("base.dtb");
     cfg.dump_dtb(&base)?;
@@ -258,9 +244,7 @@ pub fn describe_two_smmus(raw: &Path, out: &Path) -> Result<TwoSmmus, String> {
     let smmu0 = find("smmuv3@").ok_or("QEMU's DTB has no smmuv3 node (is iommu=none with an arm-smmuv3 device on the command line?)")?;
     let pcie = find("pcie@").ok_or("QEMU's DTB has no pcie node")?;
     let (smmu0_path, pcie_path) = (format!("/{smmu0}"), format!("/{pcie}"));
-    let need = |node: &str, prop: &str| -> Result<Vec<u32>, String> {
-        cells(raw, node, prop)?.ok_or(format!("QEMU's DTB: {node} has no {prop}"))
-    };
+    let need = |node: &str, prop: &str| -> Result<Vec<u32>, String> { cells(raw, node, prop)?.ok_or(format!("QEMU's DTB: {node} has no {prop}")) };
     let reg = need(&smmu0_path, "reg")?;
     let irqs = need(&smmu0_path, "interrupts")?;
     let phandle0 = need(&smmu0_path, "phandle")?;

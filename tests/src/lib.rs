@@ -9,14 +9,14 @@ pub mod debian;
 pub mod dtb;
 pub mod image;
 pub mod linux;
+pub mod log;
+pub mod machine;
 /// The payload's bootargs words (`tests/payload/src/bootargs.rs`): the
 /// same file, built here so its tests run on the host and the scenarios
 /// know the payload's refusal.
 #[path = "../payload/src/bootargs.rs"]
 pub mod payload_bootargs;
 pub mod production;
-pub mod log;
-pub mod machine;
 pub mod qemu;
 pub mod scenario;
 pub mod scenarios;

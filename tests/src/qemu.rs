@@ -30,12 +30,7 @@ impl Qemu {
     pub fn probe(command: Vec<String>) -> Result<Qemu, String> {
         let (program, lead) = command.split_first().ok_or("no QEMU command")?;
         let run = |arg: &str| -> Result<String, String> {
-            let o = Command::new(program)
-                .args(lead)
-                .arg(arg)
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| format!("cannot run {}: {e}", command.join(" ")))?;
+            let o = Command::new(program).args(lead).arg(arg).stdin(Stdio::null()).output().map_err(|e| format!("cannot run {}: {e}", command.join(" ")))?;
             if !o.status.success() {
                 return Err(format!("{} {arg} failed: {}", command.join(" "), String::from_utf8_lossy(&o.stderr).trim()));
             }
@@ -53,12 +48,8 @@ impl Qemu {
             .output()
             .map_err(|e| format!("cannot run {}: {e}", command.join(" ")))?;
         let listing = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-        let points = listing
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-            .map(String::from)
-            .collect();
+        let points =
+            listing.lines().map(str::trim).filter(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).map(String::from).collect();
         Ok(Qemu { command, version, banner, trace_points: std::sync::Arc::new(points) })
     }
 
@@ -361,17 +352,12 @@ impl QemuConfig {
         if self.deterministic {
             a.extend(["-seed".into(), "1".into(), "-rtc".into(), format!("base={RTC_BASE},clock=vm")]);
         }
-        a.extend(
-            ["-serial", "stdio", "-monitor", "none", "-semihosting-config", "enable=on,target=native", "-no-reboot"]
-                .map(String::from),
-        );
+        a.extend(["-serial", "stdio", "-monitor", "none", "-semihosting-config", "enable=on,target=native", "-no-reboot"].map(String::from));
         if self.icount {
             a.extend(["-icount".into(), "shift=0,sleep=off".into()]);
         }
         if let Some(t) = &self.trace {
-            a.extend(
-                ["-trace", "smmuv3_*", "-trace", "smmu_*", "-d", "guest_errors", "-D"].map(String::from),
-            );
+            a.extend(["-trace", "smmuv3_*", "-trace", "smmu_*", "-d", "guest_errors", "-D"].map(String::from));
             a.push(t.display().to_string());
         }
         a

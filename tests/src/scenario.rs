@@ -1,9 +1,9 @@
 //! Scenarios: a QEMU configuration plus assertions on the kernel log and
 //! QEMU's trace, run in parallel, with a closing `N passed, N failed` line.
 
-use crate::Artifacts;
 use crate::qemu::{self, Outcome, QemuConfig};
 use crate::trace::{kind, Kind, TraceEvent};
+use crate::Artifacts;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -117,10 +117,7 @@ impl Checks {
         }
         if let Witness::InRun(place, seen) = witness {
             if !o.trace.of(kind).any(seen) {
-                self.failures.push(format!(
-                    "cannot show that QEMU recorded no {what}: the trace has no {} {place} either, where it must",
-                    kind.what
-                ));
+                self.failures.push(format!("cannot show that QEMU recorded no {what}: the trace has no {} {place} either, where it must", kind.what));
                 return;
             }
         }
@@ -143,10 +140,7 @@ impl Checks {
     /// disabled SMMU.
     pub fn gbpa_abort_first(&mut self, o: &Outcome) {
         match o.trace.mmio_writes().first() {
-            Some(&(GBPA, v)) => self.that(
-                v & GBPA_ABORT != 0 && v & GBPA_UPDATE != 0,
-                format!("first SMMU write is GBPA={v:#x}, expected ABORT|UPDATE"),
-            ),
+            Some(&(GBPA, v)) => self.that(v & GBPA_ABORT != 0 && v & GBPA_UPDATE != 0, format!("first SMMU write is GBPA={v:#x}, expected ABORT|UPDATE")),
             Some(&(off, v)) => self.that(false, format!("first SMMU write is {off:#x}={v:#x}, not GBPA")),
             None => self.that(false, "QEMU's trace shows no SMMU register write (GBPA.ABORT never set)"),
         }
@@ -197,7 +191,14 @@ pub struct PassResult {
 /// `jobs` QEMUs at a time, each in `target/bulkhead/<dir>/<name>/`; prints
 /// each result and the pass's closing line. Scenarios that need a newer
 /// QEMU are skipped (and counted).
-pub fn run_all(artifacts: &Artifacts, scenarios: &[Scenario], filter: Option<&str>, jobs: usize, qemu: &crate::qemu::Qemu, dir: &str) -> Result<PassResult, String> {
+pub fn run_all(
+    artifacts: &Artifacts,
+    scenarios: &[Scenario],
+    filter: Option<&str>,
+    jobs: usize,
+    qemu: &crate::qemu::Qemu,
+    dir: &str,
+) -> Result<PassResult, String> {
     let decoders = crate::Decoders::load(artifacts)?;
     let wanted: Vec<&Scenario> = scenarios.iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
     let (chosen, too_new): (Vec<&Scenario>, Vec<&Scenario>) = wanted.into_iter().partition(|s| {

@@ -122,9 +122,11 @@ impl Trace {
     /// names in it).
     pub fn traced_as(&self, kind: Kind) -> Result<&'static str, String> {
         let points = self.catalogue.as_ref().ok_or("the QEMU's list of trace points is unknown")?;
-        kind.names.iter().copied().find(|n| points.contains(*n)).ok_or_else(|| {
-            format!("this QEMU has no trace point for {} (none of {})", kind.what, kind.names.join(", "))
-        })
+        kind.names
+            .iter()
+            .copied()
+            .find(|n| points.contains(*n))
+            .ok_or_else(|| format!("this QEMU has no trace point for {} (none of {})", kind.what, kind.names.join(", ")))
     }
 
     /// Where `e` (an event of this trace) is in [`Trace::events`].

@@ -27,10 +27,10 @@
 
 mod boot;
 mod dma;
+mod linux;
 mod memory;
 mod reassign;
 mod scale;
-mod linux;
 mod storm;
 
 use crate::cli::KernelOpts;
@@ -228,11 +228,15 @@ impl Run {
     /// runs that only count trace events go faster without it.
     fn new(root: &Path, name: &str, icount: bool, setup: impl FnOnce(&Path) -> Result<QemuConfig, String>) -> Run {
         match run_dir(root, name) {
-            Ok(dir) => Run { name: name.into(), cfg: setup(&dir).map(|mut c| {
-                c.icount = icount;
-                c.trace = Some(dir.join("trace.txt"));
-                c
-            }), dir },
+            Ok(dir) => Run {
+                name: name.into(),
+                cfg: setup(&dir).map(|mut c| {
+                    c.icount = icount;
+                    c.trace = Some(dir.join("trace.txt"));
+                    c
+                }),
+                dir,
+            },
             Err(e) => Run { name: name.into(), cfg: Err(e), dir: PathBuf::new() },
         }
     }
@@ -264,7 +268,13 @@ fn run_all(artifacts: &Artifacts, decoders: &bulkhead_tests::Decoders, runs: &[R
                     }),
                 };
                 match &r {
-                    Ok(o) => log(&format!("bench: {} ... {:.1} s, {} log lines, {} trace events", run.name, o.elapsed.as_secs_f64(), o.log.len(), o.trace.events.len())),
+                    Ok(o) => log(&format!(
+                        "bench: {} ... {:.1} s, {} log lines, {} trace events",
+                        run.name,
+                        o.elapsed.as_secs_f64(),
+                        o.log.len(),
+                        o.trace.events.len()
+                    )),
                     Err(e) => log(&format!("bench: {} ... FAILED: {e}", run.name)),
                 }
                 *results[i].lock().expect("result lock") = Some(r);
@@ -408,11 +418,24 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
 fn scaling(plan: &Plan, report: &mut Report) {
     let mut t = Table::new(
         "Scaling: `groups::compute` and `validate::validate` on the host (best of repeated runs; allocations of one call)",
-        &["StreamIDs", "partitions", "groups", "devices assigned", "grouping time", "grouping allocs / bytes", "validation time", "validation allocs / bytes / peak"],
+        &[
+            "StreamIDs",
+            "partitions",
+            "groups",
+            "devices assigned",
+            "grouping time",
+            "grouping allocs / bytes",
+            "validation time",
+            "validation allocs / bytes / peak",
+        ],
     );
     let fmt_t = |d: Duration| {
         let us = d.as_secs_f64() * 1e6;
-        if us >= 1000.0 { format!("{:.2} ms", us / 1000.0) } else { format!("{us:.1} µs") }
+        if us >= 1000.0 {
+            format!("{:.2} ms", us / 1000.0)
+        } else {
+            format!("{us:.1} µs")
+        }
     };
     let mut sweep = |name: &str, pts: Vec<(usize, usize)>, x_of: fn(&scale::Point) -> usize| {
         let mut got = Vec::new();
@@ -446,12 +469,23 @@ fn scaling(plan: &Plan, report: &mut Report) {
             let fig_name = format!("{what} per doubling of {name}");
             match scale::growth(&series(f)) {
                 Some((per, exp)) => {
-                    let shape = if exp < 1.3 { "near-linear" } else if exp < 1.7 { "super-linear" } else { "quadratic or worse" };
+                    let shape = if exp < 1.3 {
+                        "near-linear"
+                    } else if exp < 1.7 {
+                        "super-linear"
+                    } else {
+                        "quadratic or worse"
+                    };
                     let last = got.last().map(|p| (p.sids, p.parts)).unwrap_or_default();
                     report.figures.push(
-                        Figure::new("scaling", fig_name, per, format!("×{per:.2} per doubling (exponent {exp:.2}, {shape}; up to {} StreamIDs, {} partitions)", thousands(last.0 as u64), last.1))
-                            .goal("near-linear (×≈2)", Goal::AtMost(2.6))
-                            .with("exponent", exp),
+                        Figure::new(
+                            "scaling",
+                            fig_name,
+                            per,
+                            format!("×{per:.2} per doubling (exponent {exp:.2}, {shape}; up to {} StreamIDs, {} partitions)", thousands(last.0 as u64), last.1),
+                        )
+                        .goal("near-linear (×≈2)", Goal::AtMost(2.6))
+                        .with("exponent", exp),
                     );
                 }
                 None => report.figures.push(Figure::missing("scaling", fig_name, "too few points")),
@@ -522,18 +556,14 @@ pub fn render(doc: &Value, markdown: bool) -> String {
     out.push_str("\n\n");
     let empty = Vec::new();
     let figs = doc["figures"].as_array().unwrap_or(&empty);
-    let rows: Vec<Vec<String>> = figs
-        .iter()
-        .map(|f| vec![s(&f["section"]), s(&f["name"]), s(&f["display"]), s(&f["goal"]), met_cell(f).to_string()])
-        .collect();
+    let rows: Vec<Vec<String>> = figs.iter().map(|f| vec![s(&f["section"]), s(&f["name"]), s(&f["display"]), s(&f["goal"]), met_cell(f).to_string()]).collect();
     out.push_str(&grid(&["section", "figure", "value", "goal", "met"], &rows, markdown));
     for t in doc["tables"].as_array().unwrap_or(&empty) {
         out.push('\n');
         out.push_str(&if markdown { format!("**{}**\n\n", s(&t["title"])) } else { format!("{}\n", s(&t["title"])) });
         let cols: Vec<String> = t["columns"].as_array().unwrap_or(&empty).iter().map(s).collect();
         let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
-        let rows: Vec<Vec<String>> =
-            t["rows"].as_array().unwrap_or(&empty).iter().map(|r| r.as_array().unwrap_or(&empty).iter().map(s).collect()).collect();
+        let rows: Vec<Vec<String>> = t["rows"].as_array().unwrap_or(&empty).iter().map(|r| r.as_array().unwrap_or(&empty).iter().map(s).collect()).collect();
         out.push_str(&grid(&cols, &rows, markdown));
     }
     out

@@ -32,16 +32,16 @@ mod plan;
 #[cfg(test)]
 mod tests;
 
+use devicetree::machine::Incomplete;
+use devicetree::memmap::{self, BootMap};
+use devicetree::pci::HostTopology;
+use devicetree::{DeviceTree, DtError, Machine};
+use devicetree::{PhysAddr, PhysRange};
 use partitions::binding::{Config, Target};
 use partitions::groups::{self, Groups};
 use partitions::machine::{self, Placement};
 use partitions::topology::Topology;
 use partitions::validate::{Hardware, Plan};
-use devicetree::machine::Incomplete;
-use devicetree::memmap::{self, BootMap};
-use devicetree::{DeviceTree, DtError, Machine};
-use devicetree::pci::HostTopology;
-use devicetree::{PhysAddr, PhysRange};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -220,10 +220,17 @@ fn run(req: &Request, notes: &mut Notes) -> Result<(Known, Checked), Stop> {
     // RAM the bootloader fills in: many boards' trees ship /memory absent
     // or of size 0.
     if !req.memory.is_empty() {
-        let what = if machine.ram.is_empty() { "the tree has none: the bootloader fills /memory in" } else { "in place of the tree's /memory, as the bootloader would" };
+        let what = if machine.ram.is_empty() {
+            "the tree has none: the bootloader fills /memory in"
+        } else {
+            "in place of the tree's /memory, as the bootloader would"
+        };
         machine.ram.clear();
         for &(at, size) in &req.memory {
-            let r = PhysRange::new(at, size).filter(|r| !r.is_empty()).ok_or("--memory: the size must be > 0 and the range must not wrap".to_string()).map_err(unusable)?;
+            let r = PhysRange::new(at, size)
+                .filter(|r| !r.is_empty())
+                .ok_or("--memory: the size must be > 0 and the range must not wrap".to_string())
+                .map_err(unusable)?;
             machine.ram.try_push(r).map_err(|_| unusable("--memory: too many banks".into()))?;
             notes.assumed.push(format!("RAM {r} (--memory; {what})"));
         }
@@ -359,9 +366,10 @@ fn pci_topology(req: &Request, m: &Machine) -> Result<Vec<HostTopology>, String>
     let logged = bootlog::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
     for h in &d.pci_hosts {
-        let l = logged.iter().find(|l| l.path == h.path).ok_or_else(|| {
-            format!("{}: no PCI table of host bridge {} (a `PCI host {}: ECAM ...` line and what follows)", path.display(), h.path, h.path)
-        })?;
+        let l = logged
+            .iter()
+            .find(|l| l.path == h.path)
+            .ok_or_else(|| format!("{}: no PCI table of host bridge {} (a `PCI host {}: ECAM ...` line and what follows)", path.display(), h.path, h.path))?;
         if l.ecam.start != h.ecam.start {
             return Err(format!(
                 "{}: PCI host {} has ECAM {} there but {} in the device tree: not a boot of this machine",

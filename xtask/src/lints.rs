@@ -1,7 +1,7 @@
 //! The lints `cargo xtask test` runs: clippy with warnings as errors on the
 //! host crates and on the kernel target's crates (both kernel images, and
 //! the payload), so the workspace's `undocumented_unsafe_blocks = "deny"`
-//! holds everywhere.
+//! holds everywhere; and `cargo fmt --check` (the style in `rustfmt.toml`).
 
 use crate::{cargo, prereq, BOARDS, HOST_CRATES, PAYLOAD_CRATE};
 
@@ -25,6 +25,7 @@ fn runs() -> Vec<(String, Vec<String>)> {
         ("clippy host crates".into(), [host, deny.clone()].concat()),
         (format!("clippy {} (production)", prereq::TARGET), [target, deny.clone()].concat()),
         (format!("clippy {} (selftest)", prereq::TARGET), [selftest, deny].concat()),
+        ("rustfmt".into(), own(&["fmt", "--all", "--check"])),
     ]
 }
 

@@ -70,9 +70,7 @@ fn build_kernel(board: &str, o: &KernelOpts, image: Image) -> Result<PathBuf, St
     prereq::ensure_target()?;
     let krate = board_crate(board)?;
     let mut c = cargo();
-    c.args(["build", "-p", krate, "--target", prereq::TARGET])
-        .env("DEFMT_LOG", &o.log_level)
-        .env("BULKHEAD_GIT", git_version());
+    c.args(["build", "-p", krate, "--target", prereq::TARGET]).env("DEFMT_LOG", &o.log_level).env("BULKHEAD_GIT", git_version());
     if !o.debug {
         c.arg("--release");
     }
@@ -98,10 +96,7 @@ fn build_kernel(board: &str, o: &KernelOpts, image: Image) -> Result<PathBuf, St
 /// `.cargo/config.toml`), so it shares the kernel's target directory.
 fn build_payload() -> Result<PathBuf, String> {
     let root = bulkhead_tests::workspace_root();
-    let st = cargo()
-        .args(["build", "--release", "-p", PAYLOAD_CRATE, "--target", prereq::TARGET])
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let st = cargo().args(["build", "--release", "-p", PAYLOAD_CRATE, "--target", prereq::TARGET]).status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !st.success() {
         return Err("building the partition payload failed".into());
     }
@@ -162,7 +157,11 @@ fn run_qemu(o: &RunArgs) -> Result<qemu::Qemu, String> {
         Some(QemuPick::System) => qemu::Qemu::system(),
         None => {
             let system = qemu::Qemu::system()?;
-            if system.at_least(major, minor) { Ok(system) } else { qemu_root::ensure() }
+            if system.at_least(major, minor) {
+                Ok(system)
+            } else {
+                qemu_root::ensure()
+            }
         }
     }
 }
@@ -229,9 +228,7 @@ fn host_tests() -> Result<(usize, usize), String> {
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
         println!("{line}");
         if let Some(rest) = line.strip_prefix("test result: ") {
-            let num = |key: &str| {
-                rest.split(';').find_map(|p| p.trim().strip_suffix(key).and_then(|n| n.trim().rsplit(' ').next()?.parse::<usize>().ok()))
-            };
+            let num = |key: &str| rest.split(';').find_map(|p| p.trim().strip_suffix(key).and_then(|n| n.trim().rsplit(' ').next()?.parse::<usize>().ok()));
             passed += num("passed").unwrap_or(0);
             failed += num("failed").unwrap_or(0);
         }
@@ -267,9 +264,8 @@ fn cmd_test(o: &TestArgs) -> Result<ExitCode, String> {
         // Debian's Linux is fetched (the first time) and its helpers built
         // before the passes start; a failure here fails those scenarios'
         // setup with the same message, and the others still run.
-        let wants_linux = scenarios
-            .iter()
-            .any(|s| s.name.starts_with(bulkhead_tests::scenario::LINUX_PREFIX) && o.filter.as_deref().is_none_or(|f| s.name.contains(f)));
+        let wants_linux =
+            scenarios.iter().any(|s| s.name.starts_with(bulkhead_tests::scenario::LINUX_PREFIX) && o.filter.as_deref().is_none_or(|f| s.name.contains(f)));
         if wants_linux {
             match bulkhead_tests::linux::guest() {
                 Ok(g) => println!("linux guest: {} ({} {}), busybox {}", g.release, g.package, g.version, g.busybox_version),
@@ -306,13 +302,7 @@ fn cmd_test(o: &TestArgs) -> Result<ExitCode, String> {
         (qp, qf) = (qp + p, qf + f);
     }
     for (label, r, took) in &passes {
-        println!(
-            "qemu scenarios on {label}: {} passed, {} failed, {} skipped ({:.1} min)",
-            r.passed,
-            r.failed,
-            r.skipped,
-            took.as_secs_f64() / 60.0
-        );
+        println!("qemu scenarios on {label}: {} passed, {} failed, {} skipped ({:.1} min)", r.passed, r.failed, r.skipped, took.as_secs_f64() / 60.0);
     }
     println!("total: {} passed, {} failed", lp + hp + qp, lf + hf + qf);
     Ok(if lf + hf + qf == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

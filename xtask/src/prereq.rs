@@ -157,10 +157,7 @@ pub fn ensure_graphviz() -> Result<(), String> {
 
 /// Makes sure the kernel target's standard library is installed.
 pub fn ensure_target() -> Result<(), String> {
-    let sysroot = Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .output()
-        .map_err(|e| format!("cannot run rustc: {e}"))?;
+    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output().map_err(|e| format!("cannot run rustc: {e}"))?;
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
     if std::path::Path::new(&sysroot).join("lib/rustlib").join(TARGET).exists() {
         return Ok(());

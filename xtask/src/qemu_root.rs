@@ -55,10 +55,8 @@ exec chroot "$root" "$@"
 /// A command that runs `program` inside the root.
 fn inside(program: &[&str]) -> Vec<String> {
     let ws = bulkhead_tests::workspace_root();
-    let mut v: Vec<String> = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", ENTER, "bulkhead-root"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut v: Vec<String> =
+        ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", ENTER, "bulkhead-root"].iter().map(|s| s.to_string()).collect();
     v.push(root().display().to_string());
     v.push(ws.display().to_string());
     v.extend(program.iter().map(|s| s.to_string()));
@@ -96,7 +94,8 @@ fn debootstrap(log: &Path) -> Result<(PathBuf, Option<PathBuf>), String> {
     if !script.exists() {
         let dl = cache().join("download");
         std::fs::create_dir_all(&dl).map_err(|e| format!("cannot create {}: {e}", dl.display()))?;
-        let download = |log: &Path| run_logged("apt-get download debootstrap", Command::new("apt-get").args(["download", "-q", "debootstrap"]).current_dir(&dl), log);
+        let download =
+            |log: &Path| run_logged("apt-get download debootstrap", Command::new("apt-get").args(["download", "-q", "debootstrap"]).current_dir(&dl), log);
         if download(log).is_err() {
             // The package lists may be missing or stale: refresh them (APT's
             // state, not its configuration) and try once more.
@@ -121,9 +120,8 @@ fn set_up() -> Result<(), String> {
             WANT.0, WANT.1
         ));
     }
-    let (mirror, _) = debian_archive("bookworm")
-        .or_else(|| debian_archive(SUITE))
-        .ok_or("no Debian mirror in this machine's APT sources to debootstrap trixie from")?;
+    let (mirror, _) =
+        debian_archive("bookworm").or_else(|| debian_archive(SUITE)).ok_or("no Debian mirror in this machine's APT sources to debootstrap trixie from")?;
     std::fs::create_dir_all(cache()).map_err(|e| format!("cannot create {}: {e}", cache().display()))?;
     let log = cache().join("trixie-qemu.log");
     let _ = std::fs::remove_file(&log);

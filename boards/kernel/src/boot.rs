@@ -1,10 +1,10 @@
 //! The boot path, from `_start` to partitions running.
 
 use crate::{launch, smmus, Board};
-use platform::arch::{self, exit};
 use devicetree::machine::{Incomplete, ReadError};
 use devicetree::memmap::{self, BootMap, BootMapError, MemoryMap, Reservation};
 use devicetree::{DeviceTree, Machine, PsciConduit};
+use platform::arch::{self, exit};
 use platform::pgtable::{Access, IdentityMap, MemType, Table, PAGE_SIZE};
 use platform::{ExitCode, PhysAddr, PhysRange};
 
@@ -28,10 +28,7 @@ pub fn entry(board: &'static Board, x0: u64, el: u64) -> ! {
     // by itself. PSCI's conduit is smc at EL2 until the DT says more.
     exit::configure(true, if el == 2 { PsciConduit::Smc } else { PsciConduit::Hvc });
     if el != 2 {
-        defmt::error!(
-            "bulkhead must be entered at EL2 (hypervisor mode) but was entered at EL{=u64}; on QEMU use -machine virt,virtualization=on",
-            el
-        );
+        defmt::error!("bulkhead must be entered at EL2 (hypervisor mode) but was entered at EL{=u64}; on QEMU use -machine virt,virtualization=on", el);
         exit::exit(ExitCode::WrongExceptionLevel);
     }
     let dtb_at = match (x0, board.dtb_when_x0_is_zero) {
@@ -274,11 +271,7 @@ fn boot(board: &Board, dt: DeviceTree<'static>, dtb_at: PhysAddr, dt_validated: 
     if let Some(k) = crate::runtime::kernel() {
         for i in &k.isolation.lock().smmus {
             if let Some(smmu) = &i.smmu {
-                defmt::debug!(
-                    "memory: SMMU {=str}: {=usize} bytes of DMA memory with partitions attached",
-                    i.node.name.as_str(),
-                    smmu.dma().bytes
-                );
+                defmt::debug!("memory: SMMU {=str}: {=usize} bytes of DMA memory with partitions attached", i.node.name.as_str(), smmu.dma().bytes);
             }
         }
     }
@@ -306,13 +299,8 @@ fn interrupts(discovered: &crate::discover::Discovered, instances: &[smmus::Smmu
     if !discovered.machine.mmio.iter().any(|r| r.covers(&g.distributor)) {
         return Err(platform_err("the GIC's distributor is not in the identity map"));
     }
-    let timer = discovered
-        .machine
-        .devices
-        .timer
-        .as_ref()
-        .and_then(|t| t.el2_physical)
-        .ok_or_else(|| platform_err("the DT's /timer names no EL2 physical timer"))?;
+    let timer =
+        discovered.machine.devices.timer.as_ref().and_then(|t| t.el2_physical).ok_or_else(|| platform_err("the DT's /timer names no EL2 physical timer"))?;
     // SAFETY: the GIC's windows are in the identity map as Device memory
     // (checked above); only the boot CPU programs the GIC.
     let mut gic = unsafe { Gic::new(g.distributor, &g.redistributors, arch::mpidr(), platform::time::Delay) }.map_err(gic_err)?;
@@ -397,12 +385,7 @@ fn build_and_enable_mmu(ram: &[PhysRange], mmio: &[PhysRange], layout: &arch::bo
 
 fn banner(board: &Board, machine: &Machine, map: &MemoryMap, heap: PhysRange) {
     let cpus = &machine.cpus;
-    defmt::info!(
-        "bulkhead {=str} ({=str}) on {=str}",
-        env!("CARGO_PKG_VERSION"),
-        option_env!("BULKHEAD_GIT").unwrap_or("unknown"),
-        board.name
-    );
+    defmt::info!("bulkhead {=str} ({=str}) on {=str}", env!("CARGO_PKG_VERSION"), option_env!("BULKHEAD_GIT").unwrap_or("unknown"), board.name);
     defmt::info!("CurrentEL: EL{=u8}", arch::current_el());
     arch::boot::log_placement();
     defmt::info!("CPUs: {=usize} (boot CPU MPIDR {=u64:#x})", cpus.len(), arch::mpidr());
@@ -432,11 +415,7 @@ fn banner(board: &Board, machine: &Machine, map: &MemoryMap, heap: PhysRange) {
                 "  board's early SMMU at {=u64:#x}: not on this machine (reading GBPA faulted in _start; nothing written), nor in the device tree",
                 base
             ),
-            Some(state) => defmt::warn!(
-                "  board's early SMMU at {=u64:#x}: {} in _start, but the device tree has no SMMU there",
-                base,
-                state
-            ),
+            Some(state) => defmt::warn!("  board's early SMMU at {=u64:#x}: {} in _start, but the device tree has no SMMU there", base, state),
             None => {}
         }
     }
@@ -455,8 +434,7 @@ fn banner(board: &Board, machine: &Machine, map: &MemoryMap, heap: PhysRange) {
                 Some(arch::boot::EarlyAbort::Aborted) => "_start's first instructions (the board's early list)",
                 Some(arch::boot::EarlyAbort::Unconfirmed) =>
                     "the device tree was read (the board's early list names it, but its GBPA.UPDATE did not clear in _start)",
-                Some(arch::boot::EarlyAbort::Absent) =>
-                    "the device tree was read (the board's early list names it, but nothing answered there in _start)",
+                Some(arch::boot::EarlyAbort::Absent) => "the device tree was read (the board's early list names it, but nothing answered there in _start)",
                 None => "the device tree was read (not in the board's early list)",
             }
         );

@@ -9,10 +9,10 @@
 //! scenarios check, and what `cargo xtask check --topology` reads back.
 
 use alloc::vec::Vec;
-use partitions::groups::{self, GroupReason, Groups, NotIsolatableReason};
-use partitions::topology::{self as model, DeviceRef};
 use devicetree::discovery::{self, DEFAULT_SID_BITS};
 use devicetree::{Machine, SmmuNode};
+use partitions::groups::{self, GroupReason, Groups, NotIsolatableReason};
+use partitions::topology::{self as model, DeviceRef};
 use platform::pci::{self, ecam::EcamConfigSpace, HostTopology};
 use platform::ExitCode;
 use smmu::StreamId;

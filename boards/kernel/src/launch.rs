@@ -140,12 +140,7 @@ fn err(what: &'static str) -> ExitCode {
 /// sit behind, a domain mapping only the partition's RAM (and its own BARs
 /// with `bulkhead,dma-p2p`); every StreamID of every group attached (one
 /// CMD_SYNC per group); only then memory decode and bus mastering on.
-fn attach_groups(
-    p: &PartitionPlan,
-    devs: &[OwnedDevice],
-    smmus: &mut [SmmuInstance],
-    d: &Discovered,
-) -> Result<Vec<(usize, smmu::Domain)>, ExitCode> {
+fn attach_groups(p: &PartitionPlan, devs: &[OwnedDevice], smmus: &mut [SmmuInstance], d: &Discovered) -> Result<Vec<(usize, smmu::Domain)>, ExitCode> {
     let mut domains: Vec<(usize, smmu::Domain)> = Vec::new();
     for gid in &p.groups {
         let g = d.groups.get(*gid).ok_or_else(|| err("group vanished"))?;
@@ -282,12 +277,8 @@ pub fn start(plan: Plan, mut smmus: Vec<SmmuInstance>, discovered: Discovered) -
         cpus.extend(p.cpus.iter().map(|&mpidr| (mpidr, p.id, launch)));
         partitions.push(Partition::new(p, resources));
     }
-    let isolation = Isolation {
-        smmus,
-        ownership,
-        faults: partitions::faults::FaultLedger::new(discovered.groups.groups.len()),
-        pending_quarantine: Vec::new(),
-    };
+    let isolation =
+        Isolation { smmus, ownership, faults: partitions::faults::FaultLedger::new(discovered.groups.groups.len()), pending_quarantine: Vec::new() };
     Kernel::install(Kernel::new(partitions, cpus.iter().map(|&(m, p, _)| (m, p)).collect(), discovered, isolation));
     platform::arch::exception::set_trap_handler(crate::trap::handle);
     platform::arch::exception::set_resume_hook(crate::vgic::before_resume);
@@ -295,17 +286,8 @@ pub fn start(plan: Plan, mut smmus: Vec<SmmuInstance>, discovered: Discovered) -
     platform::log::enable_smp();
     for (mpidr, _, launch) in cpus {
         let stack = platform::memory::alloc_zeroed(CPU_STACK, PAGE_SIZE).ok_or_else(|| err("out of frames for CPU stacks"))?;
-        let block: &'static mut CpuStart = Box::leak(Box::new(CpuStart {
-            stack_top: 0,
-            vbar: 0,
-            mair: 0,
-            tcr: 0,
-            ttbr: 0,
-            sctlr: 0,
-            hcr: 0,
-            entry: partition_cpu,
-            arg: 0,
-        }));
+        let block: &'static mut CpuStart =
+            Box::leak(Box::new(CpuStart { stack_top: 0, vbar: 0, mair: 0, tcr: 0, ttbr: 0, sctlr: 0, hcr: 0, entry: partition_cpu, arg: 0 }));
         let cpu: &'static CpuLaunch = Box::leak(Box::new(CpuLaunch { launch, stack_top: stack.0 + CPU_STACK }));
         smp::prepare(block, PhysRange::new(stack.0, CPU_STACK).unwrap_or_default(), partition_cpu, cpu as *const CpuLaunch as u64);
         smp::start(mpidr, block).map_err(|e| {

@@ -116,7 +116,11 @@ impl Partition {
         let now = platform::time::uptime_us();
         let d = {
             let mut b = self.budget.lock();
-            if flush { b.flush(now) } else { b.report(now) }
+            if flush {
+                b.flush(now)
+            } else {
+                b.report(now)
+            }
         };
         if let Some(d) = d {
             defmt::warn!(

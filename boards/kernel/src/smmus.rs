@@ -204,10 +204,6 @@ pub fn report(smmus: &[SmmuInstance]) {
             smmu.stats().commands,
             smmu.stats().syncs
         );
-        defmt::debug!(
-            "memory: SMMU {=str}: {=usize} bytes of DMA memory after bring-up (stream table and queues)",
-            s.name.as_str(),
-            smmu.dma().bytes
-        );
+        defmt::debug!("memory: SMMU {=str}: {=usize} bytes of DMA memory after bring-up (stream table and queues)", s.name.as_str(), smmu.dma().bytes);
     }
 }

@@ -27,9 +27,7 @@ pub fn handle(frame: &mut Frame, s: &Syndrome) -> TrapAction {
         // architecture calls, any other service answered NOT_SUPPORTED) on
         // the conduit the partition's DT names; the bulkhead ABI's IDs are
         // small numbers. ELR already points past an HVC.
-        Some(EC::Value::HVC64) if partitions::vm::psci::is_fast_call(frame.x[0] as u32) => {
-            crate::vm::psci_call(p, frame, TrapAction::Resume)
-        }
+        Some(EC::Value::HVC64) if partitions::vm::psci::is_fast_call(frame.x[0] as u32) => crate::vm::psci_call(p, frame, TrapAction::Resume),
         Some(EC::Value::HVC64) => hypercall(k, p, frame),
         // SMC (trapped by HCR_EL2.TSC; ELR points at it): the same calls;
         // no secure service is reachable.
@@ -51,7 +49,13 @@ pub fn handle(frame: &mut Frame, s: &Syndrome) -> TrapAction {
                 "partition {=str}: stage-2 {=str} on {=str} of IPA {=u64:#x} at ELR {=u64:#x} (ESR {=u64:#x}): stopping this partition",
                 name,
                 fsc_name(fsc),
-                if !data { "instruction fetch" } else if write { "write" } else { "read" },
+                if !data {
+                    "instruction fetch"
+                } else if write {
+                    "write"
+                } else {
+                    "read"
+                },
                 s.fault_ipa(),
                 s.elr,
                 s.esr

@@ -11,12 +11,12 @@
 use crate::runtime::{Charge, Life, Partition};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use partitions::budget::LogLimit;
 use partitions::vm::board::{self, Emulated};
 use partitions::vm::psci::{self, Action, VcpuState};
 use partitions::vm::sysreg::{self, Class};
 use partitions::vm::trap::{MmioAccess, SysregAccess};
 use partitions::vm::vgic::{Spi, Vgic, VgicConfig};
-use partitions::budget::LogLimit;
 use partitions::vm::vuart::{self, Vuart};
 
 /// Console bytes a UART line is counted as against the log limit.
@@ -183,7 +183,12 @@ fn system_reset(p: &Partition) -> TrapAction {
     while let Some(v) = others_on(p) {
         let now = platform::time::uptime_us();
         if now > deadline {
-            defmt::error!("partition {=str}: PSCI SYSTEM_RESET: vCPU {=usize} did not come back within {=u64} ms: stopping this partition", p.name(), v, RESET_WAIT_US / 1000);
+            defmt::error!(
+                "partition {=str}: PSCI SYSTEM_RESET: vCPU {=usize} did not come back within {=u64} ms: stopping this partition",
+                p.name(),
+                v,
+                RESET_WAIT_US / 1000
+            );
             p.stop(Life::Failed, u64::MAX);
             return TrapAction::Halt;
         }

@@ -2,13 +2,13 @@
 
 use super::{Assignment, Config, ConfigError, GroupHint, PartitionConfig, Region, Target};
 use super::{PARTITIONS_COMPATIBLE, PARTITION_COMPATIBLE, PROP_ISOLATION_GROUP, PROP_PARTITION};
+use crate::budget::LogLimit;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use crate::budget::LogLimit;
-use devicetree::{DeviceTree, DtError, DtNode};
 use devicetree::pci::Bdf;
 use devicetree::PhysAddr;
+use devicetree::{DeviceTree, DtError, DtNode};
 
 /// Deepest nesting the binding walk follows.
 const MAX_DEPTH: usize = 16;
@@ -25,9 +25,7 @@ fn number(c: &[u32]) -> u64 {
 fn string_prop(n: &DtNode<'_>, path: &str, name: &'static str) -> Result<Option<String>, ConfigError> {
     let Some(v) = n.prop(name) else { return Ok(None) };
     let end = v.iter().position(|&b| b == 0).ok_or_else(|| ConfigError::new(path, name, "not a NUL-terminated string"))?;
-    core::str::from_utf8(&v[..end])
-        .map(|s| Some(s.to_string()))
-        .map_err(|_| ConfigError::new(path, name, "not valid UTF-8"))
+    core::str::from_utf8(&v[..end]).map(|s| Some(s.to_string())).map_err(|_| ConfigError::new(path, name, "not valid UTF-8"))
 }
 
 fn one_cell(n: &DtNode<'_>, path: &str, name: &'static str) -> Result<Option<u32>, ConfigError> {
@@ -72,11 +70,7 @@ fn regions(v: &[u8], path: &str, name: &'static str, ac: u32, sc: u32) -> Result
     let (ac, sc) = (ac as usize, sc as usize);
     let all: Vec<u32> = cells(v).collect();
     if v.is_empty() || !v.len().is_multiple_of(4) || !all.len().is_multiple_of(ac + sc) {
-        return Err(ConfigError::new(
-            path,
-            name,
-            format!("length {} bytes is not a multiple of (#address-cells {ac} + #size-cells {sc}) cells", v.len()),
-        ));
+        return Err(ConfigError::new(path, name, format!("length {} bytes is not a multiple of (#address-cells {ac} + #size-cells {sc}) cells", v.len())));
     }
     let mut out = Vec::new();
     for e in all.chunks_exact(ac + sc) {
@@ -125,9 +119,7 @@ fn parse_partition(n: &DtNode<'_>, path: &str, ac: u32, sc: u32) -> Result<Parti
     };
     let entry = match n.prop("bulkhead,entry") {
         Some(v) if v.len() == ac as usize * 4 => Some(PhysAddr(number(&cells(v).collect::<Vec<_>>()))),
-        Some(v) => {
-            return Err(ConfigError::new(path, "bulkhead,entry", format!("expected {ac} address cell(s), found {} bytes", v.len())))
-        }
+        Some(v) => return Err(ConfigError::new(path, "bulkhead,entry", format!("expected {ac} address cell(s), found {} bytes", v.len()))),
         None => None,
     };
     if image.is_some() != entry.is_some() {
@@ -153,9 +145,7 @@ fn parse_partition(n: &DtNode<'_>, path: &str, ac: u32, sc: u32) -> Result<Parti
             let c: Vec<u32> = cells(v).collect();
             Some(LogLimit { console_bytes: c[0], refused_calls: c[1] })
         }
-        Some(_) => {
-            return Err(ConfigError::new(path, "bulkhead,log-limit", "expected <console-bytes refused-calls> per second (two cells)"))
-        }
+        Some(_) => return Err(ConfigError::new(path, "bulkhead,log-limit", "expected <console-bytes refused-calls> per second (two cells)")),
         None => None,
     };
     Ok(PartitionConfig {
@@ -318,14 +308,7 @@ pub fn parse_tree(dt: &DeviceTree<'_>) -> Result<Config, ConfigError> {
 
 /// The checks on node `n` (at `path`, in the frame `f` its parent left),
 /// its PCI step, then [`visit`]; returns where its PCI steps end.
-fn visit_node(
-    n: &DtNode<'_>,
-    seen: &Seen<'_>,
-    f: &mut Frame,
-    path: &str,
-    chain: &mut Vec<Bdf>,
-    cfg: &mut Config,
-) -> Result<usize, ConfigError> {
+fn visit_node(n: &DtNode<'_>, seen: &Seen<'_>, f: &mut Frame, path: &str, chain: &mut Vec<Bdf>, cfg: &mut Config) -> Result<usize, ConfigError> {
     if n.depth > MAX_DEPTH {
         return Err(ConfigError::new(path, "", "nested too deeply"));
     }
@@ -376,9 +359,11 @@ fn visit(n: &Seen<'_>, ctx: &Frame, path: &str, chain: &[Bdf], cfg: &mut Config)
         return Err(ConfigError::new(path, PROP_PARTITION, "expected exactly one phandle (<&partition>)"));
     }
     let ph = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-    let partition = cfg.partitions.iter().position(|p| p.phandle == Some(ph)).ok_or_else(|| {
-        ConfigError::new(path, PROP_PARTITION, format!("phandle {ph:#x} is not a child of /partitions"))
-    })?;
+    let partition = cfg
+        .partitions
+        .iter()
+        .position(|p| p.phandle == Some(ph))
+        .ok_or_else(|| ConfigError::new(path, PROP_PARTITION, format!("phandle {ph:#x} is not a child of /partitions")))?;
     if let Target::Cpu { .. } = target {
         if group.is_some() {
             return Err(ConfigError::new(path, PROP_ISOLATION_GROUP, "only DMA masters have isolation groups"));
@@ -437,23 +422,9 @@ mod tests {
         assert_eq!(st.memory.len(), 2);
         assert!(st.dma_p2p && st.image.is_none());
         let a: Vec<_> = cfg.assignments.iter().map(|a| (a.path.as_str(), a.partition)).collect();
-        assert_eq!(
-            a,
-            [
-                ("/cpus/cpu@1", 0),
-                ("/cpus/cpu@2", 1),
-                ("/pcie@10000000/edu@1,0", 0),
-                ("/pcie@10000000/port@2,0/edu@0,0", 1)
-            ]
-        );
+        assert_eq!(a, [("/cpus/cpu@1", 0), ("/cpus/cpu@2", 1), ("/pcie@10000000/edu@1,0", 0), ("/pcie@10000000/port@2,0/edu@0,0", 1)]);
         assert_eq!(cfg.assignments[0].target, Target::Cpu { mpidr: 1 });
-        assert_eq!(
-            cfg.assignments[3].target,
-            Target::Pci {
-                host: "/pcie@10000000".into(),
-                chain: [Bdf::new(0, 2, 0), Bdf::new(1, 0, 0)].into()
-            }
-        );
+        assert_eq!(cfg.assignments[3].target, Target::Pci { host: "/pcie@10000000".into(), chain: [Bdf::new(0, 2, 0), Bdf::new(1, 0, 0)].into() });
         assert_eq!(cfg.assignments[3].isolation_group, Some(7));
         assert_eq!(cfg.group_hints, [GroupHint { path: "/dma@9100000".into(), target: Target::Platform, group: 3 }]);
     }
@@ -472,9 +443,24 @@ mod tests {
             (("memory = <0x0 0x48000000 0x0 0x04000000>;", "memory = <0x0 0x48000000 0x0 0x0>;"), "/partitions/net", "memory"),
             (("bulkhead,entry = <0x0 0x48000000>;", ""), "/partitions/net", "bulkhead,entry"),
             (("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x48000000>;"), "/partitions/net", "bulkhead,entry"),
-            (("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x0 0x48000000>; bulkhead,initrd = <0x0 0x62000000 0x0>;"), "/partitions/net", "bulkhead,initrd"),
-            (("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x0 0x48000000>; bulkhead,initrd = <0x0 0x62000000 0x0 0x0>;"), "/partitions/net", "bulkhead,initrd"),
-            (("storage: storage { compatible = \"bulkhead,partition\";", "storage: storage { compatible = \"bulkhead,partition\"; bulkhead,initrd = <0x0 0x62000000 0x0 0x1000>;"), "/partitions/storage", "bulkhead,initrd"),
+            (
+                ("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x0 0x48000000>; bulkhead,initrd = <0x0 0x62000000 0x0>;"),
+                "/partitions/net",
+                "bulkhead,initrd",
+            ),
+            (
+                ("bulkhead,entry = <0x0 0x48000000>;", "bulkhead,entry = <0x0 0x48000000>; bulkhead,initrd = <0x0 0x62000000 0x0 0x0>;"),
+                "/partitions/net",
+                "bulkhead,initrd",
+            ),
+            (
+                (
+                    "storage: storage { compatible = \"bulkhead,partition\";",
+                    "storage: storage { compatible = \"bulkhead,partition\"; bulkhead,initrd = <0x0 0x62000000 0x0 0x1000>;",
+                ),
+                "/partitions/storage",
+                "bulkhead,initrd",
+            ),
             (("bulkhead,fault-limit = <64 1000>;", "bulkhead,fault-limit = <64>;"), "/partitions/net", "bulkhead,fault-limit"),
             (("bulkhead,fault-limit = <64 1000>;", "bulkhead,fault-limit = <0 1000>;"), "/partitions/net", "bulkhead,fault-limit"),
             (("bulkhead,log-limit = <512 0>;", "bulkhead,log-limit = <512>;"), "/partitions/net", "bulkhead,log-limit"),
@@ -482,8 +468,16 @@ mod tests {
             (("reg = <1>; bulkhead,partition = <&net>;", "reg = <1>; bulkhead,partition = <0x4242>;"), "/cpus/cpu@1", "bulkhead,partition"),
             (("reg = <1>; bulkhead,partition = <&net>;", "reg = <1>; bulkhead,partition = <&net &storage>;"), "/cpus/cpu@1", "bulkhead,partition"),
             (("edu@1,0 { reg = <0x0800 0 0 0 0>;", "edu@1,0 {"), "/pcie@10000000/edu@1,0", "bulkhead,partition"),
-            (("compatible = \"bulkhead,partitions\"; #address-cells = <2>;", "compatible = \"bulkhead,partitions\"; #address-cells = <3>;"), "/partitions", "#address-cells"),
-            (("cpu@2 { device_type = \"cpu\"; reg = <2>;", "cpu@2 { device_type = \"cpu\"; reg = <2>; bulkhead,isolation-group = <1>;"), "/cpus/cpu@2", "bulkhead,isolation-group"),
+            (
+                ("compatible = \"bulkhead,partitions\"; #address-cells = <2>;", "compatible = \"bulkhead,partitions\"; #address-cells = <3>;"),
+                "/partitions",
+                "#address-cells",
+            ),
+            (
+                ("cpu@2 { device_type = \"cpu\"; reg = <2>;", "cpu@2 { device_type = \"cpu\"; reg = <2>; bulkhead,isolation-group = <1>;"),
+                "/cpus/cpu@2",
+                "bulkhead,isolation-group",
+            ),
         ];
         for (edit, node, property) in cases {
             let e = err(*edit);

@@ -2,10 +2,10 @@
 
 use super::*;
 use crate::topology::Smmu;
-use devicetree::discovery::{self, IdMap, IdMapEntry, IommuRef, PciDtNode, PlatformMaster};
-use devicetree::pci::{Acs, AcsFlags, Bdf, Function, FunctionKind, HostTopology};
 use alloc::string::ToString;
 use alloc::vec;
+use devicetree::discovery::{self, IdMap, IdMapEntry, IommuRef, PciDtNode, PlatformMaster};
+use devicetree::pci::{Acs, AcsFlags, Bdf, Function, FunctionKind, HostTopology};
 
 const EDU: (u16, u16) = (0x1234, 0x11e8);
 /// An ACS capability with these Capability and Control registers.
@@ -33,10 +33,7 @@ struct Host(PciHost);
 
 impl Host {
     fn new(path: &str, map: IdMap) -> Host {
-        Host(PciHost {
-            bridge: discovery::PciHost { path: path.to_string(), iommu_map: map, ..discovery::PciHost::default() },
-            bus: HostTopology::default(),
-        })
+        Host(PciHost { bridge: discovery::PciHost { path: path.to_string(), iommu_map: map, ..discovery::PciHost::default() }, bus: HostTopology::default() })
     }
     fn add(&mut self, parent: Option<usize>, bdf: (u8, u8, u8), kind: FunctionKind) -> usize {
         let f = Function::new(Bdf::new(bdf.0, bdf.1, bdf.2), kind);
@@ -304,10 +301,7 @@ fn a_stream_id_beyond_sidsize_is_not_isolatable() {
     let big = h.add(None, (1, 0, 0), FunctionKind::Endpoint);
     let g = run(&topo(vec![h], vec![], vec![smmu("smmu", 16)]));
     assert_eq!(sids(g.group_of(pci(0, ok)).unwrap()), [0xff08]);
-    assert_eq!(
-        g.why_not_isolatable(pci(0, big)),
-        Some(NotIsolatableReason::SidTooLarge { smmu: SmmuIndex(0), sid: 0x1_0000, sid_bits: 16 })
-    );
+    assert_eq!(g.why_not_isolatable(pci(0, big)), Some(NotIsolatableReason::SidTooLarge { smmu: SmmuIndex(0), sid: 0x1_0000, sid_bits: 16 }));
 }
 
 #[test]

@@ -102,7 +102,11 @@ pub fn decide(x: [u64; 4], vcpus: &[u64], states: &[VcpuState], inside: impl Fn(
                 PSCI_MIGRATE_INFO_TYPE,
                 SMCCC_VERSION,
             ];
-            if implemented.contains(&(x[1] as u32)) { Action::Return(0) } else { ret(NOT_SUPPORTED) }
+            if implemented.contains(&(x[1] as u32)) {
+                Action::Return(0)
+            } else {
+                ret(NOT_SUPPORTED)
+            }
         }
         PSCI_CPU_ON_32 | PSCI_CPU_ON_64 => {
             let Some(v) = find(arg(1)) else { return ret(INVALID_PARAMETERS) };
@@ -134,7 +138,11 @@ pub fn decide(x: [u64; 4], vcpus: &[u64], states: &[VcpuState], inside: impl Fn(
         SMCCC_ARCH_FEATURES => {
             // SMCCC_VERSION is always there (v1.1 §7.3.2); no workaround or
             // other architecture service is offered.
-            if x[1] as u32 == SMCCC_VERSION { Action::Return(0) } else { ret(NOT_SUPPORTED) }
+            if x[1] as u32 == SMCCC_VERSION {
+                Action::Return(0)
+            } else {
+                ret(NOT_SUPPORTED)
+            }
         }
         _ => ret(NOT_SUPPORTED),
     }

@@ -40,14 +40,7 @@ impl MmioAccess {
         let reg = ((iss >> 16) & 0x1f) as u8;
         let write = iss & (1 << 6) != 0;
         let value = regs.get(usize::from(reg)).copied().unwrap_or(0) & mask(size);
-        Ok(MmioAccess {
-            ipa,
-            size,
-            write: write.then_some(value),
-            reg,
-            sign_extend: iss & (1 << 21) != 0,
-            wide: iss & (1 << 15) != 0,
-        })
+        Ok(MmioAccess { ipa, size, write: write.then_some(value), reg, sign_extend: iss & (1 << 21) != 0, wide: iss & (1 << 15) != 0 })
     }
 
     /// The value to put in the destination register for a read that
@@ -57,12 +50,20 @@ impl MmioAccess {
         let v = value & mask(self.size);
         let bits = 8 * u32::from(self.size);
         let v = if self.sign_extend && bits < 64 && v >> (bits - 1) & 1 == 1 { v | !mask(self.size) } else { v };
-        if self.wide { v } else { v & 0xffff_ffff }
+        if self.wide {
+            v
+        } else {
+            v & 0xffff_ffff
+        }
     }
 }
 
 fn mask(size: u8) -> u64 {
-    if size >= 8 { u64::MAX } else { (1u64 << (8 * u32::from(size))) - 1 }
+    if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * u32::from(size))) - 1
+    }
 }
 
 /// A trapped MSR/MRS (EC 0x18): the register's encoding and the transfer.
@@ -102,11 +103,7 @@ impl SysregAccess {
     /// Decodes the ISS of a trapped MSR/MRS.
     pub fn decode(iss: u32) -> SysregAccess {
         let f = |shift: u32, bits: u32| ((iss >> shift) & ((1 << bits) - 1)) as u8;
-        SysregAccess {
-            reg: SysReg::new(f(20, 2), f(14, 3), f(10, 4), f(1, 4), f(17, 3)),
-            rt: f(5, 5),
-            read: iss & 1 == 1,
-        }
+        SysregAccess { reg: SysReg::new(f(20, 2), f(14, 3), f(10, 4), f(1, 4), f(17, 3)), rt: f(5, 5), read: iss & 1 == 1 }
     }
 }
 

@@ -375,7 +375,11 @@ impl Vgic {
     }
 
     fn all_vcpus(&self) -> u64 {
-        if self.vcpus.len() >= 64 { u64::MAX } else { (1u64 << self.vcpus.len()) - 1 }
+        if self.vcpus.len() >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.vcpus.len()) - 1
+        }
     }
 
     /// An access to the distributor by vCPU `v`: `offset` in the 64 KiB
@@ -433,7 +437,13 @@ impl Vgic {
                 let aff = ((m >> 32) & 0xff) << 24 | (m & 0xff_ffff);
                 let last = u64::from(frame + 1 == self.vcpus.len());
                 let typer = (aff << 32) | ((frame as u64) << 8) | (last << 4);
-                a.value = if off == 0x000c { typer >> 32 } else if size == 8 { typer } else { typer & 0xffff_ffff };
+                a.value = if off == 0x000c {
+                    typer >> 32
+                } else if size == 8 {
+                    typer
+                } else {
+                    typer & 0xffff_ffff
+                };
             }
             (0x0014, None) => {
                 let s = u64::from(self.asleep[frame]);
@@ -518,7 +528,15 @@ impl Vgic {
         let Some(i) = self.spi_index(intid) else { return a };
         let cur = self.spis[i].route;
         match write {
-            None => a.value = if size == 8 { cur } else if high { cur >> 32 } else { cur & 0xffff_ffff },
+            None => {
+                a.value = if size == 8 {
+                    cur
+                } else if high {
+                    cur >> 32
+                } else {
+                    cur & 0xffff_ffff
+                }
+            }
             Some(w) => {
                 // Aff3 (39:32), IRM (31; 1-of-N is not offered: RAZ/WI),
                 // Aff2..0 (23:0).
@@ -562,7 +580,11 @@ impl Vgic {
         if irq.edge && rose {
             irq.latch = true;
         }
-        if rose { kick } else { 0 }
+        if rose {
+            kick
+        } else {
+            0
+        }
     }
 
     /// A forwarded physical interrupt `intid` arrived on vCPU `v`'s CPU (a

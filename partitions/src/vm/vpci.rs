@@ -269,7 +269,12 @@ impl VirtualHost {
             let new = ((u32::from(old) & !mask | bytes) & rmask) as u16 & GUEST_COMMAND;
             f.command = new;
             return if new != old {
-                Effect::Command { phys: f.phys, memory: new & CMD_MEMORY != 0, bus_master: new & CMD_BUS_MASTER != 0, intx_disable: new & CMD_INTX_DISABLE != 0 }
+                Effect::Command {
+                    phys: f.phys,
+                    memory: new & CMD_MEMORY != 0,
+                    bus_master: new & CMD_BUS_MASTER != 0,
+                    intx_disable: new & CMD_INTX_DISABLE != 0,
+                }
             } else {
                 Effect::None
             };
@@ -333,7 +338,11 @@ mod tests {
 
     impl ConfigSpace for Space {
         fn read8(&self, bdf: Bdf, off: u16) -> u8 {
-            if bdf == self.bdf { self.cfg[usize::from(off)] } else { 0xff }
+            if bdf == self.bdf {
+                self.cfg[usize::from(off)]
+            } else {
+                0xff
+            }
         }
         fn read16(&self, bdf: Bdf, off: u16) -> u16 {
             u16::from_le_bytes([self.read8(bdf, off), self.read8(bdf, off + 1)])

@@ -83,7 +83,11 @@ impl Vuart {
 
     /// UARTRIS.
     fn ris(&self) -> u16 {
-        if self.tx_raised { TX } else { 0 }
+        if self.tx_raised {
+            TX
+        } else {
+            0
+        }
     }
 
     /// The UART's interrupt line: some raised interrupt is unmasked.

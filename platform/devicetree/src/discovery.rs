@@ -682,11 +682,7 @@ fn read_id_map<'a>(
     Ok(IdMap { entries: out, mask })
 }
 
-fn read_iommus<'a>(
-    n: &DtNode<'a>,
-    lookup: &dyn Fn(u32) -> Option<DtNode<'a>>,
-    smmu_index: &dyn Fn(u32) -> Option<usize>,
-) -> Result<Vec<IommuRef>, DtError> {
+fn read_iommus<'a>(n: &DtNode<'a>, lookup: &dyn Fn(u32) -> Option<DtNode<'a>>, smmu_index: &dyn Fn(u32) -> Option<usize>) -> Result<Vec<IommuRef>, DtError> {
     let mut out = Vec::new();
     let Some(v) = n.prop("iommus") else { return Ok(out) };
     if v.is_empty() || v.len() % 4 != 0 {
@@ -731,8 +727,10 @@ mod timer_tests {
     #[test]
     fn reads_the_qemu_virt_timer() {
         // QEMU 10 `virt`'s node (five entries: the EL2 virtual timer last).
-        let t = timer(r#"timer { compatible = "arm,armv8-timer", "arm,armv7-timer"; always-on;
-            interrupts = <1 13 4 1 14 4 1 11 4 1 10 4 1 12 4>; };"#)
+        let t = timer(
+            r#"timer { compatible = "arm,armv8-timer", "arm,armv7-timer"; always-on;
+            interrupts = <1 13 4 1 14 4 1 11 4 1 10 4 1 12 4>; };"#,
+        )
         .unwrap()
         .unwrap();
         assert_eq!(t.path, "/timer");

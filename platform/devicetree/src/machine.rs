@@ -241,10 +241,7 @@ mod tests {
         let dt = DeviceTree::parse(&base).unwrap();
         let mut m = Machine::boot(&dt, dt.smmus().unwrap()).unwrap();
         assert!(m.cpus.is_empty() && m.devices == Discovery::default());
-        let merged = dtb(&BOARD.replace(
-            "no-map; }; };",
-            "no-map; }; more@58000000 { reg = <0x0 0x58000000 0x0 0x1000>; }; };",
-        ));
+        let merged = dtb(&BOARD.replace("no-map; }; };", "no-map; }; more@58000000 { reg = <0x0 0x58000000 0x0 0x1000>; }; };"));
         let merged = DeviceTree::parse(&merged).unwrap();
         let mut unmerged = m.clone();
         unmerged.complete(&merged, false).unwrap();
@@ -264,7 +261,10 @@ mod tests {
             let blob = dtb(&src);
             std::format!("{}", Machine::boot(&DeviceTree::parse(&blob).unwrap(), ArrayVec::new()).unwrap_err())
         };
-        assert_eq!(e(("reg = <0x0 0x40000000 0x0 0x80000000>", "reg = <0x0 0x40000000 0x0>")), "node memory@40000000: property reg: length is not a multiple of the parent's (#address-cells + #size-cells)");
+        assert_eq!(
+            e(("reg = <0x0 0x40000000 0x0 0x80000000>", "reg = <0x0 0x40000000 0x0>")),
+            "node memory@40000000: property reg: length is not a multiple of the parent's (#address-cells + #size-cells)"
+        );
         let chosen = e(("<0x0 0x44000000 0x0 0x1000>", "<0x0 0x44000000>"));
         assert!(chosen.contains("/chosen/bulkhead,overlays: 8 bytes"), "{chosen}");
         let blob = dtb(&BOARD.replace("reg = <1>; enable-method", "reg = <1 2>; enable-method"));

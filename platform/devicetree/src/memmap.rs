@@ -317,10 +317,7 @@ mod tests {
         m.reserve(r(0x4000_0000, 0x4010_0000), Reservation::Dtb).unwrap();
         m.reserve(r(0x4020_0000, 0x4030_0000), Reservation::Kernel).unwrap();
         m.reserve(r(0xbff0_0000, 0xc100_0000), Reservation::ReservedMemory).unwrap();
-        assert_eq!(
-            m.free(),
-            &[r(0x4010_0000, 0x4020_0000), r(0x4030_0000, 0xbff0_0000)]
-        );
+        assert_eq!(m.free(), &[r(0x4010_0000, 0x4020_0000), r(0x4030_0000, 0xbff0_0000)]);
         assert_eq!(m.reserved().len(), 3);
     }
 
@@ -333,8 +330,7 @@ mod tests {
 
     #[test]
     fn coalesce_merges_ranges_sharing_a_page() {
-        let v: ArrayVec<PhysRange, 8> =
-            coalesce(&[r(0xa000200, 0xa000400), r(0xa000000, 0xa000200), r(0x900_0000, 0x900_1000), r(5, 5)], 0x1000);
+        let v: ArrayVec<PhysRange, 8> = coalesce(&[r(0xa000200, 0xa000400), r(0xa000000, 0xa000200), r(0x900_0000, 0x900_1000), r(5, 5)], 0x1000);
         assert_eq!(v.as_slice(), &[r(0x900_0000, 0x900_1000), r(0xa00_0000, 0xa00_1000)]);
     }
 
@@ -400,10 +396,7 @@ mod tests {
         let kernel = PhysRange::new(0x4020_0000, 0x10_0000).unwrap();
         let mut b = boot_map(&machine(BOOT_DTS), Some(kernel), None).unwrap();
         let heap = b.heap.unwrap();
-        let merged = machine(&BOOT_DTS.replace(
-            "no-map; };",
-            "no-map; }; more@58000000 { reg = <0x0 0x58000000 0x0 0x1000>; };",
-        ));
+        let merged = machine(&BOOT_DTS.replace("no-map; };", "no-map; }; more@58000000 { reg = <0x0 0x58000000 0x0 0x1000>; };"));
         let before = b.map.reserved().len();
         reserve_merged(&mut b.map, &merged.reserved, &[kernel, heap]).unwrap();
         assert_eq!(b.map.reserved().len(), before + 1, "only the new region: {:?}", b.map.reserved());

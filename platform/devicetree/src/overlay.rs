@@ -203,10 +203,9 @@ impl fmt::Display for Problem {
                 write!(f, "__local_fixups__ for {node}: {why}")
             }
             Problem::BadLocalFixup { node, property, why } => write!(f, "__local_fixups__ for {node}:{property}: {why}"),
-            Problem::NoBaseSymbols => write!(
-                f,
-                "__fixups__ refers to labels of the base tree, but the base has no __symbols__ (target base nodes by path: &{{/path}})"
-            ),
+            Problem::NoBaseSymbols => {
+                write!(f, "__fixups__ refers to labels of the base tree, but the base has no __symbols__ (target base nodes by path: &{{/path}})")
+            }
             Problem::BadFixup { label, why } => write!(f, "__fixups__ label {label}: {why}"),
             Problem::BadSymbol { label, why } => write!(f, "__symbols__ label {label}: {why}"),
             Problem::BadChosen(why) => write!(f, "/chosen/{CHOSEN_PROPERTY}: {why}"),
@@ -232,10 +231,7 @@ impl defmt::Format for OverlayError {
 /// kernel reads them through its identity map of RAM) and be at most
 /// [`MAX_OVERLAY_SIZE`]. Needs no heap: the board reserves these regions
 /// before it places its heap.
-pub fn chosen_overlays(
-    dt: &crate::dt::DeviceTree<'_>,
-    ram: &[PhysRange],
-) -> Result<ArrayVec<PhysRange, MAX_OVERLAYS>, OverlayError> {
+pub fn chosen_overlays(dt: &crate::dt::DeviceTree<'_>, ram: &[PhysRange]) -> Result<ArrayVec<PhysRange, MAX_OVERLAYS>, OverlayError> {
     let bad = |why: String| OverlayError { blob: Blob::Base, problem: Problem::BadChosen(why) };
     let mut out = ArrayVec::new();
     let chosen = dt.find("/chosen").map_err(|_| bad("cannot read /chosen".into()))?;
@@ -423,11 +419,7 @@ fn lookup(root: &DeviceTreeNode, path: &str) -> Option<Vec<String>> {
 /// libfdt's `fdt_get_phandle`: `phandle`, else `linux,phandle`, if one
 /// cell; 0 for none.
 fn phandle_of(n: &DeviceTreeNode) -> u32 {
-    ["phandle", "linux,phandle"]
-        .iter()
-        .filter_map(|p| value(n, p))
-        .find(|v| v.len() == 4)
-        .map_or(0, be32)
+    ["phandle", "linux,phandle"].iter().filter_map(|p| value(n, p)).find(|v| v.len() == 4).map_or(0, be32)
 }
 
 fn max_phandle(n: &DeviceTreeNode) -> u32 {
@@ -536,8 +528,7 @@ fn resolve_target(base: &DeviceTreeNode, fragment: &DeviceTreeNode) -> Result<Ta
     }
     let Some(tp) = value(fragment, "target-path") else { return Err(Problem::NoTarget { fragment: name() }) };
     let text = c_str(tp).ok_or_else(|| Problem::BadTarget { fragment: name(), why: "target-path is not a string".into() })?;
-    let path = lookup(base, text)
-        .ok_or_else(|| Problem::TargetNotFound { fragment: name(), target: format!("{text:?}") })?;
+    let path = lookup(base, text).ok_or_else(|| Problem::TargetNotFound { fragment: name(), target: format!("{text:?}") })?;
     Ok(Target { path, target_path: Some(text.to_string()) })
 }
 
@@ -550,10 +541,7 @@ fn renumber(n: &mut DeviceTreeNode, delta: u32, path: &mut Vec<String>) -> Resul
         if v.len() != 4 {
             return Err(bad("phandle is not one cell"));
         }
-        let new = be32(v)
-            .checked_add(delta)
-            .filter(|&p| p != PHANDLE_INVALID)
-            .ok_or_else(|| bad("phandle overflows when renumbered above the base's"))?;
+        let new = be32(v).checked_add(delta).filter(|&p| p != PHANDLE_INVALID).ok_or_else(|| bad("phandle overflows when renumbered above the base's"))?;
         set_prop(n, prop, &new.to_be_bytes());
     }
     let names: Vec<String> = n.children().map(|c| c.name().to_string()).collect();
@@ -570,12 +558,7 @@ fn renumber(n: &mut DeviceTreeNode, delta: u32, path: &mut Vec<String>) -> Resul
 /// Walks `__local_fixups__` (`fixups`) against the overlay (`tree`) and
 /// rewrites every phandle reference it lists with `f` (libfdt's
 /// `overlay_update_local_node_references`).
-fn local_refs(
-    tree: &mut DeviceTreeNode,
-    fixups: &DeviceTreeNode,
-    path: &mut Vec<String>,
-    f: &dyn Fn(u32) -> u32,
-) -> Result<(), Problem> {
+fn local_refs(tree: &mut DeviceTreeNode, fixups: &DeviceTreeNode, path: &mut Vec<String>, f: &dyn Fn(u32) -> u32) -> Result<(), Problem> {
     for fx in fixups.properties() {
         let bad = |why: String| Problem::BadLocalFixup { node: path_text(path), property: fx.name().to_string(), why };
         let offsets = fx.value();
@@ -630,9 +613,7 @@ fn fixups(base: &DeviceTreeNode, overlay: &mut DeviceTreeNode) -> Result<(), Pro
         let bad = |why: String| Problem::BadFixup { label: label.to_string(), why };
         let sym = value(symbols, label).ok_or_else(|| bad("no such label in the base's __symbols__".into()))?;
         let sym_path = c_str(sym).ok_or_else(|| bad("its __symbols__ entry is not a string".into()))?;
-        let node = lookup(base, sym_path)
-            .and_then(|p| node_at(base, &p))
-            .ok_or_else(|| bad(format!("its node {sym_path} is not in the base tree")))?;
+        let node = lookup(base, sym_path).and_then(|p| node_at(base, &p)).ok_or_else(|| bad(format!("its node {sym_path} is not in the base tree")))?;
         let ph = phandle_of(node);
         if ph == 0 {
             return Err(bad(format!("its node {sym_path} has no phandle")));
@@ -645,15 +626,11 @@ fn fixups(base: &DeviceTreeNode, overlay: &mut DeviceTreeNode) -> Result<(), Pro
             let end = entries.iter().position(|&b| b == 0).ok_or_else(|| bad("a location is not NUL-terminated".into()))?;
             let text = core::str::from_utf8(&entries[..end]).map_err(|_| bad("a location is not text".into()))?;
             entries = &entries[end + 1..];
-            let (path, prop, off) =
-                parse_fixup(text).ok_or_else(|| bad(format!("location {text:?} is not PATH:PROPERTY:OFFSET")))?;
+            let (path, prop, off) = parse_fixup(text).ok_or_else(|| bad(format!("location {text:?} is not PATH:PROPERTY:OFFSET")))?;
             let names = lookup(overlay, path).ok_or_else(|| bad(format!("{path} is not in the overlay")))?;
             let target = node_at_mut(overlay, &names).ok_or_else(|| bad(format!("{path} is not in the overlay")))?;
             let mut v = value(target, prop).ok_or_else(|| bad(format!("{path} has no property {prop}")))?.to_vec();
-            let cell = v
-                .get_mut(off..off.saturating_add(4))
-                .filter(|c| c.len() == 4)
-                .ok_or_else(|| bad(format!("offset {off} is outside {path}:{prop}")))?;
+            let cell = v.get_mut(off..off.saturating_add(4)).filter(|c| c.len() == 4).ok_or_else(|| bad(format!("offset {off} is outside {path}:{prop}")))?;
             cell.copy_from_slice(&ph.to_be_bytes());
             set_prop(target, prop, &v);
         }
@@ -809,8 +786,7 @@ mod tests {
     impl Scratch {
         fn new() -> Scratch {
             static N: AtomicUsize = AtomicUsize::new(0);
-            let d = std::env::temp_dir()
-                .join(format!("bulkhead-overlay-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+            let d = std::env::temp_dir().join(format!("bulkhead-overlay-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
             std::fs::create_dir_all(&d).expect("temp dir");
             Scratch(d)
         }
@@ -840,16 +816,14 @@ mod tests {
         let dir = Scratch::new();
         let src = dir.join("in.dts");
         std::fs::write(&src, dts).expect("write dts");
-        run(Command::new("dtc").args(["-q", "-@", "-I", "dts", "-O", "dtb", "-o", "-"]).arg(&src))
-            .unwrap_or_else(|e| panic!("dtc failed: {e}\n{dts}"))
+        run(Command::new("dtc").args(["-q", "-@", "-I", "dts", "-O", "dtb", "-o", "-"]).arg(&src)).unwrap_or_else(|e| panic!("dtc failed: {e}\n{dts}"))
     }
 
     fn decompile(dtb: &[u8]) -> String {
         let dir = Scratch::new();
         let f = dir.join("in.dtb");
         std::fs::write(&f, dtb).expect("write dtb");
-        let out = run(Command::new("dtc").args(["-q", "-I", "dtb", "-O", "dts", "-o", "-"]).arg(&f))
-            .unwrap_or_else(|e| panic!("dtc cannot read a blob: {e}"));
+        let out = run(Command::new("dtc").args(["-q", "-I", "dtb", "-O", "dts", "-o", "-"]).arg(&f)).unwrap_or_else(|e| panic!("dtc cannot read a blob: {e}"));
         String::from_utf8(out).expect("dts text")
     }
 
@@ -1117,21 +1091,13 @@ mod tests {
         let e = apply(QEMU_VIRT, &[truncated]).expect_err("truncated");
         assert!(e.to_string().contains("truncated: header says"), "{e}");
 
-        let e = refused(
-            "no target",
-            QEMU_VIRT,
-            &compile("/dts-v1/;\n/plugin/;\n/ { fragment@0 { __overlay__ { x; }; }; };\n"),
-        );
+        let e = refused("no target", QEMU_VIRT, &compile("/dts-v1/;\n/plugin/;\n/ { fragment@0 { __overlay__ { x; }; }; };\n"));
         assert_eq!(e.problem, Problem::NoTarget { fragment: "fragment@0".into() });
 
         let e = refused("missing path", QEMU_VIRT, &compile("/dts-v1/;\n/plugin/;\n&{/nope} { x; };\n"));
         assert!(matches!(&e.problem, Problem::TargetNotFound { target, .. } if target == "\"/nope\""), "{e}");
 
-        let e = refused(
-            "missing phandle",
-            QEMU_VIRT,
-            &compile("/dts-v1/;\n/plugin/;\n/ { fragment@0 { target = <0x7777>; __overlay__ { x; }; }; };\n"),
-        );
+        let e = refused("missing phandle", QEMU_VIRT, &compile("/dts-v1/;\n/plugin/;\n/ { fragment@0 { target = <0x7777>; __overlay__ { x; }; }; };\n"));
         assert!(e.to_string().contains("target phandle 0x7777 is not in the base tree"), "{e}");
 
         // A base label with a base that has no __symbols__ (QEMU's).
@@ -1257,9 +1223,7 @@ mod tests {
     }
 
     fn chosen(dts_chosen: &str) -> Result<ArrayVec<PhysRange, MAX_OVERLAYS>, OverlayError> {
-        let blob = compile(&format!(
-            "/dts-v1/;\n/ {{ #address-cells = <2>; #size-cells = <2>; chosen {{ {dts_chosen} }}; }};\n"
-        ));
+        let blob = compile(&format!("/dts-v1/;\n/ {{ #address-cells = <2>; #size-cells = <2>; chosen {{ {dts_chosen} }}; }};\n"));
         let dt = crate::dt::DeviceTree::parse(&blob).expect("valid");
         let ram = [PhysRange::from_bounds(0x4000_0000, 0xc000_0000)];
         chosen_overlays(&dt, &ram)

@@ -53,7 +53,6 @@ impl defmt::Format for Bdf {
     }
 }
 
-
 /// What a function is, from its header type and PCIe Device/Port Type
 /// (PCIe §7.5.3.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,7 +130,6 @@ impl defmt::Format for FunctionKind {
         defmt::write!(f, "{=str}", self.name())
     }
 }
-
 
 /// ACS Capability / Control bits (PCIe §7.7.8.2, §7.7.8.3).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -6,8 +6,8 @@
 //!  -cpu max -smp 4 -m 2G -nic none -device edu,dma_mask=0xffffffffff` (QEMU 10.0.2).
 
 use devicetree::discovery::{discover, DEFAULT_SID_BITS};
-use devicetree::DeviceTree;
 use devicetree::testutil::{value_corruptions, VALUE_FUZZ_CASES, VALUE_FUZZ_SEED};
+use devicetree::DeviceTree;
 use devicetree::{PhysAddr, PhysRange};
 use std::time::{Duration, Instant};
 

@@ -483,12 +483,7 @@ pub fn log_placement() {
     if p.bias() == 0 {
         defmt::info!("image: running at {} (its link address), {=u64} KiB with bss and stack", p.runtime, p.size >> 10);
     } else {
-        defmt::info!(
-            "image: running at {} (linked at {}, relocated), {=u64} KiB with bss and stack",
-            p.runtime,
-            p.link,
-            p.size >> 10
-        );
+        defmt::info!("image: running at {} (linked at {}, relocated), {=u64} KiB with bss and stack", p.runtime, p.link, p.size >> 10);
     }
 }
 
@@ -538,17 +533,8 @@ pub fn image_layout() -> ImageLayout {
     let a = |s: &u8| s as *const u8 as u64;
     // SAFETY: only the addresses of these linker symbols are taken, never
     // their contents.
-    let (start, text_end, ro_end, guard, sbot, stop, end) = unsafe {
-        (
-            a(&__image_start),
-            a(&__text_end),
-            a(&__rodata_end),
-            a(&__stack_guard),
-            a(&__stack_bottom),
-            a(&__stack_top),
-            a(&__image_end),
-        )
-    };
+    let (start, text_end, ro_end, guard, sbot, stop, end) =
+        unsafe { (a(&__image_start), a(&__text_end), a(&__rodata_end), a(&__stack_guard), a(&__stack_bottom), a(&__stack_top), a(&__image_end)) };
     let r = crate::PhysRange::from_bounds;
     ImageLayout {
         image: r(start, end),

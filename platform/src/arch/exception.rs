@@ -84,14 +84,7 @@ fn read_syndrome() -> Syndrome {
     match el {
         1 => Syndrome { el, esr: ESR_EL1.get(), elr: ELR_EL1.get(), far: FAR_EL1.get(), spsr: SPSR_EL1.get(), hpfar: 0 },
         3 => Syndrome { el, esr: ESR_EL3.get(), elr: ELR_EL3.get(), far: FAR_EL3.get(), spsr: SPSR_EL3.get(), hpfar: 0 },
-        _ => Syndrome {
-            el,
-            esr: ESR_EL2.get(),
-            elr: ELR_EL2.get(),
-            far: FAR_EL2.get(),
-            spsr: SPSR_EL2.get(),
-            hpfar: HPFAR_EL2.get(),
-        },
+        _ => Syndrome { el, esr: ESR_EL2.get(), elr: ELR_EL2.get(), far: FAR_EL2.get(), spsr: SPSR_EL2.get(), hpfar: HPFAR_EL2.get() },
     }
 }
 
@@ -169,18 +162,20 @@ pub fn report(kind: VectorKind, s: &Syndrome, frame: &Frame) {
                 fsc,
                 fsc_name(fsc),
                 level,
-                if !data { "instruction fetch" } else if iss & (1 << 6) != 0 { "WnR=1 (write)" } else { "WnR=0 (read)" },
+                if !data {
+                    "instruction fetch"
+                } else if iss & (1 << 6) != 0 {
+                    "WnR=1 (write)"
+                } else {
+                    "WnR=0 (read)"
+                },
                 iss & (1 << 10) != 0,
                 iss & (1 << 9) != 0,
                 iss & (1 << 7) != 0,
                 data && iss & (1 << 24) != 0
             );
             if data && iss & (1 << 24) != 0 {
-                defmt::error!(
-                    "  ISS: access size {=u32} bytes, register x{=u32}",
-                    1u32 << ((iss >> 22) & 3),
-                    (iss >> 16) & 0x1f
-                );
+                defmt::error!("  ISS: access size {=u32} bytes, register x{=u32}", 1u32 << ((iss >> 22) & 3), (iss >> 16) & 0x1f);
             }
         }
         0x15..=0x17 => defmt::error!("  ISS: imm16={=u32:#06x}", iss & 0xffff),
@@ -199,14 +194,7 @@ pub fn report(kind: VectorKind, s: &Syndrome, frame: &Frame) {
     defmt::error!("  ELR={=u64:#018x} FAR={=u64:#018x} SPSR={=u64:#010x}", s.elr, s.far, s.spsr);
     for i in (0..28).step_by(4) {
         let x = &frame.x;
-        defmt::error!(
-            "  x{=usize:02}={=u64:#018x} {=u64:#018x} {=u64:#018x} {=u64:#018x}",
-            i,
-            x[i],
-            x[i + 1],
-            x[i + 2],
-            x[i + 3]
-        );
+        defmt::error!("  x{=usize:02}={=u64:#018x} {=u64:#018x} {=u64:#018x} {=u64:#018x}", i, x[i], x[i + 1], x[i + 2], x[i + 3]);
     }
     defmt::error!("  x28={=u64:#018x} fp={=u64:#018x} lr={=u64:#018x}", frame.x[28], frame.x[29], frame.x[30]);
 }

@@ -41,13 +41,7 @@ const CPTR_GUEST: u64 = 0x33ff & !(1 << 10);
 /// machine beyond its own state; debug exceptions are routed to EL2 (TDE).
 /// HPMN = 0 (no counters for EL1).
 fn mdcr_guest() -> u64 {
-    (MDCR_EL2::TDRA::SET
-        + MDCR_EL2::TDOSA::SET
-        + MDCR_EL2::TDA::SET
-        + MDCR_EL2::TDE::RouteToEL2Or1
-        + MDCR_EL2::TPM::SET
-        + MDCR_EL2::TPMCR::SET)
-        .value
+    (MDCR_EL2::TDRA::SET + MDCR_EL2::TDOSA::SET + MDCR_EL2::TDA::SET + MDCR_EL2::TDE::RouteToEL2Or1 + MDCR_EL2::TPM::SET + MDCR_EL2::TPMCR::SET).value
 }
 
 /// SCTLR_EL1 reset-like value: its RES1 bits (29:28, 23:22, 20, 11), MMU

@@ -180,11 +180,7 @@ pub struct IrqStats {
 
 /// Interrupt counters since boot.
 pub fn stats() -> IrqStats {
-    IrqStats {
-        taken: TAKEN.load(Ordering::Relaxed),
-        spurious: SPURIOUS.load(Ordering::Relaxed),
-        unhandled: UNHANDLED.load(Ordering::Relaxed),
-    }
+    IrqStats { taken: TAKEN.load(Ordering::Relaxed), spurious: SPURIOUS.load(Ordering::Relaxed), unhandled: UNHANDLED.load(Ordering::Relaxed) }
 }
 
 /// Sets up this CPU's GIC CPU interface and routes physical IRQs to EL2:

@@ -40,12 +40,7 @@ pub unsafe fn enable(root: PhysAddr, tables: PhysRange) {
         core::arch::asm!("tlbi alle2", "dsb ish", "ic iallu", "dsb ish", "isb", options(nostack));
     }
     SCTLR_EL2.modify(
-        SCTLR_EL2::M::Enable
-            + SCTLR_EL2::C::Cacheable
-            + SCTLR_EL2::I::Cacheable
-            + SCTLR_EL2::SA::Enable
-            + SCTLR_EL2::WXN::Enable
-            + SCTLR_EL2::A::Disable,
+        SCTLR_EL2::M::Enable + SCTLR_EL2::C::Cacheable + SCTLR_EL2::I::Cacheable + SCTLR_EL2::SA::Enable + SCTLR_EL2::WXN::Enable + SCTLR_EL2::A::Disable,
     );
     barrier::isb(barrier::SY);
 }

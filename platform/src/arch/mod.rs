@@ -14,7 +14,7 @@ pub mod psci;
 pub mod smp;
 pub mod vgic;
 
-use aarch64_cpu::registers::{Readable, CurrentEL, MPIDR_EL1};
+use aarch64_cpu::registers::{CurrentEL, Readable, MPIDR_EL1};
 
 /// The exception level the CPU is running at (0–3).
 pub fn current_el() -> u8 {

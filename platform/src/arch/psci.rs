@@ -5,8 +5,8 @@
 //! `smccc` crate's (no_std, both conduits); partitions' own PSCI calls are
 //! decoded against the same constants (`smccc::psci::PSCI_*`).
 
-use devicetree::PsciConduit;
 use core::sync::atomic::{AtomicU8, Ordering};
+use devicetree::PsciConduit;
 use smccc::psci;
 use smccc::{Hvc, Smc};
 

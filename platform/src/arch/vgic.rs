@@ -53,12 +53,7 @@ impl ListRegister {
             LrState::Active => ICH_LR0_EL2::State::Active,
             LrState::PendingActive => ICH_LR0_EL2::State::PendingAndActive,
         };
-        r.write(
-            state
-                + ICH_LR0_EL2::Group::SET
-                + ICH_LR0_EL2::Priority.val(u64::from(self.priority))
-                + ICH_LR0_EL2::vINTID.val(u64::from(self.vintid)),
-        );
+        r.write(state + ICH_LR0_EL2::Group::SET + ICH_LR0_EL2::Priority.val(u64::from(self.priority)) + ICH_LR0_EL2::vINTID.val(u64::from(self.vintid)));
         match self.pintid {
             Some(p) => r.modify(ICH_LR0_EL2::HW::SET + ICH_LR0_EL2::pINTID.val(u64::from(p))),
             None if self.eoi => r.modify(ICH_LR0_EL2::EOI::SET),

@@ -291,9 +291,7 @@ impl<'a, D: DelayNs> Gic<'a, D> {
         let rd_base = unsafe { find_redistributor(redistributors, mpidr)? };
         // SAFETY: `find_redistributor` returned the RD_base of a
         // redistributor lying wholly (both frames) inside a region.
-        let (rd, sgi) = unsafe {
-            (&*(rd_base.0 as *const GicrRdRegisters), &*((rd_base.0 + FRAME_SIZE) as *const GicrSgiRegisters))
-        };
+        let (rd, sgi) = unsafe { (&*(rd_base.0 as *const GicrRdRegisters), &*((rd_base.0 + FRAME_SIZE) as *const GicrSgiRegisters)) };
         Ok(Gic {
             gicd,
             rd,

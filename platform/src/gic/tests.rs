@@ -172,7 +172,10 @@ fn finds_the_redistributor_by_affinity_walking_to_last() {
 
 #[test]
 fn vlpis_doubles_the_stride_and_regions_are_searched_in_turn() {
-    let a = region(&[(typer_for(0, 0, 0, 0) | TYPER_VLPIS, GICV4_RD_STRIDE), (typer_for(0, 0, 0, 1) | TYPER_VLPIS | TYPER_LAST, GICV4_RD_STRIDE)], 2 * GICV4_RD_STRIDE);
+    let a = region(
+        &[(typer_for(0, 0, 0, 0) | TYPER_VLPIS, GICV4_RD_STRIDE), (typer_for(0, 0, 0, 1) | TYPER_VLPIS | TYPER_LAST, GICV4_RD_STRIDE)],
+        2 * GICV4_RD_STRIDE,
+    );
     let b = region(&[(typer_for(0, 0, 1, 0), GICV3_RD_STRIDE), (typer_for(0, 0, 1, 1) | TYPER_LAST, GICV3_RD_STRIDE)], 2 * GICV3_RD_STRIDE);
     let regions = [a.range(), b.range()];
     // SAFETY: fake memory covering both regions.
@@ -192,7 +195,7 @@ fn a_region_without_last_ends_at_its_size_and_a_foreign_frame_is_refused() {
     assert_eq!(unsafe { find_redistributor(&[r.range()], 1) }, Err(GicError::NoRedistributor { mpidr: 1 }));
     let bad = region(&[(typer_for(0, 0, 0, 0), GICV3_RD_STRIDE)], 2 * GICV3_RD_STRIDE);
     bad.w32(PIDR2_OFF, 0x2b); // GICv2
-    // SAFETY: fake memory.
+                              // SAFETY: fake memory.
     let found = unsafe { find_redistributor(&[bad.range()], 0) };
     assert_eq!(found, Err(GicError::NotGicv3 { at: PhysAddr(bad.base()), arch_rev: 2 }));
 }
@@ -212,7 +215,7 @@ fn machine() -> (Fake, Fake) {
 fn init_and_configure_write_the_expected_registers() {
     let (d, r) = machine();
     r.w32(0x14, 0b010); // ProcessorSleep set, children already awake
-    // SAFETY: fake memory of the right sizes, alive for the test.
+                        // SAFETY: fake memory of the right sizes, alive for the test.
     let mut gic = unsafe { Gic::new(d.range(), &[r.range()], 0, Count::default()) }.unwrap();
     assert_eq!(gic.spi_end(), 288);
     assert!(gic.single_security_state());

@@ -30,10 +30,7 @@ impl EcamConfigSpace {
         if bdf.bus < self.bus_start || bdf.bus > self.bus_end || off >= CONFIG_SPACE_SIZE || !off.is_multiple_of(width) {
             return None;
         }
-        let rel = (u64::from(bdf.bus - self.bus_start) << 20)
-            | (u64::from(bdf.dev & 0x1f) << 15)
-            | (u64::from(bdf.func & 0x7) << 12)
-            | u64::from(off);
+        let rel = (u64::from(bdf.bus - self.bus_start) << 20) | (u64::from(bdf.dev & 0x1f) << 15) | (u64::from(bdf.func & 0x7) << 12) | u64::from(off);
         usize::try_from(self.base.0.checked_add(rel)?).ok()
     }
 

@@ -70,8 +70,7 @@ impl Cursor {
 /// I/O Space Enable off, except that bridges with a non-empty memory window
 /// have memory decode on so they forward to their secondary side.
 pub fn enumerate(cs: &mut impl ConfigSpace, bus_start: u8, bus_end: u8, windows: &[Window]) -> Result<HostTopology, PciError> {
-    let usable: Vec<Window> =
-        windows.iter().filter(|w| w.size > 0 && w.pci.checked_add(w.size).is_some()).copied().collect();
+    let usable: Vec<Window> = windows.iter().filter(|w| w.size > 0 && w.pci.checked_add(w.size).is_some()).copied().collect();
     let np = usable.iter().position(|w| !w.prefetchable && w.pci_end() <= FOUR_GIB);
     let pf = usable
         .iter()
@@ -79,14 +78,7 @@ pub fn enumerate(cs: &mut impl ConfigSpace, bus_start: u8, bus_end: u8, windows:
         .or_else(|| usable.iter().position(|w| w.prefetchable))
         .or_else(|| usable.iter().enumerate().position(|(i, w)| !w.prefetchable && Some(i) != np));
     let cursor = |i: Option<usize>| i.and_then(|i| usable.get(i)).map(|w| Cursor { win: *w, next: w.pci });
-    let mut e = Enumerator {
-        cs,
-        bus_end: bus_end.max(bus_start),
-        last_bus: bus_start,
-        np: cursor(np),
-        pf: cursor(pf),
-        out: Vec::new(),
-    };
+    let mut e = Enumerator { cs, bus_end: bus_end.max(bus_start), last_bus: bus_start, np: cursor(np), pf: cursor(pf), out: Vec::new() };
     let pf_ok = e.pf.is_some();
     e.scan_bus(bus_start, None, 0, pf_ok)?;
     Ok(HostTopology { root_bus: bus_start, last_bus: e.last_bus, functions: e.out })

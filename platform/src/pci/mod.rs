@@ -22,11 +22,11 @@ pub(crate) mod synthetic;
 mod tests;
 
 pub use control::{function_level_reset, set_bus_master, set_memory_decode};
-pub use enumerate::enumerate;
 /// What enumeration finds, as plain data: the topology types live in the
 /// pure `devicetree` crate, which discovery, the policy and the offline
 /// checker share.
 pub use devicetree::pci::{Acs, AcsFlags, Bar, Bdf, BridgeInfo, Function, FunctionKind, HostTopology, Window};
+pub use enumerate::enumerate;
 
 /// Configuration-space registers, the access trait and its constants: the
 /// pure `devicetree` crate's, shared with the policy's virtual PCI host.
@@ -76,13 +76,9 @@ impl defmt::Format for PciError {
                 defmt::write!(f, "bridge {}: no bus number left in the host bridge's bus-range", bridge)
             }
             PciError::TooDeep { bridge } => defmt::write!(f, "bridge {}: bridges nested too deeply", bridge),
-            PciError::WindowExhausted { bdf, bar, size } => defmt::write!(
-                f,
-                "{} BAR{=u8} ({=u64:#x} bytes): no room left in the host bridge's memory windows",
-                bdf,
-                bar,
-                size
-            ),
+            PciError::WindowExhausted { bdf, bar, size } => {
+                defmt::write!(f, "{} BAR{=u8} ({=u64:#x} bytes): no room left in the host bridge's memory windows", bdf, bar, size)
+            }
             PciError::BadBar { bdf, bar } => defmt::write!(f, "{} BAR{=u8}: 64-bit BAR in the last slot", bdf, bar),
             PciError::NotPresent(bdf) => defmt::write!(f, "{}: no function answers", bdf),
             PciError::FlrUnsupported(bdf) => defmt::write!(f, "{}: no Function Level Reset capability", bdf),

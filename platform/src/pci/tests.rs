@@ -108,25 +108,18 @@ fn bars_are_sized_and_naturally_aligned_in_the_right_windows() {
         None,
         1,
         0,
-        SynthFn::endpoint(0x1234, 0x11e8)
-            .bar(0, 0x10_0000, BarKind::Mem32)
-            .bar(1, 0x100, BarKind::Io)
-            .bar(2, 0x4000, BarKind::Mem64)
-            .bar(4, 0x1000_0000, BarKind::Pref64),
+        SynthFn::endpoint(0x1234, 0x11e8).bar(0, 0x10_0000, BarKind::Mem32).bar(1, 0x100, BarKind::Io).bar(2, 0x4000, BarKind::Mem64).bar(
+            4,
+            0x1000_0000,
+            BarKind::Pref64,
+        ),
     );
     m.add(None, 2, 0, SynthFn::pci(0x1234, 0x1).bar(0, 0x10, BarKind::Mem32).bar(1, 0x2000, BarKind::Pref32));
     let t = enumerate(&mut m, 0, 0xff, &virt_windows()).unwrap();
     let a = t.find(Bdf::new(0, 1, 0)).unwrap();
     assert_eq!(a.io_bars, 1 << 1, "the I/O BAR is seen, not assigned");
     let bars: Vec<(u8, u64, u64, bool, bool)> = a.bars.iter().map(|b| (b.index, b.cpu.0, b.size, b.is_64, b.prefetchable)).collect();
-    assert_eq!(
-        bars,
-        [
-            (0, 0x1000_0000, 0x10_0000, false, false),
-            (2, 0x1010_0000, 0x4000, true, false),
-            (4, 0x80_0000_0000, 0x1000_0000, true, true),
-        ]
-    );
+    assert_eq!(bars, [(0, 0x1000_0000, 0x10_0000, false, false), (2, 0x1010_0000, 0x4000, true, false), (4, 0x80_0000_0000, 0x1000_0000, true, true),]);
     // The registers hold the PCI addresses (here equal to the CPU ones).
     assert_eq!(m.fns[0].get32(BAR0), 0x1000_0000);
     assert_eq!(m.fns[0].get32(BAR0 + 8), 0x1010_0004);
@@ -201,10 +194,7 @@ fn window_exhaustion_is_an_error() {
     m.add(None, 1, 0, SynthFn::endpoint(0x1af4, 1).bar(0, 0x10_0000, BarKind::Mem32));
     m.add(None, 2, 0, SynthFn::endpoint(0x1af4, 2).bar(0, 0x10_0000, BarKind::Mem32));
     let w = [Window { cpu: PhysAddr(0x1000_0000), pci: 0x1000_0000, size: 0x18_0000, prefetchable: false, mem64: false }];
-    assert_eq!(
-        enumerate(&mut m, 0, 0xff, &w),
-        Err(PciError::WindowExhausted { bdf: Bdf::new(0, 2, 0), bar: 0, size: 0x10_0000 })
-    );
+    assert_eq!(enumerate(&mut m, 0, 0xff, &w), Err(PciError::WindowExhausted { bdf: Bdf::new(0, 2, 0), bar: 0, size: 0x10_0000 }));
     // No 32-bit window at all: a non-prefetchable BAR has nowhere to go.
     let mut m = Model::new(0);
     m.add(None, 1, 0, SynthFn::endpoint(0x1af4, 1).bar(0, 0x1000, BarKind::Mem64));
@@ -318,12 +308,7 @@ fn bus_master_and_memory_decode_switch() {
 fn function_level_reset_waits_and_restores() {
     let mut m = Model::new(0);
     let rp = m.add(None, 1, 0, SynthFn::port(4).acs(ACS_ALL));
-    let ep = m.add(
-        Some(rp),
-        0,
-        0,
-        SynthFn::endpoint(0x1af4, 1).acs(AcsFlags::SV).bar(0, 0x1000, BarKind::Mem32).flr(FlrBehaviour::Returns(5)),
-    );
+    let ep = m.add(Some(rp), 0, 0, SynthFn::endpoint(0x1af4, 1).acs(AcsFlags::SV).bar(0, 0x1000, BarKind::Mem32).flr(FlrBehaviour::Returns(5)));
     let t = enumerate(&mut m, 0, 0xff, &virt_windows()).unwrap();
     let bdf = Bdf::new(1, 0, 0);
     let bar = m.fns[ep].get32(BAR0);

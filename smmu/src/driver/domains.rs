@@ -19,7 +19,6 @@ use crate::types::{Iova, Ipa, PhysAddr};
 const MAX_PAGE_TLBIS: u64 = 32;
 
 impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
-
     /// Creates an empty domain (see [`DomainConfig`]).
     pub fn create_domain(&mut self, cfg: DomainConfig) -> Result<Domain, Error> {
         let f = self.features;
@@ -42,46 +41,20 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         }
         match stage {
             DomainStage::Stage2 => {
-                let vmid = crate::types::Vmid(
-                    self.vmids
-                        .take_or_alloc(cfg.tag)
-                        .ok_or(Error::IdsExhausted)?,
-                );
-                let pgtable = match PageTable::new(
-                    &mut self.dma,
-                    &f,
-                    Stage::Stage2,
-                    input_bits,
-                    self.coherent,
-                ) {
+                let vmid = crate::types::Vmid(self.vmids.take_or_alloc(cfg.tag).ok_or(Error::IdsExhausted)?);
+                let pgtable = match PageTable::new(&mut self.dma, &f, Stage::Stage2, input_bits, self.coherent) {
                     Ok(p) => p,
                     Err(e) => {
                         self.vmids.free(vmid.0);
                         return Err(e);
                     }
                 };
-                Ok(Domain {
-                    owner: self.strtab.base(),
-                    kind: Kind::Stage2 { vmid },
-                    pgtable,
-                    nested_in: None,
-                    nest_parent: false,
-                })
+                Ok(Domain { owner: self.strtab.base(), kind: Kind::Stage2 { vmid }, pgtable, nested_in: None, nest_parent: false })
             }
             DomainStage::Stage1 => {
-                let asid = crate::types::Asid(
-                    self.asids
-                        .take_or_alloc(cfg.tag)
-                        .ok_or(Error::IdsExhausted)?,
-                );
+                let asid = crate::types::Asid(self.asids.take_or_alloc(cfg.tag).ok_or(Error::IdsExhausted)?);
                 let made = (|| {
-                    let pgtable = PageTable::new(
-                        &mut self.dma,
-                        &f,
-                        Stage::Stage1,
-                        input_bits,
-                        self.coherent,
-                    )?;
+                    let pgtable = PageTable::new(&mut self.dma, &f, Stage::Stage1, input_bits, self.coherent)?;
                     let cd = match alloc_checked(&mut self.dma, CD_SIZE, CD_SIZE, &f) {
                         Ok(cd) => cd,
                         Err(e) => {
@@ -89,8 +62,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
                             return Err(e);
                         }
                     };
-                    if let Err(e) = write_cd(&mut self.dma, &cd, asid, &pgtable, &f, self.coherent)
-                    {
+                    if let Err(e) = write_cd(&mut self.dma, &cd, asid, &pgtable, &f, self.coherent) {
                         pgtable.destroy(&mut self.dma);
                         self.dma.free(cd);
                         return Err(e);
@@ -98,13 +70,9 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
                     Ok((pgtable, cd))
                 })();
                 match made {
-                    Ok((pgtable, cd)) => Ok(Domain {
-                        owner: self.strtab.base(),
-                        kind: Kind::Stage1 { asid, cd },
-                        pgtable,
-                        nested_in: None,
-                        nest_parent: false,
-                    }),
+                    Ok((pgtable, cd)) => {
+                        Ok(Domain { owner: self.strtab.base(), kind: Kind::Stage1 { asid, cd }, pgtable, nested_in: None, nest_parent: false })
+                    }
                     Err(e) => {
                         self.asids.free(asid.0);
                         Err(e)
@@ -125,14 +93,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
     /// Maps `[iova, iova + size)` to `[pa, pa + size)` with the largest
     /// blocks that fit. Refuses misaligned, empty, overlapping or
     /// out-of-range requests without changing anything.
-    pub fn map(
-        &mut self,
-        domain: &mut Domain,
-        iova: Iova,
-        pa: PhysAddr,
-        size: u64,
-        prot: Prot,
-    ) -> Result<(), Error> {
+    pub fn map(&mut self, domain: &mut Domain, iova: Iova, pa: PhysAddr, size: u64, prot: Prot) -> Result<(), Error> {
         self.check_owner(domain)?;
         let f = self.features;
         match domain.pgtable.map(&mut self.dma, &f, iova, pa, size, prot) {
@@ -202,19 +163,8 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
     fn push_tlbi_range(&mut self, tag: Tag, iova: Iova, size: u64) -> Result<(), Error> {
         let pages = size / GRANULE;
         let make = |addr: u64, range| match tag {
-            Tag::S2 { vmid } => Command::TlbiS2Ipa {
-                vmid,
-                ipa: Ipa(addr),
-                leaf: false,
-                range,
-            },
-            Tag::S1 { asid, vmid } => Command::TlbiNhVa {
-                asid,
-                vmid,
-                addr: Iova(addr),
-                leaf: false,
-                range,
-            },
+            Tag::S2 { vmid } => Command::TlbiS2Ipa { vmid, ipa: Ipa(addr), leaf: false, range },
+            Tag::S1 { asid, vmid } => Command::TlbiNhVa { asid, vmid, addr: Iova(addr), leaf: false, range },
         };
         if self.features.ril {
             for (addr, r) in tlbi_ranges(iova.0, pages) {
@@ -239,19 +189,12 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         if let Err(e) = self.check_owner(&domain) {
             return Err((domain, e));
         }
-        match self.strtab.find_map(&self.dma, |sid, w| {
-            domain.is_target_of(&SteInfo::decode(w)).then_some(sid)
-        }) {
+        match self.strtab.find_map(&self.dma, |sid, w| domain.is_target_of(&SteInfo::decode(w)).then_some(sid)) {
             Ok(Some(sid)) => return Err((domain, Error::DomainInUse(sid))),
             Ok(None) => {}
             Err(e) => return Err((domain, e)),
         }
-        let tlbi = domain
-            .tags()
-            .into_iter()
-            .flatten()
-            .try_for_each(|t| self.push_tlbi_all(t))
-            .and_then(|_| self.sync());
+        let tlbi = domain.tags().into_iter().flatten().try_for_each(|t| self.push_tlbi_all(t)).and_then(|_| self.sync());
         if let Err(e) = tlbi {
             return Err((domain, e));
         }
@@ -266,5 +209,4 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         }
         Ok(())
     }
-
 }

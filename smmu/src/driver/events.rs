@@ -13,7 +13,6 @@ use crate::hal::{DmaMemory, Mmio};
 use crate::regs::{offset, GERROR};
 
 impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
-
     /// Fails closed after an error the SMMU cannot be trusted past
     /// (GERROR.SFM_ERR, EVENTQ_ABT_ERR): GBPA.ABORT again, then SMMUEN and
     /// the queues off, so every transaction of every stream aborts. The
@@ -26,17 +25,8 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
     /// Hands up to `limit` event records to `f` (from an interrupt handler
     /// or by polling), returns the slots to the SMMU and reports (and
     /// acknowledges) an overflow: `lost_events` means records were dropped.
-    pub fn drain_events(
-        &mut self,
-        limit: u32,
-        f: impl FnMut(&Event),
-    ) -> Result<DrainReport, Error> {
-        let mut hw = Io {
-            mmio: &self.mmio,
-            dma: &mut self.dma,
-            delay: &mut self.delay,
-            timeout_us: self.config.timeout_us,
-        };
+    pub fn drain_events(&mut self, limit: u32, f: impl FnMut(&Event)) -> Result<DrainReport, Error> {
+        let mut hw = Io { mmio: &self.mmio, dma: &mut self.dma, delay: &mut self.delay, timeout_us: self.config.timeout_us };
         self.evtq.drain(&mut hw, limit, f)
     }
 
@@ -48,10 +38,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         let g = self.mmio.read32(offset::GERROR);
         let gn = self.mmio.read32(offset::GERRORN);
         let active = GlobalErrors::active(g, gn);
-        let mut report = GerrorReport {
-            errors: active,
-            command: None,
-        };
+        let mut report = GerrorReport { errors: active, command: None };
         if active.cmdq_err() {
             let (mut hw, q) = self.hw();
             q.recover_now(&mut hw)?;

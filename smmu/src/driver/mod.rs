@@ -31,7 +31,6 @@ use crate::wait::poll;
 /// Default bound of one hardware wait, in microseconds.
 pub const DEFAULT_TIMEOUT_US: u32 = 100_000;
 
-
 /// Bring-up parameters.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -55,14 +54,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            timeout_us: DEFAULT_TIMEOUT_US,
-            cmdq_log2_max: 8,
-            evtq_log2_max: 10,
-            max_sid_bits: 16,
-            dma_coherent: false,
-            wired_irqs: true,
-        }
+        Config { timeout_us: DEFAULT_TIMEOUT_US, cmdq_log2_max: 8, evtq_log2_max: 10, max_sid_bits: 16, dma_coherent: false, wired_irqs: true }
     }
 }
 
@@ -105,25 +97,17 @@ pub fn gbpa_abort(mmio: &impl Mmio, delay: &mut impl DelayNs) -> Result<(), Erro
 }
 
 /// [`gbpa_abort`] with an explicit bound in microseconds for each wait.
-pub fn gbpa_abort_with_timeout(
-    mmio: &impl Mmio,
-    delay: &mut impl DelayNs,
-    timeout_us: u32,
-) -> Result<(), Error> {
+pub fn gbpa_abort_with_timeout(mmio: &impl Mmio, delay: &mut impl DelayNs, timeout_us: u32) -> Result<(), Error> {
     let update = gbpa_bit(GBPA::UPDATE);
     let abort = gbpa_bit(GBPA::ABORT);
     // A previous update may still be in flight: writes are ignored until it
     // completes.
-    if !poll(delay, timeout_us, || {
-        mmio.read32(offset::GBPA) & update == 0
-    }) {
+    if !poll(delay, timeout_us, || mmio.read32(offset::GBPA) & update == 0) {
         return Err(Error::Timeout(WaitFor::GbpaUpdate));
     }
     let value = (mmio.read32(offset::GBPA) & !update) | abort;
     mmio.write32(offset::GBPA, value | update);
-    if !poll(delay, timeout_us, || {
-        mmio.read32(offset::GBPA) & update == 0
-    }) {
+    if !poll(delay, timeout_us, || mmio.read32(offset::GBPA) & update == 0) {
         return Err(Error::Timeout(WaitFor::GbpaUpdate));
     }
     if mmio.read32(offset::GBPA) & abort == 0 {
@@ -140,9 +124,7 @@ pub fn gbpa_abort_with_timeout(
 pub fn is_blocking(mmio: &impl Mmio) -> bool {
     let gbpa = mmio.read32(offset::GBPA);
     let smmuen = cr0_bits(&[CR0::SMMUEN]);
-    mmio.read32(offset::CR0ACK) & smmuen == 0
-        && gbpa & gbpa_bit(GBPA::ABORT) != 0
-        && gbpa & gbpa_bit(GBPA::UPDATE) == 0
+    mmio.read32(offset::CR0ACK) & smmuen == 0 && gbpa & gbpa_bit(GBPA::ABORT) != 0 && gbpa & gbpa_bit(GBPA::UPDATE) == 0
 }
 
 /// Reads the ID registers and checks this driver can serve the SMMU.
@@ -298,12 +280,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
 
     /// Counters of commands and syncs issued so far.
     pub fn stats(&self) -> Stats {
-        Stats {
-            commands: self.cmdq.counters.commands,
-            syncs: self.cmdq.counters.syncs,
-            command_errors: self.cmdq.counters.errors,
-            ste_writes: self.ste_writes,
-        }
+        Stats { commands: self.cmdq.counters.commands, syncs: self.cmdq.counters.syncs, command_errors: self.cmdq.counters.errors, ste_writes: self.ste_writes }
     }
 
     /// The DMA memory provider.
@@ -312,15 +289,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
     }
 
     fn hw(&mut self) -> (Io<'_, M, D, T>, &mut CommandQueue) {
-        (
-            Io {
-                mmio: &self.mmio,
-                dma: &mut self.dma,
-                delay: &mut self.delay,
-                timeout_us: self.config.timeout_us,
-            },
-            &mut self.cmdq,
-        )
+        (Io { mmio: &self.mmio, dma: &mut self.dma, delay: &mut self.delay, timeout_us: self.config.timeout_us }, &mut self.cmdq)
     }
 
     fn push(&mut self, cmd: Command) -> Result<(), Error> {
@@ -349,7 +318,6 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         q.push_raw(&mut hw, words)?;
         q.sync(&mut hw)
     }
-
 }
 
 fn cr0_bits(fields: &[tock_registers::fields::Field<u32, CR0::Register>]) -> u32 {
@@ -361,12 +329,7 @@ fn irq_bits(fields: &[tock_registers::fields::Field<u32, IRQ_CTRL::Register>]) -
 }
 
 /// Writes SMMU_CR0 and waits for SMMU_CR0ACK to match (§6.3).
-fn write_cr0<M: Mmio>(
-    mmio: &M,
-    delay: &mut impl DelayNs,
-    timeout_us: u32,
-    value: u32,
-) -> Result<(), Error> {
+fn write_cr0<M: Mmio>(mmio: &M, delay: &mut impl DelayNs, timeout_us: u32, value: u32) -> Result<(), Error> {
     mmio.write32(offset::CR0, value);
     if poll(delay, timeout_us, || mmio.read32(offset::CR0ACK) == value) {
         Ok(())
@@ -376,16 +339,9 @@ fn write_cr0<M: Mmio>(
 }
 
 /// Writes SMMU_IRQ_CTRL and waits for SMMU_IRQ_CTRLACK to match (§6.3).
-fn write_irq_ctrl<M: Mmio>(
-    mmio: &M,
-    delay: &mut impl DelayNs,
-    timeout_us: u32,
-    value: u32,
-) -> Result<(), Error> {
+fn write_irq_ctrl<M: Mmio>(mmio: &M, delay: &mut impl DelayNs, timeout_us: u32, value: u32) -> Result<(), Error> {
     mmio.write32(offset::IRQ_CTRL, value);
-    if poll(delay, timeout_us, || {
-        mmio.read32(offset::IRQ_CTRLACK) == value
-    }) {
+    if poll(delay, timeout_us, || mmio.read32(offset::IRQ_CTRLACK) == value) {
         Ok(())
     } else {
         Err(Error::Timeout(WaitFor::IrqCtrlAck))

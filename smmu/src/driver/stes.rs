@@ -24,10 +24,7 @@ struct TagSet {
 
 impl TagSet {
     fn new() -> Self {
-        TagSet {
-            tags: [None; 8],
-            overflowed: false,
-        }
+        TagSet { tags: [None; 8], overflowed: false }
     }
 
     fn insert(&mut self, t: Tag) {
@@ -53,10 +50,7 @@ struct SidBatch {
 
 impl SidBatch {
     fn new() -> Self {
-        SidBatch {
-            sids: [StreamId(0); L2_STES],
-            len: 0,
-        }
+        SidBatch { sids: [StreamId(0); L2_STES], len: 0 }
     }
 
     /// Adds `sid` unless already there. Callers hand at most a span's
@@ -117,7 +111,6 @@ fn aligned_block(sids: &[StreamId]) -> Option<u8> {
 }
 
 impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
-
     fn check_sids(&self, sids: &[StreamId]) -> Result<(), Error> {
         match sids.iter().find(|s| !self.strtab.covers(**s)) {
             Some(s) => Err(Error::StreamIdOutOfRange(*s)),
@@ -130,16 +123,9 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         match info.config {
             SteConfig::Stage2 | SteConfig::Nested => Some(Tag::S2 { vmid: info.vmid }),
             SteConfig::Stage1 => {
-                let asid = self
-                    .dma
-                    .region(info.cd_table, CD_SIZE)
-                    .and_then(|r| self.dma.read64(&r, 0).ok())
-                    .map(crate::cd::Cd::asid_of);
+                let asid = self.dma.region(info.cd_table, CD_SIZE).and_then(|r| self.dma.read64(&r, 0).ok()).map(crate::cd::Cd::asid_of);
                 Some(match asid {
-                    Some(asid) => Tag::S1 {
-                        asid,
-                        vmid: info.vmid,
-                    },
+                    Some(asid) => Tag::S1 { asid, vmid: info.vmid },
                     // CD unreadable: fall back to every stage-1 entry of
                     // the VMID (TLBI_NH_ALL semantics via ASID-less tag).
                     None => Tag::S2 { vmid: info.vmid },
@@ -180,10 +166,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
     /// changed).
     fn push_cfgi(&mut self, sids: &[StreamId], leaf: bool) -> Result<(), Error> {
         if let Some(range) = aligned_block(sids) {
-            return self.push(Command::CfgiSteRange {
-                sid: sids[0],
-                range,
-            });
+            return self.push(Command::CfgiSteRange { sid: sids[0], range });
         }
         for sid in sids {
             self.push(Command::CfgiSte { sid: *sid, leaf })?;
@@ -229,8 +212,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         if s1.nested_vmid().is_some_and(|v| v != vmid) {
             return Err(Error::NestedElsewhere);
         }
-        let ste = Domain::nested_ste(s1, s2, &self.features, self.coherent)
-            .ok_or(Error::Unsupported(Unsupported::StageNotImplemented))??;
+        let ste = Domain::nested_ste(s1, s2, &self.features, self.coherent).ok_or(Error::Unsupported(Unsupported::StageNotImplemented))??;
         // Record the tagging before any entry can be cached under it.
         s1.set_nested_in(vmid);
         s2.set_nest_parent();
@@ -340,9 +322,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
                 continue;
             }
             let in_span = sids.iter().filter(|s| span_of(**s) == span);
-            let unchanged = in_span.clone().all(|s| {
-                matches!(self.strtab.read(&self.dma, *s), Ok(Some(w)) if w == *ste.words())
-            });
+            let unchanged = in_span.clone().all(|s| matches!(self.strtab.read(&self.dma, *s), Ok(Some(w)) if w == *ste.words()));
             if unchanged {
                 continue;
             }
@@ -375,11 +355,7 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
     /// Invalidates the spans swapped in (`pending`), waits, then frees the
     /// tables they replaced; after a failed wait they are leaked instead
     /// (the SMMU may still read them).
-    fn flush_swaps(
-        &mut self,
-        sids: &[StreamId],
-        pending: &mut [Option<(u32, Option<DmaRegion>)>; SWAP_BATCH],
-    ) -> Result<(), Error> {
+    fn flush_swaps(&mut self, sids: &[StreamId], pending: &mut [Option<(u32, Option<DmaRegion>)>; SWAP_BATCH]) -> Result<(), Error> {
         if pending.iter().all(Option::is_none) {
             return Ok(());
         }
@@ -436,7 +412,6 @@ impl<M: Mmio, D: DmaMemory, T: DelayNs> Smmu<M, D, T> {
         self.push_cfgi(heads.as_slice(), true)?;
         self.sync()
     }
-
 }
 
 #[cfg(test)]
@@ -458,10 +433,7 @@ mod tests {
         assert_eq!(aligned_block(&s(&[5, 6])[..2]), None);
         assert_eq!(aligned_block(&s(&[8, 9, 10, 11])[..4]), Some(1));
         assert_eq!(aligned_block(&s(&[8, 9, 9, 11])[..4]), None);
-        assert_eq!(
-            aligned_block(&s(&[16, 17, 18, 19, 20, 21, 22, 23])),
-            Some(2)
-        );
+        assert_eq!(aligned_block(&s(&[16, 17, 18, 19, 20, 21, 22, 23])), Some(2));
         assert_eq!(aligned_block(&s(&[7])[..1]), None);
         assert_eq!(aligned_block(&s(&[0, 1, 2])[..3]), None);
     }

@@ -40,12 +40,7 @@ impl Arena {
         let layout = Layout::from_size_align(size, 16).unwrap();
         // SAFETY: non-zero size, valid layout.
         let p = unsafe { alloc_zeroed(layout) };
-        Arena {
-            mem: NonNull::new(p).expect("arena allocation"),
-            size,
-            base,
-            st: RefCell::default(),
-        }
+        Arena { mem: NonNull::new(p).expect("arena allocation"), size, base, st: RefCell::default() }
     }
 
     fn off(&self, pa: u64, len: usize) -> Option<usize> {
@@ -89,10 +84,7 @@ impl Arena {
         match st.live.remove(&pa) {
             Some(n) if n == len || len <= n => {
                 let order = n.trailing_zeros();
-                st.free
-                    .entry(order)
-                    .or_default()
-                    .push((pa - self.base) as usize & !(n - 1));
+                st.free.entry(order).or_default().push((pa - self.base) as usize & !(n - 1));
             }
             _ => st.errors.push(format!("free of non-live {pa:#x}+{len:#x}")),
         }
@@ -101,10 +93,7 @@ impl Arena {
     /// `true` when `[pa, pa+len)` lies inside one live allocation.
     pub fn inside_live(&self, pa: u64, len: usize) -> bool {
         let st = self.st.borrow();
-        st.live
-            .range(..=pa)
-            .next_back()
-            .is_some_and(|(&start, &n)| pa + len as u64 <= start + n as u64)
+        st.live.range(..=pa).next_back().is_some_and(|(&start, &n)| pa + len as u64 <= start + n as u64)
     }
 
     pub fn live_allocations(&self) -> usize {

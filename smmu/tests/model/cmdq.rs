@@ -3,7 +3,6 @@
 use super::*;
 
 impl Model {
-
     pub(super) fn cmdq_halted(st: &State) -> bool {
         (st.regs.gerror ^ st.regs.gerrorn) & 1 != 0
     }
@@ -33,10 +32,7 @@ impl Model {
                 self.cmd_error(st, 2);
                 return;
             }
-            let (Some(w0), Some(w1)) = (
-                self.dev_read64(base + idx * 16),
-                self.dev_read64(base + idx * 16 + 8),
-            ) else {
+            let (Some(w0), Some(w1)) = (self.dev_read64(base + idx * 16), self.dev_read64(base + idx * 16 + 8)) else {
                 self.cmd_error(st, 2);
                 return;
             };
@@ -107,12 +103,7 @@ impl Model {
                 let range = bits(w1, 0, 5);
                 let n = 1u64 << (range + 1);
                 let start = u64::from(sid) & !(n - 1);
-                self.cfgi(
-                    st,
-                    start as u32,
-                    (start + n - 1).min(u64::from(u32::MAX)) as u32,
-                    true,
-                );
+                self.cfgi(st, start as u32, (start + n - 1).min(u64::from(u32::MAX)) as u32, true);
             }
             0x05 | 0x06 => {
                 // CFGI_CD / CFGI_CD_ALL: the cached CDs of the stream (only
@@ -126,9 +117,7 @@ impl Model {
                     return Err(ILL);
                 }
                 self.check_tlbi_after_cfgi(st, |t| matches!(t, TlbTag::S1 { vmid: v, .. } if !s2p || v == Some(vmid)));
-                st.tlb.retain(
-                    |e| !matches!(e.tag, TlbTag::S1 { vmid: v, .. } if !s2p || v == Some(vmid)),
-                );
+                st.tlb.retain(|e| !matches!(e.tag, TlbTag::S1 { vmid: v, .. } if !s2p || v == Some(vmid)));
             }
             0x11 => {
                 if !s1p {
@@ -136,9 +125,7 @@ impl Model {
                 }
                 self.check_tlbi_after_cfgi(st, |t| matches!(t, TlbTag::S1 { vmid: v, asid: a } if (!s2p || v == Some(vmid)) && a == asid));
                 // Global entries are not affected by TLBI by ASID.
-                st.tlb.retain(|e| {
-                    !matches!(e.tag, TlbTag::S1 { vmid: v, asid: a } if (!s2p || v == Some(vmid)) && a == asid && !e.leaf.global)
-                });
+                st.tlb.retain(|e| !matches!(e.tag, TlbTag::S1 { vmid: v, asid: a } if (!s2p || v == Some(vmid)) && a == asid && !e.leaf.global));
             }
             0x12 | 0x13 => {
                 if !s1p {
@@ -175,9 +162,7 @@ impl Model {
                     return Err(ILL);
                 }
                 let (addr, len) = range_of(w1 & ADDR_51_12);
-                st.tlb.retain(|e| {
-                    !(e.tag == TlbTag::S2 { vmid } && overlaps(e.leaf.va, e.leaf.size, addr, len))
-                });
+                st.tlb.retain(|e| !(e.tag == TlbTag::S2 { vmid } && overlaps(e.leaf.va, e.leaf.size, addr, len)));
             }
             0x30 => st.tlb.clear(),
             0x46 => {
@@ -202,15 +187,9 @@ impl Model {
             st.l1_cache.retain(|span, _| *span < a || *span > b);
             self.retire_tables(st, a, b, split);
         }
-        let sids: Vec<u32> = st
-            .history
-            .keys()
-            .copied()
-            .filter(|s| (lo..=hi).contains(s))
-            .collect();
+        let sids: Vec<u32> = st.history.keys().copied().filter(|s| (lo..=hi).contains(s)).collect();
         for sid in sids {
             self.commit(st, sid);
         }
     }
-
 }

@@ -11,12 +11,7 @@ pub struct TestDma {
 
 impl TestDma {
     pub fn new(model: &Rc<Model>) -> Self {
-        TestDma {
-            model: model.clone(),
-            publishes: 0,
-            acquires: 0,
-            releases: 0,
-        }
+        TestDma { model: model.clone(), publishes: 0, acquires: 0, releases: 0 }
     }
 
     fn region_at(&self, pa: u64, len: usize) -> Option<DmaRegion> {
@@ -50,8 +45,7 @@ impl DmaMemory for TestDma {
 
     fn publish(&mut self, region: &DmaRegion, offset: usize, len: usize, _coherent: bool) {
         self.publishes += 1;
-        self.model
-            .publish(region.phys().as_u64() + offset as u64, len as u64);
+        self.model.publish(region.phys().as_u64() + offset as u64, len as u64);
     }
 
     fn acquire(&mut self, _region: &DmaRegion, _offset: usize, _len: usize, _coherent: bool) {
@@ -89,18 +83,11 @@ pub type TestSmmu<'a> = smmu::Smmu<&'a Model, TestDma, FakeDelay>;
 
 /// A brought-up driver on a fresh model of `flavour`.
 pub fn bring_up(model: &Rc<Model>) -> TestSmmu<'_> {
-    bring_up_with(
-        model,
-        smmu::Config {
-            dma_coherent: true,
-            ..smmu::Config::default()
-        },
-    )
+    bring_up_with(model, smmu::Config { dma_coherent: true, ..smmu::Config::default() })
 }
 
 pub fn bring_up_with(model: &Rc<Model>, config: smmu::Config) -> TestSmmu<'_> {
-    let s = smmu::Smmu::new(&**model, TestDma::new(model), FakeDelay::default(), config)
-        .expect("bring-up");
+    let s = smmu::Smmu::new(&**model, TestDma::new(model), FakeDelay::default(), config).expect("bring-up");
     model.assert_clean();
     s
 }

@@ -3,35 +3,16 @@
 use super::*;
 
 impl Model {
-
-    pub(super) fn record(
-        &self,
-        st: &mut State,
-        kind: FaultKind,
-        sid: u32,
-        iova: u64,
-        access: Access,
-        stage2: bool,
-    ) {
+    pub(super) fn record(&self, st: &mut State, kind: FaultKind, sid: u32, iova: u64, access: Access, stage2: bool) {
         if st.regs.cr0 & 0b100 == 0 {
             return;
         }
         let mut w = [0u64; 4];
         w[0] = kind.event_code() | (u64::from(sid) << 32);
-        let translation = matches!(
-            kind,
-            FaultKind::Translation
-                | FaultKind::AddrSize
-                | FaultKind::Access
-                | FaultKind::Permission
-                | FaultKind::WalkEabt
-        );
+        let translation = matches!(kind, FaultKind::Translation | FaultKind::AddrSize | FaultKind::Access | FaultKind::Permission | FaultKind::WalkEabt);
         if translation {
             // RnW (35), PnU (33), S2 (39), CLASS=IN (0b10 at [41:40]).
-            w[1] = (u64::from(!access.write) << 35)
-                | (u64::from(access.privileged) << 33)
-                | (u64::from(stage2) << 39)
-                | (0b10 << 40);
+            w[1] = (u64::from(!access.write) << 35) | (u64::from(access.privileged) << 33) | (u64::from(stage2) << 39) | (0b10 << 40);
             w[2] = iova;
             if stage2 {
                 w[3] = iova & ADDR_51_12;
@@ -69,10 +50,7 @@ impl Model {
         }
         let idx = u64::from(prod & ((1 << log2) - 1));
         if (0..4).any(|i| self.is_dirty(base + idx * 32 + i * 8)) {
-            self.unpublished_reads.borrow_mut().push(format!(
-                "SMMU wrote an event over unpublished CPU data at {:#x}",
-                base + idx * 32
-            ));
+            self.unpublished_reads.borrow_mut().push(format!("SMMU wrote an event over unpublished CPU data at {:#x}", base + idx * 32));
         }
         for (i, v) in w.iter().enumerate() {
             if !self.arena.write64(base + idx * 32 + i as u64 * 8, *v) {

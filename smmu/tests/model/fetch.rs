@@ -137,9 +137,7 @@ impl Model {
             .map(|(sid, _)| *sid)
             .collect();
         for sid in stale {
-            st.violations.push(format!(
-                "TLBI issued while sid {sid}'s changed STE was still cached with that tag (TLBI before its CFGI)"
-            ));
+            st.violations.push(format!("TLBI issued while sid {sid}'s changed STE was still cached with that tag (TLBI before its CFGI)"));
         }
     }
 
@@ -191,14 +189,8 @@ impl Model {
             if (base..base + l1_len).contains(&pa) {
                 if let Some(desc) = self.arena.read64(pa & !7) {
                     let l2 = desc & ((1u64 << 52) - 1) & !0x3f;
-                    if bits(desc, 0, 5) != 0
-                        && (0..(64u64 << split))
-                            .step_by(8)
-                            .any(|o| self.is_dirty(l2 + o))
-                    {
-                        st.violations.push(format!(
-                            "L1 descriptor at {pa:#x} links an unpublished level-2 table"
-                        ));
+                    if bits(desc, 0, 5) != 0 && (0..(64u64 << split)).step_by(8).any(|o| self.is_dirty(l2 + o)) {
+                        st.violations.push(format!("L1 descriptor at {pa:#x} links an unpublished level-2 table"));
                     }
                 }
             }
@@ -208,8 +200,7 @@ impl Model {
             if let Some((_, w)) = snap {
                 let cfg = bits(w[0], 1, 3);
                 if w[0] & 1 == 1 && (cfg == 0b100 || (cfg & 1 == 1 && bits(w[1], 0, 2) == 1)) {
-                    st.violations
-                        .push(format!("bypass STE written for sid {sid}: {w:x?}"));
+                    st.violations.push(format!("bypass STE written for sid {sid}: {w:x?}"));
                 }
             }
             let h = st.history.entry(sid).or_default();
@@ -231,9 +222,7 @@ impl Model {
         if let Some(w0) = self.arena.read64(pa) {
             let translating = w0 & 1 == 1 && bits(w0, 1, 3) & 0b100 != 0;
             if translating && (1..8).any(|i| self.is_dirty(pa + 8 * i)) {
-                st.violations.push(format!(
-                    "STE word 0 at {pa:#x} written before words 1..7 were published"
-                ));
+                st.violations.push(format!("STE word 0 at {pa:#x} written before words 1..7 were published"));
             }
         }
     }

@@ -163,24 +163,14 @@ pub struct Access {
 }
 
 impl Access {
-    pub const READ: Access = Access {
-        write: false,
-        privileged: false,
-    };
-    pub const WRITE: Access = Access {
-        write: true,
-        privileged: false,
-    };
+    pub const READ: Access = Access { write: false, privileged: false };
+    pub const WRITE: Access = Access { write: true, privileged: false };
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Translated: output address, whether writes are allowed, memory type.
-    Ok {
-        pa: u64,
-        writable: bool,
-        device: bool,
-    },
+    Ok { pa: u64, writable: bool, device: bool },
     /// A fault (recorded as an event when the configuration says so).
     Fault { kind: FaultKind, stage2: bool },
     /// Terminated by an abort STE or GBPA: no event.
@@ -247,13 +237,7 @@ pub struct Knobs {
 
 impl Default for Knobs {
     fn default() -> Self {
-        Knobs {
-            ack_cr0: true,
-            ack_gbpa: true,
-            ack_irq: true,
-            cmdq_mode: CmdqMode::Immediate,
-            abort_fetches: 0,
-        }
+        Knobs { ack_cr0: true, ack_gbpa: true, ack_irq: true, cmdq_mode: CmdqMode::Immediate, abort_fetches: 0 }
     }
 }
 
@@ -386,10 +370,7 @@ impl Model {
                 idr,
                 iidr: 0,
                 aidr: 1, // SMMUv3.1
-                regs: Regs {
-                    gbpa: 0x1000,
-                    ..Regs::default()
-                },
+                regs: Regs { gbpa: 0x1000, ..Regs::default() },
                 knobs: Knobs::default(),
                 cfg_cache: HashMap::new(),
                 l1_cache: HashMap::new(),
@@ -451,10 +432,7 @@ impl Model {
             return false;
         };
         let w = off / 8;
-        self.dirty
-            .borrow()
-            .get((w / 64) as usize)
-            .is_some_and(|x| x & (1 << (w % 64)) != 0)
+        self.dirty.borrow().get((w / 64) as usize).is_some_and(|x| x & (1 << (w % 64)) != 0)
     }
 
     /// A read by the SMMU itself: it must only see published words.

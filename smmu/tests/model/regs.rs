@@ -30,13 +30,11 @@ impl Mmio for Model {
             reg::EVENTQ_PROD => st.regs.evtq_prod,
             reg::EVENTQ_CONS => st.regs.evtq_cons,
             0xa8 | 0xac => {
-                st.violations
-                    .push("EVENTQ_PROD/CONS accessed through page 0".into());
+                st.violations.push("EVENTQ_PROD/CONS accessed through page 0".into());
                 0
             }
             _ => {
-                st.violations
-                    .push(format!("read32 of unmodelled offset {offset:#x}"));
+                st.violations.push(format!("read32 of unmodelled offset {offset:#x}"));
                 0
             }
         }
@@ -52,14 +50,12 @@ impl Mmio for Model {
                 }
                 if v & 1 != 0 && was & 1 == 0 {
                     if st.regs.gbpa & (1 << 20) == 0 {
-                        st.violations
-                            .push("SMMUEN set while GBPA does not abort".into());
+                        st.violations.push("SMMUEN set while GBPA does not abort".into());
                     }
                     self.check_all_abort(&mut st);
                 }
                 if v & 1 == 0 && was & 1 != 0 && st.regs.gbpa & (1 << 20) == 0 {
-                    st.violations
-                        .push("SMMUEN cleared while GBPA bypasses".into());
+                    st.violations.push("SMMUEN cleared while GBPA bypasses".into());
                 }
                 st.regs.cr0 = v;
                 if st.knobs.ack_cr0 {
@@ -71,10 +67,7 @@ impl Mmio for Model {
             }
             reg::CR1 | reg::CR2 => {
                 if st.regs.cr0 & 1 != 0 {
-                    st.violations.push(format!(
-                        "CR{} written while SMMUEN=1",
-                        if offset == reg::CR1 { 1 } else { 2 }
-                    ));
+                    st.violations.push(format!("CR{} written while SMMUEN=1", if offset == reg::CR1 { 1 } else { 2 }));
                 }
                 if offset == reg::CR1 {
                     st.regs.cr1 = v;
@@ -111,8 +104,7 @@ impl Mmio for Model {
             }
             reg::STRTAB_BASE_CFG => {
                 if st.regs.cr0 & 1 != 0 {
-                    st.violations
-                        .push("STRTAB_BASE_CFG written while SMMUEN=1".into());
+                    st.violations.push("STRTAB_BASE_CFG written while SMMUEN=1".into());
                 }
                 if Self::tables_preset(&st) {
                     return;
@@ -129,25 +121,19 @@ impl Mmio for Model {
             }
             reg::CMDQ_CONS => {
                 if st.regs.cr0 & 0b1000 != 0 {
-                    st.violations
-                        .push("CMDQ_CONS written while CMDQEN=1".into());
+                    st.violations.push("CMDQ_CONS written while CMDQEN=1".into());
                 }
                 st.regs.cmdq_cons = v;
             }
             reg::EVENTQ_PROD => {
                 if st.regs.cr0 & 0b100 != 0 {
-                    st.violations
-                        .push("EVENTQ_PROD written while EVENTQEN=1".into());
+                    st.violations.push("EVENTQ_PROD written while EVENTQEN=1".into());
                 }
                 st.regs.evtq_prod = v;
             }
             reg::EVENTQ_CONS => st.regs.evtq_cons = v,
-            0xa8 | 0xac => st
-                .violations
-                .push("EVENTQ_PROD/CONS accessed through page 0".into()),
-            _ => st
-                .violations
-                .push(format!("write32 of unmodelled offset {offset:#x}")),
+            0xa8 | 0xac => st.violations.push("EVENTQ_PROD/CONS accessed through page 0".into()),
+            _ => st.violations.push(format!("write32 of unmodelled offset {offset:#x}")),
         }
     }
 
@@ -160,8 +146,7 @@ impl Mmio for Model {
             reg::GERROR_IRQ_CFG0 => st.regs.gerror_irq_cfg0,
             reg::EVENTQ_IRQ_CFG0 => st.regs.eventq_irq_cfg0,
             _ => {
-                st.violations
-                    .push(format!("read64 of unmodelled offset {offset:#x}"));
+                st.violations.push(format!("read64 of unmodelled offset {offset:#x}"));
                 0
             }
         }
@@ -172,8 +157,7 @@ impl Mmio for Model {
         match offset {
             reg::STRTAB_BASE => {
                 if st.regs.cr0 & 1 != 0 {
-                    st.violations
-                        .push("STRTAB_BASE written while SMMUEN=1".into());
+                    st.violations.push("STRTAB_BASE written while SMMUEN=1".into());
                 }
                 if Self::tables_preset(&st) {
                     return;
@@ -184,8 +168,7 @@ impl Mmio for Model {
             }
             reg::CMDQ_BASE => {
                 if st.regs.cr0 & 0b1000 != 0 {
-                    st.violations
-                        .push("CMDQ_BASE written while CMDQEN=1".into());
+                    st.violations.push("CMDQ_BASE written while CMDQEN=1".into());
                 }
                 if Self::queues_preset(&st) {
                     return;
@@ -194,8 +177,7 @@ impl Mmio for Model {
             }
             reg::EVENTQ_BASE => {
                 if st.regs.cr0 & 0b100 != 0 {
-                    st.violations
-                        .push("EVENTQ_BASE written while EVENTQEN=1".into());
+                    st.violations.push("EVENTQ_BASE written while EVENTQEN=1".into());
                 }
                 if Self::queues_preset(&st) {
                     return;
@@ -204,9 +186,7 @@ impl Mmio for Model {
             }
             reg::GERROR_IRQ_CFG0 => st.regs.gerror_irq_cfg0 = v,
             reg::EVENTQ_IRQ_CFG0 => st.regs.eventq_irq_cfg0 = v,
-            _ => st
-                .violations
-                .push(format!("write64 of unmodelled offset {offset:#x}")),
+            _ => st.violations.push(format!("write64 of unmodelled offset {offset:#x}")),
         }
     }
 }

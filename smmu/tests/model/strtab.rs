@@ -3,7 +3,6 @@
 use super::*;
 
 impl Model {
-
     pub(super) fn strtab_geometry(st: &State) -> (u64, bool, u32, u32) {
         let cfg = u64::from(st.regs.strtab_base_cfg);
         let log2size = bits(cfg, 0, 6) as u32;
@@ -44,16 +43,13 @@ impl Model {
     /// The level-1 descriptor of `sid`'s span, from memory.
     pub(super) fn read_l1(&self, st: &State, sid: u32) -> Result<u64, FaultKind> {
         let (base, _, _, split) = Self::strtab_geometry(st);
-        self.dev_read64(base + u64::from(sid >> split) * 8)
-            .ok_or(FaultKind::SteFetch)
+        self.dev_read64(base + u64::from(sid >> split) * 8).ok_or(FaultKind::SteFetch)
     }
 
     pub(super) fn read_ste_at(&self, addr: u64) -> Result<[u64; 8], FaultKind> {
         let mut w = [0u64; 8];
         for (i, v) in w.iter_mut().enumerate() {
-            *v = self
-                .dev_read64(addr + i as u64 * 8)
-                .ok_or(FaultKind::SteFetch)?;
+            *v = self.dev_read64(addr + i as u64 * 8).ok_or(FaultKind::SteFetch)?;
         }
         Ok(w)
     }
@@ -94,9 +90,7 @@ impl Model {
             return Ok(None);
         };
         if !self.arena.inside_live(addr, 64) {
-            st.violations.push(format!(
-                "STE of sid {sid} fetched from freed memory at {addr:#x} (stale level-1 descriptor)"
-            ));
+            st.violations.push(format!("STE of sid {sid} fetched from freed memory at {addr:#x} (stale level-1 descriptor)"));
         }
         self.read_ste_at(addr).map(Some)
     }
@@ -104,20 +98,14 @@ impl Model {
     pub(super) fn decode_cd(&self, st: &State, ptr: u64) -> Result<S1Cfg, FaultKind> {
         let mut w = [0u64; 8];
         for (i, v) in w.iter_mut().enumerate() {
-            *v = self
-                .dev_read64(ptr + i as u64 * 8)
-                .ok_or(FaultKind::CdFetch)?;
+            *v = self.dev_read64(ptr + i as u64 * 8).ok_or(FaultKind::CdFetch)?;
         }
         let w0 = w[0];
         // §5.4: V (31), AA64 (41), A (46), S (44), HA/HD (43/42), ENDI (15).
         if bits(w0, 31, 1) == 0 || bits(w0, 41, 1) == 0 {
             return Err(FaultKind::BadCd);
         }
-        if bits(w0, 46, 1) == 0
-            || bits(w0, 44, 1) == 1
-            || bits(w0, 42, 2) != 0
-            || bits(w0, 15, 1) == 1
-        {
+        if bits(w0, 46, 1) == 0 || bits(w0, 44, 1) == 1 || bits(w0, 42, 2) != 0 || bits(w0, 15, 1) == 1 {
             return Err(FaultKind::BadCd);
         }
         let t0sz = bits(w0, 0, 6) as u8;
@@ -138,16 +126,7 @@ impl Model {
         if ttb0 >> out_bits != 0 {
             return Err(FaultKind::BadCd);
         }
-        Ok(S1Cfg {
-            asid: bits(w0, 48, 16) as u16,
-            ttb0,
-            t0sz,
-            out_bits,
-            record: bits(w0, 45, 1) == 1,
-            affd: bits(w0, 35, 1) == 1,
-            mair: w[3],
-            epd0,
-        })
+        Ok(S1Cfg { asid: bits(w0, 48, 16) as u16, ttb0, t0sz, out_bits, record: bits(w0, 45, 1) == 1, affd: bits(w0, 35, 1) == 1, mair: w[3], epd0 })
     }
 
     /// Decodes an STE from the tables of §5.2. `Err` = C_BAD_STE etc.
@@ -209,15 +188,7 @@ impl Model {
             if !ttb.is_multiple_of(top_bytes) {
                 return Err(FaultKind::BadSte);
             }
-            Some(S2Cfg {
-                vmid,
-                ttb,
-                t0sz,
-                start_level,
-                out_bits,
-                record: s2r,
-                affd,
-            })
+            Some(S2Cfg { vmid, ttb, t0sz, start_level, out_bits, record: s2r, affd })
         } else {
             None
         };
@@ -256,10 +227,7 @@ impl Model {
             None
         };
         Ok(match (s1cfg, s2cfg) {
-            (Some(s1), None) => Cfg::S1 {
-                vmid: Self::s2p(st).then_some(vmid),
-                s1,
-            },
+            (Some(s1), None) => Cfg::S1 { vmid: Self::s2p(st).then_some(vmid), s1 },
             (None, Some(s2)) => Cfg::S2(s2),
             (Some(s1), Some(s2)) => Cfg::Nested { s1, s2 },
             (None, None) => Cfg::Abort,

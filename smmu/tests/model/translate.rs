@@ -4,7 +4,6 @@
 use super::*;
 
 impl Model {
-
     /// Translates one access of `sid` to `iova`, using (and filling) the
     /// configuration cache and TLB, recording events like the SMMU.
     pub fn translate(&self, sid: u32, iova: u64, access: Access) -> Outcome {
@@ -24,8 +23,7 @@ impl Model {
                 return Outcome::Abort;
             }
             if st.driver_started {
-                st.violations
-                    .push(format!("bypass: SMMUEN=0 with GBPA.ABORT=0 (sid {sid})"));
+                st.violations.push(format!("bypass: SMMUEN=0 with GBPA.ABORT=0 (sid {sid})"));
             }
             return Outcome::Bypass;
         }
@@ -62,33 +60,21 @@ impl Model {
                 if cached {
                     self.record(&mut st, kind, sid, iova, access, false);
                 }
-                return Outcome::Fault {
-                    kind,
-                    stage2: false,
-                };
+                return Outcome::Fault { kind, stage2: false };
             }
         };
         let r = match cfg {
             Cfg::Abort => return Outcome::Abort,
             Cfg::Bypass => {
-                st.violations
-                    .push(format!("bypass STE in use for sid {sid}"));
+                st.violations.push(format!("bypass STE in use for sid {sid}"));
                 return Outcome::Bypass;
             }
-            Cfg::S2(s2) => self
-                .translate_s2(&mut st, &s2, iova, access, cached)
-                .map_err(|k| (k, true, s2.record)),
-            Cfg::S1 { vmid, s1 } => self
-                .translate_s1(&mut st, vmid, &s1, None, iova, access, cached)
-                .map_err(|k| (k, false, s1.record)),
+            Cfg::S2(s2) => self.translate_s2(&mut st, &s2, iova, access, cached).map_err(|k| (k, true, s2.record)),
+            Cfg::S1 { vmid, s1 } => self.translate_s1(&mut st, vmid, &s1, None, iova, access, cached).map_err(|k| (k, false, s1.record)),
             Cfg::Nested { s1, s2 } => self.translate_nested(&mut st, &s1, &s2, iova, access, cached),
         };
         match r {
-            Ok(leaf) => Outcome::Ok {
-                pa: leaf.oa | (iova & (leaf.size - 1)),
-                writable: leaf.write,
-                device: leaf.device,
-            },
+            Ok(leaf) => Outcome::Ok { pa: leaf.oa | (iova & (leaf.size - 1)), writable: leaf.write, device: leaf.device },
             Err((kind, stage2, record)) => {
                 if cached && record {
                     self.record(&mut st, kind, sid, iova, access, stage2);
@@ -98,23 +84,9 @@ impl Model {
         }
     }
 
-    pub(super) fn translate_s2(
-        &self,
-        st: &mut State,
-        s2: &S2Cfg,
-        ipa: u64,
-        access: Access,
-        cached: bool,
-    ) -> Result<Leaf, FaultKind> {
+    pub(super) fn translate_s2(&self, st: &mut State, s2: &S2Cfg, ipa: u64, access: Access, cached: bool) -> Result<Leaf, FaultKind> {
         let tag = TlbTag::S2 { vmid: s2.vmid };
-        let leaf = match cached
-            .then(|| {
-                st.tlb
-                    .iter()
-                    .find(|e| e.tag == tag && ipa.wrapping_sub(e.leaf.va) < e.leaf.size)
-            })
-            .flatten()
-        {
+        let leaf = match cached.then(|| st.tlb.iter().find(|e| e.tag == tag && ipa.wrapping_sub(e.leaf.va) < e.leaf.size)).flatten() {
             Some(e) => e.leaf,
             None => {
                 st.walks += 1;
@@ -159,11 +131,7 @@ impl Model {
         let hit = cached
             .then(|| {
                 st.tlb.iter().find(|e| match e.tag {
-                    TlbTag::S1 { vmid: v, asid } => {
-                        v == vmid
-                            && (e.leaf.global || asid == s1.asid)
-                            && va.wrapping_sub(e.leaf.va) < e.leaf.size
-                    }
+                    TlbTag::S1 { vmid: v, asid } => v == vmid && (e.leaf.global || asid == s1.asid) && va.wrapping_sub(e.leaf.va) < e.leaf.size,
                     TlbTag::S2 { .. } => false,
                 })
             })
@@ -174,23 +142,10 @@ impl Model {
                 st.walks += 1;
                 let (start, input_bits) = Self::s1_start(s1.t0sz);
                 // Nested: `walk` translates each table address through stage 2.
-                let leaf = self.walk(
-                    s1.ttb0,
-                    start,
-                    input_bits,
-                    s1.out_bits,
-                    va,
-                    false,
-                    s1.affd,
-                    s1.mair,
-                    nested,
-                )?;
+                let leaf = self.walk(s1.ttb0, start, input_bits, s1.out_bits, va, false, s1.affd, s1.mair, nested)?;
                 if cached {
                     st.tlb.push(TlbEntry {
-                        tag: TlbTag::S1 {
-                            vmid,
-                            asid: s1.asid,
-                        },
+                        tag: TlbTag::S1 { vmid, asid: s1.asid },
                         leaf,
                         root: s1.ttb0,
                         stage2: false,
@@ -244,11 +199,7 @@ impl Model {
             });
             if let Some(e) = hit {
                 let leaf = e.leaf;
-                return if Self::check_perm(&leaf, access) {
-                    Ok(leaf)
-                } else {
-                    Err((FaultKind::Permission, false, s1.record))
-                };
+                return if Self::check_perm(&leaf, access) { Ok(leaf) } else { Err((FaultKind::Permission, false, s1.record)) };
             }
         }
         st.walks += 1;
@@ -281,9 +232,7 @@ impl Model {
             return Err((FaultKind::Translation, false));
         }
         let (start, input_bits) = Self::s1_start(s1.t0sz);
-        let l1 = self
-            .walk(s1.ttb0, start, input_bits, s1.out_bits, va, false, s1.affd, s1.mair, Some(s2))
-            .map_err(|k| (k, false))?;
+        let l1 = self.walk(s1.ttb0, start, input_bits, s1.out_bits, va, false, s1.affd, s1.mair, Some(s2)).map_err(|k| (k, false))?;
         let ipa = l1.oa | (va & (l1.size - 1));
         let l2 = self.walk_s2(s2, ipa, Access::READ).map_err(|k| (k, true))?;
         let size = l1.size.min(l2.size);

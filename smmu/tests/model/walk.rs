@@ -3,7 +3,6 @@
 use super::*;
 
 impl Model {
-
     #[allow(clippy::too_many_arguments)]
     pub(super) fn walk(
         &self,
@@ -24,18 +23,12 @@ impl Model {
         let mut level = start_level;
         loop {
             let shift = 12 + 9 * (3 - u32::from(level));
-            let idx_bits = if level == start_level {
-                input_bits - shift
-            } else {
-                9
-            };
+            let idx_bits = if level == start_level { input_bits - shift } else { 9 };
             let idx = (va >> shift) & ((1u64 << idx_bits) - 1);
             let mut desc_addr = table + idx * 8;
             if let Some(s2) = table_ipa {
                 // Nested: stage-1 table addresses are IPAs.
-                let l = self
-                    .walk_s2(s2, desc_addr, Access::READ)
-                    .map_err(|_| FaultKind::Translation)?;
+                let l = self.walk_s2(s2, desc_addr, Access::READ).map_err(|_| FaultKind::Translation)?;
                 desc_addr = l.oa | (desc_addr & (l.size - 1));
             }
             let desc = self.dev_read64(desc_addr).ok_or(FaultKind::WalkEabt)?;
@@ -71,16 +64,7 @@ impl Model {
                 // S2AP [7:6]: bit 6 read, bit 7 write. MemAttr [5:2]:
                 // 0b00xx = Device.
                 let s2ap = bits(desc, 6, 2);
-                Leaf {
-                    va: va & !(size - 1),
-                    size,
-                    oa,
-                    read: s2ap & 1 != 0,
-                    write: s2ap & 2 != 0,
-                    unpriv: true,
-                    device: bits(desc, 4, 2) == 0,
-                    global: true,
-                }
+                Leaf { va: va & !(size - 1), size, oa, read: s2ap & 1 != 0, write: s2ap & 2 != 0, unpriv: true, device: bits(desc, 4, 2) == 0, global: true }
             } else {
                 // AP[2:1] [7:6]: AP[2] read-only, AP[1] EL0 (unprivileged).
                 let ap = bits(desc, 6, 2);
@@ -101,17 +85,7 @@ impl Model {
     }
 
     pub(super) fn walk_s2(&self, s2: &S2Cfg, ipa: u64, _access: Access) -> Result<Leaf, FaultKind> {
-        self.walk(
-            s2.ttb,
-            s2.start_level,
-            64 - u32::from(s2.t0sz),
-            s2.out_bits,
-            ipa,
-            true,
-            s2.affd,
-            0,
-            None,
-        )
+        self.walk(s2.ttb, s2.start_level, 64 - u32::from(s2.t0sz), s2.out_bits, ipa, true, s2.affd, 0, None)
     }
 
     pub(super) fn s1_start(t0sz: u8) -> (u8, u32) {
@@ -127,8 +101,6 @@ impl Model {
     }
 
     pub(super) fn check_perm(leaf: &Leaf, access: Access) -> bool {
-        (!access.write || leaf.write)
-            && (access.write || leaf.read)
-            && (access.privileged || leaf.unpriv)
+        (!access.write || leaf.write) && (access.write || leaf.read) && (access.privileged || leaf.unpriv)
     }
 }

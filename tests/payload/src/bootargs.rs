@@ -146,9 +146,27 @@ mod tests {
     fn refuses_what_it_does_not_know() {
         assert_eq!(first_refused("hello probe own"), Some("probe"));
         for w in [
-            "probe", "helo", "hello=1", "dma-own=1", "exit", "exit=", "exit=three", "touch=0xg", "move=1:1:2", "move=1:1:2:3:4",
-            "try-move=1:1", "release=1", "assign=1:x", "attack=0x70000000", "attack=:0x1", "watch=0x10", "Hello", "wait=-1",
-            "storm=0x70000000:40", "storm", "fault-every=0x70000000:1000",
+            "probe",
+            "helo",
+            "hello=1",
+            "dma-own=1",
+            "exit",
+            "exit=",
+            "exit=three",
+            "touch=0xg",
+            "move=1:1:2",
+            "move=1:1:2:3:4",
+            "try-move=1:1",
+            "release=1",
+            "assign=1:x",
+            "attack=0x70000000",
+            "attack=:0x1",
+            "watch=0x10",
+            "Hello",
+            "wait=-1",
+            "storm=0x70000000:40",
+            "storm",
+            "fault-every=0x70000000:1000",
         ] {
             assert_eq!(parse(w), None, "{w}");
         }

@@ -196,10 +196,7 @@ extern "C" fn payload_main(dtb: u64, entered: u64) -> ! {
         hvc::exit(1);
     };
     let root = fdt.root();
-    let bootargs = root
-        .child("chosen")
-        .and_then(|c| c.property("bootargs").and_then(|p| p.value_as::<&str>().ok()))
-        .unwrap_or("");
+    let bootargs = root.child("chosen").and_then(|c| c.property("bootargs").and_then(|p| p.value_as::<&str>().ok())).unwrap_or("");
     let name = root.property("bulkhead,partition-name").and_then(|p| p.value_as::<&str>().ok()).unwrap_or("?");
     // Its own memory (the first region) and its first edu, from its DTB.
     let mem = root
@@ -290,12 +287,32 @@ extern "C" fn payload_main(dtb: u64, entered: u64) -> ! {
                 }
                 l.push("moves: ").hex(n).push(" round trips of group ").hex(g).push(", failures ").hex(failures).send();
                 for (what, t) in [("release", &mut rel), ("assign", &mut asg)] {
-                    l.push("move ticks: ").push(what).push(" min ").hex(t.min).push(" median ").hex(t.median()).push(" max ").hex(t.max).push(" of ").hex(t.n as u64).send();
+                    l.push("move ticks: ")
+                        .push(what)
+                        .push(" min ")
+                        .hex(t.min)
+                        .push(" median ")
+                        .hex(t.median())
+                        .push(" max ")
+                        .hex(t.max)
+                        .push(" of ")
+                        .hex(t.n as u64)
+                        .send();
                 }
             }
             Word::Info(g) => {
                 let r = hvc::group_info(g);
-                l.push("group ").hex(g).push(": status ").hex(r[0]).push(" owner ").hex(r[1]).push(" devices|sids ").hex(r[2]).push(" rid|sid ").hex(r[3]).send();
+                l.push("group ")
+                    .hex(g)
+                    .push(": status ")
+                    .hex(r[0])
+                    .push(" owner ")
+                    .hex(r[1])
+                    .push(" devices|sids ")
+                    .hex(r[2])
+                    .push(" rid|sid ")
+                    .hex(r[3])
+                    .send();
             }
             Word::TryMove { group, from, to } => {
                 let r = hvc::release(group, from);
@@ -489,7 +506,14 @@ fn storm(ms: u64, bar: Option<u64>, l: &mut Line) {
     }
     // A quiet moment refills its console budget for the summary.
     delay_us(150_000);
-    l.push("storm: ").hex(refused).push(" refused calls, ").hex(writes).push(" console writes of 256 bytes, ").hex(touches).push(" lost-device accesses").send();
+    l.push("storm: ")
+        .hex(refused)
+        .push(" refused calls, ")
+        .hex(writes)
+        .push(" console writes of 256 bytes, ")
+        .hex(touches)
+        .push(" lost-device accesses")
+        .send();
 }
 
 /// Own memory → device → own memory; the bytes must match.

@@ -166,7 +166,11 @@ fn choose_kernel(apt: &PrivateApt) -> Result<Choice, String> {
 fn host_arch() -> Result<String, String> {
     let o = std::process::Command::new("dpkg").arg("--print-architecture").output().map_err(|e| format!("cannot run dpkg: {e}"))?;
     let a = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    if a.is_empty() { Err("dpkg --print-architecture printed nothing".into()) } else { Ok(a) }
+    if a.is_empty() {
+        Err("dpkg --print-architecture printed nothing".into())
+    } else {
+        Ok(a)
+    }
 }
 
 /// Fetches and unpacks the pieces, or finds them in the cache.
@@ -209,12 +213,7 @@ fn fetch() -> Result<Guest, String> {
     let debs_dir = dir.join("debs");
     let _ = std::fs::remove_dir_all(&debs_dir);
     apt.download(
-        &[
-            format!("{image_package}:{ARCH}"),
-            format!("linux-headers-{}-{ARCH}:{ARCH}", choice.abi),
-            common,
-            format!("busybox-static:{ARCH}"),
-        ],
+        &[format!("{image_package}:{ARCH}"), format!("linux-headers-{}-{ARCH}:{ARCH}", choice.abi), common, format!("busybox-static:{ARCH}")],
         &debs_dir,
     )?;
     let tools = apt.download_missing(&[format!("{gcc}-aarch64-linux-gnu"), kbuild, "make".into()])?;
@@ -339,12 +338,7 @@ pub fn modinfo(ko: &[u8], key: &str) -> Result<Vec<String>, String> {
     let section = file.section_by_name(".modinfo").ok_or("no .modinfo section")?;
     let data = section.data().map_err(|e| format!("cannot read .modinfo: {e}"))?;
     let prefix = format!("{key}=");
-    Ok(data
-        .split(|b| *b == 0)
-        .filter_map(|s| std::str::from_utf8(s).ok())
-        .filter_map(|s| s.strip_prefix(prefix.as_str()))
-        .map(String::from)
-        .collect())
+    Ok(data.split(|b| *b == 0).filter_map(|s| std::str::from_utf8(s).ok()).filter_map(|s| s.strip_prefix(prefix.as_str())).map(String::from).collect())
 }
 
 #[cfg(test)]

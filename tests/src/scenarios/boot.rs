@@ -1,11 +1,10 @@
 //! Boot: the banner's facts, faults reported and refused input.
 
 use crate::dtb;
-use crate::Image;
 use crate::qemu::{Flavour, Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Ctx, Scenario, Witness};
 use crate::trace::kind;
-
+use crate::Image;
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -41,7 +40,6 @@ pub fn scenarios() -> Vec<Scenario> {
         },
     ]
 }
-
 
 fn check_banner(o: &Outcome, c: &mut Checks) {
     c.exit(o, exit::SUCCESS);

@@ -16,9 +16,9 @@
 //! `/chosen/bulkhead,overlays`, and the kernel merges it.
 
 use crate::image::linux_image;
-use crate::Image;
 use crate::qemu::{Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Ctx, Scenario, GBPA, GBPA_ABORT, GBPA_UPDATE};
+use crate::Image;
 use std::process::Command;
 
 /// Where QEMU's `virt` RAM starts.
@@ -99,11 +99,7 @@ const RESERVES_STORAGE: &str = r#"
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario { name: "image-boot", setup: |ctx| image_config(ctx, None, Image::Production), check: check_image_boot },
-        Scenario {
-            name: "image-relocated",
-            setup: |ctx| image_config(ctx, Some(RELOCATED_OFFSET), Image::Production),
-            check: check_relocated,
-        },
+        Scenario { name: "image-relocated", setup: |ctx| image_config(ctx, Some(RELOCATED_OFFSET), Image::Production), check: check_relocated },
         Scenario {
             name: "image-relocated-data-abort",
             setup: |ctx| {
@@ -129,11 +125,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 );
             },
         },
-        Scenario {
-            name: "image-overlay-by-kernel",
-            setup: |ctx| overlay_for_the_kernel(ctx, TWO_PARTITIONS),
-            check: check_overlay_by_kernel,
-        },
+        Scenario { name: "image-overlay-by-kernel", setup: |ctx| overlay_for_the_kernel(ctx, TWO_PARTITIONS), check: check_overlay_by_kernel },
         Scenario {
             // What an overlay the kernel applies reserves is reserved: a
             // partition over it is refused like one over the firmware's.
@@ -194,7 +186,6 @@ fn image_config(ctx: &Ctx, text_offset: Option<u64>, which: Image) -> Result<Qem
     std::fs::write(&path, &image).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(QemuConfig { kernel: Some(path), image: which, ..QemuConfig::default() })
 }
-
 
 /// Reads the end of a banner range line `... [0x..0xEND) ...`.
 fn range_end(line: &str) -> Option<u64> {
@@ -260,10 +251,7 @@ fn check_relocated_data_abort(o: &Outcome, c: &mut Checks) {
         let hex = line.rsplit(' ').next().unwrap_or("").trim_start_matches("0x");
         match u64::from_str_radix(hex, 16) {
             Ok(guard) => {
-                c.that(
-                    (at..at + (16 << 20)).contains(&guard),
-                    format!("guard page {guard:#x} is not inside the relocated image at {at:#x}"),
-                );
+                c.that((at..at + (16 << 20)).contains(&guard), format!("guard page {guard:#x} is not inside the relocated image at {at:#x}"));
                 c.log(o, &format!("FAR={guard:#018x}"));
             }
             Err(_) => c.that(false, format!("cannot read the guard address in {line:?}")),
@@ -287,10 +275,7 @@ fn check_overlay_by_kernel(o: &Outcome, c: &mut Checks) {
 fn check_overlay_reserves(o: &Outcome, c: &mut Checks) {
     c.exit(o, exit::CONFIG_REFUSED);
     c.log(o, "overlays: 1 applied from /chosen/bulkhead,overlays");
-    c.log(
-        o,
-        "configuration refused: /partitions/storage: property memory: region [0x54000000..0x56000000) overlaps reserved memory [0x55000000..0x55100000)",
-    );
+    c.log(o, "configuration refused: /partitions/storage: property memory: region [0x54000000..0x56000000) overlaps reserved memory [0x55000000..0x55100000)");
     c.no_log(o, "partition net");
     c.gbpa_abort_first(o);
 }

@@ -4,10 +4,10 @@
 //! trace (the line levels, every acknowledge and end of interrupt) and SMMU
 //! trace (the interrupts the SMMU raised, the events it recorded).
 
-use crate::Image;
 use crate::qemu::{Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Scenario};
 use crate::trace::{kind, TraceEvent};
+use crate::Image;
 
 /// QEMU `virt`: the EL2 physical timer is PPI 10, the SMMU's eventq and
 /// gerror are SPIs 74 and 77.
@@ -23,14 +23,8 @@ const EDU_SID: u64 = 0x8;
 const FIRST_SPECIAL: u64 = 1020;
 
 /// QEMU's GIC trace points the scenario reads (they share the trace file).
-const GIC_TRACE: &[&str] = &[
-    "gicv3_icc_iar1_read",
-    "gicv3_icc_eoir_write",
-    "gicv3_dist_set_irq",
-    "gicv3_redist_set_irq",
-    "gicv3_dist_bad*",
-    "gicv3_redist_bad*",
-];
+const GIC_TRACE: &[&str] =
+    &["gicv3_icc_iar1_read", "gicv3_icc_eoir_write", "gicv3_dist_set_irq", "gicv3_redist_set_irq", "gicv3_dist_bad*", "gicv3_redist_bad*"];
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![Scenario { name: "irq-el2-timer-gerror-eventq", setup: |_| Ok(cfg()), check: check_irq }]
@@ -107,9 +101,7 @@ fn check_irq(o: &Outcome, c: &mut Checks) {
             format!("INTID {intid} was acknowledged but not completed before the next acknowledge"),
         );
     }
-    let raised = |name: &str, intid: u64| {
-        gic.iter().position(|e| e.name == name && e.field("interrupt") == Some(intid) && e.field("changed to") == Some(1))
-    };
+    let raised = |name: &str, intid: u64| gic.iter().position(|e| e.name == name && e.field("interrupt") == Some(intid) && e.field("changed to") == Some(1));
     let acked = |intid: u64| acks.iter().filter(|(_, e)| e.field("value") == Some(intid)).map(|&(i, _)| i).collect::<Vec<_>>();
     for (what, name, intid) in [
         ("timer PPI", "gicv3_redist_set_irq", TIMER_INTID),

@@ -45,11 +45,7 @@ const PPI_VIRT_TIMER: u64 = 27;
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario { name: "linux-bare", setup: |ctx| bare(ctx, Flavour::Virt, "", "smc"), check: |o, c| check(o, c, &EL2) },
-        Scenario {
-            name: "linux-bare-el1",
-            setup: |ctx| bare(ctx, Flavour::NoVirtualization, " iomem=relaxed", "hvc"),
-            check: |o, c| check(o, c, &EL1),
-        },
+        Scenario { name: "linux-bare-el1", setup: |ctx| bare(ctx, Flavour::NoVirtualization, " iomem=relaxed", "hvc"), check: |o, c| check(o, c, &EL1) },
     ]
 }
 
@@ -166,7 +162,10 @@ fn check_probe(o: &Outcome, c: &mut Checks, want: &Expect) {
     let status = |f: u64, x1: Option<u64>| console::probe_call(&calls, cd, f, x1).map(ProbeCall::status);
     let version = status(fid::PSCI_VERSION, None);
     c.that(version.is_some_and(|v| v >> 16 == 1), format!("{cd} PSCI_VERSION returned {version:?}, expected 1.x"));
-    c.that(status(fid::CPU_ON, Some(1)) == Some(ret::ALREADY_ON), format!("{cd} CPU_ON of CPU 1 (on) returned {:?}, expected ALREADY_ON", status(fid::CPU_ON, Some(1))));
+    c.that(
+        status(fid::CPU_ON, Some(1)) == Some(ret::ALREADY_ON),
+        format!("{cd} CPU_ON of CPU 1 (on) returned {:?}, expected ALREADY_ON", status(fid::CPU_ON, Some(1))),
+    );
     c.that(
         status(fid::CPU_ON, Some(NO_SUCH_CPU)) == Some(ret::INVALID_PARAMETERS),
         format!("{cd} CPU_ON of MPIDR {NO_SUCH_CPU:#x} returned {:?}, expected INVALID_PARAMETERS", status(fid::CPU_ON, Some(NO_SUCH_CPU))),
@@ -233,7 +232,13 @@ fn check_smmu(o: &Outcome, c: &mut Checks) {
     }
     // Linux leaves GBPA at its reset value (bypass) until SMMUEN: the
     // same trace shows the register writes it did make.
-    c.none_of(o, kind::WRITE_MMIO, "GBPA write by Linux", |e| e.field("addr") == Some(GBPA), Witness::InRun("of Linux's SMMU bring-up", &|e| e.field("addr") == Some(CR0)));
+    c.none_of(
+        o,
+        kind::WRITE_MMIO,
+        "GBPA write by Linux",
+        |e| e.field("addr") == Some(GBPA),
+        Witness::InRun("of Linux's SMMU bring-up", &|e| e.field("addr") == Some(CR0)),
+    );
 }
 
 #[cfg(test)]
@@ -243,7 +248,10 @@ mod tests {
     #[test]
     fn the_script_asks_each_conduit_for_what_the_check_reads() {
         let smc = body("smc");
-        assert!(smc.contains("call=smc:0x84000000,smc:0x8400000a:0x80000000,smc:0xc4000003:0x1:0x0:0x0,smc:0xc4000003:0x5:0x0:0x0,smc:0x80000000,hvc:0x84000000 "), "{smc}");
+        assert!(
+            smc.contains("call=smc:0x84000000,smc:0x8400000a:0x80000000,smc:0xc4000003:0x1:0x0:0x0,smc:0xc4000003:0x5:0x0:0x0,smc:0x80000000,hvc:0x84000000 "),
+            "{smc}"
+        );
         assert!(smc.contains("random=8 conduit=smc"), "{smc}");
         let hvc = body("hvc");
         assert!(hvc.contains("call=hvc:0x84000000,") && !hvc.contains("smc:"), "{hvc}");

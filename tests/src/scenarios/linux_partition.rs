@@ -247,7 +247,10 @@ fn check_common(o: &Outcome, c: &mut Checks) {
     // ends after Linux's banner, with nothing bad, then its own check.
     let banner = lines(o).position(|l| l.starts_with("[linux]") && l.contains("Linux version"));
     let looped = lines(o).position(|l| l.starts_with("[storage] dma-loop: verified"));
-    c.that(banner.is_some() && looped.is_some() && banner < looped, format!("the payload's DMA loop did not run across Linux's boot (banner at {banner:?}, loop end at {looped:?})"));
+    c.that(
+        banner.is_some() && looped.is_some() && banner < looped,
+        format!("the payload's DMA loop did not run across Linux's boot (banner at {banner:?}, loop end at {looped:?})"),
+    );
     if let Some(l) = c.log(o, "[storage] dma-loop: verified") {
         c.that(l.contains("bad 0x0"), format!("the payload's DMA loop saw bad transfers: {l}"));
     }
@@ -291,8 +294,14 @@ fn check_hostile(o: &Outcome, c: &mut Checks) {
     c.that(gicr2 == Some(0), format!("a redistributor of no vCPU reads {gicr2:#x?} after a write"));
     c.that(hex(init("gicr2-typer")) == Some(0), format!("GICR_TYPER of a redistributor of no vCPU reads {:?}", init("gicr2-typer")));
     let gicr0 = hex(init("gicr0-isenabler0"));
-    c.that(gicr0.is_some_and(|v| v & (1 << 27) != 0), format!("its own redistributor's ISENABLER0 reads {gicr0:#x?}: the virtual timer (27) should be enabled"));
-    c.that(init("insmod-hvc").as_deref() == Some("0") && init("insmod-smc").as_deref() == Some("0"), format!("insmod of the probe: {:?} {:?}", init("insmod-hvc"), init("insmod-smc")));
+    c.that(
+        gicr0.is_some_and(|v| v & (1 << 27) != 0),
+        format!("its own redistributor's ISENABLER0 reads {gicr0:#x?}: the virtual timer (27) should be enabled"),
+    );
+    c.that(
+        init("insmod-hvc").as_deref() == Some("0") && init("insmod-smc").as_deref() == Some("0"),
+        format!("insmod of the probe: {:?} {:?}", init("insmod-hvc"), init("insmod-smc")),
+    );
     let calls = probe_calls(guest_lines(o));
     let status = |cd: &str, f: u64, x1: u64| probe_call(&calls, cd, f, Some(x1)).map(ProbeCall::status);
     for (cd, cpu) in [("hvc", PAYLOAD_CPU), ("hvc", KERNEL_CPU), ("smc", PAYLOAD_CPU)] {
@@ -330,11 +339,13 @@ fn check_reset(o: &Outcome, c: &mut Checks) {
     let seen1 = at("[linux] bulkhead-init: restarts-seen 1");
     let after = at("[linux] bulkhead-init: after-reset cpus 2");
     let order = [seen0, reboot, reset, seen1, after];
-    c.that(order.iter().all(Option::is_some) && order.windows(2).all(|w| w[0] < w[1]), format!("first boot, reset, second boot out of order or missing: {order:?}"));
+    c.that(
+        order.iter().all(Option::is_some) && order.windows(2).all(|w| w[0] < w[1]),
+        format!("first boot, reset, second boot out of order or missing: {order:?}"),
+    );
     let banners = guest_lines(o).filter(|l| l.contains("Linux version")).count();
     c.that(banners == 2, format!("{banners} Linux banners, expected 2 (one per boot)"));
     let starts = lines(o).filter(|l| l.contains("partition linux: PSCI CPU_ON of vCPU 1")).count();
     c.that(starts == 2, format!("its second vCPU started {starts} times, expected once per boot"));
     c.log(o, "partition linux: PSCI SYSTEM_OFF, stopping it");
-
 }

@@ -85,7 +85,11 @@ fn check_moves(o: &Outcome, c: &mut Checks) {
                 if e.args.contains("CMD_SYNC") {
                     if pending {
                         epoch += 1;
-                        if epoch % 2 == 0 { cost.0 = cost.0.max(batch) } else { cost.1 = cost.1.max(batch) }
+                        if epoch % 2 == 0 {
+                            cost.0 = cost.0.max(batch)
+                        } else {
+                            cost.1 = cost.1.max(batch)
+                        }
                         pending = false;
                     }
                     batch = 0;
@@ -219,7 +223,9 @@ mod tests {
 
     fn catalogue(names: &[&str]) -> Arc<BTreeSet<String>> {
         let mut set: BTreeSet<String> = names.iter().map(|s| s.to_string()).collect();
-        set.extend(["smmuv3_translate_success", "smmuv3_translate_bypass", "smmuv3_translate_disable", "smmuv3_cmdq_cfgi_ste", "smmuv3_cmdq_opcode"].map(String::from));
+        set.extend(
+            ["smmuv3_translate_success", "smmuv3_translate_bypass", "smmuv3_translate_disable", "smmuv3_cmdq_cfgi_ste", "smmuv3_cmdq_opcode"].map(String::from),
+        );
         Arc::new(set)
     }
 

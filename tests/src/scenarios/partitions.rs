@@ -3,9 +3,9 @@
 
 use crate::dtb::{add_property, set_bootargs};
 use crate::qemu::{Flavour, Outcome, QemuConfig};
-use crate::trace::TraceEvent;
 use crate::scenario::{exit, Checks, Ctx, Scenario, Witness};
 use crate::trace::kind;
+use crate::trace::TraceEvent;
 
 /// The shipped two-partition example overlay.
 const HELLO: &str = include_str!("../../../boards/qemu-virt/overlays/hello.dts");
@@ -34,11 +34,7 @@ fn smmu_structures(ctx: &Ctx, cfg: &QemuConfig) -> Result<[(&'static str, u64); 
     let base = |off: u64, mask: u64| {
         out.trace.mmio_writes().iter().find(|(o, _)| *o == off).map(|(_, v)| v & mask).ok_or(format!("probe boot wrote no register {off:#x}"))
     };
-    Ok([
-        ("stream-table", base(0x80, 0x000f_ffff_ffff_ffc0)?),
-        ("cmdq", base(0x90, 0x000f_ffff_ffff_ffe0)?),
-        ("evtq", base(0xa0, 0x000f_ffff_ffff_ffe0)?),
-    ])
+    Ok([("stream-table", base(0x80, 0x000f_ffff_ffff_ffc0)?), ("cmdq", base(0x90, 0x000f_ffff_ffff_ffe0)?), ("evtq", base(0xa0, 0x000f_ffff_ffff_ffe0)?)])
 }
 
 /// net's fault limit in the attack matrix: above its 11 attacks' faults.
@@ -77,8 +73,17 @@ fn check_attack_matrix(o: &Outcome, c: &mut Checks) {
     c.log(o, "[storage] dma own 0x4c100000: ok, 64 bytes verified");
     c.log(o, "[storage] canary at 0x4c000100 intact after");
     let names = [
-        "peer-ram", "kernel-image", "kernel-heap", "peer-bar", "gic-distributor", "its-doorbell", "unmapped-ipa",
-        "beyond-input-size", "stream-table", "cmdq", "evtq",
+        "peer-ram",
+        "kernel-image",
+        "kernel-heap",
+        "peer-bar",
+        "gic-distributor",
+        "its-doorbell",
+        "unmapped-ipa",
+        "beyond-input-size",
+        "stream-table",
+        "cmdq",
+        "evtq",
     ];
     for n in names {
         if let Some(line) = c.log(o, &format!("[net] attack {n} ")) {
@@ -115,11 +120,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario { name: "partitions-attack-stage1", setup: |ctx| attack_matrix(ctx, Flavour::Stage1), check: check_attack_matrix },
         Scenario { name: "partitions-attack-stage2", setup: |ctx| attack_matrix(ctx, Flavour::Stage2), check: check_attack_matrix },
         Scenario { name: "partitions-hello", setup: |ctx| hello_with(ctx, "hello", "hello"), check: check_hello },
-        Scenario {
-            name: "partitions-fault-contained",
-            setup: |ctx| hello_with(ctx, "touch=0x4c000000", "hello"),
-            check: check_fault_contained,
-        },
+        Scenario { name: "partitions-fault-contained", setup: |ctx| hello_with(ctx, "touch=0x4c000000", "hello"), check: check_fault_contained },
         Scenario {
             name: "partitions-sysreg-trap",
             // The PMU traps (MDCR_EL2.TPM) and reads as zero: QEMU's real
@@ -192,7 +193,10 @@ pub fn scenarios() -> Vec<Scenario> {
             // number to two bits).
             name: "partitions-refuse-shared-intx",
             setup: |ctx| {
-                let dts = DEMO.replace("addr=2.0", "addr=5.0").replace("edu@2,0 {                           /* 00:02.0 */\n        reg = <0x1000", "edu@5,0 {                           /* 00:05.0 */\n        reg = <0x2800");
+                let dts = DEMO.replace("addr=2.0", "addr=5.0").replace(
+                    "edu@2,0 {                           /* 00:02.0 */\n        reg = <0x1000",
+                    "edu@5,0 {                           /* 00:05.0 */\n        reg = <0x2800",
+                );
                 ctx.with_overlay(QemuConfig::default(), &dts)
             },
             check: |o, c| {

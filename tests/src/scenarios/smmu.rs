@@ -1,10 +1,10 @@
 //! The SMMU driver on each QEMU flavour: bring-up order seen in QEMU's own
 //! trace, and the features the kernel read.
 
-use crate::Image;
 use crate::qemu::{Flavour, Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Scenario, GBPA, GBPA_ABORT};
 use crate::trace::{kind, TraceEvent};
+use crate::Image;
 
 /// Register offsets (SMMUv3 spec, chapter 6).
 const CR0: u64 = 0x20;

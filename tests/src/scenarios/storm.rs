@@ -129,7 +129,10 @@ fn check(o: &Outcome, c: &mut Checks, storm: bool) {
             c.that(false, "net never reported its storm");
             return;
         };
-        c.that(writes > 1000 && refused > 1000 && touches > 1000, format!("a feeble storm: {refused} refused calls, {writes} writes, {touches} lost-device accesses"));
+        c.that(
+            writes > 1000 && refused > 1000 && touches > 1000,
+            format!("a feeble storm: {refused} refused calls, {writes} writes, {touches} lost-device accesses"),
+        );
         c.that(a.reports >= 2, format!("{} drop reports for net (one a second while it storms)", a.reports));
         c.that(
             a.printed_writes * 256 + a.dropped.0 == writes * 256,

@@ -18,10 +18,10 @@
 
 use crate::dtb::{add_property, set_bootargs};
 use crate::machine::Machine;
-use crate::Image;
 use crate::qemu::{Flavour, Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Ctx, Scenario, Witness, GBPA, GBPA_ABORT};
 use crate::trace::{kind, TraceEvent};
+use crate::Image;
 use std::time::Duration;
 
 /// The shipped two-SMMU demo (its `qemu-args:` add both edus).
@@ -234,7 +234,13 @@ fn check_attack(o: &Outcome, c: &mut Checks) {
         c.that(!smmu.is_empty(), format!("the DT sends StreamID {sid:#x} to no SMMU"));
         let mine = |e: &TraceEvent| e.field("sid") == Some(sid);
         let outside = |e: &TraceEvent| mine(e) && !(mem.0..mem.1).contains(&e.field("translated").unwrap_or(0));
-        c.none_of(o, kind::TRANSLATE_SUCCESS, &format!("translation of {p}'s DMA (through {smmu}) outside its memory"), outside, Witness::InRun(&format!("of {p}'s DMA"), &mine));
+        c.none_of(
+            o,
+            kind::TRANSLATE_SUCCESS,
+            &format!("translation of {p}'s DMA (through {smmu}) outside its memory"),
+            outside,
+            Witness::InRun(&format!("of {p}'s DMA"), &mine),
+        );
         let faults = o.trace.of(kind::EVENT).filter(|e| mine(e)).count();
         c.that(faults >= 7, format!("QEMU recorded only {faults} events for {p}'s device (through {smmu})"));
     }
@@ -294,11 +300,22 @@ fn check_moves(o: &Outcome, c: &mut Checks) {
     let mine = |e: &TraceEvent| e.field("sid") == Some(STORAGE_SID);
     let owned = |e: &TraceEvent| mine(e) && o.trace.index_of(e).and_then(owner).is_some();
     let blocked = |e: &TraceEvent| mine(e) && o.trace.index_of(e).is_some_and(|i| owner(i).is_none());
-    let misplaced = |e: &TraceEvent| {
-        mine(e) && o.trace.index_of(e).and_then(owner).is_some_and(|(lo, hi)| !(lo..hi).contains(&e.field("translated").unwrap_or(0)))
-    };
-    c.none_of(o, kind::TRANSLATE_SUCCESS, "translation of StreamID 0x8100 while its group was Blocked", blocked, Witness::InRun("of StreamID 0x8100 while owned", &owned));
-    c.none_of(o, kind::TRANSLATE_SUCCESS, "translation of StreamID 0x8100 outside its owner's memory", misplaced, Witness::InRun("of StreamID 0x8100 while owned", &owned));
+    let misplaced =
+        |e: &TraceEvent| mine(e) && o.trace.index_of(e).and_then(owner).is_some_and(|(lo, hi)| !(lo..hi).contains(&e.field("translated").unwrap_or(0)));
+    c.none_of(
+        o,
+        kind::TRANSLATE_SUCCESS,
+        "translation of StreamID 0x8100 while its group was Blocked",
+        blocked,
+        Witness::InRun("of StreamID 0x8100 while owned", &owned),
+    );
+    c.none_of(
+        o,
+        kind::TRANSLATE_SUCCESS,
+        "translation of StreamID 0x8100 outside its owner's memory",
+        misplaced,
+        Witness::InRun("of StreamID 0x8100 while owned", &owned),
+    );
     // net's own device, behind the first SMMU, never moved.
     let net = |e: &TraceEvent| e.field("sid") == Some(NET_SID);
     let net_out = |e: &TraceEvent| net(e) && !(NET_MEM.0..NET_MEM.1).contains(&e.field("translated").unwrap_or(0));
@@ -310,10 +327,8 @@ fn release_both(ctx: &Ctx) -> Result<QemuConfig, String> {
     // net owns a group on each SMMU (00:01.0 and 82:00.0); mgmt takes both
     // away and only then gives both to storage, which then DMAs through
     // each; net keeps polling for devices meanwhile.
-    let dts = demo_with(
-        &format!("dma-own dma-at={NET2_BAR:#x} wait=3000 exit=0"),
-        &format!("wait=1500 dma-own dma-at={NET_BAR:#x} dma-at={NET2_BAR:#x} exit=0"),
-    )?;
+    let dts =
+        demo_with(&format!("dma-own dma-at={NET2_BAR:#x} wait=3000 exit=0"), &format!("wait=1500 dma-own dma-at={NET_BAR:#x} dma-at={NET2_BAR:#x} exit=0"))?;
     let dts = dts
         .replace(
             " * qemu-args: -device edu,dma_mask=0xffffffffffffffff,bus=rp80\n",
@@ -353,7 +368,10 @@ fn check_release_both(o: &Outcome, c: &mut Checks) {
             o.trace.events.iter().enumerate().skip(from + 1).find(|(_, e)| kind::CFGI_STE.matches(e) && e.field("streamid") == Some(sid)).map(|(i, _)| i)
         };
         let first_new = cfgi_after(NET_SID, e1[1]).into_iter().chain(cfgi_after(NET2_SID, e2[1])).min();
-        c.that(first_new.is_some_and(|f| f > released), format!("a new STE was invalidated (event {first_new:?}) before both releases completed (event {released})"));
+        c.that(
+            first_new.is_some_and(|f| f > released),
+            format!("a new STE was invalidated (event {first_new:?}) before both releases completed (event {released})"),
+        );
         for (sid, ends) in [(NET_SID, &e1), (NET2_SID, &e2)] {
             let mine = |e: &TraceEvent| e.field("sid") == Some(sid);
             let stage = |lo: usize, hi: usize, mem: (u64, u64)| {
@@ -363,13 +381,32 @@ fn check_release_both(o: &Outcome, c: &mut Checks) {
             };
             let after = |e: &TraceEvent| mine(e) && o.trace.index_of(e).is_some_and(|i| i > ends[2]);
             let blocked = |e: &TraceEvent| mine(e) && o.trace.index_of(e).is_some_and(|i| i > ends[1] && i < ends[2]);
-            c.none_of(o, kind::TRANSLATE_SUCCESS, &format!("translation of {sid:#x} outside net's memory while net owned it"), stage(ends[0], ends[1], NET_MEM), Witness::InRun(&format!("of {sid:#x}"), &mine));
-            c.none_of(o, kind::TRANSLATE_SUCCESS, &format!("translation of {sid:#x} while Blocked"), blocked, Witness::InRun(&format!("of {sid:#x} once storage owned it"), &after));
-            c.none_of(o, kind::TRANSLATE_SUCCESS, &format!("translation of {sid:#x} outside storage's memory after the move"), stage(ends[2], usize::MAX, STORAGE_MEM), Witness::InRun(&format!("of {sid:#x} once storage owned it"), &after));
+            c.none_of(
+                o,
+                kind::TRANSLATE_SUCCESS,
+                &format!("translation of {sid:#x} outside net's memory while net owned it"),
+                stage(ends[0], ends[1], NET_MEM),
+                Witness::InRun(&format!("of {sid:#x}"), &mine),
+            );
+            c.none_of(
+                o,
+                kind::TRANSLATE_SUCCESS,
+                &format!("translation of {sid:#x} while Blocked"),
+                blocked,
+                Witness::InRun(&format!("of {sid:#x} once storage owned it"), &after),
+            );
+            c.none_of(
+                o,
+                kind::TRANSLATE_SUCCESS,
+                &format!("translation of {sid:#x} outside storage's memory after the move"),
+                stage(ends[2], usize::MAX, STORAGE_MEM),
+                Witness::InRun(&format!("of {sid:#x} once storage owned it"), &after),
+            );
         }
     }
     // net through each of its devices before, storage through each after.
-    let n = |p: &str| o.log.iter().filter(|l| l.message.contains(&format!("[{p}] dma own 0x"))).filter(|l| l.message.contains(": ok, 64 bytes verified")).count();
+    let n =
+        |p: &str| o.log.iter().filter(|l| l.message.contains(&format!("[{p}] dma own 0x"))).filter(|l| l.message.contains(": ok, 64 bytes verified")).count();
     c.that(n("net") == 2, format!("net verified {} DMAs, expected one through each of its two devices", n("net")));
     c.that(n("storage") == 3, format!("storage verified {} DMAs, expected one through its own device and one through each of net's", n("storage")));
     c.no_bypass(o);
@@ -459,7 +496,13 @@ fn check_fail_closed(o: &Outcome, c: &mut Checks) {
     let after = |sid: u64| move |e: &TraceEvent| e.field("sid") == Some(sid) && o.trace.index_of(e).is_some_and(|i| i > at);
     let storage_after = after(STORAGE_SID);
     let net_after = after(NET_SID);
-    c.none_of(o, kind::TRANSLATE_SUCCESS, "translation of storage's DMA after its SMMU failed closed", storage_after, Witness::InRun("of net's DMA after that", &net_after));
+    c.none_of(
+        o,
+        kind::TRANSLATE_SUCCESS,
+        "translation of storage's DMA after its SMMU failed closed",
+        storage_after,
+        Witness::InRun("of net's DMA after that", &net_after),
+    );
     c.that(o.trace.of(kind::TRANSLATE_SUCCESS).filter(|e| net_after(e)).count() > 0, "QEMU translated none of net's DMA after the other SMMU failed closed");
     let net_out = |e: &TraceEvent| e.field("sid") == Some(NET_SID) && !(NET_MEM.0..NET_MEM.1).contains(&e.field("translated").unwrap_or(0));
     c.none_of(o, kind::TRANSLATE_SUCCESS, "translation of net's DMA outside its memory", net_out, Witness::InRun("of net's DMA after that", &net_after));

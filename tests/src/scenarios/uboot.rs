@@ -182,7 +182,6 @@ fn write_to(e: &TraceEvent, off: u64) -> Option<u64> {
     (e.name == "smmuv3_write_mmio" && e.field("addr") == Some(off)).then(|| e.field("val")).flatten()
 }
 
-
 fn check_demo(o: &Outcome, c: &mut Checks) {
     if !check_uboot(o, c) {
         return;
@@ -255,10 +254,7 @@ fn check_truncated(o: &Outcome, c: &mut Checks) {
     match typed_overlay_size(&o.console) {
         Some(size) => {
             if let Some(line) = c.log(o, "cannot boot: overlays[0]: truncated: header says ") {
-                c.that(
-                    line.ends_with(&format!(" bytes, {size} available")),
-                    format!("the refusal does not name the {size} bytes U-Boot was told: {line}"),
-                );
+                c.that(line.ends_with(&format!(" bytes, {size} available")), format!("the refusal does not name the {size} bytes U-Boot was told: {line}"));
             }
         }
         None => c.that(false, "U-Boot's transcript does not show the fdt set command"),

@@ -57,7 +57,9 @@ pub fn report_boards(demo: &Result<Outcome, String>, two: &Result<Outcome, Strin
     let name_virt = "Boot to abort, qemu-virt on virt,iommu=smmuv3";
     match demo {
         Ok(o) if o.status == Some(0) => match milestones(o).0.get("abort") {
-            Some(&v) => r.figures.push(goal(Figure::new(S, name_virt, v as f64, format!("{} instructions (its SMMU is in the board's early list)", thousands(v))))),
+            Some(&v) => {
+                r.figures.push(goal(Figure::new(S, name_virt, v as f64, format!("{} instructions (its SMMU is in the board's early list)", thousands(v)))))
+            }
             None => r.figures.push(Figure::missing(S, name_virt, "no abort milestone")),
         },
         Ok(o) => r.figures.push(Figure::missing(S, name_virt, format!("the demo boot exited with {:?}", o.status))),
@@ -208,7 +210,14 @@ fn memory_figures(o: Option<&Outcome>, dir: &Path, elf: &[u8], r: &mut Report) {
     // Kernel image.
     match memory::image_sizes(elf) {
         Ok(s) => {
-            for (n, v) in [("text", s.text), ("rodata", s.rodata), ("data", s.data), ("bss", s.bss), ("noinit (identity-map tables, early SMMU arena)", s.noinit), ("stack + guard page", s.stack)] {
+            for (n, v) in [
+                ("text", s.text),
+                ("rodata", s.rodata),
+                ("data", s.data),
+                ("bss", s.bss),
+                ("noinit (identity-map tables, early SMMU arena)", s.noinit),
+                ("stack + guard page", s.stack),
+            ] {
                 r.figures.push(Figure::new(S, format!("Kernel image {n}"), v as f64, bytes(v)));
             }
         }
@@ -247,7 +256,9 @@ fn memory_figures(o: Option<&Outcome>, dir: &Path, elf: &[u8], r: &mut Report) {
         Some((_, Err(e))) => r.figures.push(Figure::missing(S, "Stream table", e)),
         None => r.figures.push(Figure::missing(S, "Stream table", "no SIDSIZE in the kernel log")),
     }
-    for (name, when) in [("SMMU DMA memory after bring-up (kernel)", "after bring-up"), ("SMMU DMA memory, demo partitions attached (kernel)", "with partitions attached")] {
+    for (name, when) in
+        [("SMMU DMA memory after bring-up (kernel)", "after bring-up"), ("SMMU DMA memory, demo partitions attached (kernel)", "with partitions attached")]
+    {
         match dma_bytes(o, when) {
             Some(v) => r.figures.push(Figure::new(S, name, v as f64, bytes(v))),
             _ => r.figures.push(Figure::missing(S, name, "no memory line in the kernel log")),

@@ -6,9 +6,9 @@
 
 use super::{Figure, Report, Table};
 use bulkhead_tests::qemu::{Flavour, Outcome, QemuConfig};
-use bulkhead_tests::Image;
 use bulkhead_tests::trace::kind;
 use bulkhead_tests::trace::Trace;
+use bulkhead_tests::Image;
 use std::time::Duration;
 
 /// Translation of the DMA test's domain.
@@ -48,7 +48,11 @@ impl Case {
         }
     }
     fn map_name(&self) -> &'static str {
-        if self.pages { "4 KiB pages" } else { "2 MiB block" }
+        if self.pages {
+            "4 KiB pages"
+        } else {
+            "2 MiB block"
+        }
     }
     /// A short name for directories.
     pub fn slug(&self) -> String {
@@ -183,7 +187,16 @@ pub fn report(c: &Case, o: &Result<Outcome, String>, transfers: u64, r: &mut Rep
 pub fn table(rows: Vec<Row>, r: &mut Report) {
     let mut t = Table::new(
         "Per-DMA SMMU work (QEMU trace: smmu_ptw_level = one table descriptor read; IOTLB lookups), each transfer to a page no earlier transfer touched",
-        &["translation", "mapping", "transfers", "table reads / transfer", "stage-2 reads / transfer", "IOTLB misses / transfer", "IOTLB hits / transfer", "test's first (cold) transfer: reads, misses"],
+        &[
+            "translation",
+            "mapping",
+            "transfers",
+            "table reads / transfer",
+            "stage-2 reads / transfer",
+            "IOTLB misses / transfer",
+            "IOTLB hits / transfer",
+            "test's first (cold) transfer: reads, misses",
+        ],
     );
     for (c, got) in rows {
         match got {

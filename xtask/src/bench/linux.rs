@@ -34,7 +34,12 @@ pub fn report(part: &Result<Outcome, String>, bare: &Result<Outcome, String>, r:
         m.get("partitions-started").map(|t| t + entry.unwrap_or(0)).ok_or_else(|| "no partitions-started milestone".to_string())
     });
     match &first {
-        Ok(t) => r.figures.push(Figure::new(S, "Power-on to the Linux partition's first instruction", ms(*t, freq), format!("{:.1} ms ({t} ticks; guest time)", ms(*t, freq)))),
+        Ok(t) => r.figures.push(Figure::new(
+            S,
+            "Power-on to the Linux partition's first instruction",
+            ms(*t, freq),
+            format!("{:.1} ms ({t} ticks; guest time)", ms(*t, freq)),
+        )),
         Err(e) => r.figures.push(Figure::missing(S, "Power-on to the Linux partition's first instruction", e)),
     }
     // Linux's own boot, from its first instruction: what the traps and the

@@ -217,7 +217,12 @@ fn kernel_cost(o: &Outcome, release: bool) -> Option<(u64, u64)> {
     let lines: Vec<&str> = if release {
         o.log.iter().map(|l| l.message.as_str()).filter(|m| m.starts_with(&format!("group {GROUP}: abort STEs: "))).collect()
     } else {
-        o.log.iter().map(|l| l.message.as_str()).filter(|m| m.contains(&format!(": group {GROUP} (StreamIDs ")) && m.contains(" attached to its ")).skip(1).collect()
+        o.log
+            .iter()
+            .map(|l| l.message.as_str())
+            .filter(|m| m.contains(&format!(": group {GROUP} (StreamIDs ")) && m.contains(" attached to its "))
+            .skip(1)
+            .collect()
     };
     let worst = lines.iter().filter_map(|m| {
         let tail = m.rsplit(": ").next()?;

@@ -165,10 +165,7 @@ pub fn topology(sids: usize) -> (Topology, Vec<(usize, Vec<Bdf>)>) {
     let host = PciHost {
         bridge: discovery::PciHost {
             path: HOST.into(),
-            iommu_map: IdMap {
-                entries: vec![IdMapEntry { rid_base: 0, length: 0x1_0000, target: Some(0), phandle: 1, out_base: 0 }],
-                mask: None,
-            },
+            iommu_map: IdMap { entries: vec![IdMapEntry { rid_base: 0, length: 0x1_0000, target: Some(0), phandle: 1, out_base: 0 }], mask: None },
             ..discovery::PciHost::default()
         },
         bus: HostTopology { root_bus: 0, last_bus: ports as u8, functions: fns },

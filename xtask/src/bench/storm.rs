@@ -76,9 +76,6 @@ pub fn report(on: &Result<Outcome, String>, off: &Result<Outcome, String>, r: &m
         S,
         "net's storm: dropped by its log budget",
         dropped.0 as f64,
-        format!(
-            "{} console bytes, {} refused-call lines dropped; {} lost-device accesses emulated ({} reports)",
-            dropped.0, dropped.1, dropped.2, on.reports
-        ),
+        format!("{} console bytes, {} refused-call lines dropped; {} lost-device accesses emulated ({} reports)", dropped.0, dropped.1, dropped.2, on.reports),
     ));
 }

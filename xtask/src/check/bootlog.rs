@@ -53,15 +53,8 @@ const KINDS: [FunctionKind; 12] = [
 ];
 
 /// ACS bits by the names the kernel prints them with (pci/mod.rs, `AcsFlags`).
-const ACS_NAMES: [(&str, u16); 7] = [
-    ("SV", AcsFlags::SV),
-    ("TB", AcsFlags::TB),
-    ("RR", AcsFlags::RR),
-    ("CR", AcsFlags::CR),
-    ("UF", AcsFlags::UF),
-    ("EC", AcsFlags::EC),
-    ("DT", AcsFlags::DT),
-];
+const ACS_NAMES: [(&str, u16); 7] =
+    [("SV", AcsFlags::SV), ("TB", AcsFlags::TB), ("RR", AcsFlags::RR), ("CR", AcsFlags::CR), ("UF", AcsFlags::UF), ("EC", AcsFlags::EC), ("DT", AcsFlags::DT)];
 
 /// The log message of `line`, without the host decoder's `[ seconds ]`
 /// timestamp and level.
@@ -143,10 +136,8 @@ fn function_line(m: &str) -> Result<Option<Function>, String> {
     let (dev, func) = devfn.split_once('.').ok_or(format!("{bdf:?} is not BB:DD.F"))?;
     let (vendor, device) = ids.split_once(':').ok_or(format!("{ids:?} is not VVVV:DDDD"))?;
     let mut kind = kind;
-    let interrupt_pin = ["INTA", "INTB", "INTC", "INTD"]
-        .iter()
-        .position(|p| kind.strip_suffix(&format!(", {p}")).inspect(|k| kind = k).is_some())
-        .map_or(0, |i| i as u8 + 1);
+    let interrupt_pin =
+        ["INTA", "INTB", "INTC", "INTD"].iter().position(|p| kind.strip_suffix(&format!(", {p}")).inspect(|k| kind = k).is_some()).map_or(0, |i| i as u8 + 1);
     let flr = kind.strip_suffix(", FLR").inspect(|k| kind = k).is_some();
     let multifunction = kind.strip_suffix(", multifunction").inspect(|k| kind = k).is_some();
     let kind = *KINDS.iter().find(|k| k.name() == kind).ok_or(format!("unknown function kind {kind:?}"))?;
@@ -243,11 +234,7 @@ pub fn parse(text: &str) -> Result<Vec<LoggedHost>, String> {
     let mut out = Vec::new();
     for (mut h, count, line) in hosts {
         if h.topology.functions.len() != count {
-            return Err(format!(
-                "line {line}: PCI host {} announces {count} functions but {} follow (a truncated log?)",
-                h.path,
-                h.topology.functions.len()
-            ));
+            return Err(format!("line {line}: PCI host {} announces {count} functions but {} follow (a truncated log?)", h.path, h.topology.functions.len()));
         }
         link_parents(&mut h)?;
         out.push(h);
@@ -266,10 +253,7 @@ fn link_parents(h: &mut LoggedHost) -> Result<(), String> {
         }
         let parent = t.functions[..i].iter().position(|b| b.bridge.is_some_and(|b| b.secondary == bus)).ok_or_else(|| {
             let f = &t.functions[i].bdf;
-            format!(
-                "PCI host {}: {:02x}:{:02x}.{} is on bus {bus:02x}, but no bridge listed before it has that secondary bus",
-                h.path, f.bus, f.dev, f.func
-            )
+            format!("PCI host {}: {:02x}:{:02x}.{} is on bus {bus:02x}, but no bridge listed before it has that secondary bus", h.path, f.bus, f.dev, f.func)
         })?;
         t.functions[i].parent = Some(parent);
         if let Some(b) = t.functions[i].bridge.as_mut() {

@@ -52,9 +52,8 @@ fn read_as_boot(blob: &[u8]) -> Result<Machine, String> {
 
 /// [`read_as_boot`] with a panic caught and reported as one.
 fn read_guarded(blob: &[u8]) -> Result<Result<Machine, String>, String> {
-    catch_unwind(AssertUnwindSafe(|| read_as_boot(blob))).map_err(|p| {
-        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into())
-    })
+    catch_unwind(AssertUnwindSafe(|| read_as_boot(blob)))
+        .map_err(|p| p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into()))
 }
 
 /// Compiles DTS text with dtc (as the checker compiles `.dts`).
@@ -256,7 +255,12 @@ fn every_smmu_v3_board_is_accepted_by_the_checker() {
         };
         let file = dir.join(format!("{suite}-{}.dts", name.replace('/', "-")));
         std::fs::write(&file, &dts).expect("write the overlay");
-        let req = Request { dtb: path.to_path_buf(), overlays: vec![file.clone()], memory: memory.map(|a| super::kernel_range(a).expect("a range")).into_iter().collect(), ..Request::default() };
+        let req = Request {
+            dtb: path.to_path_buf(),
+            overlays: vec![file.clone()],
+            memory: memory.map(|a| super::kernel_range(a).expect("a range")).into_iter().collect(),
+            ..Request::default()
+        };
         let r = check(&req);
         let mut wrong = Vec::new();
         if r.verdict != Verdict::Accepted {
@@ -364,7 +368,10 @@ fn corrupted_real_blobs_never_panic_the_reader() {
             }
         }
     }
-    println!("corpus fuzz: {cases} truncated or corrupted blobs of {blobs} DTBs ({smmu_blobs} SMMUv3 boards, more of theirs), {refused} refused, {} panics", panics.len());
+    println!(
+        "corpus fuzz: {cases} truncated or corrupted blobs of {blobs} DTBs ({smmu_blobs} SMMUv3 boards, more of theirs), {refused} refused, {} panics",
+        panics.len()
+    );
     assert!(blobs >= 1000 && smmu_blobs >= 30 && refused > cases / 4, "the fuzz did not reach the reader's checks ({refused} of {cases} refused)");
     assert!(panics.is_empty(), "{} panics:\n{}", panics.len(), panics.join("\n"));
 }

@@ -78,12 +78,7 @@ pub fn render(cfg: &Config, hw: &Hardware, plan: &Plan, unchecked: &[(usize, Str
         let _ = writeln!(o, "  }}");
     }
     for (_, path) in unchecked {
-        let _ = writeln!(
-            o,
-            "  {} [shape=component, style=dashed, label={}];",
-            q(&format!("unchecked:{path}")),
-            q(&format!("{path}\n(PCI, not checked)"))
-        );
+        let _ = writeln!(o, "  {} [shape=component, style=dashed, label={}];", q(&format!("unchecked:{path}")), q(&format!("{path}\n(PCI, not checked)")));
     }
     for p in &plan.partitions {
         let from = q(&format!("partition:{}", p.name));

@@ -80,27 +80,9 @@ pub const BOARDS: [Board; 5] = [
         dtb_size: |len| len,
         how: "TF-A's preloaded BL33 at the kernel's link address and its DTB at 0x82000000 (boards/fvp-base/link.ld)",
     },
-    Board {
-        name: "rock-5b",
-        krate: "bulkhead-rock-5b",
-        dtb_at: 0x1200_0000,
-        dtb_size: uboot_dtb_copy,
-        how: UBOOT_HOW,
-    },
-    Board {
-        name: "imx95-evk",
-        krate: "bulkhead-imx95-evk",
-        dtb_at: 0x9300_0000,
-        dtb_size: uboot_dtb_copy,
-        how: UBOOT_HOW,
-    },
-    Board {
-        name: "j721e-sk",
-        krate: "bulkhead-j721e-sk",
-        dtb_at: 0x8800_0000,
-        dtb_size: uboot_dtb_copy,
-        how: UBOOT_HOW,
-    },
+    Board { name: "rock-5b", krate: "bulkhead-rock-5b", dtb_at: 0x1200_0000, dtb_size: uboot_dtb_copy, how: UBOOT_HOW },
+    Board { name: "imx95-evk", krate: "bulkhead-imx95-evk", dtb_at: 0x9300_0000, dtb_size: uboot_dtb_copy, how: UBOOT_HOW },
+    Board { name: "j721e-sk", krate: "bulkhead-j721e-sk", dtb_at: 0x8800_0000, dtb_size: uboot_dtb_copy, how: UBOOT_HOW },
 ];
 
 /// What the U-Boot boards' placement is (README, "Boards and porting").

@@ -8,10 +8,10 @@
 //! by devicetree's tests). Only the prefixes the kernel's boot code adds are
 //! restated here; the test at the end checks they are still in its source.
 
-use partitions::binding::ConfigError;
-use devicetree::DtError;
 use devicetree::overlay::OverlayError;
+use devicetree::DtError;
 use devicetree::{PhysAddr, PhysRange};
+use partitions::binding::ConfigError;
 
 /// The kernel's format strings with only `{}` placeholders, by name; each
 /// is checked to appear verbatim in the named kernel source.

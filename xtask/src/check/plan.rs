@@ -211,13 +211,10 @@ pub fn write(out: &mut String, m: &Known, c: &Checked, notes: &Notes) {
     write_notes(out, notes);
     let n = c.plan.partitions.len();
     if notes.not_made.is_empty() {
-        let _ = writeln!(
-            out,
-            "result: accepted: the kernel would start {n} partition(s); every check it makes before starting them was made, on the facts above"
-        );
-    } else {
         let _ =
-            writeln!(out, "result: accepted by every check made; {} check(s) NOT made (above): no pass is claimed for them", notes.not_made.len());
+            writeln!(out, "result: accepted: the kernel would start {n} partition(s); every check it makes before starting them was made, on the facts above");
+    } else {
+        let _ = writeln!(out, "result: accepted by every check made; {} check(s) NOT made (above): no pass is claimed for them", notes.not_made.len());
     }
 }
 

@@ -184,9 +184,9 @@ fn the_shipped_qemu_overlays_pass_and_name_their_streamids() {
     assert!(demo.text.contains("  blocked groups (no partition; their StreamIDs abort): 0 (SMMU smmuv3@9050000, StreamIDs 0x0)\n"), "{}", demo.text);
     assert!(demo.text.contains("  heap      [0x40400000..0x41400000)\n"), "{}", demo.text);
     assert!(!demo.text.contains("not checked:"), "{}", demo.text);
-    assert!(demo.text.ends_with(
-        "result: accepted: the kernel would start 2 partition(s); every check it makes before starting them was made, on the facts above\n"
-    ));
+    assert!(demo
+        .text
+        .ends_with("result: accepted: the kernel would start 2 partition(s); every check it makes before starting them was made, on the facts above\n"));
 
     let hello = accepted(&format!("--dtb qemu-virt.dtb --overlay ../../boards/qemu-virt/overlays/hello.dts {full}"));
     assert!(partition_block(&hello.text, "net").contains("    StreamIDs none (no device)\n"), "{}", hello.text);
@@ -243,7 +243,9 @@ fn overlays_apply_in_order_and_blobs_work_as_sources() {
 
 #[test]
 fn the_fvp_example_passes() {
-    let r = accepted("--dtb ../../boards/fvp-base/fvp-base-revc.dts --overlay ../../boards/fvp-base/overlays/example.dts --board fvp-base --kernel 0x80200000,0x100000");
+    let r = accepted(
+        "--dtb ../../boards/fvp-base/fvp-base-revc.dts --overlay ../../boards/fvp-base/overlays/example.dts --board fvp-base --kernel 0x80200000,0x100000",
+    );
     let control = partition_block(&r.text, "control");
     assert!(control.contains("    CPUs      0x100\n") && control.contains("    memory    [0x90000000..0x98000000) 128 MiB\n"), "{control}");
     assert!(partition_block(&r.text, "telemetry").contains("    CPUs      0x10000\n"), "{}", r.text);
@@ -387,10 +389,7 @@ fn malformed_input_is_refused_with_status_2() {
     let garbage = dir.join("garbage.dtbo");
     std::fs::write(&garbage, b"not a device tree at all, just text that is long enough to have a header").expect("write");
     let r = run(&base, &garbage);
-    assert_eq!(
-        (r.verdict, r.error.as_deref()),
-        (Verdict::Unusable, Some("cannot boot: overlays[0]: no FDT header: magic is 0x6e6f7420, expected 0xd00dfeed"))
-    );
+    assert_eq!((r.verdict, r.error.as_deref()), (Verdict::Unusable, Some("cannot boot: overlays[0]: no FDT header: magic is 0x6e6f7420, expected 0xd00dfeed")));
 
     let syntax = dir.join("syntax.dts");
     std::fs::write(&syntax, "/dts-v1/;\n/plugin/;\n&{/} { partitions { ").expect("write");
@@ -469,7 +468,6 @@ fn the_command_line() {
     assert!(parse_args(&words("--dtb a.dtb --overlay b.dts --board rpi")).unwrap_err().contains("unknown board rpi"));
     assert!(parse_args(&words("--dtb a.dtb --overlay b.dts --kernel 0x40200000")).is_err());
     assert!(parse_args(&words("--dtb a.dtb --overlay b.dts --frobnicate")).unwrap_err().contains("unexpected argument '--frobnicate'"));
-    let r =
-        parse_args(&words("--dtb a.dtb --overlay b.dts --overlay c.dtbo --boot-cpu 0x100 --dtb-at 0x82000000 --kernel 0x80200000,0x100000")).unwrap();
+    let r = parse_args(&words("--dtb a.dtb --overlay b.dts --overlay c.dtbo --boot-cpu 0x100 --dtb-at 0x82000000 --kernel 0x80200000,0x100000")).unwrap();
     assert_eq!((r.overlays.len(), r.boot_cpu, r.dtb_at, r.kernel), (2, Some(0x100), Some((0x8200_0000, None)), Some((0x8020_0000, 0x10_0000))));
 }

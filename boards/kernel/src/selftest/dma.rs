@@ -134,15 +134,7 @@ pub fn dma_window(
     } else {
         None
     };
-    defmt::info!(
-        "dma-test: edu {} StreamID {=u32:#x}: {} domain, window {=u64:#x}+{=u64:#x} -> {}",
-        bdf,
-        sid.0,
-        domain.stage(),
-        WINDOW,
-        WINDOW_SIZE,
-        buf
-    );
+    defmt::info!("dma-test: edu {} StreamID {=u32:#x}: {} domain, window {=u64:#x}+{=u64:#x} -> {}", bdf, sid.0, domain.stage(), WINDOW, WINDOW_SIZE, buf);
     defmt::info!(
         "dma-test: window mapped as {=str}{=str}",
         if opts.pages { "4 KiB pages" } else { "the largest blocks" },

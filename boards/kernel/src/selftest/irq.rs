@@ -19,8 +19,8 @@
 use crate::discover::Discovered;
 use crate::smmus::SmmuInstance;
 use core::sync::atomic::{AtomicU32, Ordering};
-use platform::arch::{self, irq};
 use devicetree::Irq;
+use platform::arch::{self, irq};
 use platform::gic::{Gic, Trigger, DEFAULT_PRIORITY, FIRST_SPECIAL};
 use platform::pci;
 use platform::time::{uptime_us, Delay};
@@ -104,7 +104,8 @@ pub fn run(smmus: &mut [SmmuInstance], discovered: &Discovered) -> Result<(), Ex
     if !mapped(&g.distributor) || !g.redistributors.iter().all(mapped) {
         return Err(fail("the GIC's registers are not in the kernel's map"));
     }
-    let timer = discovered.machine.devices.timer.as_ref().and_then(|t| t.el2_physical).ok_or_else(|| fail("the DT's /timer names no EL2 physical timer interrupt"))?;
+    let timer =
+        discovered.machine.devices.timer.as_ref().and_then(|t| t.el2_physical).ok_or_else(|| fail("the DT's /timer names no EL2 physical timer interrupt"))?;
 
     let (h, f) = discovered.find_pci(edu::VENDOR_ID, edu::DEVICE_ID).ok_or_else(|| fail("no edu device"))?;
     let mut cs = discovered.config_space(h).ok_or_else(|| fail("no config space for edu's host"))?;

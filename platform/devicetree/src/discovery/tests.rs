@@ -117,8 +117,7 @@ fn reads_gic_its_hosts_and_masters() {
     assert_eq!(b.iommu_map.entries[0].target, Some(1));
 
     type Master<'a> = (&'a str, Vec<(Option<usize>, u32)>, Option<u32>);
-    let m: Vec<Master<'_>> =
-        d.masters.iter().map(|m| (m.path.as_str(), m.iommus.iter().map(|i| (i.smmu, i.sid)).collect(), m.isolation_group)).collect();
+    let m: Vec<Master<'_>> = d.masters.iter().map(|m| (m.path.as_str(), m.iommus.iter().map(|i| (i.smmu, i.sid)).collect(), m.isolation_group)).collect();
     assert_eq!(
         m,
         [
@@ -197,7 +196,6 @@ fn a_tree_without_pci_or_gic_is_empty() {
     let d = discover_dts("/dts-v1/; / { #address-cells = <2>; #size-cells = <2>; };").unwrap();
     assert_eq!(d, Discovery::default());
 }
-
 
 /// The walk reads each node's properties once (`Facts::of`): what it sees
 /// is what a lookup each (`DtNode::prop`, `has`, `is_compatible`) sees,

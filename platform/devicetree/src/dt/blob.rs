@@ -16,7 +16,6 @@ pub(super) fn be_cells(bytes: &[u8], cells: usize) -> Option<u64> {
     Some(v)
 }
 
-
 /// A blob as the readers walk it. Offsets are into the whole blob (as the
 /// check computed them), property names index the strings block. Every read
 /// is bounds-checked, and a token a checked blob cannot hold there ends the

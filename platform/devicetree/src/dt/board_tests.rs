@@ -225,7 +225,8 @@ fn memory_the_bootloader_fills_in_is_no_ram() {
 #[test]
 fn reserved_memory_holds_what_real_boards_reserve() {
     let tree = |n: usize| {
-        let regions: String = (0..n).map(|i| format!("r@{:x} {{ reg = <0x0 {:#x} 0x0 0x1000>; no-map; }};\n", 0x9000_0000 + i * 0x1000, 0x9000_0000 + i * 0x1000)).collect();
+        let regions: String =
+            (0..n).map(|i| format!("r@{:x} {{ reg = <0x0 {:#x} 0x0 0x1000>; no-map; }};\n", 0x9000_0000 + i * 0x1000, 0x9000_0000 + i * 0x1000)).collect();
         let dts = format!(
             r#"/dts-v1/; / {{ #address-cells = <2>; #size-cells = <2>;
             reserved-memory {{ #address-cells = <2>; #size-cells = <2>; ranges; {regions}

@@ -4,7 +4,9 @@
 //! node and property name rules of §2.2.1 and §2.2.4.
 
 use super::blob::Blob;
-use crate::fdt::{header as field, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_HEADER_SIZE, FDT_MAGIC, FDT_NOP, FDT_PROP, FDT_RESERVE_ENTRY, FDT_TOKEN, FDT_VERSION};
+use crate::fdt::{
+    header as field, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_HEADER_SIZE, FDT_MAGIC, FDT_NOP, FDT_PROP, FDT_RESERVE_ENTRY, FDT_TOKEN, FDT_VERSION,
+};
 
 /// Whether `name` (a node's, without its NUL) is one the reader takes:
 /// any UTF-8 text. libfdt (`fdt_check_full`) takes any bytes up to the
@@ -196,4 +198,3 @@ impl Layout {
         (blob.word(at)? == FDT_END).then_some((l, top))
     }
 }
-

@@ -125,7 +125,6 @@ impl<'a> DeviceTree<'a> {
     }
 }
 
-
 impl<'a> DtNode<'a> {
     fn str_prop_dyn(&self, name: &str) -> Result<Option<&'a str>, DtError> {
         let Some(v) = self.prop(name) else { return Ok(None) };

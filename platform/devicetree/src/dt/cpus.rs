@@ -17,7 +17,6 @@ pub struct CpuNode {
     pub psci: bool,
 }
 
-
 impl<'a> DeviceTree<'a> {
     /// Enabled CPUs under `/cpus`.
     pub fn cpus(&self) -> Result<ArrayVec<CpuNode, MAX_CPUS>, DtError> {

@@ -379,9 +379,7 @@ fn a_repeated_property_name_reads_the_first() {
 fn long_names_are_taken() {
     let long_prop = "snps,dis-u2-freeclk-exists-quirk-and-then-some";
     let long_node = "a-node-name-longer-than-thirty-one-characters@1000";
-    let blob = dtb(&format!(
-        "/dts-v1/;\n/ {{ #address-cells = <1>; #size-cells = <1>; {long_node} {{ reg = <0x1000 0x10>; {long_prop}; }}; }};"
-    ));
+    let blob = dtb(&format!("/dts-v1/;\n/ {{ #address-cells = <1>; #size-cells = <1>; {long_node} {{ reg = <0x1000 0x10>; {long_prop}; }}; }};"));
     assert!(Fdt::new(&blob).is_err(), "dtoolkit's own check refuses these names");
     assert!(agree(&blob, "long names"));
     let dt = DeviceTree::parse(&blob).unwrap();

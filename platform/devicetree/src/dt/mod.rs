@@ -294,8 +294,8 @@ impl<'a> DeviceTree<'a> {
 mod equivalence;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod board_tests;
 #[cfg(test)]
 mod intx_tests;
+#[cfg(test)]
+mod tests;

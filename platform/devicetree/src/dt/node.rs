@@ -230,9 +230,7 @@ impl<'a> DtNode<'a> {
         let shape = match v {
             None => Ok(&[][..]),
             Some(_) if ac > 2 || sc > 2 || ac == 0 => Err(self.bad("reg", "parent's #address-cells/#size-cells are not 1 or 2")),
-            Some(v) if v.is_empty() || v.len() % entry != 0 => {
-                Err(self.bad("reg", "length is not a multiple of the parent's (#address-cells + #size-cells)"))
-            }
+            Some(v) if v.is_empty() || v.len() % entry != 0 => Err(self.bad("reg", "length is not a multiple of the parent's (#address-cells + #size-cells)")),
             Some(v) => Ok(v),
         };
         let (entries, err) = match shape {

@@ -1,8 +1,8 @@
 //! The readers on compiled trees: the facts of a `virt`-like board, the
 //! top-level index, refusals naming node and property, and corruptions.
 
-use super::*;
 use super::check::MAX_TOP;
+use super::*;
 use crate::addr::PhysRange;
 extern crate std;
 use std::vec::Vec;
@@ -98,7 +98,8 @@ fn reads_the_virt_facts() {
 #[test]
 fn top_level_index_and_walk_agree() {
     let mut many = std::string::String::from(VIRT);
-    let extra: std::string::String = (0..MAX_TOP).map(|i| std::format!("    extra@{i:x} {{ reg = <0x0 {:#x} 0x0 0x1000>; }};\n", 0x2000_0000 + i * 0x1000)).collect();
+    let extra: std::string::String =
+        (0..MAX_TOP).map(|i| std::format!("    extra@{i:x} {{ reg = <0x0 {:#x} 0x0 0x1000>; }};\n", 0x2000_0000 + i * 0x1000)).collect();
     many = many.replacen("    chosen", &std::format!("{extra}    chosen"), 1);
     for (src, indexed) in [(VIRT, true), (many.as_str(), false)] {
         let blob = dtb(src);
