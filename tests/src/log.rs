@@ -84,6 +84,22 @@ fn parse_micros(s: &str) -> Option<u64> {
     }
 }
 
+/// Parses `0x…` hex or decimal (with `,` separators dropped), as the
+/// kernel and the payload print numbers.
+pub fn num(s: &str) -> Option<u64> {
+    let s: String = s.trim().trim_end_matches([',', ')', ']', ';', ':']).chars().filter(|&c| c != ',').collect();
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// The number after `key` in `text` (`key` included, e.g. `"min "`).
+pub fn after(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(key)? + key.len();
+    num(text[at..].split_whitespace().next()?)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

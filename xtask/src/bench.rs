@@ -289,20 +289,8 @@ pub fn line<'o>(o: &'o Outcome, needle: &str) -> Option<&'o str> {
     o.log.iter().map(|l| l.message.as_str()).find(|m| m.contains(needle))
 }
 
-/// Parses `0x…` hex or decimal (with `,` separators dropped).
-pub fn num(s: &str) -> Option<u64> {
-    let s: String = s.trim().trim_end_matches([',', ')', ']', ';', ':']).chars().filter(|&c| c != ',').collect();
-    match s.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16).ok(),
-        None => s.parse().ok(),
-    }
-}
-
-/// The number after `key` in `text` (`key` included, e.g. `"min "`).
-pub fn after(text: &str, key: &str) -> Option<u64> {
-    let at = text.find(key)? + key.len();
-    num(text[at..].split_whitespace().next()?)
-}
+/// Numbers in log lines: the harness's, which the scenarios read too.
+pub use bulkhead_tests::log::{after, num};
 
 /// `n` with thousands separators.
 pub fn thousands(n: u64) -> String {

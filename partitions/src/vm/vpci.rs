@@ -32,7 +32,7 @@
 //! Base §7.5.3, through [`devicetree::pci::config::regs`].
 
 use alloc::vec::Vec;
-use devicetree::pci::config::{regs::*, ConfigSpace};
+use devicetree::pci::config::{capabilities, regs::*, ConfigSpace};
 use devicetree::pci::{Bar, Bdf, Function};
 
 /// Capability ID: Message Signalled Interrupts (PCI 3.0 §6.8.1).
@@ -45,8 +45,6 @@ const ROM: u16 = 0x30;
 const CMD_INTX_DISABLE: u16 = 1 << 10;
 /// The Command bits a guest may set.
 const GUEST_COMMAND: u16 = CMD_MEMORY | CMD_BUS_MASTER | CMD_INTX_DISABLE;
-/// Most capabilities followed in one list (a hostile device cannot loop us).
-const MAX_CAPS: usize = 48;
 /// One ECAM function's window.
 const FUNCTION_WINDOW: u32 = 4096;
 
@@ -170,20 +168,6 @@ pub struct VirtualHost {
     functions: Vec<VirtualFunction>,
 }
 
-/// The standard capability list of `bdf`, bounded and in list order.
-fn capabilities(cs: &impl ConfigSpace, bdf: Bdf) -> Vec<Cap> {
-    let mut caps = Vec::new();
-    if cs.read16(bdf, STATUS) & STATUS_CAP_LIST == 0 {
-        return caps;
-    }
-    let mut at = cs.read8(bdf, CAP_PTR) & 0xfc;
-    while at >= 0x40 && caps.len() < MAX_CAPS && !caps.iter().any(|c: &Cap| c.at == at) {
-        caps.push(Cap { at, id: cs.read8(bdf, u16::from(at)) });
-        at = cs.read8(bdf, u16::from(at) + 1) & 0xfc;
-    }
-    caps
-}
-
 impl VirtualHost {
     /// The host showing `functions` (the partition's, in this order: the
     /// n-th is `00:n.0`), their capability lists read from `cs`.
@@ -195,7 +179,7 @@ impl VirtualHost {
                 phys: f.bdf,
                 bars: f.bars.iter().copied().collect(),
                 pcie_cap: f.pcie_cap,
-                caps: capabilities(cs, f.bdf),
+                caps: capabilities(cs, f.bdf).map(|(at, id)| Cap { at, id }).collect(),
                 sizing: 0,
                 command: 0,
                 interrupt_line: 0xff,

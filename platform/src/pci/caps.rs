@@ -8,8 +8,6 @@
 use super::regs::*;
 use super::{AcsFlags, Bdf, ConfigSpace};
 
-/// Most standard capabilities followed: (256 - 64) / 4 possible positions.
-const MAX_CAPS: usize = 48;
 /// Most extended capabilities followed: (4096 - 256) / 4 possible positions.
 const MAX_EXT_CAPS: usize = 960;
 
@@ -28,21 +26,7 @@ pub struct Caps {
 
 /// Finds the standard capability `id`.
 pub fn find_cap(cs: &impl ConfigSpace, bdf: Bdf, id: u8) -> Option<u8> {
-    if cs.read16(bdf, STATUS) & STATUS_CAP_LIST == 0 {
-        return None;
-    }
-    let mut ptr = cs.read8(bdf, CAP_PTR) & 0xfc;
-    for _ in 0..MAX_CAPS {
-        // Pointers into the header (< 0x40) end the list, as 0 does.
-        if ptr < 0x40 {
-            return None;
-        }
-        if cs.read8(bdf, u16::from(ptr)) == id {
-            return Some(ptr);
-        }
-        ptr = cs.read8(bdf, u16::from(ptr) + 1) & 0xfc;
-    }
-    None
+    devicetree::pci::config::capabilities(cs, bdf).find(|&(_, c)| c == id).map(|(at, _)| at)
 }
 
 /// Finds the extended capability `id` (PCIe functions only).

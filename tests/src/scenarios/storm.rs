@@ -5,6 +5,7 @@
 //! (boards/bindings/bulkhead,partitions.yaml, `bulkhead,log-limit`).
 
 use crate::dtb::set_bootargs;
+use crate::log::after;
 use crate::qemu::{Outcome, QemuConfig};
 use crate::scenario::{exit, Checks, Ctx, Scenario, Witness};
 use crate::trace::{kind, TraceEvent};
@@ -64,17 +65,6 @@ pub struct Analysis {
     pub storage_round_trip_us: Option<(u64, u64, u64)>,
 }
 
-fn hex_after(s: &str, key: &str) -> Option<u64> {
-    let rest = &s[s.find(key)? + key.len()..];
-    let digits: String = rest.trim_start_matches("0x").chars().take_while(char::is_ascii_hexdigit).collect();
-    u64::from_str_radix(&digits, 16).ok()
-}
-
-fn dec_after(s: &str, key: &str) -> Option<u64> {
-    let rest = &s[s.find(key)? + key.len()..];
-    rest.split_whitespace().next()?.parse().ok()
-}
-
 /// Reads `o`'s log.
 pub fn analyse(o: &Outcome) -> Analysis {
     let mut a = Analysis::default();
@@ -88,18 +78,18 @@ pub fn analyse(o: &Outcome) -> Analysis {
                 _ => a.unreported += 1,
             }
         } else if m.starts_with("[storage] dma-loop: round trip us ") {
-            a.storage_round_trip_us = Some((hex_after(m, "min ").unwrap_or(0), hex_after(m, "median ").unwrap_or(0), hex_after(m, "max ").unwrap_or(0)));
+            a.storage_round_trip_us = Some((after(m, "min ").unwrap_or(0), after(m, "median ").unwrap_or(0), after(m, "max ").unwrap_or(0)));
         } else if m.starts_with("[net] storm: ") {
-            a.storm = Some((hex_after(m, "storm: ").unwrap_or(0), hex_after(m, "calls, ").unwrap_or(0), hex_after(m, "256 bytes, ").unwrap_or(0)));
+            a.storm = Some((after(m, "storm: ").unwrap_or(0), after(m, "calls, ").unwrap_or(0), after(m, "256 bytes, ").unwrap_or(0)));
         } else if m.starts_with("[net] ###") {
             a.printed_writes += 1;
         } else if m.starts_with("partition net: hypercall ") && m.contains(" refused: ") {
             a.printed_refusals += 1;
         } else if m.starts_with("partition net: over its log budget") {
             a.reports += 1;
-            a.dropped.0 += dec_after(m, "ms: ").unwrap_or(0);
-            a.dropped.1 += dec_after(m, "console bytes and ").unwrap_or(0);
-            a.dropped.2 += dec_after(m, "dropped; ").unwrap_or(0);
+            a.dropped.0 += after(m, "ms: ").unwrap_or(0);
+            a.dropped.1 += after(m, "console bytes and ").unwrap_or(0);
+            a.dropped.2 += after(m, "dropped; ").unwrap_or(0);
         }
     }
     a

@@ -132,3 +132,27 @@ pub trait ConfigSpace {
     /// Writes a 32-bit register.
     fn write32(&mut self, bdf: Bdf, off: u16, v: u32);
 }
+
+/// The standard capability list of `bdf`: (offset, ID) in list order. The
+/// device supplies the pointers, so the walk is bounded: it ends at a
+/// pointer into the header (below 0x40, as 0 does) or at one it has
+/// followed before, and after the 48 positions there are.
+pub fn capabilities<'c>(cs: &'c impl ConfigSpace, bdf: Bdf) -> impl Iterator<Item = (u8, u8)> + 'c {
+    use regs::{CAP_PTR, STATUS, STATUS_CAP_LIST};
+    let mut ptr = if cs.read16(bdf, STATUS) & STATUS_CAP_LIST != 0 { cs.read8(bdf, CAP_PTR) & 0xfc } else { 0 };
+    // Bit i: position 0x40 + 4 i was visited.
+    let mut seen = 0u64;
+    core::iter::from_fn(move || {
+        if ptr < 0x40 {
+            return None;
+        }
+        let bit = 1u64 << ((ptr - 0x40) / 4);
+        if seen & bit != 0 {
+            return None;
+        }
+        seen |= bit;
+        let at = ptr;
+        ptr = cs.read8(bdf, u16::from(at) + 1) & 0xfc;
+        Some((at, cs.read8(bdf, u16::from(at))))
+    })
+}
