@@ -164,6 +164,7 @@ mod tests {
             cpus: vec![1],
             groups: vec![],
             devices: vec![],
+            irqs: vec![],
         };
         let edu =
             GuestDevice { name: "edu@10000000".into(), compatible: vec!["pci1234,11e8".into()], reg: vec![(0x1000_0000, 0x10_0000)], pci: Some((0, 1, 0)) };

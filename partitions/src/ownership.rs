@@ -247,6 +247,7 @@ mod tests {
             cpus: vec![1],
             groups,
             devices: vec![],
+            irqs: vec![],
         };
         Plan { partitions: vec![p(0, true, vec![GroupId(1)]), p(1, false, vec![GroupId(2)])], blocked: vec![GroupId(0)] }
     }

@@ -73,6 +73,18 @@ pub struct PartitionPlan {
     /// The devices the configuration named (endpoints; bridges of its groups
     /// stay with the kernel).
     pub devices: Vec<DeviceRef>,
+    /// The physical interrupt lines its devices raise (sorted by INTID,
+    /// each once): forwarded to it, never to anyone else.
+    pub irqs: Vec<OwnedIrq>,
+}
+
+/// A physical interrupt line a partition owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnedIrq {
+    /// The GIC interrupt (an SPI) and its trigger.
+    pub irq: devicetree::dt::Irq,
+    /// The first of its devices that raises it.
+    pub device: DeviceRef,
 }
 
 /// Default fault policy: this many faults per window (ms) before quarantine.
@@ -207,12 +219,28 @@ pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
             dma_p2p: p.dma_p2p,
             cpus: core::mem::take(&mut cpus[i]),
             groups: core::mem::take(&mut groups[i]),
+            irqs: owned_irqs(&hw.topology, &devices[i]),
             devices: core::mem::take(&mut devices[i]),
         });
     }
     let owned: BTreeSet<GroupId> = plan.partitions.iter().flat_map(|p| p.groups.iter().copied()).collect();
     plan.blocked = hw.groups.groups.iter().map(|g| g.id).filter(|id| !owned.contains(id)).collect();
     Ok(plan)
+}
+
+/// The interrupt lines `devices` raise: each PCI function's INTx line
+/// (through its host's `interrupt-map` and the swizzle), by INTID.
+fn owned_irqs(topo: &Topology, devices: &[DeviceRef]) -> Vec<OwnedIrq> {
+    let mut out: Vec<OwnedIrq> = Vec::new();
+    for &d in devices {
+        let DeviceRef::Pci { host, function } = d else { continue };
+        let Some(irq) = topo.hosts.get(host).and_then(|h| h.bus.intx(function, &h.bridge.intx)) else { continue };
+        if irq.intid >= 32 && !out.iter().any(|o| o.irq.intid == irq.intid) {
+            out.push(OwnedIrq { irq, device: d });
+        }
+    }
+    out.sort_by_key(|o| o.irq.intid);
+    out
 }
 
 /// A short description of a device for messages.
@@ -658,9 +686,14 @@ mod tests {
             );
             // Both to one partition; or 01:01.0 behind the bridge at slot 2
             // (INTA swizzled by device 1 to INTB: SPI 3 + (2 + 1) % 4 = 6).
-            assert!(with_intx(vec![pci_at(0, EDU_A, &[(0, 1, 0)]), pci_at(0, EDU_E, &[(0, 5, 0)])]).is_ok());
+            let both = with_intx(vec![pci_at(0, EDU_A, &[(0, 1, 0)]), pci_at(0, EDU_E, &[(0, 5, 0)])]).unwrap();
+            let lines: Vec<u32> = both.partitions[0].irqs.iter().map(|o| o.irq.intid).collect();
+            assert_eq!(lines, [36], "SPI 4 once, for the two functions raising it");
             let plan = with_intx(vec![pci_at(0, EDU_A, &[(0, 1, 0)]), pci_at(1, EDU_B, &[(0, 2, 0), (0, 1, 0)]), pci_at(1, EDU_C, &[(0, 2, 0), (0, 2, 0)])]);
-            assert!(plan.is_ok(), "{plan:?}");
+            let plan = plan.unwrap();
+            let lines: Vec<u32> = plan.partitions[1].irqs.iter().map(|o| o.irq.intid).collect();
+            assert_eq!(lines, [35, 38], "01:02.0 swizzled to INTC at slot 2: SPI 3 + (2 + 3 - 1) % 4 = 3; 01:01.0 on SPI 6");
+            assert!(plan.partitions[1].irqs.iter().all(|o| !o.irq.edge), "INTx is level-sensitive");
         }
     }
 
