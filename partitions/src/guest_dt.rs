@@ -31,12 +31,67 @@ pub struct GuestDevice {
     pub pci: Option<(u8, u8, u8)>,
 }
 
+/// The partition's virtual PCI host bridge ([`crate::vm::vpci`]) as its
+/// DT describes it: generic ECAM at [`crate::vm::board::ECAM_BASE`], bus 0,
+/// the physical host's memory windows (BARs stay where the kernel put
+/// them, mapped at IPA = PA), INTx through the GIC, and no `msi-parent` or
+/// `iommu-map`: the partition sees neither the ITS nor the SMMU.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuestPci {
+    /// The physical host's memory windows.
+    pub windows: Vec<devicetree::pci::Window>,
+    /// The physical host is `dma-coherent`.
+    pub coherent: bool,
+    /// Each shown function's (virtual device number, Interrupt Pin 1..=4,
+    /// the GIC SPI its line is: INTID and edge).
+    pub intx: Vec<(u8, u8, devicetree::dt::Irq)>,
+}
+
+/// PCI bus binding's phys.hi space codes (IEEE 1275 PCI binding §2.2.1.1).
+const PCI_SPACE_MEM32: u32 = 0x0200_0000;
+const PCI_SPACE_MEM64: u32 = 0x0300_0000;
+const PCI_PREFETCHABLE: u32 = 0x4000_0000;
+
+fn pci_node(pci: &GuestPci) -> DeviceTreeNode {
+    use crate::vm::board::{ECAM_BASE, ECAM_SIZE};
+    let mut n = DeviceTreeNode::new_unchecked(format!("pcie@{ECAM_BASE:x}"));
+    n.add_property(prop("compatible", "pci-host-ecam-generic"));
+    n.add_property(prop("device_type", "pci"));
+    n.add_property(prop("reg", u64_cells(&[ECAM_BASE, ECAM_SIZE])));
+    n.add_property(prop("bus-range", [0u32, 0]));
+    n.add_property(prop("linux,pci-domain", 0u32));
+    n.add_property(prop("#address-cells", 3u32));
+    n.add_property(prop("#size-cells", 2u32));
+    let mut ranges: Vec<u32> = Vec::new();
+    for w in &pci.windows {
+        let space = if w.mem64 { PCI_SPACE_MEM64 } else { PCI_SPACE_MEM32 } | if w.prefetchable { PCI_PREFETCHABLE } else { 0 };
+        ranges.push(space);
+        ranges.extend(u64_cells(&[w.pci, w.cpu.0, w.size]));
+    }
+    n.add_property(prop("ranges", ranges));
+    if pci.coherent {
+        n.add_property(prop("dma-coherent", Vec::<u8>::new()));
+    }
+    n.add_property(prop("#interrupt-cells", 1u32));
+    // Device number and pin select an entry; the parent unit address is
+    // the GIC's two address cells (0).
+    n.add_property(prop("interrupt-map-mask", [0xf800u32, 0, 0, 7]));
+    let mut map: Vec<u32> = Vec::new();
+    for &(dev, pin, irq) in &pci.intx {
+        let kind = if irq.edge { EDGE_RISING } else { LEVEL_HIGH };
+        map.extend([u32::from(dev) << 11, 0, 0, u32::from(pin), GIC_PHANDLE, 0, 0, GIC_SPI, irq.intid - 32, kind]);
+    }
+    n.add_property(prop("interrupt-map", map));
+    n
+}
+
 /// The GIC's phandle (the root's `interrupt-parent`).
 const GIC_PHANDLE: u32 = 1;
 /// `#interrupt-cells` = 3 (GIC binding): type, number, flags.
 const GIC_SPI: u32 = 0;
 const GIC_PPI: u32 = 1;
-/// IRQ_TYPE_LEVEL_HIGH, IRQ_TYPE_LEVEL_LOW.
+/// IRQ_TYPE_EDGE_RISING, IRQ_TYPE_LEVEL_HIGH, IRQ_TYPE_LEVEL_LOW.
+const EDGE_RISING: u32 = 1;
 const LEVEL_HIGH: u32 = 4;
 const LEVEL_LOW: u32 = 8;
 
@@ -72,10 +127,11 @@ fn board_nodes(p: &PartitionPlan, root: &mut DeviceTreeNode) {
     root.add_child(uart);
 }
 
-/// Serialises the partition's DTB; `initrd` is where its initial ramdisk
-/// was copied (start, end); `restarts` how often it was restarted by its
-/// own PSCI SYSTEM_RESET (`/chosen/bulkhead,restarts`).
-pub fn build(p: &PartitionPlan, devices: &[GuestDevice], initrd: Option<(u64, u64)>, restarts: u32) -> Vec<u8> {
+/// Serialises the partition's DTB; `pci` its virtual PCI host, if it owns
+/// PCI functions; `initrd` is where its initial ramdisk was copied (start,
+/// end); `restarts` how often it was restarted by its own PSCI
+/// SYSTEM_RESET (`/chosen/bulkhead,restarts`).
+pub fn build(p: &PartitionPlan, devices: &[GuestDevice], pci: Option<&GuestPci>, initrd: Option<(u64, u64)>, restarts: u32) -> Vec<u8> {
     let mut t = DeviceTree::new();
     let root = &mut t.root;
     root.add_property(prop("#address-cells", 2u32));
@@ -125,7 +181,15 @@ pub fn build(p: &PartitionPlan, devices: &[GuestDevice], initrd: Option<(u64, u6
         bus.add_child(n);
     }
     root.add_child(bus);
+    if let Some(pci) = pci {
+        root.add_child(pci_node(pci));
+    }
     let mut chosen = DeviceTreeNode::new_unchecked("chosen");
+    if pci.is_some() {
+        // The BARs cannot move: Linux takes them as they are rather than
+        // assigning its own (drivers/pci/of.c, of_pci_check_probe_only).
+        chosen.add_property(prop("linux,pci-probe-only", 1u32));
+    }
     chosen.add_property(prop("bootargs", p.bootargs.as_str()));
     chosen.add_property(prop("bulkhead,restarts", restarts));
     chosen.add_property(prop("stdout-path", format!("/uart@{:x}", crate::vm::board::UART_BASE).as_str()));
@@ -168,7 +232,12 @@ mod tests {
         };
         let edu =
             GuestDevice { name: "edu@10000000".into(), compatible: vec!["pci1234,11e8".into()], reg: vec![(0x1000_0000, 0x10_0000)], pci: Some((0, 1, 0)) };
-        let blob = build(&p, &[edu], Some((0x4900_0000, 0x4910_0000)), 1);
+        let pci = GuestPci {
+            windows: vec![devicetree::pci::Window { cpu: PhysAddr(0x1000_0000), pci: 0x1000_0000, size: 0x2eff_0000, prefetchable: false, mem64: false }],
+            coherent: true,
+            intx: vec![(0, 1, devicetree::dt::Irq { intid: 36, edge: false })],
+        };
+        let blob = build(&p, &[edu], Some(&pci), Some((0x4900_0000, 0x4910_0000)), 1);
         let fdt = Fdt::new(&blob).unwrap();
         let root = fdt.root();
         let mem = root.child("memory@48000000").unwrap();
@@ -191,5 +260,14 @@ mod tests {
         let edu = root.child("devices").unwrap().child("edu@10000000").unwrap();
         assert_eq!(edu.property("reg").unwrap().value(), &[0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]);
         assert_eq!(edu.property("compatible").unwrap().value_as::<&str>().unwrap(), "pci1234,11e8");
+        let host = root.child("pcie@3f000000").unwrap();
+        let cells = |name: &str| -> Vec<u32> { host.property(name).unwrap().value().chunks(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect() };
+        assert_eq!(cells("reg"), [0, 0x3f00_0000, 0, 0x10_0000]);
+        assert_eq!(cells("bus-range"), [0, 0]);
+        assert_eq!(cells("ranges"), [0x0200_0000, 0, 0x1000_0000, 0, 0x1000_0000, 0, 0x2eff_0000]);
+        assert_eq!(cells("interrupt-map"), [0, 0, 0, 1, 1, 0, 0, 0, 4, 4], "00:00.0 INTA: SPI 4, level");
+        assert!(host.property("dma-coherent").is_some());
+        assert!(host.property("msi-parent").is_none() && host.property("iommu-map").is_none());
+        assert_eq!(chosen.property("linux,pci-probe-only").unwrap().value(), &[0, 0, 0, 1]);
     }
 }

@@ -230,7 +230,7 @@ pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
 
 /// The interrupt lines `devices` raise: each PCI function's INTx line
 /// (through its host's `interrupt-map` and the swizzle), by INTID.
-fn owned_irqs(topo: &Topology, devices: &[DeviceRef]) -> Vec<OwnedIrq> {
+pub fn owned_irqs(topo: &Topology, devices: &[DeviceRef]) -> Vec<OwnedIrq> {
     let mut out: Vec<OwnedIrq> = Vec::new();
     for &d in devices {
         let DeviceRef::Pci { host, function } = d else { continue };

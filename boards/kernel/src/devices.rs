@@ -8,8 +8,9 @@ use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
 use partitions::groups::Group;
-use partitions::guest_dt::GuestDevice;
+use partitions::guest_dt::{GuestDevice, GuestPci};
 use partitions::topology::DeviceRef;
+use partitions::vm::vpci::VirtualHost;
 use platform::pci;
 use platform::PhysRange;
 
@@ -55,6 +56,71 @@ pub fn describe(name: &str, list: &[DeviceRef], d: &Discovered) -> Result<Vec<Ow
         }
     }
     Ok(out)
+}
+
+/// The PCI functions of `list` that a partition's virtual PCI host shows:
+/// those of the first host bridge holding one (a virtual host has one
+/// physical host behind it), as (host, function indices) in list order.
+pub fn shown_functions(list: &[DeviceRef]) -> Option<(usize, Vec<usize>)> {
+    let host = list.iter().find_map(|d| match *d {
+        DeviceRef::Pci { host, .. } => Some(host),
+        DeviceRef::Platform(_) => None,
+    })?;
+    let functions = list
+        .iter()
+        .filter_map(|d| match *d {
+            DeviceRef::Pci { host: h, function } if h == host => Some(function),
+            _ => None,
+        })
+        .collect();
+    Some((host, functions))
+}
+
+/// The virtual PCI host of a partition owning `list` (`partitions::vm::vpci`),
+/// read from the functions as the kernel left them, and its DT node: the
+/// physical host's windows and coherency, each shown function's INTx line.
+/// `None`: it owns no PCI function. Functions on a second host bridge are
+/// not shown (logged).
+pub fn virtual_pci(name: &str, list: &[DeviceRef], d: &Discovered) -> Option<(usize, VirtualHost, GuestPci)> {
+    let (host, shown) = shown_functions(list)?;
+    let others = list.iter().filter(|x| matches!(x, DeviceRef::Pci { host: h, .. } if *h != host)).count();
+    if others > 0 {
+        defmt::warn!("partition {=str}: {=usize} PCI functions on another host bridge are not shown in its virtual PCI host", name, others);
+    }
+    let t = d.pci.get(host)?;
+    let topo = d.topology.hosts.get(host)?;
+    let bridge = d.machine.devices.pci_hosts.get(host)?;
+    let cs = d.config_space(host)?;
+    let functions: Vec<&pci::Function> = shown.iter().filter_map(|&i| t.functions.get(i)).collect();
+    let vh = VirtualHost::new(&cs, functions.iter().copied());
+    let intx = shown
+        .iter()
+        .enumerate()
+        .filter_map(|(n, &i)| {
+            let pin = t.functions.get(i)?.interrupt_pin;
+            let irq = topo.bus.intx(i, &topo.bridge.intx)?;
+            Some((n as u8, pin, irq))
+        })
+        .collect();
+    Some((host, vh, GuestPci { windows: bridge.windows.clone(), coherent: bridge.coherent, intx }))
+}
+
+/// Applies a partition's Command write to physical function `bdf` of host
+/// `host`: Memory Space, Bus Master and INTx Disable as the guest set them
+/// (the caller holds that the partition owns the function now).
+pub fn apply_command(host: usize, bdf: pci::Bdf, memory: bool, bus_master: bool, intx_disable: bool, d: &Discovered) -> Result<(), ConfigFailed> {
+    use pci::regs::{CMD_BUS_MASTER, CMD_INTX_DISABLE, CMD_MEMORY};
+    let mut cs = d.config_space(host).ok_or(ConfigFailed)?;
+    let value = if memory { CMD_MEMORY } else { 0 } | if bus_master { CMD_BUS_MASTER } else { 0 } | if intx_disable { CMD_INTX_DISABLE } else { 0 };
+    pci::set_command(&mut cs, bdf, CMD_MEMORY | CMD_BUS_MASTER | CMD_INTX_DISABLE, value).map_err(|_| ConfigFailed)
+}
+
+/// A Function Level Reset a partition asked for on its own function `bdf`
+/// (host `host`), with the specification's waits; it comes back with
+/// decode and mastering off, as the guest expects after an FLR.
+pub fn guest_reset(host: usize, bdf: pci::Bdf, d: &Discovered) -> Result<(), ConfigFailed> {
+    let mut cs = d.config_space(host).ok_or(ConfigFailed)?;
+    pci::function_level_reset(&mut cs, bdf, &mut platform::time::Delay).map_err(|_| ConfigFailed)
 }
 
 /// The MMIO of the devices `list` names.

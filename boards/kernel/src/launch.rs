@@ -12,8 +12,9 @@ use crate::stage2::Stage2Tables;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use partitions::binding::Region;
-use partitions::guest_dt::GuestDevice;
+use partitions::guest_dt::{GuestDevice, GuestPci};
 use partitions::validate::{PartitionId, PartitionPlan, Plan};
+use partitions::vm::vpci::VirtualHost;
 use platform::arch::guest::{self, Stage2};
 use platform::arch::smp::{self, CpuStart};
 use platform::pgtable::PAGE_SIZE;
@@ -220,8 +221,8 @@ pub fn fill_memory(p: &PartitionPlan) -> Result<Loaded, ExitCode> {
 /// Writes `p`'s DTB (its devices `guests`, restarted `restarts` times) at
 /// the top of its entry region and makes its memory visible to it with
 /// its caches off; returns where and how long the DTB is.
-pub fn write_dtb(p: &PartitionPlan, l: &Loaded, guests: &[GuestDevice], restarts: u32) -> Result<(PhysAddr, usize), ExitCode> {
-    let dtb = partitions::guest_dt::build(p, guests, l.initrd, restarts);
+pub fn write_dtb(p: &PartitionPlan, l: &Loaded, guests: &[GuestDevice], pci: Option<&GuestPci>, restarts: u32) -> Result<(PhysAddr, usize), ExitCode> {
+    let dtb = partitions::guest_dt::build(p, guests, pci, l.initrd, restarts);
     let dtb_at = PhysAddr((l.home.end() - DTB_ROOM + 7) & !7);
     if dtb.len() as u64 > DTB_ROOM {
         return Err(err("partition DTB too large"));
@@ -238,8 +239,10 @@ pub fn write_dtb(p: &PartitionPlan, l: &Loaded, guests: &[GuestDevice], restarts
 }
 
 /// Scrubs and loads `p`, attaches its groups and builds its stage 2.
-/// Returns its resources and the launch of each of its CPUs.
-fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result<(Resources, Launch), ExitCode> {
+/// Returns its resources, the launch of each of its CPUs and its virtual
+/// PCI host.
+#[allow(clippy::type_complexity)]
+fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result<(Resources, Launch, Option<(usize, VirtualHost)>), ExitCode> {
     let loaded = fill_memory(p)?;
     let devs = devices::describe(p.name.as_str(), &p.devices, d).map_err(|_| err("device vanished"))?;
     let domains = attach_groups(p, &devs, smmus, d)?;
@@ -249,7 +252,10 @@ fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result
         defmt::error!("partition {=str}: stage 2: {}", p.name.as_str(), e);
         ExitCode::PlatformError
     })?;
-    let (dtb_at, dtb_len) = write_dtb(p, &loaded, &guests, 0)?;
+    // After the groups are attached and the functions started: the
+    // virtual host shows their Command as the kernel left it.
+    let vpci = devices::virtual_pci(p.name.as_str(), &p.devices, d);
+    let (dtb_at, dtb_len) = write_dtb(p, &loaded, &guests, vpci.as_ref().map(|(_, _, g)| g), 0)?;
     let s2 = stage2.s2;
     defmt::info!(
         "partition {=str}: id {=u16}, VMID {=u16}, entry {=u64:#x}, DTB at {=u64:#x} ({=usize} bytes), CPUs {=[?]}",
@@ -262,7 +268,7 @@ fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result
         p.cpus.as_slice()
     );
     let resources = Resources { stage2, domains, devices: p.devices.clone(), generation: 0, revoked: Vec::new() };
-    Ok((resources, Launch { s2, entry: loaded.entry, dtb: dtb_at, boots_one: loaded.boots_one }))
+    Ok((resources, Launch { s2, entry: loaded.entry, dtb: dtb_at, boots_one: loaded.boots_one }, vpci.map(|(h, vh, _)| (h, vh))))
 }
 
 /// Scrubs, loads and starts every partition of `plan`.
@@ -272,10 +278,17 @@ pub fn start(plan: Plan, mut smmus: Vec<SmmuInstance>, discovered: Discovered) -
     let mut cpus: Vec<(u64, PartitionId, &'static Launch)> = Vec::new();
     let ownership = partitions::ownership::Ownership::from_plan(&plan, discovered.groups.groups.len());
     for p in plan.partitions {
-        let (resources, launch) = load(&p, &mut smmus, discovered)?;
+        let (resources, launch, vpci) = load(&p, &mut smmus, discovered)?;
         let launch: &'static Launch = Box::leak(Box::new(launch));
         cpus.extend(p.cpus.iter().map(|&mpidr| (mpidr, p.id, launch)));
-        partitions.push(Partition::new(p, resources));
+        // Its physical lines routed to its first CPU and enabled (here,
+        // before any partition CPU runs: the only time the distributor's
+        // shared configuration words are written).
+        crate::vgic::forward_spis(&p, discovered).map_err(|e| {
+            defmt::error!("partition {=str}: forwarding its interrupts: {}", p.name.as_str(), e);
+            ExitCode::PlatformError
+        })?;
+        partitions.push(Partition::new(p, resources, vpci));
     }
     let isolation =
         Isolation { smmus, ownership, faults: partitions::faults::FaultLedger::new(discovered.groups.groups.len()), pending_quarantine: Vec::new() };

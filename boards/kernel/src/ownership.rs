@@ -136,6 +136,10 @@ fn execute(k: &Kernel, iso: &mut Isolation, c: &Change) -> Result<(), Failure> {
                 res.devices.extend(devs.iter().copied());
                 res.revoked.retain(|r| !mmio.contains(r));
                 res.generation += 1;
+                let part = partition(p)?;
+                let back = partitions::validate::owned_irqs(&d.topology, &devs);
+                crate::vgic::restore_spis(part, |intid| back.iter().any(|o| o.irq.intid == intid));
+                present(k, part, &devs, true);
             }
         }
     }
@@ -144,16 +148,37 @@ fn execute(k: &Kernel, iso: &mut Isolation, c: &Change) -> Result<(), Failure> {
 
 /// Takes `devs` (with their `mmio`) away from partition `p`: unmapped from
 /// its stage 2 (and its TLBs), and what it touches there from now on reads
-/// as a removed PCI device.
+/// as a removed PCI device. They vanish from its virtual PCI host first
+/// (no Command or FLR of the guest reaches them after this), and their
+/// interrupt lines no other device of `p` raises are retired.
 fn revoke(k: &Kernel, p: PartitionId, devs: &[DeviceRef], mmio: &[PhysRange]) -> Result<(), stage2::Stage2Error> {
     let Some(part) = k.partition(p) else { return Ok(()) };
     let mut res = part.resources.lock();
+    present(k, part, devs, false);
     // Recorded as revoked first: an unmap that fails half-way leaves no
     // page the partition reaches without the kernel knowing it is gone.
     res.devices.retain(|x| !devs.contains(x));
+    let kept = partitions::validate::owned_irqs(&k.discovered.topology, &res.devices);
+    crate::vgic::retire_spis(part, |intid| kept.iter().any(|o| o.irq.intid == intid));
     res.revoked.extend(mmio.iter().copied());
     res.generation += 1;
     res.stage2.unmap_mmio(mmio)
+}
+
+/// Shows (`true`) or hides the PCI functions of `devs` in `part`'s virtual
+/// PCI host, under its `vm` lock.
+fn present(k: &Kernel, part: &crate::runtime::Partition, devs: &[DeviceRef], on: bool) {
+    let d = k.discovered;
+    let mut vm = part.vm.lock();
+    let Some((host, vh)) = vm.pci.as_mut() else { return };
+    let Some(cs) = d.config_space(*host) else { return };
+    for &dev in devs {
+        if let DeviceRef::Pci { host: h, function } = dev {
+            if let Some(f) = d.pci.get(h).and_then(|t| t.functions.get(function)).filter(|_| h == *host) {
+                vh.set_present(&cs, f.bdf, on);
+            }
+        }
+    }
 }
 
 /// Fails SMMU `si` closed (GBPA abort, SMMUEN off: every stream aborts) and

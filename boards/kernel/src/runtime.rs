@@ -77,10 +77,11 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// A running partition of `plan` holding `resources`.
-    pub fn new(plan: PartitionPlan, resources: Resources) -> Partition {
+    /// A running partition of `plan` holding `resources`, with its virtual
+    /// PCI host `pci`.
+    pub fn new(plan: PartitionPlan, resources: Resources, pci: Option<(usize, partitions::vm::vpci::VirtualHost)>) -> Partition {
         let budget = SpinLock::new(Budget::new(plan.log_limit, platform::time::uptime_us()));
-        let vm = SpinLock::new(crate::vm::Vm::new(&plan.cpus, platform::arch::vgic::list_registers(), plan.log_limit));
+        let vm = SpinLock::new(crate::vm::Vm::new(&plan, platform::arch::vgic::list_registers(), pci));
         let vcpus = plan.cpus.iter().map(|&m| crate::vm::VcpuSlot::new(m)).collect();
         Partition {
             plan,
@@ -152,6 +153,8 @@ impl Partition {
     pub fn stop(&self, life: Life, status: u64) {
         self.status.store(status, Ordering::Relaxed);
         self.life.store(life as u8, Ordering::Release);
+        // Its lines are nobody's to take now.
+        crate::vgic::retire_spis(self, |_| false);
     }
 }
 

@@ -5,11 +5,12 @@
 //! registers loaded from `partitions::vm::vgic` before every return to the
 //! partition, and a kick SGI that makes another vCPU's CPU look again.
 
+use crate::discover::Discovered;
 use crate::runtime::{kernel, Partition};
 use crate::vm::this_vcpu;
-use alloc::vec::Vec;
+use partitions::validate::PartitionPlan;
 use partitions::vm::board::MAINTENANCE_INTID;
-use partitions::vm::vgic::{Lr, LrState as ModelState, VTIMER_PPI};
+use partitions::vm::vgic::{Lr, LrState as ModelState, MAX_LRS, VTIMER_PPI};
 use platform::arch::irq;
 use platform::arch::vgic::{self as hw, ListRegister, LrState};
 use platform::gic::{Gic, GicError, Trigger, DEFAULT_PRIORITY};
@@ -41,17 +42,82 @@ pub fn cpu_init() -> Result<(), GicError> {
     Ok(())
 }
 
+/// The physical GIC as seen from the CPU with affinity `mpidr` (its
+/// redistributor; SPIs it configures or routes go to it).
+fn gic_for(d: &Discovered, mpidr: u64) -> Result<Option<Gic<'static, platform::time::Delay>>, GicError> {
+    let Some(g) = d.machine.devices.gic.as_ref() else { return Ok(None) };
+    // SAFETY: the GIC's windows are identity-mapped Device memory (boot
+    // checked it) for the kernel's lifetime.
+    unsafe { Gic::new(g.distributor, &g.redistributors, mpidr, platform::time::Delay) }.map(Some)
+}
+
+/// Forwards the physical lines partition `p` owns (`plan.irqs`): each
+/// configured with its trigger, routed to the partition's first CPU (the
+/// virtual GIC's reset routing) and enabled. Run by the boot CPU before
+/// any partition CPU starts; the partition's deactivation of the linked
+/// virtual interrupt completes each one.
+pub fn forward_spis(p: &PartitionPlan, d: &Discovered) -> Result<(), GicError> {
+    let Some(&first) = p.cpus.first() else { return Ok(()) };
+    let Some(mut gic) = gic_for(d, first)? else { return Ok(()) };
+    for o in &p.irqs {
+        let trigger = if o.irq.edge { Trigger::Edge } else { Trigger::Level };
+        gic.configure(o.irq.intid, trigger, DEFAULT_PRIORITY)?;
+        gic.enable(o.irq.intid)?;
+        defmt::info!("partition {=str}: physical {} forwarded to it", p.name.as_str(), o.irq);
+    }
+    Ok(())
+}
+
+/// The partition routed its forwarded SPI `intid` to vCPU `v`: the physical
+/// one follows, to that vCPU's CPU.
+pub fn route_spi(p: &Partition, intid: u32, v: usize) {
+    let (Some(slot), Some(k)) = (p.vcpus.get(v), kernel()) else { return };
+    if let Err(e) = gic_for(k.discovered, slot.mpidr).and_then(|g| g.map_or(Ok(()), |mut g| g.route(intid))) {
+        defmt::warn!("partition {=str}: routing INTID {=u32} to vCPU {=usize}: {}", p.name(), intid, v, e);
+    }
+}
+
+/// Takes the physical lines of `p` that `keep` does not hold out of use
+/// (its devices released, or it stopped): disabled, their pending and
+/// active states cleared, so none stays active for a partition that will
+/// not end it.
+pub fn retire_spis(p: &Partition, keep: impl Fn(u32) -> bool) {
+    let (Some(&first), Some(k)) = (p.plan.cpus.first(), kernel()) else { return };
+    let Ok(Some(mut gic)) = gic_for(k.discovered, first) else { return };
+    for o in p.plan.irqs.iter().filter(|o| !keep(o.irq.intid)) {
+        if let Err(e) = gic.retire(o.irq.intid) {
+            defmt::warn!("partition {=str}: retiring INTID {=u32}: {}", p.name(), o.irq.intid, e);
+        }
+    }
+}
+
+/// Enables again the physical lines of `p` that `back` holds (its devices
+/// assigned to it again).
+pub fn restore_spis(p: &Partition, back: impl Fn(u32) -> bool) {
+    let (Some(&first), Some(k)) = (p.plan.cpus.first(), kernel()) else { return };
+    let Ok(Some(mut gic)) = gic_for(k.discovered, first) else { return };
+    for o in p.plan.irqs.iter().filter(|o| back(o.irq.intid)) {
+        if let Err(e) = gic.enable(o.irq.intid) {
+            defmt::warn!("partition {=str}: enabling INTID {=u32}: {}", p.name(), o.irq.intid, e);
+        }
+    }
+}
+
 /// An interrupt taken while this CPU ran its partition: the virtual timer
-/// becomes pending in the vCPU's virtual GIC (forwarded: `true`); the
-/// maintenance interrupt and the kick only bring the CPU here, so that the
-/// list registers are reloaded on the way back.
+/// and the partition's own physical lines become pending in its virtual
+/// GIC (forwarded: `true`; the vCPU an SPI is routed to is kicked if it
+/// runs elsewhere); the maintenance interrupt and the kick only bring the
+/// CPU here, so that the list registers are reloaded on the way back. A
+/// line that is not the partition's is completed here (`false`).
 pub fn guest_irq(intid: u32) -> bool {
-    if intid != VTIMER_PPI {
+    let Some(p) = kernel().and_then(|k| k.this_cpu()) else { return false };
+    let owned = intid == VTIMER_PPI || p.plan.irqs.iter().any(|o| o.irq.intid == intid);
+    if !owned {
         return false;
     }
-    let Some(p) = kernel().and_then(|k| k.this_cpu()) else { return false };
     let v = this_vcpu(p);
-    p.vm.lock().vgic.forwarded(v, VTIMER_PPI);
+    let kick = p.vm.lock().vgic.forwarded(v, intid);
+    self::kick(p, kick);
     true
 }
 
@@ -93,15 +159,19 @@ pub fn before_resume() {
         // Another vCPU resets the partition: this one waits at EL2.
         crate::vm::park_this_cpu(p, v);
     }
-    let n = hw::list_registers().min(16);
-    let now: Vec<Option<Lr>> = (0..n).map(|i| ListRegister::decode(hw::read_lr(i)).map(to_model)).collect();
+    // On every return to the partition: nothing here allocates.
+    let n = hw::list_registers().min(MAX_LRS);
+    let mut now = [None; MAX_LRS];
+    for (i, lr) in now.iter_mut().enumerate().take(n) {
+        *lr = ListRegister::decode(hw::read_lr(i)).map(to_model);
+    }
     let flush = {
         let mut vm = p.vm.lock();
-        vm.vgic.sync(v, &now);
+        vm.vgic.sync(v, &now[..n]);
         vm.vgic.flush(v)
     };
     for i in 0..n {
-        let value = flush.lrs.get(i).copied().flatten().map_or(0, |l| to_hw(l).value());
+        let value = flush.lrs().get(i).copied().flatten().map_or(0, |l| to_hw(l).value());
         hw::write_lr(i, value);
     }
     hw::set_control(flush.underflow);

@@ -11,12 +11,13 @@
 use crate::runtime::{Charge, Life, Partition};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use partitions::budget::LogLimit;
+use partitions::validate::PartitionPlan;
 use partitions::vm::board::{self, Emulated};
 use partitions::vm::psci::{self, Action, VcpuState};
 use partitions::vm::sysreg::{self, Class};
 use partitions::vm::trap::{MmioAccess, SysregAccess};
 use partitions::vm::vgic::{Spi, Vgic, VgicConfig};
+use partitions::vm::vpci::{Effect, VirtualHost};
 use partitions::vm::vuart::{self, Vuart};
 
 /// Console bytes a UART line is counted as against the log limit.
@@ -29,19 +30,28 @@ pub struct Vm {
     pub vgic: Vgic,
     /// Its console.
     pub uart: Vuart,
+    /// Its virtual PCI host, when it owns PCI functions: the physical host
+    /// bridge behind it, and what the partition sees.
+    pub pci: Option<(usize, VirtualHost)>,
     /// The RAZ/WI registers it touched so far (each logged once).
     raz_wi_seen: Vec<&'static str>,
 }
 
 impl Vm {
-    /// The devices at reset for a partition with vCPUs `mpidrs`, each CPU
-    /// having `lrs` list registers, logging console lines within `limit`
-    /// (its `bulkhead,log-limit`: a line counted as [`LINE_BYTES`], a
-    /// second's worth allowed at once, never less than the UART's default).
-    pub fn new(mpidrs: &[u64], lrs: usize, limit: LogLimit) -> Vm {
-        let cfg = VgicConfig { vcpus: mpidrs.to_vec(), spis: alloc::vec![Spi { intid: board::UART_INTID, hw: false }] };
+    /// The devices at reset for partition `plan`, each CPU having `lrs`
+    /// list registers: its virtual GIC with the UART's SPI and the physical
+    /// lines it owns (`plan.irqs`, forwarded), its virtual PCI host
+    /// (`pci`, from [`crate::devices::virtual_pci`]), its console logging
+    /// lines within `bulkhead,log-limit` (a line counted as [`LINE_BYTES`],
+    /// a second's worth allowed at once, never less than the UART's
+    /// default).
+    pub fn new(plan: &PartitionPlan, lrs: usize, pci: Option<(usize, VirtualHost)>) -> Vm {
+        let mut spis = alloc::vec![Spi { intid: board::UART_INTID, hw: false }];
+        spis.extend(plan.irqs.iter().map(|o| Spi { intid: o.irq.intid, hw: true }));
+        let cfg = VgicConfig { vcpus: plan.cpus.clone(), spis };
+        let limit = plan.log_limit;
         let lines = (limit.console_bytes / LINE_BYTES).max(vuart::LINES_PER_SECOND);
-        Vm { vgic: Vgic::new(&cfg, lrs), uart: Vuart::with_limit(lines.max(vuart::BURST_LINES), lines), raz_wi_seen: Vec::new() }
+        Vm { vgic: Vgic::new(&cfg, lrs), uart: Vuart::with_limit(lines.max(vuart::BURST_LINES), lines), pci, raz_wi_seen: Vec::new() }
     }
 }
 
@@ -201,7 +211,7 @@ fn system_reset(p: &Partition) -> TrapAction {
         core::hint::spin_loop();
     }
     let restarts = p.restarts.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-    let loaded = match crate::launch::fill_memory(&p.plan).and_then(|l| crate::launch::write_dtb(&p.plan, &l, &[], restarts).map(|d| (l, d))) {
+    let loaded = match crate::launch::fill_memory(&p.plan).and_then(|l| crate::launch::write_dtb(&p.plan, &l, &[], None, restarts).map(|d| (l, d))) {
         Ok(x) => x,
         Err(_) => {
             defmt::error!("partition {=str}: PSCI SYSTEM_RESET: its image could not be loaded again: stopping this partition", p.name());
@@ -210,7 +220,8 @@ fn system_reset(p: &Partition) -> TrapAction {
         }
     };
     let (l, (dtb, _)) = loaded;
-    *p.vm.lock() = Vm::new(&p.plan.cpus, platform::arch::vgic::list_registers(), p.plan.log_limit);
+    // (A partition that owns devices does not get here: no virtual PCI host.)
+    *p.vm.lock() = Vm::new(&p.plan, platform::arch::vgic::list_registers(), None);
     defmt::info!("partition {=str}: PSCI SYSTEM_RESET: restarting from its image, memory scrubbed (restart {=u32})", p.name(), restarts);
     for s in &p.vcpus {
         s.state.store(OFF, Ordering::Release);
@@ -335,11 +346,13 @@ pub fn mmio(p: &Partition, frame: &mut Frame, iss: u32, ipa: u64) -> Option<Trap
         return Some(TrapAction::Halt);
     };
     let me = this_vcpu(p);
+    let mut route = None;
     let (value, kick, line) = {
         let mut vm = p.vm.lock();
         match dev {
             Emulated::Gicd(off) => {
                 let r = vm.vgic.gicd(me, off, a.size, a.write);
+                route = r.route;
                 (r.value, r.kick, None)
             }
             Emulated::Gicr(off) => {
@@ -352,8 +365,12 @@ pub fn mmio(p: &Partition, frame: &mut Frame, iss: u32, ipa: u64) -> Option<Trap
                 let kick = vm.vgic.set_level(board::UART_INTID, level);
                 (out.value, kick, out.line.map(|l| (l, out.dropped)))
             }
+            Emulated::Ecam(off) => (ecam(p, &mut vm, off, a.size, a.write), 0, None),
         }
     };
+    if let Some((intid, v)) = route {
+        crate::vgic::route_spi(p, intid, v);
+    }
     if let Some((line, dropped)) = line {
         if dropped > 0 {
             defmt::warn!("partition {=str}: {=u32} console lines dropped (rate limit)", p.name(), dropped);
@@ -370,4 +387,41 @@ pub fn mmio(p: &Partition, frame: &mut Frame, iss: u32, ipa: u64) -> Option<Trap
         }
     }
     Some(TrapAction::Skip)
+}
+
+/// An access of `p` to its virtual PCI host's ECAM window at `off` (under
+/// its `vm` lock, which a release also takes to hide the function: a
+/// Command or FLR reaches the device only while the partition owns it).
+/// No virtual host: all ones, writes ignored.
+fn ecam(p: &Partition, vm: &mut Vm, off: u64, size: u8, write: Option<u64>) -> u64 {
+    let Some(k) = crate::runtime::kernel() else { return u64::MAX };
+    let d = k.discovered;
+    let Some((host, vh)) = vm.pci.as_mut() else { return u64::MAX };
+    let Some(mut cs) = d.config_space(*host) else { return u64::MAX };
+    let Some(w) = write else { return u64::from(vh.read(&cs, off, size)) };
+    match vh.write(&mut cs, off, size, w as u32) {
+        Effect::None => {}
+        Effect::Command { phys, memory, bus_master, intx_disable } => {
+            if crate::devices::apply_command(*host, phys, memory, bus_master, intx_disable, d).is_err() {
+                defmt::warn!(
+                    "partition {=str}: PCI {=u8:02x}:{=u8:02x}.{=u8}: its Command write did not reach the function",
+                    p.name(),
+                    phys.bus,
+                    phys.dev,
+                    phys.func
+                );
+            }
+        }
+        Effect::Flr { phys } => {
+            defmt::info!("partition {=str}: PCI {=u8:02x}:{=u8:02x}.{=u8}: Function Level Reset asked, performed", p.name(), phys.bus, phys.dev, phys.func);
+            // Under the lock: a release waits for it (at most the FLR's
+            // bounded waits) rather than hand over a function mid-reset.
+            if crate::devices::guest_reset(*host, phys, d).is_err() {
+                defmt::warn!("partition {=str}: PCI {=u8:02x}:{=u8:02x}.{=u8}: the reset failed", p.name(), phys.bus, phys.dev, phys.func);
+            }
+            // Its Command as the reset left it (decode and mastering off).
+            vh.set_present(&cs, phys, true);
+        }
+    }
+    0
 }

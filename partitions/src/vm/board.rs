@@ -19,6 +19,12 @@ pub const UART_BASE: u64 = 0x0900_0000;
 /// The console UART's interrupt: SPI 1 (INTID 33), level-sensitive. A
 /// virtual interrupt: no physical line is behind it.
 pub const UART_INTID: u32 = 33;
+/// The partition's virtual PCI host bridge's ECAM window (bus 0 only:
+/// 32 devices × 8 functions × 4 KiB), where QEMU `virt` has its low ECAM;
+/// [`super::vpci`] answers it.
+pub const ECAM_BASE: u64 = 0x3f00_0000;
+/// Size of the virtual ECAM window.
+pub const ECAM_SIZE: u64 = 0x10_0000;
 /// The architected timer PPIs (INTIDs) as the DT names them: secure and
 /// non-secure physical, virtual, hypervisor.
 pub const TIMER_PPIS: [u32; 4] = [29, 30, 27, 26];
@@ -34,6 +40,14 @@ pub enum Emulated {
     Gicr(u64),
     /// The console UART.
     Uart(u64),
+    /// The virtual PCI host's ECAM window.
+    Ecam(u64),
+}
+
+/// The windows of the virtual board (start, size): nothing of a
+/// partition's own (its memory, its BARs) may be mapped over them.
+pub fn windows() -> [(u64, u64); 4] {
+    [(GICD_BASE, GICD_SIZE), (GICR_BASE, GICR_STRIDE * MAX_VCPUS as u64), (UART_BASE, super::vuart::WINDOW), (ECAM_BASE, ECAM_SIZE)]
 }
 
 /// The emulated device `ipa` addresses. The whole redistributor window
@@ -48,6 +62,8 @@ pub fn decode(ipa: u64) -> Option<Emulated> {
         Some(Emulated::Gicr(ipa - GICR_BASE))
     } else if (UART_BASE..UART_BASE + super::vuart::WINDOW).contains(&ipa) {
         Some(Emulated::Uart(ipa - UART_BASE))
+    } else if (ECAM_BASE..ECAM_BASE + ECAM_SIZE).contains(&ipa) {
+        Some(Emulated::Ecam(ipa - ECAM_BASE))
     } else {
         None
     }
@@ -64,6 +80,8 @@ mod tests {
         assert_eq!(decode(0x080a_0000 + 0x4_0008), Some(Emulated::Gicr(0x4_0008)), "a frame of no vCPU: RAZ/WI");
         assert_eq!(decode(0x0900_0018), Some(Emulated::Uart(0x18)));
         assert_eq!(decode(0x0901_0000), None);
+        assert_eq!(decode(0x3f00_8004), Some(Emulated::Ecam(0x8004)));
+        assert_eq!(decode(0x3f10_0000), None, "bus 0 only");
         assert_eq!(decode(0x0801_0000), None, "between the distributor and the redistributors");
     }
 }

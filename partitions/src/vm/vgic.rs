@@ -78,11 +78,15 @@ pub struct Lr {
     pub eoi_notify: bool,
 }
 
-/// What the kernel writes into the list registers before entering a vCPU.
+/// Most list registers a CPU has (ICH_VTR_EL2.ListRegs is 4 bits).
+pub const MAX_LRS: usize = 16;
+
+/// What the kernel writes into the list registers before entering a vCPU
+/// (built on every return to a partition: no allocation).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Flush {
-    /// One entry per list register.
-    pub lrs: Vec<Option<Lr>>,
+    regs: [Option<Lr>; MAX_LRS],
+    count: usize,
     /// More interrupts wait than fit: ask for the underflow maintenance
     /// interrupt (ICH_HCR_EL2.UIE), to refill when the registers drain.
     pub underflow: bool,
@@ -114,6 +118,13 @@ struct Irq {
     priority: u8,
     /// Where it sits in its vCPU's list registers (as of the last sync).
     in_lr: Option<(usize, LrState)>,
+}
+
+impl Flush {
+    /// One entry per list register.
+    pub fn lrs(&self) -> &[Option<Lr>] {
+        &self.regs[..self.count]
+    }
 }
 
 impl Irq {
@@ -155,8 +166,10 @@ pub struct Vgic {
     private: Vec<[Irq; 32]>,
     /// GICR_WAKER.ProcessorSleep of each redistributor.
     asleep: Vec<bool>,
-    /// Which interrupt each vCPU's list registers hold (by slot).
-    lrs: Vec<Vec<Option<u32>>>,
+    /// Which interrupt each vCPU's list registers hold (by slot; the
+    /// first `nlrs` are real).
+    lrs: Vec<[Option<u32>; MAX_LRS]>,
+    nlrs: usize,
 }
 
 /// Kinds of register a range of the map holds.
@@ -330,7 +343,8 @@ impl Vgic {
             spis,
             private,
             asleep: vec![true; cfg.vcpus.len()],
-            lrs: vec![vec![None; lrs]; cfg.vcpus.len()],
+            lrs: vec![[None; MAX_LRS]; cfg.vcpus.len()],
+            nlrs: lrs.min(MAX_LRS),
         }
     }
 
@@ -604,9 +618,8 @@ impl Vgic {
     /// exit), one entry per register: the partition may have acknowledged
     /// or ended some.
     pub fn sync(&mut self, v: usize, lrs: &[Option<Lr>]) {
-        let Some(slots) = self.lrs.get(v).cloned() else { return };
-        for (slot, owner) in slots.iter().enumerate() {
-            let Some(intid) = *owner else { continue };
+        for slot in 0..self.nlrs {
+            let Some(intid) = self.lrs.get(v).and_then(|s| s[slot]) else { continue };
             let now = lrs.get(slot).copied().flatten().filter(|l| l.intid == intid).map(|l| l.state);
             if let Some(irq) = self.irq_mut(v, intid) {
                 match now {
@@ -628,12 +641,13 @@ impl Vgic {
     /// [`sync`](Self::sync)): what they hold, plus the highest-priority
     /// interrupts waiting, while registers are free.
     pub fn flush(&mut self, v: usize) -> Flush {
-        let Some(mut slots) = self.lrs.get(v).cloned() else {
-            return Flush { lrs: Vec::new(), underflow: false };
-        };
+        let mut out = Flush { regs: [None; MAX_LRS], count: 0, underflow: false };
+        let Some(&held) = self.lrs.get(v) else { return out };
+        let mut slots = held;
+        let n = self.nlrs;
         // An interrupt disabled while it waited in a register goes back to
         // waiting (still pending).
-        for slot in slots.iter_mut() {
+        for slot in slots.iter_mut().take(n) {
             let Some(intid) = *slot else { continue };
             let Some(irq) = self.irq_mut(v, intid) else { continue };
             if !irq.enabled && matches!(irq.in_lr, Some((_, LrState::Pending))) {
@@ -642,40 +656,22 @@ impl Vgic {
                 *slot = None;
             }
         }
-        let mut waiting: Vec<(u8, u32)> = Vec::new();
-        if self.grp1 {
-            for (i, irq) in self.private[v].iter().enumerate() {
-                if irq.enabled && irq.group1 && irq.waiting() {
-                    waiting.push((irq.priority, i as u32));
-                }
-            }
-            for s in &self.spis {
-                if s.irq.enabled && s.irq.group1 && s.irq.waiting() && self.vcpus.get(v) == Some(&router_affinity(s.route)) {
-                    waiting.push((s.irq.priority, s.intid));
-                }
-            }
-        }
-        waiting.sort_unstable();
-        let mut underflow = false;
-        let mut next = waiting.into_iter();
-        for (slot, held) in slots.iter_mut().enumerate() {
-            if held.is_some() {
+        // Each free register takes the highest-priority interrupt waiting
+        // (lowest value; then lowest INTID) that is not placed yet.
+        for slot in 0..n {
+            if slots.get(slot).is_none_or(Option::is_some) {
                 continue;
             }
-            let Some((_, intid)) = next.next() else { break };
-            *held = Some(intid);
+            let Some(intid) = self.best_waiting(v) else { break };
+            slots[slot] = Some(intid);
             if let Some(irq) = self.irq_mut(v, intid) {
                 irq.latch = false;
                 irq.in_lr = Some((slot, LrState::Pending));
             }
         }
-        if next.next().is_some() {
-            underflow = true;
-        }
-        let lrs = slots
-            .iter()
-            .map(|s| {
-                let intid = (*s)?;
+        out.underflow = self.best_waiting(v).is_some();
+        for (slot, held) in slots.iter().enumerate().take(n) {
+            out.regs[slot] = held.and_then(|intid| {
                 let hw = intid >= FIRST_SPI && self.spi_index(intid).is_some_and(|i| self.spis[i].hw) || intid == VTIMER_PPI;
                 let irq = self.irq(v, intid)?;
                 let (_, state) = irq.in_lr?;
@@ -688,10 +684,28 @@ impl Vgic {
                     // line when the partition ends it.
                     eoi_notify: !hw && !irq.edge,
                 })
-            })
-            .collect();
+            });
+        }
+        out.count = n;
         self.lrs[v] = slots;
-        Flush { lrs, underflow }
+        out
+    }
+
+    /// The interrupt vCPU `v` should take next from those waiting outside
+    /// its list registers: enabled, Group 1, routed to it, by priority.
+    fn best_waiting(&self, v: usize) -> Option<u32> {
+        if !self.grp1 {
+            return None;
+        }
+        let own =
+            self.private.get(v)?.iter().enumerate().filter(|(_, irq)| irq.enabled && irq.group1 && irq.waiting()).map(|(i, irq)| (irq.priority, i as u32));
+        let aff = self.vcpus.get(v).copied();
+        let spis = self
+            .spis
+            .iter()
+            .filter(|s| s.irq.enabled && s.irq.group1 && s.irq.waiting() && aff == Some(router_affinity(s.route)))
+            .map(|s| (s.irq.priority, s.intid));
+        own.chain(spis).min().map(|(_, intid)| intid)
     }
 }
 
@@ -776,18 +790,18 @@ mod tests {
         w32(&mut g, 0x0104, 1 << (UART - 32));
         assert_eq!(g.set_level(UART, true), 0b01, "vCPU 0 has something");
         let f = g.flush(0);
-        assert_eq!(f.lrs[0], Some(Lr { intid: UART, priority: 0xa0, hw: None, state: LrState::Pending, eoi_notify: true }));
+        assert_eq!(f.lrs()[0], Some(Lr { intid: UART, priority: 0xa0, hw: None, state: LrState::Pending, eoi_notify: true }));
         assert!(!f.underflow);
-        assert!(g.flush(1).lrs.iter().all(Option::is_none), "vCPU 1 has nothing");
+        assert!(g.flush(1).lrs().iter().all(Option::is_none), "vCPU 1 has nothing");
         // Acknowledged, then ended while the line is still up: pending again.
-        g.sync(0, &[Some(Lr { state: LrState::Active, ..f.lrs[0].unwrap() }), None, None, None]);
+        g.sync(0, &[Some(Lr { state: LrState::Active, ..f.lrs()[0].unwrap() }), None, None, None]);
         assert_eq!(r32(&mut g, 0x0304) >> (UART - 32) & 1, 1, "active");
         g.sync(0, &[None, None, None, None]);
         let f = g.flush(0);
-        assert_eq!(f.lrs[0].map(|l| l.intid), Some(UART), "line still up");
+        assert_eq!(f.lrs()[0].map(|l| l.intid), Some(UART), "line still up");
         g.sync(0, &[None; 4]);
         g.set_level(UART, false);
-        assert!(g.flush(0).lrs.iter().all(Option::is_none), "line down");
+        assert!(g.flush(0).lrs().iter().all(Option::is_none), "line down");
     }
 
     #[test]
@@ -800,15 +814,15 @@ mod tests {
         w32(&mut g, 0x0104, 1 << (DEV - 32));
         assert_eq!(g.forwarded(1, DEV), 0b10);
         let f = g.flush(1);
-        assert_eq!(f.lrs[0], Some(Lr { intid: DEV, priority: 0xa0, hw: Some(DEV), state: LrState::Pending, eoi_notify: false }));
+        assert_eq!(f.lrs()[0], Some(Lr { intid: DEV, priority: 0xa0, hw: Some(DEV), state: LrState::Pending, eoi_notify: false }));
         // The virtual timer (PPI 27) of each vCPU is forwarded too.
         g.forwarded(0, VTIMER_PPI);
         let f = g.flush(0);
-        assert_eq!(f.lrs[0].and_then(|l| l.hw), Some(VTIMER_PPI));
+        assert_eq!(f.lrs()[0].and_then(|l| l.hw), Some(VTIMER_PPI));
         // A write cannot make a forwarded interrupt pending.
         g.sync(1, &[None; 4]);
         w32(&mut g, 0x0204, 1 << (DEV - 32));
-        assert!(g.flush(1).lrs.iter().all(Option::is_none));
+        assert!(g.flush(1).lrs().iter().all(Option::is_none));
     }
 
     #[test]
@@ -821,17 +835,17 @@ mod tests {
         let kick = g.raise_sgi(1, 0b10) | g.raise_sgi(2, 0b10) | g.raise_sgi(3, 0b10) | g.raise_sgi(4, 0b10) | g.raise_sgi(5, 0b10);
         assert_eq!(kick, 0b10);
         let f = g.flush(1);
-        let got: Vec<u32> = f.lrs.iter().map(|l| l.unwrap().intid).collect();
+        let got: Vec<u32> = f.lrs().iter().map(|l| l.unwrap().intid).collect();
         assert_eq!(got, vec![5, 4, 3, 2], "highest priority first");
         assert!(f.underflow, "SGI 1 waits: refill when the registers drain");
         g.sync(1, &[None; 4]);
         let f = g.flush(1);
-        assert_eq!(f.lrs[0].map(|l| l.intid), Some(1));
+        assert_eq!(f.lrs()[0].map(|l| l.intid), Some(1));
         assert!(!f.underflow);
         // Disabled while waiting in a register: taken out, still pending.
         g.gicr(0, GICR_STRIDE + 0x1_0180, 4, Some(1 << 1));
         let f = g.flush(1);
-        assert!(f.lrs.iter().all(Option::is_none));
+        assert!(f.lrs().iter().all(Option::is_none));
         assert_eq!(g.gicr(0, GICR_STRIDE + 0x1_0200, 4, None).value & 0b10, 0b10, "pending");
     }
 
@@ -842,8 +856,8 @@ mod tests {
         w32(&mut g, 0x0104, 1 << (UART - 32));
         g.set_level(UART, true);
         w32(&mut g, 0x0000, 0);
-        assert!(g.flush(0).lrs.iter().all(Option::is_none));
+        assert!(g.flush(0).lrs().iter().all(Option::is_none));
         assert_eq!(w32(&mut g, 0x0000, 0b10).kick, 0b11, "everyone looks again");
-        assert!(g.flush(0).lrs[0].is_some());
+        assert!(g.flush(0).lrs()[0].is_some());
     }
 }

@@ -15,7 +15,8 @@
 //!   guest cannot move a BAR over another partition's memory. The
 //!   expansion ROM reads 0.
 //! - **Command**: the guest's Memory, Bus Master and INTx Disable bits are
-//!   kept here and reported to the kernel ([`Effect::Command`]), which
+//!   kept here (starting as the kernel set them when it assigned the
+//!   function) and reported to the kernel ([`Effect::Command`]), which
 //!   applies them to the device only while the partition owns it (I4).
 //! - **Capabilities** are shown as the device has them, with MSI and MSI-X
 //!   left out of the list (not supported yet: INTx only); a shown
@@ -41,8 +42,6 @@ pub const CAP_ID_MSI: u8 = 0x05;
 pub const CAP_ID_MSIX: u8 = 0x11;
 /// Expansion ROM base address.
 const ROM: u16 = 0x30;
-/// Command: INTx Emulation Disable.
-const CMD_INTX_DISABLE: u16 = 1 << 10;
 /// The Command bits a guest may set.
 const GUEST_COMMAND: u16 = CMD_MEMORY | CMD_BUS_MASTER | CMD_INTX_DISABLE;
 /// One ECAM function's window.
@@ -181,7 +180,7 @@ impl VirtualHost {
                 pcie_cap: f.pcie_cap,
                 caps: capabilities(cs, f.bdf).map(|(at, id)| Cap { at, id }).collect(),
                 sizing: 0,
-                command: 0,
+                command: cs.read16(f.bdf, COMMAND) & GUEST_COMMAND,
                 interrupt_line: 0xff,
                 present: true,
             })
@@ -199,12 +198,12 @@ impl VirtualHost {
         self.functions.iter().map(|f| f.phys)
     }
 
-    /// Makes `phys` disappear (released) or come back (assigned again, as
-    /// after reset: Command clear, no sizing in progress).
-    pub fn set_present(&mut self, phys: Bdf, present: bool) {
+    /// Makes `phys` disappear (released) or come back (assigned again: its
+    /// Command as the kernel left it on `cs`, no sizing in progress).
+    pub fn set_present(&mut self, cs: &impl ConfigSpace, phys: Bdf, present: bool) {
         if let Some(f) = self.functions.iter_mut().find(|f| f.phys == phys) {
             f.present = present;
-            f.command = 0;
+            f.command = if present { cs.read16(phys, COMMAND) & GUEST_COMMAND } else { 0 };
             f.sizing = 0;
         }
     }
@@ -446,7 +445,8 @@ mod tests {
     #[test]
     fn command_is_the_guests_and_the_kernel_applies_it() {
         let (mut cs, mut h) = host();
-        assert_eq!(h.read(&cs, 0x04, 2), 0, "the guest starts with decode and mastering off");
+        assert_eq!(h.read(&cs, 0x04, 2), 0x0006, "the guest sees what the kernel granted at assignment");
+        assert_eq!(h.write(&mut cs, 0x04, 2, 0), Effect::Command { phys: PHYS, memory: false, bus_master: false, intx_disable: false });
         assert_eq!(h.read(&cs, 0x06, 2) & u32::from(STATUS_CAP_LIST), u32::from(STATUS_CAP_LIST));
         let e = h.write(&mut cs, 0x04, 2, 0x0407 | 0x0100);
         assert_eq!(e, Effect::Command { phys: PHYS, memory: true, bus_master: true, intx_disable: true });
@@ -491,12 +491,14 @@ mod tests {
     #[test]
     fn a_released_function_disappears_and_comes_back_reset() {
         let (mut cs, mut h) = host();
-        h.write(&mut cs, 0x04, 2, 0x0006);
+        h.write(&mut cs, 0x04, 2, 0x0406);
         h.write(&mut cs, 0x10, 4, u32::MAX);
-        h.set_present(PHYS, false);
+        h.set_present(&cs, PHYS, false);
         assert_eq!(h.read(&cs, 0x00, 4), u32::MAX);
         assert_eq!(h.write(&mut cs, 0x04, 2, 0x0006), Effect::None);
-        h.set_present(PHYS, true);
+        // Assigned again: the kernel stopped it (decode and mastering off).
+        cs.cfg[0x04] = 0;
+        h.set_present(&cs, PHYS, true);
         assert_eq!(h.read(&cs, 0x04, 2), 0);
         assert_eq!(h.read(&cs, 0x10, 4), 0x0000_4004);
     }

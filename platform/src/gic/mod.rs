@@ -499,6 +499,38 @@ impl<'a, D: DelayNs> Gic<'a, D> {
         })
     }
 
+    /// Routes SPI `intid` to this CPU (IROUTER, affinity routing mode 0),
+    /// disabled around the change (§12.9.22: changing the route of an
+    /// enabled interrupt is UNPREDICTABLE) and enabled again if it was.
+    /// Writes only that SPI's own registers, so CPUs may route different
+    /// SPIs at once.
+    pub fn route(&mut self, intid: u32) -> Result<(), GicError> {
+        if self.check(intid)? != IntidKind::Spi {
+            return Err(GicError::BadIntid { intid });
+        }
+        let was = self.is_enabled(intid)?;
+        self.disable(intid)?;
+        self.gicd.IROUTER[(intid - FIRST_SPI) as usize].set(self.mpidr);
+        if was {
+            self.enable(intid)?;
+        }
+        Ok(())
+    }
+
+    /// Takes SPI `intid` out of use: disabled, then its pending and
+    /// active states cleared (an interrupt forwarded to a partition that
+    /// will never deactivate it).
+    pub fn retire(&mut self, intid: u32) -> Result<(), GicError> {
+        if self.check(intid)? != IntidKind::Spi {
+            return Err(GicError::BadIntid { intid });
+        }
+        self.disable(intid)?;
+        let (i, m) = bit_position(intid);
+        self.gicd.ICPENDR[i].set(m);
+        self.gicd.ICACTIVER[i].set(m);
+        Ok(())
+    }
+
     /// Clears a latched pending state (an edge seen while disabled).
     pub fn clear_pending(&mut self, intid: u32) -> Result<(), GicError> {
         let (i, m) = bit_position(intid);

@@ -253,6 +253,22 @@ fn routing_goes_to_the_cpu_the_gic_was_made_for() {
     assert_eq!(gic.redistributor().0, r.base() + GICV3_RD_STRIDE);
     gic.configure(106, Trigger::Edge, DEFAULT_PRIORITY).unwrap();
     assert_eq!(d.r64(0x6000 + 8 * 106), 0x1_0000_0203);
+    // Moved to this CPU while enabled: disabled around it, enabled again;
+    // a disabled one stays disabled.
+    d.w64(0x6000 + 8 * 107, 0);
+    d.w32(0x100 + 4 * 3, 1 << 11);
+    gic.route(107).unwrap();
+    assert_eq!(d.r64(0x6000 + 8 * 107), 0x1_0000_0203);
+    assert_eq!(d.r32(0x180 + 4 * 3) & (1 << 11), 1 << 11, "disabled for the change");
+    assert_eq!(d.r32(0x100 + 4 * 3), 1 << 11, "enabled again");
+    d.w32(0x100 + 4 * 3, 0);
+    gic.route(108).unwrap();
+    assert_eq!(d.r32(0x100 + 4 * 3), 0);
+    assert_eq!(gic.route(27), Err(GicError::BadIntid { intid: 27 }), "a PPI has no route");
+    gic.retire(109).unwrap();
+    for reg in [0x180, 0x280, 0x380] {
+        assert_eq!(d.r32(reg + 4 * 3) & (1 << 13), 1 << 13, "ICENABLER, ICPENDR, ICACTIVER at {reg:#x}");
+    }
 }
 
 #[test]

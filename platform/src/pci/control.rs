@@ -27,16 +27,22 @@ fn present(cs: &impl ConfigSpace, bdf: Bdf) -> bool {
     !matches!(cs.read16(bdf, VENDOR_ID), NO_DEVICE | 0 | CRS_VENDOR_ID)
 }
 
-fn set_command_bit(cs: &mut impl ConfigSpace, bdf: Bdf, bit: u16, on: bool) -> Result<(), PciError> {
+/// Sets the Command bits in `mask` to `value` (the others kept), with one
+/// write, none when nothing changes.
+pub fn set_command(cs: &mut impl ConfigSpace, bdf: Bdf, mask: u16, value: u16) -> Result<(), PciError> {
     if !present(cs, bdf) {
         return Err(PciError::NotPresent(bdf));
     }
     let cmd = cs.read16(bdf, COMMAND);
-    let new = if on { cmd | bit } else { cmd & !bit };
+    let new = cmd & !mask | value & mask;
     if new != cmd {
         cs.write16(bdf, COMMAND, new);
     }
     Ok(())
+}
+
+fn set_command_bit(cs: &mut impl ConfigSpace, bdf: Bdf, bit: u16, on: bool) -> Result<(), PciError> {
+    set_command(cs, bdf, bit, if on { bit } else { 0 })
 }
 
 /// Turns Bus Master Enable on or off: whether the function may issue

@@ -21,7 +21,7 @@ pub(crate) mod synthetic;
 #[cfg(test)]
 mod tests;
 
-pub use control::{function_level_reset, set_bus_master, set_memory_decode};
+pub use control::{function_level_reset, set_bus_master, set_command, set_memory_decode};
 /// What enumeration finds, as plain data: the topology types live in the
 /// pure `devicetree` crate, which discovery, the policy and the offline
 /// checker share.

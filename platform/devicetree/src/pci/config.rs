@@ -63,6 +63,8 @@ pub mod regs {
     pub const CMD_MEMORY: u16 = 1 << 1;
     /// Command: Bus Master Enable.
     pub const CMD_BUS_MASTER: u16 = 1 << 2;
+    /// Command: INTx Emulation Disable.
+    pub const CMD_INTX_DISABLE: u16 = 1 << 10;
     /// Status: Capabilities List present.
     pub const STATUS_CAP_LIST: u16 = 1 << 4;
     /// Header Type: multi-function device.
