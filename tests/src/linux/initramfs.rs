@@ -132,6 +132,15 @@ impl Initramfs {
         Ok(bytes.len())
     }
 
+    /// Adds every entry of `other` (for files put together before the
+    /// script that uses them); a clash is refused as [`Initramfs::file`] does.
+    pub fn merge(&mut self, other: Initramfs) -> Result<&mut Initramfs, String> {
+        for (path, e) in other.entries {
+            self.add(&path, e)?;
+        }
+        Ok(self)
+    }
+
     /// The paths in the archive, in order.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
@@ -181,6 +190,7 @@ pub const APPLETS: &[&str] = &[
     "cmp",
     "md5sum",
     "sha256sum",
+    "sync",
     "uname",
     "nproc",
     "dmesg",
@@ -218,7 +228,7 @@ impl Guest {
     /// An initramfs with busybox (and its [`APPLETS`]), the probe module at
     /// [`PROBE_PATH`], the counter helper at [`TICKS_PATH`], `/dev/console`,
     /// and `/init`: [`PROLOGUE`], `mark init`, `body`, [`EPILOGUE`]. Add
-    /// more files (modules from [`Guest::modules`]) before writing it.
+    /// more files (modules with [`Guest::add_modules`](super::Guest::add_modules)) before writing it.
     pub fn initramfs(&self, body: &str) -> Result<Initramfs, String> {
         let mut r = Initramfs::new();
         for d in ["dev", "proc", "sys", "tmp", "lib/modules"] {

@@ -15,12 +15,15 @@
 //!
 //! [`build`] compiles the EL1 probe module (`tests/guest/probe`) and the
 //! counter helper (`tests/guest/ticks.c`) with that toolchain; [`initramfs`]
-//! writes the newc archive a scenario boots; [`console`] reads what the
-//! guest printed.
+//! writes the newc archive a scenario boots, [`modules`] puts Debian's
+//! modules into it and [`disk`] a disk's pattern and I/O script; [`console`]
+//! reads what the guest printed.
 
 pub mod build;
 pub mod console;
+pub mod disk;
 pub mod initramfs;
+pub mod modules;
 
 use crate::debian::{self, PrivateApt};
 use std::collections::BTreeMap;
@@ -257,77 +260,13 @@ fn fetch() -> Result<Guest, String> {
     from_manifest(&root)
 }
 
-/// A kernel module's name as the kernel compares them (`-` and `_` alike).
-fn module_key(name: &str) -> String {
-    name.replace('-', "_")
-}
-
-/// One kernel module, decompressed, ready for busybox `insmod`.
-#[derive(Clone, Debug)]
-pub struct Module {
-    /// Its name (`nvme-core`, the file's name without `.ko.xz`).
-    pub name: String,
-    /// The `.ko` bytes.
-    pub bytes: Vec<u8>,
-}
-
 impl Guest {
-    /// The modules `names` (as `modprobe` spells them: `nvme`, `vfio-pci`),
-    /// decompressed, each after the modules it depends on (its `.modinfo`
-    /// `depends=`): the order busybox `insmod` must load them in.
-    pub fn modules(&self, names: &[&str]) -> Result<Vec<Module>, String> {
-        let mut index = BTreeMap::new();
-        index_modules(&self.modules.join("kernel"), &mut index)?;
-        let mut out: Vec<Module> = Vec::new();
-        let mut visiting = Vec::new();
-        for n in names {
-            load_with_deps(n, &index, &mut out, &mut visiting)?;
-        }
-        Ok(out)
-    }
-
     /// Whether the kernel's configuration sets `option` (`CONFIG_ARM_SMMU_V3`)
     /// to `value` (`y`, `m`, a string with its quotes).
     pub fn config(&self, option: &str) -> Result<Option<String>, String> {
         let text = std::fs::read_to_string(&self.config).map_err(|e| format!("cannot read {}: {e}", self.config.display()))?;
         Ok(text.lines().find_map(|l| l.strip_prefix(option)?.strip_prefix('=')).map(String::from))
     }
-}
-
-/// Every `*.ko.xz` under `dir`, by [`module_key`].
-fn index_modules(dir: &Path, index: &mut BTreeMap<String, PathBuf>) -> Result<(), String> {
-    for e in std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))? {
-        let p = e.map_err(|e| e.to_string())?.path();
-        if p.is_dir() {
-            index_modules(&p, index)?;
-        } else if let Some(stem) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".ko.xz")) {
-            index.insert(module_key(stem), p);
-        }
-    }
-    Ok(())
-}
-
-fn load_with_deps(name: &str, index: &BTreeMap<String, PathBuf>, out: &mut Vec<Module>, visiting: &mut Vec<String>) -> Result<(), String> {
-    let key = module_key(name);
-    if out.iter().any(|m| module_key(&m.name) == key) {
-        return Ok(());
-    }
-    if visiting.contains(&key) {
-        return Err(format!("module dependencies loop: {} -> {name}", visiting.join(" -> ")));
-    }
-    let path = index.get(&key).ok_or_else(|| format!("the kernel has no module {name} (built in, or not built)"))?;
-    let packed = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    lzma_rs::xz_decompress(&mut std::io::Cursor::new(&packed), &mut bytes).map_err(|e| format!("{}: not xz: {e:?}", path.display()))?;
-    let depends = modinfo(&bytes, "depends").map_err(|e| format!("{}: {e}", path.display()))?;
-    visiting.push(key);
-    for dep in depends.iter().flat_map(|d| d.split(',')).filter(|d| !d.is_empty()) {
-        load_with_deps(dep, index, out, visiting)?;
-    }
-    visiting.pop();
-    let stem = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".ko.xz")).unwrap_or(name);
-    out.push(Module { name: stem.to_string(), bytes });
-    Ok(())
 }
 
 /// The values of `key` in a module's `.modinfo` section (`key=value`
@@ -371,12 +310,6 @@ mod tests {
         assert_eq!(m.get("release"), Ok("6.12.118+deb12-arm64"));
         assert!(m.get("version").is_err());
         assert_eq!(Manifest::parse(&m.text()), m);
-    }
-
-    #[test]
-    fn module_names_match_across_dash_and_underscore() {
-        assert_eq!(module_key("nvme-core"), module_key("nvme_core"));
-        assert_ne!(module_key("nvme"), module_key("nvme-core"));
     }
 
     #[test]

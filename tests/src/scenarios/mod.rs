@@ -6,6 +6,7 @@ mod image;
 mod irq;
 mod linux;
 pub mod linux_partition;
+pub mod linux_peer;
 mod ownership;
 mod partitions;
 mod smmu;
@@ -32,5 +33,6 @@ pub fn all() -> Vec<Scenario> {
     v.extend(two_smmus::scenarios());
     v.extend(linux::scenarios());
     v.extend(linux_partition::scenarios());
+    v.extend(linux_peer::scenarios());
     v
 }
