@@ -111,6 +111,10 @@ pub struct TestArgs {
     /// Host tests only, no QEMU scenarios
     #[arg(long)]
     pub host_only: bool,
+    /// QEMU scenarios only: no lints, host tests or production images
+    /// (while working on a scenario; CI runs everything)
+    #[arg(long, conflicts_with = "host_only")]
+    pub scenarios_only: bool,
     /// QEMU scenarios run at a time (by default one per CPU of this machine)
     #[arg(long, value_name = "N", default_value_t = cpus())]
     pub jobs: usize,

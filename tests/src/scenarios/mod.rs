@@ -6,6 +6,7 @@ mod image;
 mod irq;
 mod linux;
 pub mod linux_partition;
+mod linux_passthrough;
 pub mod linux_peer;
 mod ownership;
 mod partitions;
@@ -33,6 +34,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(two_smmus::scenarios());
     v.extend(linux::scenarios());
     v.extend(linux_partition::scenarios());
+    v.extend(linux_passthrough::scenarios());
     v.extend(linux_peer::scenarios());
     v
 }

@@ -1,0 +1,279 @@
+//! Debian's Linux drives a PCI device passed through to its partition
+//! (issue 17): its virtual PCI host (`partitions::vm::vpci`) shows only
+//! that function, Linux's own driver binds it, its BARs are mapped in the
+//! partition's stage 2, its INTx line is forwarded through the virtual GIC,
+//! and all of its DMA goes through the SMMU into the partition's memory —
+//! while the payload partition `net` aims its `edu` at that memory.
+//!
+//! - `linux-nvme`: partition `storage` (Linux, 2 vCPUs, 256 MiB) loads
+//!   Debian's `nvme` module for the NVMe at 00:02.0, writes 4 MiB of the
+//!   pattern ([`crate::linux::disk`]) and reads it back: both checksums are
+//!   the pattern's, computed on the host; the NVMe's interrupts were
+//!   counted by Linux; `net` verifies its own DMA and its attacks on
+//!   storage's memory are blocked. QEMU's trace: every translation of the
+//!   NVMe's StreamID lands in storage's memory, some happened, none in
+//!   bypass; `net`'s attacks are recorded as SMMU events.
+//! - `linux-virtio`: the same with a `virtio-blk-pci` created with
+//!   `iommu_platform=on,disable-legacy=on` (without them QEMU's virtio DMA
+//!   bypasses the IOMMU) driven by Linux's virtio driver.
+//! - `linux-nvme-release`: `net`, a manager, releases storage's NVMe group
+//!   while Linux writes to it: after the release's CMD_SYNC QEMU translates
+//!   nothing more for the NVMe's StreamID (its DMA aborts), the function
+//!   vanishes from storage's virtual PCI host, and the kernel and `net`
+//!   carry on; Linux may log I/O errors.
+
+use crate::dtb::Boot;
+use crate::linux::disk::{self, Bus, Disk, IO_BYTES};
+use crate::linux::initramfs::Initramfs;
+use crate::qemu::{Outcome, QemuConfig};
+use crate::scenario::{Checks, Ctx, Scenario, Witness};
+use crate::trace::{kind, TraceEvent};
+use std::time::Duration;
+
+/// Where the loader puts Debian's Image and the initramfs, and storage's RAM.
+const IMAGE_AT: u64 = 0x7000_0000;
+const IMAGE_ROOM: u64 = 0x0300_0000;
+const INITRD_AT: u64 = 0x7400_0000;
+const STORAGE_MEM: (u64, u64) = (0x5000_0000, 0x6000_0000);
+const NET_MEM: (u64, u64) = (0x4c00_0000, 0x4e00_0000);
+/// The disk at 00:02.0 (StreamID 0x10), net's edu at 00:01.0 (0x8).
+const DISK_ADDR: &str = "2.0";
+const DISK_SID: u64 = 0x10;
+const NET_SID: u64 = 0x8;
+/// The disk's INTx line: slot 2, INTA on QEMU virt's map = SPI 3 + (2 + 1 - 1) % 4 = SPI 5.
+const DISK_INTX: &str = "physical SPI 5 (INTID 37, level) forwarded to it";
+/// Where net's edu attacks storage's memory.
+const ATTACK: u64 = 0x5800_0000;
+/// The isolation group of the disk (QEMU virt: 00:00.0 is group 0, the
+/// edu 1, the disk 2).
+const DISK_GROUP: u32 = 2;
+
+fn overlay(initrd_size: u64, net_args: &str, net_manager: bool) -> String {
+    let rd = initrd_size.div_ceil(0x1000) * 0x1000;
+    let manager = if net_manager { "bulkhead,manager;" } else { "" };
+    format!(
+        r#"/*
+ * qemu-args: -device edu,dma_mask=0xffffffffffffffff,addr=1.0
+ */
+/dts-v1/;
+/plugin/;
+
+&{{/}} {{
+    partitions {{
+        compatible = "bulkhead,partitions";
+        #address-cells = <2>;
+        #size-cells = <2>;
+
+        storage: storage {{
+            compatible = "bulkhead,partition";
+            memory = <0x0 {mem:#x} 0x0 {size:#x}>;
+            bulkhead,image = <0x0 {IMAGE_AT:#x} 0x0 {IMAGE_ROOM:#x}>;
+            bulkhead,entry = <0x0 {mem:#x}>;
+            bulkhead,initrd = <0x0 {INITRD_AT:#x} 0x0 {rd:#x}>;
+            bulkhead,bootargs = "console=ttyAMA0 earlycon printk.devkmsg=on";
+            bulkhead,log-limit = <1000000 10>;
+        }};
+
+        net: net {{
+            compatible = "bulkhead,partition";
+            memory = <0x0 {nmem:#x} 0x0 0x02000000>;
+            bulkhead,image = <0x0 0x60100000 0x0 0x00100000>;
+            bulkhead,entry = <0x0 {nmem:#x}>;
+            bulkhead,bootargs = "{net_args}";
+            {manager}
+        }};
+    }};
+}};
+
+&{{/cpus/cpu@1}} {{ bulkhead,partition = <&net>; }};
+&{{/cpus/cpu@2}} {{ bulkhead,partition = <&storage>; }};
+&{{/cpus/cpu@3}} {{ bulkhead,partition = <&storage>; }};
+
+&{{/pcie@10000000}} {{
+    #address-cells = <3>;
+    #size-cells = <2>;
+
+    edu@1,0 {{
+        reg = <0x0800 0x0 0x0 0x0 0x0>;
+        bulkhead,partition = <&net>;
+    }};
+
+    disk@2,0 {{
+        reg = <0x1000 0x0 0x0 0x0 0x0>;
+        bulkhead,partition = <&storage>;
+    }};
+}};
+"#,
+        mem = STORAGE_MEM.0,
+        size = STORAGE_MEM.1 - STORAGE_MEM.0,
+        nmem = NET_MEM.0,
+    )
+}
+
+/// After the I/O: what Linux sees of PCI and how often the disk
+/// interrupted it.
+const AFTER_IO: &str = r#"echo "bulkhead-init: pci-devices $(ls /sys/bus/pci/devices | tr '\n' ' ')"
+echo "bulkhead-init: disk-irqs $(grep -E 'nvme|virtio' /proc/interrupts | tr -s ' ' | tr '\n' ';')""#;
+
+fn setup(ctx: &Ctx, bus: Bus, net_args: &str, manager: bool, extra: &str) -> Result<QemuConfig, String> {
+    setup_with(ctx, bus, net_args, manager, extra, "")
+}
+
+fn setup_with(ctx: &Ctx, bus: Bus, net_args: &str, manager: bool, extra: &str, bootargs: &str) -> Result<QemuConfig, String> {
+    let g = crate::linux::guest()?;
+    let mut files = Initramfs::new();
+    let insmod = g.add_modules(&mut files, bus.modules())?;
+    disk::add_pattern(&mut files, IO_BYTES)?;
+    let body = format!("mark disk-insmod\n{}\nmark disk-loaded\n{}\n{AFTER_IO}\n{extra}", insmod.join("\n"), disk::io_script(bus.device(), IO_BYTES));
+    let mut r = g.initramfs(&body)?;
+    r.merge(files)?;
+    let initrd = ctx.file("initramfs.cpio");
+    r.write(&initrd)?;
+    let size = std::fs::metadata(&initrd).map_err(|e| format!("{}: {e}", initrd.display()))?.len();
+    let d = Disk::create(&ctx.file("disk.img"), "disk0", bus, 16)?.at(DISK_ADDR);
+    let boot = Boot { partition: "storage".into(), image: g.image.clone(), initrd: Some(initrd) };
+    let cfg = QemuConfig { smp: 4, memory: "2G".into(), extra: d.qemu_args(), timeout: Duration::from_secs(400), ..QemuConfig::default() };
+    let dts = overlay(size, net_args, manager).replace("printk.devkmsg=on", &format!("printk.devkmsg=on{bootargs}"));
+    crate::dtb::with_overlay_files(cfg, &dts, &ctx.dir, &ctx.artifacts.payload, &[boot])
+}
+
+/// net: its own DMA across Linux's boot and I/O, then its edu at storage's memory.
+fn net_args() -> String {
+    format!("hello dma-loop=20000 dma-own attack=storage-ram:{ATTACK:#x} exit=0")
+}
+
+/// How long net (a manager) waits before it takes the disk's group from
+/// storage: Linux is in its write loop by then (it starts it about 30 s
+/// after power-on on 2 busy cores), which runs for about 45 s unless the
+/// disk goes away.
+const RELEASE_AFTER_MS: u64 = 40_000;
+
+/// storage, after the first I/O: 4 MiB writes to the disk, each flushed,
+/// until one fails (the disk released) or 150 have passed.
+const WRITE_LOOP: &str = r#"n=0
+while [ $n -lt 150 ]; do
+dd if=/lib/pattern.bin of=/dev/nvme0n1 bs=65536 count=64 conv=fsync 2>/dev/null || break
+n=$((n+1)); echo "bulkhead-init: write-loop $n"
+done
+echo "bulkhead-init: write-loop-end $n""#;
+
+/// storage's partition ID (the kernel numbers partitions in the merged
+/// tree's node order: net, then storage).
+const STORAGE_ID: u32 = 1;
+
+fn release_args() -> String {
+    format!("hello wait={RELEASE_AFTER_MS} release={DISK_GROUP}:{STORAGE_ID} dma-own exit=0")
+}
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario { name: "linux-nvme", setup: |ctx| setup(ctx, Bus::Nvme, &net_args(), false, ""), check: |o, c| check_io(o, c, Bus::Nvme) },
+        Scenario { name: "linux-virtio", setup: |ctx| setup(ctx, Bus::VirtioBlk, &net_args(), false, ""), check: |o, c| check_io(o, c, Bus::VirtioBlk) },
+        // Linux's NVMe timeouts short, so the I/O the release cuts off
+        // fails in seconds rather than after the default 30; no native
+        // multipath, which would requeue it forever once the controller
+        // is gone.
+        Scenario {
+            name: "linux-nvme-release",
+            setup: |ctx| {
+                setup_with(ctx, Bus::Nvme, &release_args(), true, WRITE_LOOP, " nvme_core.io_timeout=2 nvme_core.admin_timeout=2 nvme_core.multipath=N")
+            },
+            check: check_release,
+        },
+    ]
+}
+
+fn lines(o: &Outcome) -> impl Iterator<Item = &str> + Clone {
+    o.log.iter().map(|l| l.message.as_str())
+}
+
+fn guest_lines(o: &Outcome) -> impl Iterator<Item = &str> + Clone {
+    lines(o).filter_map(|l| l.strip_prefix("[storage] "))
+}
+
+fn sid(want: u64) -> impl Fn(&&TraceEvent) -> bool {
+    move |e| e.field("sid") == Some(want)
+}
+
+fn check_io(o: &Outcome, c: &mut Checks, bus: Bus) {
+    c.exit(o, 0);
+    c.log(o, "partition storage: arm64 Linux Image");
+    c.log(o, &format!("partition storage: {DISK_INTX}"));
+    c.that(guest_lines(o).any(|l| l.contains("Run /init as init process")), "Linux did not reach init");
+    c.no_log(o, "insmod-failed");
+    c.no_log(o, disk::MISSING);
+    // What Linux sees: one function, at 00:00.0 of its virtual host.
+    let seen = crate::linux::console::init_line(guest_lines(o), "pci-devices").unwrap_or("");
+    c.that(seen.split_whitespace().eq(["0000:00:00.0"]), format!("Linux sees PCI functions {seen:?}, expected only its disk at 0000:00:00.0"));
+    // The data: what it wrote is what it read, and what the host computed.
+    let (written, read) = disk::sums(guest_lines(o));
+    let want = disk::expected(IO_BYTES);
+    c.that(written.as_deref() == Some(want.as_str()), format!("the written checksum {written:?} is not the pattern's {want}"));
+    c.that(read.as_deref() == Some(want.as_str()), format!("the read-back checksum {read:?} is not the pattern's {want}"));
+    // Its interrupts came through the forwarded INTx line.
+    let irqs = crate::linux::console::init_line(guest_lines(o), "disk-irqs").unwrap_or("");
+    let counted: u64 = irqs.split(';').flat_map(|l| l.split_whitespace().skip(1).take(2)).filter_map(|n| n.parse::<u64>().ok()).sum();
+    c.that(counted > 0, format!("Linux counted no interrupt of its {bus:?} disk: {irqs:?}"));
+    // net: its own DMA went on, its attacks were blocked.
+    if let Some(l) = c.log(o, "[net] dma-loop: verified") {
+        c.that(l.contains("bad 0x0"), format!("net's DMA loop saw bad transfers: {l}"));
+    }
+    if let Some(l) = c.log(o, "[net] attack storage-ram ") {
+        c.that(l.contains(": read blocked (device got 0x"), format!("net's attack on storage's memory: {l}"));
+    }
+    c.no_log(o, "LEAKED");
+    c.no_log(o, "EXCEPTION");
+    c.no_log(o, "stopping this partition");
+    c.no_log(o, "dropped (rate limit)");
+    c.log(o, "all 2 partitions stopped, 0 failed");
+    // QEMU's record: the disk's DMA was translated, only into storage's
+    // memory; net's only into its own; net's attack faulted; no bypass.
+    let disk_dma: Vec<&TraceEvent> = o.trace.of(kind::TRANSLATE_SUCCESS).filter(sid(DISK_SID)).collect();
+    c.that(disk_dma.len() > 16, format!("QEMU translated {} DMA accesses of the disk: it did not do its I/O through the SMMU", disk_dma.len()));
+    for e in &disk_dma {
+        let pa = e.field("translated").unwrap_or(0);
+        c.that((STORAGE_MEM.0..STORAGE_MEM.1).contains(&pa), format!("QEMU translated the disk's DMA outside storage's memory: {}", e.args));
+    }
+    for e in o.trace.of(kind::TRANSLATE_SUCCESS).filter(sid(NET_SID)) {
+        let pa = e.field("translated").unwrap_or(0);
+        c.that((NET_MEM.0..NET_MEM.1).contains(&pa), format!("QEMU translated net's DMA outside its memory: {}", e.args));
+    }
+    c.that(o.trace.of(kind::EVENT).filter(sid(NET_SID)).count() > 0, "QEMU recorded no SMMU event for net's attack on storage's memory");
+    c.that(o.trace.of(kind::EVENT).filter(sid(DISK_SID)).count() == 0, "the disk's DMA faulted");
+    c.no_bypass(o);
+}
+
+fn check_release(o: &Outcome, c: &mut Checks) {
+    c.exit(o, 0);
+    c.log(o, &format!("partition storage: {DISK_INTX}"));
+    let at = |needle: &str| lines(o).position(|l| l.contains(needle));
+    // The release happened during the write loop and cut it short.
+    let release = at(&format!("[net] release group 0x{DISK_GROUP:x} from 0x{STORAGE_ID:x}: 0x0"));
+    let first_write = at("[storage] bulkhead-init: write-loop 1");
+    c.that(release.is_some(), "net's release of the disk's group was not reported as done");
+    c.that(
+        first_write.is_some() && first_write < release,
+        format!("Linux was not writing when the release came (first loop write at {first_write:?}, release at {release:?})"),
+    );
+    let end = crate::linux::console::init_line(guest_lines(o), "write-loop-end").and_then(|n| n.parse::<u32>().ok());
+    c.that(end.is_some_and(|n| n < 150), format!("the write loop ended after {end:?} writes: the release did not stop the disk"));
+    // The kernel and net carried on; storage ended on its own.
+    c.log(o, "[net] dma own 0x4c100000: ok, 64 bytes verified");
+    c.log(o, "partition net: exited with status 0");
+    c.log(o, "partition storage: PSCI SYSTEM_OFF, stopping it");
+    c.no_log(o, "EXCEPTION");
+    c.no_log(o, "failing closed");
+    c.log(o, "all 2 partitions stopped, 0 failed");
+    // QEMU: after the release's STE change, nothing more is translated for
+    // the disk (its DMA aborts); before it, it was.
+    let ev = &o.trace.events;
+    let last_cfgi = ev.iter().rposition(|e| kind::CFGI_STE.matches(e) && e.field("streamid") == Some(DISK_SID));
+    c.that(last_cfgi.is_some(), "QEMU saw no STE change for the disk");
+    if let Some(at) = last_cfgi {
+        let disk = |e: &TraceEvent| e.field("sid") == Some(DISK_SID);
+        let before = |e: &TraceEvent| disk(e) && o.trace.index_of(e).is_some_and(|i| i < at);
+        let after = |e: &TraceEvent| disk(e) && o.trace.index_of(e).is_some_and(|i| i > at);
+        c.none_of(o, kind::TRANSLATE_SUCCESS, "translation of the disk's DMA after its release", after, Witness::InRun("of the disk's DMA before it", &before));
+    }
+    c.no_bypass(o);
+}
