@@ -34,6 +34,10 @@ pub mod kind {
     pub const CFGI_STE: Kind = Kind { what: "STE invalidation", names: &["smmuv3_cmdq_cfgi_ste"] };
     /// A command consumed: `<--- CMD_SYNC`.
     pub const CMDQ_OPCODE: Kind = Kind { what: "command consumed", names: &["smmuv3_cmdq_opcode"] };
+    /// A write to the PL011's registers (`addr 0x000 value 0x00000041 reg
+    /// DR`: a character sent). Not traced unless a run asks for it; in the
+    /// same log as the SMMU's events, it places console lines among them.
+    pub const UART_WRITE: Kind = Kind { what: "PL011 register write", names: &["pl011_write"] };
     /// An SMMU register write: `addr: 0x44 val:0x80100000 size: 0x4(0)`.
     pub const WRITE_MMIO: Kind = Kind { what: "SMMU register write", names: &["smmuv3_write_mmio"] };
 }
@@ -97,7 +101,7 @@ impl Trace {
                 _ => line,
             };
             let (name, args) = body.split_once(' ').unwrap_or((body, ""));
-            if name.starts_with("smmu") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            if (name.starts_with("smmu") || kind::UART_WRITE.names.contains(&name)) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 t.events.push(TraceEvent { name: name.to_string(), args: args.trim().to_string() });
             } else if !line.trim().is_empty() {
                 t.other.push(line.to_string());
@@ -146,6 +150,26 @@ impl Trace {
         self.named(name).count()
     }
 
+    /// The console lines the PL011 sent (characters written to its data
+    /// register, UARTDR at offset 0), each with the index in
+    /// [`Trace::events`] of the write that ended it (its `\n`); `\r` dropped.
+    /// Empty unless the run traced [`kind::UART_WRITE`].
+    pub fn uart_lines(&self) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        let mut line = Vec::new();
+        for (i, e) in self.events.iter().enumerate() {
+            if !kind::UART_WRITE.matches(e) || e.field("addr") != Some(0) {
+                continue;
+            }
+            match e.field("value").map(|v| (v & 0xff) as u8) {
+                Some(b'\n') => out.push((i, String::from_utf8_lossy(&std::mem::take(&mut line)).into_owned())),
+                Some(b'\r') | None => {}
+                Some(c) => line.push(c),
+            }
+        }
+        out
+    }
+
     /// MMIO writes to the SMMU's registers: (offset, value).
     pub fn mmio_writes(&self) -> Vec<(u64, u64)> {
         self.of(kind::WRITE_MMIO).filter_map(|e| Some((e.field("addr")?, e.field("val")?))).collect()
@@ -167,5 +191,20 @@ mod tests {
         assert_eq!(t.mmio_writes(), vec![(0x44, 0x8010_0000)]);
         assert_eq!(t.count("smmuv3_cmdq_opcode"), 1);
         assert_eq!(t.other.len(), 1);
+    }
+
+    #[test]
+    fn console_lines_are_placed_among_the_events() {
+        let mut text = String::from("pl011_write addr 0x030 value 0x00000301 reg CR\n");
+        for c in "hi\r\n".bytes() {
+            text.push_str(&format!("pl011_write addr 0x000 value 0x{c:08x} reg DR\n"));
+        }
+        text.push_str("smmuv3_write_mmio addr: 0x20 val:0x1 size: 0x4(0)\n");
+        for c in "ok\n".bytes() {
+            text.push_str(&format!("pl011_write addr 0x000 value 0x{c:08x} reg DR\n"));
+        }
+        let t = Trace::parse(&text);
+        assert_eq!(t.uart_lines(), vec![(4, "hi".to_string()), (8, "ok".to_string())]);
+        assert_eq!(t.mmio_writes(), vec![(0x20, 1)]);
     }
 }

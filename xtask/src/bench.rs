@@ -29,6 +29,7 @@ mod boot;
 mod dma;
 mod linux;
 mod memory;
+mod peer;
 mod reassign;
 mod scale;
 mod storm;
@@ -336,14 +337,13 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Runs the benchmark of `plan` on `artifacts` (built with [`LOG_LEVEL`]).
-pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) + Sync)) -> Result<Report, String> {
-    // Private copies: other builds in the same target directory (another
-    // log level, another change) must not swap the kernel between runs or
-    // under the log decoder.
-    let root = bench_root(plan.smoke);
-    std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    let artifacts = &Artifacts { kernel: root.join("kernel.elf"), selftest_kernel: root.join("kernel-selftest.elf"), payload: root.join("payload.bin") };
+/// Copies of the built images in `root`, the kernel ELF's bytes and the
+/// log decoders: other builds in the same target directory (another log
+/// level, another change) must not swap the kernel between runs or under
+/// the log decoder.
+fn private_copies(root: &Path, built: &Artifacts) -> Result<(Artifacts, Vec<u8>, bulkhead_tests::Decoders), String> {
+    std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    let artifacts = Artifacts { kernel: root.join("kernel.elf"), selftest_kernel: root.join("kernel-selftest.elf"), payload: root.join("payload.bin") };
     for (from, to) in [(&built.kernel, &artifacts.kernel), (&built.selftest_kernel, &artifacts.selftest_kernel), (&built.payload, &artifacts.payload)] {
         std::fs::copy(from, to).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
     }
@@ -351,7 +351,53 @@ pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) 
     if !elf.windows(16).any(|w| w == b"milestone {=str}") {
         return Err(format!("{} has no debug-level milestone lines: build it with DEFMT_LOG={LOG_LEVEL}", built.kernel.display()));
     }
-    let decoders = bulkhead_tests::Decoders::load(artifacts)?;
+    let decoders = bulkhead_tests::Decoders::load(&artifacts)?;
+    Ok((artifacts, elf, decoders))
+}
+
+/// Round trips of the peer section's reassignment run.
+const PEER_ROUND_TRIPS: u64 = 2;
+
+/// `--peer linux`: bulkhead's demo boot and a one-StreamID reassignment,
+/// and Debian's Linux bare with its own SMMU driver ([`peer`]); only the
+/// peer section's figures.
+pub fn collect_peer(built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) + Sync)) -> Result<Report, String> {
+    let root = bulkhead_tests::work_dir().join("bench-peer");
+    let (artifacts, _elf, decoders) = private_copies(&root, built)?;
+    let artifacts = &artifacts;
+    let strtab = reassign::Strtab::TwoLevel;
+    let runs = vec![
+        Run::new(&root, "boot-demo", true, |d| boot::setup(d, artifacts)),
+        Run::new(&root, "reassign-1", true, |d| reassign::setup(d, artifacts, 1, strtab, PEER_ROUND_TRIPS)),
+        Run::new(&root, "linux-peer", true, bulkhead_tests::scenarios::linux_peer::peer_bare),
+    ];
+    let mut it = run_all(artifacts, &decoders, &runs, jobs, log).into_iter();
+    let mut next = || it.next().unwrap_or_else(|| Err("not run".into()));
+    let (demo, moves, linux) = (next(), next(), next());
+    let milestone = |name: &str| demo.as_ref().ok().filter(|o| o.status == Some(0)).and_then(|o| boot::milestones(o).0.get(name).copied());
+    let (abort, isolation) = (milestone("abort"), milestone("isolation"));
+    // The reassignment section's own counts, read back from its figures.
+    let mut scratch = Report::default();
+    reassign::report(&moves, 1, strtab, PEER_ROUND_TRIPS, &mut scratch, &mut Vec::new());
+    let cost_of = |prefix: &str| {
+        let f = scratch.figures.iter().find(|f| f.name.starts_with(prefix))?;
+        let commands = f.extra.iter().find(|(k, _)| k == "commands")?.1;
+        Some(reassign::Cost { commands: commands as u64, syncs: f.value? as u64 })
+    };
+    let ours = (cost_of("Release, group of 1 "), cost_of("Assign, group of 1 "));
+    let mut report = Report::default();
+    peer::report(&linux, abort, isolation, ours, &mut report);
+    Ok(report)
+}
+
+/// Runs the benchmark of `plan` on `artifacts` (built with [`LOG_LEVEL`]).
+pub fn collect(plan: &Plan, built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) + Sync)) -> Result<Report, String> {
+    // Private copies: other builds in the same target directory (another
+    // log level, another change) must not swap the kernel between runs or
+    // under the log decoder.
+    let root = bench_root(plan.smoke);
+    let (artifacts, elf, decoders) = private_copies(&root, built)?;
+    let artifacts = &artifacts;
     let mut runs = vec![Run::new(&root, "boot-demo", true, |d| boot::setup(d, artifacts))];
     for &(k, f) in &plan.reassign {
         runs.push(Run::new(&root, &format!("reassign-{k}{}", f.suffix()), true, move |d| reassign::setup(d, artifacts, k, f, plan.round_trips)));
@@ -613,6 +659,17 @@ pub struct Args {
     /// QEMUs run at a time
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub jobs: usize,
+    /// Only the side-by-side with another system's SMMU driver on the same
+    /// machine (`linux`: Debian's kernel bare, its arm-smmu-v3 driver)
+    #[arg(long, value_enum, value_name = "SYSTEM")]
+    pub peer: Option<PeerSystem>,
+}
+
+/// What `--peer` compares bulkhead with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeerSystem {
+    /// Debian's Linux bare on QEMU, its own arm-smmu-v3 driver owning the SMMU.
+    Linux,
 }
 
 /// The default JSON path (the smoke pass keeps its own).
@@ -637,9 +694,16 @@ pub fn cmd(a: &Args) -> Result<ExitCode, String> {
     let started = Instant::now();
     let artifacts = crate::build_all(&KernelOpts { log_level: LOG_LEVEL.into(), debug: false })?;
     let plan = if a.smoke { Plan::smoke() } else { Plan::full() };
-    let report = collect(&plan, &artifacts, a.jobs, &|l| eprintln!("{l}"))?;
+    let report = match a.peer {
+        Some(PeerSystem::Linux) => collect_peer(&artifacts, a.jobs, &|l| eprintln!("{l}"))?,
+        None => collect(&plan, &artifacts, a.jobs, &|l| eprintln!("{l}"))?,
+    };
     let doc = to_json(&plan, &report, started.elapsed());
-    let path = a.json.clone().unwrap_or_else(|| default_json(a.smoke));
+    let path = match (&a.json, a.peer) {
+        (Some(p), _) => p.clone(),
+        (None, Some(_)) => bulkhead_tests::work_dir().join("bench-peer.json"),
+        (None, None) => default_json(a.smoke),
+    };
     let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     std::fs::write(&path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     print!("{}", render(&doc, a.markdown));

@@ -223,6 +223,9 @@ mod tests {
 
         let Cmd::Bench(b) = parse("cargo xtask bench --from target/bulkhead/bench.json --markdown").unwrap() else { panic!() };
         assert_eq!((b.from, b.markdown, b.smoke, b.jobs), (Some(PathBuf::from("target/bulkhead/bench.json")), true, false, 1));
+        let Cmd::Bench(b) = parse("cargo xtask bench --peer linux").unwrap() else { panic!() };
+        assert_eq!(b.peer, Some(crate::bench::PeerSystem::Linux));
+        assert!(parse("cargo xtask bench --peer windows").is_err());
         let Cmd::Bench(b) = parse("cargo xtask bench --smoke --json x.json --jobs 2").unwrap() else { panic!() };
         assert_eq!((b.smoke, b.json, b.jobs), (true, Some(PathBuf::from("x.json")), 2));
 

@@ -24,6 +24,8 @@ const PROBE_SOURCES: &[&str] = &["Kbuild", "bulkhead_probe.c"];
 pub const PROBE_MODULE: &str = "bulkhead_probe.ko";
 /// The helper's source, in `tests/guest`.
 const TICKS_SOURCE: &str = "ticks.c";
+/// The VFIO helper's source, in `tests/guest`.
+const VFIO_CLAIM_SOURCE: &str = "vfio_claim.c";
 /// Records which kernel a build directory was built for.
 const STAMP: &str = "built-for";
 
@@ -31,6 +33,7 @@ const STAMP: &str = "built-for";
 pub fn all(mut g: Guest) -> Result<Guest, String> {
     g.probe = probe(&g)?;
     g.ticks = ticks(&g)?;
+    g.vfio_claim = vfio_claim(&g)?;
     Ok(g)
 }
 
@@ -133,19 +136,30 @@ pub fn probe(g: &Guest) -> Result<PathBuf, String> {
 
 /// The counter helper: a static arm64 program, no C library.
 pub fn ticks(g: &Guest) -> Result<PathBuf, String> {
+    helper(g, TICKS_SOURCE, "ticks")
+}
+
+/// The VFIO helper (`tests/guest/vfio_claim.c`): claims a VFIO group for a
+/// moment, so Linux moves it to its blocking domain and back.
+pub fn vfio_claim(g: &Guest) -> Result<PathBuf, String> {
+    helper(g, VFIO_CLAIM_SOURCE, "vfio_claim")
+}
+
+/// A static arm64 program without a C library, from one source in `tests/guest`.
+fn helper(g: &Guest, source: &str, name: &str) -> Result<PathBuf, String> {
     let src = sources();
-    let out = cache_dir().join("build").join("ticks");
-    if up_to_date(g, &src, &[TICKS_SOURCE], &out, "ticks") {
-        return Ok(out.join("ticks"));
+    let out = cache_dir().join("build").join(name);
+    if up_to_date(g, &src, &[source], &out, name) {
+        return Ok(out.join(name));
     }
-    fresh_copy(&src, &[TICKS_SOURCE], &out)?;
+    fresh_copy(&src, &[source], &out)?;
     let log = out.join("build.log");
-    let exe = out.join("ticks");
+    let exe = out.join(name);
     let mut cc = tool(g, &format!("{CROSS}{}", g.gcc));
     cc.args(["-static", "-nostdlib", "-ffreestanding", "-fno-stack-protector", "-fno-pie", "-no-pie", "-O2", "-Wall", "-Werror", "-s", "-o"])
         .arg(&exe)
-        .arg(out.join(TICKS_SOURCE));
-    run_logged("building the ticks helper", &mut cc, &log)?;
+        .arg(out.join(source));
+    run_logged(&format!("building the {name} helper"), &mut cc, &log)?;
     std::fs::write(out.join(STAMP), &g.release).map_err(|e| e.to_string())?;
     Ok(exe)
 }

@@ -68,6 +68,8 @@ pub struct Guest {
     pub probe: PathBuf,
     /// The counter helper ([`build::ticks`]).
     pub ticks: PathBuf,
+    /// The VFIO helper ([`build::vfio_claim`]).
+    pub vfio_claim: PathBuf,
 }
 
 /// The guest, fetched and built the first time (in this process: once; on
@@ -114,6 +116,7 @@ fn from_manifest(root: &Path) -> Result<Guest, String> {
         root: root.to_path_buf(),
         probe: PathBuf::new(),
         ticks: PathBuf::new(),
+        vfio_claim: PathBuf::new(),
         release,
     };
     for p in [&g.image, &g.config, &g.modules, &g.busybox] {
