@@ -29,6 +29,9 @@ pub struct GuestDevice {
     pub reg: Vec<(u64, u64)>,
     /// For a PCI function: where it sits on the host's buses.
     pub pci: Option<(u8, u8, u8)>,
+    /// Its interrupts (GIC SPIs, the partition's own: the virtual GIC
+    /// shows physical SPI n as virtual SPI n), as `interrupts` when any.
+    pub irqs: Vec<devicetree::dt::Irq>,
 }
 
 /// The partition's virtual PCI host bridge ([`crate::vm::vpci`]) as its
@@ -122,9 +125,14 @@ fn board_nodes(p: &PartitionPlan, root: &mut DeviceTreeNode) {
     let mut uart = DeviceTreeNode::new_unchecked(format!("uart@{UART_BASE:x}"));
     uart.add_property(prop("compatible", "arm,sbsa-uart"));
     uart.add_property(prop("reg", u64_cells(&[UART_BASE, crate::vm::vuart::WINDOW])));
-    uart.add_property(prop("interrupts", [GIC_SPI, UART_INTID - 32, LEVEL_HIGH]));
+    uart.add_property(prop("interrupts", [GIC_SPI, p.uart_intid.saturating_sub(32), LEVEL_HIGH]));
     uart.add_property(prop("current-speed", 115_200u32));
     root.add_child(uart);
+}
+
+/// GIC binding specifiers (SPI, number, trigger) of `irqs`, which are SPIs.
+fn spi_specifiers(irqs: &[devicetree::dt::Irq]) -> Vec<u32> {
+    irqs.iter().flat_map(|i| [GIC_SPI, i.intid.saturating_sub(32), if i.edge { EDGE_RISING } else { LEVEL_HIGH }]).collect()
 }
 
 /// Serialises the partition's DTB; `pci` its virtual PCI host, if it owns
@@ -178,6 +186,9 @@ pub fn build(p: &PartitionPlan, devices: &[GuestDevice], pci: Option<&GuestPci>,
         if let Some((b, dv, f)) = d.pci {
             n.add_property(prop("bulkhead,pci-bdf", [u32::from(b), u32::from(dv), u32::from(f)]));
         }
+        if !d.irqs.is_empty() {
+            n.add_property(prop("interrupts", spi_specifiers(&d.irqs)));
+        }
         bus.add_child(n);
     }
     root.add_child(bus);
@@ -229,9 +240,15 @@ mod tests {
             groups: vec![],
             devices: vec![],
             irqs: vec![],
+            uart_intid: crate::vm::board::UART_INTID,
         };
-        let edu =
-            GuestDevice { name: "edu@10000000".into(), compatible: vec!["pci1234,11e8".into()], reg: vec![(0x1000_0000, 0x10_0000)], pci: Some((0, 1, 0)) };
+        let edu = GuestDevice {
+            name: "edu@10000000".into(),
+            compatible: vec!["pci1234,11e8".into()],
+            reg: vec![(0x1000_0000, 0x10_0000)],
+            pci: Some((0, 1, 0)),
+            irqs: vec![],
+        };
         let pci = GuestPci {
             windows: vec![devicetree::pci::Window { cpu: PhysAddr(0x1000_0000), pci: 0x1000_0000, size: 0x2eff_0000, prefetchable: false, mem64: false }],
             coherent: true,
@@ -269,5 +286,47 @@ mod tests {
         assert!(host.property("dma-coherent").is_some());
         assert!(host.property("msi-parent").is_none() && host.property("iommu-map").is_none());
         assert_eq!(chosen.property("linux,pci-probe-only").unwrap().value(), &[0, 0, 0, 1]);
+        assert!(edu.property("interrupts").is_none(), "no interrupts, no property");
+        let uart = root.child("uart@9000000").unwrap();
+        assert_eq!(uart.property("interrupts").unwrap().value(), &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 4], "SPI 1 (INTID 33), level");
+    }
+
+    /// A device's SPIs as 3-cell GIC specifiers (the physical numbers,
+    /// edge rising or level high), and the console moved off an owned line.
+    #[test]
+    fn devices_carry_their_interrupts() {
+        use devicetree::dt::Irq;
+        let p = PartitionPlan {
+            id: PartitionId(0),
+            name: "io".into(),
+            memory: vec![Region { base: PhysAddr(0x4800_0000), size: 0x400_0000 }],
+            image: None,
+            initrd: None,
+            bootargs: String::new(),
+            manager: false,
+            fault_limit: DEFAULT_FAULT_LIMIT,
+            log_limit: crate::budget::DEFAULT_LOG_LIMIT,
+            dma_p2p: false,
+            cpus: vec![1],
+            groups: vec![],
+            devices: vec![],
+            irqs: vec![],
+            uart_intid: 35,
+        };
+        let dma = GuestDevice {
+            name: "dma@9100000".into(),
+            compatible: vec!["vendor,dma".into()],
+            reg: vec![(0x910_0000, 0x1000)],
+            pci: None,
+            irqs: vec![Irq { intid: 33, edge: false }, Irq { intid: 34, edge: true }],
+        };
+        let blob = build(&p, &[dma], None, None, 0);
+        let fdt = Fdt::new(&blob).unwrap();
+        let root = fdt.root();
+        let dma = root.child("devices").unwrap().child("dma@9100000").unwrap();
+        let cells: Vec<u32> = dma.property("interrupts").unwrap().value().chunks(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+        assert_eq!(cells, [0, 1, 4, 0, 2, 1], "SPI 1 level high, SPI 2 edge rising");
+        let uart = root.child("uart@9000000").unwrap();
+        assert_eq!(uart.property("interrupts").unwrap().value()[4..8], [0, 0, 0, 3], "the console on SPI 3 (INTID 35)");
     }
 }

@@ -12,8 +12,10 @@
 use crate::binding::Region;
 use crate::groups::Groups;
 use crate::topology::{self as model, Topology};
-use crate::validate::Hardware;
+use crate::validate::{Hardware, KernelIrq};
+use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use devicetree::discovery::DEFAULT_SID_BITS;
 use devicetree::memmap::{MemoryMap, Reservation};
 use devicetree::pci::HostTopology;
@@ -64,7 +66,29 @@ pub fn hardware(m: &Machine, map: &MemoryMap, placed: Placement, boot_cpu: u64, 
         boot_cpu,
         topology,
         groups,
+        kernel_irqs: kernel_irqs(m),
     }
+}
+
+/// The SPIs the kernel's own devices raise: every enabled SMMU's
+/// interrupts (the kernel takes eventq and gerror; priq, cmdq-sync and
+/// combined are the SMMU's lines all the same) and its console's.
+pub fn kernel_irqs(m: &Machine) -> Vec<KernelIrq> {
+    let mut out: Vec<KernelIrq> = Vec::new();
+    let mut keep = |irq: Option<devicetree::dt::Irq>, user: &dyn Fn() -> String| {
+        if let Some(i) = irq.filter(|i| i.intid >= 32 && !out.iter().any(|k| k.intid == i.intid)) {
+            out.push(KernelIrq { intid: i.intid, user: user() });
+        }
+    };
+    for s in &m.smmus {
+        for (name, irq) in [("eventq", s.eventq), ("priq", s.priq), ("cmdq-sync", s.cmdq_sync), ("gerror", s.gerror), ("combined", s.combined)] {
+            keep(irq, &|| format!("the {name} interrupt of SMMU {}", s.name.as_str()));
+        }
+    }
+    for &irq in &m.console_spis {
+        keep(Some(irq), &|| String::from("the kernel's console UART"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -135,6 +159,35 @@ mod tests {
         assert_eq!(t.platform[0].iommus[0].sid, 0x42);
         let g = crate::groups::compute(&t);
         assert_eq!(g.group_of(model::DeviceRef::Pci { host: 0, function: 2 }).map(|g| g.devices.len()), Some(2), "dma alias");
+    }
+
+    /// The kernel keeps its SMMUs' SPIs (every named one, each once) and
+    /// its console's; a PPI is no line to keep.
+    #[test]
+    fn the_kernel_keeps_its_smmus_and_consoles_lines() {
+        let blob = dtb(r#"/dts-v1/;
+/ { #address-cells = <2>; #size-cells = <2>; interrupt-parent = <&gic>;
+    chosen { stdout-path = "/pl011@9000000"; };
+    cpus { #address-cells = <1>; #size-cells = <0>; cpu@0 { device_type = "cpu"; reg = <0>; }; };
+    gic: intc@8000000 { compatible = "arm,gic-v3"; #interrupt-cells = <3>; interrupt-controller;
+        reg = <0 0x8000000 0 0x10000 0 0x80a0000 0 0xf60000>; };
+    pl011@9000000 { compatible = "arm,pl011"; reg = <0 0x9000000 0 0x1000>; interrupts = <0 1 4 1 9 4>; };
+    iommu@9050000 { compatible = "arm,smmu-v3"; reg = <0 0x9050000 0 0x20000>; #iommu-cells = <1>;
+        interrupts = <0 74 1 0 75 1 0 77 1 0 76 1>; interrupt-names = "eventq", "priq", "cmdq-sync", "gerror"; };
+};"#);
+        let m = Machine::read(&DeviceTree::parse(&blob).unwrap()).unwrap();
+        let kept = kernel_irqs(&m);
+        let k: Vec<(u32, &str)> = kept.iter().map(|k| (k.intid, k.user.as_str())).collect();
+        assert_eq!(
+            k,
+            [
+                (106, "the eventq interrupt of SMMU iommu@9050000"),
+                (107, "the priq interrupt of SMMU iommu@9050000"),
+                (109, "the cmdq-sync interrupt of SMMU iommu@9050000"),
+                (108, "the gerror interrupt of SMMU iommu@9050000"),
+                (33, "the kernel's console UART"),
+            ]
+        );
     }
 
     #[test]

@@ -248,6 +248,7 @@ mod tests {
             groups,
             devices: vec![],
             irqs: vec![],
+            uart_intid: crate::vm::board::UART_INTID,
         };
         Plan { partitions: vec![p(0, true, vec![GroupId(1)]), p(1, false, vec![GroupId(2)])], blocked: vec![GroupId(0)] }
     }

@@ -41,6 +41,18 @@ pub struct Hardware {
     pub topology: Topology,
     /// Their isolation groups.
     pub groups: Groups,
+    /// The GIC SPIs the kernel's own devices raise (its SMMUs' queue and
+    /// error interrupts, its console's): no partition is given them.
+    pub kernel_irqs: Vec<KernelIrq>,
+}
+
+/// An interrupt line the kernel keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelIrq {
+    /// Its INTID (an SPI).
+    pub intid: u32,
+    /// Whose it is, for messages ("the eventq interrupt of SMMU smmu@9050000").
+    pub user: String,
 }
 
 /// One partition as it will be built.
@@ -74,8 +86,14 @@ pub struct PartitionPlan {
     /// stay with the kernel).
     pub devices: Vec<DeviceRef>,
     /// The physical interrupt lines its devices raise (sorted by INTID,
-    /// each once): forwarded to it, never to anyone else.
+    /// each once): forwarded to it, never to anyone else. The virtual GIC
+    /// shows physical SPI n as virtual SPI n.
     pub irqs: Vec<OwnedIrq>,
+    /// The INTID of its virtual console UART's interrupt
+    /// ([`crate::vm::board::UART_INTID`] unless one of `irqs` is that
+    /// line; then the lowest SPI none of them is): the virtual GIC raises
+    /// it, its DT names it.
+    pub uart_intid: u32,
 }
 
 /// A physical interrupt line a partition owns.
@@ -220,27 +238,63 @@ pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
             cpus: core::mem::take(&mut cpus[i]),
             groups: core::mem::take(&mut groups[i]),
             irqs: owned_irqs(&hw.topology, &devices[i]),
+            uart_intid: 0,
             devices: core::mem::take(&mut devices[i]),
         });
+        if let Some(p) = plan.partitions.last_mut() {
+            p.uart_intid = uart_intid(&p.irqs);
+        }
     }
     let owned: BTreeSet<GroupId> = plan.partitions.iter().flat_map(|p| p.groups.iter().copied()).collect();
     plan.blocked = hw.groups.groups.iter().map(|g| g.id).filter(|id| !owned.contains(id)).collect();
     Ok(plan)
 }
 
-/// The interrupt lines `devices` raise: each PCI function's INTx line
-/// (through its host's `interrupt-map` and the swizzle), by INTID.
+/// The interrupt lines `devices` raise ([`lines_of`]), by INTID, each
+/// once (with the first device that raises it).
 pub fn owned_irqs(topo: &Topology, devices: &[DeviceRef]) -> Vec<OwnedIrq> {
     let mut out: Vec<OwnedIrq> = Vec::new();
     for &d in devices {
-        let DeviceRef::Pci { host, function } = d else { continue };
-        let Some(irq) = topo.hosts.get(host).and_then(|h| h.bus.intx(function, &h.bridge.intx)) else { continue };
-        if irq.intid >= 32 && !out.iter().any(|o| o.irq.intid == irq.intid) {
-            out.push(OwnedIrq { irq, device: d });
+        for (irq, _) in lines_of(topo, d) {
+            if !out.iter().any(|o| o.irq.intid == irq.intid) {
+                out.push(OwnedIrq { irq, device: d });
+            }
         }
     }
     out.sort_by_key(|o| o.irq.intid);
     out
+}
+
+/// The virtual console's INTID for a partition owning `irqs`: the virtual
+/// board's [`UART_INTID`](crate::vm::board::UART_INTID) where it is free,
+/// else the lowest SPI it does not own. A physical line keeps its number
+/// in the virtual GIC (so the partition's DT, the kernel's forwarding and
+/// the device's own documentation agree), so the one virtual line moves
+/// instead; refusing SPI 1 would refuse real boards' devices for a
+/// choice of our own.
+fn uart_intid(irqs: &[OwnedIrq]) -> u32 {
+    let owned = |i: u32| irqs.iter().any(|o| o.irq.intid == i);
+    let wanted = crate::vm::board::UART_INTID;
+    // At most `irqs.len()` of the SPIs from `wanted` on are taken.
+    (wanted..1020).find(|&i| !owned(i)).unwrap_or(wanted)
+}
+
+/// The GIC SPIs device `d` raises, each with how, for messages: a PCI
+/// function its INTx line (through its host's `interrupt-map` and the
+/// swizzle), a platform device the SPIs of its `interrupts`.
+fn lines_of(topo: &Topology, d: DeviceRef) -> Vec<(devicetree::dt::Irq, String)> {
+    match d {
+        DeviceRef::Pci { host, function } => {
+            let Some(h) = topo.hosts.get(host) else { return Vec::new() };
+            let pin = h.bus.functions.get(function).map_or(0, |f| f.interrupt_pin);
+            let irq = h.bus.intx(function, &h.bridge.intx).filter(|i| i.intid >= 32);
+            irq.map(|i| (i, format!("INT{} on SPI {}", char::from(b'A' + pin.saturating_sub(1)), i.intid - 32))).into_iter().collect()
+        }
+        DeviceRef::Platform(i) => {
+            let Some(m) = topo.platform.get(i) else { return Vec::new() };
+            m.interrupts.iter().map(|&irq| (irq, format!("SPI {} (interrupts)", irq.intid - 32))).collect()
+        }
+    }
 }
 
 /// A short description of a device for messages.
@@ -346,39 +400,52 @@ fn assign_devices(cfg: &Config, hw: &Hardware) -> Result<(Vec<Vec<GroupId>>, Vec
         groups[part].push(g.id);
         devices[part].extend(members.iter().filter_map(|&i| named.get(i)).map(|(d, _, _)| *d));
     }
-    shared_intx(cfg, topo, &named)?;
+    interrupt_lines(cfg, hw, &named)?;
     Ok((groups, devices))
 }
 
 /// Interrupt lines are resources like memory: two partitions never share
-/// one. Refuses the first PCI function (in assignment order) whose INTx
-/// line, through its host's `interrupt-map` and the swizzle, is another
-/// partition's function's.
-fn shared_intx(cfg: &Config, topo: &Topology, named: &[(DeviceRef, usize, &str)]) -> Result<(), ConfigError> {
+/// one, and none is given a line the kernel keeps. Refuses the first
+/// device (in assignment order) with an interrupt whose owner could not
+/// be kept to one partition ([`NotForwardable::refused`]: a PPI, an
+/// undecoded GIC specifier, a missing parent), or raising a line of the
+/// kernel's or of another partition's device: a PCI function's INTx line
+/// or a platform device's SPIs. Interrupts to another controller are not
+/// forwarded and not refused.
+///
+/// [`NotForwardable::refused`]: devicetree::discovery::NotForwardable::refused
+fn interrupt_lines(cfg: &Config, hw: &Hardware, named: &[(DeviceRef, usize, &str)]) -> Result<(), ConfigError> {
+    let topo = &hw.topology;
     let mut lines: BTreeMap<u32, (usize, DeviceRef, &str)> = BTreeMap::new();
     for &(d, part, path) in named {
-        let DeviceRef::Pci { host, function } = d else { continue };
-        let Some(h) = topo.hosts.get(host) else { continue };
-        let Some(irq) = h.bus.intx(function, &h.bridge.intx) else { continue };
-        match lines.get(&irq.intid) {
-            Some(&(other, od, opath)) if other != part => {
-                let pin = h.bus.functions.get(function).map_or(0, |f| f.interrupt_pin);
+        if let Some(why) = topo.platform_device(d).and_then(|m| m.unforwardable).filter(|w| w.refused()) {
+            return Err(refuse(path, "bulkhead,partition", format!("{} cannot be given to a partition: {why}", describe(topo, d))));
+        }
+        for (irq, how) in lines_of(topo, d) {
+            if let Some(k) = hw.kernel_irqs.iter().find(|k| k.intid == irq.intid) {
                 return Err(refuse(
                     path,
                     "bulkhead,partition",
-                    format!(
-                        "{} raises INT{} on SPI {}, the line of {} (assigned to {} by {opath}): an interrupt line goes to one partition",
-                        describe(topo, d),
-                        char::from(b'A' + pin.saturating_sub(1)),
-                        irq.intid - 32,
-                        describe(topo, od),
-                        cfg.partitions[other].name
-                    ),
+                    format!("{} raises {how}, the line of {}, which the kernel keeps: an interrupt line goes to one owner", describe(topo, d), k.user),
                 ));
             }
-            Some(_) => {}
-            None => {
-                lines.insert(irq.intid, (part, d, path));
+            match lines.get(&irq.intid) {
+                Some(&(other, od, opath)) if other != part => {
+                    return Err(refuse(
+                        path,
+                        "bulkhead,partition",
+                        format!(
+                            "{} raises {how}, the line of {} (assigned to {} by {opath}): an interrupt line goes to one partition",
+                            describe(topo, d),
+                            describe(topo, od),
+                            cfg.partitions[other].name
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    lines.insert(irq.intid, (part, d, path));
+                }
             }
         }
     }
@@ -439,6 +506,7 @@ mod tests {
             boot_cpu: 0,
             topology: Topology::default(),
             groups: Groups::default(),
+            kernel_irqs: Vec::new(),
         }
     }
 
@@ -549,7 +617,7 @@ mod tests {
         assert_eq!((e.node.as_str(), e.to_string().contains("no CPU is assigned")), ("/partitions/b", true));
     }
 
-    mod devices {
+    pub(super) mod devices {
         use super::*;
         use crate::topology::{PciHost, Smmu};
         use devicetree::discovery::{self, IdMap, IdMapEntry, IommuRef, PlatformMaster};
@@ -588,15 +656,19 @@ mod tests {
                 smmus: vec![Smmu { name: "smmu".into(), sid_bits: 16 }],
                 hosts: vec![host],
                 platform: vec![
-                    PlatformMaster { path: "/dma@9100000".into(), iommus: vec![IommuRef { phandle: 1, smmu: Some(0), sid: 0x9000 }], isolation_group: None },
-                    PlatformMaster { path: "/virtio_mmio@a000000".into(), iommus: vec![], isolation_group: None },
+                    PlatformMaster {
+                        path: "/dma@9100000".into(),
+                        iommus: vec![IommuRef { phandle: 1, smmu: Some(0), sid: 0x9000 }],
+                        ..PlatformMaster::default()
+                    },
+                    PlatformMaster { path: "/virtio_mmio@a000000".into(), ..PlatformMaster::default() },
                 ],
             };
             let groups = crate::groups::compute(&topology);
             Hardware { topology, groups, ..hw() }
         }
 
-        fn pci_at(partition: usize, path: &str, chain: &[(u8, u8, u8)]) -> Assignment {
+        pub(super) fn pci_at(partition: usize, path: &str, chain: &[(u8, u8, u8)]) -> Assignment {
             Assignment {
                 path: path.into(),
                 partition,
@@ -605,7 +677,7 @@ mod tests {
             }
         }
 
-        fn platform(partition: usize, path: &str) -> Assignment {
+        pub(super) fn platform(partition: usize, path: &str) -> Assignment {
             Assignment { path: path.into(), partition, target: Target::Platform, isolation_group: None }
         }
 
@@ -615,7 +687,7 @@ mod tests {
             validate(&c, &machine())
         }
 
-        const EDU_A: &str = "/pcie@10000000/edu@1,0";
+        pub(super) const EDU_A: &str = "/pcie@10000000/edu@1,0";
         const EDU_B: &str = "/pcie@10000000/bridge@2,0/edu@1,0";
         const EDU_C: &str = "/pcie@10000000/bridge@2,0/edu@2,0";
 
@@ -656,6 +728,12 @@ mod tests {
         /// The machine with QEMU virt's INTx map (SPI 3 + (slot & 3 + pin - 1) % 4),
         /// every edu on INTA, and one more edu at 00:05.0 (slot 1 again).
         fn with_intx(extra: Vec<Assignment>) -> Result<Plan, ConfigError> {
+            let mut c = good();
+            c.assignments.extend(extra);
+            validate(&c, &intx_machine())
+        }
+
+        pub(super) fn intx_machine() -> Hardware {
             let mut m = machine();
             let host = &mut m.topology.hosts[0];
             host.bridge.intx = devicetree::dt::IntxMap {
@@ -669,9 +747,7 @@ mod tests {
                 f.interrupt_pin = if f.bridge.is_none() { 1 } else { 0 };
             }
             m.groups = crate::groups::compute(&m.topology);
-            let mut c = good();
-            c.assignments.extend(extra);
-            validate(&c, &m)
+            m
         }
 
         #[test]
@@ -694,6 +770,116 @@ mod tests {
             let lines: Vec<u32> = plan.partitions[1].irqs.iter().map(|o| o.irq.intid).collect();
             assert_eq!(lines, [35, 38], "01:02.0 swizzled to INTC at slot 2: SPI 3 + (2 + 3 - 1) % 4 = 3; 01:01.0 on SPI 6");
             assert!(plan.partitions[1].irqs.iter().all(|o| !o.irq.edge), "INTx is level-sensitive");
+        }
+    }
+
+    /// Platform devices' SPIs: the INTx machine (SPIs 3..=6 on its PCI
+    /// host) with platform masters, each its own group, and the SMMU's
+    /// eventq on SPI 20, which the kernel keeps.
+    mod spis {
+        use super::devices::*;
+        use super::*;
+        use devicetree::discovery::{IommuRef, NotForwardable, PlatformMaster, Unforwardable};
+        use devicetree::dt::Irq;
+
+        fn spi(n: u32, edge: bool) -> Irq {
+            Irq { intid: 32 + n, edge }
+        }
+
+        fn machine() -> Hardware {
+            let mut m = intx_machine();
+            let master = |path: &str, sid: u32, interrupts: Vec<Irq>, unforwardable: Option<NotForwardable>| PlatformMaster {
+                path: path.into(),
+                iommus: vec![IommuRef { phandle: 1, smmu: Some(0), sid: 0x9000 + sid }],
+                interrupts,
+                unforwardable,
+                ..PlatformMaster::default()
+            };
+            let mbigen = NotForwardable { property: "interrupts", reason: Unforwardable::Controller(devicetree::dt::Text::from("mbigen@a0080000").unwrap()) };
+            let ppi = NotForwardable { property: "interrupts-extended", reason: Unforwardable::Ppi(23) };
+            m.topology.platform = vec![
+                master("/dma@1", 1, vec![spi(10, false), spi(11, true)], None),
+                master("/dma@2", 2, vec![spi(10, false)], None),
+                master("/dma@3", 3, vec![], None),
+                master("/dma@4", 4, vec![spi(4, false)], None),
+                master("/dma@5", 5, vec![spi(20, true)], None),
+                master("/dma@6", 6, vec![], Some(mbigen)),
+                master("/dma@7", 7, vec![spi(12, false)], Some(ppi)),
+                master("/dma@8", 8, vec![spi(1, false), spi(2, false)], None),
+            ];
+            m.groups = crate::groups::compute(&m.topology);
+            m.kernel_irqs = vec![KernelIrq { intid: 52, user: "the eventq interrupt of SMMU smmu".into() }];
+            m
+        }
+
+        fn plan(extra: Vec<Assignment>) -> Result<Plan, ConfigError> {
+            let mut c = good();
+            c.assignments.extend(extra);
+            validate(&c, &machine())
+        }
+
+        fn lines(p: &PartitionPlan) -> Vec<(u32, bool)> {
+            p.irqs.iter().map(|o| (o.irq.intid, o.irq.edge)).collect()
+        }
+
+        #[test]
+        fn a_partition_owns_its_devices_lines() {
+            // Two SPIs of one device; a line two devices of one partition
+            // share, once; a device without interrupts; a PCI function's.
+            let p = plan(vec![platform(0, "/dma@1"), platform(0, "/dma@2"), platform(1, "/dma@3"), pci_at(1, EDU_A, &[(0, 1, 0)])]).unwrap();
+            assert_eq!(lines(&p.partitions[0]), [(42, false), (43, true)]);
+            assert_eq!(p.partitions[0].irqs[0].device, DeviceRef::Platform(0), "the first device raising it");
+            assert_eq!(lines(&p.partitions[1]), [(36, false)], "dma@3 raises nothing; edu 00:01.0 INTA on SPI 4");
+            assert!(p.partitions.iter().all(|p| p.uart_intid == crate::vm::board::UART_INTID));
+            // Interrupts to another controller (an mbigen): the device is
+            // given, none of its interrupts forwarded.
+            let p = plan(vec![platform(0, "/dma@6")]).unwrap();
+            assert_eq!((p.partitions[0].devices.as_slice(), lines(&p.partitions[0])), ([DeviceRef::Platform(5)].as_slice(), vec![]));
+        }
+
+        #[test]
+        fn a_line_goes_to_one_owner() {
+            let cases: Vec<(Vec<Assignment>, &str, &str)> = vec![
+                (
+                    vec![platform(0, "/dma@1"), platform(1, "/dma@2")],
+                    "/dma@2",
+                    "/dma@2 raises SPI 10 (interrupts), the line of /dma@1 (assigned to a by /dma@1): an interrupt line goes to one partition",
+                ),
+                (
+                    vec![pci_at(0, EDU_A, &[(0, 1, 0)]), platform(1, "/dma@4")],
+                    "/dma@4",
+                    "/dma@4 raises SPI 4 (interrupts), the line of PCI 00:01.0 (1234:11e8) (assigned to a by /pcie@10000000/edu@1,0)",
+                ),
+                (
+                    vec![platform(1, "/dma@4"), pci_at(0, EDU_A, &[(0, 1, 0)])],
+                    EDU_A,
+                    "PCI 00:01.0 (1234:11e8) raises INTA on SPI 4, the line of /dma@4 (assigned to b by /dma@4)",
+                ),
+                (
+                    vec![platform(0, "/dma@5")],
+                    "/dma@5",
+                    "/dma@5 raises SPI 20 (interrupts), the line of the eventq interrupt of SMMU smmu, which the kernel keeps: an interrupt line goes to one owner",
+                ),
+                (
+                    vec![platform(1, "/dma@7")],
+                    "/dma@7",
+                    "/dma@7 cannot be given to a partition: interrupts-extended lists PPI 7 (INTID 23), which is private to each CPU",
+                ),
+            ];
+            for (extra, node, want) in cases {
+                let e = plan(extra).unwrap_err();
+                assert_eq!((e.node.as_str(), e.property), (node, "bulkhead,partition"), "{e}");
+                assert!(e.to_string().contains(want), "{e} does not say {want:?}");
+            }
+        }
+
+        #[test]
+        fn the_virtual_uart_moves_off_an_owned_line() {
+            // dma@8 raises SPIs 1 and 2 (INTIDs 33, 34): the partition's
+            // console takes the next free SPI, the other keeps 33.
+            let p = plan(vec![platform(0, "/dma@8")]).unwrap();
+            assert_eq!(lines(&p.partitions[0]), [(33, false), (34, false)]);
+            assert_eq!((p.partitions[0].uart_intid, p.partitions[1].uart_intid), (35, 33));
         }
     }
 

@@ -43,6 +43,8 @@ pub fn describe(name: &str, list: &[DeviceRef], d: &Discovered) -> Result<Vec<Ow
                         compatible: vec![format!("pci{:04x},{:04x}", f.vendor, f.device)],
                         reg: mmio.iter().map(|r| (r.start.0, r.size())).collect(),
                         pci: Some((f.bdf.bus, f.bdf.dev, f.bdf.func)),
+                        // Its INTx line is the PCI host's (interrupt-map), not the node's.
+                        irqs: Vec::new(),
                     },
                     mmio,
                 });

@@ -46,7 +46,7 @@ impl Vm {
     /// a second's worth allowed at once, never less than the UART's
     /// default).
     pub fn new(plan: &PartitionPlan, lrs: usize, pci: Option<(usize, VirtualHost)>) -> Vm {
-        let mut spis = alloc::vec![Spi { intid: board::UART_INTID, hw: false }];
+        let mut spis = alloc::vec![Spi { intid: plan.uart_intid, hw: false }];
         spis.extend(plan.irqs.iter().map(|o| Spi { intid: o.irq.intid, hw: true }));
         let cfg = VgicConfig { vcpus: plan.cpus.clone(), spis };
         let limit = plan.log_limit;
@@ -362,7 +362,7 @@ pub fn mmio(p: &Partition, frame: &mut Frame, iss: u32, ipa: u64) -> Option<Trap
             Emulated::Uart(off) => {
                 let out = vm.uart.access(off, a.write, platform::time::uptime_us());
                 let level = vm.uart.irq_level();
-                let kick = vm.vgic.set_level(board::UART_INTID, level);
+                let kick = vm.vgic.set_level(p.plan.uart_intid, level);
                 (out.value, kick, out.line.map(|l| (l, out.dropped)))
             }
             Emulated::Ecam(off) => (ecam(p, &mut vm, off, a.size, a.write), 0, None),

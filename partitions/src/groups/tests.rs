@@ -329,6 +329,7 @@ fn master(path: &str, streams: &[(Option<usize>, u32)], group: Option<u32>) -> P
         path: path.to_string(),
         iommus: streams.iter().map(|&(smmu, sid)| IommuRef { phandle: 0x8000, smmu, sid }).collect(),
         isolation_group: group,
+        ..PlatformMaster::default()
     }
 }
 

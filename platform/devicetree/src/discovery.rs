@@ -17,7 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::addr::{PhysAddr, PhysRange};
-use crate::dt::{ranges, DeviceTree, DtError, DtNode, Irq, SmmuNode};
+use crate::dt::{ranges, DeviceTree, DtError, DtNode, Irq, Route, SmmuNode};
 use crate::pci::{Bdf, Window};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -245,6 +245,76 @@ pub struct PlatformMaster {
     pub iommus: Vec<IommuRef>,
     /// `bulkhead,isolation-group`, if present.
     pub isolation_group: Option<u32>,
+    /// Its GIC SPIs (`interrupts` through its interrupt parent, or
+    /// `interrupts-extended`), each once, in the order listed: the lines
+    /// the partition that owns it owns.
+    pub interrupts: Vec<Irq>,
+    /// An interrupt of it that cannot be forwarded to a partition (the
+    /// first listed), if any; validation decides what follows
+    /// ([`NotForwardable::refused`]).
+    pub unforwardable: Option<NotForwardable>,
+}
+
+/// Why an interrupt of a platform master cannot be forwarded to a
+/// partition. Discovery only records it: the tree is the board's and
+/// stays readable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unforwardable {
+    /// A PPI (this INTID): private to each CPU, so never one device's
+    /// line to own.
+    Ppi(u32),
+    /// A GIC specifier the kernel does not decode (the GICv3 binding's
+    /// extended SPI or PPI ranges, or a number beyond the architecture's).
+    Undecoded,
+    /// Routed to an interrupt controller that is not the GIC (this node:
+    /// an mbigen, a combiner, a GPIO block), which the kernel neither
+    /// drives nor divides between partitions.
+    Controller(crate::dt::Text),
+    /// `interrupt-parent` names a phandle no node has.
+    NoParent,
+}
+
+/// An interrupt of a master that cannot be forwarded: the property it is
+/// listed in and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotForwardable {
+    /// `interrupts` or `interrupts-extended`.
+    pub property: &'static str,
+    /// Why.
+    pub reason: Unforwardable,
+}
+
+impl NotForwardable {
+    /// Whether assigning the master is refused (boards/bindings/bulkhead,partitions.yaml):
+    /// a PPI (a per-CPU line: never one partition's), a GIC line the kernel
+    /// does not decode, or a parent the tree does not have — GIC lines,
+    /// or possibly ones, whose owner could not be kept to one partition.
+    /// A line to another controller is not refused: it never reaches the
+    /// GIC as that device's line, so no partition can share it, and a user
+    /// who gives the device gets its DMA isolated and is told that none
+    /// of its interrupts is forwarded (every isolatable master of HiSilicon's
+    /// hip07, whose interrupts go through its mbigen, would otherwise be
+    /// refused).
+    pub fn refused(&self) -> bool {
+        !matches!(self.reason, Unforwardable::Controller(_))
+    }
+}
+
+impl core::fmt::Display for NotForwardable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.reason {
+            Unforwardable::Ppi(intid) => {
+                write!(f, "{} lists PPI {} (INTID {intid}), which is private to each CPU, not a device's line", self.property, intid.saturating_sub(16))
+            }
+            Unforwardable::Undecoded => {
+                write!(f, "{} has a GIC specifier the kernel does not decode (an extended SPI or PPI, or a number beyond the GIC's)", self.property)
+            }
+            Unforwardable::Controller(c) => {
+                write!(f, "{} go to {}, an interrupt controller other than the GIC: the kernel forwards only GIC SPIs", self.property, c.as_str())
+            }
+            Unforwardable::NoParent => write!(f, "{}: its interrupt-parent names a phandle no node has", self.property),
+        }
+    }
 }
 
 /// Everything discovery found.
@@ -419,7 +489,7 @@ pub fn discover(dt: &DeviceTree<'_>, smmus: &[SmmuNode]) -> Result<Discovery, Dt
     let mut phandles: BTreeMap<u32, DtNode<'_>> = BTreeMap::new();
     let mut stack: Vec<Seen<'_>> = Vec::with_capacity(16);
     // Raw `iommus` lists and maps, resolved once every phandle is known.
-    let mut pending_iommus: Vec<(usize, DtNode<'_>)> = Vec::new();
+    let mut pending_iommus: Vec<(usize, DtNode<'_>, Vec<DtNode<'_>>)> = Vec::new();
     let mut pending_maps: Vec<(usize, DtNode<'_>)> = Vec::new();
 
     dt.walk::<DtError>(&mut |n| {
@@ -463,11 +533,11 @@ pub fn discover(dt: &DeviceTree<'_>, smmus: &[SmmuNode]) -> Result<Discovery, Dt
                 let regs = *n.reg()?.first().ok_or_else(|| n.bad("reg", "missing"))?;
                 out.its.push(Its { path: path_of(&stack, n), regs: translate_range(&stack, regs)?, phandle: n.phandle()? });
             } else if n.depth > 0 && is_master_candidate(&p) {
-                pending_iommus.push((out.masters.len(), *n));
+                pending_iommus.push((out.masters.len(), *n, stack.iter().map(|s| s.node).collect()));
                 out.masters.push(PlatformMaster {
                     path: path_of(&stack, n),
-                    iommus: Vec::new(),
                     isolation_group: n.one_cell("bulkhead,isolation-group", p.isolation_group)?,
+                    ..PlatformMaster::default()
                 });
             }
         }
@@ -488,10 +558,11 @@ pub fn discover(dt: &DeviceTree<'_>, smmus: &[SmmuNode]) -> Result<Discovery, Dt
             (h.iommu_map, h.msi_map) = (iommu, msi);
         }
     }
-    for (i, n) in pending_iommus {
+    for (i, n, ancestors) in pending_iommus {
         let refs = read_iommus(&n, &lookup, &smmu_index)?;
+        let (interrupts, unforwardable) = master_irqs(dt, &n, &ancestors, &lookup)?;
         if let Some(m) = out.masters.get_mut(i) {
-            m.iommus = refs;
+            (m.iommus, m.interrupts, m.unforwardable) = (refs, interrupts, unforwardable);
         }
     }
     Ok(out)
@@ -505,6 +576,39 @@ fn is_master_candidate(p: &Facts<'_>) -> bool {
     let is_bus = p.compatible.simple_bus;
     let named = p.partition || p.isolation_group.is_some();
     !kernel_owned && (p.iommus || named || (says_dma && !is_bus))
+}
+
+/// A master's GIC SPIs (each once, in order) and the first of its
+/// interrupts that cannot be forwarded, if any (`ancestors` root first).
+/// Only a malformed list is an error (naming the node and property).
+fn master_irqs<'a>(
+    dt: &DeviceTree<'a>,
+    n: &DtNode<'a>,
+    ancestors: &[DtNode<'a>],
+    lookup: &dyn Fn(u32) -> Option<DtNode<'a>>,
+) -> Result<(Vec<Irq>, Option<NotForwardable>), DtError> {
+    // `interrupts-extended` wins over `interrupts` (Devicetree
+    // Specification v0.4 §2.4.1.3), as `irqs` reads it.
+    let property = if n.prop("interrupts-extended").is_some() { "interrupts-extended" } else { "interrupts" };
+    let not = |reason| Some(NotForwardable { property, reason });
+    let list = match dt.all_irqs(n, ancestors, Some(lookup))? {
+        Ok(list) => list,
+        Err(Route::Other(c)) => return Ok((Vec::new(), not(Unforwardable::Controller(c)))),
+        Err(_) => return Ok((Vec::new(), not(Unforwardable::NoParent))),
+    };
+    let (mut spis, mut problem): (Vec<Irq>, _) = (Vec::new(), None);
+    for irq in list {
+        match irq {
+            Some(i) if i.intid >= 32 => {
+                if !spis.iter().any(|s| s.intid == i.intid) {
+                    spis.push(i);
+                }
+            }
+            Some(i) => problem = problem.or(not(Unforwardable::Ppi(i.intid))),
+            None => problem = problem.or(not(Unforwardable::Undecoded)),
+        }
+    }
+    Ok((spis, problem))
 }
 
 fn gic(stack: &[Seen<'_>], n: &DtNode<'_>) -> Result<Gic, DtError> {

@@ -110,6 +110,12 @@ pub struct Machine {
     ///
     /// [`complete`]: Machine::complete
     pub devices: Discovery,
+    /// The GIC SPIs of [`console`](Machine::console)'s node (known after
+    /// [`complete`]): the kernel polls its console, but the lines are its
+    /// device's, so no partition is given them.
+    ///
+    /// [`complete`]: Machine::complete
+    pub console_spis: alloc::vec::Vec<crate::dt::Irq>,
 }
 
 impl Machine {
@@ -140,11 +146,12 @@ impl Machine {
             disabled_smmus: ArrayVec::new(),
             cpus: ArrayVec::new(),
             devices: Discovery::default(),
+            console_spis: alloc::vec::Vec::new(),
         })
     }
 
     /// The rest, from `dt`, the tree the kernel configures from: the CPUs
-    /// and discovery's devices, and `/reserved-memory` again when `merged`
+    /// and discovery's devices, the console's SPIs, and `/reserved-memory` again when `merged`
     /// (overlays were merged into the tree [`boot`] read, and may have
     /// reserved more). A discovery error is [`Incomplete::Discovery`].
     ///
@@ -156,6 +163,9 @@ impl Machine {
         self.cpus = dt.cpus().map_err(Incomplete::Tree)?;
         self.disabled_smmus = dt.disabled_smmus().map_err(Incomplete::Tree)?;
         self.devices = discovery::discover(dt, &self.smmus).map_err(Incomplete::Discovery)?;
+        if self.console.is_some() {
+            self.console_spis = dt.stdout_spis().map_err(Incomplete::Tree)?;
+        }
         Ok(())
     }
 

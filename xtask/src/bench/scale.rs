@@ -192,6 +192,7 @@ pub fn machine(sids: usize, parts: usize) -> (Hardware, Config) {
         boot_cpu: 0,
         topology,
         groups: g,
+        kernel_irqs: Vec::new(),
     };
     let mut cfg = Config::default();
     for i in 0..parts {

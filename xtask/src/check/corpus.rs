@@ -192,11 +192,19 @@ fn overlay_for(m: &Machine, blob: &[u8], ram: &[PhysRange]) -> Result<(String, O
     let mut reserved: Vec<PhysRange> = m.reserved.iter().chain(&m.memreserve).copied().collect();
     reserved.sort_by_key(|r| r.start.0);
     let (mem, image) = partition_memory(ram, &reserved).ok_or("no 65 MiB of RAM clear of reservations")?;
+    // The first master behind enabled SMMUs a partition may own with its
+    // interrupts (GIC SPIs none of the kernel's devices raises, or lines
+    // to another controller, which are not forwarded).
+    let kept = partitions::machine::kernel_irqs(m);
+    let givable = |x: &&devicetree::discovery::PlatformMaster| {
+        x.unforwardable.is_none_or(|u| !u.refused()) && !x.interrupts.iter().any(|i| kept.iter().any(|k| k.intid == i.intid))
+    };
     let master = m
         .devices
         .masters
         .iter()
-        .find(|x| !x.iommus.is_empty() && x.iommus.iter().all(|i| i.smmu.is_some()))
+        .filter(|x| !x.iommus.is_empty() && x.iommus.iter().all(|i| i.smmu.is_some()))
+        .find(givable)
         .map(|x| (x.path.clone(), x.iommus.iter().map(|i| i.sid).collect::<Vec<u32>>()));
     let mut dts = String::from("/dts-v1/;\n/plugin/;\n\n&{/} {\n    partitions {\n        compatible = \"bulkhead,partitions\";\n        #address-cells = <2>;\n        #size-cells = <2>;\n");
     let cells = |v: u64| format!("{:#x} {:#x}", v >> 32, v & 0xffff_ffff);
@@ -229,6 +237,9 @@ fn every_smmu_v3_board_is_accepted_by_the_checker() {
     let c = the_corpus();
     let dir = scratch();
     let (mut boards, mut accepted, mut with_master, mut enabled_by_overlay, mut failures) = (0usize, 0usize, 0usize, 0usize, Vec::new());
+    // Masters behind enabled SMMUs, and those whose interrupts no
+    // partition may own (by reason).
+    let (mut isolatable, mut not_givable) = (0usize, std::collections::BTreeMap::<String, usize>::new());
     let mut table = String::new();
     for (suite, name, path) in c.dtbs() {
         let blob = std::fs::read(path).expect("readable");
@@ -238,6 +249,19 @@ fn every_smmu_v3_board_is_accepted_by_the_checker() {
         boards += 1;
         let m = read_as_boot(&blob).unwrap_or_else(|e| panic!("{suite}/{name}: {e}"));
         assert!(m.smmus.len() + m.disabled_smmus.len() > 0, "{suite}/{name}: names arm,smmu-v3 but no SMMU node was read");
+        let kept = partitions::machine::kernel_irqs(&m);
+        for x in m.devices.masters.iter().filter(|x| !x.iommus.is_empty() && x.iommus.iter().all(|i| i.smmu.is_some())) {
+            isolatable += 1;
+            let why = match x.unforwardable.map(|u| u.reason) {
+                Some(devicetree::discovery::Unforwardable::Controller(c)) => Some(format!("given, interrupts to {} not forwarded", c.as_str())),
+                Some(other) => Some(format!("refused, {other:?}")),
+                None if x.interrupts.iter().any(|i| kept.iter().any(|k| k.intid == i.intid)) => Some("refused, a line the kernel keeps".into()),
+                None => None,
+            };
+            if let Some(w) = why {
+                *not_givable.entry(w).or_default() += 1;
+            }
+        }
         let memory = if m.ram.is_empty() { bootloader_memory(name) } else { None };
         let ram: Vec<PhysRange> = match memory {
             Some(arg) => {
@@ -284,6 +308,15 @@ fn every_smmu_v3_board_is_accepted_by_the_checker() {
             if !in_plan {
                 wrong.push(format!("master {p} with {want} not in the plan"));
             }
+            // Its interrupts: each SPI forwarded, or none and why.
+            let x = m.devices.masters.iter().find(|x| &x.path == p).expect("the master");
+            let said = match x.unforwardable {
+                Some(_) => r.text.lines().any(|l| l.starts_with("    irq       none forwarded of ") && l.contains(p.as_str())),
+                None => x.interrupts.iter().all(|i| r.text.contains(&format!("    irq       SPI {} (INTID {}", i.intid - 32, i.intid))),
+            };
+            if !said {
+                wrong.push(format!("master {p}: its interrupts are not in the plan"));
+            }
         }
         let off = disabled_smmu_paths(&blob);
         if !off.is_empty() {
@@ -322,6 +355,7 @@ fn every_smmu_v3_board_is_accepted_by_the_checker() {
         }
     }
     println!("SMMUv3 boards: {accepted} of {boards} accepted, {with_master} with a DMA master assigned, {enabled_by_overlay} disabled SMMUs enabled by an overlay\n{table}");
+    println!("masters behind enabled SMMUs: {isolatable}; whose interrupts are not all forwarded: {not_givable:?}");
     assert!(boards >= 30, "only {boards} SMMUv3 boards found");
     assert!(with_master >= 2, "only {with_master} boards had a master assigned: the master search is broken");
     assert!(enabled_by_overlay >= 30, "only {enabled_by_overlay} disabled SMMUs were enabled by an overlay");

@@ -188,6 +188,18 @@ pub fn write(out: &mut String, m: &Known, c: &Checked, notes: &Notes) {
         if p.groups.is_empty() {
             let _ = writeln!(out, "    StreamIDs none (no device)");
         }
+        for o in &p.irqs {
+            let trigger = if o.irq.edge { "edge" } else { "level" };
+            let _ = writeln!(out, "    irq       SPI {} (INTID {}, {trigger}) of {}: forwarded to it only", o.irq.intid - 32, o.irq.intid, device(t, o.device));
+        }
+        for d in &p.devices {
+            if let Some(why) = t.platform_device(*d).and_then(|m| m.unforwardable) {
+                let _ = writeln!(out, "    irq       none forwarded of {}: {why}", device(t, *d));
+            }
+        }
+        if p.uart_intid != partitions::vm::board::UART_INTID {
+            let _ = writeln!(out, "    console   its virtual UART on SPI {} (INTID {}): SPI 1 is its device's line", p.uart_intid - 32, p.uart_intid);
+        }
         let mut policy = format!("fault limit {} per {} ms", p.fault_limit.0, p.fault_limit.1);
         if p.manager {
             policy.push_str(", manager");

@@ -471,3 +471,22 @@ fn the_command_line() {
     let r = parse_args(&words("--dtb a.dtb --overlay b.dts --overlay c.dtbo --boot-cpu 0x100 --dtb-at 0x82000000 --kernel 0x80200000,0x100000")).unwrap();
     assert_eq!((r.overlays.len(), r.boot_cpu, r.dtb_at, r.kernel), (2, Some(0x100), Some((0x8200_0000, None)), Some((0x8020_0000, 0x10_0000))));
 }
+
+/// Each partition's interrupt lines are in its plan: the demo with its
+/// functions raising INTA (QEMU virt maps slot 1 INTA to SPI 4, slot 2 to
+/// SPI 5), read back from a boot log that says so.
+#[test]
+fn the_plan_lists_each_partitions_interrupt_lines() {
+    let log = std::fs::read_to_string(corpus().join("demo-boot.log")).expect("the demo's boot log");
+    let with_pins = log.replace("1234:11e8 class 00ff00 PCI device\n", "1234:11e8 class 00ff00 PCI device, INTA\n");
+    assert_ne!(with_pins, log, "the edit applied");
+    let topology = scratch("intx").join("demo-intx-boot.log");
+    std::fs::write(&topology, with_pins).expect("write the log");
+    let full = format!("--board qemu-virt --kernel 0x40200000,0xee000 --topology {} --boot-cpu 0", topology.display());
+    let demo = accepted(&format!("--dtb qemu-virt.dtb --overlay ../../boards/qemu-virt/overlays/demo.dts {full}"));
+    let net = partition_block(&demo.text, "net");
+    assert!(net.contains("    irq       SPI 4 (INTID 36, level) of 00:01.0 1234:11e8: forwarded to it only\n"), "{net}");
+    let storage = partition_block(&demo.text, "storage");
+    assert!(storage.contains("    irq       SPI 5 (INTID 37, level) of 00:02.0 1234:11e8: forwarded to it only\n"), "{storage}");
+    assert!(!demo.text.contains("    console   "), "the virtual UART stays on SPI 1:\n{}", demo.text);
+}

@@ -256,3 +256,69 @@ fn a_32_bit_space_code_above_4_gib_is_a_64_bit_window() {
     let w = d.pci_hosts[0].windows.iter().find(|w| w.pci == 0xf000_0000).unwrap();
     assert!(w.mem64 && w.size == 0x2eff_0000);
 }
+
+const MASTER_IRQS: &str = r#"/dts-v1/;
+/ {
+    #address-cells = <2>; #size-cells = <2>;
+    interrupt-parent = <&gic>;
+    gic: intc@8000000 { compatible = "arm,gic-v3"; #interrupt-cells = <3>; interrupt-controller;
+        reg = <0x0 0x8000000 0x0 0x10000 0x0 0x80a0000 0x0 0xf60000>; };
+    mbigen: interrupt-controller@a0080000 { compatible = "hisilicon,mbigen-v2"; interrupt-controller; #interrupt-cells = <2>; };
+    smmu: smmuv3@9050000 { compatible = "arm,smmu-v3"; reg = <0x0 0x9050000 0x0 0x20000>; #iommu-cells = <1>; };
+    dma@1 { iommus = <&smmu 1>; interrupts = <0 10 4 0 11 1 0 10 4>; };
+    dma@2 { iommus = <&smmu 2>; interrupt-parent = <&mbigen>; interrupts = <5 4>; interrupts-extended = <&gic 0 12 4>; };
+    dma@3 { iommus = <&smmu 3>; interrupt-parent = <&mbigen>; interrupts = <5 4>; };
+    dma@4 { iommus = <&smmu 4>; interrupts = <0 13 4 1 7 4>; };
+    dma@5 { iommus = <&smmu 5>; interrupts = <2 3 4>; };
+    dma@6 { iommus = <&smmu 6>; };
+    soc { compatible = "simple-bus"; #address-cells = <2>; #size-cells = <2>; ranges; interrupt-parent = <&mbigen>;
+        dma@7 { iommus = <&smmu 7>; interrupts = <6 4>; }; };
+    dma@8 { iommus = <&smmu 8>; interrupt-parent = <0x4242>; interrupts = <0 1 4>; };
+    dma@9 { iommus = <&smmu 9>; interrupts-extended = <&gic 0 14 4 &mbigen 7 4>; };
+    mb { compatible = "simple-bus"; #address-cells = <2>; #size-cells = <2>; ranges;
+        #interrupt-cells = <1>; interrupt-map-mask = <0 0 63>; interrupt-map = <0 0 5 &gic 0 5 4>;
+        dma@a { iommus = <&smmu 10>; interrupts = <5>; }; };
+};
+"#;
+
+/// A master's interrupts: its SPIs each once in order, `interrupts-extended`
+/// over `interrupts`, an inherited `interrupt-parent`; what cannot be
+/// forwarded recorded (the tree still reads), named by property.
+#[test]
+fn masters_carry_their_spis_and_what_cannot_be_forwarded() {
+    let d = discover_dts(MASTER_IRQS).unwrap();
+    let of = |path: &str| d.masters.iter().find(|m| m.path == path).unwrap_or_else(|| panic!("{path}"));
+    let spis = |path: &str| of(path).interrupts.iter().map(|i| (i.intid, i.edge)).collect::<Vec<_>>();
+    let why = |path: &str| of(path).unforwardable.map(|n| (n.property, n.reason));
+    assert_eq!((spis("/dma@1"), why("/dma@1")), (vec![(42, false), (43, true)], None), "SPI 10 listed twice is one line");
+    assert_eq!((spis("/dma@2"), why("/dma@2")), (vec![(44, false)], None), "interrupts-extended wins");
+    let mbigen = Unforwardable::Controller(crate::dt::Text::from("interrupt-controller@a0080000").unwrap());
+    assert_eq!((spis("/dma@3"), why("/dma@3")), (vec![], Some(("interrupts", mbigen))));
+    assert_eq!((spis("/dma@4"), why("/dma@4")), (vec![(45, false)], Some(("interrupts", Unforwardable::Ppi(23)))));
+    assert_eq!(why("/dma@5"), Some(("interrupts", Unforwardable::Undecoded)), "an extended SPI");
+    assert_eq!((spis("/dma@6"), why("/dma@6")), (vec![], None));
+    assert_eq!(why("/soc/dma@7"), Some(("interrupts", mbigen)), "interrupt-parent inherited from the bus");
+    assert_eq!(why("/dma@8"), Some(("interrupts", Unforwardable::NoParent)));
+    assert_eq!(why("/dma@9"), Some(("interrupts-extended", mbigen)), "one entry elsewhere: the device cannot be given whole");
+    let nexus = Unforwardable::Controller(crate::dt::Text::from("mb").unwrap());
+    assert_eq!(why("/mb/dma@a"), Some(("interrupts", nexus)), "the parent bus takes specifiers (an interrupt-map nexus), as Linux finds it");
+    let said = of("/dma@4").unforwardable.unwrap().to_string();
+    assert!(said.contains("interrupts lists PPI 7 (INTID 23)"), "{said}");
+}
+
+#[test]
+fn malformed_master_interrupts_name_node_and_property() {
+    let cases = [
+        ("interrupts = <0 10 4 0 11 1 0 10 4>;", "interrupts = <0 10 4 0 11>;", "dma@1", "interrupts"),
+        ("interrupts-extended = <&gic 0 12 4>;", "interrupts-extended = <&gic 0 12>;", "dma@2", "interrupts-extended"),
+        ("interrupts-extended = <&gic 0 12 4>;", "interrupts-extended = <0x4242 0 12 4>;", "dma@2", "interrupts-extended"),
+    ];
+    for (old, new, node, prop) in cases {
+        let src = MASTER_IRQS.replacen(old, new, 1);
+        assert_ne!(src, MASTER_IRQS, "edit {old:?} did not apply");
+        match discover_dts(&src) {
+            Err(DtError::BadProperty { node: n, prop: p, .. }) => assert_eq!((n.as_str(), p), (node, prop), "{old:?} -> {new:?}"),
+            other => panic!("{old:?} -> {new:?}: {other:?}"),
+        }
+    }
+}

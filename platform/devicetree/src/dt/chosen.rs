@@ -92,6 +92,21 @@ impl<'a> DeviceTree<'a> {
         self.find_with_ancestors(path)
     }
 
+    /// The GIC SPIs of the node `/chosen/stdout-path` names (each once):
+    /// lines the kernel's console may raise, so no partition is given
+    /// them. Empty when there is no such node or its interrupts go to
+    /// another controller; a malformed list is an error naming the node.
+    pub fn stdout_spis(&self) -> Result<alloc::vec::Vec<super::Irq>, DtError> {
+        let Some((uart, ancestors)) = self.stdout_node()? else { return Ok(alloc::vec::Vec::new()) };
+        let mut spis: alloc::vec::Vec<super::Irq> = alloc::vec::Vec::new();
+        for irq in self.all_irqs(&uart, &ancestors, None)?.unwrap_or_default().into_iter().flatten() {
+            if irq.intid >= 32 && !spis.iter().any(|s| s.intid == irq.intid) {
+                spis.push(irq);
+            }
+        }
+        Ok(spis)
+    }
+
     /// The console UART `/chosen/stdout-path` names: a PL011 or SBSA UART, a 16550
     /// (with its `reg-shift` and `reg-io-width`) or an LPUART; `None` for
     /// any other UART.

@@ -97,11 +97,17 @@ impl<'a> DeviceTree<'a> {
         }
     }
 
-    /// The interrupt controller `n`'s `interrupts` refer to: the phandle of
-    /// `interrupt-parent` on `n` or its nearest ancestor (root first in
-    /// `ancestors`), else `n`'s parent node.
+    /// The interrupt controller `n`'s `interrupts` refer to, found as
+    /// Linux's `of_irq_find_parent` finds it: `n`'s `interrupt-parent`, else
+    /// its parent node if that takes specifiers (`#interrupt-cells`: a
+    /// controller, or an `interrupt-map` nexus such as Arm's motherboard
+    /// bus), else that node's `interrupt-parent`, and so on up (`ancestors`
+    /// root first).
     fn interrupt_parent(&self, n: &DtNode<'a>, ancestors: &[DtNode<'a>], lookup: Lookup<'_, 'a>) -> Result<Parent<'a>, DtError> {
-        for m in core::iter::once(n).chain(ancestors.iter().rev()) {
+        for (k, m) in core::iter::once(n).chain(ancestors.iter().rev()).enumerate() {
+            if k > 0 && m.has("#interrupt-cells") {
+                return Ok(Parent::Node(*m));
+            }
             if let Some(ph) = m.u32_prop("interrupt-parent")? {
                 return Ok(match self.node_of(ph, lookup)? {
                     Some(c) => Parent::Node(c),
@@ -109,14 +115,10 @@ impl<'a> DeviceTree<'a> {
                 });
             }
         }
-        // No `interrupt-parent` on the way up: the parent node, when it is
-        // an interrupt controller; otherwise the GIC binding the kernel has
-        // always assumed (trees written for it, such as partial test trees,
-        // name no controller).
-        Ok(match ancestors.last() {
-            Some(p) if p.has("interrupt-controller") => Parent::Node(*p),
-            _ => Parent::Assumed,
-        })
+        // No interrupt parent on the way up: the GIC binding the kernel
+        // has always assumed (trees written for it, such as partial test
+        // trees, name no controller).
+        Ok(Parent::Assumed)
     }
 
     /// How a controller node takes specifiers: the GIC's cells, or another.
@@ -159,6 +161,38 @@ impl<'a> DeviceTree<'a> {
         lookup: Lookup<'_, 'a>,
     ) -> Result<Result<arrayvec::ArrayVec<Option<Irq>, N>, Route>, DtError> {
         let mut out = arrayvec::ArrayVec::new();
+        let route = self.each_irq(n, ancestors, lookup, &mut |irq| out.try_push(irq).is_ok())?;
+        Ok(route.map(|()| out))
+    }
+
+    /// Every one of `n`'s interrupts, as [`irqs`] reads them but with no
+    /// bound on their number (a device's lines are owned whole: one left
+    /// out would be a line nobody is refused).
+    ///
+    /// [`irqs`]: DeviceTree::irqs
+    #[allow(clippy::type_complexity)]
+    pub fn all_irqs(&self, n: &DtNode<'a>, ancestors: &[DtNode<'a>], lookup: Lookup<'_, 'a>) -> Result<Result<alloc::vec::Vec<Option<Irq>>, Route>, DtError> {
+        let mut out = alloc::vec::Vec::new();
+        let route = self.each_irq(n, ancestors, lookup, &mut |irq| {
+            out.push(irq);
+            true
+        })?;
+        Ok(route.map(|()| out))
+    }
+
+    /// The one reader behind [`irqs`] and [`all_irqs`]: hands each entry
+    /// to `sink` in order, until it answers `false` (full); the whole
+    /// property is still checked.
+    ///
+    /// [`irqs`]: DeviceTree::irqs
+    /// [`all_irqs`]: DeviceTree::all_irqs
+    fn each_irq(
+        &self,
+        n: &DtNode<'a>,
+        ancestors: &[DtNode<'a>],
+        lookup: Lookup<'_, 'a>,
+        sink: &mut dyn FnMut(Option<Irq>) -> bool,
+    ) -> Result<Result<(), Route>, DtError> {
         if let Some(v) = n.prop("interrupts-extended") {
             // <phandle specifier...> per entry, each in its controller's cells.
             let mut i = 0;
@@ -166,6 +200,7 @@ impl<'a> DeviceTree<'a> {
             if v.len() % 4 != 0 {
                 return Err(n.bad("interrupts-extended", "not a list of cells"));
             }
+            let mut open = true;
             while i < total {
                 let ph = cell(v, i).unwrap_or(0);
                 let c = self.node_of(ph, lookup)?.ok_or_else(|| n.bad("interrupts-extended", "names a phandle no node has"))?;
@@ -176,15 +211,15 @@ impl<'a> DeviceTree<'a> {
                 match Self::route_to(&c)? {
                     Route::Gic { .. } if cells >= 3 => {
                         let at = |k| cell(v, i + 1 + k).unwrap_or(0);
-                        let _ = out.try_push(Irq::from_gic_cells(at(0), at(1), at(2)));
+                        open = open && sink(Irq::from_gic_cells(at(0), at(1), at(2)));
                     }
                     route => return Ok(Err(route)),
                 }
                 i += 1 + cells;
             }
-            return Ok(Ok(out));
+            return Ok(Ok(()));
         }
-        let Some(v) = n.prop("interrupts") else { return Ok(Ok(out)) };
+        let Some(v) = n.prop("interrupts") else { return Ok(Ok(())) };
         let cells = match self.interrupt_route(n, ancestors, lookup)? {
             Route::Gic { cells } => cells as usize,
             route => return Ok(Err(route)),
@@ -194,11 +229,11 @@ impl<'a> DeviceTree<'a> {
         }
         for spec in v.chunks_exact(cells * 4) {
             let at = |k| cell(spec, k).unwrap_or(0);
-            if out.try_push(Irq::from_gic_cells(at(0), at(1), at(2))).is_err() {
+            if !sink(Irq::from_gic_cells(at(0), at(1), at(2))) {
                 break;
             }
         }
-        Ok(Ok(out))
+        Ok(Ok(()))
     }
 }
 
