@@ -111,16 +111,36 @@ echo "bulkhead-init: timer $(grep arch_timer /proc/interrupts)""#;
 /// The Linux partitions an overlay names (`linux-guest: NAME` comment
 /// lines): each boots Debian's Linux ([`crate::linux::guest`]) with an
 /// initramfs running [`DEMO_INIT`], written into `dir`.
-pub fn overlay_linux_boots(dts: &str, dir: &Path) -> Result<Vec<Boot>, String> {
-    let names: Vec<&str> = dts.lines().filter_map(|l| l.split_once("linux-guest:").map(|(_, n)| n.trim())).filter(|n| !n.is_empty()).collect();
+pub fn overlay_linux_boots(dts: &str, dir: &Path) -> Result<(Vec<Boot>, Vec<String>), String> {
+    use crate::linux::disk::{self, Bus, Disk, IO_BYTES};
+    let guests: Vec<(&str, bool)> = dts
+        .lines()
+        .filter_map(|l| l.split_once("linux-guest:").map(|(_, n)| n.split_whitespace().collect::<Vec<_>>()))
+        .filter_map(|w| w.first().map(|n| (*n, w.get(1) == Some(&"nvme"))))
+        .collect();
     let mut boots = Vec::new();
-    for name in names {
+    let mut qemu_args = Vec::new();
+    for (name, nvme) in guests {
         let guest = crate::linux::guest()?;
         let initrd = dir.join(format!("initramfs-{name}.cpio"));
-        guest.initramfs(DEMO_INIT)?.write(&initrd)?;
+        if nvme {
+            // `linux-guest: NAME nvme`: an NVMe disk at 00:02.0 (16 MiB),
+            // Debian's nvme module, and init writing and reading back 4 MiB.
+            let mut files = crate::linux::initramfs::Initramfs::new();
+            let insmod = guest.add_modules(&mut files, Bus::Nvme.modules())?;
+            disk::add_pattern(&mut files, IO_BYTES)?;
+            let body = format!("{DEMO_INIT}\n{}\n{}", insmod.join("\n"), disk::io_script(Bus::Nvme.device(), IO_BYTES));
+            let mut r = guest.initramfs(&body)?;
+            r.merge(files)?;
+            r.write(&initrd)?;
+            let d = Disk::create(&dir.join(format!("{name}-nvme.img")), &format!("{name}-nvme"), Bus::Nvme, 16)?.at("2.0");
+            qemu_args.extend(d.qemu_args());
+        } else {
+            guest.initramfs(DEMO_INIT)?.write(&initrd)?;
+        }
         boots.push(Boot { partition: name.to_string(), image: guest.image.clone(), initrd: Some(initrd) });
     }
-    Ok(boots)
+    Ok((boots, qemu_args))
 }
 
 /// As [`with_overlay`], with the partitions in `boots` loading their own

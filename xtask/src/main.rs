@@ -191,7 +191,8 @@ fn cmd_run(o: &RunArgs) -> Result<ExitCode, String> {
         let dts = std::fs::read_to_string(&path).map_err(|e| format!("cannot read overlay {}: {e}", path.display()))?;
         eprintln!("xtask: overlay {}", path.display());
         // Partitions the overlay names with `linux-guest:` boot Debian's Linux.
-        let boots = bulkhead_tests::dtb::overlay_linux_boots(&dts, &dir)?;
+        let (boots, disks) = bulkhead_tests::dtb::overlay_linux_boots(&dts, &dir)?;
+        cfg.extra.extend(disks);
         cfg = bulkhead_tests::dtb::with_overlay_files(cfg, &dts, &dir, &payload, &boots)?;
     } else if o.flavour == Flavour::TwoSmmus {
         // QEMU's own DTB leaves the second SMMU out: boot the one that
