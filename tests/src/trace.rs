@@ -150,22 +150,44 @@ impl Trace {
         self.named(name).count()
     }
 
-    /// The console lines the PL011 sent (characters written to its data
-    /// register, UARTDR at offset 0), each with the index in
-    /// [`Trace::events`] of the write that ended it (its `\n`); `\r` dropped.
-    /// Empty unless the run traced [`kind::UART_WRITE`].
+    /// The bytes written to the PL011's data register (UARTDR at offset
+    /// 0), each with its index in [`Trace::events`]. Empty unless the run
+    /// traced [`kind::UART_WRITE`].
+    pub fn uart_bytes(&self) -> impl Iterator<Item = (usize, u8)> + '_ {
+        self.events.iter().enumerate().filter_map(|(i, e)| {
+            if !kind::UART_WRITE.matches(e) || e.field("addr") != Some(0) {
+                return None;
+            }
+            Some((i, (e.field("value")? & 0xff) as u8))
+        })
+    }
+
+    /// The console lines the PL011 sent ([`Trace::uart_bytes`]), each with
+    /// the index in [`Trace::events`] of the write that ended it (its
+    /// `\n`); `\r` dropped.
     pub fn uart_lines(&self) -> Vec<(usize, String)> {
         let mut out = Vec::new();
         let mut line = Vec::new();
-        for (i, e) in self.events.iter().enumerate() {
-            if !kind::UART_WRITE.matches(e) || e.field("addr") != Some(0) {
-                continue;
+        for (i, c) in self.uart_bytes() {
+            match c {
+                b'\n' => out.push((i, String::from_utf8_lossy(&std::mem::take(&mut line)).into_owned())),
+                b'\r' => {}
+                c => line.push(c),
             }
-            match e.field("value").map(|v| (v & 0xff) as u8) {
-                Some(b'\n') => out.push((i, String::from_utf8_lossy(&std::mem::take(&mut line)).into_owned())),
-                Some(b'\r') | None => {}
-                Some(c) => line.push(c),
-            }
+        }
+        out
+    }
+
+    /// bulkhead's log lines (its defmt stream on the PL011,
+    /// [`Trace::uart_bytes`]) decoded with `decoder`, each message with
+    /// the index in [`Trace::events`] of the write that ended its frame:
+    /// where in QEMU's ordered record the kernel printed it (a partition's
+    /// console line is printed when the guest ends it).
+    pub fn log_lines(&self, decoder: &crate::log::Decoder) -> Vec<(usize, String)> {
+        let mut stream = decoder.stream();
+        let mut out = Vec::new();
+        for (i, c) in self.uart_bytes() {
+            out.extend(stream.feed(&[c]).into_iter().map(|l| (i, l.message)));
         }
         out
     }
@@ -205,6 +227,10 @@ mod tests {
         }
         let t = Trace::parse(&text);
         assert_eq!(t.uart_lines(), vec![(4, "hi".to_string()), (8, "ok".to_string())]);
+        // The control register write is no byte; each DR write is one.
+        let bytes: Vec<(usize, u8)> = t.uart_bytes().collect();
+        assert_eq!(bytes.first(), Some(&(1, b'h')));
+        assert_eq!(bytes.iter().map(|&(_, c)| c).collect::<Vec<u8>>(), b"hi\r\nok\n".to_vec());
         assert_eq!(t.mmio_writes(), vec![(0x20, 1)]);
     }
 }

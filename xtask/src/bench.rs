@@ -370,10 +370,14 @@ pub fn collect_peer(built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) + Sync))
         Run::new(&root, "boot-demo", true, |d| boot::setup(d, artifacts)),
         Run::new(&root, "reassign-1", true, |d| reassign::setup(d, artifacts, 1, strtab, PEER_ROUND_TRIPS)),
         Run::new(&root, "linux-peer", true, bulkhead_tests::scenarios::linux_peer::peer_bare),
+        // Only trace events are counted: no icount.
+        Run::new(&root, "linux-nvme", false, |d| bulkhead_tests::scenarios::linux_passthrough::bench_nvme(d, artifacts)),
     ];
+    let nvme_image = runs[3].cfg.as_ref().map(|c| c.image).ok();
     let mut it = run_all(artifacts, &decoders, &runs, jobs, log).into_iter();
     let mut next = || it.next().unwrap_or_else(|| Err("not run".into()));
-    let (demo, moves, linux) = (next(), next(), next());
+    let (demo, moves, linux, nvme) = (next(), next(), next(), next());
+    let nvme = nvme.and_then(|o| peer::measure_ours(&o, decoders.get(nvme_image.ok_or("not set up")?)));
     let milestone = |name: &str| demo.as_ref().ok().filter(|o| o.status == Some(0)).and_then(|o| boot::milestones(o).0.get(name).copied());
     let (abort, isolation) = (milestone("abort"), milestone("isolation"));
     // The reassignment section's own counts, read back from its figures.
@@ -386,7 +390,7 @@ pub fn collect_peer(built: &Artifacts, jobs: usize, log: &(dyn Fn(&str) + Sync))
     };
     let ours = (cost_of("Release, group of 1 "), cost_of("Assign, group of 1 "));
     let mut report = Report::default();
-    peer::report(&linux, abort, isolation, ours, &mut report);
+    peer::report(&linux, abort, isolation, ours, &nvme, &mut report);
     Ok(report)
 }
 

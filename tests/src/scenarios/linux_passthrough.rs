@@ -139,6 +139,20 @@ fn net_args() -> String {
     format!("hello dma-loop=20000 dma-own attack=storage-ram:{ATTACK:#x} exit=0")
 }
 
+/// The StreamID of the NVMe at 00:02.0 in `linux-nvme`.
+pub const NVME_SID: u64 = DISK_SID;
+
+/// `linux-nvme`'s machine for `cargo xtask bench --peer linux`: the same
+/// partitions, disk and init script, with QEMU's `pl011_write` trace point
+/// on (as the bare Linux peer run) so that the kernel's log lines, the
+/// guest's init marks among them, are placed among the SMMU's commands.
+pub fn bench_nvme(dir: &std::path::Path, artifacts: &crate::Artifacts) -> Result<QemuConfig, String> {
+    let ctx = Ctx { dir: dir.to_path_buf(), artifacts };
+    let mut cfg = setup(&ctx, Bus::Nvme, &net_args(), false, "")?;
+    cfg.extra.extend(["-trace".to_string(), kind::UART_WRITE.names[0].to_string()]);
+    Ok(cfg)
+}
+
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario { name: "linux-nvme", setup: |ctx| setup(ctx, Bus::Nvme, &net_args(), false, ""), check: |o, c| check_io(o, c, Bus::Nvme) },

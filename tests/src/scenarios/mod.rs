@@ -6,7 +6,7 @@ mod image;
 mod irq;
 mod linux;
 pub mod linux_partition;
-mod linux_passthrough;
+pub mod linux_passthrough;
 pub mod linux_peer;
 mod ownership;
 mod partitions;

@@ -23,13 +23,22 @@
 //!
 //! Bulkhead's side comes from its own bench runs, counted by the existing
 //! sections: boot to abort from the demo boot ([`super::boot`]), release
-//! and assignment from a one-StreamID reassignment ([`super::reassign`]).
+//! and assignment from a one-StreamID reassignment ([`super::reassign`]);
+//! per MiB of NVMe I/O from `linux-nvme`'s machine (Debian's Linux in
+//! partition `storage` with the NVMe at 00:02.0,
+//! [`bulkhead_tests::scenarios::linux_passthrough::bench_nvme`]): the same
+//! [`window`] between the guest's `disk-write` and `disk-read` marks,
+//! placed among the commands by decoding the kernel's log from the same
+//! `pl011_write` trace ([`Trace::log_lines`]). The boot's attach of the
+//! NVMe's StreamID, counted in the same trace ([`attach_commands`]), shows
+//! that the run would have seen commands had there been any.
 
 use super::reassign::Cost;
 use super::{thousands, Figure, Report, Table};
 use bulkhead_tests::linux::console::MARK;
 use bulkhead_tests::linux::disk::{self, phase, IO_BYTES};
 use bulkhead_tests::qemu::Outcome;
+use bulkhead_tests::scenarios::linux_passthrough::NVME_SID as PARTITION_NVME_SID;
 use bulkhead_tests::scenarios::linux_peer::{nvme_body_marks, peer_mark, NVME_SID};
 use bulkhead_tests::trace::{kind, Trace};
 
@@ -86,6 +95,39 @@ pub fn window(t: &Trace, from: usize, to: usize) -> Split {
     (all, config)
 }
 
+/// The boot's attach of StreamID `sid` in `t.events[..to]`: the batches
+/// (commands up to a CMD_SYNC) that invalidate its STE (CFGI_STE of it, or
+/// a CFGI_STE_RANGE that covers it short of CFGI_ALL), commands counted
+/// with their CMD_SYNC as in [`window`].
+pub fn attach_commands(t: &Trace, sid: u64, to: usize) -> Cost {
+    let mut total = Cost::default();
+    let (mut cmds, mut ours) = (0u64, false);
+    for e in t.events.get(..to.min(t.events.len())).unwrap_or(&[]) {
+        if kind::CFGI_STE.matches(e) {
+            ours |= e.field("streamid") == Some(sid);
+            continue;
+        }
+        if e.name == "smmuv3_cmdq_cfgi_ste_range" {
+            if let (Some(a), Some(b)) = (e.field("start"), e.field("end")) {
+                ours |= !(a == 0 && b >= u64::from(u32::MAX)) && (a..=b).contains(&sid);
+            }
+            continue;
+        }
+        if !kind::CMDQ_OPCODE.matches(e) {
+            continue;
+        }
+        cmds += 1;
+        if e.args.contains("CMD_SYNC") {
+            if ours {
+                total.commands += cmds;
+                total.syncs += 1;
+            }
+            (cmds, ours) = (0, false);
+        }
+    }
+    total
+}
+
 /// Linux's SMMUEN: the index of the first CR0 write that sets it.
 pub fn smmuen_at(t: &Trace) -> Option<usize> {
     t.events.iter().position(|e| kind::WRITE_MMIO.matches(e) && e.field("addr") == Some(CR0) && e.field("val").is_some_and(|v| v & CR0_SMMUEN != 0))
@@ -132,6 +174,50 @@ pub struct Peer {
     /// All commands of the I/O window, and the NVMe's translations in it.
     pub io: Option<Cost>,
     pub io_translations: usize,
+}
+
+/// Bulkhead's figures from `linux-nvme`'s machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ours {
+    /// All commands between the `disk-write` and `disk-read` marks.
+    pub io: Cost,
+    /// The boot's attach of the NVMe's StreamID, before `disk-write`.
+    pub attach: Cost,
+    /// The NVMe's translations in the I/O window.
+    pub io_translations: usize,
+}
+
+/// Reads the `linux-nvme` bench run: its log, and its trace with the
+/// kernel's log decoded from it by `decoder`.
+pub fn measure_ours(o: &Outcome, decoder: &bulkhead_tests::log::Decoder) -> Result<Ours, String> {
+    if o.status != Some(0) {
+        return Err(format!("the linux-nvme run exited with {:?}", o.status));
+    }
+    let want = disk::expected(IO_BYTES);
+    let (w, r) = disk::sums(o.log.iter().map(|l| l.message.as_str()));
+    if w.as_deref() != Some(&want) || r.as_deref() != Some(&want) {
+        return Err(format!("storage's NVMe I/O did not read back its pattern: wrote {w:?}, read {r:?}, expected {want}"));
+    }
+    let t = &o.trace;
+    t.traced_as(kind::UART_WRITE)?;
+    t.traced_as(kind::CMDQ_OPCODE)?;
+    let lines = t.log_lines(decoder);
+    if lines.is_empty() {
+        return Err("no kernel log line decoded from QEMU's trace (pl011_write)".into());
+    }
+    let at = |name: &str| line_end(&lines, name, true).ok_or_else(|| format!("storage's `{name}` mark is not among the log lines decoded from QEMU's trace"));
+    let (from, to) = (at(phase::WRITE)?, at(phase::READ)?);
+    let io_translations = t.events[from..to].iter().filter(|e| kind::TRANSLATE_SUCCESS.matches(e) && e.field("sid") == Some(PARTITION_NVME_SID)).count();
+    Ok(Ours { io: window(t, from, to).0, attach: attach_commands(t, PARTITION_NVME_SID, from), io_translations })
+}
+
+/// Linux / bulkhead of commands per MiB, honest when bulkhead's is 0.
+fn io_ratio(linux: f64, ours: f64) -> String {
+    match (linux > 0.0, ours > 0.0) {
+        (_, true) => ratio(linux, ours),
+        (true, false) => "∞ (bulkhead issues none)".into(),
+        (false, false) => "- (neither issues any)".into(),
+    }
 }
 
 /// Reads the peer run's trace.
@@ -198,8 +284,15 @@ fn ratio(linux: f64, ours: f64) -> String {
 
 /// The section's figures and its side-by-side table. `abort`, `isolation`:
 /// bulkhead's boot to abort and to SMMUEN; `ours`: its (release,
-/// assignment) of one StreamID.
-pub fn report(o: &Result<Outcome, String>, abort: Option<u64>, isolation: Option<u64>, ours: (Option<Cost>, Option<Cost>), r: &mut Report) {
+/// assignment) of one StreamID; `nvme`: its `linux-nvme` run ([`measure_ours`]).
+pub fn report(
+    o: &Result<Outcome, String>,
+    abort: Option<u64>,
+    isolation: Option<u64>,
+    ours: (Option<Cost>, Option<Cost>),
+    nvme: &Result<Ours, String>,
+    r: &mut Report,
+) {
     let p = match o.as_ref().map_err(Clone::clone).and_then(measure) {
         Ok(p) => p,
         Err(e) => {
@@ -281,10 +374,12 @@ pub fn report(o: &Result<Outcome, String>, abort: Option<u64>, isolation: Option
     }
     // I/O.
     let mib = (2 * IO_BYTES) as f64 / f64::from(1 << 20);
+    let per = |c: Cost| (c.commands as f64 / mib, c.syncs as f64 / mib);
     let name = "Linux: SMMU commands per MiB of NVMe I/O";
+    let linux = p.io.map(per);
     match p.io {
         Some(c) => {
-            let (per_c, per_s) = (c.commands as f64 / mib, c.syncs as f64 / mib);
+            let (per_c, per_s) = per(c);
             r.figures.push(
                 Figure::new(
                     S,
@@ -298,15 +393,57 @@ pub fn report(o: &Result<Outcome, String>, abort: Option<u64>, isolation: Option
                 )
                 .with("syncs_per_mib", per_s),
             );
-            t.rows.push(vec!["per MiB of NVMe I/O".into(), format!("{per_c:.1} commands, {per_s:.1} CMD_SYNC"), "not measured".into(), "-".into()]);
         }
         None => r.figures.push(Figure::missing(S, name, "the I/O marks are missing from the console lines in QEMU's trace")),
     }
-    r.figures.push(Figure::missing(
-        S,
-        "bulkhead: SMMU commands per MiB of NVMe I/O (Linux in a partition)",
-        "the linux-nvme scenario (Linux in a partition with the NVMe) is not on main yet; a static partition's domain is set once, so none are expected",
-    ));
+    let name = "bulkhead: SMMU commands per MiB of NVMe I/O (Linux in a partition)";
+    let ours = match nvme {
+        Ok(n) if n.attach.commands == 0 => {
+            r.figures.push(Figure::missing(
+                S,
+                name,
+                format!("no attach command for StreamID {PARTITION_NVME_SID:#x} counted before the I/O: the trace could not show commands"),
+            ));
+            None
+        }
+        Ok(n) => {
+            let (per_c, per_s) = per(n.io);
+            let vs =
+                linux.map(|(lc, ls)| format!("; Linux / bulkhead: {} commands, {} CMD_SYNC", io_ratio(lc, per_c), io_ratio(ls, per_s))).unwrap_or_default();
+            r.figures.push(
+                Figure::new(
+                    S,
+                    name,
+                    per_c,
+                    format!(
+                        "{per_c:.1} commands, {per_s:.1} CMD_SYNC per MiB ({} over {mib:.0} MiB written and read; {} NVMe translations); \
+                         the same trace counts the boot's attach of StreamID {PARTITION_NVME_SID:#x}: {}{vs}",
+                        cost(n.io),
+                        n.io_translations,
+                        cost(n.attach)
+                    ),
+                )
+                .with("syncs_per_mib", per_s)
+                .with("attach_commands", n.attach.commands as f64)
+                .with("attach_syncs", n.attach.syncs as f64),
+            );
+            Some((per_c, per_s, n.attach))
+        }
+        Err(e) => {
+            r.figures.push(Figure::missing(S, name, e));
+            None
+        }
+    };
+    if let Some((lc, ls)) = linux {
+        let (b, q) = match ours {
+            Some((oc, os, attach)) => (
+                format!("{oc:.1} commands, {os:.1} CMD_SYNC (boot attach of StreamID {PARTITION_NVME_SID:#x} in the same trace: {})", cost(attach)),
+                format!("{} commands, {} CMD_SYNC", io_ratio(lc, oc), io_ratio(ls, os)),
+            ),
+            None => ("not measured".into(), "-".into()),
+        };
+        t.rows.push(vec!["per MiB of NVMe I/O".into(), format!("{lc:.1} commands, {ls:.1} CMD_SYNC"), b, q]);
+    }
     r.tables.push(t);
 }
 
@@ -367,5 +504,28 @@ mod tests {
         assert_eq!(config, Cost { commands: 7, syncs: 3 });
         assert_eq!(window(&t, b, a), (Cost::default(), Cost::default()));
         assert_eq!(line_end(&lines, "c", true), None);
+    }
+
+    #[test]
+    fn the_attach_of_one_streamid_is_counted_with_its_sync() {
+        let text = "smmuv3_cmdq_opcode <--- SMMU_CMD_CFGI_STE_RANGE\nsmmuv3_cmdq_cfgi_ste_range start=0x0 - end=0xffffffff\nsmmuv3_cmdq_opcode <--- SMMU_CMD_SYNC\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_CFGI_STE\nsmmuv3_cmdq_cfgi_ste streamid= 0x8\nsmmuv3_cmdq_opcode <--- SMMU_CMD_SYNC\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_CFGI_STE\nsmmuv3_cmdq_cfgi_ste streamid= 0x10\nsmmuv3_cmdq_opcode <--- SMMU_CMD_TLBI_S12_VMALL\nsmmuv3_cmdq_opcode <--- SMMU_CMD_SYNC\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_CFGI_STE_RANGE\nsmmuv3_cmdq_cfgi_ste_range start=0x10 - end=0x11\nsmmuv3_cmdq_opcode <--- SMMU_CMD_SYNC\n\
+             smmuv3_cmdq_opcode <--- SMMU_CMD_CFGI_STE\nsmmuv3_cmdq_cfgi_ste streamid= 0x10\n";
+        let t = Trace::parse(text);
+        // CFGI_ALL and StreamID 0x8's batch are not 0x10's; the trailing
+        // command has no CMD_SYNC yet.
+        assert_eq!(attach_commands(&t, 0x10, t.events.len()), Cost { commands: 5, syncs: 2 });
+        assert_eq!(attach_commands(&t, 0x10, 10), Cost { commands: 3, syncs: 1 });
+        assert_eq!(attach_commands(&t, 0x10, 4), Cost::default());
+        assert_eq!(attach_commands(&t, 0x20, t.events.len()), Cost::default());
+    }
+
+    #[test]
+    fn the_io_ratio_does_not_divide_by_zero() {
+        assert_eq!(io_ratio(3.0, 0.0), "∞ (bulkhead issues none)");
+        assert_eq!(io_ratio(0.0, 0.0), "- (neither issues any)");
+        assert_eq!(io_ratio(3.0, 2.0), "1.5×");
     }
 }
