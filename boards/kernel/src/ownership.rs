@@ -138,7 +138,7 @@ fn execute(k: &Kernel, iso: &mut Isolation, c: &Change) -> Result<(), Failure> {
                 res.generation += 1;
                 let part = partition(p)?;
                 let back = partitions::validate::owned_irqs(&d.topology, &devs);
-                crate::vgic::restore_spis(part, |intid| back.iter().any(|o| o.irq.intid == intid));
+                crate::vgic::set_lines(part, |intid| back.iter().any(|o| o.irq.intid == intid), true);
                 present(k, part, &devs, true);
             }
         }
@@ -159,7 +159,7 @@ fn revoke(k: &Kernel, p: PartitionId, devs: &[DeviceRef], mmio: &[PhysRange]) ->
     // page the partition reaches without the kernel knowing it is gone.
     res.devices.retain(|x| !devs.contains(x));
     let kept = partitions::validate::owned_irqs(&k.discovered.topology, &res.devices);
-    crate::vgic::retire_spis(part, |intid| kept.iter().any(|o| o.irq.intid == intid));
+    crate::vgic::set_lines(part, |intid| !kept.iter().any(|o| o.irq.intid == intid), false);
     res.revoked.extend(mmio.iter().copied());
     res.generation += 1;
     res.stage2.unmap_mmio(mmio)

@@ -154,7 +154,7 @@ impl Partition {
         self.status.store(status, Ordering::Relaxed);
         self.life.store(life as u8, Ordering::Release);
         // Its lines are nobody's to take now.
-        crate::vgic::retire_spis(self, |_| false);
+        crate::vgic::set_lines(self, |_| true, false);
     }
 }
 

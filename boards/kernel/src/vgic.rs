@@ -77,28 +77,17 @@ pub fn route_spi(p: &Partition, intid: u32, v: usize) {
     }
 }
 
-/// Takes the physical lines of `p` that `keep` does not hold out of use
-/// (its devices released, or it stopped): disabled, their pending and
-/// active states cleared, so none stays active for a partition that will
-/// not end it.
-pub fn retire_spis(p: &Partition, keep: impl Fn(u32) -> bool) {
+/// Turns the physical lines of `p` that `which` holds on (enabled again:
+/// its devices assigned to it again) or off (retired: disabled, their
+/// pending and active states cleared, so none stays active for a partition
+/// that will not end it — its devices released, or it stopped).
+pub fn set_lines(p: &Partition, which: impl Fn(u32) -> bool, on: bool) {
     let (Some(&first), Some(k)) = (p.plan.cpus.first(), kernel()) else { return };
     let Ok(Some(mut gic)) = gic_for(k.discovered, first) else { return };
-    for o in p.plan.irqs.iter().filter(|o| !keep(o.irq.intid)) {
-        if let Err(e) = gic.retire(o.irq.intid) {
-            defmt::warn!("partition {=str}: retiring INTID {=u32}: {}", p.name(), o.irq.intid, e);
-        }
-    }
-}
-
-/// Enables again the physical lines of `p` that `back` holds (its devices
-/// assigned to it again).
-pub fn restore_spis(p: &Partition, back: impl Fn(u32) -> bool) {
-    let (Some(&first), Some(k)) = (p.plan.cpus.first(), kernel()) else { return };
-    let Ok(Some(mut gic)) = gic_for(k.discovered, first) else { return };
-    for o in p.plan.irqs.iter().filter(|o| back(o.irq.intid)) {
-        if let Err(e) = gic.enable(o.irq.intid) {
-            defmt::warn!("partition {=str}: enabling INTID {=u32}: {}", p.name(), o.irq.intid, e);
+    for o in p.plan.irqs.iter().filter(|o| which(o.irq.intid)) {
+        let done = if on { gic.enable(o.irq.intid) } else { gic.retire(o.irq.intid) };
+        if let Err(e) = done {
+            defmt::warn!("partition {=str}: turning INTID {=u32} {=str}: {}", p.name(), o.irq.intid, if on { "on" } else { "off" }, e);
         }
     }
 }
