@@ -213,12 +213,16 @@ pub const PROBE_PATH: &str = "/lib/modules/bulkhead_probe.ko";
 pub const TICKS_PATH: &str = "/bin/ticks";
 
 /// Mounts what busybox needs, and defines `mark NAME`, which prints
-/// `bulkhead-init: NAME ticks=N` with the counter ([`super::console`] reads it).
+/// `bulkhead-init: NAME ticks=N` with the counter ([`super::console`] reads
+/// it), and `modparams MODULE`, which prints the `MODULE.param=value` words
+/// of the kernel's command line as `param=value` (Linux leaves them to
+/// modprobe; busybox `insmod` takes them as arguments).
 pub const PROLOGUE: &str = r#"#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mark() { echo "bulkhead-init: $* ticks=$(/bin/ticks)"; }
+modparams() { for w in $(cat /proc/cmdline); do case "$w" in "$1".*) echo "${w#"$1".}";; esac; done; }
 "#;
 
 /// Ends the script: the last mark, then power off (PSCI SYSTEM_OFF).

@@ -110,7 +110,9 @@ impl Guest {
 
     /// Puts the modules `names` and their dependencies into `r` under
     /// [`DIR`]; returns the init script's lines that load them, in order
-    /// (`insmod /lib/modules/nvme-core.ko || mark insmod-failed nvme-core`).
+    /// (`insmod /lib/modules/nvme-core.ko $(modparams nvme_core) || mark
+    /// insmod-failed nvme-core`: the module's parameters from the kernel's
+    /// command line, `nvme_core.io_timeout=2`, as modprobe would pass them).
     pub fn add_modules(&self, r: &mut Initramfs, names: &[&str]) -> Result<Vec<String>, String> {
         let mods = self.modules(names)?;
         let mut lines = Vec::new();
@@ -123,9 +125,10 @@ impl Guest {
     }
 }
 
-/// One module's load line; a failure is marked (`mark` is the prologue's).
+/// One module's load line with its command-line parameters; a failure is
+/// marked (`modparams` and `mark` are the prologue's).
 fn insmod_line(path: &str, name: &str) -> String {
-    format!("insmod {path} || mark insmod-failed {name}")
+    format!("insmod {path} $(modparams {}) || mark insmod-failed {name}", name.replace('-', "_"))
 }
 
 #[cfg(test)]
@@ -171,7 +174,7 @@ mod tests {
         assert!(split_depends(&[]).is_empty());
         let m = Module { name: "nvme-core".into(), bytes: Vec::new() };
         assert_eq!(m.guest_path(), "/lib/modules/nvme-core.ko");
-        assert_eq!(insmod_line(&m.guest_path(), &m.name), "insmod /lib/modules/nvme-core.ko || mark insmod-failed nvme-core");
+        assert_eq!(insmod_line(&m.guest_path(), &m.name), "insmod /lib/modules/nvme-core.ko $(modparams nvme_core) || mark insmod-failed nvme-core");
         assert_eq!(key("nvme-core"), key("nvme_core"));
         assert_ne!(key("nvme"), key("nvme-core"));
     }

@@ -16,17 +16,21 @@
 //! - `linux-virtio`: the same with a `virtio-blk-pci` created with
 //!   `iommu_platform=on,disable-legacy=on` (without them QEMU's virtio DMA
 //!   bypasses the IOMMU) driven by Linux's virtio driver.
-//!
-//! The release while Linux uses the disk is not a scenario yet: the
-//! release works (the function vanishes, its DMA aborts, Linux's driver
-//! finds the controller gone), but Linux then hangs in its own power-off on
-//! the vanished block device, so the run cannot end.
+//! - `linux-nvme-release`: `net`, a manager, releases storage's NVMe group
+//!   while Linux writes to it: after the release's CMD_SYNC QEMU translates
+//!   nothing more for the NVMe's StreamID (its DMA aborts), Linux's driver
+//!   reads the function as all ones (its BAR and configuration space gone
+//!   from the partition) and gives up on it, and the kernel and `net` carry
+//!   on. Linux's power-off would wait for ever in its NVMe driver's shutdown
+//!   of the vanished controller, so storage ends with SysRq-b (an emergency
+//!   restart: PSCI SYSTEM_RESET without the drivers' shutdown), which stops
+//!   a partition that was given devices.
 
 use crate::dtb::Boot;
 use crate::linux::disk::{self, Bus, Disk, IO_BYTES};
 use crate::linux::initramfs::Initramfs;
 use crate::qemu::{Outcome, QemuConfig};
-use crate::scenario::{Checks, Ctx, Scenario};
+use crate::scenario::{Checks, Ctx, Scenario, Witness};
 use crate::trace::{kind, TraceEvent};
 use std::time::Duration;
 
@@ -44,6 +48,9 @@ const NET_SID: u64 = 0x8;
 const DISK_INTX: &str = "physical SPI 5 (INTID 37, level) forwarded to it";
 /// Where net's edu attacks storage's memory.
 const ATTACK: u64 = 0x5800_0000;
+/// The isolation group of the disk (QEMU virt: 00:00.0 is group 0, the
+/// edu 1, the disk 2).
+const DISK_GROUP: u32 = 2;
 
 fn overlay(initrd_size: u64, net_args: &str, net_manager: bool) -> String {
     let rd = initrd_size.div_ceil(0x1000) * 0x1000;
@@ -153,10 +160,58 @@ pub fn bench_nvme(dir: &std::path::Path, artifacts: &crate::Artifacts) -> Result
     Ok(cfg)
 }
 
+/// How long net (a manager) waits before it takes the disk's group from
+/// storage: Linux is in its write loop by then (it starts it 30–40 s after
+/// power-on on 2 busy cores), which goes on until the disk fails or Linux
+/// has been up for [`WRITE_UNTIL_S`] (its clock starts about 33 s after
+/// power-on, when its timer is set up).
+const RELEASE_AFTER_MS: u64 = 75_000;
+const WRITE_UNTIL_S: u32 = 150;
+
+/// storage, after the first I/O: 4 MiB direct writes to the disk (no page
+/// cache, so a failed write returns its error instead of leaving dirty
+/// pages nobody can write back), in the background, until one fails or
+/// [`WRITE_UNTIL_S`]; the foreground waits for that (or 30 s more), says
+/// what Linux saw, and restarts at once (SysRq-b), which stops storage.
+fn write_loop() -> String {
+    format!(
+        r#"( n=0
+while [ "$(cut -d. -f1 /proc/uptime)" -lt {WRITE_UNTIL_S} ]; do
+dd if=/lib/pattern.bin of=/dev/nvme0n1 bs=65536 count=64 oflag=direct 2>/dev/null || break
+n=$((n+1)); echo "bulkhead-init: write-loop $n"
+done
+echo "bulkhead-init: write-loop-end $n"; touch /tmp/write-loop-end ) &
+while [ ! -e /tmp/write-loop-end ] && [ "$(cut -d. -f1 /proc/uptime)" -lt {} ]; do sleep 1; done
+echo "bulkhead-init: nvme-log $(dmesg | grep -c 'nvme nvme0')"
+mark emergency-restart
+echo b > /proc/sysrq-trigger"#,
+        WRITE_UNTIL_S + 30
+    )
+}
+
+/// storage's partition ID (the kernel numbers partitions in the merged
+/// tree's node order: net, then storage).
+const STORAGE_ID: u32 = 1;
+
+fn release_args() -> String {
+    format!("hello wait={RELEASE_AFTER_MS} release={DISK_GROUP}:{STORAGE_ID} dma-own exit=0")
+}
+
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario { name: "linux-nvme", setup: |ctx| setup(ctx, Bus::Nvme, &net_args(), false, ""), check: |o, c| check_io(o, c, Bus::Nvme) },
         Scenario { name: "linux-virtio", setup: |ctx| setup(ctx, Bus::VirtioBlk, &net_args(), false, ""), check: |o, c| check_io(o, c, Bus::VirtioBlk) },
+        // Linux's NVMe timeouts short, so the I/O the release cuts off
+        // fails in seconds rather than after the default 30; no native
+        // multipath, which would requeue it for ever once the controller
+        // is gone.
+        Scenario {
+            name: "linux-nvme-release",
+            setup: |ctx| {
+                setup_with(ctx, Bus::Nvme, &release_args(), true, &write_loop(), " nvme_core.io_timeout=2 nvme_core.admin_timeout=2 nvme_core.multipath=N")
+            },
+            check: check_release,
+        },
     ]
 }
 
@@ -217,5 +272,51 @@ fn check_io(o: &Outcome, c: &mut Checks, bus: Bus) {
     }
     c.that(o.trace.of(kind::EVENT).filter(sid(NET_SID)).count() > 0, "QEMU recorded no SMMU event for net's attack on storage's memory");
     c.that(o.trace.of(kind::EVENT).filter(sid(DISK_SID)).count() == 0, "the disk's DMA faulted");
+    c.no_bypass(o);
+}
+
+fn check_release(o: &Outcome, c: &mut Checks) {
+    c.exit(o, 0);
+    c.log(o, &format!("partition storage: {DISK_INTX}"));
+    let at = |needle: &str| lines(o).position(|l| l.contains(needle));
+    // The first I/O was whole; then the release came during the write loop
+    // and cut it short.
+    let want = disk::expected(IO_BYTES);
+    c.that(disk::sums(guest_lines(o)).1.as_deref() == Some(want.as_str()), "the first read-back's checksum is not the pattern's");
+    let release = at(&format!("[net] release group 0x{DISK_GROUP:x} from 0x{STORAGE_ID:x}: 0x0"));
+    let first_write = at("[storage] bulkhead-init: write-loop 1");
+    c.that(release.is_some(), "net's release of the disk's group was not reported as done");
+    c.that(
+        first_write.is_some() && first_write < release,
+        format!("Linux was not writing when the release came (first loop write at log line {first_write:?}, release at {release:?})"),
+    );
+    let end = at("[storage] bulkhead-init: write-loop-end");
+    c.that(end.is_some_and(|e| Some(e) > release), "Linux's write loop did not end after the release");
+    // Linux found the function gone: its BAR and its configuration space
+    // read as all ones.
+    c.that(
+        guest_lines(o).any(|l| l.contains("nvme nvme0") && l.contains("CSTS=0xffffffff") && l.contains("PCI_STATUS=0xffff")),
+        "Linux's nvme driver did not report the controller gone (CSTS and PCI_STATUS all ones)",
+    );
+    // The kernel and net carried on; storage ended by its emergency restart.
+    c.log(o, "[net] dma own 0x4c100000: ok, 64 bytes verified");
+    c.log(o, "partition net: exited with status 0");
+    c.log(o, "partition storage: PSCI SYSTEM_RESET");
+    c.no_log(o, "EXCEPTION");
+    c.no_log(o, "failing closed");
+    c.log(o, "all 2 partitions stopped, 0 failed");
+    // QEMU: after the CMD_SYNC that completes the release's STE change,
+    // nothing more is translated for the disk (its DMA aborts); before it,
+    // it was.
+    let ev = &o.trace.events;
+    let cfgi = ev.iter().rposition(|e| kind::CFGI_STE.matches(e) && e.field("streamid") == Some(DISK_SID));
+    let sync = cfgi.and_then(|i| ev[i..].iter().position(|e| kind::CMDQ_OPCODE.matches(e) && e.args.contains("CMD_SYNC")).map(|n| i + n));
+    c.that(sync.is_some(), "QEMU saw no STE change for the disk completed by a CMD_SYNC");
+    if let Some(at) = sync {
+        let disk = |e: &TraceEvent| e.field("sid") == Some(DISK_SID);
+        let before = |e: &TraceEvent| disk(e) && o.trace.index_of(e).is_some_and(|i| i < at);
+        let after = |e: &TraceEvent| disk(e) && o.trace.index_of(e).is_some_and(|i| i > at);
+        c.none_of(o, kind::TRANSLATE_SUCCESS, "translation of the disk's DMA after its release", after, Witness::InRun("of the disk's DMA before it", &before));
+    }
     c.no_bypass(o);
 }
