@@ -211,10 +211,11 @@ pub fn measure_ours(o: &Outcome, decoder: &bulkhead_tests::log::Decoder) -> Resu
     Ok(Ours { io: window(t, from, to).0, attach: attach_commands(t, PARTITION_NVME_SID, from), io_translations })
 }
 
-/// Linux / bulkhead of commands per MiB, honest when bulkhead's is 0.
-fn io_ratio(linux: f64, ours: f64) -> String {
-    match (linux > 0.0, ours > 0.0) {
-        (_, true) => ratio(linux, ours),
+/// Linux / bulkhead of (commands, CMD_SYNCs) per MiB, honest when
+/// bulkhead's are 0.
+fn io_ratio((lc, ls): (f64, f64), (oc, os): (f64, f64)) -> String {
+    match (lc > 0.0 || ls > 0.0, oc > 0.0 || os > 0.0) {
+        (_, true) => format!("{} commands, {} CMD_SYNC", ratio(lc, oc), ratio(ls, os)),
         (true, false) => "∞ (bulkhead issues none)".into(),
         (false, false) => "- (neither issues any)".into(),
     }
@@ -408,8 +409,7 @@ pub fn report(
         }
         Ok(n) => {
             let (per_c, per_s) = per(n.io);
-            let vs =
-                linux.map(|(lc, ls)| format!("; Linux / bulkhead: {} commands, {} CMD_SYNC", io_ratio(lc, per_c), io_ratio(ls, per_s))).unwrap_or_default();
+            let vs = linux.map(|l| format!("; Linux / bulkhead: {}", io_ratio(l, (per_c, per_s)))).unwrap_or_default();
             r.figures.push(
                 Figure::new(
                     S,
@@ -438,7 +438,7 @@ pub fn report(
         let (b, q) = match ours {
             Some((oc, os, attach)) => (
                 format!("{oc:.1} commands, {os:.1} CMD_SYNC (boot attach of StreamID {PARTITION_NVME_SID:#x} in the same trace: {})", cost(attach)),
-                format!("{} commands, {} CMD_SYNC", io_ratio(lc, oc), io_ratio(ls, os)),
+                io_ratio((lc, ls), (oc, os)),
             ),
             None => ("not measured".into(), "-".into()),
         };
@@ -524,8 +524,8 @@ mod tests {
 
     #[test]
     fn the_io_ratio_does_not_divide_by_zero() {
-        assert_eq!(io_ratio(3.0, 0.0), "∞ (bulkhead issues none)");
-        assert_eq!(io_ratio(0.0, 0.0), "- (neither issues any)");
-        assert_eq!(io_ratio(3.0, 2.0), "1.5×");
+        assert_eq!(io_ratio((3.0, 1.0), (0.0, 0.0)), "∞ (bulkhead issues none)");
+        assert_eq!(io_ratio((0.0, 0.0), (0.0, 0.0)), "- (neither issues any)");
+        assert_eq!(io_ratio((3.0, 1.0), (2.0, 1.0)), "1.5× commands, 1.0× CMD_SYNC");
     }
 }
