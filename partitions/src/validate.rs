@@ -161,6 +161,9 @@ pub fn validate(cfg: &Config, hw: &Hardware) -> Result<Plan, ConfigError> {
             if let Some((_, what, _)) = fixed.iter().find(|(f, _, _)| f.overlaps(m)) {
                 return Err(refuse(&p.path, "memory", format!("region {m} overlaps {what}")));
             }
+            if let Some(what) = crate::vm::board::overlapped(m.base.0, m.size) {
+                return Err(refuse(&p.path, "memory", format!("region {m} overlaps {what}")));
+            }
             if let Some((o, who)) = owned.iter().find(|(o, _)| o.overlaps(m)) {
                 let whose = if *who == p.name.as_str() { "another region of the same partition".into() } else { format!("partition {who}'s memory {o}") };
                 return Err(refuse(&p.path, "memory", format!("region {m} overlaps {whose}")));
@@ -401,7 +404,26 @@ fn assign_devices(cfg: &Config, hw: &Hardware) -> Result<(Vec<Vec<GroupId>>, Vec
         devices[part].extend(members.iter().filter_map(|&i| named.get(i)).map(|(d, _, _)| *d));
     }
     interrupt_lines(cfg, hw, &named)?;
+    bars_clear_of_the_board(topo, &named)?;
     Ok((groups, devices))
+}
+
+/// A partition's PCI functions' BARs are mapped at their own addresses in
+/// its stage 2: none may lie over the virtual board's windows
+/// ([`crate::vm::board::windows`]).
+fn bars_clear_of_the_board(topo: &Topology, named: &[(DeviceRef, usize, &str)]) -> Result<(), ConfigError> {
+    for &(d, _, path) in named {
+        for b in topo.pci(d).map(|f| f.bars.as_slice()).unwrap_or_default() {
+            if let Some(what) = crate::vm::board::overlapped(b.cpu.0, b.size) {
+                return Err(refuse(
+                    path,
+                    "bulkhead,partition",
+                    format!("{} has BAR{} at [{:#x}, {:#x}), over {what}", describe(topo, d), b.index, b.cpu.0, b.cpu.0.saturating_add(b.size)),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Interrupt lines are resources like memory: two partitions never share
@@ -583,6 +605,23 @@ mod tests {
         }
     }
 
+    /// On a board whose RAM starts at 0 (RK3588), memory may not cover the
+    /// virtual board's emulated devices.
+    #[test]
+    fn memory_stays_clear_of_the_virtual_board() {
+        let mut h = hw();
+        h.ram.push(r(0, 0x4000_0000));
+        let mut c = good();
+        c.partitions[1].memory[0] = r(0x0800_0000, 0x100_0000);
+        let e = validate(&c, &h).unwrap_err();
+        assert_eq!((e.node.as_str(), e.property), ("/partitions/b", "memory"));
+        assert!(e.to_string().contains("overlaps the virtual board's GIC distributor at [0x8000000, 0x8010000)"), "{e}");
+        c.partitions[1].memory[0] = r(0x3e00_0000, 0x200_0000);
+        assert!(validate(&c, &h).unwrap_err().to_string().contains("PCI ECAM"));
+        c.partitions[1].memory[0] = r(0x1000_0000, 0x100_0000);
+        assert!(validate(&c, &h).is_ok());
+    }
+
     #[test]
     fn initrd_rules() {
         let mut c = good();
@@ -723,6 +762,20 @@ mod tests {
                 assert_eq!(e.node, node, "{e}");
                 assert!(e.to_string().contains(want), "{e} does not say {want:?}");
             }
+        }
+
+        #[test]
+        fn bars_stay_clear_of_the_virtual_board() {
+            let mut m = machine();
+            let bar = |at: u64| devicetree::pci::Bar { index: 2, cpu: PhysAddr(at), pci: at, size: 0x4000, is_64: false, prefetchable: false };
+            m.topology.hosts[0].bus.functions[0].bars.push(bar(0x3f0f_f000));
+            let mut c = good();
+            c.assignments.push(pci_at(0, EDU_A, &[(0, 1, 0)]));
+            let e = validate(&c, &m).unwrap_err();
+            assert_eq!((e.node.as_str(), e.property), (EDU_A, "bulkhead,partition"));
+            assert!(e.to_string().contains("BAR2 at [0x3f0ff000, 0x3f103000), over the virtual board's PCI ECAM at [0x3f000000, 0x3f100000)"), "{e}");
+            m.topology.hosts[0].bus.functions[0].bars[0] = bar(0x3f10_0000);
+            assert!(validate(&c, &m).is_ok(), "just above the window");
         }
 
         /// The machine with QEMU virt's INTx map (SPI 3 + (slot & 3 + pin - 1) % 4),

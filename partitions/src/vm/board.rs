@@ -44,10 +44,27 @@ pub enum Emulated {
     Ecam(u64),
 }
 
-/// The windows of the virtual board (start, size): nothing of a
-/// partition's own (its memory, its BARs) may be mapped over them.
-pub fn windows() -> [(u64, u64); 4] {
-    [(GICD_BASE, GICD_SIZE), (GICR_BASE, GICR_STRIDE * MAX_VCPUS as u64), (UART_BASE, super::vuart::WINDOW), (ECAM_BASE, ECAM_SIZE)]
+/// The windows of the virtual board (what, start, size): nothing of a
+/// partition's own (its memory, its BARs) may be mapped over them, or the
+/// partition would reach that instead of the emulated device (the
+/// validation refuses it).
+pub fn windows() -> [(&'static str, u64, u64); 4] {
+    [
+        ("GIC distributor", GICD_BASE, GICD_SIZE),
+        ("GIC redistributors", GICR_BASE, GICR_STRIDE * MAX_VCPUS as u64),
+        ("console UART", UART_BASE, super::vuart::WINDOW),
+        ("PCI ECAM", ECAM_BASE, ECAM_SIZE),
+    ]
+}
+
+/// The first window of the virtual board that `[start, start + size)`
+/// overlaps, as "the virtual board's NAME at [a, b)".
+pub fn overlapped(start: u64, size: u64) -> Option<alloc::string::String> {
+    let end = start.saturating_add(size);
+    windows()
+        .into_iter()
+        .find(|&(_, b, s)| start < b + s && b < end)
+        .map(|(what, b, s)| alloc::format!("the virtual board's {what} at [{b:#x}, {:#x}) (every partition's, at fixed addresses)", b + s))
 }
 
 /// The emulated device `ipa` addresses. The whole redistributor window
@@ -83,5 +100,14 @@ mod tests {
         assert_eq!(decode(0x3f00_8004), Some(Emulated::Ecam(0x8004)));
         assert_eq!(decode(0x3f10_0000), None, "bus 0 only");
         assert_eq!(decode(0x0801_0000), None, "between the distributor and the redistributors");
+    }
+
+    #[test]
+    fn overlaps_name_the_window() {
+        assert!(overlapped(0x0800_f000, 0x1000).unwrap().contains("GIC distributor at [0x8000000, 0x8010000)"));
+        assert!(overlapped(0x3000_0000, 0x1000_0000).unwrap().contains("PCI ECAM"));
+        assert_eq!(overlapped(0x0801_0000, 0x1000), None, "between the distributor and the redistributors");
+        assert_eq!(overlapped(0x3f10_0000, 0x1000), None);
+        assert_eq!(overlapped(0x4000_0000, u64::MAX), None, "no overflow");
     }
 }
