@@ -34,8 +34,10 @@ pub struct GuestDevice {
     pub irqs: Vec<devicetree::dt::Irq>,
 }
 
-/// The partition's virtual PCI host bridge ([`crate::vm::vpci`]) as its
-/// DT describes it: generic ECAM at [`crate::vm::board::ECAM_BASE`], bus 0,
+/// One of the partition's virtual PCI host bridges ([`crate::vm::vpci`])
+/// as its DT describes it: generic ECAM (the k-th at
+/// [`crate::vm::board::ECAM_BASE`] + k × [`crate::vm::board::ECAM_HOST_SIZE`],
+/// PCI domain k), bus 0,
 /// the physical host's memory windows (BARs stay where the kernel put
 /// them, mapped at IPA = PA), INTx through the GIC, and no `msi-parent` or
 /// `iommu-map`: the partition sees neither the ITS nor the SMMU.
@@ -55,14 +57,16 @@ const PCI_SPACE_MEM32: u32 = 0x0200_0000;
 const PCI_SPACE_MEM64: u32 = 0x0300_0000;
 const PCI_PREFETCHABLE: u32 = 0x4000_0000;
 
-fn pci_node(pci: &GuestPci) -> DeviceTreeNode {
-    use crate::vm::board::{ECAM_BASE, ECAM_SIZE};
-    let mut n = DeviceTreeNode::new_unchecked(format!("pcie@{ECAM_BASE:x}"));
+/// Virtual host `k`'s node.
+fn pci_node(k: usize, pci: &GuestPci) -> DeviceTreeNode {
+    use crate::vm::board::{ECAM_BASE, ECAM_HOST_SIZE};
+    let ecam = ECAM_BASE + k as u64 * ECAM_HOST_SIZE;
+    let mut n = DeviceTreeNode::new_unchecked(format!("pcie@{ecam:x}"));
     n.add_property(prop("compatible", "pci-host-ecam-generic"));
     n.add_property(prop("device_type", "pci"));
-    n.add_property(prop("reg", u64_cells(&[ECAM_BASE, ECAM_SIZE])));
+    n.add_property(prop("reg", u64_cells(&[ecam, ECAM_HOST_SIZE])));
     n.add_property(prop("bus-range", [0u32, 0]));
-    n.add_property(prop("linux,pci-domain", 0u32));
+    n.add_property(prop("linux,pci-domain", k as u32));
     n.add_property(prop("#address-cells", 3u32));
     n.add_property(prop("#size-cells", 2u32));
     let mut ranges: Vec<u32> = Vec::new();
@@ -139,7 +143,7 @@ fn spi_specifiers(irqs: &[devicetree::dt::Irq]) -> Vec<u32> {
 /// PCI functions; `initrd` is where its initial ramdisk was copied (start,
 /// end); `restarts` how often it was restarted by its own PSCI
 /// SYSTEM_RESET (`/chosen/bulkhead,restarts`).
-pub fn build(p: &PartitionPlan, devices: &[GuestDevice], pci: Option<&GuestPci>, initrd: Option<(u64, u64)>, restarts: u32) -> Vec<u8> {
+pub fn build(p: &PartitionPlan, devices: &[GuestDevice], pci: &[GuestPci], initrd: Option<(u64, u64)>, restarts: u32) -> Vec<u8> {
     let mut t = DeviceTree::new();
     let root = &mut t.root;
     root.add_property(prop("#address-cells", 2u32));
@@ -192,11 +196,11 @@ pub fn build(p: &PartitionPlan, devices: &[GuestDevice], pci: Option<&GuestPci>,
         bus.add_child(n);
     }
     root.add_child(bus);
-    if let Some(pci) = pci {
-        root.add_child(pci_node(pci));
+    for (k, host) in pci.iter().take(crate::vm::board::ECAM_HOSTS).enumerate() {
+        root.add_child(pci_node(k, host));
     }
     let mut chosen = DeviceTreeNode::new_unchecked("chosen");
-    if pci.is_some() {
+    if !pci.is_empty() {
         // The BARs cannot move: Linux takes them as they are rather than
         // assigning its own (drivers/pci/of.c, of_pci_check_probe_only).
         chosen.add_property(prop("linux,pci-probe-only", 1u32));
@@ -254,7 +258,13 @@ mod tests {
             coherent: true,
             intx: vec![(0, 1, devicetree::dt::Irq { intid: 36, edge: false })],
         };
-        let blob = build(&p, &[edu], Some(&pci), Some((0x4900_0000, 0x4910_0000)), 1);
+        // A second physical host: a second virtual one, in its own domain.
+        let pci2 = GuestPci {
+            windows: vec![devicetree::pci::Window { cpu: PhysAddr(0x80_0000_0000), pci: 0x80_0000_0000, size: 0x1000_0000, prefetchable: true, mem64: true }],
+            coherent: false,
+            intx: vec![(0, 2, devicetree::dt::Irq { intid: 40, edge: false })],
+        };
+        let blob = build(&p, &[edu], &[pci.clone(), pci2], Some((0x4900_0000, 0x4910_0000)), 1);
         let fdt = Fdt::new(&blob).unwrap();
         let root = fdt.root();
         let mem = root.child("memory@48000000").unwrap();
@@ -285,6 +295,14 @@ mod tests {
         assert_eq!(cells("interrupt-map"), [0, 0, 0, 1, 1, 0, 0, 0, 4, 4], "00:00.0 INTA: SPI 4, level");
         assert!(host.property("dma-coherent").is_some());
         assert!(host.property("msi-parent").is_none() && host.property("iommu-map").is_none());
+        assert_eq!(cells("linux,pci-domain"), [0]);
+        let host = root.child("pcie@3f100000").unwrap();
+        let cells = |name: &str| -> Vec<u32> { host.property(name).unwrap().value().chunks(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect() };
+        assert_eq!(cells("reg"), [0, 0x3f10_0000, 0, 0x10_0000]);
+        assert_eq!(cells("linux,pci-domain"), [1]);
+        assert_eq!(cells("ranges"), [0x4300_0000, 0x80, 0, 0x80, 0, 0, 0x1000_0000]);
+        assert_eq!(cells("interrupt-map"), [0, 0, 0, 2, 1, 0, 0, 0, 8, 4], "00:00.0 INTB: SPI 8, level");
+        assert!(host.property("dma-coherent").is_none());
         assert_eq!(chosen.property("linux,pci-probe-only").unwrap().value(), &[0, 0, 0, 1]);
         assert!(edu.property("interrupts").is_none(), "no interrupts, no property");
         let uart = root.child("uart@9000000").unwrap();
@@ -320,7 +338,7 @@ mod tests {
             pci: None,
             irqs: vec![Irq { intid: 33, edge: false }, Irq { intid: 34, edge: true }],
         };
-        let blob = build(&p, &[dma], None, None, 0);
+        let blob = build(&p, &[dma], &[], None, 0);
         let fdt = Fdt::new(&blob).unwrap();
         let root = fdt.root();
         let dma = root.child("devices").unwrap().child("dma@9100000").unwrap();

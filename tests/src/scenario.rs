@@ -158,14 +158,20 @@ pub enum Witness<'a> {
     Catalogue,
 }
 
-/// Scenarios named so boot Debian's Linux ([`crate::linux::guest`]): the
-/// runner's caller fetches it before they start.
-pub const LINUX_PREFIX: &str = "linux-";
+/// Scenarios whose name has this word boot Debian's Linux
+/// ([`crate::linux::guest`]): the runner's caller fetches it before they
+/// start.
+pub const LINUX_WORD: &str = "linux";
 
 /// Scenarios named so need [`crate::qemu::Flavour::TwoSmmus`], so QEMU ≥ 10.2.
 pub const TWO_SMMUS_PREFIX: &str = "two-smmus-";
 
 impl Scenario {
+    /// Whether it boots Debian's Linux (its name has the word [`LINUX_WORD`]).
+    pub fn boots_linux(&self) -> bool {
+        self.name.split('-').any(|w| w == LINUX_WORD)
+    }
+
     /// The oldest QEMU (major, minor) this scenario runs on.
     pub fn min_qemu(&self) -> (u32, u32) {
         if self.name.starts_with(TWO_SMMUS_PREFIX) {

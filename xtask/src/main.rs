@@ -271,8 +271,7 @@ fn cmd_test(o: &TestArgs) -> Result<ExitCode, String> {
         // Debian's Linux is fetched (the first time) and its helpers built
         // before the passes start; a failure here fails those scenarios'
         // setup with the same message, and the others still run.
-        let wants_linux =
-            scenarios.iter().any(|s| s.name.starts_with(bulkhead_tests::scenario::LINUX_PREFIX) && o.filter.as_deref().is_none_or(|f| s.name.contains(f)));
+        let wants_linux = scenarios.iter().any(|s| s.boots_linux() && o.filter.as_deref().is_none_or(|f| s.name.contains(f)));
         if wants_linux {
             match bulkhead_tests::linux::guest() {
                 Ok(g) => println!("linux guest: {} ({} {}), busybox {}", g.release, g.package, g.version, g.busybox_version),

@@ -60,35 +60,40 @@ pub fn describe(name: &str, list: &[DeviceRef], d: &Discovered) -> Result<Vec<Ow
     Ok(out)
 }
 
-/// The PCI functions of `list` that a partition's virtual PCI host shows:
-/// those of the first host bridge holding one (a virtual host has one
-/// physical host behind it), as (host, function indices) in list order.
-pub fn shown_functions(list: &[DeviceRef]) -> Option<(usize, Vec<usize>)> {
-    let host = list.iter().find_map(|d| match *d {
-        DeviceRef::Pci { host, .. } => Some(host),
-        DeviceRef::Platform(_) => None,
-    })?;
-    let functions = list
-        .iter()
-        .filter_map(|d| match *d {
-            DeviceRef::Pci { host: h, function } if h == host => Some(function),
-            _ => None,
-        })
-        .collect();
-    Some((host, functions))
+/// The PCI functions of `list` by host bridge, as (host, function
+/// indices): one virtual PCI host per physical one, in the order `list`
+/// first names them, its functions in list order.
+fn by_host(list: &[DeviceRef]) -> Vec<(usize, Vec<usize>)> {
+    let mut hosts: Vec<(usize, Vec<usize>)> = Vec::new();
+    for d in list {
+        let DeviceRef::Pci { host, function } = *d else { continue };
+        match hosts.iter_mut().find(|(h, _)| *h == host) {
+            Some((_, fs)) => fs.push(function),
+            None => hosts.push((host, vec![function])),
+        }
+    }
+    hosts
 }
 
-/// The virtual PCI host of a partition owning `list` (`partitions::vm::vpci`),
-/// read from the functions as the kernel left them, and its DT node: the
+/// The virtual PCI hosts of a partition owning `list`
+/// (`partitions::vm::vpci`), one per physical host bridge its functions
+/// sit behind (at most `ECAM_HOSTS`; the rest are not shown, logged), read
+/// from the functions as the kernel left them, with their DT nodes: the
 /// physical host's windows and coherency, each shown function's INTx line.
-/// `None`: it owns no PCI function. Functions on a second host bridge are
-/// not shown (logged).
-pub fn virtual_pci(name: &str, list: &[DeviceRef], d: &Discovered) -> Option<(usize, VirtualHost, GuestPci)> {
-    let (host, shown) = shown_functions(list)?;
-    let others = list.iter().filter(|x| matches!(x, DeviceRef::Pci { host: h, .. } if *h != host)).count();
-    if others > 0 {
-        defmt::warn!("partition {=str}: {=usize} PCI functions on another host bridge are not shown in its virtual PCI host", name, others);
+/// Empty: it owns no PCI function.
+pub fn virtual_pci(name: &str, list: &[DeviceRef], d: &Discovered) -> Vec<(usize, VirtualHost, GuestPci)> {
+    let mut hosts = by_host(list);
+    let max = partitions::vm::board::ECAM_HOSTS;
+    if hosts.len() > max {
+        let unshown: usize = hosts[max..].iter().map(|(_, fs)| fs.len()).sum();
+        defmt::warn!("partition {=str}: {=usize} PCI functions behind more than {=usize} host bridges are not shown to it", name, unshown, max);
+        hosts.truncate(max);
     }
+    hosts.into_iter().filter_map(|(host, shown)| virtual_host(host, &shown, d)).collect()
+}
+
+/// The virtual host showing functions `shown` of physical host `host`.
+fn virtual_host(host: usize, shown: &[usize], d: &Discovered) -> Option<(usize, VirtualHost, GuestPci)> {
     let t = d.pci.get(host)?;
     let topo = d.topology.hosts.get(host)?;
     let bridge = d.machine.devices.pci_hosts.get(host)?;

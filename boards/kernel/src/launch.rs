@@ -221,7 +221,7 @@ pub fn fill_memory(p: &PartitionPlan) -> Result<Loaded, ExitCode> {
 /// Writes `p`'s DTB (its devices `guests`, restarted `restarts` times) at
 /// the top of its entry region and makes its memory visible to it with
 /// its caches off; returns where and how long the DTB is.
-pub fn write_dtb(p: &PartitionPlan, l: &Loaded, guests: &[GuestDevice], pci: Option<&GuestPci>, restarts: u32) -> Result<(PhysAddr, usize), ExitCode> {
+pub fn write_dtb(p: &PartitionPlan, l: &Loaded, guests: &[GuestDevice], pci: &[GuestPci], restarts: u32) -> Result<(PhysAddr, usize), ExitCode> {
     let dtb = partitions::guest_dt::build(p, guests, pci, l.initrd, restarts);
     let dtb_at = PhysAddr((l.home.end() - DTB_ROOM + 7) & !7);
     if dtb.len() as u64 > DTB_ROOM {
@@ -240,9 +240,9 @@ pub fn write_dtb(p: &PartitionPlan, l: &Loaded, guests: &[GuestDevice], pci: Opt
 
 /// Scrubs and loads `p`, attaches its groups and builds its stage 2.
 /// Returns its resources, the launch of each of its CPUs and its virtual
-/// PCI host.
+/// PCI hosts.
 #[allow(clippy::type_complexity)]
-fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result<(Resources, Launch, Option<(usize, VirtualHost)>), ExitCode> {
+fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result<(Resources, Launch, Vec<(usize, VirtualHost)>), ExitCode> {
     let loaded = fill_memory(p)?;
     let devs = devices::describe(p.name.as_str(), &p.devices, d).map_err(|_| err("device vanished"))?;
     let domains = attach_groups(p, &devs, smmus, d)?;
@@ -255,7 +255,8 @@ fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result
     // After the groups are attached and the functions started: the
     // virtual host shows their Command as the kernel left it.
     let vpci = devices::virtual_pci(p.name.as_str(), &p.devices, d);
-    let (dtb_at, dtb_len) = write_dtb(p, &loaded, &guests, vpci.as_ref().map(|(_, _, g)| g), 0)?;
+    let nodes: Vec<GuestPci> = vpci.iter().map(|(_, _, g)| g.clone()).collect();
+    let (dtb_at, dtb_len) = write_dtb(p, &loaded, &guests, &nodes, 0)?;
     let s2 = stage2.s2;
     defmt::info!(
         "partition {=str}: id {=u16}, VMID {=u16}, entry {=u64:#x}, DTB at {=u64:#x} ({=usize} bytes), CPUs {=[?]}",
@@ -268,7 +269,7 @@ fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result
         p.cpus.as_slice()
     );
     let resources = Resources { stage2, domains, devices: p.devices.clone(), generation: 0, revoked: Vec::new() };
-    Ok((resources, Launch { s2, entry: loaded.entry, dtb: dtb_at, boots_one: loaded.boots_one }, vpci.map(|(h, vh, _)| (h, vh))))
+    Ok((resources, Launch { s2, entry: loaded.entry, dtb: dtb_at, boots_one: loaded.boots_one }, vpci.into_iter().map(|(h, vh, _)| (h, vh)).collect()))
 }
 
 /// Scrubs, loads and starts every partition of `plan`.

@@ -166,17 +166,15 @@ fn revoke(k: &Kernel, p: PartitionId, devs: &[DeviceRef], mmio: &[PhysRange]) ->
 }
 
 /// Shows (`true`) or hides the PCI functions of `devs` in `part`'s virtual
-/// PCI host, under its `vm` lock.
+/// PCI hosts, under its `vm` lock.
 fn present(k: &Kernel, part: &crate::runtime::Partition, devs: &[DeviceRef], on: bool) {
     let d = k.discovered;
     let mut vm = part.vm.lock();
-    let Some((host, vh)) = vm.pci.as_mut() else { return };
-    let Some(cs) = d.config_space(*host) else { return };
     for &dev in devs {
-        if let DeviceRef::Pci { host: h, function } = dev {
-            if let Some(f) = d.pci.get(h).and_then(|t| t.functions.get(function)).filter(|_| h == *host) {
-                vh.set_present(&cs, f.bdf, on);
-            }
+        let DeviceRef::Pci { host, function } = dev else { continue };
+        let Some((_, vh)) = vm.pci.iter_mut().find(|(h, _)| *h == host) else { continue };
+        if let (Some(f), Some(cs)) = (d.pci.get(host).and_then(|t| t.functions.get(function)), d.config_space(host)) {
+            vh.set_present(&cs, f.bdf, on);
         }
     }
 }

@@ -30,9 +30,10 @@ pub struct Vm {
     pub vgic: Vgic,
     /// Its console.
     pub uart: Vuart,
-    /// Its virtual PCI host, when it owns PCI functions: the physical host
-    /// bridge behind it, and what the partition sees.
-    pub pci: Option<(usize, VirtualHost)>,
+    /// Its virtual PCI hosts, one per physical host bridge its PCI
+    /// functions sit behind (the k-th answers ECAM window k): the physical
+    /// host, and what the partition sees.
+    pub pci: Vec<(usize, VirtualHost)>,
     /// The RAZ/WI registers it touched so far (each logged once).
     raz_wi_seen: Vec<&'static str>,
 }
@@ -41,11 +42,11 @@ impl Vm {
     /// The devices at reset for partition `plan`, each CPU having `lrs`
     /// list registers: its virtual GIC with the UART's SPI and the physical
     /// lines it owns (`plan.irqs`, forwarded), its virtual PCI host
-    /// (`pci`, from [`crate::devices::virtual_pci`]), its console logging
+    /// hosts (`pci`, from [`crate::devices::virtual_pci`]), its console logging
     /// lines within `bulkhead,log-limit` (a line counted as [`LINE_BYTES`],
     /// a second's worth allowed at once, never less than the UART's
     /// default).
-    pub fn new(plan: &PartitionPlan, lrs: usize, pci: Option<(usize, VirtualHost)>) -> Vm {
+    pub fn new(plan: &PartitionPlan, lrs: usize, pci: Vec<(usize, VirtualHost)>) -> Vm {
         let mut spis = alloc::vec![Spi { intid: plan.uart_intid, hw: false }];
         spis.extend(plan.irqs.iter().map(|o| Spi { intid: o.irq.intid, hw: true }));
         let cfg = VgicConfig { vcpus: plan.cpus.clone(), spis };
@@ -211,7 +212,7 @@ fn system_reset(p: &Partition) -> TrapAction {
         core::hint::spin_loop();
     }
     let restarts = p.restarts.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-    let loaded = match crate::launch::fill_memory(&p.plan).and_then(|l| crate::launch::write_dtb(&p.plan, &l, &[], None, restarts).map(|d| (l, d))) {
+    let loaded = match crate::launch::fill_memory(&p.plan).and_then(|l| crate::launch::write_dtb(&p.plan, &l, &[], &[], restarts).map(|d| (l, d))) {
         Ok(x) => x,
         Err(_) => {
             defmt::error!("partition {=str}: PSCI SYSTEM_RESET: its image could not be loaded again: stopping this partition", p.name());
@@ -221,7 +222,7 @@ fn system_reset(p: &Partition) -> TrapAction {
     };
     let (l, (dtb, _)) = loaded;
     // (A partition that owns devices does not get here: no virtual PCI host.)
-    *p.vm.lock() = Vm::new(&p.plan, platform::arch::vgic::list_registers(), None);
+    *p.vm.lock() = Vm::new(&p.plan, platform::arch::vgic::list_registers(), Vec::new());
     defmt::info!("partition {=str}: PSCI SYSTEM_RESET: restarting from its image, memory scrubbed (restart {=u32})", p.name(), restarts);
     for s in &p.vcpus {
         s.state.store(OFF, Ordering::Release);
@@ -365,7 +366,7 @@ pub fn mmio(p: &Partition, frame: &mut Frame, iss: u32, ipa: u64) -> Option<Trap
                 let kick = vm.vgic.set_level(p.plan.uart_intid, level);
                 (out.value, kick, out.line.map(|l| (l, out.dropped)))
             }
-            Emulated::Ecam(off) => (ecam(p, &mut vm, off, a.size, a.write), 0, None),
+            Emulated::Ecam(host, off) => (ecam(p, &mut vm, host, off, a.size, a.write), 0, None),
         }
     };
     if let Some((intid, v)) = route {
@@ -389,14 +390,14 @@ pub fn mmio(p: &Partition, frame: &mut Frame, iss: u32, ipa: u64) -> Option<Trap
     Some(TrapAction::Skip)
 }
 
-/// An access of `p` to its virtual PCI host's ECAM window at `off` (under
-/// its `vm` lock, which a release also takes to hide the function: a
-/// Command or FLR reaches the device only while the partition owns it).
-/// No virtual host: all ones, writes ignored.
-fn ecam(p: &Partition, vm: &mut Vm, off: u64, size: u8, write: Option<u64>) -> u64 {
+/// An access of `p` to its virtual PCI host `virt`'s ECAM window at `off`
+/// (under its `vm` lock, which a release also takes to hide the function:
+/// a Command or FLR reaches the device only while the partition owns it).
+/// No such virtual host: all ones, writes ignored.
+fn ecam(p: &Partition, vm: &mut Vm, virt: usize, off: u64, size: u8, write: Option<u64>) -> u64 {
     let Some(k) = crate::runtime::kernel() else { return u64::MAX };
     let d = k.discovered;
-    let Some((host, vh)) = vm.pci.as_mut() else { return u64::MAX };
+    let Some((host, vh)) = vm.pci.get_mut(virt) else { return u64::MAX };
     let Some(mut cs) = d.config_space(*host) else { return u64::MAX };
     let Some(w) = write else { return u64::from(vh.read(&cs, off, size)) };
     match vh.write(&mut cs, off, size, w as u32) {

@@ -19,12 +19,18 @@ pub const UART_BASE: u64 = 0x0900_0000;
 /// The console UART's interrupt: SPI 1 (INTID 33), level-sensitive. A
 /// virtual interrupt: no physical line is behind it.
 pub const UART_INTID: u32 = 33;
-/// The partition's virtual PCI host bridge's ECAM window (bus 0 only:
-/// 32 devices × 8 functions × 4 KiB), where QEMU `virt` has its low ECAM;
-/// [`super::vpci`] answers it.
+/// The ECAM windows of the partition's virtual PCI host bridges, where
+/// QEMU `virt` has its low ECAM: one per physical host bridge its
+/// functions sit behind, the k-th at `ECAM_BASE + k * ECAM_HOST_SIZE`;
+/// [`super::vpci`] answers them.
 pub const ECAM_BASE: u64 = 0x3f00_0000;
-/// Size of the virtual ECAM window.
-pub const ECAM_SIZE: u64 = 0x10_0000;
+/// One virtual host's ECAM window: bus 0 only (32 devices × 8 functions
+/// × 4 KiB).
+pub const ECAM_HOST_SIZE: u64 = 0x10_0000;
+/// Most virtual PCI hosts a partition has.
+pub const ECAM_HOSTS: usize = 16;
+/// Size of the whole virtual ECAM region.
+pub const ECAM_SIZE: u64 = ECAM_HOST_SIZE * ECAM_HOSTS as u64;
 /// The architected timer PPIs (INTIDs) as the DT names them: secure and
 /// non-secure physical, virtual, hypervisor.
 pub const TIMER_PPIS: [u32; 4] = [29, 30, 27, 26];
@@ -40,8 +46,8 @@ pub enum Emulated {
     Gicr(u64),
     /// The console UART.
     Uart(u64),
-    /// The virtual PCI host's ECAM window.
-    Ecam(u64),
+    /// The ECAM window of virtual PCI host `.0`, at offset `.1` in it.
+    Ecam(usize, u64),
 }
 
 /// The windows of the virtual board (what, start, size): nothing of a
@@ -80,7 +86,8 @@ pub fn decode(ipa: u64) -> Option<Emulated> {
     } else if (UART_BASE..UART_BASE + super::vuart::WINDOW).contains(&ipa) {
         Some(Emulated::Uart(ipa - UART_BASE))
     } else if (ECAM_BASE..ECAM_BASE + ECAM_SIZE).contains(&ipa) {
-        Some(Emulated::Ecam(ipa - ECAM_BASE))
+        let off = ipa - ECAM_BASE;
+        Some(Emulated::Ecam((off / ECAM_HOST_SIZE) as usize, off % ECAM_HOST_SIZE))
     } else {
         None
     }
@@ -97,8 +104,10 @@ mod tests {
         assert_eq!(decode(0x080a_0000 + 0x4_0008), Some(Emulated::Gicr(0x4_0008)), "a frame of no vCPU: RAZ/WI");
         assert_eq!(decode(0x0900_0018), Some(Emulated::Uart(0x18)));
         assert_eq!(decode(0x0901_0000), None);
-        assert_eq!(decode(0x3f00_8004), Some(Emulated::Ecam(0x8004)));
-        assert_eq!(decode(0x3f10_0000), None, "bus 0 only");
+        assert_eq!(decode(0x3f00_8004), Some(Emulated::Ecam(0, 0x8004)));
+        assert_eq!(decode(0x3f10_8004), Some(Emulated::Ecam(1, 0x8004)), "the second virtual host");
+        assert_eq!(decode(0x3fff_fffc), Some(Emulated::Ecam(15, 0xf_fffc)));
+        assert_eq!(decode(0x4000_0000), None);
         assert_eq!(decode(0x0801_0000), None, "between the distributor and the redistributors");
     }
 
@@ -107,7 +116,7 @@ mod tests {
         assert!(overlapped(0x0800_f000, 0x1000).unwrap().contains("GIC distributor at [0x8000000, 0x8010000)"));
         assert!(overlapped(0x3000_0000, 0x1000_0000).unwrap().contains("PCI ECAM"));
         assert_eq!(overlapped(0x0801_0000, 0x1000), None, "between the distributor and the redistributors");
-        assert_eq!(overlapped(0x3f10_0000, 0x1000), None);
-        assert_eq!(overlapped(0x4000_0000, u64::MAX), None, "no overflow");
+        assert_eq!(overlapped(0x4000_0000, 0x1000), None);
+        assert_eq!(overlapped(0x4000_1000, u64::MAX), None, "no overflow");
     }
 }

@@ -1,6 +1,10 @@
 //! A partition's virtual PCI host bridge: an emulated ECAM window that
-//! shows only the functions the partition owns, so Linux's own PCI code
-//! enumerates them and its drivers use them.
+//! shows only the functions the partition owns behind one physical host
+//! bridge, so Linux's own PCI code enumerates them and its drivers use
+//! them. A partition has one per physical host its functions sit behind
+//! (the k-th in ECAM window k, [`super::board::ECAM_BASE`], PCI domain k):
+//! each physical host has its own bus addresses and windows, which one
+//! virtual host could not hold together.
 //!
 //! Decisions, each for a reason:
 //! - **Renumbered**: the n-th owned function is `00:n.0` on the virtual

@@ -88,6 +88,9 @@ pub struct Disk {
     /// The PCI address on the root bus (`addr=` of `-device`, e.g. `"2.0"`),
     /// or QEMU's choice.
     pub addr: Option<String>,
+    /// The QEMU bus it is plugged into (`bus=` of `-device`: `pcie.0`, a
+    /// root port's id), or QEMU's choice.
+    pub parent: Option<String>,
 }
 
 impl Disk {
@@ -98,7 +101,7 @@ impl Disk {
         }
         let f = std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         f.set_len(mib << 20).map_err(|e| format!("cannot size {}: {e}", path.display()))?;
-        Ok(Disk { path: path.to_path_buf(), id: id.to_string(), bus, addr: None })
+        Ok(Disk { path: path.to_path_buf(), id: id.to_string(), bus, addr: None, parent: None })
     }
 
     /// The same disk at PCI address `addr` of the root bus.
@@ -107,9 +110,16 @@ impl Disk {
         self
     }
 
+    /// The same disk on QEMU bus `parent`.
+    pub fn on(mut self, parent: &str) -> Disk {
+        self.parent = Some(parent.to_string());
+        self
+    }
+
     /// The QEMU arguments that attach it.
     pub fn qemu_args(&self) -> Vec<String> {
-        let addr = self.addr.as_ref().map(|a| format!(",addr={a}")).unwrap_or_default();
+        let parent = self.parent.as_ref().map(|b| format!(",bus={b}")).unwrap_or_default();
+        let addr = format!("{parent}{}", self.addr.as_ref().map(|a| format!(",addr={a}")).unwrap_or_default());
         let device = match self.bus {
             Bus::Nvme => format!("nvme,serial={},drive={}{addr}", self.id, self.id),
             Bus::VirtioBlk => format!("virtio-blk-pci,drive={},iommu_platform=on,disable-legacy=on{addr}", self.id),
@@ -214,10 +224,11 @@ mod tests {
 
     #[test]
     fn qemu_arguments_attach_the_image() {
-        let d = Disk { path: "/tmp/d.img".into(), id: "nvme0".into(), bus: Bus::Nvme, addr: None };
+        let d = Disk { path: "/tmp/d.img".into(), id: "nvme0".into(), bus: Bus::Nvme, addr: None, parent: None };
         assert_eq!(d.qemu_args(), ["-drive", "file=/tmp/d.img,format=raw,if=none,id=nvme0", "-device", "nvme,serial=nvme0,drive=nvme0"]);
         let v = Disk { bus: Bus::VirtioBlk, id: "vd".into(), ..d }.at("3.0");
         assert_eq!(v.qemu_args()[3], "virtio-blk-pci,drive=vd,iommu_platform=on,disable-legacy=on,addr=3.0");
+        assert_eq!(v.on("pcie.0").qemu_args()[3], "virtio-blk-pci,drive=vd,iommu_platform=on,disable-legacy=on,bus=pcie.0,addr=3.0");
         assert_eq!((Bus::Nvme.device(), Bus::VirtioBlk.device()), ("/dev/nvme0n1", "/dev/vda"));
     }
 

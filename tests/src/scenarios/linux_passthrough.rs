@@ -52,12 +52,53 @@ const ATTACK: u64 = 0x5800_0000;
 /// edu 1, the disk 2).
 const DISK_GROUP: u32 = 2;
 
-fn overlay(initrd_size: u64, net_args: &str, net_manager: bool) -> String {
+/// The machine's first host bridge, and the second of the two-SMMU machine
+/// ([`crate::qemu::Flavour::TwoSmmus`]: the `pxb-pcie`, buses from 0x80).
+const HOST0: &str = "/pcie@10000000";
+const HOST1: &str = "/pcie@4018000000";
+/// `two-smmus-linux-two-hosts`: the second disk, a virtio-blk-pci at 81:00.0
+/// behind root port 80:00.0 (StreamID 0x8100, second SMMU), its INTx line
+/// the root port's INTA through the second host's `interrupt-map`.
+const DISK2_SID: u64 = 0x8100;
+const DISK2_INTX: &str = "physical SPI 3 (INTID 35, level) forwarded to it";
+/// Between the two disks' I/O in storage's init script.
+const SECOND_DISK: &str = "second-disk";
+
+/// The partitions; `two_hosts`: on the two-SMMU machine (devices of
+/// `pcie.0` named with `bus=pcie.0`), storage also owning a disk behind
+/// the second host bridge.
+fn overlay(initrd_size: u64, net_args: &str, net_manager: bool, two_hosts: bool) -> String {
     let rd = initrd_size.div_ceil(0x1000) * 0x1000;
     let manager = if net_manager { "bulkhead,manager;" } else { "" };
+    let (bus0, second) = if two_hosts {
+        (
+            "bus=pcie.0,",
+            format!(
+                r#"
+&{{{HOST1}}} {{
+    #address-cells = <3>;
+    #size-cells = <2>;
+
+    port@0,0 {{
+        reg = <0x800000 0x0 0x0 0x0 0x0>;
+        #address-cells = <3>;
+        #size-cells = <2>;
+
+        disk@0,0 {{
+            reg = <0x810000 0x0 0x0 0x0 0x0>;
+            bulkhead,partition = <&storage>;
+        }};
+    }};
+}};
+"#
+            ),
+        )
+    } else {
+        ("", String::new())
+    };
     format!(
         r#"/*
- * qemu-args: -device edu,dma_mask=0xffffffffffffffff,addr=1.0
+ * qemu-args: -device edu,dma_mask=0xffffffffffffffff,{bus0}addr=1.0
  */
 /dts-v1/;
 /plugin/;
@@ -93,7 +134,7 @@ fn overlay(initrd_size: u64, net_args: &str, net_manager: bool) -> String {
 &{{/cpus/cpu@2}} {{ bulkhead,partition = <&storage>; }};
 &{{/cpus/cpu@3}} {{ bulkhead,partition = <&storage>; }};
 
-&{{/pcie@10000000}} {{
+&{{{HOST0}}} {{
     #address-cells = <3>;
     #size-cells = <2>;
 
@@ -107,7 +148,7 @@ fn overlay(initrd_size: u64, net_args: &str, net_manager: bool) -> String {
         bulkhead,partition = <&storage>;
     }};
 }};
-"#,
+{second}"#,
         mem = STORAGE_MEM.0,
         size = STORAGE_MEM.1 - STORAGE_MEM.0,
         nmem = NET_MEM.0,
@@ -137,8 +178,38 @@ fn setup_with(ctx: &Ctx, bus: Bus, net_args: &str, manager: bool, extra: &str, b
     let d = Disk::create(&ctx.file("disk.img"), "disk0", bus, 16)?.at(DISK_ADDR);
     let boot = Boot { partition: "storage".into(), image: g.image.clone(), initrd: Some(initrd) };
     let cfg = QemuConfig { smp: 4, memory: "2G".into(), extra: d.qemu_args(), timeout: Duration::from_secs(400), ..QemuConfig::default() };
-    let dts = overlay(size, net_args, manager).replace("printk.devkmsg=on", &format!("printk.devkmsg=on{bootargs}"));
+    let dts = overlay(size, net_args, manager, false).replace("printk.devkmsg=on", &format!("printk.devkmsg=on{bootargs}"));
     crate::dtb::with_overlay_files(cfg, &dts, &ctx.dir, &ctx.artifacts.payload, &[boot])
+}
+
+/// `two-smmus-linux-two-hosts`: storage owns the NVMe at 00:02.0 of the
+/// first host bridge and a virtio-blk-pci at 81:00.0 of the second, each
+/// behind its own SMMU; Linux writes and reads back the pattern on both.
+fn setup_two_hosts(ctx: &Ctx) -> Result<QemuConfig, String> {
+    let g = crate::linux::guest()?;
+    let mut files = Initramfs::new();
+    let insmod = g.add_modules(&mut files, &[Bus::Nvme.modules(), Bus::VirtioBlk.modules()].concat())?;
+    disk::add_pattern(&mut files, IO_BYTES)?;
+    let body = format!(
+        "{}\n{}\nmark {SECOND_DISK}\n{}\n{AFTER_IO}",
+        insmod.join("\n"),
+        disk::io_script(Bus::Nvme.device(), IO_BYTES),
+        disk::io_script(Bus::VirtioBlk.device(), IO_BYTES)
+    );
+    let mut r = g.initramfs(&body)?;
+    r.merge(files)?;
+    let initrd = ctx.file("initramfs.cpio");
+    r.write(&initrd)?;
+    let size = std::fs::metadata(&initrd).map_err(|e| format!("{}: {e}", initrd.display()))?.len();
+    let nvme = Disk::create(&ctx.file("disk.img"), "disk0", Bus::Nvme, 16)?.at(DISK_ADDR).on("pcie.0");
+    let virtio = Disk::create(&ctx.file("disk2.img"), "disk1", Bus::VirtioBlk, 16)?.on("rp80");
+    let mut extra = nvme.qemu_args();
+    extra.extend(["-device".to_string(), "pcie-root-port,id=rp80,bus=pcie.1,chassis=80".to_string()]);
+    extra.extend(virtio.qemu_args());
+    let boot = Boot { partition: "storage".into(), image: g.image.clone(), initrd: Some(initrd) };
+    let cfg =
+        QemuConfig { flavour: crate::qemu::Flavour::TwoSmmus, smp: 4, memory: "2G".into(), extra, timeout: Duration::from_secs(400), ..QemuConfig::default() };
+    crate::dtb::with_overlay_files(cfg, &overlay(size, &net_args(), false, true), &ctx.dir, &ctx.artifacts.payload, &[boot])
 }
 
 /// net: its own DMA across Linux's boot and I/O, then its edu at storage's memory.
@@ -212,6 +283,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             check: check_release,
         },
+        Scenario { name: "two-smmus-linux-two-hosts", setup: setup_two_hosts, check: check_two_hosts },
     ]
 }
 
@@ -318,5 +390,48 @@ fn check_release(o: &Outcome, c: &mut Checks) {
         let after = |e: &TraceEvent| disk(e) && o.trace.index_of(e).is_some_and(|i| i > at);
         c.none_of(o, kind::TRANSLATE_SUCCESS, "translation of the disk's DMA after its release", after, Witness::InRun("of the disk's DMA before it", &before));
     }
+    c.no_bypass(o);
+}
+
+/// Both disks did their I/O, each through its own virtual host (domains 0
+/// and 1) and its own SMMU, into storage's memory.
+fn check_two_hosts(o: &Outcome, c: &mut Checks) {
+    c.exit(o, 0);
+    c.log(o, &format!("partition storage: {DISK_INTX}"));
+    c.log(o, &format!("partition storage: {DISK2_INTX}"));
+    c.no_log(o, "insmod-failed");
+    c.no_log(o, disk::MISSING);
+    c.no_log(o, "are not shown");
+    let seen = crate::linux::console::init_line(guest_lines(o), "pci-devices").unwrap_or("");
+    c.that(
+        seen.split_whitespace().eq(["0000:00:00.0", "0001:00:00.0"]),
+        format!("Linux sees PCI functions {seen:?}, expected its NVMe at 0000:00:00.0 and its virtio disk at 0001:00:00.0"),
+    );
+    let want = disk::expected(IO_BYTES);
+    let split = guest_lines(o).position(|l| l.contains(&format!("bulkhead-init: {SECOND_DISK} ")));
+    c.that(split.is_some(), "storage's init never reached its second disk");
+    if let Some(n) = split {
+        for (what, read) in [("NVMe", disk::sums(guest_lines(o).take(n)).1), ("virtio disk", disk::sums(guest_lines(o).skip(n)).1)] {
+            c.that(read.as_deref() == Some(want.as_str()), format!("the {what}'s read-back checksum {read:?} is not the pattern's {want}"));
+        }
+    }
+    let irqs = crate::linux::console::init_line(guest_lines(o), "disk-irqs").unwrap_or("");
+    c.that(irqs.contains("nvme") && irqs.contains("virtio"), format!("Linux does not list both disks' interrupts: {irqs:?}"));
+    if let Some(l) = c.log(o, "[net] attack storage-ram ") {
+        c.that(l.contains(": read blocked (device got 0x"), format!("net's attack on storage's memory: {l}"));
+    }
+    c.no_log(o, "EXCEPTION");
+    c.no_log(o, "stopping this partition");
+    c.log(o, "all 2 partitions stopped, 0 failed");
+    for sid_ in [DISK_SID, DISK2_SID] {
+        let dma: Vec<&TraceEvent> = o.trace.of(kind::TRANSLATE_SUCCESS).filter(sid(sid_)).collect();
+        c.that(dma.len() > 16, format!("QEMU translated {} DMA accesses of StreamID {sid_:#x}: that disk did not do its I/O through its SMMU", dma.len()));
+        for e in &dma {
+            let pa = e.field("translated").unwrap_or(0);
+            c.that((STORAGE_MEM.0..STORAGE_MEM.1).contains(&pa), format!("QEMU translated StreamID {sid_:#x}'s DMA outside storage's memory: {}", e.args));
+        }
+        c.that(o.trace.of(kind::EVENT).filter(sid(sid_)).count() == 0, format!("StreamID {sid_:#x}'s DMA faulted"));
+    }
+    c.that(o.trace.of(kind::EVENT).filter(sid(NET_SID)).count() > 0, "QEMU recorded no SMMU event for net's attack on storage's memory");
     c.no_bypass(o);
 }
