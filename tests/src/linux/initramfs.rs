@@ -206,6 +206,8 @@ pub const APPLETS: &[&str] = &[
     "tr",
     "wc",
     "xargs",
+    "od",
+    "printf",
 ];
 
 /// Where the probe module and the counter helper are in the guest.

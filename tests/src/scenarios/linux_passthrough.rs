@@ -160,6 +160,17 @@ fn overlay(initrd_size: u64, net_args: &str, net_manager: bool, two_hosts: bool)
 const AFTER_IO: &str = r#"echo "bulkhead-init: pci-devices $(ls /sys/bus/pci/devices | tr '\n' ' ')"
 echo "bulkhead-init: disk-irqs $(grep -E 'nvme|virtio' /proc/interrupts | tr -s ' ' | tr '\n' ';')""#;
 
+/// After the I/O, the disk's BAR0 through Linux's own configuration
+/// accessors (sysfs): as it reads, after a sizing write (all ones), and
+/// after a write that would move it over net's memory (0x4c000000).
+const BAR_MOVE: &str = r#"cfg=/sys/bus/pci/devices/0000:00:00.0/config
+bar0() { dd if=$cfg bs=4 skip=4 count=1 2>/dev/null | od -An -tx4 | tr -d ' '; }
+was=$(bar0)
+printf '\377\377\377\377' | dd of=$cfg bs=4 seek=4 conv=notrunc 2>/dev/null
+sizing=$(bar0)
+printf '\000\000\000\114' | dd of=$cfg bs=4 seek=4 conv=notrunc 2>/dev/null
+echo "bulkhead-init: bar0 was=$was sizing=$sizing moved=$(bar0)""#;
+
 fn setup(ctx: &Ctx, bus: Bus, net_args: &str, manager: bool, extra: &str) -> Result<QemuConfig, String> {
     setup_with(ctx, bus, net_args, manager, extra, "")
 }
@@ -270,7 +281,14 @@ fn release_args() -> String {
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
-        Scenario { name: "linux-nvme", setup: |ctx| setup(ctx, Bus::Nvme, &net_args(), false, ""), check: |o, c| check_io(o, c, Bus::Nvme) },
+        Scenario {
+            name: "linux-nvme",
+            setup: |ctx| setup(ctx, Bus::Nvme, &net_args(), false, BAR_MOVE),
+            check: |o, c| {
+                check_io(o, c, Bus::Nvme);
+                check_bar_stays(o, c);
+            },
+        },
         Scenario { name: "linux-virtio", setup: |ctx| setup(ctx, Bus::VirtioBlk, &net_args(), false, ""), check: |o, c| check_io(o, c, Bus::VirtioBlk) },
         // Linux's NVMe timeouts short, so the I/O the release cuts off
         // fails in seconds rather than after the default 30; no native
@@ -434,4 +452,18 @@ fn check_two_hosts(o: &Outcome, c: &mut Checks) {
     }
     c.that(o.trace.of(kind::EVENT).filter(sid(NET_SID)).count() > 0, "QEMU recorded no SMMU event for net's attack on storage's memory");
     c.no_bypass(o);
+}
+
+/// Linux's write of BAR0 was answered like a BAR (a sizing write reads
+/// back the size mask) but moved nothing: afterwards it reads where the
+/// kernel placed it.
+fn check_bar_stays(o: &Outcome, c: &mut Checks) {
+    let line = crate::linux::console::init_line(guest_lines(o), "bar0").unwrap_or("");
+    let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| u32::from_str_radix(v, 16).ok());
+    let (was, sizing, moved) = (field("was="), field("sizing="), field("moved="));
+    c.that(was.is_some_and(|w| w & !0xf != 0), format!("storage's BAR0 did not read as an address: {line:?}"));
+    // A memory BAR's size mask: ones down from bit 31 to the size's bit, the type bits kept.
+    let mask_ok = sizing.zip(was).is_some_and(|(s, w)| s & 0xf == w & 0xf && (!(s & !0xf)).wrapping_add(1).is_power_of_two() && s & !0xf != w & !0xf);
+    c.that(mask_ok, format!("a sizing write to BAR0 did not read back a size mask: {line:?}"));
+    c.that(moved.is_some() && moved == was, format!("Linux's write moved BAR0 (to net's memory at 0x4c000000?): {line:?}"));
 }
