@@ -41,8 +41,8 @@ pub struct Vm {
 impl Vm {
     /// The devices at reset for partition `plan`, each CPU having `lrs`
     /// list registers: its virtual GIC with the UART's SPI and the physical
-    /// lines it owns (`plan.irqs`, forwarded), its virtual PCI host
-    /// hosts (`pci`, from [`crate::devices::virtual_pci`]), its console logging
+    /// lines it owns (`plan.irqs`, forwarded), its virtual PCI hosts
+    /// (`pci`, from [`crate::devices::virtual_pci`]), its console logging
     /// lines within `bulkhead,log-limit` (a line counted as [`LINE_BYTES`],
     /// a second's worth allowed at once, never less than the UART's
     /// default).
