@@ -9,12 +9,13 @@ use crate::discover::Discovered;
 use crate::runtime::{Isolation, Kernel, Life, Partition, Resources};
 use crate::smmus::SmmuInstance;
 use crate::stage2::Stage2Tables;
+use crate::vm::VirtualHosts;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use partitions::binding::Region;
 use partitions::guest_dt::{GuestDevice, GuestPci};
+use partitions::topology::DeviceRef;
 use partitions::validate::{PartitionId, PartitionPlan, Plan};
-use partitions::vm::vpci::VirtualHost;
 use platform::arch::guest::{self, Stage2};
 use platform::arch::smp::{self, CpuStart};
 use platform::pgtable::PAGE_SIZE;
@@ -238,11 +239,28 @@ pub fn write_dtb(p: &PartitionPlan, l: &Loaded, guests: &[GuestDevice], pci: &[G
     Ok((dtb_at, dtb.len()))
 }
 
+/// Writes `p`'s DTB (restarted `restarts` times) with its devices
+/// `guests` and the virtual PCI hosts of `devices`, which the kernel has
+/// started (each host shows their Command as the kernel left it); returns
+/// where the DTB is, how long, and the virtual hosts.
+pub fn write_dtb_with_pci(
+    p: &PartitionPlan,
+    l: &Loaded,
+    guests: &[GuestDevice],
+    devices: &[DeviceRef],
+    d: &Discovered,
+    restarts: u32,
+) -> Result<((PhysAddr, usize), VirtualHosts), ExitCode> {
+    let vpci = devices::virtual_pci(p.name.as_str(), devices, d);
+    let nodes: Vec<GuestPci> = vpci.iter().map(|(_, _, g)| g.clone()).collect();
+    let dtb = write_dtb(p, l, guests, &nodes, restarts)?;
+    Ok((dtb, vpci.into_iter().map(|(h, vh, _)| (h, vh)).collect()))
+}
+
 /// Scrubs and loads `p`, attaches its groups and builds its stage 2.
 /// Returns its resources, the launch of each of its CPUs and its virtual
 /// PCI hosts.
-#[allow(clippy::type_complexity)]
-fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result<(Resources, Launch, Vec<(usize, VirtualHost)>), ExitCode> {
+fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result<(Resources, Launch, VirtualHosts), ExitCode> {
     let loaded = fill_memory(p)?;
     let devs = devices::describe(p.name.as_str(), &p.devices, d).map_err(|_| err("device vanished"))?;
     let domains = attach_groups(p, &devs, smmus, d)?;
@@ -252,11 +270,8 @@ fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result
         defmt::error!("partition {=str}: stage 2: {}", p.name.as_str(), e);
         ExitCode::PlatformError
     })?;
-    // After the groups are attached and the functions started: the
-    // virtual host shows their Command as the kernel left it.
-    let vpci = devices::virtual_pci(p.name.as_str(), &p.devices, d);
-    let nodes: Vec<GuestPci> = vpci.iter().map(|(_, _, g)| g.clone()).collect();
-    let (dtb_at, dtb_len) = write_dtb(p, &loaded, &guests, &nodes, 0)?;
+    // After the groups are attached and the functions started.
+    let ((dtb_at, dtb_len), vpci) = write_dtb_with_pci(p, &loaded, &guests, &p.devices, d, 0)?;
     let s2 = stage2.s2;
     defmt::info!(
         "partition {=str}: id {=u16}, VMID {=u16}, entry {=u64:#x}, DTB at {=u64:#x} ({=usize} bytes), CPUs {=[?]}",
@@ -269,7 +284,7 @@ fn load(p: &PartitionPlan, smmus: &mut [SmmuInstance], d: &Discovered) -> Result
         p.cpus.as_slice()
     );
     let resources = Resources { stage2, domains, devices: p.devices.clone(), generation: 0, revoked: Vec::new() };
-    Ok((resources, Launch { s2, entry: loaded.entry, dtb: dtb_at, boots_one: loaded.boots_one }, vpci.into_iter().map(|(h, vh, _)| (h, vh)).collect()))
+    Ok((resources, Launch { s2, entry: loaded.entry, dtb: dtb_at, boots_one: loaded.boots_one }, vpci))
 }
 
 /// Scrubs, loads and starts every partition of `plan`.

@@ -79,7 +79,7 @@ pub struct Partition {
 impl Partition {
     /// A running partition of `plan` holding `resources`, with its virtual
     /// PCI hosts `pci`.
-    pub fn new(plan: PartitionPlan, resources: Resources, pci: Vec<(usize, partitions::vm::vpci::VirtualHost)>) -> Partition {
+    pub fn new(plan: PartitionPlan, resources: Resources, pci: crate::vm::VirtualHosts) -> Partition {
         let budget = SpinLock::new(Budget::new(plan.log_limit, platform::time::uptime_us()));
         let vm = SpinLock::new(crate::vm::Vm::new(&plan, platform::arch::vgic::list_registers(), pci));
         let vcpus = plan.cpus.iter().map(|&m| crate::vm::VcpuSlot::new(m)).collect();

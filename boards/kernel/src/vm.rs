@@ -24,6 +24,10 @@ use partitions::vm::vuart::{self, Vuart};
 pub const LINE_BYTES: u32 = 32;
 use platform::arch::exception::{Frame, TrapAction};
 
+/// A partition's virtual PCI hosts: the physical host bridge behind each,
+/// and what it shows; the k-th answers ECAM window k.
+pub type VirtualHosts = Vec<(usize, VirtualHost)>;
+
 /// The emulated devices of one partition.
 pub struct Vm {
     /// Its virtual GICv3.
@@ -33,7 +37,7 @@ pub struct Vm {
     /// Its virtual PCI hosts, one per physical host bridge its PCI
     /// functions sit behind (the k-th answers ECAM window k): the physical
     /// host, and what the partition sees.
-    pub pci: Vec<(usize, VirtualHost)>,
+    pub pci: VirtualHosts,
     /// The RAZ/WI registers it touched so far (each logged once).
     raz_wi_seen: Vec<&'static str>,
 }
@@ -46,7 +50,7 @@ impl Vm {
     /// lines within `bulkhead,log-limit` (a line counted as [`LINE_BYTES`],
     /// a second's worth allowed at once, never less than the UART's
     /// default).
-    pub fn new(plan: &PartitionPlan, lrs: usize, pci: Vec<(usize, VirtualHost)>) -> Vm {
+    pub fn new(plan: &PartitionPlan, lrs: usize, pci: VirtualHosts) -> Vm {
         let mut spis = alloc::vec![Spi { intid: plan.uart_intid, hw: false }];
         spis.extend(plan.irqs.iter().map(|o| Spi { intid: o.irq.intid, hw: true }));
         let cfg = VgicConfig { vcpus: plan.cpus.clone(), spis };
@@ -175,18 +179,21 @@ const RESET_WAIT_US: u64 = 500_000;
 
 /// PSCI SYSTEM_RESET: the partition restarts from its image with its
 /// memory scrubbed — every other vCPU brought back to EL2 and parked, the
-/// memory scrubbed, the image and initrd copied in again, a new DTB
-/// (`/chosen/bulkhead,restarts` counts), the virtual GIC and UART reset,
-/// then its first vCPU (every vCPU, for an image that is not a Linux
-/// `Image`) entered at the entry again. A partition that owns devices
-/// stops instead: resetting them is not implemented.
+/// devices it owns now stopped and reset (function-level reset where they
+/// have one) so that no DMA of the old boot reaches the new one, the
+/// memory scrubbed, the image and initrd copied in again, the devices
+/// started again, a new DTB with them and its virtual PCI hosts
+/// (`/chosen/bulkhead,restarts` counts), the virtual GIC and UART reset
+/// and its devices' lines enabled, then its first vCPU (every vCPU, for an
+/// image that is not a Linux `Image`) entered at the entry again. Without
+/// an image it stops instead.
 fn system_reset(p: &Partition) -> TrapAction {
     let me = this_vcpu(p);
-    if !p.plan.devices.is_empty() || p.plan.image.is_none() {
-        defmt::info!("partition {=str}: PSCI SYSTEM_RESET: restarting a partition with devices or without an image is not implemented, stopping it", p.name());
+    let Some(k) = crate::runtime::kernel().filter(|_| p.plan.image.is_some()) else {
+        defmt::info!("partition {=str}: PSCI SYSTEM_RESET: a partition without an image cannot restart, stopping it", p.name());
         p.stop(Life::Exited, 0);
         return TrapAction::Halt;
-    }
+    };
     p.resetting.store(true, Ordering::SeqCst);
     let others_on = |p: &Partition| p.vcpus.iter().enumerate().filter(|&(i, s)| i != me && s.state() != VcpuState::Off).map(|(i, _)| i).next();
     let deadline = platform::time::uptime_us() + RESET_WAIT_US;
@@ -212,18 +219,20 @@ fn system_reset(p: &Partition) -> TrapAction {
         core::hint::spin_loop();
     }
     let restarts = p.restarts.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-    let loaded = match crate::launch::fill_memory(&p.plan).and_then(|l| crate::launch::write_dtb(&p.plan, &l, &[], &[], restarts).map(|d| (l, d))) {
-        Ok(x) => x,
-        Err(_) => {
-            defmt::error!("partition {=str}: PSCI SYSTEM_RESET: its image could not be loaded again: stopping this partition", p.name());
-            p.stop(Life::Failed, u64::MAX);
-            return TrapAction::Halt;
-        }
+    let failed = |what: &str| {
+        defmt::error!("partition {=str}: PSCI SYSTEM_RESET: {=str}: stopping this partition", p.name(), what);
+        p.stop(Life::Failed, u64::MAX);
+        TrapAction::Halt
     };
-    let (l, (dtb, _)) = loaded;
-    // (A partition that owns devices does not get here: no virtual PCI host.)
-    *p.vm.lock() = Vm::new(&p.plan, platform::arch::vgic::list_registers(), Vec::new());
-    defmt::info!("partition {=str}: PSCI SYSTEM_RESET: restarting from its image, memory scrubbed (restart {=u32})", p.name(), restarts);
+    let Ok(reset) = quiesce_devices(k, p) else { return failed("its devices could not be stopped and reset") };
+    let Ok(l) = crate::launch::fill_memory(&p.plan) else { return failed("its image could not be loaded again") };
+    let Ok(dtb) = restart_devices(k, p, &l, restarts) else { return failed("its devices could not be started again") };
+    defmt::info!(
+        "partition {=str}: PSCI SYSTEM_RESET: restarting from its image, memory scrubbed, {=usize} of its devices reset (restart {=u32})",
+        p.name(),
+        reset,
+        restarts
+    );
     for s in &p.vcpus {
         s.state.store(OFF, Ordering::Release);
     }
@@ -234,6 +243,35 @@ fn system_reset(p: &Partition) -> TrapAction {
         }
     }
     park_this_cpu(p, me)
+}
+
+/// The devices `p` owns now, bus mastering and decode off and reset where
+/// they have a function-level reset, under the isolation lock (no group
+/// moves meanwhile); how many.
+fn quiesce_devices(k: &crate::runtime::Kernel, p: &Partition) -> Result<usize, crate::devices::ConfigFailed> {
+    let _iso = k.isolation.lock();
+    let devs = p.resources.lock().devices.clone();
+    crate::devices::stop(&devs, k.discovered)?;
+    crate::devices::reset(&devs, k.discovered)?;
+    Ok(devs.len())
+}
+
+/// After the scrub: the devices `p` owns now (a group may have moved since
+/// [`quiesce_devices`]) started as at assignment, its new DTB written with
+/// them and its virtual PCI hosts, its virtual devices reset, their lines
+/// enabled; all under the isolation lock, so that no release hides a
+/// function in a virtual host about to be replaced. Where the DTB is.
+fn restart_devices(k: &crate::runtime::Kernel, p: &Partition, l: &crate::launch::Loaded, restarts: u32) -> Result<platform::PhysAddr, ()> {
+    let d = k.discovered;
+    let _iso = k.isolation.lock();
+    let devs = p.resources.lock().devices.clone();
+    crate::devices::start(&devs, d).map_err(|_| ())?;
+    let guests: Vec<partitions::guest_dt::GuestDevice> = crate::devices::describe("", &devs, d).map_err(|_| ())?.into_iter().map(|o| o.guest).collect();
+    let ((dtb, _), vpci) = crate::launch::write_dtb_with_pci(&p.plan, l, &guests, &devs, d, restarts).map_err(|_| ())?;
+    *p.vm.lock() = Vm::new(&p.plan, platform::arch::vgic::list_registers(), vpci);
+    let lines = partitions::validate::owned_irqs(&d.topology, &devs);
+    crate::vgic::set_lines(p, |intid| lines.iter().any(|o| o.irq.intid == intid), true);
+    Ok(dtb)
 }
 
 /// Takes this CPU out of its partition for now: a physical interrupt still

@@ -335,7 +335,7 @@ fn check_reset(o: &Outcome, c: &mut Checks) {
     let at = |needle: &str| lines(o).position(|l| l.contains(needle));
     let seen0 = at("[linux] bulkhead-init: restarts-seen 0");
     let reboot = at("[linux] bulkhead-init: rebooting");
-    let reset = at("partition linux: PSCI SYSTEM_RESET: restarting from its image, memory scrubbed (restart 1)");
+    let reset = at("partition linux: PSCI SYSTEM_RESET: restarting from its image, memory scrubbed, 0 of its devices reset (restart 1)");
     let seen1 = at("[linux] bulkhead-init: restarts-seen 1");
     let after = at("[linux] bulkhead-init: after-reset cpus 2");
     let order = [seen0, reboot, reset, seen1, after];

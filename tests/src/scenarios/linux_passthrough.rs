@@ -21,10 +21,16 @@
 //!   nothing more for the NVMe's StreamID (its DMA aborts), Linux's driver
 //!   reads the function as all ones (its BAR and configuration space gone
 //!   from the partition) and gives up on it, and the kernel and `net` carry
-//!   on. Linux's power-off would wait for ever in its NVMe driver's shutdown
-//!   of the vanished controller, so storage ends with SysRq-b (an emergency
-//!   restart: PSCI SYSTEM_RESET without the drivers' shutdown), which stops
-//!   a partition that was given devices.
+//!   on. Linux's power-off would wait for ever in its NVMe driver's
+//!   shutdown of the vanished controller, so storage restarts with SysRq-b
+//!   (an emergency restart: PSCI SYSTEM_RESET without the drivers'
+//!   shutdown) and its second boot, without the disk, finds no PCI device
+//!   and powers off.
+//! - `linux-nvme-reset`: Linux writes the pattern to its NVMe and reboots
+//!   (PSCI SYSTEM_RESET): the kernel stops and resets the NVMe, scrubs and
+//!   reloads storage, starts the NVMe again and gives it a new virtual PCI
+//!   host; the second boot finds it at 00:00.0 again and reads the pattern
+//!   back.
 
 use crate::dtb::Boot;
 use crate::linux::disk::{self, Bus, Disk, IO_BYTES};
@@ -171,16 +177,38 @@ sizing=$(bar0)
 printf '\000\000\000\114' | dd of=$cfg bs=4 seek=4 conv=notrunc 2>/dev/null
 echo "bulkhead-init: bar0 was=$was sizing=$sizing moved=$(bar0)""#;
 
-fn setup(ctx: &Ctx, bus: Bus, net_args: &str, manager: bool, extra: &str) -> Result<QemuConfig, String> {
-    setup_with(ctx, bus, net_args, manager, extra, "")
+/// What storage's init does beyond loading the driver, the first I/O and
+/// [`AFTER_IO`].
+#[derive(Clone, Copy, Default)]
+struct Script<'a> {
+    /// After [`AFTER_IO`].
+    after_io: &'a str,
+    /// Instead of the I/O, when its DTB says it was restarted
+    /// (`/chosen/bulkhead,restarts`); then it powers off.
+    after_restart: &'a str,
+    /// Added to Linux's command line.
+    bootargs: &'a str,
 }
 
-fn setup_with(ctx: &Ctx, bus: Bus, net_args: &str, manager: bool, extra: &str, bootargs: &str) -> Result<QemuConfig, String> {
+fn setup(ctx: &Ctx, bus: Bus, net_args: &str, manager: bool, script: Script) -> Result<QemuConfig, String> {
     let g = crate::linux::guest()?;
     let mut files = Initramfs::new();
     let insmod = g.add_modules(&mut files, bus.modules())?;
     disk::add_pattern(&mut files, IO_BYTES)?;
-    let body = format!("mark disk-insmod\n{}\nmark disk-loaded\n{}\n{AFTER_IO}\n{extra}", insmod.join("\n"), disk::io_script(bus.device(), IO_BYTES));
+    let restarted = if script.after_restart.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "r=$(tr -d '\\000' < /proc/device-tree/chosen/bulkhead,restarts | wc -c)\nif [ \"$r\" != 0 ]; then\n{}\nmark poweroff\npoweroff -f\nfi\n",
+            script.after_restart
+        )
+    };
+    let body = format!(
+        "mark disk-insmod\n{}\nmark disk-loaded\n{restarted}{}\n{AFTER_IO}\n{}",
+        insmod.join("\n"),
+        disk::io_script(bus.device(), IO_BYTES),
+        script.after_io
+    );
     let mut r = g.initramfs(&body)?;
     r.merge(files)?;
     let initrd = ctx.file("initramfs.cpio");
@@ -189,7 +217,7 @@ fn setup_with(ctx: &Ctx, bus: Bus, net_args: &str, manager: bool, extra: &str, b
     let d = Disk::create(&ctx.file("disk.img"), "disk0", bus, 16)?.at(DISK_ADDR);
     let boot = Boot { partition: "storage".into(), image: g.image.clone(), initrd: Some(initrd) };
     let cfg = QemuConfig { smp: 4, memory: "2G".into(), extra: d.qemu_args(), timeout: Duration::from_secs(400), ..QemuConfig::default() };
-    let dts = overlay(size, net_args, manager, false).replace("printk.devkmsg=on", &format!("printk.devkmsg=on{bootargs}"));
+    let dts = overlay(size, net_args, manager, false).replace("printk.devkmsg=on", &format!("printk.devkmsg=on{}", script.bootargs));
     crate::dtb::with_overlay_files(cfg, &dts, &ctx.dir, &ctx.artifacts.payload, &[boot])
 }
 
@@ -237,7 +265,7 @@ pub const NVME_SID: u64 = DISK_SID;
 /// guest's init marks among them, are placed among the SMMU's commands.
 pub fn bench_nvme(dir: &std::path::Path, artifacts: &crate::Artifacts) -> Result<QemuConfig, String> {
     let ctx = Ctx { dir: dir.to_path_buf(), artifacts };
-    let mut cfg = setup(&ctx, Bus::Nvme, &net_args(), false, "")?;
+    let mut cfg = setup(&ctx, Bus::Nvme, &net_args(), false, Script::default())?;
     cfg.extra.extend(["-trace".to_string(), kind::UART_WRITE.names[0].to_string()]);
     Ok(cfg)
 }
@@ -254,7 +282,7 @@ const WRITE_UNTIL_S: u32 = 150;
 /// cache, so a failed write returns its error instead of leaving dirty
 /// pages nobody can write back), in the background, until one fails or
 /// [`WRITE_UNTIL_S`]; the foreground waits for that (or 30 s more), says
-/// what Linux saw, and restarts at once (SysRq-b), which stops storage.
+/// what Linux saw, and restarts at once (SysRq-b).
 fn write_loop() -> String {
     format!(
         r#"( n=0
@@ -271,6 +299,23 @@ echo b > /proc/sysrq-trigger"#,
     )
 }
 
+/// storage's second boot in `linux-nvme-release` and `linux-nvme-reset`:
+/// which PCI functions it has.
+const AFTER_RESTART: &str = r#"echo "bulkhead-init: after-restart pci-devices $(ls /sys/bus/pci/devices | tr '\n' ' ')""#;
+
+/// `linux-nvme-reset`'s second boot: waits for the disk (bounded), then
+/// [`AFTER_RESTART`] and the checksum of its first [`IO_BYTES`].
+fn reread() -> String {
+    format!(
+        r#"i=0
+while [ ! -b {dev} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+{AFTER_RESTART}
+echo "bulkhead-init: disk-sum-after-restart $(dd if={dev} bs=65536 count={n} 2>/dev/null | sha256sum)""#,
+        dev = Bus::Nvme.device(),
+        n = IO_BYTES / 65536
+    )
+}
+
 /// storage's partition ID (the kernel numbers partitions in the merged
 /// tree's node order: net, then storage).
 const STORAGE_ID: u32 = 1;
@@ -283,13 +328,17 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "linux-nvme",
-            setup: |ctx| setup(ctx, Bus::Nvme, &net_args(), false, BAR_MOVE),
+            setup: |ctx| setup(ctx, Bus::Nvme, &net_args(), false, Script { after_io: BAR_MOVE, ..Script::default() }),
             check: |o, c| {
                 check_io(o, c, Bus::Nvme);
                 check_bar_stays(o, c);
             },
         },
-        Scenario { name: "linux-virtio", setup: |ctx| setup(ctx, Bus::VirtioBlk, &net_args(), false, ""), check: |o, c| check_io(o, c, Bus::VirtioBlk) },
+        Scenario {
+            name: "linux-virtio",
+            setup: |ctx| setup(ctx, Bus::VirtioBlk, &net_args(), false, Script::default()),
+            check: |o, c| check_io(o, c, Bus::VirtioBlk),
+        },
         // Linux's NVMe timeouts short, so the I/O the release cuts off
         // fails in seconds rather than after the default 30; no native
         // multipath, which would requeue it for ever once the controller
@@ -297,9 +346,24 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "linux-nvme-release",
             setup: |ctx| {
-                setup_with(ctx, Bus::Nvme, &release_args(), true, &write_loop(), " nvme_core.io_timeout=2 nvme_core.admin_timeout=2 nvme_core.multipath=N")
+                let after_io = write_loop();
+                let script = Script {
+                    after_io: &after_io,
+                    after_restart: AFTER_RESTART,
+                    bootargs: " nvme_core.io_timeout=2 nvme_core.admin_timeout=2 nvme_core.multipath=N",
+                };
+                setup(ctx, Bus::Nvme, &release_args(), true, script)
             },
             check: check_release,
+        },
+        Scenario {
+            name: "linux-nvme-reset",
+            setup: |ctx| {
+                let after_restart = reread();
+                let script = Script { after_io: "mark rebooting\nreboot -f\nsleep 10", after_restart: &after_restart, ..Script::default() };
+                setup(ctx, Bus::Nvme, &net_args(), false, script)
+            },
+            check: check_reset,
         },
         Scenario { name: "two-smmus-linux-two-hosts", setup: setup_two_hosts, check: check_two_hosts },
     ]
@@ -388,10 +452,14 @@ fn check_release(o: &Outcome, c: &mut Checks) {
         guest_lines(o).any(|l| l.contains("nvme nvme0") && l.contains("CSTS=0xffffffff") && l.contains("PCI_STATUS=0xffff")),
         "Linux's nvme driver did not report the controller gone (CSTS and PCI_STATUS all ones)",
     );
-    // The kernel and net carried on; storage ended by its emergency restart.
+    // The kernel and net carried on; storage restarted without the disk
+    // and found no PCI function.
     c.log(o, "[net] dma own 0x4c100000: ok, 64 bytes verified");
     c.log(o, "partition net: exited with status 0");
-    c.log(o, "partition storage: PSCI SYSTEM_RESET");
+    c.log(o, "partition storage: PSCI SYSTEM_RESET: restarting from its image, memory scrubbed, 0 of its devices reset (restart 1)");
+    let after = crate::linux::console::init_line(guest_lines(o), "after-restart");
+    c.that(after == Some("pci-devices"), format!("storage's second boot, without the disk, sees PCI functions: {after:?}"));
+    c.log(o, "partition storage: PSCI SYSTEM_OFF, stopping it");
     c.no_log(o, "EXCEPTION");
     c.no_log(o, "failing closed");
     c.log(o, "all 2 partitions stopped, 0 failed");
@@ -466,4 +534,45 @@ fn check_bar_stays(o: &Outcome, c: &mut Checks) {
     let mask_ok = sizing.zip(was).is_some_and(|(s, w)| s & 0xf == w & 0xf && (!(s & !0xf)).wrapping_add(1).is_power_of_two() && s & !0xf != w & !0xf);
     c.that(mask_ok, format!("a sizing write to BAR0 did not read back a size mask: {line:?}"));
     c.that(moved.is_some() && moved == was, format!("Linux's write moved BAR0 (to net's memory at 0x4c000000?): {line:?}"));
+}
+
+/// The NVMe came through storage's restart: reset, started again, shown
+/// again, and the pattern the first boot wrote read back by the second.
+fn check_reset(o: &Outcome, c: &mut Checks) {
+    c.exit(o, 0);
+    c.log(o, &format!("partition storage: {DISK_INTX}"));
+    let at = |needle: &str| lines(o).position(|l| l.contains(needle));
+    let order = [
+        at("[storage] bulkhead-init: disk-sum-read "),
+        at("[storage] bulkhead-init: rebooting"),
+        at("partition storage: PSCI SYSTEM_RESET: restarting from its image, memory scrubbed, 1 of its devices reset (restart 1)"),
+        at("[storage] bulkhead-init: after-restart "),
+        at("[storage] bulkhead-init: disk-sum-after-restart "),
+        at("partition storage: PSCI SYSTEM_OFF, stopping it"),
+    ];
+    c.that(
+        order.iter().all(Option::is_some) && order.windows(2).all(|w| w[0] < w[1]),
+        format!("first boot's I/O, reboot, the kernel's reset, second boot's read, power-off: out of order or missing: {order:?}"),
+    );
+    let banners = guest_lines(o).filter(|l| l.contains("Linux version")).count();
+    c.that(banners == 2, format!("{banners} Linux banners, expected 2 (one per boot)"));
+    let want = disk::expected(IO_BYTES);
+    let read = disk::sums(guest_lines(o)).1;
+    c.that(read.as_deref() == Some(want.as_str()), format!("the first boot's read-back checksum {read:?} is not the pattern's {want}"));
+    let again = crate::linux::console::init_line(guest_lines(o), "disk-sum-after-restart").and_then(|l| l.split_whitespace().next());
+    c.that(again == Some(want.as_str()), format!("the second boot read {again:?} from the disk, not the pattern's {want}"));
+    let seen = crate::linux::console::init_line(guest_lines(o), "after-restart").unwrap_or("");
+    c.that(seen.split_whitespace().eq(["pci-devices", "0000:00:00.0"]), format!("the second boot sees {seen:?}, expected its disk at 0000:00:00.0"));
+    c.no_log(o, "insmod-failed");
+    c.no_log(o, "EXCEPTION");
+    c.no_log(o, "stopping this partition");
+    c.log(o, "all 2 partitions stopped, 0 failed");
+    let disk_dma: Vec<&TraceEvent> = o.trace.of(kind::TRANSLATE_SUCCESS).filter(sid(DISK_SID)).collect();
+    c.that(disk_dma.len() > 16, format!("QEMU translated {} DMA accesses of the disk", disk_dma.len()));
+    for e in &disk_dma {
+        let pa = e.field("translated").unwrap_or(0);
+        c.that((STORAGE_MEM.0..STORAGE_MEM.1).contains(&pa), format!("QEMU translated the disk's DMA outside storage's memory: {}", e.args));
+    }
+    c.that(o.trace.of(kind::EVENT).filter(sid(DISK_SID)).count() == 0, "the disk's DMA faulted");
+    c.no_bypass(o);
 }
