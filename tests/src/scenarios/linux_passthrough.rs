@@ -414,19 +414,26 @@ fn check_io(o: &Outcome, c: &mut Checks, bus: Bus) {
     c.log(o, "all 2 partitions stopped, 0 failed");
     // QEMU's record: the disk's DMA was translated, only into storage's
     // memory; net's only into its own; net's attack faulted; no bypass.
-    let disk_dma: Vec<&TraceEvent> = o.trace.of(kind::TRANSLATE_SUCCESS).filter(sid(DISK_SID)).collect();
-    c.that(disk_dma.len() > 16, format!("QEMU translated {} DMA accesses of the disk: it did not do its I/O through the SMMU", disk_dma.len()));
-    for e in &disk_dma {
-        let pa = e.field("translated").unwrap_or(0);
-        c.that((STORAGE_MEM.0..STORAGE_MEM.1).contains(&pa), format!("QEMU translated the disk's DMA outside storage's memory: {}", e.args));
-    }
+    disk_dma_in_storage(o, c, DISK_SID);
     for e in o.trace.of(kind::TRANSLATE_SUCCESS).filter(sid(NET_SID)) {
         let pa = e.field("translated").unwrap_or(0);
         c.that((NET_MEM.0..NET_MEM.1).contains(&pa), format!("QEMU translated net's DMA outside its memory: {}", e.args));
     }
     c.that(o.trace.of(kind::EVENT).filter(sid(NET_SID)).count() > 0, "QEMU recorded no SMMU event for net's attack on storage's memory");
-    c.that(o.trace.of(kind::EVENT).filter(sid(DISK_SID)).count() == 0, "the disk's DMA faulted");
     c.no_bypass(o);
+}
+
+/// QEMU's record of the disk at StreamID `disk`: its DMA was translated
+/// (more than 16 accesses: its I/O went through the SMMU), only into
+/// storage's memory, and never faulted.
+fn disk_dma_in_storage(o: &Outcome, c: &mut Checks, disk: u64) {
+    let dma: Vec<&TraceEvent> = o.trace.of(kind::TRANSLATE_SUCCESS).filter(sid(disk)).collect();
+    c.that(dma.len() > 16, format!("QEMU translated {} DMA accesses of StreamID {disk:#x}: that disk did not do its I/O through its SMMU", dma.len()));
+    for e in &dma {
+        let pa = e.field("translated").unwrap_or(0);
+        c.that((STORAGE_MEM.0..STORAGE_MEM.1).contains(&pa), format!("QEMU translated StreamID {disk:#x}'s DMA outside storage's memory: {}", e.args));
+    }
+    c.that(o.trace.of(kind::EVENT).filter(sid(disk)).count() == 0, format!("StreamID {disk:#x}'s DMA faulted"));
 }
 
 fn check_release(o: &Outcome, c: &mut Checks) {
@@ -509,14 +516,8 @@ fn check_two_hosts(o: &Outcome, c: &mut Checks) {
     c.no_log(o, "EXCEPTION");
     c.no_log(o, "stopping this partition");
     c.log(o, "all 2 partitions stopped, 0 failed");
-    for sid_ in [DISK_SID, DISK2_SID] {
-        let dma: Vec<&TraceEvent> = o.trace.of(kind::TRANSLATE_SUCCESS).filter(sid(sid_)).collect();
-        c.that(dma.len() > 16, format!("QEMU translated {} DMA accesses of StreamID {sid_:#x}: that disk did not do its I/O through its SMMU", dma.len()));
-        for e in &dma {
-            let pa = e.field("translated").unwrap_or(0);
-            c.that((STORAGE_MEM.0..STORAGE_MEM.1).contains(&pa), format!("QEMU translated StreamID {sid_:#x}'s DMA outside storage's memory: {}", e.args));
-        }
-        c.that(o.trace.of(kind::EVENT).filter(sid(sid_)).count() == 0, format!("StreamID {sid_:#x}'s DMA faulted"));
+    for disk in [DISK_SID, DISK2_SID] {
+        disk_dma_in_storage(o, c, disk);
     }
     c.that(o.trace.of(kind::EVENT).filter(sid(NET_SID)).count() > 0, "QEMU recorded no SMMU event for net's attack on storage's memory");
     c.no_bypass(o);
@@ -567,12 +568,6 @@ fn check_reset(o: &Outcome, c: &mut Checks) {
     c.no_log(o, "EXCEPTION");
     c.no_log(o, "stopping this partition");
     c.log(o, "all 2 partitions stopped, 0 failed");
-    let disk_dma: Vec<&TraceEvent> = o.trace.of(kind::TRANSLATE_SUCCESS).filter(sid(DISK_SID)).collect();
-    c.that(disk_dma.len() > 16, format!("QEMU translated {} DMA accesses of the disk", disk_dma.len()));
-    for e in &disk_dma {
-        let pa = e.field("translated").unwrap_or(0);
-        c.that((STORAGE_MEM.0..STORAGE_MEM.1).contains(&pa), format!("QEMU translated the disk's DMA outside storage's memory: {}", e.args));
-    }
-    c.that(o.trace.of(kind::EVENT).filter(sid(DISK_SID)).count() == 0, "the disk's DMA faulted");
+    disk_dma_in_storage(o, c, DISK_SID);
     c.no_bypass(o);
 }
