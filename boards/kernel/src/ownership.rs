@@ -137,8 +137,7 @@ fn execute(k: &Kernel, iso: &mut Isolation, c: &Change) -> Result<(), Failure> {
                 res.revoked.retain(|r| !mmio.contains(r));
                 res.generation += 1;
                 let part = partition(p)?;
-                let back = partitions::validate::owned_irqs(&d.topology, &devs);
-                crate::vgic::set_lines(part, |intid| back.iter().any(|o| o.irq.intid == intid), true);
+                crate::vgic::enable_lines_of(part, &devs);
                 present(k, part, &devs, true);
             }
         }

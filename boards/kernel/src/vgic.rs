@@ -92,6 +92,14 @@ pub fn set_lines(p: &Partition, which: impl Fn(u32) -> bool, on: bool) {
     }
 }
 
+/// Enables the physical lines of `p` that its devices `devs` raise (they
+/// are its again: assigned back, or started after its restart).
+pub fn enable_lines_of(p: &Partition, devs: &[partitions::topology::DeviceRef]) {
+    let Some(k) = kernel() else { return };
+    let lines = partitions::validate::owned_irqs(&k.discovered.topology, devs);
+    set_lines(p, |intid| lines.iter().any(|o| o.irq.intid == intid), true);
+}
+
 /// An interrupt taken while this CPU ran its partition: the virtual timer
 /// and the partition's own physical lines become pending in its virtual
 /// GIC (forwarded: `true`; the vCPU an SPI is routed to is kicked if it

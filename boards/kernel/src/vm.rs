@@ -269,8 +269,7 @@ fn restart_devices(k: &crate::runtime::Kernel, p: &Partition, l: &crate::launch:
     let guests: Vec<partitions::guest_dt::GuestDevice> = crate::devices::describe("", &devs, d).map_err(|_| ())?.into_iter().map(|o| o.guest).collect();
     let ((dtb, _), vpci) = crate::launch::write_dtb_with_pci(&p.plan, l, &guests, &devs, d, restarts).map_err(|_| ())?;
     *p.vm.lock() = Vm::new(&p.plan, platform::arch::vgic::list_registers(), vpci);
-    let lines = partitions::validate::owned_irqs(&d.topology, &devs);
-    crate::vgic::set_lines(p, |intid| lines.iter().any(|o| o.irq.intid == intid), true);
+    crate::vgic::enable_lines_of(p, &devs);
     Ok(dtb)
 }
 

@@ -35,9 +35,11 @@
 use crate::dtb::Boot;
 use crate::linux::disk::{self, Bus, Disk, IO_BYTES};
 use crate::linux::initramfs::Initramfs;
+use crate::linux::Guest;
 use crate::qemu::{Outcome, QemuConfig};
 use crate::scenario::{Checks, Ctx, Scenario, Witness};
 use crate::trace::{kind, TraceEvent};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where the loader puts Debian's Image and the initramfs, and storage's RAM.
@@ -190,11 +192,23 @@ struct Script<'a> {
     bootargs: &'a str,
 }
 
+/// Storage's initramfs, written to the scenario's directory: Debian's
+/// modules `modules` (with what they depend on), the pattern, and `/init`
+/// running `body` of their `insmod` lines. Where it is, and its size.
+fn storage_initramfs(ctx: &Ctx, g: &Guest, modules: &[&str], body: impl FnOnce(&str) -> String) -> Result<(PathBuf, u64), String> {
+    let mut files = Initramfs::new();
+    let insmod = g.add_modules(&mut files, modules)?;
+    disk::add_pattern(&mut files, IO_BYTES)?;
+    let mut r = g.initramfs(&body(&insmod.join("\n")))?;
+    r.merge(files)?;
+    let initrd = ctx.file("initramfs.cpio");
+    r.write(&initrd)?;
+    let size = std::fs::metadata(&initrd).map_err(|e| format!("{}: {e}", initrd.display()))?.len();
+    Ok((initrd, size))
+}
+
 fn setup(ctx: &Ctx, bus: Bus, net_args: &str, manager: bool, script: Script) -> Result<QemuConfig, String> {
     let g = crate::linux::guest()?;
-    let mut files = Initramfs::new();
-    let insmod = g.add_modules(&mut files, bus.modules())?;
-    disk::add_pattern(&mut files, IO_BYTES)?;
     let restarted = if script.after_restart.is_empty() {
         String::new()
     } else {
@@ -203,17 +217,9 @@ fn setup(ctx: &Ctx, bus: Bus, net_args: &str, manager: bool, script: Script) -> 
             script.after_restart
         )
     };
-    let body = format!(
-        "mark disk-insmod\n{}\nmark disk-loaded\n{restarted}{}\n{AFTER_IO}\n{}",
-        insmod.join("\n"),
-        disk::io_script(bus.device(), IO_BYTES),
-        script.after_io
-    );
-    let mut r = g.initramfs(&body)?;
-    r.merge(files)?;
-    let initrd = ctx.file("initramfs.cpio");
-    r.write(&initrd)?;
-    let size = std::fs::metadata(&initrd).map_err(|e| format!("{}: {e}", initrd.display()))?.len();
+    let (initrd, size) = storage_initramfs(ctx, g, bus.modules(), |insmod| {
+        format!("mark disk-insmod\n{insmod}\nmark disk-loaded\n{restarted}{}\n{AFTER_IO}\n{}", disk::io_script(bus.device(), IO_BYTES), script.after_io)
+    })?;
     let d = Disk::create(&ctx.file("disk.img"), "disk0", bus, 16)?.at(DISK_ADDR);
     let boot = Boot { partition: "storage".into(), image: g.image.clone(), initrd: Some(initrd) };
     let cfg = QemuConfig { smp: 4, memory: "2G".into(), extra: d.qemu_args(), timeout: Duration::from_secs(400), ..QemuConfig::default() };
@@ -226,20 +232,13 @@ fn setup(ctx: &Ctx, bus: Bus, net_args: &str, manager: bool, script: Script) -> 
 /// behind its own SMMU; Linux writes and reads back the pattern on both.
 fn setup_two_hosts(ctx: &Ctx) -> Result<QemuConfig, String> {
     let g = crate::linux::guest()?;
-    let mut files = Initramfs::new();
-    let insmod = g.add_modules(&mut files, &[Bus::Nvme.modules(), Bus::VirtioBlk.modules()].concat())?;
-    disk::add_pattern(&mut files, IO_BYTES)?;
-    let body = format!(
-        "{}\n{}\nmark {SECOND_DISK}\n{}\n{AFTER_IO}",
-        insmod.join("\n"),
-        disk::io_script(Bus::Nvme.device(), IO_BYTES),
-        disk::io_script(Bus::VirtioBlk.device(), IO_BYTES)
-    );
-    let mut r = g.initramfs(&body)?;
-    r.merge(files)?;
-    let initrd = ctx.file("initramfs.cpio");
-    r.write(&initrd)?;
-    let size = std::fs::metadata(&initrd).map_err(|e| format!("{}: {e}", initrd.display()))?.len();
+    let (initrd, size) = storage_initramfs(ctx, g, &[Bus::Nvme.modules(), Bus::VirtioBlk.modules()].concat(), |insmod| {
+        format!(
+            "{insmod}\n{}\nmark {SECOND_DISK}\n{}\n{AFTER_IO}",
+            disk::io_script(Bus::Nvme.device(), IO_BYTES),
+            disk::io_script(Bus::VirtioBlk.device(), IO_BYTES)
+        )
+    })?;
     let nvme = Disk::create(&ctx.file("disk.img"), "disk0", Bus::Nvme, 16)?.at(DISK_ADDR).on("pcie.0");
     let virtio = Disk::create(&ctx.file("disk2.img"), "disk1", Bus::VirtioBlk, 16)?.on("rp80");
     let mut extra = nvme.qemu_args();
